@@ -1,0 +1,370 @@
+"""Pydantic models of the instrument, specimen, run and analysis, and their YAML loading.
+
+A run file names (or inlines) an instrument and a specimen file, picks the driver backends and
+describes the run. Every validation error names the file, the YAML line, the field path and what
+was expected, e.g. ``configs/runs/x.yaml:12 run.laser_pj: must be > 0, got -5``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.config import DriversConfig
+
+
+class ConfigError(ValueError):
+    """A config that does not validate. ``str()`` gives one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- instrument
+class InstrumentConfig(_Model):
+    """A LEAP 5000 (XS straight flight path, XR reflectron) as configuration."""
+
+    name: str = "LEAP 5000 XS"
+    model: Literal["XS", "XR"] = "XS"
+    flight_path_mm: float = Field(100.0, gt=0, description="effective flight path L, mm")
+    reflectron: bool = False
+    detector_diameter_mm: float = Field(80.0, gt=0, description="active MCP diameter, mm")
+    detection_efficiency: float = Field(0.80, gt=0, le=1, description="fraction of ions detected")
+    tdc_bin_ns: float = Field(0.025, gt=0, description="TDC time bin, ns")
+    signal_velocity_mm_per_ns: float = Field(
+        1.0, gt=0, description="delay-line signal propagation speed along the detector axis, mm/ns"
+    )
+    delay_line_offset_ns: float = Field(
+        60.0, ge=0, description="signal delay from detector centre to each delay-line end, ns"
+    )
+    dead_time_ns: float = Field(3.0, ge=0, description="pair dead time of the delay line, ns")
+    dead_zone_mm: float = Field(4.0, ge=0, description="pair dead zone radius, mm")
+    timing_jitter_ns: float = Field(0.05, ge=0, description="rms timing jitter of a hit, ns")
+    t0_ns: float = Field(0.0, description="time offset between trigger and ion departure, ns")
+    background_per_ns: float = Field(
+        1e-7, ge=0, description="uniform background hits (dark counts, DC evaporation), per ns"
+    )
+    max_pulse_rate_hz: float = Field(500e3, gt=0)
+    laser_wavelength_nm: float = Field(355.0, gt=0)
+    max_voltage_v: float = Field(15000.0, gt=0, description="the supply's own ceiling, V")
+
+
+# --------------------------------------------------------------------------- specimen
+class PhaseConfig(_Model):
+    """A crystalline phase: formula-unit stoichiometry and atomic number density."""
+
+    name: str
+    composition: dict[str, float] = Field(
+        ..., description="atoms per formula unit, e.g. {Li: 1, Ni: 0.8, Co: 0.1, Mn: 0.1, O: 2}"
+    )
+    atomic_density_per_nm3: float = Field(..., gt=0, description="atoms per nm^3")
+
+    @model_validator(mode="after")
+    def _positive(self) -> PhaseConfig:
+        bad = [k for k, v in self.composition.items() if v < 0]
+        if bad or not self.composition or sum(self.composition.values()) <= 0:
+            raise ValueError(f"composition must be non-negative and not all zero: {bad}")
+        return self
+
+
+class GrainConfig(_Model):
+    """A spherical grain of another phase inside the matrix (e.g. a Li-Mn-O grain in NMC811)."""
+
+    phase: str
+    center_nm: tuple[float, float, float] = Field(..., description="x, y, z of the centre, nm")
+    radius_nm: float = Field(..., gt=0)
+
+
+class CoatingConfig(_Model):
+    """A metal shell deposited in the FIB around the specimen (Cr, with implanted Ga)."""
+
+    material: str = "Cr"
+    thickness_nm: float = Field(20.0, gt=0, le=200)
+    ga_fraction: float = Field(0.02, ge=0, lt=1, description="implanted Ga atom fraction")
+    oxide_fraction: float = Field(
+        0.15, ge=0, lt=1, description="fraction of shell metal leaving as oxide ions (CrO)"
+    )
+    atomic_density_per_nm3: float = Field(83.3, gt=0, description="bcc Cr: 83.3 atoms/nm^3")
+
+
+class SpecimenConfig(_Model):
+    """A needle-shaped specimen: geometry, phases, grains and an optional coating."""
+
+    name: str
+    apex_radius_nm: float = Field(30.0, gt=0, description="initial apex radius R0, nm")
+    shank_half_angle_deg: float = Field(8.0, ge=0, lt=45, description="shank half-angle, deg")
+    field_factor: float = Field(3.3, gt=1, description="k_f in F = V / (k_f R)")
+    image_compression: float = Field(1.65, gt=0, description="xi, image compression factor")
+    phases: list[PhaseConfig] = Field(..., min_length=1)
+    matrix: str = Field(..., description="name of the phase that fills the specimen")
+    grains: list[GrainConfig] = Field(default_factory=list)
+    coating: CoatingConfig | None = None
+    composition_spread: float = Field(
+        0.0, ge=0, lt=0.5,
+        description="particle-to-particle relative spread of cation ratios (drawn per seed)",
+    )
+
+    @model_validator(mode="after")
+    def _phases_known(self) -> SpecimenConfig:
+        names = {p.name for p in self.phases}
+        for want in [self.matrix, *(g.phase for g in self.grains)]:
+            if want not in names:
+                raise ValueError(f"phase {want!r} is not among phases {sorted(names)}")
+        return self
+
+    def phase(self, name: str) -> PhaseConfig:
+        return next(p for p in self.phases if p.name == name)
+
+
+# --------------------------------------------------------------------------- run
+class StepConfig(_Model):
+    """One section of a schedule: a laser energy held until an ion count or a duration."""
+
+    laser_pj: float = Field(..., gt=0, description="laser pulse energy, pJ")
+    ions: int | None = Field(None, gt=0, description="detected ions in this step")
+    duration_s: float | None = Field(None, gt=0, description="instrument time in this step, s")
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _one_end(self) -> StepConfig:
+        if self.ions is None and self.duration_s is None:
+            raise ValueError("a step needs ions or duration_s")
+        return self
+
+
+class StopConfig(_Model):
+    """Stop conditions; the first one met ends the run."""
+
+    ions: int | None = Field(1_000_000, gt=0, description="detected ions")
+    max_voltage_v: float | None = Field(None, gt=0, description="stop when V_dc would exceed, V")
+    instrument_time_s: float | None = Field(None, gt=0, description="instrument time, s")
+    on_fracture: bool = Field(True, description="stop when the specimen fractures")
+
+
+class FeedbackConfig(_Model):
+    """PI control of V_dc on the detection rate (ions per pulse)."""
+
+    kp_v: float = Field(400.0, ge=0, description="V per unit relative rate error")
+    ki_v_per_s: float = Field(20.0, ge=0, description="V per s per unit relative rate error")
+    max_step_v: float = Field(50.0, gt=0, description="largest setpoint change per tick, V")
+
+
+class RunConfig(_Model):
+    """The acquisition: laser, pulsing, temperature, target rate, stop conditions, seed."""
+
+    name: str = "run"
+    laser_pj: float | None = Field(None, gt=0, description="constant laser energy, pJ")
+    schedule: list[StepConfig] | None = Field(None, description="laser-energy steps in order")
+    pulse_rate_hz: float = Field(100e3, gt=0, description="laser pulse repetition rate, Hz")
+    base_temperature_k: float = Field(60.0, gt=0, description="specimen base temperature, K")
+    target_detection_rate: float = Field(
+        0.005, gt=0, lt=1, description="ions detected per pulse (0.005 = 0.5 %)"
+    )
+    start_voltage_v: float = Field(2000.0, ge=0, description="V_dc before the feedback takes over")
+    chunk_pulses: int = Field(2_000_000, gt=0, description="pulses per DLD readout block")
+    log_interval_s: float = Field(1.0, gt=0, description="/log cadence in instrument time, s")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _laser(self) -> RunConfig:
+        if (self.laser_pj is None) == (self.schedule is None):
+            raise ValueError("give exactly one of laser_pj or schedule")
+        return self
+
+    def steps(self) -> list[StepConfig]:
+        """The schedule; a constant laser energy is one open-ended step."""
+        if self.schedule is not None:
+            return list(self.schedule)
+        return [StepConfig(laser_pj=self.laser_pj, ions=self.stop.ions or 2**62)]
+
+
+# --------------------------------------------------------------------------- analysis
+class ReconstructionConfig(_Model):
+    method: Literal["bas", "geiser"] = "bas"
+    evaporation_field_v_per_nm: float = Field(28.0, gt=0, description="F_e, V/nm")
+    field_factor: float | None = Field(None, gt=1, description="k_f; default: the specimen's")
+    image_compression: float | None = Field(None, gt=0, description="xi; default: specimen's")
+    atomic_volume_nm3: float = Field(0.0094, gt=0, description="Omega per detected ion, nm^3")
+
+
+class AnalysisConfig(_Model):
+    ranges: str | None = Field(None, description="RRNG/RNG file; relative to the run file")
+    roi: str | None = Field(None, description="e.g. 'cylinder:25' (diameter nm) or 'box:20,20,50'")
+    fda_block_ions: int = Field(100, gt=1, description="ions per FDA block (Moody 2008)")
+    fda_ions: list[str] = Field(default_factory=lambda: ["Li+", "O2+"])
+    voltage_correction: bool = True
+    bowl_correction: bool = True
+    reference_peak: str | None = Field(None, description="range name for the corrections")
+    reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
+
+
+# --------------------------------------------------------------------------- run file
+class RunFile(_Model):
+    """A whole run description: what ``apt-daq run RUN.yaml`` reads."""
+
+    instrument: InstrumentConfig
+    specimen: SpecimenConfig
+    drivers: DriversConfig = Field(default_factory=DriversConfig)
+    run: RunConfig
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    source: str | None = Field(None, description="the file this was loaded from")
+
+    def resolve(self, relative: str | None) -> Path | None:
+        """A path given in the run file, relative to the run file's folder."""
+        if relative is None:
+            return None
+        p = Path(relative)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p
+
+
+# --------------------------------------------------------------------------- YAML loading
+Lines = dict[tuple[Any, ...], tuple[str, int]]
+_INCLUDES = {"instrument", "specimen", "drivers", "analysis"}
+
+
+def _compose(path: Path) -> tuple[Any, Lines]:
+    """Load YAML and remember, for every key path, the file and line it came from."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    lines: Lines = {}
+
+    def walk(n: yaml.Node, at: tuple[Any, ...]) -> None:
+        lines.setdefault(at, (str(path), n.start_mark.line + 1))
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                lines[(*at, k.value)] = (str(path), k.start_mark.line + 1)
+                walk(v, (*at, k.value))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, (*at, i))
+
+    if node is not None:
+        walk(node, ())
+    return data, lines
+
+
+def _load_tree(path: Path) -> tuple[dict[str, Any], Lines]:
+    data, lines = _compose(path)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: expected a mapping at the top level"])
+    for key in _INCLUDES:
+        ref = data.get(key)
+        if isinstance(ref, str):
+            sub_path = (path.parent / ref) if not Path(ref).is_absolute() else Path(ref)
+            if not sub_path.exists():
+                f, line = lines.get((key,), (str(path), 1))
+                raise ConfigError([f"{f}:{line} {key}: file not found: {sub_path}"])
+            sub, sub_lines = _compose(sub_path)
+            data[key] = sub
+            for k, v in sub_lines.items():
+                lines[(key, *k)] = v
+    return data, lines
+
+
+def _explain(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    words = {
+        "greater_than": "must be > {gt}",
+        "greater_than_equal": "must be >= {ge}",
+        "less_than": "must be < {lt}",
+        "less_than_equal": "must be <= {le}",
+        "extra_forbidden": "unknown key (misspelt?)",
+        "missing": "required but missing",
+        "literal_error": "must be one of {expected}",
+    }
+    msg = words.get(kind, err["msg"]).format(**ctx) if kind in words else err["msg"]
+    if kind not in ("missing", "extra_forbidden"):
+        msg += f", got {err.get('input')!r}"
+    return msg
+
+
+def validation_problems(e: ValidationError, lines: Lines, default_file: str) -> list[str]:
+    """Turn a pydantic error into lines of ``file:line path: what was expected``."""
+    out = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        where = (default_file, 1)
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                where = lines[loc[:n]]
+                break
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        out.append(f"{where[0]}:{where[1]} {dotted}: {_explain(err)}")
+    return out
+
+
+def load_yaml_model(path: str | Path, model: type[_Model]) -> Any:
+    """Load ``path`` as ``model`` (e.g. an InstrumentConfig file), errors with file:line."""
+    path = Path(path)
+    data, lines = _load_tree(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_problems(e, lines, str(path))) from None
+
+
+def load_run(path: str | Path, overrides: dict[str, Any] | None = None) -> RunFile:
+    """Load a run file with its included instrument/specimen files.
+
+    ``overrides`` maps dotted paths to values, e.g. ``{"run.seed": 3, "run.stop.ions": 1000}``.
+    """
+    path = Path(path)
+    data, lines = _load_tree(path)
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    data["source"] = str(path)
+    try:
+        return RunFile.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_problems(e, lines, str(path))) from None
+
+
+def detect_model(data: dict[str, Any]) -> type[_Model]:
+    """Guess which model a YAML file holds, from its keys."""
+    if "run" in data:
+        return RunFile
+    if "phases" in data:
+        return SpecimenConfig
+    if "flight_path_mm" in data or "model" in data:
+        return InstrumentConfig
+    return RunFile
+
+
+def check_file(path: str | Path) -> _Model:
+    """Validate any apt-daq YAML (run, instrument or specimen file)."""
+    data, _ = _compose(Path(path))
+    model = detect_model(data if isinstance(data, dict) else {})
+    if model is RunFile:
+        return load_run(path)
+    return load_yaml_model(path, model)
+
+
+def json_schema() -> str:
+    """The JSON Schema of a run file."""
+    return json.dumps(RunFile.model_json_schema(), indent=2)

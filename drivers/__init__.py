@@ -1,0 +1,1 @@
+"""Instrument drivers: laser, HV supply and delay-line detector behind small typed interfaces."""

@@ -1,0 +1,140 @@
+"""Device models of the virtual LEAP's HV supply and laser: state and rules, no wire protocol.
+
+The same models sit behind the in-process ``sim`` driver backends and behind the emulator's
+SCPI and serial interfaces (model and wire apart, as in Lewis). Each model keeps a ``received``
+log of every accepted setting with its instrument time, so safety tests can check what the
+instrument got rather than what a driver believes it sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class DeviceError(Exception):
+    """A command the device refuses. ``code`` and ``message`` go to the SCPI error queue."""
+
+    def __init__(self, code: int, message: str):
+        self.code = code
+        self.message = message
+        super().__init__(f"{code},\"{message}\"")
+
+
+@dataclass
+class HvSupplyModel:
+    """A DC HV supply with a hardware limit, an output relay and a trip (over-current) latch.
+
+    The output follows the setpoint at most at ``slew_v_per_s`` (the supply's own slew), and
+    ``advance(dt_s)`` moves it on in instrument time.
+    """
+
+    max_voltage_v: float = 15000.0
+    slew_v_per_s: float = 1000.0
+    trip_current_a: float = 50e-6
+    setpoint_v: float = 0.0
+    limit_v: float = 15000.0
+    output_on: bool = False
+    tripped: bool = False
+    output_v: float = 0.0
+    current_a: float = 0.0
+    now_s: float = 0.0
+    received: list[tuple[float, str, float]] = field(default_factory=list)
+
+    def set_voltage(self, volts: float) -> None:
+        if not (0.0 <= volts <= self.limit_v):
+            raise DeviceError(-222, f"Data out of range: {volts:g} V above limit {self.limit_v:g}")
+        self.setpoint_v = float(volts)
+        self.received.append((self.now_s, "setpoint_v", self.setpoint_v))
+
+    def set_limit(self, volts: float) -> None:
+        if not (0.0 < volts <= self.max_voltage_v):
+            raise DeviceError(-222, f"Data out of range: limit {volts:g} V")
+        self.limit_v = float(volts)
+        self.received.append((self.now_s, "limit_v", self.limit_v))
+        if self.setpoint_v > self.limit_v:
+            self.set_voltage(self.limit_v)
+
+    def set_output(self, on: bool) -> None:
+        if on and self.tripped:
+            raise DeviceError(-300, "Device-specific error: output tripped, clear protection first")
+        self.output_on = bool(on)
+        self.received.append((self.now_s, "output", float(self.output_on)))
+        if not on:
+            self.output_v = 0.0
+            self.current_a = 0.0
+
+    def trip(self) -> None:
+        """Over-current protection fires: output off, latched until cleared."""
+        self.tripped = True
+        self.output_on = False
+        self.output_v = 0.0
+        self.current_a = 0.0
+        self.received.append((self.now_s, "trip", 1.0))
+
+    def clear_trip(self) -> None:
+        self.tripped = False
+        self.received.append((self.now_s, "trip", 0.0))
+
+    def reset(self) -> None:
+        """*RST: output off, setpoint 0, limit back to the hardware maximum."""
+        self.set_output(False)
+        self.setpoint_v = 0.0
+        self.limit_v = self.max_voltage_v
+        self.received.append((self.now_s, "reset", 0.0))
+
+    def advance(self, dt_s: float) -> None:
+        """Move the output towards the setpoint at the supply's slew rate."""
+        self.now_s += dt_s
+        target = self.setpoint_v if self.output_on else 0.0
+        step = self.slew_v_per_s * dt_s
+        delta = max(-step, min(step, target - self.output_v))
+        self.output_v += delta
+
+    def measured_v(self) -> float:
+        return self.output_v if self.output_on else 0.0
+
+
+@dataclass
+class LaserModel:
+    """A pulsed UV laser: pulse energy, repetition rate, emission and a safety interlock."""
+
+    max_energy_pj: float = 1000.0
+    max_pulse_rate_hz: float = 500e3
+    energy_pj: float = 0.0
+    pulse_rate_hz: float = 100e3
+    emission_on: bool = False
+    interlock_open: bool = False
+    now_s: float = 0.0
+    received: list[tuple[float, str, float]] = field(default_factory=list)
+
+    def set_energy(self, pj: float) -> None:
+        if not (0.0 <= pj <= self.max_energy_pj):
+            raise DeviceError(-222, f"Data out of range: energy {pj:g} pJ")
+        self.energy_pj = float(pj)
+        self.received.append((self.now_s, "energy_pj", self.energy_pj))
+
+    def set_pulse_rate(self, hz: float) -> None:
+        if not (0.0 < hz <= self.max_pulse_rate_hz):
+            raise DeviceError(-222, f"Data out of range: pulse rate {hz:g} Hz")
+        self.pulse_rate_hz = float(hz)
+        self.received.append((self.now_s, "pulse_rate_hz", self.pulse_rate_hz))
+
+    def set_emission(self, on: bool) -> None:
+        if on and self.interlock_open:
+            raise DeviceError(-300, "Device-specific error: interlock open, emission refused")
+        self.emission_on = bool(on)
+        self.received.append((self.now_s, "emission", float(self.emission_on)))
+
+    def open_interlock(self) -> None:
+        self.interlock_open = True
+        self.emission_on = False
+        self.received.append((self.now_s, "interlock", 1.0))
+
+    def close_interlock(self) -> None:
+        self.interlock_open = False
+        self.received.append((self.now_s, "interlock", 0.0))
+
+    def reset(self) -> None:
+        self.set_emission(False)
+        self.energy_pj = 0.0
+        self.received.append((self.now_s, "reset", 0.0))
