@@ -1,0 +1,1 @@
+"""One module per ``apt-daq`` subcommand; each has ``register(subparsers)``."""
