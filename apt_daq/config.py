@@ -151,11 +151,22 @@ class StopConfig(_Model):
 
 
 class FeedbackConfig(_Model):
-    """PI control of V_dc on the detection rate (ions per pulse)."""
+    """Incremental PI control of V_dc on the log of the detection rate.
 
-    kp_v: float = Field(400.0, ge=0, description="V per unit relative rate error")
-    ki_v_per_s: float = Field(20.0, ge=0, description="V per s per unit relative rate error")
-    max_step_v: float = Field(50.0, gt=0, description="largest setpoint change per tick, V")
+    Every readout block (one tick): e = ln(target / rate) (clipped to +-ln(max_error_ratio)),
+    dV / V = kp (e - e_prev) + ki_per_s e dt. Field evaporation is exponential in the field, so a
+    log error gives a loop gain that does not depend on how far off the rate is. The incremental
+    (velocity) form has no integral state to wind up: clamping dV to the ramp rate, the step limit
+    and the HV limit is the anti-windup.
+    """
+
+    kp: float = Field(0.01, ge=0, description="relative V change per unit change of ln error")
+    ki_per_s: float = Field(0.001, ge=0, description="relative V change per s per unit ln error")
+    max_step_v: float = Field(200.0, gt=0, description="largest setpoint change per tick, V")
+    max_error_ratio: float = Field(10.0, gt=1, description="rate error clip (no ions: this)")
+    laser_step_backoff: float = Field(
+        0.03, ge=0, lt=0.5, description="fraction V is lowered before a laser-energy increase"
+    )
 
 
 class RunConfig(_Model):
@@ -171,7 +182,11 @@ class RunConfig(_Model):
     )
     start_voltage_v: float = Field(2000.0, ge=0, description="V_dc before the feedback takes over")
     chunk_pulses: int = Field(2_000_000, gt=0, description="pulses per DLD readout block")
-    log_interval_s: float = Field(1.0, gt=0, description="/log cadence in instrument time, s")
+    store_raw: bool = Field(True, description="also store the raw DLD records in /raw")
+    fracture_rate_fraction: float = Field(
+        0.02, gt=0, lt=1, description="rate below this fraction of target after settling ..."
+    )
+    fracture_blocks: int = Field(3, gt=0, description="... for this many blocks: a fracture")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     seed: int = Field(0, ge=0)

@@ -1,0 +1,68 @@
+"""``apt-daq run RUN.yaml [-o OUT.h5] [--ions N] [--seed S] [--live PNG]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+from apt_daq.run import Session, State, install_sigint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="an acquisition through the run engine (sim or real backends)")
+    p.add_argument("config", help="run YAML (configs/runs/...)")
+    p.add_argument("-o", "--out", help="output run file (default runs/<name>.h5)")
+    p.add_argument("--ions", type=int, help="stop after this many detected ions")
+    p.add_argument("--seed", type=int, help="random seed of the simulated instrument")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--live", metavar="PNG", help="refresh a dashboard PNG every few seconds")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.ions is not None:
+        overrides["run.stop.ions"] = args.ions
+    if args.seed is not None:
+        overrides["run.seed"] = args.seed
+    session = Session.from_yaml(args.config, overrides, out=args.out, overwrite=args.overwrite,
+                                progress=not args.quiet, live_png=args.live)
+    restore = install_sigint(session)
+    if sys.stdin is not None and sys.stdin.isatty():
+        threading.Thread(target=_resume_on_enter, args=(session,), daemon=True).start()
+    try:
+        result = session.run()
+    finally:
+        restore()
+    console = Console()
+    colour = {State.DONE: "green", State.ABORTED: "yellow"}.get(result.state, "red")
+    console.print(f"[{colour}]{result.state.name.lower()}[/{colour}]: {result.reason}")
+    console.print(f"{result.ions} ions in {result.pulses} pulses "
+                  f"({100 * result.ions / max(result.pulses, 1):.3f} % detection rate), "
+                  f"V {result.voltage_range_v[0]:.0f}-{result.voltage_range_v[1]:.0f} V "
+                  f"-> {Path(result.path)}")
+    _summary(result.path, console)
+    return 0 if result.state == State.DONE else 1
+
+
+def _resume_on_enter(session: Session) -> None:
+    for _ in sys.stdin:
+        if session.state == State.PAUSED:
+            session.resume()
+
+
+def _summary(path: Path | None, console: Console) -> None:
+    """Composition of the main species and O2+/O+ (when the analysis package is there)."""
+    try:
+        from apt_daq.analysis.report import analyze_run, print_report
+    except ImportError:
+        return
+    if path is None:
+        return
+    report = analyze_run(path)
+    print_report(report, console, brief=True)

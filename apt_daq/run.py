@@ -1,0 +1,483 @@
+"""The acquisition engine: one engine for real and simulated runs.
+
+States: idle -> connecting -> ramping -> acquiring <-> paused -> stopping -> safe -> done, or
+failed / aborted. The engine knows only the driver interfaces (``drivers.open_instruments``);
+the run file's ``drivers`` section picks sim, emulator or real backends.
+
+Per readout block (one tick of the detection-rate feedback):
+
+    raw = dld.read_chunk()  ->  pipeline.process_chunk  ->  store.append  ->  /log row
+    rate = ions / pulses    ->  RateController  ->  hv.set_voltage (within limit and ramp)
+
+Every way out, normal or not, ends in ``_make_safe``: laser emission off, HV output off, a last
+/log row showing both off, the end state in /meta, the file closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apt_daq.config import FeedbackConfig, RunFile, load_run
+from apt_daq.io.store import LOG_DTYPE, RunWriter
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.IntEnum):
+    IDLE = 0
+    CONNECTING = 1
+    RAMPING = 2
+    ACQUIRING = 3
+    PAUSED = 4
+    STOPPING = 5
+    SAFE = 6
+    DONE = 7
+    FAILED = 8
+    ABORTED = 9
+
+
+# ------------------------------------------------------------------------------ feedback
+@dataclass
+class RateController:
+    """Incremental PI on ln(target / rate), output clamped to limit, ramp and step size."""
+
+    target: float
+    cfg: FeedbackConfig
+    limit_v: float
+    ramp_v_per_s: float
+    _e_prev: float | None = None
+
+    def error(self, rate: float) -> float:
+        clip = math.log(self.cfg.max_error_ratio)
+        if rate <= 0:
+            return clip
+        return max(-clip, min(clip, math.log(self.target / rate)))
+
+    def update(self, rate: float, dt_s: float, v_now: float) -> float:
+        """The next setpoint, V, given the last block's rate (ions/pulse) and duration."""
+        e = self.error(rate)
+        de = 0.0 if self._e_prev is None else e - self._e_prev
+        self._e_prev = e
+        dv = max(v_now, 100.0) * (self.cfg.kp * de + self.cfg.ki_per_s * e * dt_s)
+        step = min(self.cfg.max_step_v, self.ramp_v_per_s * dt_s)
+        dv = max(-step, min(step, dv))
+        return max(0.0, min(self.limit_v, v_now + dv))
+
+    def reset(self) -> None:
+        self._e_prev = None
+
+
+# ------------------------------------------------------------------------------ suspenders
+@dataclass
+class Suspender:
+    """Pause the run while ``ok(instruments)`` is False; resume when it has been True again
+    for ``settle_s`` (bluesky-style). ``ok`` must be cheap: it is polled once per block."""
+
+    name: str
+    ok: Callable[[Any], bool]
+    settle_s: float = 0.0
+
+
+def default_suspenders() -> list[Suspender]:
+    def interlock_closed(ins: Any) -> bool:
+        return not ins.laser.interlock_open()
+
+    def detector_not_overflowing(ins: Any) -> bool:
+        return not bool(getattr(ins.dld, "overflow", lambda: False)())
+
+    return [Suspender("laser interlock", interlock_closed),
+            Suspender("detector overflow", detector_not_overflowing)]
+
+
+# ------------------------------------------------------------------------------ result
+@dataclass
+class RunResult:
+    state: State
+    reason: str
+    ions: int
+    pulses: int
+    path: Path | None
+    voltage_range_v: tuple[float, float] = (0.0, 0.0)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class RunAborted(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------ session
+class Session:
+    """A run from a run file, for scripts and the CLI.
+
+    >>> with Session.from_yaml("configs/runs/nmc811-cr-5pj.yaml", out="a.h5") as s:
+    ...     result = s.run()
+
+    ``pause()``, ``resume()`` and ``abort()`` may be called from any thread (or a signal
+    handler); they take effect at the next readout block.
+    """
+
+    def __init__(
+        self,
+        run_file: RunFile,
+        out: str | Path | None = None,
+        *,
+        overwrite: bool = False,
+        progress: bool = False,
+        live_png: str | Path | None = None,
+        suspenders: list[Suspender] | None = None,
+        on_block: Callable[[Session, dict[str, Any]], None] | None = None,
+    ):
+        self.cfg = run_file
+        self.out = Path(out) if out else Path("runs") / f"{run_file.run.name}.h5"
+        self.overwrite = overwrite
+        self.progress = progress
+        self.live_png = Path(live_png) if live_png else None
+        self.suspenders = default_suspenders() if suspenders is None else suspenders
+        self.on_block = on_block
+        self.state = State.IDLE
+        self.transitions: list[tuple[float, str, str]] = []
+        self._pause = threading.Event()
+        self._abort = threading.Event()
+        self._writer: RunWriter | None = None
+        self._ins: Any = None
+        self._t0_wall = time.monotonic()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
+                  **kw: Any) -> Session:
+        return cls(load_run(path, overrides), **kw)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.state not in (State.DONE, State.FAILED, State.ABORTED, State.IDLE):
+            self.abort()
+
+    # -- control (any thread)
+    def pause(self) -> None:
+        self._pause.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    def abort(self) -> None:
+        self._abort.set()
+
+    # -- internals
+    def _now_s(self) -> float:
+        virtual = getattr(self._ins, "virtual", None)
+        return virtual.now_s if virtual is not None else time.monotonic() - self._t0_wall
+
+    def _to(self, state: State, why: str = "") -> None:
+        old, self.state = self.state, state
+        self.transitions.append((self._now_s() if self._ins else 0.0, state.name.lower(), why))
+        log.info("state %s -> %s %s", old.name.lower(), state.name.lower(), why)
+        if self._writer is not None:
+            self._writer.set_meta("transitions", self.transitions)
+
+    def _wait(self, dt_s: float) -> None:
+        """Let time pass: instrument time for the simulator, wall time for real hardware."""
+        virtual = getattr(self._ins, "virtual", None)
+        if virtual is not None:
+            virtual.idle(dt_s)
+        else:
+            time.sleep(dt_s)
+
+    def _log_row(self, *, rate: float, pulses: int, ions: int, step: int) -> None:
+        ins = self._ins
+        row = np.zeros(1, LOG_DTYPE)
+        row["time_s"] = self._now_s()
+        row["v_dc"] = ins.hv.voltage()
+        row["v_setpoint"] = self._v_set
+        row["current_a"] = ins.hv.current()
+        row["laser_pj"] = ins.laser.energy()
+        row["rate"] = rate
+        row["pulses"] = pulses
+        row["ions"] = ions
+        row["step"] = step
+        row["hv_on"] = ins.hv.output_on()
+        row["laser_on"] = ins.laser.emission_on()
+        row["state"] = int(self.state)
+        self._writer.log(row)
+
+    # -- the run
+    def run(self) -> RunResult:
+        import drivers  # the engine knows drivers only through this factory
+        from apt_daq.pipeline import process_chunk
+
+        cfg, r = self.cfg, self.cfg.run
+        ranges = _load_ranges(cfg)
+        meta = {
+            "config": cfg.model_dump(mode="json"),
+            "instrument": cfg.instrument.model_dump(mode="json"),
+            "seed": r.seed,
+            "source": cfg.source,
+            "simulated": any(d.backend == "sim" for d in (cfg.drivers.laser, cfg.drivers.hv,
+                                                          cfg.drivers.dld)),
+        }
+        self._writer = RunWriter(self.out, meta, overwrite=self.overwrite)
+        ions = pulses = 0
+        self._v_set = 0.0
+        v_seen = [math.inf, -math.inf]
+        reason = ""
+        counters = {"records": 0, "rejected": 0, "multi_hits": 0}
+        self._to(State.CONNECTING)
+        try:
+            with drivers.open_instruments(cfg) as ins:
+                self._ins = ins
+                hv, laser, dld = ins.hv, ins.laser, ins.dld
+                if hasattr(dld, "ion_table"):
+                    self._writer.set_meta("ion_table", [list(t) for t in dld.ion_table])
+                ctl = RateController(r.target_detection_rate, r.feedback, min(hv.limit_v, (
+                    r.stop.max_voltage_v or math.inf)), hv.ramp_v_per_s)
+                self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
+                laser.set_pulse_rate(r.pulse_rate_hz)
+                hv.output(True)
+                hv.ramp_to(r.start_voltage_v)
+                self._v_set = r.start_voltage_v
+                dld.start()
+                steps = r.steps()
+                step_i, step_ions, step_t0 = 0, 0, self._now_s()
+                laser.set_energy(steps[0].laser_pj)
+                laser.emission(True)
+                self._to(State.ACQUIRING, f"step 0: {steps[0].laser_pj:g} pJ")
+                self._log_row(rate=0.0, pulses=0, ions=0, step=0)
+                settled, low_blocks = False, 0
+                t_prev = self._now_s()
+                progress = _Progress(self, r) if self.progress else None
+                while True:
+                    if self._abort.is_set():
+                        raise RunAborted("abort requested")
+                    self._check_suspenders_and_pause(ctl)
+                    raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
+                    truth = lost = None
+                    if hasattr(dld, "read_truth"):
+                        truth, lost = dld.read_truth()
+                    block_pulses = int(dld.last_chunk_pulses) if hasattr(
+                        dld, "last_chunk_pulses") else int(r.chunk_pulses)
+                    hits, derived, keep, c = process_chunk(raw, cfg.instrument, ranges)
+                    for k in counters:
+                        counters[k] += int(c.get(k, 0))
+                    self._writer.append(
+                        raw=raw if r.store_raw else None, hits=hits, derived=derived,
+                        truth=truth[keep] if truth is not None else None, lost=lost)
+                    n = len(hits)
+                    ions += n
+                    step_ions += n
+                    pulses += block_pulses
+                    now = self._now_s()
+                    dt, t_prev = max(now - t_prev, 1e-9), now
+                    rate = n / block_pulses if block_pulses else 0.0
+                    if len(hits):
+                        v_seen[0] = min(v_seen[0], float(hits["v_dc"].min()))
+                        v_seen[1] = max(v_seen[1], float(hits["v_dc"].max()))
+                    self._log_row(rate=rate, pulses=pulses, ions=ions, step=step_i)
+                    if progress:
+                        progress.update(ions, rate, self._v_set, laser.energy(), step_i)
+                    if self.on_block:
+                        self.on_block(self, {"rate": rate, "ions": ions, "pulses": pulses,
+                                             "v_set": self._v_set, "step": step_i})
+                    if self.live_png:
+                        _live(self, hits, derived)
+                    # -- stop conditions and fracture
+                    if hv.tripped():
+                        reason = f"fracture: HV supply tripped at {self._v_set:.0f} V"
+                        self._to(State.FAILED, reason)
+                        break
+                    settled = settled or rate > 0.5 * r.target_detection_rate
+                    low_blocks = low_blocks + 1 if (
+                        settled and rate < r.fracture_rate_fraction * r.target_detection_rate
+                    ) else 0
+                    if r.stop.on_fracture and low_blocks >= r.fracture_blocks:
+                        reason = f"fracture: detection rate collapsed at {self._v_set:.0f} V"
+                        self._to(State.FAILED, reason)
+                        break
+                    if r.stop.ions and ions >= r.stop.ions:
+                        reason = f"ion count {ions} reached"
+                        break
+                    if r.stop.instrument_time_s and now >= r.stop.instrument_time_s:
+                        reason = f"instrument time {now:.0f} s reached"
+                        break
+                    step = steps[step_i]
+                    if (step.ions and step_ions >= step.ions) or (
+                            step.duration_s and now - step_t0 >= step.duration_s):
+                        if step_i + 1 >= len(steps):
+                            reason = f"schedule done ({len(steps)} steps)"
+                            break
+                        step_i, step_ions, step_t0 = step_i + 1, 0, now
+                        new = steps[step_i].laser_pj
+                        if new > laser.energy() and r.feedback.laser_step_backoff:
+                            self._v_set = self._v_set * (1 - r.feedback.laser_step_backoff)
+                            hv.ramp_to(self._v_set)
+                        laser.set_energy(new)
+                        ctl.reset()
+                        self._to(State.ACQUIRING, f"step {step_i}: {new:g} pJ")
+                        continue
+                    # -- feedback
+                    v_next = ctl.update(rate, dt, self._v_set)
+                    if r.stop.max_voltage_v and v_next >= r.stop.max_voltage_v:
+                        reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
+                        break
+                    hv.set_voltage(v_next)
+                    self._v_set = v_next
+                if self.state not in (State.FAILED,):
+                    self._to(State.STOPPING, reason)
+                if progress:
+                    progress.close()
+                self._make_safe(ins, pulses, ions, step_i)
+                end = State.FAILED if self.state == State.FAILED else State.DONE
+        except (RunAborted, KeyboardInterrupt) as e:
+            reason = f"aborted: {e}" if str(e) else "aborted"
+            end = State.ABORTED
+            self._safe_after_error(pulses, ions)
+        except Exception as e:
+            reason = f"failed: {type(e).__name__}: {e}"
+            end = State.FAILED
+            self._safe_after_error(pulses, ions)
+            self._finish(end, reason, ions, pulses, counters)
+            raise
+        self._finish(end, reason, ions, pulses, counters)
+        vr = (v_seen[0], v_seen[1]) if ions else (0.0, 0.0)
+        return RunResult(end, reason, ions, pulses, self.out, vr, counters)
+
+    def _check_suspenders_and_pause(self, ctl: RateController) -> None:
+        ins = self._ins
+        failing = [s for s in self.suspenders if not s.ok(ins)]
+        if not failing and not self._pause.is_set():
+            return
+        why = ", ".join(s.name for s in failing) or "pause requested"
+        self._to(State.PAUSED, why)
+        if ins.laser.emission_on():
+            ins.laser.emission(False)
+        poll = 0.5
+        while True:
+            if self._abort.is_set():
+                raise RunAborted(f"abort requested while paused ({why})")
+            failing = [s for s in self.suspenders if not s.ok(ins)]
+            if not failing and not self._pause.is_set():
+                settle = max((s.settle_s for s in self.suspenders), default=0.0)
+                if settle:
+                    self._wait(settle)
+                break
+            self._wait(poll)
+            time.sleep(0.05)  # paused: do not spin, whatever clock the instruments run on
+        ins.laser.emission(True)
+        ctl.reset()
+        self._to(State.ACQUIRING, f"resumed after {why}")
+
+    def _make_safe(self, ins: Any, pulses: int, ions: int, step: int) -> None:
+        ins.laser.safe_off()
+        ins.hv.safe_off()
+        self._v_set = 0.0
+        self._to(State.SAFE, "HV and laser off")
+        self._log_row(rate=0.0, pulses=pulses, ions=ions, step=step)
+
+    def _safe_after_error(self, pulses: int, ions: int) -> None:
+        """The instruments' context manager has already switched HV and laser off on the way
+        out; record it in /log if the drivers still answer."""
+        self._v_set = 0.0
+        self._to(State.SAFE, "HV and laser off (after fault)")
+        if self._ins is None or self._writer is None:
+            return
+        try:
+            self._log_row(rate=0.0, pulses=pulses, ions=ions, step=-1)
+        except Exception:  # a dead connection: the emulator's own log is the proof then
+            log.warning("could not read back instrument state after the fault")
+            row = np.zeros(1, LOG_DTYPE)
+            row["time_s"], row["pulses"], row["ions"], row["step"] = (
+                self._now_s(), pulses, ions, -1)
+            row["state"] = int(State.SAFE)
+            self._writer.log(row)
+
+    def _finish(self, end: State, reason: str, ions: int, pulses: int,
+                counters: dict[str, int]) -> None:
+        if self.state != end:
+            self._to(end, reason)
+        if self._writer is not None:
+            self._writer.set_meta("end_reason", reason)
+            self._writer.set_meta("counters", {**counters, "ions": ions, "pulses": pulses})
+            self._writer.finish(end.name.lower())
+            self._writer.close()
+
+
+def _load_ranges(cfg: RunFile) -> Any:
+    path = cfg.resolve(cfg.analysis.ranges)
+    if path is None:
+        return None
+    from apt_daq.io.ranges import read_ranges
+
+    return read_ranges(path)
+
+
+def _live(session: Session, hits: np.ndarray, derived: np.ndarray) -> None:
+    from apt_daq.live import update_live_png
+
+    update_live_png(session, hits, derived)
+
+
+class _Progress:
+    """rich progress: ions, rate vs target, V, pJ, step, ETA."""
+
+    def __init__(self, session: Session, r: Any):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.target = r.target_detection_rate
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                          MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                          TimeRemainingColumn())
+        self.task = self.p.add_task(r.name, total=r.stop.ions or None, status="")
+        self.p.start()
+
+    def update(self, ions: int, rate: float, v: float, pj: float, step: int) -> None:
+        status = (f"rate {100 * rate:.3f}% (target {100 * self.target:.2f}%)  "
+                  f"V {v:7.0f}  {pj:5.1f} pJ  step {step}")
+        self.p.update(self.task, completed=ions, status=status)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def install_sigint(session: Session) -> Callable[[], None]:
+    """Ctrl-C once pauses at the next block, twice aborts safely; SIGTERM aborts.
+
+    Returns a function that restores the previous handlers.
+    """
+    presses = [0]
+
+    def on_sigint(signum: int, frame: object) -> None:
+        presses[0] += 1
+        if presses[0] == 1:
+            session.pause()
+            log.warning("Ctrl-C: pausing at the next block (Ctrl-C again aborts safely)")
+        else:
+            session.abort()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        session.abort()
+
+    old_int = signal.signal(signal.SIGINT, on_sigint)
+    old_term = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+    return restore
