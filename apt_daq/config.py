@@ -8,6 +8,7 @@ was expected, e.g. ``configs/runs/x.yaml:12 run.laser_pj: must be > 0, got -5``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,6 +207,8 @@ class RunConfig(_Model):
 
 # --------------------------------------------------------------------------- analysis
 class ReconstructionConfig(_Model):
+    """Point-projection reconstruction (Bas et al. 1995, or the Geiser/Gault variant)."""
+
     method: Literal["bas", "geiser"] = "bas"
     evaporation_field_v_per_nm: float = Field(28.0, gt=0, description="F_e, V/nm")
     field_factor: float | None = Field(None, gt=1, description="k_f; default: the specimen's")
@@ -214,6 +217,8 @@ class ReconstructionConfig(_Model):
 
 
 class AnalysisConfig(_Model):
+    """What ``apt-daq analyze`` does by default: ranges, ROI, FDA, corrections."""
+
     ranges: str | None = Field(None, description="RRNG/RNG file; relative to the run file")
     roi: str | None = Field(None, description="e.g. 'cylinder:25' (diameter nm) or 'box:20,20,50'")
     fda_block_ions: int = Field(100, gt=1, description="ions per FDA block (Moody 2008)")
@@ -383,3 +388,48 @@ def check_file(path: str | Path) -> _Model:
 def json_schema() -> str:
     """The JSON Schema of a run file."""
     return json.dumps(RunFile.model_json_schema(), indent=2)
+
+
+def markdown_reference() -> str:
+    """The config reference (docs/config.md), generated from the models' fields."""
+    from drivers.config import DldConfig, HvConfig, LaserConfig
+
+    sections = [
+        ("Run file (top level)", RunFile), ("instrument", InstrumentConfig),
+        ("specimen", SpecimenConfig), ("specimen.phases[]", PhaseConfig),
+        ("specimen.grains[]", GrainConfig), ("specimen.coating", CoatingConfig),
+        ("run", RunConfig), ("run.schedule[]", StepConfig), ("run.stop", StopConfig),
+        ("run.feedback", FeedbackConfig), ("analysis", AnalysisConfig),
+        ("analysis.reconstruction", ReconstructionConfig), ("drivers.laser", LaserConfig),
+        ("drivers.hv", HvConfig), ("drivers.dld", DldConfig),
+    ]
+    out = [
+        "# Config reference",
+        "",
+        "Generated from the pydantic models in `apt_daq/config.py` and `drivers/config.py`",
+        "(`python -m apt_daq.config > docs/config.md`). Units are in the key names. Unknown keys",
+        "are errors. A run file may give `instrument`, `specimen`, `drivers` and `analysis` as a",
+        "path to another YAML file (relative to the run file) or inline.",
+        "",
+    ]
+    for title, model in sections:
+        out += [f"## `{title}`", "", (model.__doc__ or "").strip().splitlines()[0], "",
+                "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for name, f in model.model_fields.items():
+            if name == "source":
+                continue
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation)
+            ann = re.sub(r"[\w.]+\.(\w+)", r"\1", ann).replace("|", "or")
+            default = "required" if f.is_required() else (
+                "(see below)" if f.default_factory else repr(f.default))
+            sym = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "min_length": "min length"}
+            bounds = ", ".join(f"{sym[k]} {getattr(m, k)}" for m in f.metadata for k in sym
+                               if getattr(m, k, None) is not None)
+            desc = (f.description or "") + (f" ({bounds})" if bounds else "")
+            out.append(f"| `{name}` | {ann} | {default} | {desc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_reference())

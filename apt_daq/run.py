@@ -332,6 +332,10 @@ class Session:
                         break
                     hv.set_voltage(v_next)
                     self._v_set = v_next
+                if self.live_png:
+                    from apt_daq.live import update_live_png
+
+                    update_live_png(self, hits[:0], derived[:0], force=True)
                 if self.state not in (State.FAILED,):
                     self._to(State.STOPPING, reason)
                 if progress:

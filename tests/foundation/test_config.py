@@ -87,3 +87,10 @@ def test_cli_schema_is_json():
                           capture_output=True, text=True, check=True)
     schema = json.loads(proc.stdout)
     assert "run" in schema["properties"]
+
+
+def test_config_reference_is_up_to_date():
+    from apt_daq.config import markdown_reference
+
+    assert (ROOT / "docs/config.md").read_text().strip() == markdown_reference().strip(), (
+        "docs/config.md is stale: python -m apt_daq.config > docs/config.md")

@@ -1,0 +1,82 @@
+"""A live dashboard PNG for long runs: hit map, mass spectrum, voltage and rate against time.
+
+The run engine calls :func:`update_live_png` after every block; it accumulates histograms (cheap,
+bounded memory) and redraws the image at most every ``REFRESH_S`` seconds of wall time, writing
+to a temporary file and renaming it so a viewer never sees half an image.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+REFRESH_S = 5.0
+MASS_EDGES = np.linspace(0.0, 120.0, 2401)  # 0.05 Da bins
+
+
+@dataclass
+class LiveState:
+    det_edges: np.ndarray
+    hitmap: np.ndarray
+    spectrum: np.ndarray = field(default_factory=lambda: np.zeros(len(MASS_EDGES) - 1))
+    t_s: list[float] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+    last_draw: float = 0.0
+
+
+def _state(session: Any) -> LiveState:
+    st = getattr(session, "_live_state", None)
+    if st is None:
+        r = session.cfg.instrument.detector_diameter_mm / 2
+        edges = np.linspace(-r, r, 161)
+        st = LiveState(edges, np.zeros((160, 160)))
+        session._live_state = st
+    return st
+
+
+def update_live_png(session: Any, hits: np.ndarray, derived: np.ndarray,
+                    force: bool = False) -> None:
+    st = _state(session)
+    if len(hits):
+        st.hitmap += np.histogram2d(hits["det_x"], hits["det_y"], bins=(st.det_edges,) * 2)[0]
+        st.spectrum += np.histogram(derived["mass"], bins=MASS_EDGES)[0]
+    st.t_s.append(session._now_s())
+    st.v.append(session._v_set)
+    pulses = max(session.cfg.run.chunk_pulses, 1)
+    st.rate.append(len(hits) / pulses)
+    if not force and time.monotonic() - st.last_draw < REFRESH_S:
+        return
+    st.last_draw = time.monotonic()
+    draw(st, session.live_png, title=session.cfg.run.name,
+         target=session.cfg.run.target_detection_rate)
+
+
+def draw(st: LiveState, path: Any, title: str, target: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 2, figsize=(10, 8), constrained_layout=True)
+    e = st.det_edges
+    ax[0, 0].imshow(st.hitmap.T, origin="lower", extent=(e[0], e[-1], e[0], e[-1]),
+                    cmap="viridis")
+    ax[0, 0].set(title="detector hit map", xlabel="x (mm)", ylabel="y (mm)")
+    centers = 0.5 * (MASS_EDGES[1:] + MASS_EDGES[:-1])
+    ax[0, 1].semilogy(centers, np.maximum(st.spectrum, 0.5), lw=0.6)
+    ax[0, 1].set(title="mass spectrum", xlabel="m/n (Da)", ylabel="counts")
+    ax[1, 0].plot(st.t_s, st.v)
+    ax[1, 0].set(title="specimen voltage", xlabel="instrument time (s)", ylabel="V_dc (V)")
+    ax[1, 1].plot(st.t_s, 100 * np.asarray(st.rate))
+    ax[1, 1].axhline(100 * target, ls="--", c="k", lw=0.8)
+    ax[1, 1].set(title="detection rate", xlabel="instrument time (s)", ylabel="ions/pulse (%)")
+    fig.suptitle(title)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
