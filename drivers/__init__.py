@@ -1,1 +1,272 @@
-"""Instrument drivers: laser, HV supply and delay-line detector behind small typed interfaces."""
+"""Instrument drivers: laser, HV supply and delay-line detector behind small typed interfaces.
+
+A lab script picks backends only through configuration::
+
+    import drivers
+    with drivers.open_hv("configs/pyvisa-sim/hv-driver.yaml") as hv:   # or a dict, or HvConfig
+        hv.output(True)
+        hv.ramp_to(3000)
+
+``open_laser``, ``open_hv`` and ``open_dld`` take a pydantic config (``drivers.config``), a dict
+or a YAML path and return a connected driver (a context manager: leaving the ``with`` block by
+any exception or Ctrl-C turns the HV output and the laser emission off). ``open_instruments``
+opens all three for a run file, sharing one virtual LEAP among the ``sim`` backends.
+
+Backends: built in ``sim``, ``scpi`` (pyvisa), ``serial`` (pyserial, HV only), ``stream`` (DLD);
+third-party ones register in the ``apt_daq.drivers`` entry-point group as ``<kind>.<backend>``
+(e.g. ``hv.mybox = mypkg.hv:open_mybox``): the factory is called as
+``factory(cfg, **kwargs)`` and returns a driver (connected, or it is connected here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from drivers.base import (
+    BadReply,
+    Clock,
+    ConnectionLost,
+    DelayLineDetector,
+    DriverError,
+    DriverTimeout,
+    FakeClock,
+    HighVoltageSupply,
+    InstrumentError,
+    Laser,
+    SafetyError,
+    WallClock,
+)
+from drivers.config import DldConfig, DriversConfig, HvConfig, LaserConfig
+
+__all__ = [
+    "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DldConfig", "DriverError",
+    "DriverTimeout", "DriversConfig", "FakeClock", "HighVoltageSupply", "HvConfig",
+    "InstrumentError", "Instruments", "Laser", "LaserConfig", "SafetyError", "WallClock",
+    "load_config", "open_dld", "open_hv", "open_instruments", "open_laser",
+]
+
+ENTRY_POINT_GROUP = "apt_daq.drivers"
+_MODELS: dict[str, type[BaseModel]] = {"laser": LaserConfig, "hv": HvConfig, "dld": DldConfig}
+
+
+# --------------------------------------------------------------------------- config input
+
+
+def load_config(cfg: Any, kind: str) -> Any:
+    """``cfg`` (model, dict or YAML path) as the ``kind`` driver config.
+
+    A dict or YAML may hold the driver config itself, or a mapping with a ``<kind>`` key (a
+    drivers file), or a ``drivers:`` section (a run file). Errors name file, line and field.
+    """
+    from apt_daq.config import ConfigError, validation_problems
+
+    model = _MODELS[kind]
+    if isinstance(cfg, model):
+        return cfg
+    if isinstance(cfg, DriversConfig):
+        return getattr(cfg, kind)
+    if isinstance(cfg, BaseModel) and hasattr(cfg, "drivers"):  # a RunFile
+        return getattr(cfg.drivers, kind)
+    lines: dict = {}
+    where = "<dict>"
+    prefix: tuple = ()
+    if isinstance(cfg, str | Path):
+        from apt_daq.config import _compose
+
+        where = str(cfg)
+        data, lines = _compose(Path(cfg))
+    elif isinstance(cfg, dict):
+        data = cfg
+    else:
+        raise TypeError(f"{kind} config: expected a {model.__name__}, a dict or a YAML path, "
+                        f"got {type(cfg).__name__}")
+    if not isinstance(data, dict):
+        raise ConfigError([f"{where}:1: expected a mapping"])
+    if isinstance(data.get("drivers"), dict):
+        data, prefix = data["drivers"], ("drivers",)
+    if isinstance(data.get(kind), dict) and "backend" not in data:
+        data, prefix = data[kind], (*prefix, kind)
+    sub = {k[len(prefix):]: v for k, v in lines.items() if k[:len(prefix)] == prefix}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = validation_problems(e, sub, where)
+        if prefix:
+            dotted = ".".join(prefix) + "."
+            problems = [p.replace(" ", " " + dotted, 1) for p in problems]
+        raise ConfigError(problems) from None
+
+
+def _plugin(kind: str, backend: str):
+    name = f"{kind}.{backend}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    from apt_daq.config import ConfigError
+    from drivers.config import BUILTIN_BACKENDS
+
+    others = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
+                    if ep.name.startswith(kind + "."))
+    raise ConfigError([f"{kind}.backend: unknown backend {backend!r}; built in: "
+                       f"{', '.join(sorted(BUILTIN_BACKENDS[kind]))}; plug-ins "
+                       f"({ENTRY_POINT_GROUP}): {', '.join(others) or 'none'}"])
+
+
+def _connected(drv: Any) -> Any:
+    if not getattr(drv, "connected", True):
+        drv.connect()
+    return drv
+
+
+def _bench(leap: Any) -> Any:
+    if leap is not None:
+        return leap
+    from drivers.sim_backends import DeviceBench
+
+    return DeviceBench()
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVoltageSupply:
+    """A connected HV supply driver. ``leap``: the virtual instrument for ``sim`` (else a
+    device bench of its own); ``clock``: for ``scpi``/``serial`` (wall clock by default)."""
+    c: HvConfig = load_config(cfg, "hv")
+    kw = dict(limit_v=c.limit_v, ramp_v_per_s=c.ramp_v_per_s, ramp_step_s=c.ramp_step_s)
+    if c.backend == "sim":
+        from drivers.sim_backends import SimHv
+
+        return _connected(SimHv(_bench(leap), **kw))
+    if c.backend == "scpi":
+        from drivers.hv import ScpiHv
+        from drivers.scpi import VisaTransport
+
+        t = VisaTransport(c.resource, timeout_s=c.timeout_s)
+        return _connected(ScpiHv(t, c.resource, retries=c.retries, clock=clock, **kw))
+    if c.backend == "serial":
+        from drivers.hv import SerialHv
+        from drivers.serial_line import SerialTransport
+
+        t = SerialTransport(c.url, baudrate=c.baudrate, timeout_s=c.timeout_s)
+        return _connected(SerialHv(t, c.url, retries=c.retries, clock=clock, **kw))
+    return _connected(_plugin("hv", c.backend)(c, leap=leap, clock=clock))
+
+
+def open_laser(cfg: Any, *, leap: Any = None, hv: HighVoltageSupply | None = None,
+               clock: Clock | None = None) -> Laser:
+    """A connected laser driver; with ``hv`` given, emission is refused while it is tripped."""
+    c: LaserConfig = load_config(cfg, "laser")
+    if c.backend == "sim":
+        from drivers.sim_backends import SimLaser
+
+        return _connected(SimLaser(_bench(leap), max_energy_pj=c.max_energy_pj, hv=hv))
+    if c.backend == "scpi":
+        from drivers.laser import ScpiLaser
+        from drivers.scpi import VisaTransport
+
+        t = VisaTransport(c.resource, timeout_s=c.timeout_s)
+        return _connected(ScpiLaser(t, c.resource, max_energy_pj=c.max_energy_pj, hv=hv,
+                                    retries=c.retries, clock=clock))
+    return _connected(_plugin("laser", c.backend)(c, leap=leap, hv=hv, clock=clock))
+
+
+def open_dld(cfg: Any, *, leap: Any = None, chunk_pulses: int | None = None,
+             clock: Clock | None = None) -> DelayLineDetector:
+    """A connected DLD driver. ``sim`` needs ``leap`` (use :func:`open_instruments`)."""
+    c: DldConfig = load_config(cfg, "dld")
+    if c.backend == "sim":
+        from drivers.sim_backends import SimDld
+
+        if leap is None:
+            raise DriverError("DLD sim", None, "the sim DLD needs the virtual instrument: use "
+                              "drivers.open_instruments(run_file) or pass leap=")
+        return _connected(SimDld(leap, chunk_pulses=chunk_pulses or 2_000_000))
+    if c.backend == "stream":
+        from drivers.dld import StreamDld
+
+        return _connected(StreamDld(c.url, timeout_s=c.timeout_s,
+                                    max_chunk_records=c.max_chunk_records, clock=clock))
+    return _connected(_plugin("dld", c.backend)(c, leap=leap, chunk_pulses=chunk_pulses,
+                                                clock=clock))
+
+
+# --------------------------------------------------------------------------- all three
+
+
+@dataclass
+class Instruments:
+    """The three drivers of a run. As a context manager, leaving it by any exception or Ctrl-C
+    ends with HV output off and laser emission off, then everything closed."""
+
+    laser: Laser
+    hv: HighVoltageSupply
+    dld: DelayLineDetector
+    virtual: Any = None  # the shared sim.instrument.VirtualLeap when any backend is sim
+
+    def safe_off(self) -> None:
+        """HV output off, laser emission off, DLD stopped: each tried even if another fails;
+        the first failure is raised afterwards."""
+        errors: list[BaseException] = []
+        for drv in (self.hv, self.laser, self.dld):
+            try:
+                drv.safe_off()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        for drv in (self.dld, self.laser, self.hv):
+            try:
+                drv.close()
+            except Exception:  # closing must go on to the next instrument
+                pass
+
+    def __enter__(self) -> Instruments:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.safe_off()
+        finally:
+            self.close()
+        return False
+
+
+def open_instruments(run_file: Any) -> Instruments:
+    """Open laser, HV supply and DLD of ``run_file`` (an ``apt_daq.config.RunFile``).
+
+    If any backend is ``sim``, ONE ``sim.instrument.VirtualLeap`` is built from the run file and
+    shared by the sim backends (``Instruments.virtual``); the sim DLD fires
+    ``run_file.run.chunk_pulses`` pulses per ``read_chunk``. The laser gets the HV driver, so
+    emission is refused while the supply reports a trip.
+    """
+    d = run_file.drivers
+    leap = None
+    if "sim" in (d.laser.backend, d.hv.backend, d.dld.backend):
+        from sim.instrument import VirtualLeap
+
+        leap = VirtualLeap(run_file.instrument, run_file.specimen,
+                           base_temperature_k=run_file.run.base_temperature_k,
+                           seed=run_file.run.seed)
+    opened: list[Any] = []
+    try:
+        hv = open_hv(d.hv, leap=leap)
+        opened.append(hv)
+        laser = open_laser(d.laser, leap=leap, hv=hv)
+        opened.append(laser)
+        dld = open_dld(d.dld, leap=leap, chunk_pulses=run_file.run.chunk_pulses)
+    except BaseException:
+        for drv in reversed(opened):
+            try:
+                drv.__exit__(None, None, None)
+            except Exception:  # the open failure is the error to report
+                pass
+        raise
+    return Instruments(laser=laser, hv=hv, dld=dld, virtual=leap)

@@ -63,6 +63,9 @@ class HvConfig(_DriverConfig):
     _kind = "hv"
     limit_v: float = Field(12000.0, gt=0, description="highest voltage ever sent, V")
     ramp_v_per_s: float = Field(200.0, gt=0, description="fastest setpoint change, V/s")
+    ramp_step_s: float = Field(
+        0.5, gt=0, description="interval between the setpoints of ramp_to, s"
+    )
 
 
 class DldConfig(_DriverConfig):

@@ -1,0 +1,183 @@
+"""HV supply backends over a link: SCPI (pyvisa) and the terse serial line protocol.
+
+Both are the same driver reading a different command table, PyMeasure style: the table is
+the manual. The safety rules are inherited from :class:`drivers.base.HighVoltageSupply`.
+
+On connect (and on every reconnect) the driver sends, in order (SCPI form)::
+
+    *CLS                      clear the error queue (SCPI only)
+    *IDN?                     identity, kept in .idn
+    SOUR:VOLT:LIM <limit_v>   the instrument enforces the limit too; then SYST:ERR?
+    SOUR:VOLT?                the setpoint in force
+    OUTP?                     the output state in force
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.base import Clock, HighVoltageSupply
+from drivers.scpi import ScpiSession, Transport, fmt_number, parse_bool, parse_float, parse_str
+from drivers.serial_line import LineSession
+
+
+@dataclass(frozen=True)
+class HvCommands:
+    """One HV supply command set. ``{}`` is a number formatted by ``fmt_number`` (V)."""
+
+    idn: str
+    clear_status: str | None
+    set_limit: str
+    get_limit: str
+    set_voltage: str
+    get_voltage: str
+    output_on: str
+    output_off: str
+    get_output: str
+    measure_voltage: str
+    measure_current: str
+    get_trip: str
+    clear_trip: str
+    reset: str
+
+
+SCPI_HV = HvCommands(
+    idn="*IDN?", clear_status="*CLS",
+    set_limit="SOUR:VOLT:LIM {}", get_limit="SOUR:VOLT:LIM?",
+    set_voltage="SOUR:VOLT {}", get_voltage="SOUR:VOLT?",
+    output_on="OUTP ON", output_off="OUTP OFF", get_output="OUTP?",
+    measure_voltage="MEAS:VOLT?", measure_current="MEAS:CURR?",
+    get_trip="OUTP:PROT:TRIP?", clear_trip="OUTP:PROT:CLE", reset="*RST",
+)
+"""The standard SCPI subset (LF terminated, over a TCP socket or any VISA resource)."""
+
+LINE_HV = HvCommands(
+    idn="ID?", clear_status=None,
+    set_limit="L {}", get_limit="L?",
+    set_voltage="V {}", get_voltage="V?",
+    output_on="O 1", output_off="O 0", get_output="O?",
+    measure_voltage="M?", measure_current="I?",
+    get_trip="T?", clear_trip="C", reset="R",
+)
+"""The terse serial line protocol (CR LF terminated), see ``drivers/serial_line.py``."""
+
+
+class LinkedHv(HighVoltageSupply):
+    """An HV supply behind a text link (SCPI session or line session) and a command table."""
+
+    commands: HvCommands = SCPI_HV
+
+    def __init__(self, session: ScpiSession | LineSession, resource: str, *, limit_v: float,
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, clock: Clock | None = None):
+        super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
+                         ramp_step_s=ramp_step_s, clock=clock)
+        self.session = session
+        session.name = self.name
+        session.clock = self.clock
+        session.on_reconnect = self._handshake
+        self.idn = ""
+
+    # lifecycle --------------------------------------------------------------
+    def connect(self) -> None:
+        with self.lock:
+            self.session.open()
+            try:
+                self._handshake()
+            except BaseException:
+                self.session.close()
+                raise
+            self.connected = True
+
+    def _handshake(self) -> None:
+        c = self.commands
+        if c.clear_status:
+            self.session.send(c.clear_status)  # type: ignore[union-attr]
+        self.idn = self.session.ask(c.idn, parse_str)
+        self.session.write(c.set_limit.format(fmt_number(self.limit_v)))
+        self._sync()
+
+    def close(self) -> None:
+        with self.lock:
+            self.connected = False
+            self.session.close()
+
+    def _ensure(self) -> None:
+        self.session.ensure()
+
+    def _mark_broken(self) -> None:
+        self.session.broken = True
+
+    # primitives -------------------------------------------------------------
+    def _cmd_setpoint(self, volts: float) -> str:
+        return self.commands.set_voltage.format(fmt_number(volts))
+
+    def _cmd_output(self, on: bool) -> str:
+        return self.commands.output_on if on else self.commands.output_off
+
+    def _send_setpoint(self, volts: float) -> None:
+        self.session.write(self._cmd_setpoint(volts))
+
+    def _send_output(self, on: bool) -> None:
+        self.session.write(self._cmd_output(on))
+
+    def _read_setpoint(self) -> float:
+        return self.session.ask(self.commands.get_voltage, parse_float)
+
+    def _read_output(self) -> bool:
+        return self.session.ask(self.commands.get_output, parse_bool)
+
+    def _send_clear_trip(self) -> None:
+        self.session.write(self.commands.clear_trip)
+
+    # queries ----------------------------------------------------------------
+    def voltage(self) -> float:
+        with self.lock:
+            return self.session.ask(self.commands.measure_voltage, parse_float)
+
+    def current(self) -> float:
+        with self.lock:
+            return self.session.ask(self.commands.measure_current, parse_float)
+
+    def tripped(self) -> bool:
+        with self.lock:
+            t = self.session.ask(self.commands.get_trip, parse_bool)
+            if t:
+                self._on = False  # a trip latches the output off
+            return t
+
+    def instrument_limit_v(self) -> float:
+        """The limit the instrument itself enforces, V."""
+        with self.lock:
+            return self.session.ask(self.commands.get_limit, parse_float)
+
+    def reset(self) -> None:
+        """Instrument reset (output off, setpoint 0), then the connect handshake again."""
+        with self.lock:
+            self.session.write(self.commands.reset)
+            self._handshake()
+
+
+class ScpiHv(LinkedHv):
+    """HV supply speaking the SCPI subset of ``docs/protocols.md``."""
+
+    commands = SCPI_HV
+
+    def __init__(self, transport: Transport, resource: str, *, limit_v: float,
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, retries: int = 2,
+                 clock: Clock | None = None):
+        super().__init__(ScpiSession(transport, resource, retries=retries), resource,
+                         limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
+                         clock=clock)
+
+
+class SerialHv(LinkedHv):
+    """HV supply speaking the terse line protocol of ``drivers/serial_line.py``."""
+
+    commands = LINE_HV
+
+    def __init__(self, transport: Transport, resource: str, *, limit_v: float,
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, retries: int = 2,
+                 clock: Clock | None = None):
+        super().__init__(LineSession(transport, resource, retries=retries), resource,
+                         limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
+                         clock=clock)

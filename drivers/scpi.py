@@ -1,0 +1,319 @@
+"""SCPI over pyvisa: the one place that formats numbers, parses replies and checks ``SYST:ERR?``.
+
+Layers:
+
+- a *transport* moves text lines (``open``, ``close``, ``write``, ``read``); it raises
+  ``TimeoutError`` for a missing reply and ``ConnectionError`` for a broken link.
+  :class:`VisaTransport` is pyvisa (pyvisa-py sockets, pyvisa-sim ``@sim`` YAML files, VISA).
+- a :class:`Link` turns those into :class:`~drivers.base.DriverError` naming instrument and
+  command, retries idempotent queries (never settings) and reconnects a bounded number of times.
+- :class:`ScpiSession` adds the SCPI rules: a setting is followed by ``SYST:ERR?`` and a
+  non-zero code raises :class:`~drivers.base.InstrumentError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from drivers.base import (
+    BadReply,
+    Clock,
+    ConnectionLost,
+    DriverError,
+    DriverTimeout,
+    InstrumentError,
+    WallClock,
+)
+
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------- formats
+
+
+def fmt_number(x: float) -> str:
+    """A number as the wire carries it: fixed point, at most 3 decimals, no trailing zeros."""
+    return f"{float(x):.3f}".rstrip("0").rstrip(".")
+
+
+def parse_float(reply: str) -> float:
+    return float(reply.strip())
+
+
+def parse_bool(reply: str) -> bool:
+    """``1``/``0`` (also ``ON``/``OFF``, as some instruments answer ``OUTP?``)."""
+    r = reply.strip().upper()
+    if r in ("1", "ON"):
+        return True
+    if r in ("0", "OFF"):
+        return False
+    raise ValueError(f"not 1/0/ON/OFF: {reply!r}")
+
+
+def parse_str(reply: str) -> str:
+    return reply.strip()
+
+
+_ERR = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
+
+
+def parse_error(reply: str) -> tuple[int, str]:
+    """``SYST:ERR?`` reply ``code,"message"`` -> (code, message); ``0,"No error"`` is (0, ...)."""
+    m = _ERR.match(reply)
+    if not m:
+        raise ValueError(f'not code,"message": {reply!r}')
+    return int(m.group(1)), m.group(2)
+
+
+# --------------------------------------------------------------------------- transports
+
+
+class Transport(Protocol):
+    """Moves text lines; terminations are the transport's business."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write(self, text: str) -> None: ...
+
+    def read(self) -> str: ...
+
+
+_RMS: dict[str, object] = {}
+
+
+def _resource_manager(library: str):
+    import pyvisa
+
+    if library not in _RMS:
+        _RMS[library] = pyvisa.ResourceManager(library)
+    return _RMS[library]
+
+
+def split_resource(resource: str) -> tuple[str, str | None]:
+    """``(library, resource_name)`` of a config ``resource``.
+
+    ``TCPIP::127.0.0.1::5025::SOCKET`` -> ``("@py", same)``; ``configs/pyvisa-sim/hv.yaml@sim``
+    -> ``("<abs path>@sim", None)`` (the YAML's only resource). A relative YAML path is taken
+    from the working directory, else from the project root (where ``configs/`` is shipped).
+    """
+    if not resource.endswith("@sim"):
+        return "@py", resource
+    path = Path(resource[: -len("@sim")])
+    if not path.is_absolute() and not path.exists():
+        root = Path(__file__).resolve().parent.parent
+        if (root / path).exists():
+            path = root / path
+    return f"{path}@sim", None
+
+
+def _nodelay(inst) -> None:
+    """TCP_NODELAY on a pyvisa socket. A setting then ``SYST:ERR?`` are two small writes:
+    with Nagle's algorithm and the peer's delayed ACK that costs ~40 ms per setting.
+    pyvisa-py (0.8) does not route VI_ATTR_TCPIP_NODELAY, so reach its socket directly."""
+    import socket
+
+    try:
+        inst.set_visa_attribute(0x3FFF019A, True)  # VI_ATTR_TCPIP_NODELAY
+        return
+    except Exception:  # not supported by this VISA library: fall through
+        pass
+    sock = getattr(getattr(inst.visalib, "sessions", {}).get(inst.session), "interface", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class VisaTransport:
+    """A pyvisa message-based resource with LF terminations."""
+
+    def __init__(self, resource: str, timeout_s: float = 2.0, termination: str = "\n"):
+        self.resource = resource
+        self.timeout_s = timeout_s
+        self.termination = termination
+        self._inst = None
+
+    def open(self) -> None:
+        import pyvisa
+
+        library, name = split_resource(self.resource)
+        try:
+            rm = _resource_manager(library)
+            if name is None:
+                found = rm.list_resources("?*")
+                if not found:
+                    raise ConnectionError(f"{library} lists no resources")
+                name = found[0]
+            self._inst = rm.open_resource(
+                name, read_termination=self.termination, write_termination=self.termination,
+                timeout=int(self.timeout_s * 1000))
+            if name.upper().startswith("TCPIP") and not library.endswith("@sim"):
+                _nodelay(self._inst)
+        except (pyvisa.errors.VisaIOError, OSError, ValueError) as e:
+            raise ConnectionError(f"cannot open: {e}") from e
+
+    def close(self) -> None:
+        inst, self._inst = self._inst, None
+        if inst is not None:
+            try:
+                inst.close()
+            except Exception:  # closing a dead link must not mask the real error
+                pass
+
+    def _io(self, fn: Callable[[], T]) -> T:
+        import pyvisa
+
+        if self._inst is None:
+            raise ConnectionError("not open")
+        try:
+            return fn()
+        except pyvisa.errors.VisaIOError as e:
+            if e.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise TimeoutError(str(e)) from e
+            raise ConnectionError(str(e)) from e
+        except (OSError, pyvisa.errors.InvalidSession) as e:
+            raise ConnectionError(str(e)) from e
+
+    def write(self, text: str) -> None:
+        self._io(lambda: self._inst.write(text))
+
+    def read(self) -> str:
+        return self._io(lambda: self._inst.read())
+
+
+# --------------------------------------------------------------------------- link
+
+
+class Link:
+    """A transport with driver errors, bounded reconnects and retries of idempotent queries.
+
+    After any failure mid-exchange the link is marked ``broken`` (a reply may still be in
+    flight); the next exchange first reconnects, up to ``max_reconnects`` attempts with a
+    doubling back-off, then calls ``on_reconnect`` (the driver re-reads the instrument state).
+    """
+
+    def __init__(self, transport: Transport, name: str, *, retries: int = 2,
+                 max_reconnects: int = 3, clock: Clock | None = None,
+                 on_reconnect: Callable[[], None] | None = None):
+        self.transport = transport
+        self.name = name
+        self.retries = retries
+        self.max_reconnects = max(1, max_reconnects)
+        self.clock = clock or WallClock()
+        self.on_reconnect = on_reconnect
+        self.broken = False
+        self.is_open = False
+        self.reconnects = 0  # total, for logs and tests
+
+    def open(self) -> None:
+        try:
+            self.transport.open()
+        except (ConnectionError, OSError, TimeoutError) as e:
+            raise ConnectionLost(self.name, None, f"cannot connect: {e}") from e
+        self.is_open = True
+        self.broken = False
+
+    def close(self) -> None:
+        self.is_open = False
+        self.transport.close()
+
+    def reconnect(self) -> None:
+        last: Exception | None = None
+        for attempt in range(self.max_reconnects):
+            self.transport.close()
+            try:
+                self.transport.open()
+            except (ConnectionError, OSError, TimeoutError) as e:
+                last = e
+                self.clock.sleep(0.05 * 2**attempt)
+                continue
+            self.reconnects += 1
+            self.broken = False
+            self.is_open = True
+            if self.on_reconnect is not None:
+                try:
+                    self.on_reconnect()
+                except DriverError:
+                    self.broken = True
+                    raise
+            return
+        self.broken = True
+        raise ConnectionLost(self.name, None,
+                             f"gave up after {self.max_reconnects} reconnect attempts: {last}")
+
+    def ensure(self) -> None:
+        """Reconnect first if the link is broken."""
+        if not self.is_open:
+            raise ConnectionLost(self.name, None, "not connected (call connect() or open_*())")
+        if self.broken:
+            self.reconnect()
+
+    def exchange(self, command: str, reply: bool) -> str | None:
+        """Write ``command``; read one reply line if ``reply``. One attempt, errors mapped."""
+        self.ensure()
+        try:
+            self.transport.write(command)
+            return self.transport.read() if reply else None
+        except TimeoutError as e:
+            self.broken = True
+            raise DriverTimeout(self.name, command, f"no reply ({e})") from e
+        except (ConnectionError, OSError) as e:
+            self.broken = True
+            raise ConnectionLost(self.name, command, f"link lost: {e}") from e
+        except BaseException:  # Ctrl-C mid-exchange: a reply may be pending, resync next time
+            self.broken = True
+            raise
+
+    def query(self, command: str, parse: Callable[[str], T], *, idempotent: bool = True) -> T:
+        """Ask and parse; idempotent queries are retried ``retries`` times on a fresh link."""
+        attempts = 1 + (self.retries if idempotent else 0)
+        for i in range(attempts):
+            try:
+                text = self.exchange(command, True)
+                assert text is not None
+                try:
+                    return parse(text)
+                except ValueError as e:
+                    self.check_reply_error(command, text)
+                    self.broken = True
+                    raise BadReply(self.name, command, f"unexpected reply: {e}", text) from e
+            except (DriverTimeout, ConnectionLost, BadReply):
+                if i == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def check_reply_error(self, command: str, text: str) -> None:
+        """Hook: line protocols that answer errors inline raise InstrumentError here."""
+
+
+class ScpiSession(Link):
+    """SCPI rules on a link: settings are checked with ``SYST:ERR?``."""
+
+    def send(self, command: str) -> None:
+        """A command with no reply and no error check (``*CLS``)."""
+        self.exchange(command, False)
+
+    def write(self, command: str) -> None:
+        """A setting: sent once (never retried), then ``SYST:ERR?`` must answer code 0."""
+        self.exchange(command, False)
+        self.check_error(command)
+
+    def check_error(self, after: str) -> None:
+        """Read ``SYST:ERR?``; a non-zero code raises InstrumentError naming ``after``."""
+        text = self.exchange("SYST:ERR?", True)
+        assert text is not None
+        try:
+            code, message = parse_error(text)
+        except ValueError as e:
+            self.broken = True
+            raise BadReply(self.name, f"{after}; SYST:ERR?", f"unexpected reply: {e}",
+                           text) from e
+        if code != 0:
+            err = InstrumentError(self.name, after, f"instrument error {code}: {message}",
+                                  text, code=code)
+            raise err
+
+    def ask(self, command: str, parse: Callable[[str], T] = parse_str) -> T:
+        return self.query(command, parse, idempotent=True)

@@ -1,0 +1,116 @@
+"""The terse HV line protocol (many lab HV supplies speak one like it) over pyserial.
+
+ASCII lines terminated by CR LF both ways. Every command gets exactly one reply line:
+a setting answers ``OK``, a query answers its value, any refused command answers
+``ERR <code> <message>``. Commands (see ``docs/protocols.md`` for the full table)::
+
+    ID?        -> APT-DAQ,HV-SIM,0,1.0        identity
+    V <volts>  -> OK                          setpoint, V
+    V?         -> 5000.000                    setpoint, V
+    L <volts>  -> OK / L? -> 6000.000         limit, V (the supply refuses V above it)
+    O 1|0      -> OK / O? -> 1|0              output relay
+    M?         -> 4999.870                    measured voltage, V
+    I?         -> 1.2e-07                     measured current, A
+    T?         -> 1|0                         over-current trip latched
+    C          -> OK                          clear the trip (output stays off)
+    R          -> OK                          reset: output off, setpoint 0, limit = maximum
+    E?         -> 0 No error | <code> <msg>   last error, then cleared
+
+Error codes: 1 unknown command, 2 bad argument, 3 out of range, 4 tripped, 5 other.
+"""
+
+from __future__ import annotations
+
+import re
+
+from drivers.base import BadReply, InstrumentError
+from drivers.scpi import Link
+
+EOL = "\r\n"
+ERR_UNKNOWN, ERR_ARGUMENT, ERR_RANGE, ERR_TRIPPED, ERR_OTHER = 1, 2, 3, 4, 5
+
+_ERR = re.compile(r"^ERR\s+(-?\d+)\s*(.*)$")
+
+
+def parse_err(reply: str) -> tuple[int, str] | None:
+    """``ERR n msg`` -> (n, msg); anything else -> None."""
+    m = _ERR.match(reply.strip())
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+class SerialTransport:
+    """A pyserial port from a URL (``/dev/ttyUSB0``, ``socket://host:port``, ``loop://``)."""
+
+    def __init__(self, url: str, baudrate: int = 9600, timeout_s: float = 2.0):
+        self.url = url
+        self.baudrate = baudrate
+        self.timeout_s = timeout_s
+        self._port = None
+
+    def open(self) -> None:
+        import serial
+
+        try:
+            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate,
+                                               timeout=self.timeout_s,
+                                               write_timeout=self.timeout_s)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise ConnectionError(f"cannot open {self.url}: {e}") from e
+        self._port.reset_input_buffer()
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # a dead port must not mask the real error
+                pass
+
+    def write(self, text: str) -> None:
+        import serial
+
+        if self._port is None:
+            raise ConnectionError("not open")
+        try:
+            self._port.write((text + EOL).encode("ascii"))
+            self._port.flush()
+        except serial.SerialTimeoutException as e:
+            raise TimeoutError(str(e)) from e
+        except (serial.SerialException, OSError) as e:
+            raise ConnectionError(str(e)) from e
+
+    def read(self) -> str:
+        import serial
+
+        if self._port is None:
+            raise ConnectionError("not open")
+        try:
+            line = self._port.read_until(b"\n")
+        except (serial.SerialException, OSError) as e:
+            raise ConnectionError(str(e)) from e
+        if not line.endswith(b"\n"):
+            raise TimeoutError(f"no complete line within {self.timeout_s} s (got {line!r})")
+        return line.decode("ascii", "replace").rstrip("\r\n")
+
+
+class LineSession(Link):
+    """The line protocol's rules on a link: a setting must answer ``OK``."""
+
+    def write(self, command: str) -> None:
+        """A setting: sent once (never retried); ``OK`` or InstrumentError/BadReply."""
+        text = self.exchange(command, True)
+        assert text is not None
+        if text.strip() == "OK":
+            return
+        self.check_reply_error(command, text)
+        self.broken = True
+        raise BadReply(self.name, command, "expected OK", text)
+
+    def check_reply_error(self, command: str, text: str) -> None:
+        err = parse_err(text)
+        if err is not None:
+            raise InstrumentError(self.name, command, f"instrument error {err[0]}: {err[1]}",
+                                  text, code=err[0])
+
+    def ask(self, command: str, parse) -> object:
+        return self.query(command, parse, idempotent=True)

@@ -1,0 +1,211 @@
+"""The ``sim`` backends: drivers calling the virtual LEAP's device models in-process.
+
+They never sleep in wall time: the driver's clock is the instrument's (:class:`LeapClock`),
+so a ramp's waiting is ``leap.idle(dt_s)`` (HV slews, nothing evaporates). A device refusal
+(:class:`sim.devices.DeviceError`) becomes :class:`~drivers.base.InstrumentError`, naming the
+SCPI-equivalent command, exactly as the SCPI backend would report it.
+
+Without a :class:`sim.instrument.VirtualLeap` (``open_hv(cfg)`` on its own) the HV and laser
+backends run on a :class:`DeviceBench`: the two device models on an instrument-time clock,
+no specimen. The sim DLD needs a leap (it is the one that fires pulses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
+from drivers.base import (
+    DelayLineDetector,
+    DriverError,
+    HighVoltageSupply,
+    InstrumentError,
+    Laser,
+)
+from sim.devices import DeviceError, HvSupplyModel, LaserModel
+
+T = TypeVar("T")
+
+
+class DeviceBench:
+    """HV supply and laser models on an instrument-time clock, without a specimen."""
+
+    def __init__(self, max_voltage_v: float = 15000.0, max_pulse_rate_hz: float = 500e3):
+        self.hv = HvSupplyModel(max_voltage_v=max_voltage_v, limit_v=max_voltage_v)
+        self.laser = LaserModel(max_pulse_rate_hz=max_pulse_rate_hz)
+        self.now_s = 0.0
+
+    def idle(self, dt_s: float) -> None:
+        if dt_s > 0:
+            self.now_s += dt_s
+            self.hv.advance(dt_s)
+            self.laser.now_s = self.now_s
+
+
+class LeapClock:
+    """The instrument's clock: reads ``leap.now_s``; ``sleep`` is ``leap.idle`` (no wall time)."""
+
+    def __init__(self, leap: Any):
+        self.leap = leap
+
+    def monotonic(self) -> float:
+        return float(self.leap.now_s)
+
+    def sleep(self, dt_s: float) -> None:
+        if dt_s > 0:
+            self.leap.idle(dt_s)
+
+
+def _call(drv: Any, command: str, fn: Callable[..., T], *args: Any) -> T:
+    if not drv.connected:
+        raise drv.not_connected(command)
+    try:
+        return fn(*args)
+    except DeviceError as e:
+        raise InstrumentError(drv.name, command, f"instrument error {e.code}: {e.message}",
+                              f'{e.code},"{e.message}"', code=e.code) from e
+
+
+class SimHv(HighVoltageSupply):
+    """HV supply backend on ``leap.hv`` (an :class:`sim.devices.HvSupplyModel`)."""
+
+    def __init__(self, leap: Any, *, limit_v: float, ramp_v_per_s: float,
+                 ramp_step_s: float = 0.5, resource: str = "sim"):
+        super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
+                         ramp_step_s=ramp_step_s, clock=LeapClock(leap))
+        self.leap = leap
+        self.model: HvSupplyModel = leap.hv
+        self.idn = "apt-daq,HV-SIM,0,1.0"
+
+    def connect(self) -> None:
+        with self.lock:
+            self.connected = True
+            _call(self, "SOUR:VOLT:LIM " + str(self.limit_v), self.model.set_limit, self.limit_v)
+            self._sync()
+
+    def close(self) -> None:
+        self.connected = False
+
+    def _send_setpoint(self, volts: float) -> None:
+        _call(self, self._cmd_setpoint(volts), self.model.set_voltage, volts)
+
+    def _send_output(self, on: bool) -> None:
+        _call(self, self._cmd_output(on), self.model.set_output, on)
+
+    def _read_setpoint(self) -> float:
+        return _call(self, "SOUR:VOLT?", lambda: self.model.setpoint_v)
+
+    def _read_output(self) -> bool:
+        return _call(self, "OUTP?", lambda: self.model.output_on)
+
+    def _send_clear_trip(self) -> None:
+        _call(self, "OUTP:PROT:CLE", self.model.clear_trip)
+
+    def voltage(self) -> float:
+        return _call(self, "MEAS:VOLT?", self.model.measured_v)
+
+    def current(self) -> float:
+        return _call(self, "MEAS:CURR?", lambda: self.model.current_a)
+
+    def tripped(self) -> bool:
+        t = _call(self, "OUTP:PROT:TRIP?", lambda: self.model.tripped)
+        if t:
+            self._on = False
+        return t
+
+
+class SimLaser(Laser):
+    """Laser backend on ``leap.laser`` (a :class:`sim.devices.LaserModel`)."""
+
+    def __init__(self, leap: Any, *, max_energy_pj: float = 100.0,
+                 hv: HighVoltageSupply | None = None, resource: str = "sim"):
+        super().__init__(resource, max_energy_pj=max_energy_pj, hv=hv, clock=LeapClock(leap))
+        self.leap = leap
+        self.model: LaserModel = leap.laser
+        self.idn = "apt-daq,LASER-SIM,0,1.0"
+
+    def connect(self) -> None:
+        self.connected = True
+
+    def close(self) -> None:
+        self.connected = False
+
+    def _send_energy(self, pj: float) -> None:
+        _call(self, self._cmd_energy(pj), self.model.set_energy, pj)
+
+    def _send_pulse_rate(self, hz: float) -> None:
+        _call(self, f"SOUR:PULS:FREQ {hz:g}", self.model.set_pulse_rate, hz)
+
+    def _send_emission(self, on: bool) -> None:
+        _call(self, self._cmd_emission(on), self.model.set_emission, on)
+
+    def energy(self) -> float:
+        return _call(self, "SOUR:PULS:ENER?", lambda: self.model.energy_pj)
+
+    def pulse_rate(self) -> float:
+        return _call(self, "SOUR:PULS:FREQ?", lambda: self.model.pulse_rate_hz)
+
+    def emission_on(self) -> bool:
+        return _call(self, "OUTP?", lambda: self.model.emission_on)
+
+    def interlock_open(self) -> bool:
+        return _call(self, "SYST:INTL?", lambda: self.model.interlock_open)
+
+
+class SimDld(DelayLineDetector):
+    """DLD backend on the virtual LEAP: each ``read_chunk`` fires ``chunk_pulses`` pulses
+    (``leap.advance``) and returns their raw records; ``read_truth()`` gives the truth aligned
+    with that chunk and the ions lost in it."""
+
+    def __init__(self, leap: Any, *, chunk_pulses: int = 2_000_000, resource: str = "sim"):
+        super().__init__(resource, clock=LeapClock(leap))
+        if chunk_pulses <= 0:
+            raise ValueError("chunk_pulses must be > 0")
+        self.leap = leap
+        self.chunk_pulses = int(chunk_pulses)
+        self._truth = np.zeros(0, TRUTH_DTYPE)
+        self._lost = np.zeros(0, TRUTH_DTYPE)
+        self.last_block: Any = None
+
+    def connect(self) -> None:
+        self.connected = True
+
+    def close(self) -> None:
+        self.connected = False
+        self.running = False
+
+    def start(self) -> None:
+        if not self.connected:
+            raise self.not_connected("start")
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def read_chunk(self, timeout_s: float = 0.0) -> np.ndarray:
+        """Fire ``chunk_pulses`` pulses in instrument time (``timeout_s`` is not needed: the
+        simulator always answers)."""
+        with self.lock:
+            if not self.connected:
+                raise self.not_connected("read_chunk")
+            if not self.running:
+                raise DriverError(self.name, "read_chunk", "not started (call start())")
+            block = self.leap.advance(self.chunk_pulses)
+            raw = np.asarray(block.raw)
+            if raw.dtype != RAW_DTYPE:
+                raise DriverError(self.name, "read_chunk", f"simulator gave dtype {raw.dtype}")
+            self._truth, self._lost = block.truth, block.lost
+            self.last_block = block
+            self._count(raw, block.pulses)
+            return raw
+
+    def read_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """(truth aligned row for row with the last chunk, ions lost in it), TRUTH_DTYPE."""
+        return self._truth, self._lost
+
+    @property
+    def ion_table(self) -> list[tuple[str, float, int]]:
+        return self.leap.ion_table

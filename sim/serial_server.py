@@ -1,0 +1,162 @@
+"""The HV supply's terse line protocol as a thin wire interface on the same device model.
+
+:class:`HvLineInterface` maps one line (``V 5000``, ``O?``, ...) to calls on
+:class:`sim.devices.HvSupplyModel` and returns exactly one reply line (``OK``, a value or
+``ERR <code> <message>``). It is served on a pseudo-terminal (:class:`PtyServer`, the path
+behaves like ``/dev/ttyUSB0`` for pyserial) or on TCP (``TcpLineServer`` with CR LF, for a
+``socket://host:port`` URL). The protocol is documented in ``drivers/serial_line.py`` and
+``docs/protocols.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import threading
+import tty
+from collections.abc import Callable
+
+from drivers.serial_line import ERR_ARGUMENT, ERR_OTHER, ERR_RANGE, ERR_TRIPPED, ERR_UNKNOWN
+from sim.devices import DeviceError, HvSupplyModel
+from sim.scpi_server import TcpLineServer
+
+EOL = "\r\n"
+_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+class HvLineInterface:
+    """One command line in, one reply line out."""
+
+    idn = "APT-DAQ,HV-SIM,0,1.0"
+
+    def __init__(self, model: HvSupplyModel, clock: Callable[[], float] | None = None):
+        self.model = model
+        self.clock = clock
+        self.last_error: tuple[int, str] = (0, "No error")
+        self.commands_seen: list[str] = []
+
+    def _sync(self) -> None:
+        if self.clock is not None:
+            dt = self.clock() - self.model.now_s
+            if dt > 0:
+                self.model.advance(dt)
+
+    def _err(self, code: int, message: str) -> str:
+        self.last_error = (code, message)
+        return f"ERR {code} {message}"
+
+    def handle(self, line: str) -> str | None:
+        line = line.strip()
+        if not line:
+            return None
+        self.commands_seen.append(line)
+        self._sync()
+        m = self.model
+        parts = line.split()
+        cmd, args = parts[0].upper(), parts[1:]
+        queries: dict[str, Callable[[], str]] = {
+            "ID?": lambda: self.idn,
+            "V?": lambda: f"{m.setpoint_v:.3f}",
+            "L?": lambda: f"{m.limit_v:.3f}",
+            "O?": lambda: "1" if m.output_on else "0",
+            "M?": lambda: f"{m.measured_v():.3f}",
+            "I?": lambda: f"{m.current_a:.6e}",
+            "T?": lambda: "1" if m.tripped else "0",
+        }
+        try:
+            if cmd in queries and not args:
+                return queries[cmd]()
+            if cmd == "E?" and not args:
+                code, msg = self.last_error
+                self.last_error = (0, "No error")
+                return f"{code} {msg}"
+            if cmd in ("C", "R") and not args:
+                (m.clear_trip if cmd == "C" else m.reset)()
+                return "OK"
+            if cmd in ("V", "L", "O") and len(args) == 1:
+                if not _NUM.fullmatch(args[0]):
+                    return self._err(ERR_ARGUMENT, f"bad number {args[0]!r}")
+                x = float(args[0])
+                if cmd == "V":
+                    m.set_voltage(x)
+                elif cmd == "L":
+                    m.set_limit(x)
+                else:
+                    if x not in (0.0, 1.0):
+                        return self._err(ERR_ARGUMENT, "O takes 1 or 0")
+                    m.set_output(x == 1.0)
+                return "OK"
+        except DeviceError as e:
+            code = ERR_TRIPPED if "tripped" in e.message else (
+                ERR_RANGE if e.code == -222 else ERR_OTHER)
+            return self._err(code, e.message)
+        return self._err(ERR_UNKNOWN, f"unknown command {line!r}")
+
+
+class PtyServer:
+    """Serve a line handler on a pseudo-terminal pair; ``.path`` is the device to open."""
+
+    def __init__(self, handler: Callable[[str], str | None], eol: str = EOL):
+        self.handler = handler
+        self.eol = eol
+        self.lock = threading.RLock()
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line editing: a plain serial line
+        self.path = os.ttyname(self._slave)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PtyServer:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pty-line")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            r, _, _ = select.select([self._master], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:
+                break
+            buf += data
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                with self.lock:
+                    reply = self.handler(raw.decode("ascii", "replace").rstrip("\r"))
+                if reply is not None:
+                    os.write(self._master, (reply + self.eol).encode("ascii"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> PtyServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_hv_pty(model: HvSupplyModel, clock: Callable[[], float] | None = None
+                 ) -> tuple[PtyServer, HvLineInterface]:
+    """The line protocol on a pty; open ``server.path`` with pyserial."""
+    iface = HvLineInterface(model, clock)
+    return PtyServer(iface.handle).start(), iface
+
+
+def serve_hv_tcp(model: HvSupplyModel, host: str = "127.0.0.1", port: int = 0,
+                 clock: Callable[[], float] | None = None
+                 ) -> tuple[TcpLineServer, HvLineInterface]:
+    """The line protocol on TCP (CR LF); ``server.url`` is ``socket://host:port``."""
+    iface = HvLineInterface(model, clock)
+    return TcpLineServer(iface.handle, host, port, eol=EOL).start(), iface
