@@ -1,0 +1,31 @@
+"""The time-of-flight pipeline: numba kernels over chunks (decode, m/n, corrections, ranging).
+
+``process_chunk(raw, instrument, ranges) -> (hits, derived, keep, counters)`` is what the run
+engine calls per DLD readout block; the modules hold the pieces and their numpy-free kernels.
+"""
+
+from apt_daq.pipeline.corrections import Calibration, corrected_mass, fit_calibration
+from apt_daq.pipeline.decode import decode
+from apt_daq.pipeline.histogram import MassHistogram, mass_histogram
+from apt_daq.pipeline.peaks import find_peaks, peak_shape
+from apt_daq.pipeline.process import process_chunk
+from apt_daq.pipeline.ranging import RangeLookup, propose_ranges, range_masses, ranges_for_ions
+from apt_daq.pipeline.tof import K_DA, mass_to_charge
+
+__all__ = [
+    "K_DA",
+    "Calibration",
+    "MassHistogram",
+    "RangeLookup",
+    "corrected_mass",
+    "decode",
+    "find_peaks",
+    "fit_calibration",
+    "mass_histogram",
+    "mass_to_charge",
+    "peak_shape",
+    "process_chunk",
+    "propose_ranges",
+    "range_masses",
+    "ranges_for_ions",
+]

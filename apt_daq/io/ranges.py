@@ -1,0 +1,459 @@
+"""Range tables and the RRNG (AP Suite/IVAS) and RNG (Oak Ridge/Oxford) range file formats.
+
+A range assigns every hit with ``lo_da <= m/n < hi_da`` to one ion. Ranges never overlap; the
+table keeps them sorted by ``lo_da`` so ranging is a binary search over the edges
+(:mod:`apt_daq.pipeline.ranging`). The ``ion`` field of /derived holds the range index.
+
+RRNG (text, INI-like)::
+
+    [Ions]
+    Number=2
+    Ion1=Ni
+    Ion2=O
+    [Ranges]
+    Number=2
+    Range1=15.9000 16.1500 Vol:0.01500 O:1 Name:O+ Color:FF0000
+    Range2=57.8500 58.2000 Vol:0.01094 Ni:1 Name:Ni+ Color:00CC00
+
+``Name:`` is optional in the format; RRNG does not store the charge, so without it the charge
+is inferred as the one that puts an isotopologue of the composition inside the range.
+
+RNG (text)::
+
+    2 2                      # number of ions, number of ranges
+    Ni                       # for each ion: its name ...
+    Ni 0.0 0.8 0.0           # ... then short name and colour (r g b in 0..1)
+    O
+    O 1.0 0.0 0.0
+    ------------------- Ni O
+    . 15.9000 16.1500 0 1    # '.' lo hi, then the atom count of each ion column
+    . 57.8500 58.2000 1 0
+
+Lines starting with ``#`` are comments in both formats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from apt_daq.errors import DataFileError
+from apt_daq.isotopes import elements, ion_name, isotopologues, parse_ion
+
+# default colours per element (hex RRGGBB), loosely the AP Suite palette
+_COLOURS = {
+    "H": "C8C8C8",
+    "Li": "9933FF",
+    "O": "0066FF",
+    "Ni": "00AA00",
+    "Co": "FF66CC",
+    "Mn": "FF9900",
+    "Cr": "996633",
+    "Ga": "FF0000",
+    "C": "404040",
+    "Al": "33CCCC",
+    "Fe": "CC0000",
+    "Si": "888800",
+}
+
+
+def default_colour(formula: dict[str, int]) -> str:
+    """A stable colour for an ion: its heaviest element's colour, else a hash of the formula."""
+    for el in sorted(formula, key=lambda e: -formula[e]):
+        if el in _COLOURS:
+            return _COLOURS[el]
+    h = abs(hash(tuple(sorted(formula.items())))) % 0xFFFFFF
+    return f"{h:06X}"
+
+
+@dataclass
+class RangeTable:
+    """Disjoint mass-to-charge ranges sorted by lower edge, each naming one ion.
+
+    ``names[i]`` is the ion name (``"Ni2+"``), ``composition[i]`` its atoms ({"Ni": 1}),
+    ``charge[i]`` its charge, ``colour[i]`` hex RRGGBB, ``volume_nm3[i]`` the RRNG ``Vol``.
+    Several ranges may name the same ion (its isotopes).
+    """
+
+    names: list[str]
+    lo_da: np.ndarray
+    hi_da: np.ndarray
+    composition: list[dict[str, int]]
+    charge: list[int]
+    colour: list[str] = field(default_factory=list)
+    volume_nm3: list[float] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        self.lo_da = np.asarray(self.lo_da, dtype=np.float64)
+        self.hi_da = np.asarray(self.hi_da, dtype=np.float64)
+        if not self.colour:
+            self.colour = [default_colour(c) for c in self.composition]
+        if not self.volume_nm3:
+            self.volume_nm3 = [0.0] * n
+        sizes = {
+            len(self.lo_da),
+            len(self.hi_da),
+            len(self.composition),
+            len(self.charge),
+            len(self.colour),
+            len(self.volume_nm3),
+        }
+        if sizes != {n}:
+            raise ValueError("RangeTable: all per-range lists must have the same length")
+        order = np.argsort(self.lo_da, kind="stable")
+        if np.any(order != np.arange(n)):
+            self.lo_da = self.lo_da[order]
+            self.hi_da = self.hi_da[order]
+            for attr in ("names", "composition", "charge", "colour", "volume_nm3"):
+                setattr(self, attr, [getattr(self, attr)[i] for i in order])
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError if a range is empty/inverted or two ranges overlap."""
+        where = f"{self.source}: " if self.source else ""
+        for i in range(len(self)):
+            if not (np.isfinite(self.lo_da[i]) and np.isfinite(self.hi_da[i])):
+                raise ValueError(f"{where}range {self.names[i]} has a non-finite edge")
+            if not self.hi_da[i] > self.lo_da[i]:
+                raise ValueError(
+                    f"{where}range {self.names[i]} [{self.lo_da[i]}, "
+                    f"{self.hi_da[i]}) is empty or inverted"
+                )
+            if self.lo_da[i] < 0:
+                raise ValueError(f"{where}range {self.names[i]} starts below 0 Da")
+        for i in range(len(self) - 1):
+            if self.hi_da[i] > self.lo_da[i + 1]:
+                raise ValueError(
+                    f"{where}ranges {self.names[i]} [{self.lo_da[i]:.4f}, {self.hi_da[i]:.4f}) "
+                    f"and {self.names[i + 1]} [{self.lo_da[i + 1]:.4f}, {self.hi_da[i + 1]:.4f})"
+                    " overlap"
+                )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def ions(self) -> list[str]:
+        """Distinct ion names in order of first appearance."""
+        return list(dict.fromkeys(self.names))
+
+    def ion_index(self) -> np.ndarray:
+        """For each range, the index of its ion in :attr:`ions` (int16)."""
+        lookup = {n: i for i, n in enumerate(self.ions)}
+        return np.array([lookup[n] for n in self.names], dtype=np.int16)
+
+    def ranges_of(self, name: str) -> list[int]:
+        return [i for i, n in enumerate(self.names) if n == name]
+
+    def ion_composition(self, name: str) -> dict[str, int]:
+        return self.composition[self.names.index(name)]
+
+    @property
+    def elements(self) -> list[str]:
+        out: dict[str, None] = {}
+        for c in self.composition:
+            for el in c:
+                out[el] = None
+        return list(out)
+
+    @classmethod
+    def from_list(cls, rows: list[tuple[str, float, float]], source: str = "") -> RangeTable:
+        """Build from (ion name, lo Da, hi Da) rows."""
+        names, lo, hi, comp, charge = [], [], [], [], []
+        for name, a, b in rows:
+            formula, z = parse_ion(name)
+            names.append(ion_name(formula, z))
+            lo.append(a)
+            hi.append(b)
+            comp.append(formula)
+            charge.append(z)
+        return cls(names, np.array(lo), np.array(hi), comp, charge, source=source)
+
+
+# ---------------------------------------------------------------------------- charge inference
+
+
+def infer_charge(formula: dict[str, int], lo_da: float, hi_da: float, max_charge: int = 4) -> int:
+    """The charge that puts the most abundant isotopologue of ``formula`` inside [lo, hi).
+
+    RRNG and RNG files do not store charges; this is how AP Suite names ranges too.
+    Falls back to the charge whose pattern comes closest to the range centre.
+    """
+    best, best_d = 1, np.inf
+    mid = 0.5 * (lo_da + hi_da)
+    for z in range(1, max_charge + 1):
+        for m, a in isotopologues(formula, z, min_abundance=1e-4):
+            if lo_da <= m < hi_da:
+                d = -a  # prefer the charge with the most abundant peak inside
+            else:
+                d = abs(m - mid)
+            if d < best_d:
+                best, best_d = z, d
+    return best
+
+
+# ---------------------------------------------------------------------------- RRNG
+
+
+def _err(path: Path | str, line: int, msg: str) -> DataFileError:
+    return DataFileError(f"{path}:{line}: {msg}")
+
+
+def read_rrng(path: str | Path) -> RangeTable:
+    """Read an AP Suite/IVAS ``.rrng`` file. Errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise DataFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    section = None
+    ions: dict[int, str] = {}
+    ranges: list[tuple[int, float, float, dict[str, int], str | None, str | None, float]] = []
+    n_ions = n_ranges = None
+    known = set(elements())
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]").strip().lower()
+            continue
+        if "=" not in line:
+            raise _err(path, lineno, f"expected key=value, got {line!r}")
+        key, value = (s.strip() for s in line.split("=", 1))
+        kl = key.lower()
+        if section == "ions":
+            if kl == "number":
+                n_ions = _int(value, path, lineno)
+            elif m := re.fullmatch(r"ion(\d+)", kl):
+                ions[int(m.group(1))] = value
+            else:
+                raise _err(path, lineno, f"unknown key {key!r} in [Ions]")
+        elif section == "ranges":
+            if kl == "number":
+                n_ranges = _int(value, path, lineno)
+                continue
+            if not re.fullmatch(r"range\d+", kl):
+                raise _err(path, lineno, f"unknown key {key!r} in [Ranges]")
+            parts = value.replace(",", ".").split()
+            if len(parts) < 3:
+                raise _err(path, lineno, "expected 'lo hi [Vol:v] El:n ... [Color:RRGGBB]'")
+            try:
+                lo, hi = float(parts[0]), float(parts[1])
+            except ValueError:
+                raise _err(
+                    path, lineno, f"range edges {parts[0]!r} {parts[1]!r} are not numbers"
+                ) from None
+            comp: dict[str, int] = {}
+            colour = name = None
+            vol = 0.0
+            for tok in parts[2:]:
+                if ":" not in tok:
+                    raise _err(path, lineno, f"expected Key:value, got {tok!r}")
+                k, v = tok.split(":", 1)
+                if k.lower() == "vol":
+                    vol = _float(v, path, lineno)
+                elif k.lower() == "color":
+                    colour = v.upper()
+                    if not re.fullmatch(r"[0-9A-F]{6}", colour):
+                        raise _err(path, lineno, f"colour {v!r} is not RRGGBB hex")
+                elif k.lower() == "name":
+                    name = v or None
+                else:
+                    if k not in known:
+                        raise _err(path, lineno, f"unknown element {k!r}")
+                    count = _int(v, path, lineno)
+                    if count < 1:
+                        raise _err(path, lineno, f"atom count of {k} must be >= 1, got {count}")
+                    comp[k] = comp.get(k, 0) + count
+            if not comp:
+                raise _err(path, lineno, "range has no composition (e.g. 'Ni:1')")
+            if not hi > lo:
+                raise _err(path, lineno, f"range [{lo}, {hi}) is empty or inverted")
+            ranges.append((lineno, lo, hi, comp, name, colour, vol))
+        else:
+            raise _err(path, lineno, f"{key!r} outside [Ions]/[Ranges]")
+    if n_ranges is None and not ranges:
+        raise DataFileError(f"{path}: no [Ranges] section: not an RRNG file")
+    if n_ranges is not None and n_ranges != len(ranges):
+        raise DataFileError(f"{path}: [Ranges] Number={n_ranges} but {len(ranges)} ranges listed")
+    if n_ions is not None and n_ions != len(ions):
+        raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
+    return _table(path, ranges)
+
+
+def _table(
+    path: Path,
+    ranges: list[tuple[int, float, float, dict[str, int], str | None, str | None, float]],
+) -> RangeTable:
+    ranges = sorted(ranges, key=lambda r: r[1])
+    for a, b in itertools.pairwise(ranges):
+        if a[2] > b[1]:
+            raise _err(
+                path,
+                b[0],
+                f"range [{b[1]}, {b[2]}) overlaps the range of line {a[0]} [{a[1]}, {a[2]})",
+            )
+    names, charges = [], []
+    for lineno, lo, hi, comp, name, _c, _v in ranges:
+        if name:
+            try:
+                f, z = parse_ion(name)
+            except ValueError as e:
+                raise _err(path, lineno, str(e)) from None
+            if f != comp:
+                raise _err(path, lineno, f"Name:{name} does not match the composition {comp}")
+        else:
+            z = infer_charge(comp, lo, hi)
+        names.append(ion_name(comp, z))
+        charges.append(z)
+    return RangeTable(
+        names=names,
+        lo_da=np.array([r[1] for r in ranges]),
+        hi_da=np.array([r[2] for r in ranges]),
+        composition=[r[3] for r in ranges],
+        charge=charges,
+        colour=[r[5] or default_colour(r[3]) for r in ranges],
+        volume_nm3=[r[6] for r in ranges],
+        source=str(path),
+    )
+
+
+def _int(v: str, path: Path | str, line: int) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise _err(path, line, f"expected an integer, got {v!r}") from None
+
+
+def _float(v: str, path: Path | str, line: int) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        raise _err(path, line, f"expected a number, got {v!r}") from None
+
+
+def write_rrng(table: RangeTable, path: str | Path, comment: str = "") -> None:
+    """Write ``table`` as RRNG (with the optional ``Name:`` field so charges survive)."""
+    els = table.elements
+    lines = [f"# {c}" for c in comment.splitlines()] if comment else []
+    lines += ["[Ions]", f"Number={len(els)}"]
+    lines += [f"Ion{i}={el}" for i, el in enumerate(els, 1)]
+    lines += ["[Ranges]", f"Number={len(table)}"]
+    for i in range(len(table)):
+        comp = " ".join(f"{el}:{n}" for el, n in table.composition[i].items())
+        lines.append(
+            f"Range{i + 1}={table.lo_da[i]:.4f} {table.hi_da[i]:.4f} "
+            f"Vol:{table.volume_nm3[i]:.5f} {comp} Name:{table.names[i]} Color:{table.colour[i]}"
+        )
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- RNG
+
+
+def read_rng(path: str | Path) -> RangeTable:
+    """Read an Oak Ridge/Oxford ``.rng`` file. Errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise DataFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    rows = [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1)]
+    rows = [(i, ln) for i, ln in rows if ln and not ln.startswith("#")]
+    if not rows:
+        raise DataFileError(f"{path}: empty RNG file")
+    lineno, first = rows[0]
+    head = first.split()
+    if len(head) < 2 or not head[0].isdigit() or not head[1].isdigit():
+        raise _err(path, lineno, f"expected 'n_ions n_ranges', got {first!r}")
+    n_ions, n_ranges = int(head[0]), int(head[1])
+    colours: dict[str, str] = {}
+    k = 1
+    for _ in range(n_ions):
+        if k + 1 >= len(rows):
+            raise DataFileError(f"{path}: ends inside the ion list ({n_ions} ions declared)")
+        (_, name), (ln2, spec) = rows[k], rows[k + 1]
+        parts = spec.split()
+        if len(parts) == 4:
+            try:
+                r, g, b = (min(255, max(0, round(float(x) * 255))) for x in parts[1:])
+            except ValueError:
+                raise _err(path, ln2, f"expected 'name r g b', got {spec!r}") from None
+            colours[name] = f"{r:02X}{g:02X}{b:02X}"
+        k += 2
+    if k >= len(rows) or not rows[k][1].startswith("-"):
+        raise _err(path, rows[min(k, len(rows) - 1)][0], "expected the '-------- El El ...' header")
+    hline, header = rows[k]
+    columns = header.split()[1:]
+    known = set(elements())
+    for c in columns:
+        if c not in known:
+            raise _err(path, hline, f"unknown element column {c!r}")
+    k += 1
+    ranges = []
+    for lineno, line in rows[k : k + n_ranges]:
+        parts = line.replace(",", ".").split()
+        if not parts or parts[0] != ".":
+            raise _err(path, lineno, f"expected '. lo hi counts...', got {line!r}")
+        if len(parts) != 3 + len(columns):
+            raise _err(path, lineno, f"expected {3 + len(columns)} columns, got {len(parts)}")
+        lo, hi = _float(parts[1], path, lineno), _float(parts[2], path, lineno)
+        comp = {}
+        for el, v in zip(columns, parts[3:], strict=True):
+            n = _int(v, path, lineno)
+            if n < 0:
+                raise _err(path, lineno, f"negative atom count for {el}")
+            if n:
+                comp[el] = n
+        if not comp:
+            raise _err(path, lineno, "range has no composition")
+        if not hi > lo:
+            raise _err(path, lineno, f"range [{lo}, {hi}) is empty or inverted")
+        colour = colours.get(next(iter(comp))) if len(comp) == 1 else None
+        ranges.append((lineno, lo, hi, comp, None, colour, 0.0))
+    if len(ranges) != n_ranges:
+        raise DataFileError(f"{path}: declares {n_ranges} ranges but holds {len(ranges)}")
+    return _table(path, ranges)
+
+
+def write_rng(table: RangeTable, path: str | Path) -> None:
+    """Write ``table`` as RNG (charges are not stored: they are inferred again on reading)."""
+    els = table.elements
+    lines = [f"{len(els)} {len(table)}"]
+    for el in els:
+        c = _COLOURS.get(el, "808080")
+        r, g, b = (int(c[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        lines += [el, f"{el} {r:.3f} {g:.3f} {b:.3f}"]
+    lines.append("------------------- " + " ".join(els))
+    for i in range(len(table)):
+        counts = " ".join(str(table.composition[i].get(el, 0)) for el in els)
+        lines.append(f". {table.lo_da[i]:.4f} {table.hi_da[i]:.4f} {counts}")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_ranges(path: str | Path) -> RangeTable:
+    """Read a range file by extension (``.rrng`` or ``.rng``)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataFileError(f"{p}: no such range file")
+    suffix = p.suffix.lower()
+    if suffix == ".rrng":
+        return read_rrng(p)
+    if suffix == ".rng":
+        return read_rng(p)
+    raise DataFileError(f"{p}: unknown range file type {suffix!r} (expected .rrng or .rng)")
+
+
+def write_ranges(table: RangeTable, path: str | Path) -> None:
+    p = Path(path)
+    if p.suffix.lower() == ".rng":
+        write_rng(table, p)
+    else:
+        write_rrng(table, p)

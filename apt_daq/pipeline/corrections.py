@@ -1,0 +1,219 @@
+"""Voltage and bowl corrections, fitted from the data on a reference peak (AP Suite practice).
+
+A real instrument's m/n drifts with the specimen voltage (the effective acceleration differs
+from V_dc: pulse shape, field lens) and across the detector (flight-path differences: the
+"bowl"). Both are multiplicative: m_measured = m_true f_V(V) f_B(x, y). We fit them on one
+strong, isolated peak (the reference) whose true position is known:
+
+1. voltage: hits of the reference window are split into voltage bins of equal counts; in each
+   the peak position (histogram mode, parabola-refined: robust to the thermal tail) over the
+   reference mass gives f_V at that voltage; fit ``f_V(V) = c0 + c1 u + c2 u^2`` with u = V/kV
+   (weighted by counts); m <- m / f_V(V).
+2. bowl: on the voltage-corrected masses, the detector is cut into a grid of cells; the peak
+   position per cell gives f_B(x, y); fit ``f_B = b0 + b1 x + b2 y + b3 x^2 + b4 x y + b5 y^2``
+   (x, y in units of 10 mm); m <- m / f_B(x, y).
+
+The product is normalised so that the reference peak lands on its true mass.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from apt_daq.pipeline.tof import K_DA
+
+BOWL_SCALE_MM = 10.0
+
+
+@dataclass
+class Calibration:
+    """Fitted corrections; the identity by default. JSON-able via ``as_dict``/``from_dict``."""
+
+    voltage_coeffs: tuple[float, ...] = (1.0, 0.0, 0.0)  # f_V in u = V / 1000
+    bowl_coeffs: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    reference: str = ""  # reference peak (range name)
+    reference_da: float = 0.0
+    fit_ions: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "voltage_coeffs": list(self.voltage_coeffs),
+            "bowl_coeffs": list(self.bowl_coeffs),
+            "reference": self.reference,
+            "reference_da": self.reference_da,
+            "fit_ions": self.fit_ions,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        return cls(
+            tuple(d["voltage_coeffs"]),
+            tuple(d["bowl_coeffs"]),
+            d.get("reference", ""),
+            d.get("reference_da", 0.0),
+            d.get("fit_ions", 0),
+            list(d.get("notes", [])),
+        )
+
+    @property
+    def vc(self) -> np.ndarray:
+        return np.asarray(self.voltage_coeffs, dtype=np.float64)
+
+    @property
+    def bc(self) -> np.ndarray:
+        return np.asarray(self.bowl_coeffs, dtype=np.float64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def correction_factor(v, x, y, vc, bc):
+    """f_V(V) f_B(x, y) for one hit (see module doc)."""
+    u = v * 1e-3
+    fv = vc[0] + u * (vc[1] + u * vc[2])
+    xs = x * (1.0 / BOWL_SCALE_MM)
+    ys = y * (1.0 / BOWL_SCALE_MM)
+    fb = bc[0] + bc[1] * xs + bc[2] * ys + bc[3] * xs * xs + bc[4] * xs * ys + bc[5] * ys * ys
+    return fv * fb
+
+
+@njit(cache=True, nogil=True)
+def corrected_mass_kernel(tof_ns, det_x_mm, det_y_mm, v_dc, v_pulse, t0_ns, flight_path_mm,
+                          beta, vc, bc, out):  # fmt: skip
+    """m/n with voltage and bowl corrections applied, Da."""
+    l2 = flight_path_mm * flight_path_mm
+    for i in range(tof_ns.shape[0]):
+        t = np.float64(tof_ns[i]) - t0_ns
+        x = np.float64(det_x_mm[i])
+        y = np.float64(det_y_mm[i])
+        v = np.float64(v_dc[i]) + beta * v_pulse[i]
+        m = K_DA * v * t * t / ((l2 + x * x + y * y) * 1e-6)
+        out[i] = m / correction_factor(v, x, y, vc, bc)
+    return out
+
+
+def corrected_mass(hits: np.ndarray, t0_ns: float, flight_path_mm: float,
+                   calibration: Calibration | None = None, beta: float = 1.0) -> np.ndarray:  # fmt: skip
+    """Corrected m/n (float64, Da) of a HIT_DTYPE chunk."""
+    cal = calibration or Calibration()
+    out = np.empty(len(hits), dtype=np.float64)
+    corrected_mass_kernel(hits["tof"], hits["det_x"], hits["det_y"], hits["v_dc"],
+                          hits["v_pulse"], float(t0_ns), float(flight_path_mm), float(beta),
+                          cal.vc, cal.bc, out)  # fmt: skip
+    return out
+
+
+def peak_mode(mass: np.ndarray, lo: float, hi: float, bin_da: float) -> float:
+    """Position of the maximum of the histogram of ``mass`` in [lo, hi), parabola-refined."""
+    edges = np.arange(lo, hi + bin_da, bin_da)
+    counts, edges = np.histogram(mass, edges)
+    s = np.convolve(counts.astype(float), np.ones(3) / 3, mode="same")
+    i = int(np.argmax(s))
+    centre = 0.5 * (edges[i] + edges[i + 1])
+    if 0 < i < len(s) - 1:
+        a, b, c = s[i - 1], s[i], s[i + 1]
+        den = a - 2 * b + c
+        if den < 0:
+            centre += float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) * bin_da
+    return float(centre)
+
+
+def fit_voltage(mass: np.ndarray, voltage_v: np.ndarray, ref_da: float, lo: float, hi: float,
+                n_bins: int = 12, min_per_bin: int = 200, degree: int = 2) -> np.ndarray | None:  # fmt: skip
+    """Coefficients (c0, c1, c2) of f_V(u = V/kV), or None if the data are too few."""
+    sel = (mass >= lo) & (mass < hi)
+    m, v = mass[sel], voltage_v[sel]
+    n_bins = int(min(n_bins, len(m) // min_per_bin))
+    if n_bins < 1:
+        return None
+    bin_da = max(ref_da / 4000.0, 1e-4)
+    edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
+    us, rs, ws = [], [], []
+    for a, b in itertools.pairwise(edges):
+        k = (v >= a) & (v <= b)
+        if k.sum() < min_per_bin // 2:
+            continue
+        us.append(float(np.median(v[k])) * 1e-3)
+        rs.append(peak_mode(m[k], lo, hi, bin_da) / ref_da)
+        ws.append(np.sqrt(k.sum()))
+    us_a, rs_a, ws_a = np.array(us), np.array(rs), np.array(ws)
+    deg = min(degree, len(us) - 1)
+    if len(us) > 1 and np.ptp(us_a) < 1e-3:
+        deg = 0
+    coef = np.zeros(3)
+    if deg <= 0:
+        coef[0] = float(np.average(rs_a, weights=ws_a))
+    else:
+        p = np.polynomial.polynomial.polyfit(us_a, rs_a, deg, w=ws_a)
+        coef[: len(p)] = p
+    return coef
+
+
+def _bowl_terms(x_mm: np.ndarray, y_mm: np.ndarray) -> np.ndarray:
+    xs, ys = x_mm / BOWL_SCALE_MM, y_mm / BOWL_SCALE_MM
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=1)
+
+
+def fit_bowl(mass: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, ref_da: float, lo: float,
+             hi: float, radius_mm: float, grid: int = 7, min_per_cell: int = 150) -> np.ndarray | None:  # fmt: skip
+    """Coefficients (b0..b5) of the 2-D quadratic f_B(x, y), or None if too few data."""
+    sel = (mass >= lo) & (mass < hi)
+    m, x, y = mass[sel], x_mm[sel], y_mm[sel]
+    bin_da = max(ref_da / 4000.0, 1e-4)
+    cell = 2 * radius_mm / grid
+    ix = np.clip(((x + radius_mm) / cell).astype(int), 0, grid - 1)
+    iy = np.clip(((y + radius_mm) / cell).astype(int), 0, grid - 1)
+    key = ix * grid + iy
+    xs, ys, rs, ws = [], [], [], []
+    for k in np.unique(key):
+        s = key == k
+        if s.sum() < min_per_cell:
+            continue
+        xs.append(float(np.mean(x[s])))
+        ys.append(float(np.mean(y[s])))
+        rs.append(peak_mode(m[s], lo, hi, bin_da) / ref_da)
+        ws.append(np.sqrt(s.sum()))
+    if len(xs) < 6:
+        if not xs:
+            return None
+        out = np.zeros(6)
+        out[0] = float(np.average(rs, weights=ws))
+        return out
+    a = _bowl_terms(np.array(xs), np.array(ys)) * np.array(ws)[:, None]
+    coef, *_ = np.linalg.lstsq(a, np.array(rs) * np.array(ws), rcond=None)
+    return coef
+
+
+def fit_calibration(
+    mass: np.ndarray, voltage_v: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray,
+    ref_da: float, lo: float, hi: float, radius_mm: float, *, voltage: bool = True,
+    bowl: bool = True, reference: str = "",
+) -> Calibration:  # fmt: skip
+    """Fit voltage then bowl corrections on the reference peak window [lo, hi).
+
+    ``mass`` must be the uncorrected m/n of the hits (any subset holding the reference peak).
+    """
+    cal = Calibration(reference=reference, reference_da=ref_da)
+    sel = (mass >= lo) & (mass < hi)
+    cal.fit_ions = int(sel.sum())
+    m = mass[sel].astype(np.float64)
+    v, x, y = voltage_v[sel], x_mm[sel], y_mm[sel]
+    if voltage:
+        vc = fit_voltage(m, v, ref_da, lo, hi)
+        if vc is None:
+            cal.notes.append(f"voltage correction skipped: {cal.fit_ions} ions in the window")
+        else:
+            cal.voltage_coeffs = tuple(float(c) for c in vc)
+            u = v * 1e-3
+            m = m / (vc[0] + u * (vc[1] + u * vc[2]))
+    if bowl:
+        bc = fit_bowl(m, x, y, ref_da, lo, hi, radius_mm)
+        if bc is None:
+            cal.notes.append(f"bowl correction skipped: {cal.fit_ions} ions in the window")
+        else:
+            cal.bowl_coeffs = tuple(float(c) for c in bc)
+    return cal

@@ -1,0 +1,136 @@
+"""Peak finding and peak shape measures on a mass spectrum (small arrays: plain numpy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def smooth(counts: np.ndarray, width: int = 3) -> np.ndarray:
+    """Moving average over ``width`` bins (odd), same length."""
+    if width <= 1:
+        return counts.astype(np.float64)
+    k = np.ones(width) / width
+    return np.convolve(counts.astype(np.float64), k, mode="same")
+
+
+def background_level(counts: np.ndarray, window: int = 201) -> np.ndarray:
+    """Local background per bin: a running low quantile (the 20th percentile) of the counts."""
+    n = len(counts)
+    if n == 0:
+        return np.zeros(0)
+    w = min(window, n)
+    pad = w // 2
+    padded = np.pad(counts.astype(np.float64), pad, mode="edge")
+    view = np.lib.stride_tricks.sliding_window_view(padded, w)[:n]
+    step = max(1, w // 20)
+    sub = np.quantile(view[::step], 0.2, axis=1)
+    return np.interp(np.arange(n), np.arange(0, n, step)[: len(sub)], sub)
+
+
+def find_peaks(
+    counts: np.ndarray,
+    edges: np.ndarray,
+    min_counts: float = 20.0,
+    min_snr: float = 5.0,
+    min_separation_da: float = 0.3,
+) -> np.ndarray:
+    """Positions (Da) of the peaks of a spectrum, strongest first.
+
+    A peak is a local maximum of the 3-bin smoothed spectrum that is at least ``min_counts``
+    and ``min_snr`` times above the local background + 3 sqrt(background) (Poisson), the
+    strongest within ``min_separation_da``. Positions are refined by a parabola through the
+    top three bins.
+    """
+    s = smooth(counts, 3)
+    bg = background_level(counts)
+    thresh = np.maximum(min_counts, min_snr * (bg + 3 * np.sqrt(bg + 1)))
+    is_max = np.zeros(len(s), dtype=bool)
+    is_max[1:-1] = (s[1:-1] >= s[:-2]) & (s[1:-1] > s[2:]) & (s[1:-1] > thresh[1:-1])
+    idx = np.flatnonzero(is_max)
+    idx = idx[np.argsort(-s[idx])]
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    taken: list[int] = []
+    for i in idx:
+        if all(abs(centres[i] - centres[j]) >= min_separation_da for j in taken):
+            taken.append(i)
+    out = []
+    w = edges[1] - edges[0] if len(edges) > 1 else 0.0
+    for i in taken:
+        a, b, c = s[i - 1], s[i], s[i + 1]
+        den = a - 2 * b + c
+        off = 0.5 * (a - c) / den if den != 0 else 0.0
+        out.append(centres[i] + np.clip(off, -0.5, 0.5) * w)
+    return np.array(out, dtype=np.float64)
+
+
+@dataclass
+class PeakShape:
+    position_da: float  # position of the maximum, Da
+    height: float  # maximum counts per bin
+    fwhm_da: float  # full width at half maximum, Da
+    fw10m_da: float  # full width at a tenth of the maximum, Da
+
+    @property
+    def mrp50(self) -> float:
+        return self.position_da / self.fwhm_da if self.fwhm_da > 0 else float("nan")
+
+    @property
+    def mrp10(self) -> float:
+        return self.position_da / self.fw10m_da if self.fw10m_da > 0 else float("nan")
+
+
+def full_width(counts: np.ndarray, edges: np.ndarray, i_max: int, fraction: float) -> float:
+    """Full width (Da) at ``fraction`` of the maximum at bin ``i_max``.
+
+    Walks out from the maximum to the first bin below the level on each side and
+    interpolates linearly between bin centres (the standard FWxM definition).
+    """
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    level = fraction * counts[i_max]
+    a = i_max
+    while a > 0 and counts[a - 1] >= level:
+        a -= 1
+    b = i_max
+    while b < len(counts) - 1 and counts[b + 1] >= level:
+        b += 1
+    if a == 0 or b == len(counts) - 1:
+        return float("nan")
+
+    def cross(i_in: int, i_out: int) -> float:
+        y_in, y_out = counts[i_in], counts[i_out]
+        t = (y_in - level) / (y_in - y_out) if y_in != y_out else 0.5
+        return centres[i_in] + t * (centres[i_out] - centres[i_in])
+
+    return float(cross(b, b + 1) - cross(a, a - 1))
+
+
+def peak_shape(
+    mass: np.ndarray, centre_da: float, window_da: float | None = None, bins_per_fwhm: int = 12
+) -> PeakShape | None:
+    """Position, FWHM and FW10%M of the peak near ``centre_da`` from the hit masses.
+
+    Two passes: a coarse histogram (bins 1/5000 of the mass) finds the width, then the peak is
+    re-binned so its FWHM spans ``bins_per_fwhm`` bins, and lightly smoothed (3 bins) against
+    counting noise. Returns None when the peak holds fewer than 100 ions.
+    """
+    if window_da is None:
+        window_da = max(0.25, 0.02 * centre_da)
+    sel = mass[(mass > centre_da - window_da) & (mass < centre_da + 2 * window_da)]
+    if len(sel) < 100:
+        return None
+    bin_da = max(centre_da / 5000.0, 1e-4)
+    shape = None
+    for _ in range(2):
+        edges = np.arange(centre_da - window_da, centre_da + 2 * window_da + bin_da, bin_da)
+        counts, edges = np.histogram(sel, edges)
+        s = smooth(counts, 3)
+        i = int(np.argmax(s))
+        fwhm = full_width(s, edges, i, 0.5)
+        fw10 = full_width(s, edges, i, 0.1)
+        shape = PeakShape(0.5 * (edges[i] + edges[i + 1]), float(s[i]), fwhm, fw10)
+        if not np.isfinite(fwhm) or fwhm <= 0:
+            break
+        bin_da = fwhm / bins_per_fwhm
+    return shape

@@ -1,0 +1,184 @@
+"""The per-chunk pipeline: one fused pass from raw DLD records to (hits, mass, range index).
+
+Decode, time-sum check, m/n, voltage and bowl correction and ranging run in one loop over the
+records, so each record is read once and nothing but the outputs is written (memory traffic is
+what limits this stage).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from apt_daq.config import InstrumentConfig
+from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
+from apt_daq.io.ranges import RangeTable
+from apt_daq.pipeline.corrections import Calibration, correction_factor
+from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
+from apt_daq.pipeline.ranging import RangeLookup, lookup_range
+from apt_daq.pipeline.tof import K_DA
+
+
+@njit(cache=True, nogil=True)
+def fused_kernel(
+    pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
+    bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
+    lo, hi, start, inv_width,
+    keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion,
+):  # fmt: skip
+    """Decode + m/n + corrections + ranging; returns (n_kept, n_incomplete, n_bad_sum)."""
+    n = pulse.shape[0]
+    k = 0
+    incomplete = 0
+    bad = 0
+    half = 0.5 * bin_ns * v_mm_per_ns
+    l2 = flight_path_mm * flight_path_mm
+    for i in range(n):
+        a = t_x1[i]
+        b = t_x2[i]
+        c = t_y1[i]
+        d = t_y2[i]
+        m = t_mcp[i]
+        if a < 0 or b < 0 or c < 0 or d < 0 or m < 0:
+            incomplete += 1
+            continue
+        if abs(a + b - 2 * m - sum_bins) > tol_bins or abs(c + d - 2 * m - sum_bins) > tol_bins:
+            bad += 1
+            continue
+        tof = m * bin_ns
+        x = (a - b) * half
+        y = (c - d) * half
+        v = np.float64(v_dc[i]) + beta * v_pulse[i]
+        t = tof - t0_ns
+        mm = K_DA * v * t * t / ((l2 + x * x + y * y) * 1e-6)
+        mm = mm / correction_factor(v, x, y, vc, bc)
+        keep[k] = i
+        tof_ns[k] = tof
+        det_x_mm[k] = x
+        det_y_mm[k] = y
+        mass_da[k] = mm
+        ion[k] = lookup_range(mm, lo, hi, start, inv_width)
+        k += 1
+    return k, incomplete, bad
+
+
+@njit(cache=True, parallel=True)
+def fused_parallel(
+    pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
+    bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
+    lo, hi, start, inv_width, n_parts,
+    keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion, counts,
+):  # fmt: skip
+    """The fused kernel on ``n_parts`` slices in parallel; each slice compacts its own output
+    at its own offset, ``counts[p] = (kept, incomplete, bad)``; the caller closes the gaps."""
+    n = pulse.shape[0]
+    step = (n + n_parts - 1) // n_parts
+    for p in prange(n_parts):
+        a0 = p * step
+        b0 = min(n, a0 + step)
+        if a0 >= b0:
+            continue
+        k, inc, bad = fused_kernel(
+            pulse[a0:b0], t_x1[a0:b0], t_x2[a0:b0], t_y1[a0:b0], t_y2[a0:b0], t_mcp[a0:b0],
+            v_dc[a0:b0], v_pulse[a0:b0], bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns,
+            flight_path_mm, beta, vc, bc, lo, hi, start, inv_width,
+            keep[a0:b0], tof_ns[a0:b0], det_x_mm[a0:b0], det_y_mm[a0:b0], mass_da[a0:b0],
+            ion[a0:b0],
+        )  # fmt: skip
+        for j in range(k):
+            keep[a0 + j] += a0
+        counts[p, 0] = k
+        counts[p, 1] = inc
+        counts[p, 2] = bad
+
+
+@njit(cache=True, nogil=True)
+def multiplicity_kernel(pulse_kept, out):
+    """Number of kept hits on the same pulse (adjacent runs), capped at 255."""
+    n = pulse_kept.shape[0]
+    s = 0
+    for i in range(1, n + 1):
+        if i == n or pulse_kept[i] != pulse_kept[s]:
+            c = min(i - s, 255)
+            for j in range(s, i):
+                out[j] = c
+            s = i
+    return out
+
+
+def _args(instrument: InstrumentConfig, calibration: Calibration | None, lookup: RangeLookup):
+    cal = calibration or Calibration()
+    return (
+        float(instrument.tdc_bin_ns), float(instrument.signal_velocity_mm_per_ns),
+        float(time_sum_bins(instrument)), float(time_sum_tolerance_bins(instrument)),
+        float(instrument.t0_ns), float(instrument.flight_path_mm), 1.0, cal.vc, cal.bc,
+        lookup.lo, lookup.hi, lookup.start, float(lookup.inv_width),
+    )  # fmt: skip
+
+
+def process_chunk(
+    raw: np.ndarray,
+    instrument: InstrumentConfig,
+    ranges: RangeTable | None,
+    *,
+    calibration: Calibration | None = None,
+    lookup: RangeLookup | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Raw DLD records -> (hits, derived, keep, counters), the contract of the run engine.
+
+    ``hits`` HIT_DTYPE and ``derived`` DERIVED_DTYPE (mass, ion = range index or -1; x, y, z
+    NaN until reconstruction) are aligned; ``keep`` are the indices into ``raw`` of the records
+    kept (so truth aligns as ``truth[keep]``); counters: records, rejected (incomplete +
+    bad_time_sum), incomplete, bad_time_sum, multi_hits (kept hits on pulses with > 1 hit).
+    ``calibration`` applies fitted voltage/bowl corrections (identity by default);
+    ``threads`` > 1 splits the chunk over numba threads.
+    """
+    check(raw, RAW_DTYPE, "process_chunk raw")
+    lookup = lookup or RangeLookup.build(ranges)
+    n = len(raw)
+    keep = np.empty(n, dtype=np.int64)
+    tof = np.empty(n, dtype=np.float32)
+    x = np.empty(n, dtype=np.float32)
+    y = np.empty(n, dtype=np.float32)
+    mass = np.empty(n, dtype=np.float32)
+    ion = np.empty(n, dtype=np.int16)
+    cols = (raw["pulse"], raw["t_x1"], raw["t_x2"], raw["t_y1"], raw["t_y2"], raw["t_mcp"],
+            raw["v_dc"], raw["v_pulse"])  # fmt: skip
+    if threads > 1 and n >= 100_000:
+        counts = np.zeros((threads, 3), dtype=np.int64)
+        fused_parallel(*cols, *_args(instrument, calibration, lookup), threads,
+                       keep, tof, x, y, mass, ion, counts)  # fmt: skip
+        step = (n + threads - 1) // threads
+        parts = [np.arange(p * step, p * step + counts[p, 0]) for p in range(threads)]
+        idx = np.concatenate(parts)
+        keep, tof, x, y, mass, ion = (a[idx] for a in (keep, tof, x, y, mass, ion))
+        k, inc, bad = len(idx), int(counts[:, 1].sum()), int(counts[:, 2].sum())
+    else:
+        k, inc, bad = fused_kernel(*cols, *_args(instrument, calibration, lookup),
+                                   keep, tof, x, y, mass, ion)  # fmt: skip
+    keep = keep[:k]
+    hits = np.empty(k, dtype=HIT_DTYPE)
+    hits["pulse"] = raw["pulse"][keep]
+    hits["tof"] = tof[:k]
+    hits["det_x"] = x[:k]
+    hits["det_y"] = y[:k]
+    for f in ("v_dc", "v_pulse", "laser_pj"):
+        hits[f] = raw[f][keep]
+    mult = np.empty(k, dtype=np.uint8)
+    multiplicity_kernel(hits["pulse"], mult)
+    hits["multiplicity"] = mult
+    derived = np.empty(k, dtype=DERIVED_DTYPE)
+    derived["mass"] = mass[:k]
+    derived["ion"] = ion[:k]
+    derived["x"] = np.nan
+    derived["y"] = np.nan
+    derived["z"] = np.nan
+    counters = {
+        "records": int(n),
+        "rejected": int(inc + bad),
+        "incomplete": int(inc),
+        "bad_time_sum": int(bad),
+        "multi_hits": int(np.count_nonzero(mult > 1)),
+    }
+    return hits, derived, keep, counters

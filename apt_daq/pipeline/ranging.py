@@ -1,0 +1,244 @@
+"""Ranging: assign each m/n to a range by binary search over the sorted range edges.
+
+With disjoint ranges sorted by lower edge, the candidate of m is ``i = searchsorted(lo, m,
+side="right") - 1`` and m is ranged if ``m < hi[i]``; otherwise it is unranged (-1). The
+per-ion cost is O(log n_ranges), never a loop over ranges.
+
+For the fused per-chunk kernel a *bucket table* accelerates the search: ``start[b]`` holds
+``searchsorted(lo, b * w, "right")`` for buckets of width w, so a lookup is one division, one
+table read and (almost always) zero or one comparisons, while giving exactly the
+``np.searchsorted`` answer (the scan corrects for any rounding at bucket boundaries).
+
+Assisted ranging (:func:`propose_ranges`) predicts the isotopologue positions of given ions
+(:mod:`apt_daq.isotopes`) and places a range on each peak found in the spectrum near them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from apt_daq.io.ranges import RangeTable
+from apt_daq.isotopes import isotopologues, parse_ion
+
+
+@njit(cache=True, nogil=True)
+def searchsorted_right(a, x):
+    """``np.searchsorted(a, x, side="right")`` for one value: number of a[i] <= x (NaN -> len)."""
+    lo = 0
+    hi = a.shape[0]
+    if not (x == x):
+        return hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def range_kernel(mass, lo, hi, out):
+    """Range index of each mass (binary search), -1 unranged; ``out`` int16."""
+    for i in range(mass.shape[0]):
+        m = mass[i]
+        j = searchsorted_right(lo, m) - 1
+        if j >= 0 and m < hi[j]:
+            out[i] = j
+        else:
+            out[i] = -1
+    return out
+
+
+@dataclass(frozen=True)
+class RangeLookup:
+    """Edges and bucket table of a range table, ready for the kernels."""
+
+    lo: np.ndarray  # float64, sorted lower edges
+    hi: np.ndarray  # float64 upper edges
+    start: np.ndarray  # int32 bucket table
+    inv_width: float  # 1 / bucket width, 1/Da
+
+    @classmethod
+    def build(cls, ranges: RangeTable | None, bucket_da: float = 0.05) -> RangeLookup:
+        if ranges is None or len(ranges) == 0:
+            z = np.zeros(0, dtype=np.float64)
+            return cls(z, z, np.zeros(1, dtype=np.int32), 1.0 / bucket_da)
+        lo = np.ascontiguousarray(ranges.lo_da, dtype=np.float64)
+        hi = np.ascontiguousarray(ranges.hi_da, dtype=np.float64)
+        nb = int(np.ceil(hi.max() / bucket_da)) + 2
+        inv = 1.0 / bucket_da
+        thresholds = np.arange(nb, dtype=np.float64) / inv
+        start = np.searchsorted(lo, thresholds, side="right").astype(np.int32)
+        return cls(lo, hi, start, inv)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lookup_range(m, lo, hi, start, inv_width):
+    """Range index of one m/n via the bucket table (same answer as the binary search)."""
+    n = lo.shape[0]
+    if n == 0 or not (m >= 0.0):
+        return -1
+    b = int(m * inv_width)
+    if b >= start.shape[0]:
+        j = n
+    else:
+        j = start[b]
+    while j < n and lo[j] <= m:
+        j += 1
+    while j > 0 and lo[j - 1] > m:
+        j -= 1
+    j -= 1
+    if j >= 0 and m < hi[j]:
+        return j
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def range_bucket_kernel(mass, lo, hi, start, inv_width, out):
+    for i in range(mass.shape[0]):
+        out[i] = lookup_range(mass[i], lo, hi, start, inv_width)
+    return out
+
+
+def range_masses(mass: np.ndarray, ranges: RangeTable | None) -> np.ndarray:
+    """Range index (int16, -1 unranged) of each m/n."""
+    out = np.empty(len(mass), dtype=np.int16)
+    if ranges is None or len(ranges) == 0:
+        out[:] = -1
+        return out
+    return range_kernel(np.asarray(mass), ranges.lo_da, ranges.hi_da, out)
+
+
+# ---------------------------------------------------------------------------- range widths
+
+
+def default_window(mass_da: float, charge: int = 1) -> tuple[float, float]:
+    """Range edges (lo, hi) around a peak for a LEAP in UV-laser mode.
+
+    Laser-pulsed peaks are narrow on the low side (MRP ~ 1000 FWHM) and carry a thermal tail
+    on the high side, so ranges are asymmetric: 0.15 % + 0.03 Da below (several FWHM),
+    0.6 % + 0.06 Da above (the bulk of the tail).
+    """
+    del charge
+    return mass_da - (0.0015 * mass_da + 0.03), mass_da + (0.006 * mass_da + 0.06)
+
+
+def ranges_for_ions(
+    ions: list[str],
+    weights: dict[str, float] | None = None,
+    min_abundance: float = 1e-3,
+    window=default_window,
+    atomic_volume_nm3: float = 0.0,
+) -> RangeTable:
+    """Ranges on every isotopologue (abundance >= ``min_abundance``) of the given ions.
+
+    Overlaps between ions are resolved by expected intensity ``weights[ion] * abundance``:
+    the stronger peak keeps its range, the weaker one is dropped if its peak falls inside the
+    stronger range, else both are cut at the midpoint between the two peak positions.
+    ``atomic_volume_nm3`` (per atom) fills the RRNG ``Vol`` field.
+    """
+    weights = weights or {}
+    cands = []
+    for name in ions:
+        formula, z = parse_ion(name)
+        for m, a in isotopologues(formula, z, min_abundance):
+            lo, hi = window(m, z)
+            cands.append([name, m, lo, hi, weights.get(name, 1.0) * a, formula, z])
+    cands.sort(key=lambda c: -c[4])
+    kept: list[list] = []
+    for c in cands:
+        ok = True
+        for k in kept:
+            if c[2] < k[3] and k[2] < c[3]:  # overlap with a stronger one
+                if k[2] <= c[1] < k[3] or c[0] == k[0]:
+                    ok = False
+                    break
+                mid = 0.5 * (c[1] + k[1])
+                if c[1] < k[1]:
+                    c[3] = min(c[3], mid)
+                    k[2] = max(k[2], mid)
+                else:
+                    c[2] = max(c[2], mid)
+                    k[3] = min(k[3], mid)
+        if ok and c[3] > c[2]:
+            kept.append(c)
+    kept.sort(key=lambda c: c[2])
+    return RangeTable(
+        names=[c[0] for c in kept],
+        lo_da=np.array([round(c[2], 4) for c in kept]),
+        hi_da=np.array([round(c[3], 4) for c in kept]),
+        composition=[c[5] for c in kept],
+        charge=[c[6] for c in kept],
+        volume_nm3=[atomic_volume_nm3 * sum(c[5].values()) for c in kept],
+    )
+
+
+def propose_ranges(
+    counts: np.ndarray,
+    edges: np.ndarray,
+    ions: list[str],
+    min_abundance: float = 1e-3,
+    search_da: float = 0.15,
+    fraction: float = 0.02,
+    min_counts: float = 10.0,
+) -> RangeTable:
+    """Assisted ranging: a range on each predicted isotopologue peak found in the spectrum.
+
+    For each predicted peak the local maximum within ``search_da`` is located; the range runs
+    from where the spectrum first drops to ``fraction`` of that maximum (or to the local
+    background) on each side. Peaks with fewer than ``min_counts`` counts at their maximum
+    are skipped. Overlaps are resolved as in :func:`ranges_for_ions` with the peak heights as
+    weights.
+    """
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    rows = []
+    for name in ions:
+        formula, z = parse_ion(name)
+        for m, _a in isotopologues(formula, z, min_abundance):
+            i0 = np.searchsorted(centres, m - search_da)
+            i1 = np.searchsorted(centres, m + search_da)
+            if i1 <= i0:
+                continue
+            j = i0 + int(np.argmax(counts[i0:i1]))
+            peak = counts[j]
+            if peak < min_counts:
+                continue
+            lo_w, hi_w = default_window(centres[j], z)
+            floor = max(peak * fraction, np.median(counts[max(0, i0 - 50) : i0 + 1]) * 2)
+            a = j
+            while a > 0 and counts[a - 1] > floor and centres[a - 1] > lo_w:
+                a -= 1
+            b = j
+            while b < len(counts) - 1 and counts[b + 1] > floor and centres[b + 1] < hi_w:
+                b += 1
+            rows.append([name, centres[j], edges[a], edges[b + 1], float(peak), formula, z])
+    rows.sort(key=lambda c: -c[4])
+    kept: list[list] = []
+    for c in rows:
+        ok = True
+        for k in kept:
+            if c[2] < k[3] and k[2] < c[3]:
+                if k[2] <= c[1] < k[3]:
+                    ok = False
+                    break
+                mid = 0.5 * (c[1] + k[1])
+                if c[1] < k[1]:
+                    c[3] = min(c[3], mid)
+                    k[2] = max(k[2], mid)
+                else:
+                    c[2] = max(c[2], mid)
+                    k[3] = min(k[3], mid)
+        if ok and c[3] > c[2]:
+            kept.append(c)
+    kept.sort(key=lambda c: c[2])
+    return RangeTable(
+        names=[c[0] for c in kept],
+        lo_da=np.array([c[2] for c in kept]),
+        hi_da=np.array([c[3] for c in kept]),
+        composition=[c[5] for c in kept],
+        charge=[c[6] for c in kept],
+    )
