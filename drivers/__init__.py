@@ -145,9 +145,9 @@ def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVo
         return _connected(SimHv(_bench(leap), **kw))
     if c.backend == "scpi":
         from drivers.hv import ScpiHv
-        from drivers.scpi import VisaTransport
+        from drivers.scpi import make_transport
 
-        t = VisaTransport(c.resource, timeout_s=c.timeout_s)
+        t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiHv(t, c.resource, retries=c.retries, clock=clock, **kw))
     if c.backend == "serial":
         from drivers.hv import SerialHv
@@ -168,9 +168,9 @@ def open_laser(cfg: Any, *, leap: Any = None, hv: HighVoltageSupply | None = Non
         return _connected(SimLaser(_bench(leap), max_energy_pj=c.max_energy_pj, hv=hv))
     if c.backend == "scpi":
         from drivers.laser import ScpiLaser
-        from drivers.scpi import VisaTransport
+        from drivers.scpi import make_transport
 
-        t = VisaTransport(c.resource, timeout_s=c.timeout_s)
+        t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiLaser(t, c.resource, max_energy_pj=c.max_energy_pj, hv=hv,
                                     retries=c.retries, clock=clock))
     return _connected(_plugin("laser", c.backend)(c, leap=leap, hv=hv, clock=clock))

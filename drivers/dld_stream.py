@@ -4,7 +4,7 @@ Every frame, both directions, is a 40-byte little-endian header and a payload::
 
     offset size type   field
      0      4   bytes  magic b"APTD"
-     4      4   u32    frame_len: bytes after this field (36 + payload length)
+     4      4   u32    frame_len: bytes after this field (32 + payload length)
      8      2   u16    version (1)
     10      2   u16    kind (below)
     12      4   u32    record_size: RAW_DTYPE.itemsize (40) for DATA, else 0

@@ -14,6 +14,7 @@ Layers:
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -114,16 +115,85 @@ def _nodelay(inst) -> None:
     """TCP_NODELAY on a pyvisa socket. A setting then ``SYST:ERR?`` are two small writes:
     with Nagle's algorithm and the peer's delayed ACK that costs ~40 ms per setting.
     pyvisa-py (0.8) does not route VI_ATTR_TCPIP_NODELAY, so reach its socket directly."""
-    import socket
-
     try:
         inst.set_visa_attribute(0x3FFF019A, True)  # VI_ATTR_TCPIP_NODELAY
         return
     except Exception:  # not supported by this VISA library: fall through
         pass
-    sock = getattr(getattr(inst.visalib, "sessions", {}).get(inst.session), "interface", None)
+    sess = getattr(inst.visalib, "sessions", {}).get(inst.session)
+    sock = getattr(sess, "interface", None)
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+_SOCKET = re.compile(r"^TCPIP\d*::([^:]+)::(\d+)::SOCKET$", re.IGNORECASE)
+
+
+def parse_socket_resource(resource: str) -> tuple[str, int] | None:
+    """``TCPIP::host::port::SOCKET`` -> (host, port); anything else -> None."""
+    m = _SOCKET.match(resource.strip())
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+class SocketTransport:
+    """A raw SCPI socket (``TCPIP::host::port::SOCKET``) without VISA.
+
+    Same wire as pyvisa-py's socket session, but a connection closed by the instrument is
+    seen at once (pyvisa-py 0.8 waits for the full timeout). Choose it with
+    ``options: {transport: socket}``.
+    """
+
+    def __init__(self, resource: str, timeout_s: float = 2.0, termination: str = "\n"):
+        where = parse_socket_resource(resource)
+        if where is None:
+            raise ValueError(f"not a TCPIP::host::port::SOCKET resource: {resource!r}")
+        self.host, self.port = where
+        self.timeout_s = timeout_s
+        self.termination = termination.encode("ascii")
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def open(self) -> None:
+        try:
+            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        except OSError as e:
+            raise ConnectionError(f"cannot connect to {self.host}:{self.port}: {e}") from e
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def write(self, text: str) -> None:
+        if self._sock is None:
+            raise ConnectionError("not open")
+        try:
+            self._sock.sendall(text.encode("ascii") + self.termination)
+        except TimeoutError as e:
+            raise TimeoutError(f"send: {e}") from e
+
+    def read(self) -> str:
+        if self._sock is None:
+            raise ConnectionError("not open")
+        while self.termination not in self._buf:
+            data = self._sock.recv(65536)  # socket.timeout is TimeoutError
+            if not data:
+                raise ConnectionError("connection closed by the instrument")
+            self._buf += data
+        line, self._buf = self._buf.split(self.termination, 1)
+        return line.decode("ascii", "replace")
+
+
+def make_transport(resource: str, timeout_s: float = 2.0, kind: str = "visa") -> Transport:
+    """The transport for a config: ``kind`` ``visa`` (default, any pyvisa resource) or
+    ``socket`` (raw TCP for ``TCPIP::host::port::SOCKET``)."""
+    if kind == "socket":
+        return SocketTransport(resource, timeout_s)
+    if kind == "visa":
+        return VisaTransport(resource, timeout_s)
+    raise ValueError(f"options.transport: expected visa or socket, got {kind!r}")
 
 
 class VisaTransport:
@@ -298,7 +368,11 @@ class ScpiSession(Link):
     def write(self, command: str) -> None:
         """A setting: sent once (never retried), then ``SYST:ERR?`` must answer code 0."""
         self.exchange(command, False)
-        self.check_error(command)
+        try:
+            self.check_error(command)
+        except (DriverTimeout, ConnectionLost) as e:
+            raise type(e)(self.name, command, f"{e.detail} while reading SYST:ERR? after it "
+                          "(the setting may or may not have been applied)") from e
 
     def check_error(self, after: str) -> None:
         """Read ``SYST:ERR?``; a non-zero code raises InstrumentError naming ``after``."""

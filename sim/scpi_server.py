@@ -170,7 +170,7 @@ class LaserScpiInterface(ScpiInterface):
         self.add(header(OUTP) + r"\s+" + BOOL, lambda s: m.set_emission(_on(s)))
         self.add(header(OUTP) + r"(?::" + mnemonic("STAT", "STATE") + r")?\?",
                  lambda: "1" if m.emission_on else "0")
-        self.add(header(SYST) + ":" + mnemonic("INTL", "INTERLOCK") + r"\?",
+        self.add(header(SYST) + r":(?:INTL|INTERLOCK)\?",
                  lambda: "1" if m.interlock_open else "0")
 
 
