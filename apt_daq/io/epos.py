@@ -1,0 +1,304 @@
+"""EPOS files (IVAS/AP Suite "extended POS"): POS plus the measured quantities of each ion.
+
+Layout: no header; one 44-byte record per ion of eleven big-endian 4-byte fields::
+
+    x, y, z (nm) | m/n (Da) | TOF (ns) | V_dc | V_pulse | det_x, det_y (mm) | psl | ipp
+    ---------------------- float32 ------------------------------------------  uint32 uint32
+
+``psl`` (pulses since the last ion's pulse) is 0 on the second and later ions of a multi-hit;
+``ipp`` (ions per pulse) holds the multiplicity on the first ion of a multi-hit and 0 on the
+others. We write psl[0] = the first ion's pulse number, so ``cumsum(psl)`` restores the pulse
+numbers exactly.
+
+Voltages: we write volts. Files in the wild hold V_dc in V (LEAP/IVAS) or, from some tools,
+in kV; the reader decides per file (:func:`detect_voltage_scale`): from the physics when TOF
+and m/n are present (the flight path implied by m/n = 1.9297e-10 V t^2 / L^2 must be a real
+one, 5 cm to 3 m), else from the magnitude (a median V_dc below 100 is taken as kV), and warns
+whenever it converts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from apt_daq.errors import DataFileError
+from apt_daq.io._common import (
+    DEFAULT_CHUNK,
+    ION_DTYPE,
+    atomic_output,
+    split_trailing_group,
+)
+from apt_daq.io.pos import check_size
+
+log = logging.getLogger("apt_daq.io")
+
+_F = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("mass", "f4"), ("tof", "f4"), ("v_dc", "f4"),
+      ("v_pulse", "f4"), ("det_x", "f4"), ("det_y", "f4"), ("psl", "u4"), ("ipp", "u4")]
+EPOS_DTYPE = np.dtype([(n, ">" + t) for n, t in _F])
+"""One EPOS record as stored (big-endian)."""
+EPOS_NATIVE = np.dtype([(n, "<" + t) for n, t in _F])
+"""The same record in native (little-endian) byte order."""
+RECORD_BYTES = EPOS_DTYPE.itemsize  # 44
+WORDS = RECORD_BYTES // 4
+
+MDA_PER_V_NS2_M2 = 1.9297e-10  # m/n [Da] = k V[V] t[ns]^2 / L[m]^2 (see docs/formats.md)
+PLAUSIBLE_FLIGHT_M = (0.05, 3.0)
+_U32_MAX = np.iinfo(np.uint32).max
+
+
+@njit(cache=True, nogil=True)
+def _bswap32(v):
+    return ((v >> 24) & 0xFF) | ((v >> 8) & 0xFF00) | ((v << 8) & 0xFF0000) | ((v << 24) & 0xFF000000)
+
+
+@njit(cache=True, nogil=True)
+def epos_to_ion_words(src, n, pulse0, last_ipp, at_start, out):
+    """Big-endian EPOS words (n*11, read as little-endian uint32) -> ION words (n, 12).
+
+    One pass: byteswap the nine floats, pulse = pulse0 + cumsum(psl) into words 9-10 (uint64
+    little-endian), multiplicity = ipp of the pulse's first ion on every ion (word 11); a chunk
+    that starts inside a multi-hit continues ``last_ipp``. A new pulse group (ipp > 0) with
+    psl = 0 after the file's first ion (files written without pulse numbers) advances the pulse
+    by one, so groups stay apart. Returns (last pulse, last ipp).
+    """
+    pulse = np.int64(pulse0)
+    mult = last_ipp if last_ipp > 0 else 1
+    for i in range(n):
+        b = i * 11
+        for k in range(9):
+            out[i, k] = _bswap32(np.int64(src[b + k]))
+        psl = _bswap32(np.int64(src[b + 9]))
+        ipp = _bswap32(np.int64(src[b + 10]))
+        if psl == 0 and ipp > 0 and (i > 0 or not at_start):
+            psl = 1
+        pulse += psl
+        out[i, 9] = pulse & 0xFFFFFFFF
+        out[i, 10] = pulse >> 32
+        if ipp > 0:
+            mult = ipp
+            last_ipp = ipp
+        out[i, 11] = mult
+    return pulse, last_ipp
+
+
+@njit(cache=True, nogil=True)
+def ion_words_to_epos(src, n, last_pulse, out):
+    """ION words (n, 12) -> big-endian EPOS words (n, 11). NaN floats are written as 0.
+
+    psl = pulse - previous ion's pulse (first ion: - ``last_pulse``), clipped to uint32;
+    ipp = the size of the pulse group on its first ion, 0 on the others (the caller passes
+    whole groups). Returns (last pulse, number of clipped gaps).
+    """
+    clipped = 0
+    i = 0
+    while i < n:
+        p = np.int64(src[i, 9]) | (np.int64(src[i, 10]) << 32)
+        j = i + 1
+        while j < n and src[j, 9] == src[i, 9] and src[j, 10] == src[i, 10]:
+            j += 1
+        for r in range(i, j):
+            for k in range(9):
+                v = src[r, k]
+                w = np.int64(v)
+                if (w & 0x7F800000) == 0x7F800000 and (w & 0x007FFFFF) != 0:
+                    w = 0
+                out[r, k] = _bswap32(w)
+            out[r, 9] = 0
+            out[r, 10] = 0
+        d = p - last_pulse
+        if d < 0 or d > 0xFFFFFFFF:
+            d = 0xFFFFFFFF if d > 0 else 0
+            clipped += 1
+        out[i, 9] = _bswap32(np.int64(d))
+        out[i, 10] = _bswap32(np.int64(j - i))
+        last_pulse = p
+        i = j
+    return last_pulse, clipped
+
+
+def implied_flight_path_m(mass_da: np.ndarray, tof_ns: np.ndarray, v: np.ndarray) -> float:
+    """Median flight path that m/n = k V t^2 / L^2 implies (NaN without usable ions)."""
+    ok = (mass_da > 0.5) & (tof_ns > 0) & (v > 0) & np.isfinite(mass_da + tof_ns + v)
+    if ok.sum() < 10:
+        return float("nan")
+    l2 = MDA_PER_V_NS2_M2 * v[ok].astype(np.float64) * tof_ns[ok].astype(np.float64) ** 2 / mass_da[ok]
+    return float(np.sqrt(np.median(l2)))
+
+
+def detect_voltage_scale(mass_da: np.ndarray, tof_ns: np.ndarray, v_dc: np.ndarray) -> tuple[float, str]:
+    """(factor to volts, reason) for a sample of an EPOS file's V_dc column.
+
+    Physics first: with V in volts the implied flight path is that of a real instrument; read
+    as kV it comes out sqrt(1000) ~ 32 times too short. Magnitude second: LEAP specimens
+    evaporate at 1-15 kV, so a median below 100 is kilovolts.
+    """
+    finite = v_dc[np.isfinite(v_dc) & (v_dc > 0)]
+    if finite.size == 0:
+        return 1.0, "no voltage in the file"
+    lo, hi = PLAUSIBLE_FLIGHT_M
+    l_v = implied_flight_path_m(mass_da, tof_ns, v_dc)
+    if np.isfinite(l_v):
+        if lo <= l_v <= hi:
+            return 1.0, f"V (TOF and m/n imply a {l_v * 1000:.0f} mm flight path)"
+        l_kv = l_v * np.sqrt(1000.0)
+        if lo <= l_kv <= hi:
+            return 1000.0, (f"kV (as volts, TOF and m/n would imply a {l_v * 1000:.1f} mm "
+                            f"flight path; as kV {l_kv * 1000:.0f} mm)")
+    med = float(np.median(finite))
+    if med < 100.0:
+        return 1000.0, f"kV (median V_dc {med:.3g} < 100: no LEAP evaporates at {med:.3g} V)"
+    return 1.0, f"V (median V_dc {med:.4g})"
+
+
+class EposFile:
+    """An EPOS file opened by memory map.
+
+    ``records(start, stop)`` gives native-endian raw records (fast: one byteswap);
+    ``read``/``iter`` give :data:`ION_DTYPE` ions with pulse numbers, multiplicities and volts.
+    ``voltage_scale`` (1 or 1000) and ``voltage_note`` say how V was read; ``present`` lists
+    the fields the file really holds (an all-zero TOF, V_dc or detector column is absent).
+    """
+
+    def __init__(self, path: str | Path, voltage_unit: str = "auto"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataFileError(f"{self.path}: no such file")
+        self.n = check_size(self.path, self.path.stat().st_size, RECORD_BYTES, "EPOS")
+        self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * WORDS,))
+                    if self.n else np.zeros(0, ">u4"))
+        sample = self.records_sample()
+        present = ["x", "y", "z", "mass", "v_pulse"]
+        for f, cols in (("tof", ("tof",)), ("v_dc", ("v_dc",)), ("det", ("det_x", "det_y"))):
+            if self.n == 0 or any(np.any(sample[c] != 0) for c in cols):
+                present += [f] if f != "det" else ["det_x", "det_y"]
+        present += ["pulse", "multiplicity"]
+        self.present = tuple(present)
+        if voltage_unit == "auto":
+            self.voltage_scale, self.voltage_note = detect_voltage_scale(
+                sample["mass"], sample["tof"], sample["v_dc"])
+            if self.voltage_scale != 1.0:
+                log.warning("%s: V_dc and V_pulse read as %s; converted to V", self.path,
+                            self.voltage_note)
+        elif voltage_unit in ("V", "kV"):
+            self.voltage_scale = 1000.0 if voltage_unit == "kV" else 1.0
+            self.voltage_note = f"{voltage_unit} (given)"
+        else:
+            raise ValueError(f"voltage_unit must be 'auto', 'V' or 'kV', got {voltage_unit!r}")
+        self._check_counts(sample)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def records_sample(self, max_ions: int = 65536) -> np.ndarray:
+        """Up to ``max_ions`` records spread evenly over the file (native byte order)."""
+        if self.n == 0:
+            return np.zeros(0, EPOS_NATIVE)
+        idx = np.unique(np.linspace(0, self.n - 1, min(self.n, max_ions)).astype(np.int64))
+        words = self._mm.reshape(self.n, WORDS)[idx]
+        return words.astype("<u4").view(EPOS_NATIVE).reshape(-1)
+
+    def _check_counts(self, sample: np.ndarray) -> None:
+        bad = np.flatnonzero(sample["ipp"] > 1 << 16)
+        if bad.size:
+            raise DataFileError(
+                f"{self.path}: ions-per-pulse {int(sample['ipp'][bad[0]])} is not a count "
+                "(not an EPOS file, or a little-endian one?)")
+
+    def records(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Native-endian EPOS records ``start:stop`` (a copy; the file is never loaded whole)."""
+        stop = self.n if stop is None else min(stop, self.n)
+        block = self._mm[start * WORDS : stop * WORDS]
+        return block.astype("<u4").view(EPOS_NATIVE)
+
+    def iter_records(self, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        for i in range(0, self.n, chunk):
+            yield self.records(i, i + chunk)
+
+    def iter(self, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        """:data:`ION_DTYPE` chunks with pulse = cumsum(psl) and multiplicity on every ion."""
+        pulse0, last_ipp = 0, 0
+        for i in range(0, self.n, chunk):
+            ions, pulse0, last_ipp = self._ions(i, min(i + chunk, self.n), pulse0, last_ipp)
+            yield ions
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Ions ``start:stop``; their pulse numbers count from ``start`` (``iter`` carries them
+        over the whole file)."""
+        stop = self.n if stop is None else min(stop, self.n)
+        return self._ions(start, max(start, stop), 0, 0)[0]
+
+    def _ions(self, start: int, stop: int, pulse0: int, last_ipp: int) -> tuple[np.ndarray, int, int]:
+        n = stop - start
+        out = np.empty(n, ION_DTYPE)
+        src = self._mm[start * WORDS : stop * WORDS].view("<u4")
+        pulse0, last_ipp = epos_to_ion_words(src, n, pulse0, last_ipp, start == 0,
+                                             out.view("<u4").reshape(n, 12))
+        for f in ("tof", "v_dc", "det_x", "det_y"):
+            if f not in self.present:
+                out[f] = np.nan
+        if self.voltage_scale != 1.0:
+            out["v_dc"] *= self.voltage_scale
+            out["v_pulse"] *= self.voltage_scale
+        return out, int(pulse0), int(last_ipp)
+
+
+def read_epos(path: str | Path) -> np.ndarray:
+    """The whole EPOS file as :data:`ION_DTYPE` (small files; use :class:`EposFile` to stream)."""
+    return EposFile(path).read()
+
+
+class EposWriter:
+    """Stream ions into an EPOS file: psl and ipp are computed across chunk boundaries.
+
+    The last pulse group of each chunk is held back until the next chunk (or ``close``) shows
+    where it ends, so ``ipp`` is right for a multi-hit cut by a chunk boundary.
+    """
+
+    def __init__(self, fh):
+        self._fh = fh
+        self._held = np.zeros(0, ION_DTYPE)
+        self._last_pulse = 0
+        self.n = 0
+        self.clipped = 0
+
+    def write(self, ions: np.ndarray) -> None:
+        if ions.dtype != ION_DTYPE:
+            raise TypeError(f"EposWriter: chunk dtype {ions.dtype} is not ION_DTYPE")
+        if len(self._held):
+            ions = np.concatenate([self._held, ions])
+        cut = split_trailing_group(ions["pulse"])
+        self._held = ions[cut:].copy()
+        self._emit(ions[:cut])
+
+    def _emit(self, ions: np.ndarray) -> None:
+        n = len(ions)
+        if not n:
+            return
+        src = np.ascontiguousarray(ions).view("<u4").reshape(n, 12)
+        out = np.empty((n, WORDS), "<u4")
+        self._last_pulse, clipped = ion_words_to_epos(src, n, self._last_pulse, out)
+        self.clipped += int(clipped)
+        self._fh.write(memoryview(out))
+        self.n += n
+
+    def close(self) -> None:
+        self._emit(self._held)
+        self._held = np.zeros(0, ION_DTYPE)
+        if self.clipped:
+            log.warning("EPOS: %d pulse gaps outside uint32 (or pulse numbers going back) "
+                        "were clipped", self.clipped)
+
+
+def write_epos(path: str | Path, chunks: Iterable[np.ndarray], overwrite: bool = True) -> int:
+    """Stream :data:`ION_DTYPE` chunks to an EPOS file (atomically, volts); return the count."""
+    with atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
+        w = EposWriter(fh)
+        for ions in chunks:
+            w.write(ions)
+        w.close()
+    return w.n

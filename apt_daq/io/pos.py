@@ -1,0 +1,95 @@
+"""POS files (IVAS/AP Suite): reconstructed positions and mass-to-charge, nothing else.
+
+Layout: no header; one 16-byte record per ion of four big-endian IEEE float32::
+
+    x (nm)  y (nm)  z (nm)  m/n (Da)
+
+The ion count is the file size / 16; a size that is not a multiple of 16 is a truncated or
+foreign file and is refused (naming the ion at which the file breaks off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from apt_daq.errors import DataFileError
+from apt_daq.io._common import DEFAULT_CHUNK, ION_DTYPE, atomic_output, empty_ions
+
+POS_DTYPE = np.dtype([("x", ">f4"), ("y", ">f4"), ("z", ">f4"), ("mass", ">f4")])
+POS_NATIVE = POS_DTYPE.newbyteorder("<")
+RECORD_BYTES = POS_DTYPE.itemsize  # 16
+
+
+def check_size(path: Path, size: int, record: int, what: str) -> int:
+    """Number of records in a headerless file, or a DataFileError naming where it breaks off."""
+    if size % record:
+        n = size // record
+        raise DataFileError(
+            f"{path}: size {size} is not a multiple of the {record}-byte {what} record "
+            f"(truncated or not {what}? the file breaks off inside ion {n}, "
+            f"at byte offset {n * record})"
+        )
+    return size // record
+
+
+class PosFile:
+    """A POS file opened by memory map; ``read`` and ``iter`` give native-endian slices."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataFileError(f"{self.path}: no such file")
+        self.n = check_size(self.path, self.path.stat().st_size, RECORD_BYTES, "POS")
+        self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * 4,))
+                    if self.n else np.zeros(0, ">u4"))
+        self.present = ("x", "y", "z", "mass")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def records(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Native-endian POS records ``start:stop`` (x, y, z, mass as float32)."""
+        stop = self.n if stop is None else min(stop, self.n)
+        return self._mm[start * 4 : stop * 4].astype("<u4").view(POS_NATIVE)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Ions ``start:stop`` as :data:`ION_DTYPE` (fields POS lacks are NaN / 0)."""
+        rec = self.records(start, stop)
+        out = empty_ions(len(rec))
+        for f in self.present:
+            out[f] = rec[f]
+        out["multiplicity"] = 1
+        return out
+
+    def iter(self, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        for i in range(0, self.n, chunk):
+            yield self.read(i, i + chunk)
+
+
+def read_pos(path: str | Path) -> np.ndarray:
+    """The whole POS file as :data:`ION_DTYPE` (small files; use :class:`PosFile` to stream)."""
+    f = PosFile(path)
+    return f.read()
+
+
+def pos_bytes(ions: np.ndarray) -> np.ndarray:
+    """POS records (big-endian) of an :data:`ION_DTYPE` chunk, as a flat uint32 array."""
+    words = np.empty((len(ions), 4), dtype="<u4")
+    for k, f in enumerate(("x", "y", "z", "mass")):
+        words[:, k] = np.asarray(ions[f], dtype="<f4").view("<u4")
+    return words.byteswap()
+
+
+def write_pos(path: str | Path, chunks: Iterable[np.ndarray], overwrite: bool = True) -> int:
+    """Stream :data:`ION_DTYPE` chunks to a POS file (atomically); return the ion count."""
+    n = 0
+    with atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
+        for ions in chunks:
+            if ions.dtype != ION_DTYPE:
+                raise TypeError(f"write_pos: chunk dtype {ions.dtype} is not ION_DTYPE")
+            fh.write(memoryview(pos_bytes(ions)))
+            n += len(ions)
+    return n
