@@ -193,7 +193,7 @@ def fit_calibration(
     ref_da: float, lo: float, hi: float, radius_mm: float, *, voltage: bool = True,
     bowl: bool = True, reference: str = "",
 ) -> Calibration:  # fmt: skip
-    """Fit voltage then bowl corrections on the reference peak window [lo, hi).
+    """Fit voltage and bowl corrections (alternately, twice) on the reference window [lo, hi).
 
     ``mass`` must be the uncorrected m/n of the hits (any subset holding the reference peak).
     """
@@ -202,18 +202,30 @@ def fit_calibration(
     cal.fit_ions = int(sel.sum())
     m = mass[sel].astype(np.float64)
     v, x, y = voltage_v[sel], x_mm[sel], y_mm[sel]
-    if voltage:
-        vc = fit_voltage(m, v, ref_da, lo, hi)
-        if vc is None:
-            cal.notes.append(f"voltage correction skipped: {cal.fit_ions} ions in the window")
-        else:
-            cal.voltage_coeffs = tuple(float(c) for c in vc)
-            u = v * 1e-3
-            m = m / (vc[0] + u * (vc[1] + u * vc[2]))
-    if bowl:
-        bc = fit_bowl(m, x, y, ref_da, lo, hi, radius_mm)
-        if bc is None:
-            cal.notes.append(f"bowl correction skipped: {cal.fit_ions} ions in the window")
-        else:
-            cal.bowl_coeffs = tuple(float(c) for c in bc)
+    m_raw = m
+    terms = None
+    fb = np.ones_like(m_raw)
+    for _ in range(2):  # voltage and bowl are fitted alternately: each biases the other
+        if voltage:
+            vc = fit_voltage(m_raw / fb, v, ref_da, lo, hi)
+            if vc is None:
+                cal.notes.append(f"voltage correction skipped: {cal.fit_ions} ions in the window")
+                voltage = False
+            else:
+                cal.voltage_coeffs = tuple(float(c) for c in vc)
+        u = v * 1e-3
+        vcs = cal.vc
+        m = m_raw / (vcs[0] + u * (vcs[1] + u * vcs[2]))
+        if bowl:
+            bc = fit_bowl(m, x, y, ref_da, lo, hi, radius_mm)
+            if bc is None:
+                cal.notes.append(f"bowl correction skipped: {cal.fit_ions} ions in the window")
+                bowl = False
+            else:
+                cal.bowl_coeffs = tuple(float(c) for c in bc)
+                if terms is None:
+                    terms = _bowl_terms(x, y)
+                fb = terms @ cal.bc
+        if not (voltage and bowl):
+            break
     return cal

@@ -1,0 +1,289 @@
+"""Analysis of a stored run: masses from /hits with fitted corrections, then everything else.
+
+``analyze_run(path, ranges_path=None, roi=None) -> dict`` is what ``apt-daq analyze --json``
+prints. It streams /hits twice (bounded memory apart from the per-ion range index of the
+analysed region, 2 bytes an ion, kept for FDA):
+
+1. raw m/n of every hit; counts per range; a strided subsample (<= 2 M hits) on which the
+   voltage and bowl corrections are fitted around the reference peak;
+2. corrected m/n, ranging, mass spectrum, reconstruction (streaming Bas/Geiser), ROI,
+   counts, profile, hit map, slices, MRP peak samples and truth scoring.
+
+Masses are recomputed from /hits (never taken from /derived): the stored /derived masses were
+computed per chunk during acquisition, before any correction could be fitted on the whole run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apt_daq.analysis.composition import Composition, composition
+from apt_daq.analysis.fda import FdaResult, fda
+from apt_daq.analysis.mrp import main_peaks, mrp
+from apt_daq.analysis.profile import ProfileAccumulator
+from apt_daq.analysis.ratios import ratios
+from apt_daq.analysis.reconstruction import Reconstructor
+from apt_daq.analysis.roi import Roi, parse_roi
+from apt_daq.analysis.truth import TruthScorer
+from apt_daq.config import AnalysisConfig, InstrumentConfig
+from apt_daq.errors import DataFileError, UserError
+from apt_daq.io.ranges import RangeTable, read_ranges
+from apt_daq.pipeline.corrections import Calibration, corrected_mass, fit_calibration
+from apt_daq.pipeline.histogram import MassHistogram
+from apt_daq.pipeline.ranging import propose_ranges, range_masses
+
+CHUNK = 1_000_000
+FIT_SAMPLE = 2_000_000
+SLICE_POINTS = 300_000
+
+
+@dataclass
+class RunAnalysis:
+    """Everything ``analyze`` computes; ``summary`` is the JSON dict, the rest feeds the plots."""
+
+    summary: dict[str, Any]
+    ranges: RangeTable
+    spectrum: MassHistogram
+    hitmap: tuple[np.ndarray, np.ndarray, np.ndarray]  # counts, x edges, y edges (mm)
+    fda: dict[str, FdaResult]
+    profile: dict
+    slices: dict[str, np.ndarray]  # x, y, z (nm), ion (range index) of a subsample
+    calibration: Calibration
+    composition: Composition | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def _load_ranges(reader, ranges_path: str | Path | None) -> tuple[RangeTable | None, str]:
+    if ranges_path is not None:
+        return read_ranges(ranges_path), str(ranges_path)
+    rf = None
+    try:
+        rf = reader.run_file
+    except Exception:  # an imported run may carry a partial config
+        rf = None
+    if rf is not None and rf.analysis.ranges:
+        p = rf.resolve(rf.analysis.ranges)
+        if p is not None and Path(p).exists():
+            return read_ranges(p), str(p)
+    return None, ""
+
+
+def _hits_iter(reader, instrument: InstrumentConfig):
+    """Yield HIT_DTYPE chunks from /hits, or decoded from /raw when only raw records exist."""
+    if reader.has("hits"):
+        yield from reader.iter("hits", CHUNK)
+    elif reader.has("raw"):
+        from apt_daq.pipeline.process import process_chunk
+
+        for raw in reader.iter("raw", CHUNK):
+            hits, _d, _k, _c = process_chunk(raw, instrument, None)
+            yield hits
+
+
+def analyze(
+    path: str | Path,
+    ranges_path: str | Path | None = None,
+    roi: str | None = None,
+    *,
+    subtract_background: bool = False,
+) -> RunAnalysis:
+    """Analyse a run file (see module doc). ``roi``: 'cylinder:25', 'box:..', 'none', or None
+    for the run file's ``analysis.roi``."""
+    from apt_daq.io.store import RunReader
+
+    with RunReader(path) as r:
+        instrument = r.instrument
+        if instrument is None:
+            raise DataFileError(f"{path}: no instrument in /meta: cannot compute m/n")
+        try:
+            rf = r.run_file
+        except Exception:
+            rf = None
+        acfg = rf.analysis if rf is not None else AnalysisConfig()
+        ranges, ranges_src = _load_ranges(r, ranges_path)
+        n_hits = r.count("hits") if r.has("hits") else r.count("raw")
+        if n_hits == 0:
+            raise DataFileError(f"{path}: no hits to analyse")
+        ion_table = r.meta.get("ion_table") or []
+        t0, lf = instrument.t0_ns, instrument.flight_path_mm
+
+        # ---- pass 1: raw masses, range counts, fit subsample
+        stride = max(1, math.ceil(n_hits / FIT_SAMPLE))
+        sample = []
+        raw_hist = MassHistogram(0.01, 300.0)
+        for hits in _hits_iter(r, instrument):
+            m = corrected_mass(hits, t0, lf)
+            raw_hist.add(m)
+            s = slice(None, None, stride)
+            sample.append((m[s], (hits["v_dc"][s] + hits["v_pulse"][s]).astype(np.float64),
+                           hits["det_x"][s].astype(np.float64), hits["det_y"][s].astype(np.float64)))  # fmt: skip
+        sm, sv, sx, sy = (np.concatenate([c[i] for c in sample]) for i in range(4))
+        del sample
+        if ranges is None:
+            names = [str(row[0]) for row in ion_table]
+            if not names:
+                raise UserError(
+                    f"{path}: no range file (give --ranges FILE) and no ion table to propose ranges from"
+                )
+            ranges = propose_ranges(raw_hist.counts, raw_hist.edges, names)
+            ranges_src = "proposed from the ion table (assisted ranging)"
+        if len(ranges) == 0:
+            raise UserError(f"{path}: the range table is empty")
+        max_da = float(ranges.hi_da.max()) + 20.0
+
+        # ---- corrections on the reference peak
+        raw_ion = range_masses(sm, ranges)
+        rc_raw = np.bincount(raw_ion[raw_ion >= 0].astype(np.int64), minlength=len(ranges))
+        if acfg.reference_peak and acfg.reference_peak in ranges.names:
+            cands = ranges.ranges_of(acfg.reference_peak)
+            ref = max(cands, key=lambda i: rc_raw[i])
+        else:
+            ref = int(np.argmax(rc_raw))
+        lo, hi = ranges.lo_da[ref], ranges.hi_da[ref]
+        w = max(hi - lo, 0.02 * hi)  # distortions of a few % must stay inside the fit window
+        from apt_daq.isotopes import isotopologues
+
+        peaks = [m for m, _ in isotopologues(ranges.composition[ref], ranges.charge[ref])
+                 if lo <= m < hi]  # fmt: skip
+        ref_da = peaks[0] if peaks else 0.5 * (lo + hi)
+        if acfg.voltage_correction or acfg.bowl_correction:
+            cal = fit_calibration(sm, sv, sx, sy, ref_da, lo - w, hi + w,
+                                  0.5 * instrument.detector_diameter_mm,
+                                  voltage=acfg.voltage_correction, bowl=acfg.bowl_correction,
+                                  reference=ranges.names[ref])  # fmt: skip
+        else:
+            cal = Calibration(reference="", notes=["corrections disabled in analysis config"])
+        del sm, sv, sx, sy
+
+        # ---- pass 2
+        roi_obj: Roi | None = parse_roi(roi if roi is not None else acfg.roi)
+        recon_cfg = acfg.reconstruction
+        k_f = recon_cfg.field_factor or (rf.specimen.field_factor if rf is not None else None)
+        xi = recon_cfg.image_compression or (
+            rf.specimen.image_compression if rf is not None else None
+        )
+        recon = Reconstructor(instrument, recon_cfg, instrument.detection_efficiency, k_f, xi)
+        hist = MassHistogram(0.001, max_da)
+        rc_all = np.zeros(len(ranges), dtype=np.int64)
+        rc_roi = np.zeros(len(ranges), dtype=np.int64)
+        roi_ions: list[np.ndarray] = []
+        profile = ProfileAccumulator(ranges, 1.0)
+        det_r = 0.5 * instrument.detector_diameter_mm
+        hm_edges = np.linspace(-det_r, det_r, 129)
+        hitmap = np.zeros((128, 128), dtype=np.int64)
+        counts_by_ion_raw = {n: 0.0 for n in ranges.ions}
+        for i, n in enumerate(ranges.names):
+            counts_by_ion_raw[n] += float(rc_raw[i])
+        mrp_peaks = main_peaks(ranges, counts_by_ion_raw, top=5)
+        mrp_mass: list[list[np.ndarray]] = [[] for _ in mrp_peaks]
+        slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
+        sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
+        has_truth = r.has("truth") and r.count("truth") == r.count("hits")
+        scorer = TruthScorer(ion_table, ranges) if has_truth and ion_table else None
+        truth_iter = r.iter("truth", CHUNK) if scorer is not None else None
+        n_roi = 0
+        for hits in _hits_iter(r, instrument):
+            m = corrected_mass(hits, t0, lf, cal)
+            ion = range_masses(m, ranges)
+            hist.add(m)
+            x, y, z = recon.process(hits)
+            rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=len(ranges))
+            inside = roi_obj.mask(x, y, z) if roi_obj is not None else np.ones(len(m), bool)
+            sel = inside & (ion >= 0)
+            n_roi += int(inside.sum())
+            rc_roi += np.bincount(ion[sel].astype(np.int64), minlength=len(ranges))
+            roi_ions.append(ion[sel])
+            profile.add(z[inside], ion[inside])
+            hitmap += np.histogram2d(hits["det_x"], hits["det_y"], [hm_edges, hm_edges])[0].astype(
+                np.int64
+            )
+            for j, (_name, m0) in enumerate(mrp_peaks):
+                near = np.abs(m - m0) < max(0.5, 0.03 * m0)
+                mrp_mass[j].append(m[near & inside])
+            s = slice(None, None, slice_stride)
+            for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
+                sl[k].append(a[s])
+            if scorer is not None:
+                truth = next(truth_iter)
+                scorer.add(truth, ion, x, y, z)
+        if scorer is not None and r.has("lost"):
+            for lost in r.iter("lost", CHUNK):
+                scorer.add_lost(lost)
+        meta_counters = r.meta.get("counters")
+
+    # ---- results
+    spectrum = (hist.counts, hist.edges)
+    comp, counts_by_ion = composition(rc_roi, ranges, spectrum, subtract_background)
+    rat, rat_err = ratios(counts_by_ion, comp.atoms)
+    seq = np.concatenate(roi_ions) if roi_ions else np.zeros(0, np.int16)
+    ion_of_range = ranges.ion_index()
+    fda_res: dict[str, FdaResult] = {}
+    ion_names = ranges.ions
+    for sp in acfg.fda_ions:
+        if sp in ion_names and len(seq):
+            is_sp = ion_of_range[seq.astype(np.int64)] == ion_names.index(sp)
+            fda_res[sp] = fda(is_sp, acfg.fda_block_ions, sp)
+    peaks = [(name, m0) for name, m0 in mrp_peaks]
+    mrp_list = mrp(
+        np.concatenate([np.concatenate(a) if a else np.zeros(0) for a in mrp_mass]), peaks
+    )
+    summary: dict[str, Any] = {
+        "file": str(path),
+        "ions": int(n_roi),
+        "ions_total": int(n_hits),
+        "ranged_ions": int(rc_roi.sum()),
+        "ranged_ions_total": int(rc_all.sum()),
+        "roi": roi_obj.describe() if roi_obj is not None else "all ions",
+        "ranges": ranges_src,
+        "composition": {
+            el: {"fraction": comp.fraction(el), "error": comp.error(el)} for el in comp.atoms
+        },
+        "ion_counts": {k: round(v) for k, v in counts_by_ion.items()},
+        "ratios": rat,
+        "ratio_errors": rat_err,
+        "mrp": mrp_list,
+        "fda": {k: v.as_dict() for k, v in fda_res.items()},
+        "calibration": cal.as_dict(),
+        "reconstruction": {
+            "method": recon.method,
+            "k_f": recon.k_f,
+            "xi": recon.xi,
+            "evaporation_field_v_per_nm": recon.f_e,
+            "depth_nm": recon.z_nm,
+        },
+        "background_subtracted": bool(subtract_background),
+    }
+    if meta_counters:
+        summary["counters"] = meta_counters
+    if scorer is not None:
+        summary["truth"] = scorer.result({el: comp.fraction(el) for el in comp.atoms})
+    slices = {k: np.concatenate(v) if v else np.zeros(0) for k, v in sl.items()}
+    return RunAnalysis(summary, ranges, hist, (hitmap, hm_edges, hm_edges), fda_res,
+                       profile.result(min_atoms=20), slices, cal, comp)  # fmt: skip
+
+
+def analyze_run(
+    path: str | Path, ranges_path: str | Path | None = None, roi: str | None = None
+) -> dict:
+    """The JSON summary of :func:`analyze` (keys: ions, ranged_ions, composition {el:
+    {fraction, error}}, ion_counts, ratios, mrp, fda {species: {mu, chi2, blocks}}, truth...)."""
+    return _jsonable(analyze(path, ranges_path, roi).summary)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return o
