@@ -1,0 +1,75 @@
+"""``apt-daq analyze RUN.h5 [--ranges FILE] [--roi cylinder:25] [--json] [--background]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="composition with errors, ion counts, ratios, MRP, FDA")
+    p.add_argument("run", help="run file (.h5)")
+    p.add_argument("--ranges", help="RRNG/RNG range file (default: the run file's analysis.ranges)")
+    p.add_argument("--roi", help="'cylinder:D' (nm), 'box:WX,WY,WZ' or 'none' (default: config)")
+    p.add_argument("--background", action="store_true", help="subtract the local background")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_analyze)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from apt_daq.analysis.report import _jsonable, analyze
+
+    res = analyze(args.run, args.ranges, args.roi, subtract_background=args.background)
+    s = _jsonable(res.summary)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    con = Console()
+    con.print(f"[bold]{s['file']}[/bold]: {s['ions']} ions in {s['roi']} "
+              f"({s['ranged_ions']} ranged) of {s['ions_total']}; ranges: {s['ranges']}")  # fmt: skip
+    t = Table(title="composition (at. fraction, counting error)")
+    t.add_column("element")
+    t.add_column("fraction", justify="right")
+    t.add_column("error", justify="right")
+    for el, v in sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0)):
+        t.add_row(el, f"{v['fraction']:.4f}", f"{v['error']:.4f}")
+    con.print(t)
+    t = Table(title="ion counts")
+    t.add_column("ion")
+    t.add_column("count", justify="right")
+    for k, v in sorted(s["ion_counts"].items(), key=lambda kv: -kv[1]):
+        if v:
+            t.add_row(k, str(v))
+    con.print(t)
+    t = Table(title="ratios")
+    t.add_column("ratio")
+    t.add_column("value", justify="right")
+    t.add_column("error", justify="right")
+    for k, v in s["ratios"].items():
+        t.add_row(k, f"{v:.4g}", f"{s['ratio_errors'].get(k, 0):.2g}")
+    con.print(t)
+    t = Table(title="mass resolving power")
+    for c in ("peak", "m/n Da", "FWHM Da", "FW10%M Da", "m/dm 50%", "m/dm 10%"):
+        t.add_column(c, justify="right")
+    for m in s["mrp"]:
+        t.add_row(m["peak"], f"{m['mass']:.3f}", f"{m['fwhm']:.4f}", f"{(m['fw10m'] or 0):.4f}",
+                  f"{m['mrp50']:.0f}", f"{(m['mrp10'] or 0):.0f}")  # fmt: skip
+    con.print(t)
+    t = Table(title="frequency distribution analysis (Moody 2008)")
+    for c in ("species", "blocks", "chi2", "mu"):
+        t.add_column(c, justify="right")
+    for k, v in s["fda"].items():
+        t.add_row(k, str(v["blocks"]), f"{(v['chi2'] or 0):.1f}", f"{(v['mu'] or 0):.3f}")
+    con.print(t)
+    if "truth" in s:
+        tr = s["truth"]
+        con.print(f"truth: ranged as true species {tr['ranged_as_true']:.4f}; "
+                  f"lost ions {tr['lost_ions']}")  # fmt: skip
+        if "position_error" in tr:
+            pe = tr["position_error"]
+            con.print(f"truth: reconstruction rms error xy {pe['rms_xy_nm']:.3f} nm, "
+                      f"z {pe['rms_z_nm']:.3f} nm")  # fmt: skip
+    return 0

@@ -1,0 +1,32 @@
+"""The analyze and plot commands end to end on a synthetic run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from apt_daq.cli import main
+
+from .synth import make_run
+
+
+def test_analyze_json_and_plot(tmp_path: Path, capsys) -> None:
+    run = make_run(tmp_path / "a.h5", n=20_000, seed=4)
+    assert main(["analyze", str(run), "--json", "--roi", "cylinder:25"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["roi"].startswith("cylinder 25") and s["ions"] < 20_000
+    assert set(s["composition"]["Li"]) >= {"fraction", "error"}
+    assert main(["plot", str(run), "-o", str(tmp_path / "p")]) == 0
+    names = {p.name for p in (tmp_path / "p").iterdir()}
+    assert {"spectrum.png", "hitmap.png", "fda.png", "profile.png", "slices.png"} <= names
+    assert all((tmp_path / "p" / n).stat().st_size > 5000 for n in names)
+
+
+def test_analyze_bad_input_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["analyze", str(tmp_path / "missing.h5")]) == 2
+    bad = tmp_path / "bad.rrng"
+    bad.write_text("[Ranges]\nNumber=1\nRange1=16.2 15.9 O:1\n")
+    run = make_run(tmp_path / "b.h5", n=5000)
+    assert main(["analyze", str(run), "--ranges", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.rrng:3" in err
