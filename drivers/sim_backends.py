@@ -83,7 +83,7 @@ class SimHv(HighVoltageSupply):
     def connect(self) -> None:
         with self.lock:
             self.connected = True
-            _call(self, "SOUR:VOLT:LIM " + str(self.limit_v), self.model.set_limit, self.limit_v)
+            _call(self, f"SOUR:VOLT:LIM {self.limit_v:g}", self.model.set_limit, self.limit_v)
             self._sync()
 
     def close(self) -> None:
