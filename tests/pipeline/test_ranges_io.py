@@ -1,0 +1,116 @@
+"""RRNG/RNG round trips, the shipped range files, malformed files, assisted ranging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apt_daq.errors import DataFileError
+from apt_daq.io.ranges import RangeTable, read_ranges, write_ranges
+from apt_daq.isotopes import ion_mass
+from apt_daq.pipeline.ranging import propose_ranges, ranges_for_ions
+
+ROOT = Path(__file__).resolve().parents[2]
+IONS = [
+    "Li+",
+    "O+",
+    "O2+",
+    "Ni+",
+    "Ni2+",
+    "Co+",
+    "Co2+",
+    "Mn+",
+    "Mn2+",
+    "NiO+",
+    "CrO+",
+    "Ga+",
+    "(O2)2+",
+]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.sampled_from(IONS), min_size=1, max_size=8, unique=True),
+    st.sampled_from([".rrng", ".rng"]),
+)
+def test_round_trip(tmp_path_factory, ions: list[str], ext: str) -> None:
+    t = ranges_for_ions(ions)
+    p = tmp_path_factory.mktemp("r") / f"x{ext}"
+    write_ranges(t, p)
+    back = read_ranges(p)
+    assert back.names == t.names  # RNG has no charges: they are inferred from the positions
+    np.testing.assert_allclose(back.lo_da, t.lo_da, atol=1e-4)
+    np.testing.assert_allclose(back.hi_da, t.hi_da, atol=1e-4)
+    assert back.composition == t.composition
+
+
+@pytest.mark.parametrize("name", ["nmc811.rrng", "lmo.rrng"])
+def test_shipped_ranges_cover_main_peaks(name: str) -> None:
+    t = read_ranges(ROOT / "configs" / "ranges" / name)
+    want = ["Li+", "O+", "O2+", "Mn+", "Mn2+", "MnO+", "LiO+", "Cr+", "Cr2+", "CrO+", "Ga+"]
+    if name.startswith("nmc"):
+        want += ["Ni+", "Ni2+", "Co+", "Co2+", "NiO+", "CoO+"]
+    for ion in want:
+        m = ion_mass(ion)
+        i = np.searchsorted(t.lo_da, m, side="right") - 1
+        assert i >= 0 and m < t.hi_da[i] and t.names[i] == ion, ion
+    assert any(t.lo_da[i] <= 6.015 < t.hi_da[i] for i in range(len(t)))  # 6Li
+
+
+BAD = {
+    "overlap": (
+        "[Ions]\nNumber=1\nIon1=O\n[Ranges]\nNumber=2\nRange1=15.9 16.2 O:1\nRange2=16.1 16.5 O:1\n",
+        ":8",
+    ),
+    "inverted": ("[Ranges]\nNumber=1\nRange1=16.2 15.9 O:1\n", ":3"),
+    "element": ("[Ranges]\nNumber=1\nRange1=15.9 16.2 Xx:1\n", ":3"),
+    "number": ("[Ranges]\nNumber=1\nRange1=abc 16.2 O:1\n", ":3"),
+    "count": ("[Ranges]\nNumber=2\nRange1=15.9 16.2 O:1\n", "Number=2"),
+    "nocomp": ("[Ranges]\nNumber=1\nRange1=15.9 16.2 Vol:0.01\n", ":3"),
+    "colour": ("[Ranges]\nNumber=1\nRange1=15.9 16.2 O:1 Color:XYZ\n", ":3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_rrng_names_file_and_line(tmp_path: Path, case: str) -> None:
+    text, where = BAD[case]
+    p = tmp_path / f"{case}.rrng"
+    p.write_text(text)
+    with pytest.raises(DataFileError) as e:
+        read_ranges(p)
+    assert str(p) in str(e.value) and where in str(e.value)
+
+
+def test_malformed_rng_and_unknown_type(tmp_path: Path) -> None:
+    p = tmp_path / "x.rng"
+    p.write_text("1 1\nO\nO 1 0 0\n------ O\n. 15.9 16.2 1 0\n")
+    with pytest.raises(DataFileError, match=r"x\.rng:5"):
+        read_ranges(p)
+    q = tmp_path / "x.txt"
+    q.write_text("")
+    with pytest.raises(DataFileError, match="unknown range file type"):
+        read_ranges(q)
+
+
+def test_rangetable_rejects_overlap() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        RangeTable.from_list([("O+", 15.9, 16.2), ("(O2)2+", 16.0, 16.1)])
+
+
+def test_assisted_ranging_finds_synthetic_peaks() -> None:
+    rng = np.random.default_rng(0)
+    ions = ["Li+", "O+", "O2+", "Ni2+"]
+    mass = np.concatenate(
+        [rng.normal(ion_mass(i), 0.01, 20000) for i in ions] + [rng.uniform(0, 40, 5000)]
+    )
+    counts, edges = np.histogram(mass, np.arange(0, 40, 0.005))
+    t = propose_ranges(counts, edges, ions)
+    for ion in ions:
+        m = ion_mass(ion)
+        i = np.searchsorted(t.lo_da, m, side="right") - 1
+        assert t.names[i] == ion and m < t.hi_da[i]
+        assert t.hi_da[i] - t.lo_da[i] > 4 * 0.01  # covers the peak (+- 2 sigma at least)
