@@ -57,12 +57,17 @@ def _resume_on_enter(session: Session) -> None:
 
 
 def _summary(path: Path | None, console: Console) -> None:
-    """Composition of the main species and O2+/O+ (when the analysis package is there)."""
-    try:
-        from apt_daq.analysis.report import analyze_run, print_report
-    except ImportError:
-        return
+    """Composition of the main species and O2+/O+ of the run just written."""
+    from apt_daq.analysis.report import analyze_run
+
     if path is None:
         return
-    report = analyze_run(path)
-    print_report(report, console, brief=True)
+    s = analyze_run(path)
+    comp = sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0))
+    main = ", ".join(f"{el} {100 * v['fraction']:.1f}+-{100 * v['error']:.1f}"
+                     for el, v in comp[:7] if v["fraction"])
+    console.print(f"composition (at.%, {s['ranged_ions']} ranged ions): {main}")
+    ratios = {k: v for k, v in s["ratios"].items() if k in ("O2+/O+", "Li/(Li+Ni+Co+Mn)",
+                                                            "Ni/(Ni+Co+Mn)", "Mn2+/Mn+")}
+    if ratios:
+        console.print("  ".join(f"{k} = {v:.3g}" for k, v in ratios.items()))
