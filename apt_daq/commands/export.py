@@ -1,0 +1,90 @@
+"""``apt-daq export RUN.h5 --format pos|epos|apt|rrng|nexus -o FILE``: interchange with AP Suite,
+IVAS and the NeXus/NOMAD tools. Every format is written to a temporary file beside the target
+and renamed at the end, so a failed export leaves nothing half-written."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from apt_daq.errors import DataFileError, UserError
+from apt_daq.io.store import RunReader
+
+FORMATS = ("pos", "epos", "apt", "rrng", "nexus")
+log = logging.getLogger("apt_daq.export")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run as POS, EPOS, APT, RRNG or NeXus NXapm")
+    p.add_argument("file", help="run file (.h5)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_export)
+
+
+def run_ranges(reader: RunReader):
+    """The run's range table: the one stored at import, else its config's range file, else None."""
+    from apt_daq.io.ranges import RangeTable, read_ranges
+
+    stored = reader.meta.get("ranges")
+    if stored:
+        rows = stored["rows"]
+        return RangeTable(
+            names=[r["name"] for r in rows], lo_da=[r["lo_da"] for r in rows],
+            hi_da=[r["hi_da"] for r in rows], composition=[dict(r["composition"]) for r in rows],
+            charge=[int(r["charge"]) for r in rows], colour=[r["colour"] for r in rows],
+            volume_nm3=[float(r["volume_nm3"]) for r in rows], source=stored.get("source", ""))
+    rf = reader.run_file
+    if rf is not None and rf.analysis.ranges:
+        path = rf.resolve(rf.analysis.ranges)
+        if path is not None and Path(path).exists():
+            return read_ranges(path)
+    return None
+
+
+def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> int:
+    """Export ``run`` to ``out`` in ``fmt``; returns the number of ions (or ranges) written."""
+    from apt_daq.io._common import atomic_output, run_ions
+
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: exists (use --overwrite or another -o)")
+    with RunReader(run) as r:
+        if fmt == "rrng":
+            from apt_daq.io.ranges import write_rrng
+
+            table = run_ranges(r)
+            if table is None:
+                raise DataFileError(f"{r.path}: the run has no range table (neither imported "
+                                    "ranges nor analysis.ranges in its config)")
+            with atomic_output(out) as tmp:
+                write_rrng(table, tmp, comment=f"ranges of {r.path.name}, exported by apt-daq")
+            return len(table)
+        if not r.count("hits"):
+            raise DataFileError(f"{r.path}: no hits to export")
+        if fmt == "pos":
+            from apt_daq.io.pos import write_pos
+
+            return write_pos(out, run_ions(r))
+        if fmt == "epos":
+            from apt_daq.io.epos import write_epos
+
+            return write_epos(out, run_ions(r))
+        if fmt == "apt":
+            from apt_daq.io.apt import write_apt
+
+            return write_apt(out, r.count("hits"), run_ions(r))
+        from apt_daq.io.nexus import write_nexus
+
+        return write_nexus(r, out, ranges=run_ranges(r))
+
+
+def _export(args: argparse.Namespace) -> int:
+    n = export_run(args.file, args.format, args.output, overwrite=args.overwrite)
+    what = "ranges" if args.format == "rrng" else "ions"
+    print(f"{args.output}: {n} {what} written ({args.format})")
+    return 0
