@@ -288,11 +288,23 @@ def read_rrng(path: str | Path) -> RangeTable:
     return _table(path, ranges)
 
 
+_ANIONS = ("C", "N", "O", "F", "S", "Cl", "H")
+
+
+def canonical_formula(formula: dict[str, int]) -> dict[str, int]:
+    """Metals first (in the given order), then C, N, O, F, S, Cl, H: "NiO", never "ONi"."""
+    metals = {el: n for el, n in formula.items() if el not in _ANIONS}
+    rest = {el: formula[el] for el in _ANIONS if el in formula}
+    return {**metals, **rest}
+
+
 def _table(
     path: Path,
     ranges: list[tuple[int, float, float, dict[str, int], str | None, str | None, float]],
 ) -> RangeTable:
-    ranges = sorted(ranges, key=lambda r: r[1])
+    ranges = sorted(
+        [(r[0], r[1], r[2], canonical_formula(r[3]), *r[4:]) for r in ranges], key=lambda r: r[1]
+    )
     for a, b in itertools.pairwise(ranges):
         if a[2] > b[1]:
             raise _err(
