@@ -95,6 +95,11 @@ class CoatingConfig(_Model):
         0.15, ge=0, lt=1, description="fraction of shell metal leaving as oxide ions (CrO)"
     )
     atomic_density_per_nm3: float = Field(83.3, gt=0, description="bcc Cr: 83.3 atoms/nm^3")
+    apex_thickness_nm: float = Field(
+        0.0, ge=0, le=200,
+        description="shell left over the very apex when the run starts, nm (0: the ramp-up "
+        "removed it and the oxide core is exposed in the centre)",
+    )
 
 
 class SpecimenConfig(_Model):

@@ -14,6 +14,7 @@ Public API used by the drivers' ``sim`` backends and by the emulator:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,11 @@ import simpy.rt
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE, empty
+from sim import physics
+from sim.detector import BLUR_MM, Detector, detect_seeded, record_order, truth_rows
 from sim.devices import HvSupplyModel, LaserModel
+from sim.species import chemistry_for, phase_channels
+from sim.specimen import Specimen
 
 
 @dataclass
@@ -44,8 +49,38 @@ def make_environment(realtime: bool = False, speed: float = 1.0) -> simpy.Enviro
     return simpy.Environment()
 
 
+MAX_EVENTS_PER_SUB_BLOCK = 200_000  # bounds memory and the depth step of one sub-block
+MAX_EVENTS_PER_PULSE = 5.0  # beyond this the apex would flash off; the rate is capped here
+
+
+@dataclass
+class PhysicsState:
+    """The physics of the current sub-block, for logging, tests and the docs."""
+
+    voltage_v: float = 0.0
+    radius_nm: float = 0.0
+    field_v_per_nm: float = 0.0
+    peak_temperature_k: float = 0.0
+    tau_ns: float = 0.0
+    p_site: float = 0.0  # evaporation probability per site per pulse (matrix)
+    sites: float = 0.0
+    li_depletion: float = 0.0
+    li_burst_ratio: float = 0.0
+    events_per_pulse: float = 0.0
+    hazard_per_s: float = 0.0
+    tail_mean_ns: float = 0.0
+
+
 class VirtualLeap:
-    """A LEAP 5000 XS/XR with a specimen in it, driven by its HV supply and laser models."""
+    """A LEAP 5000 XS/XR with a specimen in it, driven by its HV supply and laser models.
+
+    ``advance(n)`` splits the block into sub-blocks in which V, R and F are nearly constant
+    (the HV supply slews at most a few volts, the surface recedes at most a fraction of a nm),
+    and for each: computes the field, the laser temperature pulse, the evaporation probability
+    per site and the channel tables (numpy, once), samples the events' pulses, the ions and
+    their detection in numba kernels, and integrates the fracture hazard. Instrument time
+    advances on the simpy environment by the sub-block's duration.
+    """
 
     def __init__(
         self,
@@ -68,6 +103,16 @@ class VirtualLeap:
         self.pulses = 0
         self.fractured = False
         self.rng = np.random.default_rng(seed)
+        self.tip = Specimen(specimen, np.random.default_rng([seed, 0x5EC]))
+        self.detector = Detector(instrument)
+        self.state = PhysicsState()
+        self.evaporated_atoms = 0
+        self.fracture_time_s: float | None = None
+        self._hazard_budget = float(np.random.default_rng([seed, 0xF7]).exponential())
+        self._hazard = 0.0
+        self._burst_state = np.zeros(4, np.float64)
+        self._sub_block = 0
+        self.fracture_event = self.env.event()
 
     @property
     def now_s(self) -> float:
@@ -85,15 +130,234 @@ class VirtualLeap:
 
     @property
     def ion_table(self) -> list[tuple[str, float, int]]:
-        raise NotImplementedError("the field-evaporation model is not built yet (issue 5)")
+        """(name, main m/n Da, charge) of every ion species; TRUTH species index into it."""
+        return self.tip.species.as_list()
+
+    # -- physics of one sub-block
+    def _physics(self, volts: float) -> dict:
+        tip, ins = self.tip, self.instrument
+        st = self.state
+        r = tip.radius_nm()
+        f = physics.field_v_per_nm(volts, self.specimen.field_factor, r) if volts > 0 else 0.0
+        energy = self.laser.energy_pj
+        peak = physics.peak_temperature_k(self.base_temperature_k, energy)
+        tau = tip.tau_ns()
+        period_s = 1.0 / self.laser.pulse_rate_hz
+        rho_fov = self.detector.radius_mm * self.specimen.image_compression * r / (
+            ins.flight_path_mm)
+        cos_a = math.cos(math.radians(self.specimen.shank_half_angle_deg))
+        rho_s = min(1.08 * rho_fov, r * cos_a)
+        sites = physics.THERMAL.site_density_per_nm2 * math.pi * rho_s ** 2
+        # area-weighted evaporation probability of core and shell
+        prof = physics.evaporation_profile(*self._barriers(tip.matrix_phase, f), self.base_temperature_k,
+                                           peak - self.base_temperature_k, tau, period_s)
+        p_site, p_dc = prof.p_pulse, prof.p_dc
+        if tip.shell_phase >= 0:
+            rho_b = tip.core_boundary_nm()
+            shell_share = max(0.0, 1.0 - (min(rho_b, rho_s) / rho_s) ** 2)
+            if shell_share > 0:
+                sh = physics.evaporation_profile(*self._barriers(tip.shell_phase, f),
+                                                 self.base_temperature_k,
+                                                 peak - self.base_temperature_k, tau, period_s)
+                p_site = (1 - shell_share) * p_site + shell_share * sh.p_pulse
+                p_dc = (1 - shell_share) * p_dc + shell_share * sh.p_dc
+        depl = physics.li_depletion(f, tip.coated)
+        burst = physics.li_burst_ratio(f, peak, tip.coated) if energy > 0 else 0.0
+        lam = min(sites * (p_site + p_dc) * (1.0 + burst), MAX_EVENTS_PER_PULSE)
+        st.voltage_v, st.radius_nm, st.field_v_per_nm = volts, r, f
+        st.peak_temperature_k, st.tau_ns, st.p_site, st.sites = peak, tau, p_site, sites
+        st.li_depletion, st.li_burst_ratio, st.events_per_pulse = depl, burst, lam
+        st.hazard_per_s = physics.fracture_hazard_per_s(f, tip.strength_gpa)
+        st.tail_mean_ns = prof.tau_eff_ns
+        return {"profile": prof, "rho_s": rho_s, "lam": lam, "burst": burst, "depl": depl,
+                "dc_share": p_dc / (p_site + p_dc) if p_site + p_dc > 0 else 0.0,
+                "field": f, "period_ns": period_s * 1e9}
+
+    def _barriers(self, phase: int, field: float) -> tuple[np.ndarray, np.ndarray]:
+        q0, fe, frac = self.tip.barrier_arrays(phase)
+        return physics.barrier_ev(q0, fe, field), frac
+
+    def _channel_tables(self, field: float, depletion: float):
+        tip = self.tip
+        li = physics.LI_MIGRATION
+        amp = li.modulation_coated if tip.coated else li.modulation_uncoated
+        rows = []
+        for ph, comp in enumerate(tip.compositions):
+            fixed = None
+            d = depletion
+            if ph == tip.shell_phase:
+                fixed = {self.specimen.coating.material: self.specimen.coating.oxide_fraction}
+                d = 0.0
+            chem = chemistry_for(tip.phase_names[ph])
+            ch = phase_channels(comp, field, tip.species, chem, d, fixed)
+            w0 = np.array(ch.weight, np.float64)
+            is_li = np.array(ch.li, bool)
+            p_li = w0[is_li].sum() / w0.sum() if len(w0) else 0.0
+            for mod in (0, 1):
+                # Li-poor (0) / Li-rich (1) episode: Li share p (1 -/+ a), the rest rescaled so
+                # that the two episodes average to the phase's own Li share
+                p_mod = min(p_li * ((1.0 - amp) if mod == 0 else (1.0 + amp)), 0.999)
+                w = w0.copy()
+                if 0 < p_li < 1:
+                    w[is_li] *= p_mod / p_li
+                    w[~is_li] *= (1 - p_mod) / (1 - p_li)
+                rows.append((w, ch))
+        m = max(len(w) for w, _ in rows)
+        n = len(rows)
+        cdf = np.ones((n, m))
+        a = np.full((n, m), -1, np.int64)
+        b = np.full((n, m), -1, np.int64)
+        neu = np.zeros((n, m), np.int64)
+        atoms = np.ones((n, m), np.int64)
+        nch = np.zeros(n, np.int64)
+        for i, (w, ch) in enumerate(rows):
+            k = len(w)
+            nch[i] = k
+            if k == 0:
+                continue
+            cdf[i, :k] = np.cumsum(w) / w.sum()
+            a[i, :k] = ch.ion_a
+            b[i, :k] = ch.ion_b
+            neu[i, :k] = ch.neutral
+            atoms[i, :k] = ch.atoms
+        return cdf, a, b, neu, atoms, nch
+
+    def _sub_block_pulses(self, remaining: int, lam: float) -> int:
+        hv = self.hv
+        rate = self.laser.pulse_rate_hz
+        n = remaining
+        if lam > 0:
+            n = min(n, max(1000, int(MAX_EVENTS_PER_SUB_BLOCK / lam)))
+        target = hv.setpoint_v if hv.output_on else 0.0
+        gap = abs(target - hv.output_v)
+        if gap > 0.5:
+            dv = max(5.0, 0.002 * hv.output_v)
+            n = min(n, max(100, int(min(gap, dv) / hv.slew_v_per_s * rate)))
+        return max(1, n)
+
+    def _simulate(self, remaining: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One sub-block: returns raw, truth, lost and the pulses it consumed."""
+        rate_hz = self.laser.pulse_rate_hz
+        v0 = self.hv.measured_v()
+        pre = self._physics(v0)
+        n = self._sub_block_pulses(remaining, pre["lam"])
+        first = self.pulses
+        dt = n / rate_hz
+        self._run_for(dt)
+        v1 = self.hv.measured_v()
+        ph = self._physics(0.5 * (v0 + v1)) if v1 != v0 else pre
+        rng = np.random.default_rng([self.seed, 1, self._sub_block])
+        seeds = rng.integers(0, 2**63, 3, dtype=np.uint64)
+        self._sub_block += 1
+        # fracture: cumulative hazard against an Exp(1) budget drawn at the start
+        h = self.state.hazard_per_s
+        cut = n
+        if not self.fractured and self._hazard + h * dt >= self._hazard_budget:
+            frac = (self._hazard_budget - self._hazard) / (h * dt)
+            cut = int(frac * n)
+            self.fractured = True
+            self.fracture_time_s = self.now_s - dt + frac * dt
+        self._hazard += h * dt
+        lam = ph["lam"]
+        if lam * cut > 0:
+            pulses = physics.event_pulses_seeded(seeds[0], lam, cut)
+        else:
+            pulses = np.zeros(0, np.int64)
+        ion = self._ions(pulses, ph, seeds[1], seeds[2], n, v0, v1)
+        bp, bt, bx, by = self.detector.background(rng, 0, cut, max(v1, 1.0))
+        n_ion = len(ion["pulse"])
+        nb = len(bp)
+        if nb:
+            nan = np.full(nb, np.nan, np.float32)
+            for key, val in (("pulse", bp), ("t", bt), ("x", bx), ("y", by),
+                             ("species", np.full(nb, -1, np.int16)),
+                             ("charge", np.zeros(nb, np.int8)), ("mass", nan), ("x0", nan),
+                             ("y0", nan), ("z0", nan)):
+                ion[key] = np.concatenate([ion[key], val])
+        order = record_order(ion["pulse"], ion["t"], n_ion)
+        gp = ion["pulse"][order] + first
+        volts = v0 + (v1 - v0) * (gp - first) / n
+        raw = self.detector.records(gp, ion["t"][order], ion["x"][order], ion["y"][order],
+                                    volts, self.laser.energy_pj)
+        truth = truth_rows(gp, ion["species"][order], ion["charge"][order], ion["mass"][order],
+                           ion["x0"][order], ion["y0"][order], ion["z0"][order], 1)
+        self.pulses += n
+        if self.fractured and not self.hv.tripped:
+            self.hv.trip()
+            self.fracture_event.succeed(self.fracture_time_s)
+        return raw, truth, ion["lost"], n
+
+    def _ions(self, pulses: np.ndarray, ph: dict, seed_events: np.uint64,
+              seed_detect: np.uint64, n: int,
+              v0: float, v1: float) -> dict:
+        """Ions of the sub-block's events and their detection; records not yet ordered."""
+        tip, sp = self.tip, self.tip.species
+        li = physics.LI_MIGRATION
+        cdf, a, b, neu, atoms, nch = self._channel_tables(ph["field"], ph["depl"])
+        burst = ph["burst"]
+        phi = burst / (1.0 + burst)
+        p_end = 1.0 / li.burst_mean_events
+        p_start = phi / ((1.0 - phi) * li.burst_mean_events) if phi < 1 else 1.0
+        prof = ph["profile"]
+        r_now = tip.radius_nm()
+        out = physics.generate_events(
+            pulses, seed_events, tip.depth_nm, self.specimen.apex_radius_nm, tip.sin_shank, ph["rho_s"],
+            np.array(tip.densities, np.float64), tip.shell_phase, tip.matrix_phase,
+            tip.shell_nm, tip.apex_shell_nm, tip.core_cap_nm,
+            tip.grain_c, tip.grain_r, tip.grain_phase,
+            cdf, a, b, neu, atoms, nch,
+            sp.index("Li+"), p_start, p_end, li.burst_spot_fraction,
+            1.0 / li.modulation_mean_events, self._burst_state,
+            sp.iso_start, sp.iso_mass, sp.iso_cdf,
+            prof.quantiles(), ph["dc_share"], ph["period_ns"])
+        e_pulse, e_sp, e_mass, e_x, e_y, e_z, e_t, e_neu, depth_end, n_atoms = out
+        tip.depth_nm = float(depth_end)
+        self.evaporated_atoms += int(n_atoms)
+        volts = v0 + (v1 - v0) * e_pulse.astype(np.float64) / n
+        mag = self.detector.magnification_mm_per_nm(r_now, self.specimen.image_compression)
+        ins = self.instrument
+        dx, dy, t, keep = detect_seeded(
+            seed_detect, e_pulse, e_x, e_y, e_mass, e_t, volts, e_neu, mag, ins.flight_path_mm,
+            ins.t0_ns, ins.timing_jitter_ns, BLUR_MM, ins.detection_efficiency,
+            self.detector.radius_mm, ins.dead_time_ns, ins.dead_zone_mm)
+        kb = keep.view(bool)
+        charge = sp.charges[e_sp]
+        charge[e_neu.view(bool)] = 0
+        lo = ~kb
+        lost = truth_rows(e_pulse[lo] + self.pulses, e_sp[lo], charge[lo], e_mass[lo], e_x[lo],
+                          e_y[lo], e_z[lo], 0)
+        return {"pulse": e_pulse[kb], "t": t[kb], "x": dx[kb], "y": dy[kb],
+                "species": e_sp[kb], "charge": charge[kb], "mass": e_mass[kb],
+                "x0": e_x[kb], "y0": e_y[kb], "z0": e_z[kb], "lost": lost}
 
     def advance(self, n_pulses: int) -> SimBlock:
-        """Fire ``n_pulses`` pulses; returns an empty block when the laser is off."""
+        """Fire ``n_pulses`` pulses at the current settings (HV slewing within the block)."""
         first = self.pulses
-        dt = n_pulses / self.laser.pulse_rate_hz
-        if not self.laser.emission_on or self.fractured:
+        rate = self.laser.pulse_rate_hz
+        if not self.laser.emission_on or self.fractured or n_pulses <= 0:
+            dt = max(n_pulses, 0) / rate
             self._run_for(dt)
-            self.pulses += n_pulses
+            self.pulses += max(n_pulses, 0)
             return SimBlock(empty(RAW_DTYPE), empty(TRUTH_DTYPE), empty(TRUTH_DTYPE),
-                            n_pulses, first, dt)
-        raise NotImplementedError("the field-evaporation model is not built yet (issue 5)")
+                            max(n_pulses, 0), first, dt)
+        raws, truths, losts = [], [], []
+        remaining = n_pulses
+        while remaining > 0:
+            if self.fractured:  # no more ions: time passes
+                self._run_for(remaining / rate)
+                self.pulses += remaining
+                break
+            raw, truth, lost, used = self._simulate(remaining)
+            raws.append(raw)
+            truths.append(truth)
+            losts.append(lost)
+            remaining -= used
+        return SimBlock(_cat(raws, RAW_DTYPE), _cat(truths, TRUTH_DTYPE),
+                        _cat(losts, TRUTH_DTYPE), n_pulses, first, n_pulses / rate)
+
+
+def _cat(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty(dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

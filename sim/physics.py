@@ -1,0 +1,465 @@
+"""Field-evaporation physics of the virtual LEAP: closed forms in numpy, hot loops in numba.
+
+Per sub-block of pulses (constant V, laser energy, specimen state) the instrument calls the
+numpy functions once (a few hundred flops) and the numba kernels once over arrays of events;
+nothing here runs per pulse or per ion in Python. Equations, parameter values and sources are in
+``docs/physics.md``; the names below follow it.
+
+Geometry:   R(z) = R0 + z sin(a) / (1 - sin(a));  F = V / (k_f R)
+Laser:      T(t) = T_base + dT exp(-t / tau),  dT = c_abs E_pJ
+Evaporation per site and pulse:  P = int nu exp(-Q(F) / k T(t)) dt,  Q = q0 (1 - F / F_e),
+            combined over the phase's elements as the harmonic mean of their rates weighted by
+            composition (a steady-state surface: the slowest species sets the pace).
+Departure time of each ion: sampled from the same Arrhenius-weighted T(t) (thermal tail).
+Fracture:   Maxwell stress sigma = eps0 F^2 / 2; hazard h = h0 (sigma / sigma_c)^n.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+K_B_EV_PER_K = 8.617333262e-5
+EPS0_F_PER_M = 8.8541878128e-12
+TOF_CONST = 1.9297e-10  # m/n [Da] = TOF_CONST * V[V] * t[ns]^2 / L[m]^2
+
+
+# ------------------------------------------------------------------------------ parameters
+@dataclass(frozen=True)
+class ThermalParams:
+    """Laser heating and cooling of the apex (docs/physics.md, "laser")."""
+
+    max_rise_k: float = 773.0  # saturation of the peak temperature rise, K
+    saturation_pj: float = 36.0  # energy scale of the saturation, pJ (dT ~ 21 K/pJ at low E)
+    tau_uncoated_ns: float = 10.0  # cooling time constant of the bare oxide apex
+    coated_tau_floor: float = 0.2  # thick-shell limit of tau_coated / tau_uncoated
+    coating_saturation_nm: float = 3.0  # shell thickness over which the shortening saturates
+    attempt_frequency_hz: float = 1e13  # nu
+    site_density_per_nm2: float = 0.4  # kink sites able to evaporate, per nm^2 of apex
+
+
+@dataclass(frozen=True)
+class LiMigrationParams:
+    """Phenomenological field-driven Li migration in oxides (docs/physics.md, "lithium")."""
+
+    depletion_field_v_per_nm: float = 20.6  # field at which half the Li migrates away
+    depletion_scale_v_per_nm: float = 0.45
+    depletion_max: float = 0.92
+    burst_prefactor: float = 230.0  # Li released in bursts per matrix event, T -> infinity
+    burst_barrier_ev: float = 0.123  # thermal activation of the Li supply
+    burst_field_ref_v_per_nm: float = 20.0  # supply scales with F / F_ref (drift ~ field)
+    burst_max: float = 30.0  # saturation of the burst ratio (finite supply rate)
+    burst_mean_events: float = 1500.0  # mean burst length, evaporation events
+    burst_spot_fraction: float = 0.35  # burst spot rms radius / core radius
+    modulation_uncoated: float = 0.6  # amplitude of Li-rich/Li-poor episodes
+    modulation_coated: float = 0.17
+    modulation_mean_events: float = 2500.0  # mean episode length, events
+    coating_screening: float = 1e-3  # factor on depletion and burst supply under a shell
+
+
+@dataclass(frozen=True)
+class FractureParams:
+    """Subcritical-crack-growth fracture under Maxwell stress (docs/physics.md, "fracture")."""
+
+    strength_uncoated_gpa: float = 1.9  # Weibull scale of the flaw-limited strength
+    strength_coated_gpa: float = 4.5  # the Cr shell carries load and closes surface flaws
+    weibull_modulus: float = 4.0
+    hazard_at_strength_per_s: float = 2e-3  # h0
+    stress_exponent: float = 20.0  # n of the slow-crack-growth law
+
+
+THERMAL = ThermalParams()
+LI_MIGRATION = LiMigrationParams()
+FRACTURE = FractureParams()
+
+
+# ------------------------------------------------------------------------------ closed forms
+def apex_radius_nm(r0_nm: float, depth_nm: float, shank_half_angle_deg: float) -> float:
+    """R(z) = R0 + z sin(a) / (1 - sin(a)): the apex blunts as the cone is evaporated."""
+    s = math.sin(math.radians(shank_half_angle_deg))
+    return r0_nm + depth_nm * s / (1.0 - s)
+
+
+def field_v_per_nm(voltage_v: float, field_factor: float, radius_nm: float) -> float:
+    """Apex field F = V / (k_f R), V/nm."""
+    return voltage_v / (field_factor * radius_nm)
+
+
+def maxwell_stress_gpa(field: float) -> float:
+    """sigma = eps0 F^2 / 2, GPa (F in V/nm)."""
+    return 0.5 * EPS0_F_PER_M * (field * 1e9) ** 2 / 1e9
+
+
+def cooling_tau_ns(coating_thickness_nm: float | None, p: ThermalParams = THERMAL) -> float:
+    """Cooling time constant: a metal shell conducts heat away from the apex and shortens tau.
+
+    tau_c = tau_u (f + (1 - f) exp(-t / t_sat)): saturates within a few nm, consistent with the
+    paper's "no significant effect of the coating thickness (10-50 nm) on the mass resolution".
+    """
+    if not coating_thickness_nm:
+        return p.tau_uncoated_ns
+    f = p.coated_tau_floor
+    return p.tau_uncoated_ns * (f + (1 - f) * math.exp(-coating_thickness_nm
+                                                       / p.coating_saturation_nm))
+
+
+def peak_temperature_k(base_k: float, energy_pj: float, p: ThermalParams = THERMAL) -> float:
+    """T_peak = T_base + dT_max (1 - exp(-E / E_s)): linear absorption at low energy that
+    saturates (conduction and reflectivity rise with T), calibrated on the field range."""
+    return base_k + p.max_rise_k * (1.0 - math.exp(-max(energy_pj, 0.0) / p.saturation_pj))
+
+
+def barrier_ev(q0_ev: np.ndarray, fe_v_per_nm: np.ndarray, field: float) -> np.ndarray:
+    """Q(F) = q0 (1 - F / F_e), floored at 0."""
+    return np.maximum(np.asarray(q0_ev) * (1.0 - field / np.asarray(fe_v_per_nm)), 0.0)
+
+
+@dataclass
+class EvaporationProfile:
+    """Per-site evaporation in one pulse period and the departure-time distribution."""
+
+    p_pulse: float  # probability per site of evaporating within the laser pulse's heat
+    p_dc: float  # ... between pulses at the base temperature (uncorrelated with the pulse)
+    t_ns: np.ndarray  # grid of departure times after the pulse, ns
+    cdf: np.ndarray  # cumulative departure-time distribution on t_ns (0 .. 1)
+    tau_eff_ns: float  # mean of the thermal tail (for documentation and tests)
+
+    def quantiles(self, n: int = 2048) -> np.ndarray:
+        """Departure times at probabilities k / n, k = 0..n (inverse CDF table), ns."""
+        c, idx = np.unique(self.cdf, return_index=True)
+        return np.interp(np.linspace(0.0, 1.0, n + 1), c, self.t_ns[idx])
+
+
+def _time_grid(tau_ns: float, n: int = 320) -> np.ndarray:
+    return np.concatenate([[0.0], np.geomspace(1e-5 * tau_ns, 60.0 * tau_ns, n - 1)])
+
+
+def log_site_rate(q_ev: np.ndarray, fractions: np.ndarray, temp_k: np.ndarray,
+                  nu_hz: float) -> np.ndarray:
+    """ln of the combined per-site rate at temperatures ``temp_k`` (1/s).
+
+    k_eff = 1 / sum_i (c_i / k_i), k_i = nu exp(-Q_i / k T): in steady state the surface holds
+    each species in proportion c_i / k_i, so the flux is stoichiometric and the slowest species
+    sets it. Computed in logs (log-sum-exp), free of under/overflow.
+    """
+    q = np.asarray(q_ev, float)[:, None]
+    c = np.asarray(fractions, float)[:, None]
+    lk = math.log(nu_hz) - q / (K_B_EV_PER_K * np.asarray(temp_k, float)[None, :])
+    terms = np.log(np.maximum(c, 1e-300)) - lk
+    mx = terms.max(axis=0)
+    return -(mx + np.log(np.exp(terms - mx).sum(axis=0)))
+
+
+def evaporation_profile(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_k: float,
+                        tau_ns: float, period_s: float,
+                        p: ThermalParams = THERMAL) -> EvaporationProfile:
+    """Integrate the Arrhenius rate over T(t) = T_base + dT exp(-t / tau) (trapezoid on a
+    geometric time grid reaching 60 tau), plus the DC term at T_base for the rest of the period."""
+    t = _time_grid(tau_ns)
+    temp = base_k + rise_k * np.exp(-t / tau_ns)
+    lk = log_site_rate(q_ev, fractions, temp, p.attempt_frequency_hz)
+    lk_dc = float(log_site_rate(q_ev, fractions, np.array([base_k]), p.attempt_frequency_hz)[0])
+    ref = lk.max()
+    w = np.exp(lk - ref)
+    seg = 0.5 * (w[1:] + w[:-1]) * np.diff(t)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    total = cum[-1]
+    p_pulse_raw = total * 1e-9 * math.exp(ref) if math.isfinite(ref) else 0.0
+    # the base-temperature rate is part of w at late times; remove it from the pulse share
+    dc_rate = math.exp(lk_dc)
+    p_pulse = max(p_pulse_raw - dc_rate * t[-1] * 1e-9, 0.0)
+    p_dc = dc_rate * period_s
+    cdf = cum / total if total > 0 else np.linspace(0, 1, len(t))
+    mean_t = float(np.sum(seg * 0.5 * (t[1:] + t[:-1])) / total) if total > 0 else 0.0
+    return EvaporationProfile(min(p_pulse, 50.0), min(p_dc, 50.0), t, cdf, mean_t)
+
+
+def li_depletion(field: float, coated: bool, p: LiMigrationParams = LI_MIGRATION) -> float:
+    """Share of the Li ahead of the surface that field-driven migration carries away."""
+    x = (field - p.depletion_field_v_per_nm) / p.depletion_scale_v_per_nm
+    d = p.depletion_max / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+    return d * (p.coating_screening if coated else 1.0)
+
+
+def li_burst_ratio(field: float, peak_k: float, coated: bool,
+                   p: LiMigrationParams = LI_MIGRATION) -> float:
+    """Li ions released in bursts per matrix evaporation event.
+
+    b = A (F / F_ref) exp(-E_b / k T_peak): a thermally activated, field-driven supply of Li to
+    the apex from the specimen's volume (the shank is an unlimited reservoir here).
+    """
+    if field <= 0:
+        return 0.0
+    b = p.burst_prefactor * (field / p.burst_field_ref_v_per_nm) * math.exp(
+        -p.burst_barrier_ev / (K_B_EV_PER_K * peak_k))
+    b *= p.coating_screening if coated else 1.0
+    return b / (1.0 + b / p.burst_max)
+
+
+def fracture_hazard_per_s(field: float, strength_gpa: float,
+                          p: FractureParams = FRACTURE) -> float:
+    """h = h0 (sigma / sigma_c)^n: slow crack growth from a flaw under the Maxwell stress."""
+    s = maxwell_stress_gpa(field) / strength_gpa
+    return p.hazard_at_strength_per_s * s ** p.stress_exponent
+
+
+def draw_strength_gpa(rng: np.random.Generator, coated: bool,
+                      p: FractureParams = FRACTURE) -> float:
+    """The specimen's flaw-limited strength, Weibull distributed (one draw per specimen)."""
+    scale = p.strength_coated_gpa if coated else p.strength_uncoated_gpa
+    return float(scale * rng.weibull(p.weibull_modulus))
+
+
+# ------------------------------------------------------------------------------ kernels
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, inline="always")
+def counter_uniform(seed: np.uint64, i: int, j: int) -> float:
+    """Uniform in [0, 1) from a counter-based generator: SplitMix64 of (seed, i, j).
+
+    Deterministic for (seed, ion index, draw), needs no state or arrays, and is the same in
+    numpy (tests hold a twin): the kernels draw what they need where they need it."""
+    z = seed + np.uint64(i * 16 + j + 1) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    z = z ^ (z >> np.uint64(31))
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def event_pulses(u: np.ndarray, rate_per_pulse: float, n_pulses: int) -> np.ndarray:
+    """Pulse index of each evaporation event: a Poisson process in pulse time.
+
+    Gaps are exponential (-ln u / rate); the event lands on pulse floor(t). Empty pulses are
+    skipped, never visited. Returns the pulses of the events before ``n_pulses`` (the caller
+    provides enough uniforms; it checks that the last one overran the block).
+    """
+    out = np.empty(u.shape[0], np.int64)
+    t = 0.0
+    k = 0
+    for i in range(u.shape[0]):
+        t += -math.log(1.0 - u[i]) / rate_per_pulse
+        if t >= n_pulses:
+            break
+        out[k] = int(t)
+        k += 1
+    return out[:k]
+
+
+@njit(cache=True)
+def sample_cdf(u: float, x: np.ndarray, cdf: np.ndarray) -> float:
+    """Inverse of a tabulated CDF by binary search and linear interpolation."""
+    lo, hi = 0, cdf.shape[0] - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cdf[mid] <= u:
+            lo = mid
+        else:
+            hi = mid
+    d = cdf[hi] - cdf[lo]
+    f = (u - cdf[lo]) / d if d > 0 else 0.0
+    return x[lo] + f * (x[hi] - x[lo])
+
+
+@njit(cache=True)
+def sample_isotope(u: float, s: int, iso_start: np.ndarray, iso_mass: np.ndarray,
+                   iso_cdf: np.ndarray) -> float:
+    a, b = iso_start[s], iso_start[s + 1]
+    for j in range(a, b):
+        if u <= iso_cdf[j]:
+            return iso_mass[j]
+    return iso_mass[b - 1]
+
+
+@njit(cache=True)
+def core_boundary_nm(depth_nm: float, radius_nm: float, cos_a: float, shell_nm: float,
+                     apex_shell_nm: float, core_cap_nm: float) -> float:
+    """Lateral radius of the core/shell boundary on the evaporating surface at this depth.
+
+    The shell of normal thickness ``shell_nm`` wraps the cone (lateral thickness t / cos a);
+    over the apex it is ``apex_shell_nm`` thick, and the core's own cap (radius
+    ``core_cap_nm``) opens as it is cut: rho_b = sqrt(h (2 r_c - h)), h = depth - t_apex.
+    """
+    outer = radius_nm * cos_a - shell_nm / cos_a
+    if apex_shell_nm <= 0.0:  # the apex shell went during the ramp-up: steady state
+        return max(0.0, outer)
+    h = depth_nm - apex_shell_nm
+    if h <= 0.0:
+        return 0.0
+    if h < core_cap_nm:
+        cap = math.sqrt(h * (2.0 * core_cap_nm - h))
+        return max(0.0, min(outer, cap))
+    return max(0.0, outer)
+
+
+@njit(cache=True)
+def generate_events(
+    pulses: np.ndarray, seed: np.uint64,
+    depth0_nm: float, r0_nm: float, sin_shank: float, rho_sample_nm: float,
+    phase_density: np.ndarray, shell_phase: int, matrix_phase: int,
+    shell_nm: float, apex_shell_nm: float, core_cap_nm: float,
+    grain_c: np.ndarray, grain_r: np.ndarray, grain_phase: np.ndarray,
+    ch_cdf: np.ndarray, ch_a: np.ndarray, ch_b: np.ndarray, ch_neutral: np.ndarray,
+    ch_atoms: np.ndarray, n_ch: np.ndarray,
+    li_ion: int, p_burst_start: float, p_burst_end: float, burst_spot: float,
+    p_mod_flip: float, state: np.ndarray,
+    iso_start: np.ndarray, iso_mass: np.ndarray, iso_cdf: np.ndarray,
+    t_quant: np.ndarray, dc_share: float, period_ns: float,
+):
+    """Turn evaporation events into ions with species, m/n, origin and departure time.
+
+    ``seed``: the sub-block's counter-generator seed (draw j of event i). ``state`` (float64[4], updated in place): burst
+    on/off, Li modulation low/high, burst spot x, y (nm); it carries over between blocks.
+    Channel tables are indexed by phase * 2 + modulation.
+    The surface recedes by each event's atoms / (density * pi rho_s^2); R follows the depth.
+    ``t_quant``: departure-time quantiles on a regular probability grid (ns).
+    Returns (pulse, species, mass, x0, y0, z0, t_dep_ns, neutral, depth_end_nm, atoms).
+    """
+    n = pulses.shape[0]
+    cap = 2 * n
+    o_pulse = np.empty(cap, np.int64)
+    o_sp = np.empty(cap, np.int16)
+    o_mass = np.empty(cap, np.float32)
+    o_x = np.empty(cap, np.float32)
+    o_y = np.empty(cap, np.float32)
+    o_z = np.empty(cap, np.float32)
+    o_t = np.empty(cap, np.float32)
+    o_neu = np.empty(cap, np.uint8)
+    k = 0
+    depth = depth0_nm
+    slope = sin_shank / (1.0 - sin_shank)
+    cos_a = math.sqrt(1.0 - sin_shank * sin_shank)
+    area = math.pi * rho_sample_nm * rho_sample_nm
+    burst = int(state[0])
+    mod = int(state[1])
+    spot_x = state[2]
+    spot_y = state[3]
+    atoms_total = 0
+    for i in range(n):
+        r = r0_nm + depth * slope
+        rho_s = min(rho_sample_nm * r / (r0_nm + depth0_nm * slope), r * cos_a)
+        rho_b = r * cos_a
+        if shell_phase >= 0:
+            rho_b = core_boundary_nm(depth, r, cos_a, shell_nm, apex_shell_nm, core_cap_nm)
+        # state machine in evaporation order: Li bursts and Li-rich/poor episodes
+        if burst == 1:
+            if counter_uniform(seed, i, 0) < p_burst_end:
+                burst = 0
+        elif p_burst_start > 0.0 and counter_uniform(seed, i, 0) < p_burst_start and rho_b > 0.5:
+            burst = 1
+            rr = rho_b * math.sqrt(counter_uniform(seed, i, 1)) * 0.8
+            ph = 2.0 * math.pi * counter_uniform(seed, i, 2)
+            spot_x = rr * math.cos(ph)
+            spot_y = rr * math.sin(ph)
+        if counter_uniform(seed, i, 3) < p_mod_flip:
+            mod = 1 - mod
+        # origin on the hemispherical cap
+        if burst == 1 and li_ion >= 0:
+            g = burst_spot * rho_b * math.sqrt(-2.0 * math.log(1.0 - counter_uniform(seed, i, 4)))
+            ph = 2.0 * math.pi * counter_uniform(seed, i, 5)
+            x = spot_x + g * math.cos(ph)
+            y = spot_y + g * math.sin(ph)
+            rl = math.sqrt(x * x + y * y)
+            if rl > rho_b:
+                x *= rho_b / rl
+                y *= rho_b / rl
+                rl = rho_b
+        else:
+            # uniform on the disk by rejection from the square (no trigonometry)
+            x = 1.0
+            y = 1.0
+            tries = 0
+            while x * x + y * y > 1.0:
+                x = 2.0 * counter_uniform(seed, i, 4) - 1.0 if tries == 0 else \
+                    2.0 * counter_uniform(seed, n + i * 7 + tries, 4) - 1.0
+                y = 2.0 * counter_uniform(seed, i, 5) - 1.0 if tries == 0 else \
+                    2.0 * counter_uniform(seed, n + i * 7 + tries, 5) - 1.0
+                tries += 1
+            x *= rho_s
+            y *= rho_s
+            rl = math.sqrt(x * x + y * y)
+        zc = depth + r - math.sqrt(max(r * r - rl * rl, 0.0))
+        # phase at the origin
+        phase = matrix_phase
+        if shell_phase >= 0 and rl > rho_b:
+            phase = shell_phase
+        else:
+            for gi in range(grain_r.shape[0]):
+                dx = x - grain_c[gi, 0]
+                dy = y - grain_c[gi, 1]
+                dz = zc - grain_c[gi, 2]
+                if dx * dx + dy * dy + dz * dz < grain_r[gi] * grain_r[gi]:
+                    phase = grain_phase[gi]
+                    break
+        # channel
+        if burst == 1 and li_ion >= 0 and phase != shell_phase:
+            a = li_ion
+            b = -1
+            neu = 0
+            nat = 1
+        else:
+            row = phase * 2 + mod
+            m = n_ch[row]
+            j = 0
+            uc = counter_uniform(seed, i, 6)
+            while j < m - 1 and ch_cdf[row, j] < uc:
+                j += 1
+            a = ch_a[row, j]
+            b = ch_b[row, j]
+            neu = ch_neutral[row, j]
+            nat = ch_atoms[row, j]
+        if counter_uniform(seed, i, 7) < dc_share:
+            td = counter_uniform(seed, i, 8) * period_ns
+        else:
+            q = counter_uniform(seed, i, 8) * (t_quant.shape[0] - 1)
+            iq = int(q)
+            td = t_quant[iq] + (q - iq) * (t_quant[iq + 1] - t_quant[iq])
+        for prod in range(2):
+            s = a if prod == 0 else b
+            if s < 0:
+                continue
+            uu = counter_uniform(seed, i, 9 + prod)
+            o_pulse[k] = pulses[i]
+            o_sp[k] = s
+            o_mass[k] = sample_isotope(uu, s, iso_start, iso_mass, iso_cdf)
+            o_x[k] = x
+            o_y[k] = y
+            o_z[k] = zc
+            o_t[k] = td
+            o_neu[k] = neu
+            k += 1
+        depth += nat / (phase_density[phase] * area)
+        atoms_total += nat
+    state[0] = burst
+    state[1] = mod
+    state[2] = spot_x
+    state[3] = spot_y
+    return (o_pulse[:k], o_sp[:k], o_mass[:k], o_x[:k], o_y[:k], o_z[:k], o_t[:k], o_neu[:k],
+            depth, atoms_total)
+
+
+@njit(cache=True)
+def event_pulses_seeded(seed: np.uint64, rate_per_pulse: float, n_pulses: int) -> np.ndarray:
+    """:func:`event_pulses` with uniforms from the counter generator (``seed``, k, 15)."""
+    mean = rate_per_pulse * n_pulses
+    cap = int(mean + 10.0 * math.sqrt(mean) + 32.0)
+    out = np.empty(cap, np.int64)
+    t = 0.0
+    k = 0
+    while True:
+        t += -math.log(1.0 - counter_uniform(seed, k, 15)) / rate_per_pulse
+        if t >= n_pulses:
+            break
+        if k == out.shape[0]:
+            grown = np.empty(2 * k, np.int64)
+            grown[:k] = out
+            out = grown
+        out[k] = int(t)
+        k += 1
+    return out[:k]

@@ -1,0 +1,268 @@
+"""The ion species of a specimen and the per-element evaporation parameters.
+
+Three things live here, all plain data computed once per specimen (or per sub-block for the
+field-dependent branching), never per ion:
+
+- :data:`ELEMENTS`: per element, the field-evaporation barrier ``Q(F) = q0 (1 - F / fe)`` of the
+  element bound in the oxide (or in the Cr shell), the Kingham-like 2+/1+ crossing field and
+  slope, and the molecular-ion parameters (share of ``MO+``, neutral loss weight, dissociation
+  of ``(MO)2+`` into ``M+ + O+``). Sources and calibrations are in ``docs/physics.md``.
+- :class:`SpeciesTable`: the run's ion table (names by the project's convention, main m/n,
+  charge) and the flattened isotopologue arrays the numba kernels sample from.
+- :func:`phase_channels`: for one phase at one field, the evaporation *channels* (what one
+  evaporation event produces: one ion, two dissociation products, or a neutral molecule that the
+  detector never sees) with their relative weights, so that the atoms leaving are, on average,
+  the phase's stoichiometry minus what is lost or migrates away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from apt_daq.isotopes import ion_mass, isotopologues
+
+
+@dataclass(frozen=True)
+class ElementParams:
+    """Field-evaporation and ionisation parameters of one element (see docs/physics.md)."""
+
+    q0_ev: float  # zero-field evaporation barrier of the bound atom, eV
+    fe_v_per_nm: float  # field at which the barrier vanishes, V/nm
+    csr_field_v_per_nm: float | None  # Kingham 2+/1+ = 1 crossing field; None: only 1+
+    csr_slope_dec: float = 0.75  # d log10(2+/1+) / dF near the crossing, decades per V/nm
+    oxide_share: float = 0.0  # share of atoms leaving as MO+ at the reference field
+    oxide_field_scale_v_per_nm: float = 8.0  # MO+ share grows as exp(-(F - F_ref) / scale)
+    neutral_weight: float = 0.0  # weight of the neutral-molecule loss of MO (O2 is 1)
+    dissociation_ref: float = 0.0  # (MO)2+ -> M+ + O+ share of MO at the reference field
+    dissociation_scale_v_per_nm: float = 2.5  # ... growing as exp((F - F_diss) / scale)
+    dissociation_field_v_per_nm: float = 19.0
+
+
+# Barriers: effective values for the element bound in the oxide, calibrated so that the field
+# settles near the paper's conditions (docs/physics.md, "evaporation"); crossing fields of the
+# 2+/1+ Kingham curves from PHYSICS-NOTES (port of a public Kingham-curve script).
+ELEMENTS: dict[str, ElementParams] = {
+    "Li": ElementParams(1.6, 17.0, None, oxide_share=0.01),
+    "O": ElementParams(2.45, 24.0, None),
+    "Ni": ElementParams(2.55, 24.5, 20.1, oxide_share=0.10, neutral_weight=0.30),
+    "Co": ElementParams(2.55, 24.5, 18.1, oxide_share=0.10, neutral_weight=0.15),
+    "Mn": ElementParams(2.50, 24.0, 15.4, oxide_share=0.12, neutral_weight=0.15,
+                        dissociation_ref=0.30, dissociation_field_v_per_nm=19.0),
+    "Cr": ElementParams(2.50, 24.0, 17.1),
+    "Ga": ElementParams(1.30, 15.0, 24.9),
+}
+ELEMENT_ORDER = ["Li", "O", "Mn", "Co", "Ni", "Cr", "Ga"]
+"""Order of elements in the ion table (ions of an element keep this order)."""
+
+
+@dataclass(frozen=True)
+class Chemistry:
+    """Field-dependent molecular-ion chemistry of a phase (empirical; docs/physics.md).
+
+    O2+/O+ (intrinsic, before neutral loss) = ``o2_ratio_ref * exp(-(F - f_ref) / o2_scale)``:
+    falls as the field rises (O2+ dissociates / post-ionises at high field, Schreiber 2014).
+    Neutral loss of O2 and MO molecules = ``1 / (1 + exp((F - loss_field) / loss_scale))``
+    times the molecule's weight: grows as the field drops (Gault 2016, Devaraj 2013).
+    """
+
+    f_ref_v_per_nm: float = 22.0
+    o2_ratio_ref: float = 2.75
+    o2_scale_v_per_nm: float = 6.0
+    loss_field_v_per_nm: float = 14.2
+    loss_scale_v_per_nm: float = 2.0
+    lio_share: float = 0.01
+
+
+CHEMISTRY: dict[str, Chemistry] = {
+    "default": Chemistry(),
+    # LiMn2O4: O2+/O+ shows "no clear trend" with laser energy (paper Fig 7b): weak field slope
+    "LMO": Chemistry(o2_ratio_ref=1.6, o2_scale_v_per_nm=40.0),
+}
+
+
+def chemistry_for(phase_name: str) -> Chemistry:
+    return CHEMISTRY.get(phase_name, CHEMISTRY["default"])
+
+
+def csr21(field_v_per_nm: float, el: ElementParams) -> float:
+    """Kingham-like 2+/1+ ratio: log-linear through the crossing field (1 at the crossing)."""
+    if el.csr_field_v_per_nm is None:
+        return 0.0
+    x = el.csr_slope_dec * (field_v_per_nm - el.csr_field_v_per_nm) * math.log(10.0)
+    return math.exp(max(-60.0, min(60.0, x)))
+
+
+def neutral_loss(field_v_per_nm: float, chem: Chemistry) -> float:
+    """Share of O2 molecules leaving as neutrals (undetected) at this field."""
+    x = (field_v_per_nm - chem.loss_field_v_per_nm) / chem.loss_scale_v_per_nm
+    return 1.0 / (1.0 + math.exp(max(-60.0, min(60.0, x))))
+
+
+# ------------------------------------------------------------------------------ ion table
+@dataclass(frozen=True)
+class IonSpecies:
+    name: str
+    formula: dict[str, int]
+    charge: int
+    mass_da: float  # m/n of the most abundant isotopologue
+
+
+def _ions_of(element: str, all_elements: set[str]) -> list[tuple[dict[str, int], int]]:
+    out: list[tuple[dict[str, int], int]] = []
+    if element == "O":
+        return [({"O": 1}, 1), ({"O": 2}, 1)]
+    p = ELEMENTS[element]
+    out.append(({element: 1}, 1))
+    if p.csr_field_v_per_nm is not None:
+        out.append(({element: 1}, 2))
+    if "O" in all_elements and (p.oxide_share > 0 or element == "Cr"):
+        out.append(({element: 1, "O": 1}, 1))
+    return out
+
+
+@dataclass
+class SpeciesTable:
+    """The ion table of a specimen and the isotopologue arrays for the kernels.
+
+    ``iso_start[s]:iso_start[s+1]`` index ``iso_mass`` (m/n, Da) and ``iso_cdf`` (cumulative
+    abundance, last = 1) of species ``s``.
+    """
+
+    ions: list[IonSpecies]
+    iso_start: np.ndarray = field(repr=False)
+    iso_mass: np.ndarray = field(repr=False)
+    iso_cdf: np.ndarray = field(repr=False)
+
+    @classmethod
+    def for_elements(cls, elements: set[str]) -> SpeciesTable:
+        unknown = sorted(elements - set(ELEMENTS))
+        if unknown:
+            raise ValueError(f"no evaporation parameters for element(s) {unknown}; "
+                             f"known: {sorted(ELEMENTS)}")
+        from apt_daq.isotopes import ion_name
+
+        ions = []
+        for el in ELEMENT_ORDER:
+            if el not in elements:
+                continue
+            for formula, charge in _ions_of(el, elements):
+                name = ion_name(formula, charge)
+                ions.append(IonSpecies(name, formula, charge, ion_mass(name)))
+        start, masses, cdfs = [0], [], []
+        for ion in ions:
+            peaks = isotopologues(ion.formula, ion.charge)
+            m = np.array([p[0] for p in peaks])
+            a = np.array([p[1] for p in peaks])
+            masses.append(m)
+            cdfs.append(np.cumsum(a) / a.sum())
+            start.append(start[-1] + len(m))
+        return cls(ions, np.array(start, np.int64), np.concatenate(masses),
+                   np.concatenate(cdfs))
+
+    def index(self, name: str) -> int:
+        """Index of the named ion, -1 if the specimen has no such ion."""
+        for i, ion in enumerate(self.ions):
+            if ion.name == name:
+                return i
+        return -1
+
+    def as_list(self) -> list[tuple[str, float, int]]:
+        return [(i.name, float(i.mass_da), int(i.charge)) for i in self.ions]
+
+    @property
+    def charges(self) -> np.ndarray:
+        return np.array([i.charge for i in self.ions], np.int8)
+
+
+# ------------------------------------------------------------------------------ channels
+@dataclass
+class Channels:
+    """Evaporation channels of one phase: weights (not normalised), products and atoms.
+
+    ``ion_a``/``ion_b``: species indices of the products (-1 none); ``neutral``: 1 if the event
+    leaves as a neutral molecule (``ion_a`` names its formula; never detected); ``atoms``: atoms
+    removed from the specimen; ``li``: 1 for channels carrying Li (scaled by Li modulation).
+    """
+
+    weight: list[float] = field(default_factory=list)
+    ion_a: list[int] = field(default_factory=list)
+    ion_b: list[int] = field(default_factory=list)
+    neutral: list[int] = field(default_factory=list)
+    atoms: list[int] = field(default_factory=list)
+    li: list[int] = field(default_factory=list)
+
+    def add(self, w: float, a: int, b: int = -1, neutral: int = 0, atoms: int = 1,
+            li: int = 0) -> None:
+        if w > 0 and a >= 0:
+            self.weight.append(w)
+            self.ion_a.append(a)
+            self.ion_b.append(b)
+            self.neutral.append(neutral)
+            self.atoms.append(atoms)
+            self.li.append(li)
+
+
+def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: SpeciesTable,
+                   chem: Chemistry, li_depletion: float = 0.0,
+                   fixed_oxide_share: dict[str, float] | None = None) -> Channels:
+    """Evaporation channels of a phase with ``composition`` (atoms per formula unit) at a field.
+
+    ``li_depletion``: share of the phase's Li that migrated away before the surface reached it
+    (never evaporated). ``fixed_oxide_share``: elements whose MO+ share is a fixed number (the
+    shell's CrO, whose O is part of its composition) rather than the field law.
+    """
+    f = field_v_per_nm
+    ch = Channels()
+    idx = table.index
+    fixed = fixed_oxide_share or {}
+    loss = neutral_loss(f, chem)
+    o_used = 0.0
+    for el in ELEMENT_ORDER:
+        n = composition.get(el, 0.0)
+        if n <= 0 or el == "O":
+            continue
+        p = ELEMENTS[el]
+        if el == "Li":
+            w = n * (1.0 - li_depletion)
+            s = chem.lio_share if idx("LiO+") >= 0 else 0.0
+            ch.add(w * (1 - s), idx("Li+"), li=1)
+            ch.add(w * s, idx("LiO+"), atoms=2, li=1)
+            o_used += w * s
+            continue
+        mo = idx(f"{el}O+")
+        if el in fixed:
+            m_share = fixed[el]
+        elif mo >= 0 and p.oxide_share > 0:
+            m_share = min(0.6, p.oxide_share * math.exp(-(f - chem.f_ref_v_per_nm)
+                                                        / p.oxide_field_scale_v_per_nm))
+        else:
+            m_share = 0.0
+        mol = n * m_share if mo >= 0 else 0.0
+        if mol > 0:
+            lost = mol * min(1.0, loss * p.neutral_weight)
+            diss = 0.0
+            if p.dissociation_ref > 0 and idx("O+") >= 0:
+                diss = (mol - lost) * min(0.95, p.dissociation_ref * math.exp(
+                    (f - p.dissociation_field_v_per_nm) / p.dissociation_scale_v_per_nm))
+            ch.add(lost, mo, neutral=1, atoms=2)
+            ch.add(diss, idx(f"{el}+"), idx("O+"), atoms=2)
+            ch.add(mol - lost - diss, mo, atoms=2)
+            if el not in fixed:
+                o_used += mol
+        atomic = n - mol
+        r = csr21(f, p)
+        p2 = r / (1.0 + r)
+        ch.add(atomic * p2, idx(f"{el}2+"))
+        ch.add(atomic * (1 - p2), idx(f"{el}+"))
+    n_o = composition.get("O", 0.0) - o_used
+    if n_o > 0 and idx("O+") >= 0:
+        r_i = chem.o2_ratio_ref * math.exp(-(f - chem.f_ref_v_per_nm) / chem.o2_scale_v_per_nm)
+        g2 = 2 * r_i / (1 + 2 * r_i)  # share of O atoms leaving paired
+        o2 = n_o * g2 / 2
+        ch.add(o2 * loss, idx("O2+"), neutral=1, atoms=2)
+        ch.add(o2 * (1 - loss), idx("O2+"), atoms=2)
+        ch.add(n_o * (1 - g2), idx("O+"))
+    return ch
