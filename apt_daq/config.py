@@ -157,19 +157,24 @@ class StopConfig(_Model):
 
 
 class FeedbackConfig(_Model):
-    """Incremental PI control of V_dc on the log of the detection rate.
+    """Detection-rate feedback on V_dc: integral control on the log of the rate, gain-scheduled
+    by the measured sensitivity of the rate to the voltage.
 
-    Every readout block (one tick): e = ln(target / rate) (clipped to +-ln(max_error_ratio)),
-    dV / V = kp (e - e_prev) + ki_per_s e dt. Field evaporation is exponential in the field, so a
-    log error gives a loop gain that does not depend on how far off the rate is. The incremental
-    (velocity) form has no integral state to wind up: clamping dV to the ramp rate, the step limit
-    and the HV limit is the anti-windup.
+    Every readout block: e = ln(target / rate), clipped to +-ln(max_error_ratio) (no ions: the
+    clip). The setpoint moves by d ln V = gain * e / s, where s = d ln(rate) / d ln(V) is
+    estimated from successive blocks (a secant, smoothed, clipped to [5, 300]). Field
+    evaporation is exponential in the field, so s is large (tens to hundreds) and changes with
+    laser energy and temperature; scheduling the gain on it keeps the loop equally fast and
+    stable for any specimen. There is no integral state to wind up: clamping dV to the ramp
+    rate, the step limit and the HV limit is the anti-windup.
     """
 
-    kp: float = Field(0.01, ge=0, description="relative V change per unit change of ln error")
-    ki_per_s: float = Field(0.001, ge=0, description="relative V change per s per unit ln error")
-    max_step_v: float = Field(200.0, gt=0, description="largest setpoint change per tick, V")
-    max_error_ratio: float = Field(10.0, gt=1, description="rate error clip (no ions: this)")
+    gain: float = Field(0.5, gt=0, le=1, description="fraction of the log error corrected/block")
+    sensitivity_initial: float = Field(
+        50.0, ge=5, le=300, description="initial d ln(rate) / d ln(V), before it is measured"
+    )
+    max_error_ratio: float = Field(3.0, gt=1, description="rate error clip (no ions: this)")
+    max_step_v: float = Field(200.0, gt=0, description="largest setpoint change per block, V")
     laser_step_backoff: float = Field(
         0.03, ge=0, lt=0.5, description="fraction V is lowered before a laser-energy increase"
     )
@@ -187,7 +192,7 @@ class RunConfig(_Model):
         0.005, gt=0, lt=1, description="ions detected per pulse (0.005 = 0.5 %)"
     )
     start_voltage_v: float = Field(2000.0, ge=0, description="V_dc before the feedback takes over")
-    chunk_pulses: int = Field(2_000_000, gt=0, description="pulses per DLD readout block")
+    chunk_pulses: int = Field(1_000_000, gt=0, description="pulses per DLD readout block")
     store_raw: bool = Field(True, description="also store the raw DLD records in /raw")
     fracture_rate_fraction: float = Field(
         0.02, gt=0, lt=1, description="rate below this fraction of target after settling ..."

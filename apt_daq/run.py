@@ -50,13 +50,19 @@ class State(enum.IntEnum):
 # ------------------------------------------------------------------------------ feedback
 @dataclass
 class RateController:
-    """Incremental PI on ln(target / rate), output clamped to limit, ramp and step size."""
+    """Integral control of V_dc on ln(target / rate), gain-scheduled by the measured
+    d ln(rate) / d ln(V) (see :class:`apt_daq.config.FeedbackConfig`); output clamped to the
+    HV limit, the ramp rate and the step size."""
 
     target: float
     cfg: FeedbackConfig
     limit_v: float
     ramp_v_per_s: float
-    _e_prev: float | None = None
+    sensitivity: float = 0.0
+    _prev: tuple[float, float] | None = None  # (ln V, ln rate) of the previous block
+
+    def __post_init__(self) -> None:
+        self.sensitivity = self.cfg.sensitivity_initial
 
     def error(self, rate: float) -> float:
         clip = math.log(self.cfg.max_error_ratio)
@@ -64,18 +70,36 @@ class RateController:
             return clip
         return max(-clip, min(clip, math.log(self.target / rate)))
 
+    def _learn(self, v_now: float, rate: float) -> None:
+        """Update the sensitivity from this block and the previous one (a smoothed secant),
+        only in the evaporation regime and when the voltage moved enough to see it."""
+        if rate < 0.1 * self.target or v_now <= 0:
+            self._prev = None
+            return
+        here = (math.log(v_now), math.log(rate))
+        if self._prev is not None:
+            dlnv = here[0] - self._prev[0]
+            if abs(dlnv) > 0.004:
+                s = (here[1] - self._prev[1]) / dlnv
+                if s > 0:
+                    s = min(300.0, max(5.0, s))
+                    self.sensitivity = math.exp(0.7 * math.log(self.sensitivity)
+                                                + 0.3 * math.log(s))
+        self._prev = here
+
     def update(self, rate: float, dt_s: float, v_now: float) -> float:
-        """The next setpoint, V, given the last block's rate (ions/pulse) and duration."""
-        e = self.error(rate)
-        de = 0.0 if self._e_prev is None else e - self._e_prev
-        self._e_prev = e
-        dv = max(v_now, 100.0) * (self.cfg.kp * de + self.cfg.ki_per_s * e * dt_s)
+        """The next setpoint, V, given the last block's rate (ions/pulse) at ``v_now`` and the
+        block's duration ``dt_s``."""
+        self._learn(v_now, rate)
+        dlnv = self.cfg.gain * self.error(rate) / self.sensitivity
+        dv = max(v_now, 100.0) * math.expm1(dlnv)
         step = min(self.cfg.max_step_v, self.ramp_v_per_s * dt_s)
         dv = max(-step, min(step, dv))
         return max(0.0, min(self.limit_v, v_now + dv))
 
     def reset(self) -> None:
-        self._e_prev = None
+        """Forget the previous block (after a laser step or a pause the plant has changed)."""
+        self._prev = None
 
 
 # ------------------------------------------------------------------------------ suspenders
@@ -261,12 +285,12 @@ class Session:
                     if self._abort.is_set():
                         raise RunAborted("abort requested")
                     self._check_suspenders_and_pause(ctl)
+                    pulses_before = dld.counters["pulses"]
                     raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
                     truth = lost = None
                     if hasattr(dld, "read_truth"):
                         truth, lost = dld.read_truth()
-                    block_pulses = int(dld.last_chunk_pulses) if hasattr(
-                        dld, "last_chunk_pulses") else int(r.chunk_pulses)
+                    block_pulses = int(dld.counters["pulses"] - pulses_before)
                     hits, derived, keep, c = process_chunk(raw, cfg.instrument, ranges)
                     for k in counters:
                         counters[k] += int(c.get(k, 0))
