@@ -200,7 +200,7 @@ class HvSafetyVisa(HvSafety):
 
 
 HvSafetyVisa.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=15, deadline=None,
+    max_examples=200, stateful_step_count=15, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_hv_safety_visa = HvSafetyVisa.TestCase
 
