@@ -91,3 +91,43 @@ def hold_rate(leap: VirtualLeap, energy_pj: float, ions: int, target: float = 0.
         v = min(leap.hv.limit_v, settle_voltage(leap, target * math.exp(corr)))
         leap.hv.set_voltage(v)
     return out
+
+
+_CACHE: dict = {}
+
+
+def held_run(spec: str, energy_pj: float, ions: int = 30_000, seed: int = 1,
+             ins: str = "leap5000xs") -> tuple[VirtualLeap, Held]:
+    """A rate-held run, cached for the session (several tests read the same run)."""
+    key = (spec, energy_pj, ions, seed, ins)
+    if key not in _CACHE:
+        leap = make_leap(spec, seed=seed, ins=ins)
+        _CACHE[key] = (leap, hold_rate(leap, energy_pj, ions))
+    return _CACHE[key]
+
+
+def counts(leap: VirtualLeap, truth: np.ndarray) -> dict[str, int]:
+    names = [n for n, _, _ in leap.ion_table]
+    sp = truth["species"]
+    c = np.bincount(sp[sp >= 0], minlength=len(names))
+    return {n: int(c[i]) for i, n in enumerate(names)}
+
+
+def element_counts(leap: VirtualLeap, truth: np.ndarray) -> dict[str, int]:
+    from apt_daq.isotopes import parse_ion
+
+    out: dict[str, int] = {}
+    for name, k in counts(leap, truth).items():
+        formula, _ = parse_ion(name)
+        for el, n in formula.items():
+            out[el] = out.get(el, 0) + n * k
+    return out
+
+
+def li_cation_ratio(leap: VirtualLeap, truth: np.ndarray) -> tuple[float, float]:
+    """Li / (Li + Ni + Co + Mn) and its binomial standard error."""
+    e = element_counts(leap, truth)
+    li = e.get("Li", 0)
+    tot = li + e.get("Ni", 0) + e.get("Co", 0) + e.get("Mn", 0)
+    p = li / tot
+    return p, math.sqrt(p * (1 - p) / tot)
