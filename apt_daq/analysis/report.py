@@ -16,6 +16,7 @@ computed per chunk during acquisition, before any correction could be fitted on 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,17 @@ def analyze(
     roi: str | None = None,
     *,
     subtract_background: bool = False,
+    select: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> RunAnalysis:
     """Analyse a run file (see module doc). ``roi``: 'cylinder:25', 'box:..', 'none', or None
-    for the run file's ``analysis.roi``."""
+    for the run file's ``analysis.roi``.
+
+    ``select``: optional function of a HIT_DTYPE chunk returning a boolean mask; hits outside
+    it are left out of every result (counts, spectrum, hit map, FDA, profile, slices, truth),
+    but still reconstructed, so depths stay those of the whole run. E.g.
+    :func:`laser_pj_select` for one step of a laser-energy schedule. The corrections are
+    fitted on the whole run.
+    """
     from apt_daq.io.store import RunReader
 
     with RunReader(path) as r:
@@ -187,11 +196,18 @@ def analyze(
         scorer = TruthScorer(ion_table, ranges) if has_truth and ion_table else None
         truth_iter = r.iter("truth", CHUNK) if scorer is not None else None
         n_roi = 0
+        n_selected = 0
         for hits in _hits_iter(r, instrument):
             m = corrected_mass(hits, t0, lf, cal)
             ion = range_masses(m, ranges)
-            hist.add(m)
             x, y, z = recon.process(hits)
+            truth = next(truth_iter) if truth_iter is not None else None
+            if select is not None:
+                keep = np.asarray(select(hits), dtype=bool)
+                hits, m, ion, x, y, z = hits[keep], m[keep], ion[keep], x[keep], y[keep], z[keep]
+                truth = truth[keep] if truth is not None else None
+                n_selected += len(hits)
+            hist.add(m)
             rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=len(ranges))
             inside = roi_obj.mask(x, y, z) if roi_obj is not None else np.ones(len(m), bool)
             sel = inside & (ion >= 0)
@@ -209,9 +225,10 @@ def analyze(
             for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
                 sl[k].append(a[s])
             if scorer is not None:
-                truth = next(truth_iter)
                 scorer.add(truth, ion, x, y, z)
-        if scorer is not None and r.has("lost"):
+        if select is not None and n_selected == 0:
+            raise UserError(f"{path}: the selection keeps no hits")
+        if scorer is not None and r.has("lost") and select is None:
             for lost in r.iter("lost", CHUNK):
                 scorer.add_lost(lost)
         meta_counters = r.meta.get("counters")
@@ -260,11 +277,22 @@ def analyze(
     }
     if meta_counters:
         summary["counters"] = meta_counters
+    if select is not None:
+        summary["ions_selected"] = int(n_selected)
     if scorer is not None:
         summary["truth"] = scorer.result({el: comp.fraction(el) for el in comp.atoms})
     slices = {k: np.concatenate(v) if v else np.zeros(0) for k, v in sl.items()}
     return RunAnalysis(summary, ranges, hist, (hitmap, hm_edges, hm_edges), fda_res,
                        profile.result(min_atoms=20), slices, cal, comp)  # fmt: skip
+
+
+def laser_pj_select(laser_pj: float, tol_pj: float = 0.01) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``select`` for :func:`analyze`: the hits taken at one laser energy (a schedule step)."""
+
+    def sel(hits: np.ndarray) -> np.ndarray:
+        return np.abs(hits["laser_pj"].astype(np.float64) - laser_pj) <= tol_pj
+
+    return sel
 
 
 def analyze_run(
