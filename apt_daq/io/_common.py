@@ -118,20 +118,11 @@ def split_trailing_group(pulse: np.ndarray) -> int:
 # ---------------------------------------------------------------------------- run -> ions
 
 
-def _reconstructor(reader):  # pragma: no cover - depends on the pipeline helper's module
-    """The pipeline's reconstruction for this run, or None if it is not available."""
-    try:
-        from apt_daq.analysis import reconstruction
-    except ImportError:
-        return None
-    return reconstruction
-
-
 def run_ions(reader, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
     """Stream a run's /hits and /derived as :data:`ION_DTYPE` chunks (bounded memory).
 
-    Positions come from /derived x, y, z when they are finite; otherwise from the pipeline's
-    reconstruction (:func:`positions_for_export`).
+    Positions come from /derived x, y, z when they are all finite; otherwise the pipeline's
+    streaming reconstruction (:func:`reconstructor_for`) computes them chunk by chunk.
     """
     from apt_daq.errors import DataFileError
 
@@ -139,9 +130,9 @@ def run_ions(reader, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
     if reader.count("derived") != n:
         raise DataFileError(
             f"{reader.path}: /derived has {reader.count('derived')} rows but /hits has {n}: "
-            "the run was not processed to the end (run `apt-daq analyze` first)"
+            "the run was not processed to the end"
         )
-    xyz = positions_for_export(reader)
+    rec = None if derived_positions_finite(reader) else reconstructor_for(reader)
     for i in range(0, n, chunk):
         hits = reader.read("hits", i, min(i + chunk, n))
         der = reader.read("derived", i, min(i + chunk, n))
@@ -150,36 +141,41 @@ def run_ions(reader, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
             out[f] = hits[f]
         out["multiplicity"] = hits["multiplicity"]
         out["mass"] = der["mass"]
-        if xyz is None:
+        if rec is None:
             out["x"], out["y"], out["z"] = der["x"], der["y"], der["z"]
+        elif rec == "zeros":
+            out["x"] = out["y"] = out["z"] = 0.0
         else:
-            out["x"], out["y"], out["z"] = (xyz[k][i : i + len(hits)] for k in range(3))
+            out["x"], out["y"], out["z"] = rec.process(hits)
         yield out
 
 
-def positions_for_export(reader) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """None if /derived x, y, z are all finite (use them); else reconstructed x, y, z in nm.
-
-    Uses the pipeline's reconstruction when it is available; without it the positions are
-    zeros, behind a warning, so that POS/EPOS still carry the mass spectrum.
-    """
-    import logging
-
-    n = reader.count("derived")
-    finite = True
+def derived_positions_finite(reader) -> bool:
+    """True if every /derived x, y, z is finite (a reconstructed run)."""
     for d in reader.iter("derived"):
         if not (np.isfinite(d["x"]).all() and np.isfinite(d["y"]).all()
                 and np.isfinite(d["z"]).all()):
-            finite = False
-            break
-    if finite:
-        return None
-    rec = _reconstructor(reader)
-    if rec is not None and hasattr(rec, "reconstruct_run"):
-        x, y, z = rec.reconstruct_run(reader)
-        return (np.asarray(x, np.float32), np.asarray(y, np.float32), np.asarray(z, np.float32))
-    logging.getLogger("apt_daq.io").warning(
-        "%s: /derived has no reconstructed positions and no reconstruction is available: "
-        "x, y, z exported as 0", reader.path)
-    zeros = np.zeros(n, np.float32)
-    return zeros, zeros, zeros
+            return False
+    return True
+
+
+def reconstructor_for(reader):
+    """The pipeline's streaming Reconstructor configured from the run (its instrument, the
+    analysis.reconstruction config and the specimen's k_f and xi), or "zeros" with a warning
+    when the run has no instrument to reconstruct with."""
+    import logging
+
+    inst = reader.instrument
+    if inst is None:
+        logging.getLogger("apt_daq.io").warning(
+            "%s: no reconstructed positions and no instrument to reconstruct with: x, y, z "
+            "exported as 0", reader.path)
+        return "zeros"
+    from apt_daq.analysis.reconstruction import Reconstructor
+
+    rf = reader.run_file
+    if rf is None:
+        return Reconstructor(inst)
+    rc = rf.analysis.reconstruction
+    return Reconstructor(inst, rc, k_f=rc.field_factor or rf.specimen.field_factor,
+                         xi=rc.image_compression or rf.specimen.image_compression)

@@ -177,3 +177,28 @@ def test_nexus_nxapm_validates(tmp_path: Path, rrng: Path, caplog, simulated: bo
         assert np.array_equal(types, expect)
         ion1 = ap["ranging/peak_identification/ion1"]
         assert ion1["name"][()] == b"Li+" and ion1["nuclide_hash"][0] == 3 + 255 * 256
+
+
+def test_unreconstructed_run_exports_pipeline_reconstruction(tmp_path: Path):
+    """/derived x, y, z NaN (not yet reconstructed): POS gets the pipeline's reconstruction."""
+    from conftest import synthetic_chunks
+
+    from apt_daq.analysis.reconstruction import Reconstructor
+    from apt_daq.config import InstrumentConfig
+    from apt_daq.io.pos import PosFile
+    from apt_daq.io.store import RunWriter
+
+    inst = InstrumentConfig(flight_path_mm=100.0)
+    run = tmp_path / "raw.h5"
+    with RunWriter(run, {"instrument": inst.model_dump(mode="json"), "simulated": True}) as w:
+        for hits, der, _ in synthetic_chunks(9000, chunk=2500):
+            der = der.copy()
+            der["x"] = der["y"] = der["z"] = np.nan
+            w.append(hits=hits, derived=der)
+    out = tmp_path / "raw.pos"
+    assert main(["export", str(run), "--format", "pos", "-o", str(out)]) == 0
+    got = PosFile(out).read()
+    with RunReader(run) as r:
+        x, _y, z = Reconstructor(inst).process(r.read("hits"))
+    assert np.array_equal(got["x"], x) and np.array_equal(got["z"], z)
+    assert np.isfinite(got["x"]).all() and np.ptp(got["x"]) > 1.0  # a real projection, not 0
