@@ -1,0 +1,68 @@
+"""Campaign throughput: a 16-point sweep on a LocalCluster of 2 workers against 1 worker.
+
+Every point is the same CPU-bound, single-threaded work (:func:`apt_daq.campaign.
+synthetic_point`: a fixed number of sorts), so the ratio measures what the campaign machinery
+(submission, per-point JSON, progress events, the table) lets through of the ideal 2x. Cluster
+start-up is outside the timing (a warm-up sweep runs first on each cluster); the table and JSON
+writes are inside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from pathlib import Path
+
+from apt_daq.bench import Result, result
+
+POINTS = 16
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sweep(folder: Path, n: int) -> Path:
+    p = folder / f"bench-{n}.yaml"
+    p.write_text(
+        f"name: bench\nbase: {ROOT / 'configs' / 'runs' / 'nmc811-cr-5pj.yaml'}\n"
+        f"axes:\n  run.seed: {{start: 1, stop: {n}, step: 1}}\n"
+    )
+    return p
+
+
+def _time_sweep(workers: int, work: int, repeat: int, folder: Path) -> float:
+    from apt_daq.campaign import connect, run_campaign, synthetic_point
+
+    fn = functools.partial(synthetic_point, work=work)
+    best = float("inf")
+    with connect(workers=workers) as client:
+        run_campaign(
+            _sweep(folder, workers),
+            folder / f"warm-{workers}",
+            client=client,
+            point_fn=fn,
+            plots=False,
+        )
+        for i in range(repeat):
+            out = folder / f"w{workers}-{i}"
+            t0 = time.perf_counter()
+            res = run_campaign(_sweep(folder, POINTS), out, client=client, point_fn=fn, plots=False)
+            best = min(best, time.perf_counter() - t0)
+            assert res.ran == POINTS and res.errors == 0
+    return best
+
+
+def run(quick: bool = False) -> list[Result]:
+    work, repeat = (15, 1) if quick else (60, 2)
+    with tempfile.TemporaryDirectory(prefix="apt-daq-bench-campaign-") as d:
+        folder = Path(d)
+        t1 = _time_sweep(1, work, repeat, folder)
+        t2 = _time_sweep(2, work, repeat, folder)
+    return [
+        result(
+            f"campaign {POINTS} points, 2 workers vs 1",
+            POINTS / t2,
+            "points/s",
+            POINTS / t1,
+            note=f"{t2:.2f} s vs {t1:.2f} s; ratio = speed-up, target >= 1.7",
+        )
+    ]

@@ -1,0 +1,59 @@
+"""``apt-daq campaign SWEEP.yaml [-o DIR] [--workers N] [--scheduler tcp://HOST:PORT]``."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+from rich.console import Console
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("campaign", help="parameter sweeps of simulated runs on dask.distributed")
+    p.add_argument("sweep", help="sweep YAML (configs/campaigns/...)")
+    p.add_argument("-o", "--out", help="out folder (default: the sweep's out, or "
+                   "runs/campaigns/<name>)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="an existing dask scheduler, e.g. tcp://10.0.0.5:8786 (the out "
+                        "folder must be on a file system the workers share)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate every point and run a synthetic CPU load instead of the "
+                        "simulation (checks that the workers are reached)")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the calibration plot")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_campaign)
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    from apt_daq.campaign import (
+        load_sweep,
+        run_campaign,
+        simulate_and_analyze,
+        synthetic_point,
+    )
+    from apt_daq.errors import UserError
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    sweep = load_sweep(args.sweep)
+    fn = functools.partial(synthetic_point, work=10) if args.dry_run else simulate_and_analyze
+    console = Console()
+    try:
+        res = run_campaign(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
+                           point_fn=fn, progress=not args.quiet, plots=not args.no_plots)
+    except KeyboardInterrupt as e:
+        console.print(f"[yellow]interrupted[/yellow]: {e or 'Ctrl-C'}; outstanding points "
+                      "cancelled, a re-run resumes")
+        return 130
+    n = len(res.rows)
+    console.print(f"{sweep.name}: {n} points: {res.ran} ran, {res.skipped} already finished, "
+                  f"{res.finished} finished, {res.errors} with errors")
+    for r in res.rows:
+        if r.get("error"):
+            console.print(f"  [red]point {r['point']} {r['key']}[/red]: {r['error']}",
+                          highlight=False)
+    console.print(f"table: {res.csv_path}  {res.parquet_path}")
+    for p in res.plots:
+        console.print(f"plot: {p}")
+    return 1 if res.errors else 0
