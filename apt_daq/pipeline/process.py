@@ -15,7 +15,7 @@ from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
 from apt_daq.io.ranges import RangeTable
 from apt_daq.pipeline.corrections import Calibration, correction_factor
 from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
-from apt_daq.pipeline.ranging import RangeLookup, lookup_range
+from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range
 from apt_daq.pipeline.tof import K_DA
 
 
@@ -23,10 +23,13 @@ from apt_daq.pipeline.tof import K_DA
 def fused_kernel(
     pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
     bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
-    lo, hi, start, inv_width,
+    lo, hi, table, inv_width,
     keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion,
 ):  # fmt: skip
-    """Decode + m/n + corrections + ranging; returns (n_kept, n_incomplete, n_bad_sum)."""
+    """Decode + m/n + corrections + ranging; returns (n_kept, n_incomplete, n_bad_sum).
+
+    The range index is that of the stored float32 mass (so /derived is self-consistent).
+    """
     n = pulse.shape[0]
     k = 0
     incomplete = 0
@@ -57,16 +60,35 @@ def fused_kernel(
         det_x_mm[k] = x
         det_y_mm[k] = y
         mass_da[k] = mm
-        ion[k] = lookup_range(mm, lo, hi, start, inv_width)
         k += 1
+    range_pass(mass_da, k, lo, hi, table, inv_width, ion)
     return k, incomplete, bad
+
+
+@njit(cache=True, nogil=True)
+def range_pass(mass_da, k, lo, hi, table, inv_width, ion):
+    """Range the first k stored (float32) masses: a tight table-lookup loop, then the rare
+    edge buckets by binary search. (Kept out of the decode loop: a lookup with a fallback
+    inside the big loop costs ~3x in LLVM's code for it.)"""
+    nb = table.shape[0]
+    for j in range(k):
+        x = np.float64(mass_da[j])
+        r = -1
+        if x >= 0.0:  # also rejects NaN
+            b = int(x * inv_width)
+            if b < nb:
+                r = table[b]
+        ion[j] = r
+    for j in range(k):
+        if ion[j] == EDGE:
+            ion[j] = exact_range(np.float64(mass_da[j]), lo, hi)
 
 
 @njit(cache=True, parallel=True)
 def fused_parallel(
     pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
     bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
-    lo, hi, start, inv_width, n_parts,
+    lo, hi, table, inv_width, n_parts,
     keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion, counts,
 ):  # fmt: skip
     """The fused kernel on ``n_parts`` slices in parallel; each slice compacts its own output
@@ -81,7 +103,7 @@ def fused_parallel(
         k, inc, bad = fused_kernel(
             pulse[a0:b0], t_x1[a0:b0], t_x2[a0:b0], t_y1[a0:b0], t_y2[a0:b0], t_mcp[a0:b0],
             v_dc[a0:b0], v_pulse[a0:b0], bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns,
-            flight_path_mm, beta, vc, bc, lo, hi, start, inv_width,
+            flight_path_mm, beta, vc, bc, lo, hi, table, inv_width,
             keep[a0:b0], tof_ns[a0:b0], det_x_mm[a0:b0], det_y_mm[a0:b0], mass_da[a0:b0],
             ion[a0:b0],
         )  # fmt: skip
@@ -112,7 +134,7 @@ def _args(instrument: InstrumentConfig, calibration: Calibration | None, lookup:
         float(instrument.tdc_bin_ns), float(instrument.signal_velocity_mm_per_ns),
         float(time_sum_bins(instrument)), float(time_sum_tolerance_bins(instrument)),
         float(instrument.t0_ns), float(instrument.flight_path_mm), 1.0, cal.vc, cal.bc,
-        lookup.lo, lookup.hi, lookup.start, float(lookup.inv_width),
+        lookup.lo, lookup.hi, lookup.table, float(lookup.inv_width),
     )  # fmt: skip
 
 

@@ -4,10 +4,10 @@ With disjoint ranges sorted by lower edge, the candidate of m is ``i = searchsor
 side="right") - 1`` and m is ranged if ``m < hi[i]``; otherwise it is unranged (-1). The
 per-ion cost is O(log n_ranges), never a loop over ranges.
 
-For the fused per-chunk kernel a *bucket table* accelerates the search: ``start[b]`` holds
-``searchsorted(lo, b * w, "right")`` for buckets of width w, so a lookup is one division, one
-table read and (almost always) zero or one comparisons, while giving exactly the
-``np.searchsorted`` answer (the scan corrects for any rounding at bucket boundaries).
+For the fused per-chunk kernel a *lookup table* over buckets of width w answers every bucket
+that holds no range edge directly; buckets at (or next to) an edge fall back to the binary
+search, so the answer is exactly the ``np.searchsorted`` one while almost every ion costs one
+table load and no unpredictable branch (random masses make binary-search branches mispredict).
 
 Assisted ranging (:func:`propose_ranges`) predicts the isotopologue positions of given ions
 (:mod:`apt_daq.isotopes`) and places a range on each peak found in the spectrum near them.
@@ -55,52 +55,66 @@ def range_kernel(mass, lo, hi, out):
 
 @dataclass(frozen=True)
 class RangeLookup:
-    """Edges and bucket table of a range table, ready for the kernels."""
+    """Edges and a direct lookup table of a range table, ready for the kernels.
+
+    ``table[b]`` answers every m/n in bucket b = [b w, (b + 1) w) directly (range index or -1)
+    unless an edge falls in or next to that bucket (``EDGE``), where the exact binary search
+    decides. With w = 0.002 Da the table of a 0-250 Da spectrum is 250 kB (L2-resident), and
+    almost every ion is ranged with one load and no unpredictable branch.
+    """
 
     lo: np.ndarray  # float64, sorted lower edges
     hi: np.ndarray  # float64 upper edges
-    start: np.ndarray  # int32 bucket table
+    table: np.ndarray  # int16 bucket answers, EDGE where the binary search must decide
     inv_width: float  # 1 / bucket width, 1/Da
 
     @classmethod
-    def build(cls, ranges: RangeTable | None, bucket_da: float = 0.05) -> RangeLookup:
+    def build(cls, ranges: RangeTable | None, bucket_da: float = 0.002) -> RangeLookup:
         if ranges is None or len(ranges) == 0:
             z = np.zeros(0, dtype=np.float64)
-            return cls(z, z, np.zeros(1, dtype=np.int32), 1.0 / bucket_da)
+            return cls(z, z, np.full(1, -1, dtype=np.int16), 1.0 / bucket_da)
         lo = np.ascontiguousarray(ranges.lo_da, dtype=np.float64)
         hi = np.ascontiguousarray(ranges.hi_da, dtype=np.float64)
-        nb = int(np.ceil(hi.max() / bucket_da)) + 2
         inv = 1.0 / bucket_da
-        thresholds = np.arange(nb, dtype=np.float64) / inv
-        start = np.searchsorted(lo, thresholds, side="right").astype(np.int32)
-        return cls(lo, hi, start, inv)
+        nb = int(np.ceil(hi.max() * inv)) + 2
+        centres = (np.arange(nb) + 0.5) / inv
+        table = range_kernel(centres, lo, hi, np.empty(nb, dtype=np.int16))
+        edge_b = np.floor(np.concatenate([lo, hi]) * inv).astype(np.int64)
+        for d in (-1, 0, 1):
+            idx = np.clip(edge_b + d, 0, nb - 1)
+            table[idx] = EDGE
+        return cls(lo, hi, table, inv)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def lookup_range(m, lo, hi, start, inv_width):
-    """Range index of one m/n via the bucket table (same answer as the binary search)."""
-    n = lo.shape[0]
-    if n == 0 or not (m >= 0.0):
-        return -1
-    b = int(m * inv_width)
-    if b >= start.shape[0]:
-        j = n
-    else:
-        j = start[b]
-    while j < n and lo[j] <= m:
-        j += 1
-    while j > 0 and lo[j - 1] > m:
-        j -= 1
-    j -= 1
+EDGE = -2
+
+
+@njit(cache=True, nogil=True, inline="never")
+def exact_range(m, lo, hi):
+    """Binary-search answer for one m/n (kept out of line: the hot loop stays small)."""
+    j = searchsorted_right(lo, m) - 1
     if j >= 0 and m < hi[j]:
         return j
     return -1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def lookup_range(m, lo, hi, table, inv_width):
+    """Range index of one m/n via the lookup table (the same answer as the binary search)."""
+    r = -1
+    if m >= 0.0:  # also rejects NaN
+        b = int(m * inv_width)
+        if b < table.shape[0]:
+            r = table[b]
+            if r == EDGE:
+                r = exact_range(m, lo, hi)
+    return r
+
+
 @njit(cache=True, nogil=True)
-def range_bucket_kernel(mass, lo, hi, start, inv_width, out):
+def range_bucket_kernel(mass, lo, hi, table, inv_width, out):
     for i in range(mass.shape[0]):
-        out[i] = lookup_range(mass[i], lo, hi, start, inv_width)
+        out[i] = lookup_range(mass[i], lo, hi, table, inv_width)
     return out
 
 

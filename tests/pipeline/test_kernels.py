@@ -121,7 +121,7 @@ def test_range_kernels_match_searchsorted(mass: np.ndarray) -> None:
     want = numpy_range(mass, RANGES.lo_da, RANGES.hi_da)
     got = range_kernel(mass, RANGES.lo_da, RANGES.hi_da, np.empty(len(mass), np.int16))
     lk = RangeLookup.build(RANGES)
-    got2 = range_bucket_kernel(mass, lk.lo, lk.hi, lk.start, lk.inv_width,
+    got2 = range_bucket_kernel(mass, lk.lo, lk.hi, lk.table, lk.inv_width,
                                np.empty(len(mass), np.int16))  # fmt: skip
     want = np.where(np.isnan(mass), -1, want)
     np.testing.assert_array_equal(got, want)
@@ -133,7 +133,7 @@ def test_range_edges_are_half_open() -> None:
     mass = np.concatenate([lo, hi, np.nextafter(hi, 0), np.nextafter(lo, 0)])
     lk = RangeLookup.build(RANGES)
     got = range_bucket_kernel(
-        mass, lk.lo, lk.hi, lk.start, lk.inv_width, np.empty(len(mass), np.int16)
+        mass, lk.lo, lk.hi, lk.table, lk.inv_width, np.empty(len(mass), np.int16)
     )
     np.testing.assert_array_equal(got, numpy_range(mass, lo, hi))
     n = len(lo)

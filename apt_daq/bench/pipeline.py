@@ -1,0 +1,140 @@
+"""Pipeline throughput: each numba kernel beside the same arithmetic in plain numpy, same run.
+
+Entries (all "pipeline ..."):
+- decode + m/n + corrections + ranging (the fused per-chunk kernel, one core), hits/s;
+- the same on 2 threads (prange over slices) against 1 thread;
+- process_chunk as the run engine calls it (fused kernel + assembling HIT/DERIVED records);
+- Bas reconstruction and FDA block counting of large arrays, ions/s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from apt_daq.bench import Result, best_time_s, result
+from apt_daq.config import InstrumentConfig
+from apt_daq.hits import RAW_DTYPE
+from apt_daq.pipeline.corrections import Calibration
+from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
+from apt_daq.pipeline.process import _args, fused_kernel, fused_parallel, process_chunk
+from apt_daq.pipeline.ranging import RangeLookup, ranges_for_ions
+from apt_daq.pipeline.tof import K_DA, flight_time_ns
+
+IONS = ["Li+", "O+", "O2+", "LiO+", "Ni+", "Ni2+", "Co+", "Co2+", "Mn+", "Mn2+", "NiO+", "CoO+",
+        "MnO+", "Cr+", "Cr2+", "CrO+", "Ga+"]  # fmt: skip
+
+
+def synthetic_raw(n: int, inst: InstrumentConfig, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mass = rng.choice([7.016, 15.995, 31.99, 57.935, 28.968, 58.933, 27.469, 73.93], n)
+    r = 38 * np.sqrt(rng.random(n))
+    phi = rng.uniform(0, 2 * np.pi, n)
+    x, y = r * np.cos(phi), r * np.sin(phi)
+    v = np.full(n, 6000.0)
+    t = flight_time_ns(mass, v, inst.flight_path_mm, x, y) + rng.exponential(0.3, n)
+    b, d, s = inst.tdc_bin_ns, inst.delay_line_offset_ns, inst.signal_velocity_mm_per_ns
+    raw = np.zeros(n, RAW_DTYPE)
+    raw["pulse"] = np.cumsum(rng.geometric(0.005, n))
+    raw["t_mcp"] = np.round(t / b)
+    raw["t_x1"] = np.round((t + d + x / s) / b)
+    raw["t_x2"] = np.round((t + d - x / s) / b)
+    raw["t_y1"] = np.round((t + d + y / s) / b)
+    raw["t_y2"] = np.round((t + d - y / s) / b)
+    raw["t_x2"][rng.random(n) < 0.02] = -1
+    raw["v_dc"] = v
+    return raw
+
+
+def numpy_pipeline(raw, inst, cal, lo, hi):
+    """The same arithmetic as the fused kernel, vectorised numpy."""
+    a, b, c, d, m = (raw[f].astype(np.int64) for f in ("t_x1", "t_x2", "t_y1", "t_y2", "t_mcp"))
+    s, tol = time_sum_bins(inst), time_sum_tolerance_bins(inst)
+    ok = (a >= 0) & (b >= 0) & (c >= 0) & (d >= 0) & (m >= 0)
+    ok &= (np.abs(a + b - 2 * m - s) <= tol) & (np.abs(c + d - 2 * m - s) <= tol)
+    keep = np.flatnonzero(ok)
+    half = 0.5 * inst.tdc_bin_ns * inst.signal_velocity_mm_per_ns
+    x = (a[keep] - b[keep]) * half
+    y = (c[keep] - d[keep]) * half
+    t = m[keep] * inst.tdc_bin_ns - inst.t0_ns
+    v = raw["v_dc"][keep].astype(np.float64) + raw["v_pulse"][keep]
+    mass = K_DA * v * t * t / ((inst.flight_path_mm**2 + x * x + y * y) * 1e-6)
+    u = v * 1e-3
+    vc, bc = cal.vc, cal.bc
+    xs, ys = x / 10, y / 10
+    f = (vc[0] + u * (vc[1] + u * vc[2])) * (bc[0] + bc[1] * xs + bc[2] * ys + bc[3] * xs * xs
+                                             + bc[4] * xs * ys + bc[5] * ys * ys)  # fmt: skip
+    mass /= f
+    j = np.searchsorted(lo, mass, side="right") - 1
+    ion = np.where((j >= 0) & (mass < hi[np.clip(j, 0, None)]), j, -1).astype(np.int16)
+    return keep, x.astype(np.float32), y.astype(np.float32), mass.astype(np.float32), ion
+
+
+def run(quick: bool = False) -> list[Result]:
+    inst = InstrumentConfig()
+    n = 1_000_000 if quick else 20_000_000
+    raw = synthetic_raw(n, inst)
+    ranges = ranges_for_ions(IONS)
+    lookup = RangeLookup.build(ranges)
+    cal = Calibration((0.998, 0.0005, -1e-5), (1.0, 1e-4, -1e-4, 2e-4, 0.0, 2e-4))
+    cols = tuple(
+        raw[f] for f in ("pulse", "t_x1", "t_x2", "t_y1", "t_y2", "t_mcp", "v_dc", "v_pulse")
+    )
+    args = _args(inst, cal, lookup)
+    outs = (np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32),
+            np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.int16))  # fmt: skip
+    fused_kernel(*cols[:100], *args, *outs)  # compile / load cache
+    repeat = 3 if quick else 5
+    t_nb = best_time_s(lambda: fused_kernel(*cols, *args, *outs), repeat)
+    t_np = best_time_s(
+        lambda: numpy_pipeline(raw, inst, cal, lookup.lo, lookup.hi), 2 if quick else 3
+    )
+    out = [result("pipeline decode+m/n+corrections+ranging (1 core)", n / t_nb, "hits/s", n / t_np,
+                  "fused numba kernel vs vectorised numpy; >= 5x and >= 2e8 hits/s targeted")]  # fmt: skip
+    counts = np.zeros((2, 3), np.int64)
+    fused_parallel(*cols, *args, 2, *outs, counts)
+    t_par = best_time_s(lambda: fused_parallel(*cols, *args, 2, *outs, counts), repeat)
+    out.append(result("pipeline decode+m/n+corrections+ranging (2 threads)", n / t_par, "hits/s",
+                      n / t_nb, "prange over 2 slices vs 1 core"))  # fmt: skip
+    process_chunk(raw[:1000], inst, ranges, calibration=cal, lookup=lookup)
+    t_pc = best_time_s(
+        lambda: process_chunk(raw, inst, ranges, calibration=cal, lookup=lookup), repeat
+    )
+    out.append(result("pipeline process_chunk (records assembled, 1 core)", n / t_pc, "hits/s",
+                      n / t_np, "vs the numpy arithmetic alone"))  # fmt: skip
+
+    # reconstruction
+    from apt_daq.analysis.reconstruction import bas_kernel
+
+    m = n
+    rng = np.random.default_rng(1)
+    dx, dy = rng.uniform(-30, 30, (2, m)).astype(np.float32)
+    vv = np.linspace(4000, 9000, m)
+    xo, yo, zo = (np.empty(m, np.float32) for _ in range(3))
+    area = np.pi * 40.0**2
+    rec = (dx, dy, vv, 100.0, 3.3, 28.0, 1.65, 0.0094, area, 0.8, 0.0, 0, xo, yo, zo)
+    bas_kernel(*(a[:10] if isinstance(a, np.ndarray) else a for a in rec))
+
+    def numpy_bas():
+        r = vv / (3.3 * 28.0)
+        x = dx * 1.65 * r / 100.0
+        y = dy * 1.65 * r / 100.0
+        dz = 0.0094 * 100.0**2 * (3.3 * 28.0) ** 2 / (area * 0.8 * 1.65**2 * vv * vv)
+        z = np.cumsum(dz) + r * (1 - np.sqrt(1 - np.minimum((x * x + y * y) / (r * r), 1)))
+        return x, y, z
+
+    t_rb = best_time_s(lambda: bas_kernel(*rec), repeat)
+    t_rn = best_time_s(numpy_bas, 2 if quick else 3)
+    out.append(result("pipeline Bas reconstruction", m / t_rb, "ions/s", m / t_rn,
+                      f"{m:.0e} ions: {t_rb:.2f} s numba vs {t_rn:.2f} s numpy"))  # fmt: skip
+    # FDA block counts
+    from apt_daq.analysis.fda import block_counts_kernel, fda
+
+    seq = (rng.random(m) < 0.25).astype(np.uint8)
+    block_counts_kernel(seq[:1000], 100)
+    t_fb = best_time_s(lambda: fda(seq, 100), repeat)
+    t_fn = best_time_s(
+        lambda: seq[: m // 100 * 100].reshape(-1, 100).sum(axis=1), 2 if quick else 3
+    )
+    out.append(result("pipeline FDA (blocks of 100)", m / t_fb, "ions/s", m / t_fn,
+                      "numba block counts + chi2 vs numpy reshape-sum alone"))  # fmt: skip
+    return out
