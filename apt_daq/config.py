@@ -160,8 +160,8 @@ class FeedbackConfig(_Model):
     """Detection-rate feedback on V_dc: integral control on the log of the rate, gain-scheduled
     by the measured sensitivity of the rate to the voltage.
 
-    Every readout block: e = ln(target / rate), clipped to +-ln(max_error_ratio) (no ions: the
-    clip). The setpoint moves by d ln V = gain * e / s, where s = d ln(rate) / d ln(V) is
+    Every readout block: e = ln(target / rate), clipped to [-4 ln(max_error_ratio),
+    ln(max_error_ratio)] (no ions: the upper clip; a burst is corrected four times faster). The setpoint moves by d ln V = gain * e / s, where s = d ln(rate) / d ln(V) is
     estimated from successive blocks (a secant, smoothed, clipped to [5, 300]). Field
     evaporation is exponential in the field, so s is large (tens to hundreds) and changes with
     laser energy and temperature; scheduling the gain on it keeps the loop equally fast and
@@ -173,10 +173,10 @@ class FeedbackConfig(_Model):
     sensitivity_initial: float = Field(
         50.0, ge=5, le=300, description="initial d ln(rate) / d ln(V), before it is measured"
     )
-    max_error_ratio: float = Field(3.0, gt=1, description="rate error clip (no ions: this)")
+    max_error_ratio: float = Field(3.0, gt=1, description="rate error clip upwards (no ions)")
     max_step_v: float = Field(200.0, gt=0, description="largest setpoint change per block, V")
     laser_step_backoff: float = Field(
-        0.03, ge=0, lt=0.5, description="fraction V is lowered before a laser-energy increase"
+        0.05, ge=0, lt=0.5, description="fraction V is lowered before a laser-energy increase"
     )
 
 

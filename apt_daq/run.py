@@ -65,10 +65,12 @@ class RateController:
         self.sensitivity = self.cfg.sensitivity_initial
 
     def error(self, rate: float) -> float:
-        clip = math.log(self.cfg.max_error_ratio)
+        """ln(target / rate), clipped: slowly up (no ions: +ln max_error_ratio), fast down
+        (a burst of evaporation is what breaks specimens)."""
+        up = math.log(self.cfg.max_error_ratio)
         if rate <= 0:
-            return clip
-        return max(-clip, min(clip, math.log(self.target / rate)))
+            return up
+        return max(-4 * up, min(up, math.log(self.target / rate)))
 
     def _learn(self, v_now: float, rate: float) -> None:
         """Update the sensitivity from this block and the previous one (a smoothed secant),
@@ -360,12 +362,13 @@ class Session:
                     from apt_daq.live import update_live_png
 
                     update_live_png(self, hits[:0], derived[:0], force=True)
-                if self.state not in (State.FAILED,):
+                fractured = self.state == State.FAILED
+                if not fractured:
                     self._to(State.STOPPING, reason)
                 if progress:
                     progress.close()
                 self._make_safe(ins, pulses, ions, step_i)
-                end = State.FAILED if self.state == State.FAILED else State.DONE
+                end = State.FAILED if fractured else State.DONE
         except (RunAborted, KeyboardInterrupt) as e:
             reason = f"aborted: {e}" if str(e) else "aborted"
             end = State.ABORTED

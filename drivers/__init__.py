@@ -186,7 +186,8 @@ def open_dld(cfg: Any, *, leap: Any = None, chunk_pulses: int | None = None,
         if leap is None:
             raise DriverError("DLD sim", None, "the sim DLD needs the virtual instrument: use "
                               "drivers.open_instruments(run_file) or pass leap=")
-        return _connected(SimDld(leap, chunk_pulses=chunk_pulses or 2_000_000))
+        return _connected(SimDld(leap, chunk_pulses=chunk_pulses or 2_000_000,
+                                 max_chunk_records=c.max_chunk_records))
     if c.backend == "stream":
         from drivers.dld import StreamDld
 

@@ -156,16 +156,26 @@ class SimLaser(Laser):
 
 
 class SimDld(DelayLineDetector):
-    """DLD backend on the virtual LEAP: each ``read_chunk`` fires ``chunk_pulses`` pulses
+    """DLD backend on the virtual LEAP: each ``read_chunk`` fires up to ``chunk_pulses`` pulses
     (``leap.advance``) and returns their raw records; ``read_truth()`` gives the truth aligned
-    with that chunk and the ions lost in it."""
+    with that chunk and the ions lost in it.
 
-    def __init__(self, leap: Any, *, chunk_pulses: int = 2_000_000, resource: str = "sim"):
+    Like a real TDC whose buffer is read out when full, a chunk ends early once it holds
+    ``max_chunk_records`` records: pulses are fired in ``SUB_BLOCKS`` sub-blocks and the chunk
+    stops after the sub-block that filled the buffer. A burst of evaporation (after a laser
+    step, say) therefore gives a short chunk, and the engine's feedback reacts within it.
+    """
+
+    SUB_BLOCKS = 10
+
+    def __init__(self, leap: Any, *, chunk_pulses: int = 2_000_000, resource: str = "sim",
+                 max_chunk_records: int = 65536):
         super().__init__(resource, clock=LeapClock(leap))
         if chunk_pulses <= 0:
             raise ValueError("chunk_pulses must be > 0")
         self.leap = leap
         self.chunk_pulses = int(chunk_pulses)
+        self.max_chunk_records = int(max_chunk_records)
         self._truth = np.zeros(0, TRUTH_DTYPE)
         self._lost = np.zeros(0, TRUTH_DTYPE)
         self.last_block: Any = None
@@ -193,13 +203,21 @@ class SimDld(DelayLineDetector):
                 raise self.not_connected("read_chunk")
             if not self.running:
                 raise DriverError(self.name, "read_chunk", "not started (call start())")
-            block = self.leap.advance(self.chunk_pulses)
-            raw = np.asarray(block.raw)
-            if raw.dtype != RAW_DTYPE:
-                raise DriverError(self.name, "read_chunk", f"simulator gave dtype {raw.dtype}")
-            self._truth, self._lost = block.truth, block.lost
-            self.last_block = block
-            self._count(raw, block.pulses)
+            sub = max(1, -(-self.chunk_pulses // self.SUB_BLOCKS))
+            blocks, fired, records = [], 0, 0
+            while fired < self.chunk_pulses and records < self.max_chunk_records:
+                block = self.leap.advance(min(sub, self.chunk_pulses - fired))
+                if np.asarray(block.raw).dtype != RAW_DTYPE:
+                    raise DriverError(self.name, "read_chunk",
+                                      f"simulator gave dtype {block.raw.dtype}")
+                blocks.append(block)
+                fired += block.pulses
+                records += len(block.raw)
+            raw = np.concatenate([b.raw for b in blocks])
+            self._truth = np.concatenate([b.truth for b in blocks])
+            self._lost = np.concatenate([b.lost for b in blocks])
+            self.last_block = blocks[-1]
+            self._count(raw, fired)
             return raw
 
     def read_truth(self) -> tuple[np.ndarray, np.ndarray]:

@@ -168,7 +168,8 @@ class RunReader:
         if not self.path.exists():
             raise DataFileError(f"{self.path}: no such file")
         try:
-            self._f = h5py.File(self.path, "r")
+            # locking=False: a run still being written can be read (info, live analysis)
+            self._f = h5py.File(self.path, "r", locking=False)
         except OSError as e:
             raise DataFileError(f"{self.path}: not a readable HDF5 run file ({e})") from None
         if "meta" not in self._f:

@@ -48,19 +48,32 @@ class FakeLeap:
 
 
 def test_sim_dld_chunks_truth_and_counters():
+    # 1000 pulses per chunk, fired in SimDld.SUB_BLOCKS sub-blocks of 100 pulses
     dld = SimDld(FakeLeap(), chunk_pulses=1000)
     dld.connect()
     with pytest.raises(DriverError, match="not started"):
         dld.read_chunk(1.0)
     dld.start()
+    subs = SimDld.SUB_BLOCKS
     for _ in range(2):
         raw = dld.read_chunk(1.0)
         truth, lost = dld.read_truth()
-        assert raw.dtype == RAW_DTYPE and len(truth) == len(raw)
-        assert np.array_equal(truth["pulse"], raw["pulse"]) and len(lost) == 1
-    assert dld.counters == {"pulses": 2000, "hits": 6, "multi_hits": 2, "dropped": 0}
+        assert raw.dtype == RAW_DTYPE and len(truth) == len(raw) == 3 * subs
+        assert np.array_equal(truth["pulse"], raw["pulse"]) and len(lost) == subs
+        assert np.all(np.diff(raw["pulse"].astype(np.int64)) >= 0)
+    assert dld.counters == {"pulses": 2000, "hits": 6 * subs, "multi_hits": 2 * subs,
+                            "dropped": 0}
     assert dld.ion_table[1][0] == "O2+"
     dld.stop()
+
+
+def test_sim_dld_chunk_ends_early_when_the_buffer_fills():
+    # a burst: each 100-pulse sub-block gives 3 records; a 7-record buffer is full after 3
+    dld = SimDld(FakeLeap(), chunk_pulses=1000, max_chunk_records=7)
+    dld.connect()
+    dld.start()
+    raw = dld.read_chunk(1.0)
+    assert len(raw) == 9 and dld.counters["pulses"] == 300
 
 
 def test_sim_hv_on_virtual_leap_idles_instead_of_sleeping():
