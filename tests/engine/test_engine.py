@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from apt_daq.config import load_run
 from apt_daq.io.store import RunReader
