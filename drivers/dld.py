@@ -33,7 +33,15 @@ def parse_tcp_url(url: str) -> tuple[str, int]:
 
 class StreamDld(DelayLineDetector):
     """Client of the DLD record stream. ``read_chunk`` returns one DATA frame's records (split
-    into pieces of at most ``max_chunk_records``)."""
+    into pieces of at most ``max_chunk_records``); ``last_chunk_pulses`` is the pulses the last
+    chunk covers (a split frame's pulses are shared out in proportion to the records).
+
+    A DATA frame of 0 pulses and 0 records is a status frame (the front end reports drops while
+    no pulses fire): ``read_chunk`` counts its drops and reads on. ``overflow()`` is True while
+    the newest frame received reports dropped records (the front end is overflowing); it also
+    takes in, without blocking, frames already waiting on the socket, so it stays current while
+    the run is paused and not reading.
+    """
 
     def __init__(self, url: str, *, timeout_s: float = 2.0, max_chunk_records: int = 65536,
                  clock: Clock | None = None):
@@ -43,9 +51,11 @@ class StreamDld(DelayLineDetector):
         self.max_chunk_records = max_chunk_records
         self._sock: socket.socket | None = None
         self._decoder = fr.FrameDecoder()
-        self._ready: deque[np.ndarray] = deque()
+        self._ready: deque[tuple[np.ndarray, int]] = deque()
         self._pending_frames: deque[fr.Frame] = deque()
         self.last_frame: fr.Frame | None = None
+        self.last_chunk_pulses = 0
+        self._latest_dropped = 0
 
     def connect(self) -> None:
         with self.lock:
@@ -93,10 +103,33 @@ class StreamDld(DelayLineDetector):
                 raise ConnectionLost(self.name, command, f"link lost: {e}") from e
             if not data:
                 raise ConnectionLost(self.name, command, "the front end closed the connection")
-            try:
-                self._pending_frames.extend(self._decoder.feed(data))
-            except fr.FrameError as e:
-                raise BadReply(self.name, command, f"corrupt stream: {e}") from e
+            self._take(data, command)
+
+    def _take(self, data: bytes, command: str) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except fr.FrameError as e:
+            raise BadReply(self.name, command, f"corrupt stream: {e}") from e
+        for f in frames:
+            if f.kind == fr.DATA:
+                self._latest_dropped = f.dropped
+        self._pending_frames.extend(frames)
+
+    def overflow(self) -> bool:
+        """True while the front end reports dropped records in its newest frame."""
+        with self.lock:
+            if self._sock is None or not self.running:
+                return False
+            while select.select([self._sock], [], [], 0)[0]:
+                try:
+                    data = self._sock.recv(1 << 20)
+                except OSError as e:
+                    raise ConnectionLost(self.name, "overflow", f"link lost: {e}") from e
+                if not data:
+                    raise ConnectionLost(self.name, "overflow",
+                                         "the front end closed the connection")
+                self._take(data, "overflow")
+            return self._latest_dropped > 0
 
     def start(self) -> None:
         with self.lock:
@@ -108,7 +141,8 @@ class StreamDld(DelayLineDetector):
         an empty chunk once the front end has ended the acquisition."""
         with self.lock:
             if self._ready:
-                return self._ready.popleft()
+                chunk, self.last_chunk_pulses = self._ready.popleft()
+                return chunk
             if not self.running:
                 raise DriverError(self.name, "read_chunk", "not started (call start())")
             while True:
@@ -121,9 +155,16 @@ class StreamDld(DelayLineDetector):
                     return np.zeros(0, RAW_DTYPE)
                 if f.kind == fr.DATA:
                     self._count(f.records, f.n_pulses, f.dropped)
+                    if f.n_pulses == 0 and not len(f.records):
+                        continue  # a status frame: no pulses, nothing to return
                     n = self.max_chunk_records
-                    for i in range(n, len(f.records), n):
-                        self._ready.append(f.records[i:i + n])
+                    total = len(f.records)
+                    given = 0
+                    for i in range(n, total, n):
+                        share = f.n_pulses * (min(i + n, total) - i) // total
+                        self._ready.append((f.records[i:i + n], share))
+                        given += share
+                    self.last_chunk_pulses = f.n_pulses - given
                     return f.records[:n]
 
     def stop(self) -> None:
@@ -139,7 +180,7 @@ class StreamDld(DelayLineDetector):
                     if f.kind == fr.DATA:
                         self._count(f.records, f.n_pulses, f.dropped)
                         if len(f.records):
-                            self._ready.append(f.records)
+                            self._ready.append((f.records, f.n_pulses))
                     elif f.kind in (fr.END, fr.ERROR):
                         break
             finally:

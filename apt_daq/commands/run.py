@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--live", metavar="PNG", help="refresh a dashboard PNG every few seconds")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--ports-file", metavar="JSON",
+                   help="point the drivers at a running emulator: the resource strings "
+                   "written by `apt-daq emulate --ports-file` (docs/hil.md)")
     p.set_defaults(func=_run)
 
 
@@ -30,6 +33,10 @@ def _run(args: argparse.Namespace) -> int:
         overrides["run.stop.ions"] = args.ions
     if args.seed is not None:
         overrides["run.seed"] = args.seed
+    if getattr(args, "ports_file", None):
+        from apt_daq.commands.emulate import ports_overrides, read_ports
+
+        overrides.update(ports_overrides(read_ports(args.ports_file)))
     session = Session.from_yaml(args.config, overrides, out=args.out, overwrite=args.overwrite,
                                 progress=not args.quiet, live_png=args.live)
     restore = install_sigint(session)

@@ -1,0 +1,94 @@
+"""``apt-daq emulate INSTRUMENT_OR_RUN.yaml [--host H] [--ports-file F] [--speed X] [--seed S]
+[--fault SPEC ...] [--faults FILE]``: the virtual LEAP on real sockets and a pty (HIL).
+
+Prints the resource strings as one JSON line (and writes them to ``--ports-file``), then serves
+until SIGTERM/SIGINT or ``shutdown`` on the control port. See ``docs/hil.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from apt_daq.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emulate", help="serve the simulated instruments over their wire "
+                       "protocols (hardware in the loop)")
+    add_arguments(p)
+    p.set_defaults(func=_emulate)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="instrument YAML (configs/instruments/...) or run YAML")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--ports-file", help="write the resource strings here as JSON")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="instrument seconds per wall second (default 1: real time)")
+    p.add_argument("--seed", type=int, help="random seed (default: the run file's)")
+    p.add_argument("--specimen", help="specimen YAML when CONFIG is an instrument file "
+                   "(default configs/specimens/nmc811-cr.yaml)")
+    p.add_argument("--block-pulses", type=int,
+                   help="pulses per DLD readout block (default: the run's chunk_pulses, "
+                   "else 200000)")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="inject a fault, e.g. 'interlock:at_pulse=400000,duration_s=0.5' "
+                   "(repeatable; kinds: drop stall garbage slow hv_trip interlock overflow "
+                   "reboot)")
+    p.add_argument("--faults", metavar="YAML", help="a YAML list of faults")
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from sim.emulator import load_faults, parse_fault, serve
+
+    if args.speed <= 0:
+        raise UserError(f"--speed: must be > 0, got {args.speed:g}")
+    if args.block_pulses is not None and args.block_pulses <= 0:
+        raise UserError(f"--block-pulses: must be > 0, got {args.block_pulses}")
+    faults = []
+    try:
+        for spec in args.fault:
+            faults.append(parse_fault(spec))
+        if args.faults:
+            faults.extend(load_faults(args.faults))
+    except (ValueError, OSError) as e:
+        raise UserError(str(e)) from None
+    if not Path(args.config).exists():
+        raise UserError(f"{args.config}: file not found")
+    return serve(args.config, host=args.host, ports_file=args.ports_file, speed=args.speed,
+                 seed=args.seed, faults=faults, specimen=args.specimen,
+                 block_pulses=args.block_pulses)
+
+
+def read_ports(path: str | Path) -> dict[str, str]:
+    """The emulator's ports file (JSON) as a dict; UserError naming the file if unusable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the emulator's ports file: {e.strerror or e}"
+                        ) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of resource strings")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def ports_overrides(ports: dict[str, Any]) -> dict[str, str]:
+    """Run-file overrides pointing the drivers at the emulator: laser ``resource`` (SCPI), HV
+    ``resource`` (SCPI) and ``url`` (serial pty), DLD ``url`` (stream). Each backend uses the
+    field it needs, so one run file may pick scpi or serial for the HV supply."""
+    keys = {"laser": "drivers.laser.resource", "hv": "drivers.hv.resource",
+            "hv_serial": "drivers.hv.url", "dld": "drivers.dld.url"}
+    return {path: str(ports[k]) for k, path in keys.items() if k in ports}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sim.emulator ...``: the same as ``apt-daq emulate ...``."""
+    from apt_daq.cli import main as cli_main
+
+    return cli_main(["emulate", *(sys.argv[1:] if argv is None else argv)])

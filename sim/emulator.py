@@ -1,0 +1,831 @@
+"""Hardware-in-the-loop emulator: one virtual LEAP served over the instruments' real wires.
+
+The device models are the simulator's (:class:`sim.instrument.VirtualLeap`); the wire
+interfaces are thin (Lewis style) and documented in ``docs/protocols.md``:
+
+- laser: SCPI on a TCP socket (``TCPIP::host::port::SOCKET``, LF terminated);
+- HV supply: SCPI on a TCP socket, and its terse line protocol on a pseudo-terminal
+  (``/dev/pts/N``, CR LF), both on the same model;
+- delay-line detector: raw records in the binary framing of ``drivers/dld_stream.py`` on TCP
+  (``tcp://host:port``). After START the front end fires the laser in readout blocks of
+  ``block_pulses`` pulses while emission is on, paced in real time, and sends one DATA frame
+  per block at the block's end;
+- control: a text line protocol on TCP (``status``, ``log``, ``fault KIND key=value ...``,
+  ``clear``, ``shutdown``), replies are one JSON line.
+
+Time: a ``simpy.rt.RealtimeEnvironment`` (``make_environment(realtime=True, speed=X)``) paces
+the pulse clock, so one second of instrument time takes ``1/speed`` s of wall time; the
+virtual LEAP's own clock advances by the same amounts. Settings arriving over any wire act at
+the next pulse block (the latency of real hardware). Every accepted setting is in the device
+models' ``received`` logs (instrument time), the emulator's own record of what the
+instrument got, whatever the drivers believe.
+
+Faults (:class:`Fault`, from a YAML list, ``--fault`` or the control port) are documented in
+``docs/hil.md`` (:data:`FAULT_KINDS`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apt_daq.config import InstrumentConfig, SpecimenConfig
+from apt_daq.hits import RAW_DTYPE
+from drivers import dld_stream as fr
+from sim.instrument import SimBlock, VirtualLeap, make_environment
+from sim.scpi_server import HvScpiInterface, LaserScpiInterface, TcpLineServer
+from sim.serial_server import HvLineInterface, PtyServer
+
+FAULT_KINDS: dict[str, str] = {
+    "drop": "close the open connections of the target (the instrument stays up)",
+    "stall": "the target stops answering for duration_s; commands received meanwhile are lost "
+             "(DLD: frames held back)",
+    "garbage": "the target answers garbage bytes: every reply for duration_s, at least the next "
+               "one (DLD: a burst of bytes that is not a frame)",
+    "slow": "every reply of the target is delayed by delay_s for duration_s",
+    "hv_trip": "the HV supply's over-current protection trips (output off, latched)",
+    "interlock": "the laser safety interlock opens for duration_s (emission off), then closes",
+    "overflow": "the DLD front end overflows for duration_s: it drops every record and reports "
+                "the drops in its frames (dropped > 0), also while the laser is off",
+    "reboot": "the whole instrument reboots: links dropped, devices reset (HV output off, "
+              "setpoint 0, laser emission off), no service for duration_s",
+}
+TARGETS = ("laser", "hv", "hv_serial", "dld", "all")
+DEFAULT_DURATION_S = {"stall": 1.0, "garbage": 0.0, "slow": 5.0, "interlock": 1.0,
+                      "overflow": 1.0, "reboot": 1.0}
+WIRE_TARGETS = ("laser", "hv", "hv_serial", "dld")
+
+
+# ------------------------------------------------------------------------------- faults
+@dataclass
+class Fault:
+    """One fault. ``at_s`` (instrument time since the emulator started) or ``at_pulse`` (laser
+    pulses fired since it started) schedule it; neither: at once. ``duration_s`` and ``delay_s``
+    are wall seconds (the time scale of links and driver timeouts)."""
+
+    kind: str
+    target: str = "all"
+    at_s: float | None = None
+    at_pulse: int | None = None
+    duration_s: float | None = None
+    delay_s: float = 0.2
+    records: int = 100_000  # overflow: records of the burst that flooded the front end
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {self.kind!r}: expected one of "
+                             f"{', '.join(FAULT_KINDS)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"fault target {self.target!r}: expected one of "
+                             f"{', '.join(TARGETS)}")
+        if self.duration_s is None:
+            self.duration_s = DEFAULT_DURATION_S.get(self.kind, 0.0)
+        if self.duration_s < 0 or self.delay_s < 0:
+            raise ValueError("fault duration_s and delay_s must be >= 0")
+
+    def targets(self) -> tuple[str, ...]:
+        return WIRE_TARGETS if self.target == "all" else (self.target,)
+
+
+_FIELDS = {"target": str, "at_s": float, "at_pulse": int, "duration_s": float,
+           "delay_s": float, "records": int}
+
+
+def parse_fault(spec: str) -> Fault:
+    """``KIND[:key=value,...]`` or ``KIND key=value ...`` -> :class:`Fault`.
+
+    ``stall:target=dld,duration_s=3``, ``interlock at_pulse=400000 duration_s=0.5``.
+    """
+    spec = spec.strip()
+    kind, _, rest = spec.replace(":", " ", 1).partition(" ")
+    kw: dict[str, Any] = {}
+    for item in rest.replace(",", " ").split():
+        key, eq, value = item.partition("=")
+        if not eq or key not in _FIELDS:
+            raise ValueError(f"fault {spec!r}: {item!r} is not key=value with key one of "
+                             f"{', '.join(_FIELDS)}")
+        try:
+            kw[key] = _FIELDS[key](value)
+        except ValueError:
+            raise ValueError(f"fault {spec!r}: {key}={value!r} is not a "
+                             f"{_FIELDS[key].__name__}") from None
+    return Fault(kind.lower(), **kw)
+
+
+def load_faults(path: str | Path) -> list[Fault]:
+    """A YAML list of faults (each a mapping of :class:`Fault` fields)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or []
+    if isinstance(data, dict):
+        data = data.get("faults", [])
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of faults (or a faults: key)")
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ValueError(f"{path}: fault {i}: expected a mapping, got {item!r}")
+        try:
+            out.append(Fault(**item))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: fault {i}: {e}") from None
+    return out
+
+
+@dataclass
+class WireState:
+    """Fault state of one link, in wall time (``time.monotonic``)."""
+
+    stall_until: float = 0.0
+    slow_until: float = 0.0
+    delay_s: float = 0.0
+    garbage_until: float = 0.0
+    garbage_next: int = 0
+    down_until: float = 0.0
+
+    def clear(self) -> None:
+        self.stall_until = self.slow_until = self.garbage_until = self.down_until = 0.0
+        self.delay_s = 0.0
+        self.garbage_next = 0
+
+
+def garbage_line(rng: random.Random, n: int = 24) -> str:
+    """ASCII junk without a line end: control characters and symbols, not a number."""
+    alphabet = "".join(chr(c) for c in range(1, 128) if chr(c) not in "\n\r0123456789")
+    return "".join(rng.choice(alphabet) for _ in range(n)) + "#!"
+
+
+# ------------------------------------------------------------------------------- DLD stream
+class DldStreamServer:
+    """The DLD front end's TCP endpoint: one client; START/STOP in, DATA/END frames out.
+
+    Outgoing frames go through a bounded queue and a sender thread, so a slow client never
+    stalls the pulse clock: when the queue is full the block's records are dropped and
+    counted in the next frame's ``dropped`` (what a real front end does on overflow).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_queued: int = 4,
+                 on_event: Callable[[str], None] | None = None):
+        self._sock = socket.create_server((host, port))
+        self.host, self.port = self._sock.getsockname()[:2]
+        self.running = False
+        self.on_event = on_event or (lambda text: None)
+        self._client: socket.socket | None = None
+        self._q: queue.Queue[bytes | None] = queue.Queue(max_queued)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.stall_until = 0.0
+        self.down_until = 0.0
+        self.overflow_dropped = 0  # records dropped because the queue was full
+        self.frames_sent = 0
+        self._threads = [threading.Thread(target=self._accept, daemon=True, name="dld-accept"),
+                         threading.Thread(target=self._send_loop, daemon=True, name="dld-send")]
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def start(self) -> DldStreamServer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            if time.monotonic() < self.down_until:
+                conn.close()
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.drop("a new client connected")
+            with self._lock:
+                self._client = conn
+            self.on_event("dld client connected")
+            threading.Thread(target=self._read_loop, args=(conn,), daemon=True,
+                             name="dld-read").start()
+
+    def _read_loop(self, conn: socket.socket) -> None:
+        dec = fr.FrameDecoder()
+        try:
+            while not self._stop.is_set():
+                data = conn.recv(4096)
+                if not data:
+                    break
+                for f in dec.feed(data):
+                    if f.kind == fr.START:
+                        self.running = True
+                        self.on_event("dld START")
+                    elif f.kind == fr.STOP:
+                        self.running = False
+                        self.on_event("dld STOP")
+                        self._put(fr.encode(fr.END), block=True)
+        except (OSError, fr.FrameError) as e:
+            self.on_event(f"dld client link ended: {e}")
+        finally:
+            with self._lock:
+                if self._client is conn:
+                    self._client = None
+                    self.running = False
+            conn.close()
+
+    def _put(self, data: bytes, block: bool = False) -> bool:
+        try:
+            self._q.put(data, block=block, timeout=1.0 if block else None)
+            return True
+        except queue.Full:
+            return False
+
+    def send_block(self, records: np.ndarray, first_pulse: int, n_pulses: int,
+                   dropped: int = 0) -> int:
+        """Queue one DATA frame; if the queue is full the records are dropped and counted in
+        the next frame. Returns the drops the queued frame reports (-1: not queued)."""
+        if self._client is None:
+            return 0
+        dropped += self.overflow_dropped
+        frame = fr.encode_data(records, first_pulse=first_pulse, n_pulses=n_pulses,
+                               dropped=dropped)
+        if self._put(frame):
+            self.overflow_dropped = 0
+            return dropped
+        self.overflow_dropped = dropped + len(records)
+        return -1
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes straight onto the wire (fault injection)."""
+        self._put(data)
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if data is None:
+                break
+            while time.monotonic() < self.stall_until and not self._stop.is_set():
+                time.sleep(0.01)
+            with self._lock:
+                conn = self._client
+            if conn is None:
+                continue
+            try:
+                conn.sendall(data)
+                self.frames_sent += 1
+            except OSError:
+                self.drop("send failed")
+
+    def drop(self, why: str = "dropped") -> None:
+        with self._lock:
+            conn, self._client = self._client, None
+            self.running = False
+        if conn is not None:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+            self.on_event(f"dld link closed: {why}")
+        while True:  # frames for the old client are void
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.drop("emulator stopping")
+        try:
+            self._q.put_nowait(None)
+        except queue.Full:
+            pass
+        self._sock.close()
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout=2)
+
+
+# ------------------------------------------------------------------------------- emulator
+@dataclass
+class EmulatorStatus:
+    now_s: float
+    pulses: int
+    records: int
+    blocks: int
+    hv_output_on: bool
+    hv_tripped: bool
+    hv_setpoint_v: float
+    hv_measured_v: float
+    laser_emission_on: bool
+    laser_energy_pj: float
+    interlock_open: bool
+    dld_connected: bool
+    dld_running: bool
+    overflow: bool
+    rebooting: bool
+    fractured: bool
+    pending_faults: int
+    faults_fired: list[str] = field(default_factory=list)
+
+
+class Emulator:
+    """The virtual LEAP on sockets and a pty.
+
+    >>> emu = Emulator(instrument, specimen, speed=100, seed=1).start()
+    >>> emu.ports   # {"laser": "TCPIP::127.0.0.1::P::SOCKET", "hv": ..., "hv_serial": ...}
+    >>> emu.inject(Fault("interlock", duration_s=0.5)); emu.stop()
+    """
+
+    def __init__(self, instrument: InstrumentConfig, specimen: SpecimenConfig, *,
+                 base_temperature_k: float = 60.0, seed: int = 0, speed: float = 1.0,
+                 host: str = "127.0.0.1", block_pulses: int = 200_000,
+                 tick_wall_s: float = 0.01, faults: list[Fault] | None = None,
+                 serial: bool = True, warm_up: bool = True):
+        if speed <= 0 or not math.isfinite(speed):
+            raise ValueError(f"speed must be a positive number, got {speed}")
+        if block_pulses <= 0:
+            raise ValueError(f"block_pulses must be > 0, got {block_pulses}")
+        self.instrument, self.specimen = instrument, specimen
+        self.base_temperature_k, self.seed, self.speed = base_temperature_k, seed, speed
+        self.host = host
+        self.block_pulses = int(block_pulses)
+        self.piece_pulses = max(1, min(20_000, self.block_pulses // 10))
+        self.tick_s = tick_wall_s * speed  # instrument time of one idle tick
+        self.warm_up = warm_up
+        self.leap = VirtualLeap(instrument, specimen, base_temperature_k=base_temperature_k,
+                                seed=seed)
+        self.lock = threading.RLock()  # one lock around the device models
+        self.events: list[tuple[float, str]] = []  # (instrument time, what happened)
+        self.wire = {t: WireState() for t in WIRE_TARGETS}
+        self._rng = random.Random(seed)
+        self._pending: list[Fault] = list(faults or [])
+        self.fired: list[str] = []
+        self._interlock_until = 0.0
+        self._overflow_until = 0.0
+        self._overflow_fault: Fault | None = None
+        self._overflow_reported = False
+        self._reboot_until = 0.0
+        self.records = self.blocks = 0
+        # per block: (wall s since start, instrument s, first pulse, pulses, records, V, pJ)
+        self.block_log: list[tuple[float, float, int, int, int, float, float]] = []
+        self._wall0 = time.monotonic()
+        self._serial = serial
+        self._stop = threading.Event()  # the pulse clock ends
+        self._quit = threading.Event()  # someone asked the emulator to shut down
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.servers: dict[str, Any] = {}
+        self.interfaces: dict[str, Any] = {}
+        self.env = None
+
+    # -- logging
+    def event(self, what: str) -> None:
+        self.events.append((self.leap.now_s, what))
+
+    # -- lifecycle
+    def start(self) -> Emulator:
+        if self.warm_up:
+            _warm_up(self.instrument, self.specimen)
+        hv, laser = self.leap.hv, self.leap.laser
+        hv_if = HvScpiInterface(hv)
+        las_if = LaserScpiInterface(laser)
+        self.interfaces = {"hv": hv_if, "laser": las_if}
+        self.servers["hv"] = TcpLineServer(self._wrap("hv", hv_if.handle), self.host).start()
+        self.servers["laser"] = TcpLineServer(self._wrap("laser", las_if.handle),
+                                              self.host).start()
+        if self._serial:
+            line_if = HvLineInterface(hv)
+            self.interfaces["hv_serial"] = line_if
+            self.servers["hv_serial"] = PtyServer(
+                self._wrap("hv_serial", line_if.handle, can_drop=False)).start()
+        self.servers["dld"] = DldStreamServer(self.host, on_event=self.event).start()
+        self.servers["control"] = TcpLineServer(self.control, self.host).start()
+        self.env = make_environment(realtime=True, speed=self.speed)
+        self._thread = threading.Thread(target=self._run_clock, daemon=True, name="pulse-clock")
+        self._thread.start()
+        self.event(f"emulator started, speed {self.speed:g}, seed {self.seed}")
+        return self
+
+    @property
+    def ports(self) -> dict[str, str]:
+        """Resource strings: pyvisa for laser/hv, a pty path for hv_serial, tcp:// URLs."""
+        s = self.servers
+        out = {"laser": s["laser"].resource, "hv": s["hv"].resource}
+        if "hv_serial" in s:
+            out["hv_serial"] = s["hv_serial"].path
+        out["dld"] = s["dld"].url
+        out["control"] = f"tcp://{s['control'].host}:{s['control'].port}"
+        return out
+
+    def stop(self) -> None:
+        """Stop the pulse clock and close every endpoint (idempotent)."""
+        with self.lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._quit.set()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for name in ("control", "dld", "laser", "hv", "hv_serial"):
+            srv = self.servers.get(name)
+            if srv is not None:
+                srv.stop()
+        self.event("emulator stopped")
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait` to return (safe from a signal handler)."""
+        self._quit.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until :meth:`request_stop` (a signal, ``shutdown`` on the control port) or
+        :meth:`stop`; True if asked to stop."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._quit.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    # -- wires with faults
+    def _wrap(self, target: str, handle: Callable[[str], str | None],
+              can_drop: bool = True) -> Callable[[str], str | None]:
+        w = self.wire[target]
+
+        def handler(line: str) -> str | None:
+            now = time.monotonic()
+            if now < w.down_until:
+                if can_drop:
+                    raise ConnectionResetError(f"{target} is rebooting")
+                return None
+            if now < w.stall_until:
+                with self.lock:
+                    self.event(f"{target} stalled, lost {line.strip()!r}")
+                return None
+            if now < w.slow_until and w.delay_s > 0:
+                time.sleep(w.delay_s)
+            with self.lock:
+                reply = handle(line)
+            if w.garbage_next > 0 or time.monotonic() < w.garbage_until:
+                w.garbage_next = max(0, w.garbage_next - 1)
+                return garbage_line(self._rng)
+            return reply
+
+        return handler
+
+    # -- faults
+    def inject(self, fault: Fault) -> None:
+        """Fire ``fault`` now, or schedule it if it has ``at_s`` / ``at_pulse``."""
+        with self.lock:
+            if fault.at_s is None and fault.at_pulse is None:
+                self._fire(fault)
+            else:
+                self._pending.append(fault)
+
+    def clear_faults(self) -> None:
+        """Cancel pending faults and end the running ones (interlock closes, links recover)."""
+        with self.lock:
+            self._pending.clear()
+            for w in self.wire.values():
+                w.clear()
+            dld = self.servers.get("dld")
+            if dld is not None:
+                dld.stall_until = dld.down_until = 0.0
+            self._interlock_until = self._overflow_until = self._reboot_until = 0.0
+            if self.leap.laser.interlock_open:
+                self.leap.laser.close_interlock()
+            self.event("faults cleared")
+
+    def _fire(self, f: Fault) -> None:
+        now = time.monotonic()
+        until = now + float(f.duration_s or 0.0)
+        self.fired.append(f.kind)
+        self.event(f"fault {f.kind} target={f.target} duration_s={f.duration_s:g}")
+        dld: DldStreamServer = self.servers["dld"]
+        leap = self.leap
+        if f.kind == "drop":
+            for t in f.targets():
+                if t == "dld":
+                    dld.drop("fault: drop")
+                elif t in ("hv", "laser"):
+                    self.servers[t].drop_clients()
+        elif f.kind == "stall":
+            for t in f.targets():
+                self.wire[t].stall_until = until
+                if t == "dld":
+                    dld.stall_until = until
+        elif f.kind == "garbage":
+            for t in f.targets():
+                if t == "dld":
+                    dld.send_raw(bytes(self._rng.randrange(256) for _ in range(64)))
+                else:
+                    self.wire[t].garbage_next = 1
+                    self.wire[t].garbage_until = until
+        elif f.kind == "slow":
+            for t in f.targets():
+                self.wire[t].delay_s = f.delay_s
+                self.wire[t].slow_until = until
+        elif f.kind == "hv_trip":
+            leap.hv.current_a = leap.hv.trip_current_a * 1.5  # the spike that tripped it
+            leap.hv.trip()
+        elif f.kind == "interlock":
+            leap.laser.open_interlock()
+            self._interlock_until = until
+        elif f.kind == "overflow":
+            self._overflow_until = until
+            self._overflow_fault = f
+        elif f.kind == "reboot":
+            self._reboot_until = until
+            for t in WIRE_TARGETS:
+                self.wire[t].down_until = until
+            dld.down_until = until
+            dld.drop("fault: reboot")
+            for t in ("hv", "laser"):
+                self.servers[t].drop_clients()
+            leap.hv.reset()
+            if leap.hv.tripped:
+                leap.hv.clear_trip()
+            leap.laser.reset()
+            if leap.laser.interlock_open:
+                leap.laser.close_interlock()
+            for iface in self.interfaces.values():
+                if hasattr(iface, "errors"):
+                    iface.errors.clear()
+
+    def _due_faults(self) -> None:
+        now_s, pulses = self.leap.now_s, self.leap.pulses
+        due = [f for f in self._pending
+               if (f.at_s is not None and now_s >= f.at_s)
+               or (f.at_pulse is not None and pulses >= f.at_pulse)]
+        for f in due:
+            self._pending.remove(f)
+            self._fire(f)
+        wall = time.monotonic()
+        if self._interlock_until and wall >= self._interlock_until:
+            self._interlock_until = 0.0
+            self.leap.laser.close_interlock()
+            self.event("interlock closed")
+        if self._reboot_until and wall >= self._reboot_until:
+            self._reboot_until = 0.0
+            self.event("reboot finished")
+
+    @property
+    def overflowing(self) -> bool:
+        return time.monotonic() < self._overflow_until
+
+    # -- the pulse clock
+    def _run_clock(self) -> None:
+        env = self.env
+        env.sync()  # wall time starts now, not at construction
+        proc = env.process(self._clock())
+        try:
+            env.run(until=proc)
+        except Exception as e:  # the instrument died: say so on every wire it still has
+            self.event(f"pulse clock failed: {type(e).__name__}: {e}")
+            print(f"emulator: pulse clock failed: {e}", file=sys.stderr)
+            raise
+
+    def _clock(self):
+        """The pulse clock: while the DLD acquires and the laser emits, fire pieces of
+        ``piece_pulses`` pulses, each paced in real time, and deliver a readout block every
+        ``block_pulses``; settings that arrive meanwhile act from the next piece on (as on the
+        instrument). Otherwise time passes in idle ticks (the HV supply slews)."""
+        dld: DldStreamServer = self.servers["dld"]
+        parts: list[SimBlock] = []
+        while not self._stop.is_set():
+            with self.lock:
+                self._due_faults()
+                booting = self._reboot_until > 0
+                fire = dld.running and self.leap.laser.emission_on and not booting
+                overflow = self.overflowing
+                if fire:
+                    done = sum(p.pulses for p in parts)
+                    piece = min(self.piece_pulses, self.block_pulses - done)
+                    parts.append(self.leap.advance(piece))
+                    dt = parts[-1].duration_s
+                else:
+                    dt = self.tick_s
+                    self.leap.idle(dt)
+            yield env_timeout(self.env, dt)
+            if parts and (not fire or sum(p.pulses for p in parts) >= self.block_pulses):
+                # a full block, or emission went off mid-block: the block ends here
+                blk = _join(parts)
+                parts = []
+                if blk.pulses and dld.running:
+                    self.blocks += 1
+                    self.block_log.append((time.monotonic() - self._wall0, self.leap.now_s,
+                                           blk.first_pulse, blk.pulses, len(blk.raw),
+                                           self.leap.hv.measured_v(),
+                                           self.leap.laser.energy_pj))
+                    self._deliver(dld, blk, overflow)
+            elif not fire and dld.running and (overflow or self._overflow_reported):
+                self._status_frame(dld, overflow, dt)
+
+    def _burst_share(self, dt_instr_s: float) -> int:
+        f = self._overflow_fault
+        if f is None or not f.duration_s:
+            return 1
+        wall = dt_instr_s / self.speed
+        return max(1, math.ceil(f.records * wall / f.duration_s))
+
+    def _deliver(self, dld: DldStreamServer, blk: SimBlock, overflow: bool) -> None:
+        raw = blk.raw
+        if overflow:  # the saturated front end drops every record and says so
+            dld.send_block(raw[:0], blk.first_pulse, blk.pulses,
+                           dropped=len(raw) + self._burst_share(blk.duration_s))
+            self._overflow_reported = True
+            return
+        self.records += len(raw)
+        self._overflow_reported = dld.send_block(raw, blk.first_pulse, blk.pulses) != 0
+
+    def _status_frame(self, dld: DldStreamServer, overflow: bool, dt: float) -> None:
+        """No pulses: a DATA frame of 0 pulses carrying the front end's drop count (status)."""
+        if overflow:
+            dld.send_block(np.zeros(0, RAW_DTYPE), self.leap.pulses, 0,
+                           dropped=self._burst_share(dt))
+            self._overflow_reported = True
+        else:  # the overflow has ended: a clean status frame
+            sent = dld.send_block(np.zeros(0, RAW_DTYPE), self.leap.pulses, 0, dropped=0)
+            self._overflow_reported = sent != 0
+
+    # -- state and logs
+    def status(self) -> EmulatorStatus:
+        with self.lock:
+            hv, las = self.leap.hv, self.leap.laser
+            dld: DldStreamServer = self.servers["dld"]
+            return EmulatorStatus(
+                now_s=self.leap.now_s, pulses=self.leap.pulses, records=self.records,
+                blocks=self.blocks, hv_output_on=hv.output_on, hv_tripped=hv.tripped,
+                hv_setpoint_v=hv.setpoint_v, hv_measured_v=hv.measured_v(),
+                laser_emission_on=las.emission_on, laser_energy_pj=las.energy_pj,
+                interlock_open=las.interlock_open, dld_connected=dld.connected,
+                dld_running=dld.running, overflow=self.overflowing,
+                rebooting=self._reboot_until > 0, fractured=self.leap.fractured,
+                pending_faults=len(self._pending), faults_fired=list(self.fired))
+
+    def device_log(self) -> dict[str, Any]:
+        """The devices' ``received`` logs (instrument time, what, value), the commands each
+        wire saw, the emulator's events and the final state."""
+        with self.lock:
+            return {
+                "hv": [list(r) for r in self.leap.hv.received],
+                "laser": [list(r) for r in self.leap.laser.received],
+                "commands": {k: list(v.commands_seen) for k, v in self.interfaces.items()},
+                "events": [list(e) for e in self.events],
+                "blocks": [list(b) for b in self.block_log],
+                "state": asdict(self.status()),
+            }
+
+    # -- control port
+    def control(self, line: str) -> str | None:
+        """One control command -> one JSON reply line."""
+        words = line.strip().split(None, 1)
+        if not words:
+            return None
+        cmd, rest = words[0].lower(), (words[1] if len(words) > 1 else "")
+        try:
+            if cmd == "status":
+                return json.dumps(asdict(self.status()))
+            if cmd == "log":
+                return json.dumps(self.device_log())
+            if cmd == "ports":
+                return json.dumps(self.ports)
+            if cmd == "fault":
+                f = parse_fault(rest)
+                self.inject(f)
+                return json.dumps({"ok": True, "fault": asdict(f)})
+            if cmd == "clear":
+                self.clear_faults()
+                return json.dumps({"ok": True})
+            if cmd == "faults":
+                return json.dumps(FAULT_KINDS)
+            if cmd == "shutdown":
+                self.request_stop()
+                return json.dumps({"ok": True})
+        except ValueError as e:
+            return json.dumps({"ok": False, "error": str(e)})
+        return json.dumps({"ok": False, "error": f"unknown command {cmd!r}; expected status, "
+                           "log, ports, fault KIND key=value..., clear, faults, shutdown"})
+
+
+def _join(parts: list[SimBlock]) -> SimBlock:
+    """Consecutive pieces as one block."""
+    if len(parts) == 1:
+        return parts[0]
+    return SimBlock(
+        raw=np.concatenate([p.raw for p in parts]),
+        truth=np.concatenate([p.truth for p in parts]),
+        lost=np.concatenate([p.lost for p in parts]),
+        pulses=sum(p.pulses for p in parts), first_pulse=parts[0].first_pulse,
+        duration_s=sum(p.duration_s for p in parts))
+
+
+def env_timeout(env: Any, dt: float) -> Any:
+    return env.timeout(max(dt, 0.0))
+
+
+def _warm_up(instrument: InstrumentConfig, specimen: SpecimenConfig) -> None:
+    """Compile (or load from the numba cache) the physics kernels before serving, so the first
+    readout block is not late by a compilation."""
+    leap = VirtualLeap(instrument, specimen, seed=12345)
+    leap.hv.set_output(True)
+    leap.hv.set_voltage(min(6000.0, leap.hv.limit_v))
+    leap.idle(10.0)
+    leap.laser.set_energy(5.0)
+    leap.laser.set_emission(True)
+    leap.advance(2000)
+
+
+# ------------------------------------------------------------------------------- entry point
+def load_target(path: str | Path, specimen: str | Path | None = None
+                ) -> tuple[InstrumentConfig, SpecimenConfig, float, int, int | None]:
+    """(instrument, specimen, base temperature K, seed, chunk pulses or None) from a run YAML
+    or an instrument YAML (then ``specimen`` names the specimen YAML)."""
+    from apt_daq.config import (
+        ConfigError,
+        RunFile,
+        _compose,
+        detect_model,
+        load_run,
+        load_yaml_model,
+    )
+
+    data, _ = _compose(Path(path))
+    model = detect_model(data if isinstance(data, dict) else {})
+    if model is RunFile:
+        rf = load_run(path)
+        sp = load_yaml_model(specimen, SpecimenConfig) if specimen else rf.specimen
+        return rf.instrument, sp, rf.run.base_temperature_k, rf.run.seed, rf.run.chunk_pulses
+    if model is not InstrumentConfig:
+        raise ConfigError([f"{path}:1: expected an instrument or run YAML"])
+    ins = load_yaml_model(path, InstrumentConfig)
+    if specimen is None:
+        specimen = Path(__file__).resolve().parent.parent / "configs/specimens/nmc811-cr.yaml"
+    return ins, load_yaml_model(specimen, SpecimenConfig), 60.0, 0, None
+
+
+def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path | None = None,
+          speed: float = 1.0, seed: int | None = None, faults: list[Fault] | None = None,
+          specimen: str | Path | None = None, block_pulses: int | None = None,
+          out: Any = None) -> int:
+    """Build the emulator from ``target``, serve until SIGTERM/SIGINT or ``shutdown`` on the
+    control port; writes the resource strings to ``ports_file`` (JSON) and prints them."""
+    out = out or sys.stdout
+    ins, sp, temp_k, run_seed, chunk = load_target(target, specimen)
+    emu = Emulator(ins, sp, base_temperature_k=temp_k,
+                   seed=run_seed if seed is None else seed, speed=speed, host=host,
+                   block_pulses=block_pulses or chunk or 200_000, faults=faults)
+
+    def on_signal(signum: int, frame: object) -> None:
+        emu.request_stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        emu.start()
+        ports = emu.ports
+        text = json.dumps(ports)
+        if ports_file:
+            p = Path(ports_file)
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(text + "\n")
+            tmp.replace(p)  # atomic: a reader never sees half a file
+        print(text, file=out, flush=True)
+        emu.wait()
+    finally:
+        emu.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        if ports_file:
+            Path(ports_file).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":  # python -m sim.emulator ... (same as apt-daq emulate)
+    from apt_daq.commands.emulate import main
+
+    sys.exit(main())
