@@ -40,6 +40,7 @@ import os
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,13 +426,18 @@ def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
     _announce(topic, {"event": "start", "index": task.index})
     t0 = time.perf_counter()
     row = _base_row(task)
-    try:
-        row.update(point_fn(task))
-        row.setdefault("state", "done")
-        row.setdefault("error", None)
-    except Exception as e:
-        row.update(state="error", error=f"{type(e).__name__}: {e}",
-                   traceback=traceback.format_exc(limit=20))
+    # warnings go into the row (the JSON), not onto the terminal of whoever started a worker
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            row.update(point_fn(task))
+            row.setdefault("state", "done")
+            row.setdefault("error", None)
+        except Exception as e:
+            row.update(state="error", error=f"{type(e).__name__}: {e}",
+                       traceback=traceback.format_exc(limit=20))
+    if caught:
+        row["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
     row["duration_s"] = round(time.perf_counter() - t0, 4)
     row.update(config_sha=task.config_sha, point_fn=fn_id, host=os.uname().nodename,
                pid=os.getpid(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -472,7 +478,7 @@ _AFTER = ["state", "reason", "error", "ions", "ranged_ions", "pulses", "duration
           "specimen_name", "coated", "laser_pj", "seed"]
 _GROUPS = ["comp.", "ratio.", "mrp", "fda_mu.", "count."]
 _LAST = ["v_min_v", "v_max_v", "path", "host", "pid", "finished", "config_sha", "point_fn"]
-_JSON_ONLY = {"traceback"}
+_JSON_ONLY = {"traceback", "warnings"}
 
 
 def table_columns(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
@@ -730,7 +736,7 @@ def run_campaign(
         result.csv_path, result.parquet_path = write_table(result.rows, out, params)
         result.errors = sum(1 for r in result.rows if r.get("error"))
     if plots and not result.interrupted:
-        result.plots = _draw(result, tasks, out)
+        result.plots = _draw(result, tasks, out, sweep.name)
     if result.interrupted:
         raise KeyboardInterrupt(f"campaign interrupted; table of finished points: "
                                 f"{result.csv_path}")
@@ -771,12 +777,12 @@ def _submit_and_collect(client: Any, todo: list[PointTask], point_fn: PointFn, f
             client.unsubscribe_topic(topic)
 
 
-def _draw(result: CampaignResult, tasks: list[PointTask], out: Path) -> list[Path]:
+def _draw(result: CampaignResult, tasks: list[PointTask], out: Path, name: str) -> list[Path]:
     from apt_daq.campaign_plots import calibration_figure, has_calibration_data
 
     if not tasks or not has_calibration_data(result.rows):
         return []
     expected = expected_ratios(tasks[0].run_file.specimen)
     path = out / "calibration.png"
-    calibration_figure(result.rows, expected, path, title=Path(out).name)
+    calibration_figure(result.rows, expected, path, title=name)
     return [path]

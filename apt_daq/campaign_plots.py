@@ -75,7 +75,7 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
     """Fig 5 from a results table: ratios against O2+/O+ with dashed stoichiometric lines.
 
     Points are coloured by laser energy (pJ); a specimen that fractured (state ``failed``)
-    is drawn hollow; several specimens get several markers.
+    is drawn hollow; each ratio and specimen in a panel has its own marker.
     """
     import matplotlib
 
@@ -93,11 +93,12 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
     norm = matplotlib.colors.Normalize(min(lasers_ok, default=0), max(lasers_ok, default=1))
     cmap = matplotlib.colormaps["viridis"]
     specimens = sorted({str(r.get("specimen_name", "")) for r in good})
-    markers = dict(zip(specimens, "osD^v<>", strict=False))
     line_colours = {"Li/(Li+Ni+Co+Mn)": "C0", "Ni/(Ni+Co+Mn)": "C0", "O/(Li+O+Ni+Co+Mn)": "C3"}
     for ax, names in panels:
+        shapes = iter("osD^v<>ph*" * 4)  # one marker per (ratio, specimen) in a panel
         for name in names:
             for spec in specimens:
+                marker = next(shapes)
                 for fractured in (False, True):
                     pts = [r for r in good if str(r.get("specimen_name", "")) == spec
                            and (r.get("state") == "failed") == fractured]
@@ -120,7 +121,7 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
                     if fractured:
                         label = f"{label + ' ' if label else ''}(fractured)"
                     ax.scatter(xs, ys, c=cs if not fractured else "none", edgecolors=cs,
-                               marker=markers.get(spec, "o"), s=36, zorder=2,
+                               marker=marker, s=36, zorder=2,
                                label=label if not (len(names) > 1 and fractured) else None)
             if name in expected:
                 ax.axhline(expected[name], ls="--", color=line_colours[name], lw=1.2,

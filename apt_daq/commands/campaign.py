@@ -1,4 +1,5 @@
-"""``apt-daq campaign SWEEP.yaml [-o DIR] [--workers N] [--scheduler tcp://HOST:PORT]``."""
+"""``apt-daq campaign SWEEP.yaml [-o DIR] [--workers N] [--scheduler tcp://HOST:PORT]
+[--ions N] [--dry-run]``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", metavar="ADDR",
                    help="an existing dask scheduler, e.g. tcp://10.0.0.5:8786 (the out "
                         "folder must be on a file system the workers share)")
+    p.add_argument("--ions", type=int, help="detected ions per point (overrides the sweep's; default out folder "
+                   "then gets an -<N>ions suffix)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate every point and run a synthetic CPU load instead of the "
                         "simulation (checks that the workers are reached)")
@@ -27,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _campaign(args: argparse.Namespace) -> int:
     from apt_daq.campaign import (
+        default_out_dir,
         load_sweep,
         run_campaign,
         simulate_and_analyze,
@@ -37,6 +41,13 @@ def _campaign(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be >= 1, got {args.workers}")
     sweep = load_sweep(args.sweep)
+    if args.ions is not None:
+        if args.ions < 1:
+            raise UserError(f"--ions: must be >= 1, got {args.ions}")
+        if not args.out:  # never over the full campaign's runs in the default folder
+            out = default_out_dir(sweep)
+            args.out = str(out.with_name(f"{out.name}-{args.ions}ions"))
+        sweep = sweep.model_copy(update={"ions": args.ions})
     fn = functools.partial(synthetic_point, work=10) if args.dry_run else simulate_and_analyze
     console = Console()
     try:

@@ -221,3 +221,19 @@ def test_ratios_and_calibration_figure(tmp_path: Path):
                   and c.get_offsets().ndim == 2 and c.get_offsets().shape[1] == 2
                   and type(c).__name__ == "PathCollection")
     assert offsets == 4
+
+
+def _warns(task):
+    import warnings
+
+    warnings.warn("poorly conditioned fit", RuntimeWarning, stacklevel=1)
+    return {"state": "done"}
+
+
+def test_point_warnings_go_into_the_row_not_the_terminal(tmp_path: Path, recwarn):
+    s = load_sweep(sweep_file(tmp_path, "axes:\n  run.seed: [1]\n"))
+    (t,) = build_tasks(s, tmp_path)
+    row = execute_point(t, _warns, fn_name(_warns))
+    assert row["warnings"] == ["RuntimeWarning: poorly conditioned fit"]
+    assert len(recwarn) == 0
+    assert "warnings" not in read_table(write_table([row], tmp_path, ["run.seed"])[1])[0]
