@@ -621,6 +621,7 @@ class _Progress:
 
     def __init__(self, name: str, total: int, skipped: int, enabled: bool):
         self.running: set[int] = set()
+        self.finished: set[int] = set()
         self.errors = 0
         self.skipped = skipped
         self.p = None
@@ -649,11 +650,13 @@ class _Progress:
 
     def event(self, ev: tuple[float, dict[str, Any]]) -> None:
         msg = ev[1]
-        if msg.get("event") == "start":
+        # events and results travel apart: a start may arrive after its point's result
+        if msg.get("event") == "start" and int(msg["index"]) not in self.finished:
             self.running.add(int(msg["index"]))
             self._show()
 
     def done(self, index: int, error: bool) -> None:
+        self.finished.add(index)
         self.running.discard(index)
         self.errors += int(error)
         if self.p is not None:

@@ -237,3 +237,16 @@ def test_point_warnings_go_into_the_row_not_the_terminal(tmp_path: Path, recwarn
     assert row["warnings"] == ["RuntimeWarning: poorly conditioned fit"]
     assert len(recwarn) == 0
     assert "warnings" not in read_table(write_table([row], tmp_path, ["run.seed"])[1])[0]
+
+
+def test_progress_running_count_tolerates_late_start_events():
+    """A point's start event may arrive after its result: it must not count as running."""
+    from apt_daq.campaign import _Progress
+
+    bar = _Progress("x", total=3, skipped=0, enabled=False)
+    bar.event((0.0, {"event": "start", "index": 0}))
+    bar.done(1, error=True)
+    bar.event((0.0, {"event": "start", "index": 1}))
+    assert bar.running == {0} and bar.errors == 1
+    bar.done(0, error=False)
+    assert bar.running == set()
