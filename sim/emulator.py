@@ -51,11 +51,13 @@ from sim.serial_server import HvLineInterface, PtyServer
 
 FAULT_KINDS: dict[str, str] = {
     "drop": "close the open connections of the target (the instrument stays up)",
-    "stall": "the target stops answering for duration_s; commands received meanwhile are lost "
-             "(DLD: frames held back)",
+    "stall": "the target's open links stop answering for duration_s; commands received "
+             "meanwhile are lost; links opened later are served (the pty: all traffic stalls; "
+             "DLD: frames held back)",
     "garbage": "the target answers garbage bytes: every reply for duration_s, at least the next "
                "one (DLD: a burst of bytes that is not a frame)",
-    "slow": "every reply of the target is delayed by delay_s for duration_s",
+    "slow": "every reply on the target's open links is delayed by delay_s for duration_s "
+            "(links opened later are served at full speed; the pty: all replies)",
     "hv_trip": "the HV supply's over-current protection trips (output off, latched)",
     "interlock": "the laser safety interlock opens for duration_s (emission off), then closes",
     "overflow": "the DLD front end overflows for duration_s: it drops every record and reports "
@@ -155,11 +157,19 @@ class WireState:
     garbage_until: float = 0.0
     garbage_next: int = 0
     down_until: float = 0.0
+    # TCP links are served one thread each: the links open when a stall or slow fault fired
+    # are the ones it hits (a hung session); links opened later are served normally
+    threads: set[threading.Thread] = field(default_factory=set)
+    hit: set[threading.Thread] | None = None  # None: every link (the pty has only one)
 
     def clear(self) -> None:
         self.stall_until = self.slow_until = self.garbage_until = self.down_until = 0.0
         self.delay_s = 0.0
         self.garbage_next = 0
+        self.hit = None
+
+    def hits_me(self) -> bool:
+        return self.hit is None or threading.current_thread() in self.hit
 
 
 def garbage_line(rng: random.Random, n: int = 24) -> str:
@@ -389,6 +399,7 @@ class Emulator:
         # per block: (wall s since start, instrument s, first pulse, pulses, records, V, pJ)
         self.block_log: list[tuple[float, float, int, int, int, float, float]] = []
         self._wall0 = time.monotonic()
+        self._reset_pieces = False
         self._serial = serial
         self._stop = threading.Event()  # the pulse clock ends
         self._quit = threading.Event()  # someone asked the emulator to shut down
@@ -406,18 +417,11 @@ class Emulator:
     def start(self) -> Emulator:
         if self.warm_up:
             _warm_up(self.instrument, self.specimen)
-        hv, laser = self.leap.hv, self.leap.laser
-        hv_if = HvScpiInterface(hv)
-        las_if = LaserScpiInterface(laser)
-        self.interfaces = {"hv": hv_if, "laser": las_if}
-        self.servers["hv"] = TcpLineServer(self._wrap("hv", hv_if.handle), self.host).start()
-        self.servers["laser"] = TcpLineServer(self._wrap("laser", las_if.handle),
-                                              self.host).start()
+        self.servers["hv"] = TcpLineServer(lambda line: None, self.host).start()
+        self.servers["laser"] = TcpLineServer(lambda line: None, self.host).start()
         if self._serial:
-            line_if = HvLineInterface(hv)
-            self.interfaces["hv_serial"] = line_if
-            self.servers["hv_serial"] = PtyServer(
-                self._wrap("hv_serial", line_if.handle, can_drop=False)).start()
+            self.servers["hv_serial"] = PtyServer(lambda line: None).start()
+        self._bind()
         self.servers["dld"] = DldStreamServer(self.host, on_event=self.event).start()
         self.servers["control"] = TcpLineServer(self.control, self.host).start()
         self.env = make_environment(realtime=True, speed=self.speed)
@@ -425,6 +429,42 @@ class Emulator:
         self._thread.start()
         self.event(f"emulator started, speed {self.speed:g}, seed {self.seed}")
         return self
+
+    def _bind(self) -> None:
+        """Wire interfaces on the current device models, installed in the servers."""
+        hv, laser = self.leap.hv, self.leap.laser
+        self.interfaces = {"hv": HvScpiInterface(hv), "laser": LaserScpiInterface(laser)}
+        if self._serial:
+            self.interfaces["hv_serial"] = HvLineInterface(hv)
+        for name, iface in self.interfaces.items():
+            self.servers[name].handler = self._wrap(name, iface.handle,
+                                                    can_drop=name != "hv_serial")
+
+    def reset(self, seed: int | None = None) -> None:
+        """A fresh specimen in a freshly powered instrument, on the same ports: links
+        dropped, faults cleared, logs emptied (a new virtual LEAP from the same configs)."""
+        with self.lock:
+            self._pending.clear()
+            for w in self.wire.values():
+                w.clear()
+            dld: DldStreamServer = self.servers["dld"]
+            dld.stall_until = dld.down_until = 0.0
+            dld.drop("reset")
+            for t in ("hv", "laser"):
+                self.servers[t].drop_clients()
+            self._interlock_until = self._overflow_until = self._reboot_until = 0.0
+            self._overflow_reported = False
+            self.seed = self.seed if seed is None else seed
+            self.leap = VirtualLeap(self.instrument, self.specimen,
+                                    base_temperature_k=self.base_temperature_k, seed=self.seed)
+            self._reset_pieces = True
+            self._bind()
+            self.events.clear()
+            self.block_log.clear()
+            self.fired.clear()
+            self.records = self.blocks = 0
+            self._wall0 = time.monotonic()
+            self.event(f"reset, seed {self.seed}")
 
     @property
     def ports(self) -> dict[str, str]:
@@ -479,15 +519,17 @@ class Emulator:
 
         def handler(line: str) -> str | None:
             now = time.monotonic()
+            if can_drop:
+                w.threads.add(threading.current_thread())
             if now < w.down_until:
                 if can_drop:
                     raise ConnectionResetError(f"{target} is rebooting")
                 return None
-            if now < w.stall_until:
+            if now < w.stall_until and w.hits_me():
                 with self.lock:
                     self.event(f"{target} stalled, lost {line.strip()!r}")
                 return None
-            if now < w.slow_until and w.delay_s > 0:
+            if now < w.slow_until and w.delay_s > 0 and w.hits_me():
                 time.sleep(w.delay_s)
             with self.lock:
                 reply = handle(line)
@@ -537,6 +579,7 @@ class Emulator:
         elif f.kind == "stall":
             for t in f.targets():
                 self.wire[t].stall_until = until
+                self._scope(t)
                 if t == "dld":
                     dld.stall_until = until
         elif f.kind == "garbage":
@@ -550,6 +593,7 @@ class Emulator:
             for t in f.targets():
                 self.wire[t].delay_s = f.delay_s
                 self.wire[t].slow_until = until
+                self._scope(t)
         elif f.kind == "hv_trip":
             leap.hv.current_a = leap.hv.trip_current_a * 1.5  # the spike that tripped it
             leap.hv.trip()
@@ -576,6 +620,12 @@ class Emulator:
             for iface in self.interfaces.values():
                 if hasattr(iface, "errors"):
                     iface.errors.clear()
+
+    def _scope(self, target: str) -> None:
+        """A stall or slow fault hits the TCP links open now (the pty: all its traffic)."""
+        w = self.wire[target]
+        w.threads = {t for t in w.threads if t.is_alive()}
+        w.hit = None if target == "hv_serial" else set(w.threads)
 
     def _due_faults(self) -> None:
         now_s, pulses = self.leap.now_s, self.leap.pulses
@@ -619,6 +669,8 @@ class Emulator:
         parts: list[SimBlock] = []
         while not self._stop.is_set():
             with self.lock:
+                if self._reset_pieces:  # pieces of the instrument before a reset are void
+                    parts, self._reset_pieces = [], False
                 self._due_faults()
                 booting = self._reboot_until > 0
                 fire = dld.running and self.leap.laser.emission_on and not booting
@@ -638,11 +690,11 @@ class Emulator:
                 parts = []
                 if blk.pulses and dld.running:
                     self.blocks += 1
+                    sent = self._deliver(dld, blk, overflow)
                     self.block_log.append((time.monotonic() - self._wall0, self.leap.now_s,
-                                           blk.first_pulse, blk.pulses, len(blk.raw),
+                                           blk.first_pulse, blk.pulses, sent,
                                            self.leap.hv.measured_v(),
                                            self.leap.laser.energy_pj))
-                    self._deliver(dld, blk, overflow)
             elif not fire and dld.running and (overflow or self._overflow_reported):
                 self._status_frame(dld, overflow, dt)
 
@@ -653,15 +705,20 @@ class Emulator:
         wall = dt_instr_s / self.speed
         return max(1, math.ceil(f.records * wall / f.duration_s))
 
-    def _deliver(self, dld: DldStreamServer, blk: SimBlock, overflow: bool) -> None:
+    def _deliver(self, dld: DldStreamServer, blk: SimBlock, overflow: bool) -> int:
+        """Send one block; returns the records sent (0 if dropped)."""
         raw = blk.raw
         if overflow:  # the saturated front end drops every record and says so
             dld.send_block(raw[:0], blk.first_pulse, blk.pulses,
                            dropped=len(raw) + self._burst_share(blk.duration_s))
             self._overflow_reported = True
-            return
+            return 0
+        reported = dld.send_block(raw, blk.first_pulse, blk.pulses)
+        self._overflow_reported = reported != 0
+        if reported < 0:
+            return 0
         self.records += len(raw)
-        self._overflow_reported = dld.send_block(raw, blk.first_pulse, blk.pulses) != 0
+        return len(raw)
 
     def _status_frame(self, dld: DldStreamServer, overflow: bool, dt: float) -> None:
         """No pulses: a DATA frame of 0 pulses carrying the front end's drop count (status)."""
@@ -719,6 +776,10 @@ class Emulator:
                 f = parse_fault(rest)
                 self.inject(f)
                 return json.dumps({"ok": True, "fault": asdict(f)})
+            if cmd == "reset":
+                seed = int(rest.split("=", 1)[-1]) if rest.strip() else None
+                self.reset(seed)
+                return json.dumps({"ok": True, "seed": self.seed})
             if cmd == "clear":
                 self.clear_faults()
                 return json.dumps({"ok": True})
@@ -730,7 +791,7 @@ class Emulator:
         except ValueError as e:
             return json.dumps({"ok": False, "error": str(e)})
         return json.dumps({"ok": False, "error": f"unknown command {cmd!r}; expected status, "
-                           "log, ports, fault KIND key=value..., clear, faults, shutdown"})
+                           "log, ports, fault KIND key=value..., clear, reset [seed=S], faults, shutdown"})
 
 
 def _join(parts: list[SimBlock]) -> SimBlock:
