@@ -29,5 +29,18 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Hardware in the loop: the emulator in the background, a HIL run through the real drivers
+# (SCPI laser, serial-line HV on a pty, DLD record stream), then the emulator stopped.
+HIL_PORTS := runs/hil-ports.json
+hil: install
+	mkdir -p runs && rm -f $(HIL_PORTS)
+	$(VENV)/bin/apt-daq emulate configs/runs/hil-nmc811-cr.yaml --speed 100 \
+	  --ports-file $(HIL_PORTS) > runs/hil-emulator.log 2>&1 & EMU=$$!; \
+	trap 'kill $$EMU 2>/dev/null; wait $$EMU' EXIT; \
+	for i in $$(seq 600); do test -s $(HIL_PORTS) && break; \
+	  kill -0 $$EMU 2>/dev/null || { cat runs/hil-emulator.log; exit 1; }; sleep 0.2; done; \
+	$(VENV)/bin/apt-daq run configs/runs/hil-nmc811-cr.yaml --ports-file $(HIL_PORTS) \
+	  -o runs/hil-nmc811-cr.h5 --overwrite
+
 clean:
 	rm -rf $(VENV) .numba-cache runs

@@ -16,6 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 HIL_RUN = ROOT / "configs" / "runs" / "hil-nmc811-cr.yaml"
 SPEED = 20.0  # instrument s per wall s: 0.1 s wall per 200k-pulse readout block
+BLOCK_PULSES = 200_000
 START_TIMEOUT_S = 180.0  # a cold numba cache compiles the physics kernels first
 
 
@@ -26,7 +27,8 @@ class EmulatorProcess:
         self.ports_file = tmp / "ports.json"
         self.log_file = tmp / "emulator.log"
         cmd = [sys.executable, "-m", "sim.emulator", str(HIL_RUN), "--ports-file",
-               str(self.ports_file), "--speed", str(speed), *args]
+               str(self.ports_file), "--speed", str(speed), "--block-pulses",
+               str(BLOCK_PULSES), *args]
         self._log = open(self.log_file, "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hil_support import HIL_RUN, ROOT, EmulatorProcess, final_state
+from hil_support import BLOCK_PULSES, HIL_RUN, ROOT, EmulatorProcess, final_state
 
 from apt_daq.commands.emulate import ports_overrides
 from apt_daq.config import load_run
@@ -28,7 +28,8 @@ from drivers.base import BadReply, ConnectionLost, DriverError, DriverTimeout
 pytestmark = pytest.mark.hil
 
 FAULT_PULSE = 1_600_000  # 8 readout blocks after DLD start: the rate has settled by then
-BASE = {"run.start_voltage_v": 3000.0, "run.stop.ions": 10_000}
+BASE = {"run.start_voltage_v": 3000.0, "run.stop.ions": 10_000,
+        "run.chunk_pulses": BLOCK_PULSES}
 
 
 def hil_run(emulator, tmp_path: Path, overrides: dict[str, Any] | None = None
