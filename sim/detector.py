@@ -226,3 +226,92 @@ def truth_rows(pulse: np.ndarray, species: np.ndarray, charge: np.ndarray, mass:
     out["z0"] = z0
     out["detected"] = detected
     return out
+
+
+@njit(cache=True)
+def assemble_block(e_pulse: np.ndarray, det_x: np.ndarray, det_y: np.ndarray, t_ns: np.ndarray,
+                   keep: np.ndarray, e_sp: np.ndarray, e_neu: np.ndarray, e_mass: np.ndarray,
+                   e_x: np.ndarray, e_y: np.ndarray, e_z: np.ndarray, charges: np.ndarray,
+                   b_pulse: np.ndarray, b_t: np.ndarray, b_x: np.ndarray, b_y: np.ndarray,
+                   first: int, n_pulses: int, v0: float, v1: float, laser_pj: float,
+                   bin_ns: float, offset_ns: float, velocity_mm_per_ns: float,
+                   raw: np.ndarray, truth: np.ndarray, lost: np.ndarray) -> None:
+    """Fill one sub-block's RAW and TRUTH rows (record order) and the lost ions' TRUTH rows
+    (event order) in one pass, straight into the output arrays.
+
+    Detected ions (``keep``) and background hits (``b_*``, species -1, NaN truth) are merged by
+    :func:`record_order`; the DC voltage is interpolated linearly over the sub-block (the HV
+    slews); the delay-line times follow the shared contract (:func:`encode_delay_line`). This
+    is the fused form of ``record_order`` + ``Detector.records`` + ``truth_rows``.
+    """
+    n_ev = e_pulse.shape[0]
+    n_b = b_pulse.shape[0]
+    n_k = raw.shape[0] - n_b
+    pulse = np.empty(n_k + n_b, np.int64)
+    t_all = np.empty(n_k + n_b, np.float64)
+    src = np.empty(n_k, np.int64)
+    k = 0
+    m = 0
+    for i in range(n_ev):
+        if keep[i]:
+            pulse[k] = e_pulse[i]
+            t_all[k] = t_ns[i]
+            src[k] = i
+            k += 1
+        else:
+            row = lost[m]
+            row.pulse = e_pulse[i] + first
+            row.species = e_sp[i]
+            row.charge = 0 if e_neu[i] else charges[e_sp[i]]
+            row.mass = e_mass[i]
+            row.x0 = e_x[i]
+            row.y0 = e_y[i]
+            row.z0 = e_z[i]
+            row.detected = 0
+            m += 1
+    for j in range(n_b):
+        pulse[n_k + j] = b_pulse[j]
+        t_all[n_k + j] = b_t[j]
+    order = record_order(pulse, t_all, n_k)
+    nan = np.float32(np.nan)
+    for r in range(n_k + n_b):
+        o = order[r]
+        rel = pulse[o]
+        t = t_all[o]
+        if o < n_k:
+            i = src[o]
+            x = det_x[i]
+            y = det_y[i]
+        else:
+            x = b_x[o - n_k]
+            y = b_y[o - n_k]
+        sx = x / velocity_mm_per_ns
+        sy = y / velocity_mm_per_ns
+        rw = raw[r]
+        rw.pulse = rel + first
+        rw.t_x1 = math.floor((t + offset_ns + sx) / bin_ns + 0.5)
+        rw.t_x2 = math.floor((t + offset_ns - sx) / bin_ns + 0.5)
+        rw.t_y1 = math.floor((t + offset_ns + sy) / bin_ns + 0.5)
+        rw.t_y2 = math.floor((t + offset_ns - sy) / bin_ns + 0.5)
+        rw.t_mcp = math.floor(t / bin_ns + 0.5)
+        rw.v_dc = v0 + (v1 - v0) * float(rel) / n_pulses
+        rw.v_pulse = 0.0
+        rw.laser_pj = laser_pj
+        tr = truth[r]
+        tr.pulse = rel + first
+        tr.detected = 1
+        if o < n_k:
+            i = src[o]
+            tr.species = e_sp[i]
+            tr.charge = 0 if e_neu[i] else charges[e_sp[i]]
+            tr.mass = e_mass[i]
+            tr.x0 = e_x[i]
+            tr.y0 = e_y[i]
+            tr.z0 = e_z[i]
+        else:
+            tr.species = -1
+            tr.charge = 0
+            tr.mass = nan
+            tr.x0 = nan
+            tr.y0 = nan
+            tr.z0 = nan

@@ -58,6 +58,7 @@ DATASETS: dict[str, np.dtype] = {
 }
 _ALIASES = {"lost": "truth_lost"}
 _CHUNK_ROWS = 65536
+_LOG_CHUNK_ROWS = 1024  # one /log row per readout block: small chunks, no rewrite of 2.6 MB
 
 
 def now_iso() -> str:
@@ -94,9 +95,16 @@ class RunWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = h5py.File(self.path, "w")
         self._meta = self._f.create_group("meta")
+        # dataset handles, their file types and row counts, kept so that an append costs
+        # one resize + one low-level write per dataset (no h5py lookups or type inference)
+        self._ds: dict[str, tuple[h5py.Dataset, h5py.h5t.TypeID]] = {}
+        self._rows: dict[str, int] = {}
         for name, dtype in DATASETS.items():
-            self._f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                   chunks=(_CHUNK_ROWS,))
+            rows = _LOG_CHUNK_ROWS if name == "log" else _CHUNK_ROWS
+            d = self._f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                       chunks=(rows,))
+            self._ds[name] = (d, d.id.get_type())
+            self._rows[name] = 0
         self.set_meta("started", now_iso())
         self.set_meta("state", "running")
         self.set_meta("versions", versions())
@@ -108,13 +116,18 @@ class RunWriter:
         self._meta.attrs[key] = json.dumps(value, default=_json_default)
 
     def _extend(self, name: str, rows: np.ndarray) -> None:
-        dset = self._f[name]
+        dset, ftype = self._ds[name]
         want = DATASETS[name]
         if rows.dtype != want:
             raise TypeError(f"/{name}: chunk dtype {rows.dtype} is not {want}")
-        n0 = dset.shape[0]
-        dset.resize((n0 + len(rows),))
-        dset[n0:] = rows
+        rows = np.ascontiguousarray(rows)
+        n0, n = self._rows[name], len(rows)
+        dset.id.set_extent((n0 + n,))
+        fspace = dset.id.get_space()
+        fspace.select_hyperslab((n0,), (n,))
+        # the memory type is the file type (same packed layout): HDF5 copies, no conversion
+        dset.id.write(h5py.h5s.create_simple((n,)), fspace, rows, mtype=ftype)
+        self._rows[name] = n0 + n
 
     def append(self, **chunks: np.ndarray | None) -> None:
         """Append any of raw=, hits=, derived=, truth=, lost= and flush the file."""
@@ -129,7 +142,7 @@ class RunWriter:
             self._f.flush()
 
     def count(self, name: str) -> int:
-        return int(self._f[_name(name)].shape[0])
+        return self._rows[_name(name)]
 
     def finish(self, state: str) -> None:
         self.set_meta("state", state)
