@@ -1,0 +1,131 @@
+"""End-to-end acquisition throughput: the run engine on the simulator (sim + pipeline + store).
+
+- ``engine ions/s (N-ion chunks)``: detected ions per second of CPU of a settled simulated run
+  (Cr-coated NMC811, 5 pJ, 0.5 %, started at its operating voltage), at ~5k ions per DLD chunk
+  (1e6 pulses) and ~50k (1e7 pulses, 262144 records), beside the HDF5 write alone of the same
+  records in the same chunks (the run store's floor on this machine).
+- ``engine 1e10 pulses``: CPU seconds the engine's instrument model spends on 10^10 pulses of
+  empty blocks (field off), beside one simpy timeout per pulse (scaled).
+- ``engine peak RSS``: peak resident memory of a run 10x longer than a short one, beside the
+  short one (each in a fresh process): flat in run length when the two agree.
+CPU time (``time.process_time``) is used so that other load on the machine does not count.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import simpy
+
+from apt_daq.bench import Result, result
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "configs/runs/nmc811-cr-5pj.yaml"
+SETTLED_V = 3150.0  # the run's operating voltage at 0.5 % (found by the feedback)
+
+
+def _overrides(ions: int, chunk_pulses: int, max_records: int) -> dict:
+    return {"run.stop.ions": ions, "run.start_voltage_v": SETTLED_V,
+            "run.chunk_pulses": chunk_pulses, "drivers.dld.max_chunk_records": max_records}
+
+
+def _session_run(path: Path, ions: int, chunk_pulses: int, max_records: int) -> float:
+    from apt_daq.config import load_run
+    from apt_daq.run import Session
+
+    cfg = load_run(RUN, _overrides(ions, chunk_pulses, max_records))
+    t = time.process_time()
+    Session(cfg, out=path, overwrite=True).run()
+    return time.process_time() - t
+
+
+def _write_only(src: Path, dst: Path, chunk_rows: int) -> float:
+    """CPU seconds to write the run's /raw, /hits, /derived, /truth, /truth_lost again through
+    RunWriter in chunks of ``chunk_rows`` hits (the store alone, same records)."""
+    from apt_daq.io.store import RunReader, RunWriter
+
+    with RunReader(src) as r:
+        data = {k: r.read(k) for k in ("raw", "hits", "derived", "truth", "lost")}
+    n = len(data["hits"])
+    frac = {k: len(v) / max(n, 1) for k, v in data.items()}
+    t = time.process_time()
+    with RunWriter(dst, {}, overwrite=True) as w:
+        for i in range(0, n, chunk_rows):
+            j = min(i + chunk_rows, n)
+            w.append(**{k: v[int(i * frac[k]):int(j * frac[k])] for k, v in data.items()})
+        w.finish("done")
+    return time.process_time() - t
+
+
+def _count(path: Path) -> int:
+    from apt_daq.io.store import RunReader
+
+    with RunReader(path) as r:
+        return r.count("hits")
+
+
+def _rss_mb(ions: int) -> float:
+    """Peak RSS (MB) of a fresh process running ``ions`` ions end to end."""
+    code = (
+        "import json, resource, sys, tempfile\n"
+        "from apt_daq.bench.engine import _session_run\n"
+        "from pathlib import Path\n"
+        "d = tempfile.mkdtemp()\n"
+        f"_session_run(Path(d) / 'rss.h5', {ions}, 10_000_000, 262144)\n"
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run(quick: bool = False) -> list[Result]:
+    out: list[Result] = []
+    ions = 200_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        _session_run(tmp / "warm.h5", 20_000, 1_000_000, 65536)  # compile / warm caches
+        for label, chunk, recs in (("5k", 1_000_000, 65536), ("50k", 10_000_000, 262144)):
+            cpu = _session_run(tmp / "run.h5", ions, chunk, recs)
+            n = _count(tmp / "run.h5")
+            per_chunk = n / max(1, -(-ions // max(1, int(chunk * 0.0047))))
+            w_cpu = _write_only(tmp / "run.h5", tmp / "write.h5", int(chunk * 0.0047))
+            out.append(result(
+                f"engine ions/s ({label}-ion chunks)", n / cpu, "detected ions/s (CPU)",
+                n / w_cpu, f"sim + pipeline + HDF5 store, {n} ions, ~{per_chunk:.0f} per "
+                "chunk, vs the HDF5 write alone of the same records"))
+
+    # empty blocks: the instrument model's cost of 1e10 pulses with the field off
+    from apt_daq.bench.sim import _leap
+
+    idle = _leap()
+    idle.hv.set_output(False)
+    n_blocks = 100 if quick else 1000
+    t = time.process_time()
+    for _ in range(n_blocks):
+        idle.advance(10_000_000)
+    per_1e10 = (time.process_time() - t) * 1e10 / (1e7 * n_blocks)
+    env = simpy.Environment()
+
+    def per_pulse(env: simpy.Environment, n: int):
+        for _ in range(n):
+            yield env.timeout(1e-5)
+
+    n_p = 100_000 if quick else 1_000_000
+    env.process(per_pulse(env, n_p))
+    t = time.process_time()
+    env.run()
+    base = (time.process_time() - t) * 1e10 / n_p
+    out.append(result("engine 1e10 pulses", per_1e10, "s CPU", base,
+                      "empty blocks of 1e7 pulses vs one simpy event per pulse (scaled)"))
+
+    short = 100_000 if quick else 300_000
+    rss_s, rss_l = _rss_mb(short), _rss_mb(10 * short)
+    out.append(result("engine peak RSS", rss_l, "MB", rss_s,
+                      f"{10 * short} ions vs {short} ions (50k-ion chunks), fresh processes"))
+    return out
