@@ -207,15 +207,17 @@ class SimDld(DelayLineDetector):
             blocks, fired, records = [], 0, 0
             while fired < self.chunk_pulses and records < self.max_chunk_records:
                 block = self.leap.advance(min(sub, self.chunk_pulses - fired))
-                if np.asarray(block.raw).dtype != RAW_DTYPE:
+                dt = np.asarray(block.raw).dtype
+                if dt is not RAW_DTYPE and dt != RAW_DTYPE:  # identity first: == on a
+                    # structured dtype costs ~30 us of Python in numpy
                     raise DriverError(self.name, "read_chunk",
                                       f"simulator gave dtype {block.raw.dtype}")
                 blocks.append(block)
                 fired += block.pulses
                 records += len(block.raw)
-            raw = np.concatenate([b.raw for b in blocks])
-            self._truth = np.concatenate([b.truth for b in blocks])
-            self._lost = np.concatenate([b.lost for b in blocks])
+            raw = _cat([b.raw for b in blocks])
+            self._truth = _cat([b.truth for b in blocks])
+            self._lost = _cat([b.lost for b in blocks])
             self.last_block = blocks[-1]
             self._count(raw, fired)
             return raw
@@ -227,3 +229,17 @@ class SimDld(DelayLineDetector):
     @property
     def ion_table(self) -> list[tuple[str, float, int]]:
         return self.leap.ion_table
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate a chunk's sub-blocks, skipping empty ones (no copy when only one has rows)."""
+    full = [p for p in parts if len(p)]
+    if len(full) <= 1:
+        return full[0] if full else parts[0][:0]
+    # one allocation and slice copies: np.concatenate promotes structured dtypes in Python
+    out = np.empty(sum(len(p) for p in full), full[0].dtype)
+    i = 0
+    for p in full:
+        out[i:i + len(p)] = p
+        i += len(p)
+    return out

@@ -118,7 +118,7 @@ class RunWriter:
     def _extend(self, name: str, rows: np.ndarray) -> None:
         dset, ftype = self._ds[name]
         want = DATASETS[name]
-        if rows.dtype != want:
+        if rows.dtype is not want and rows.dtype != want:  # identity first (== is slow)
             raise TypeError(f"/{name}: chunk dtype {rows.dtype} is not {want}")
         rows = np.ascontiguousarray(rows)
         n0, n = self._rows[name], len(rows)
