@@ -581,8 +581,10 @@ def connect(workers: int | None = None, scheduler: str | None = None,
         return
     n = max(1, workers or os.cpu_count() or 1)
     quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    dlog = logging.getLogger("distributed")
+    level = dlog.level
     if quiet:  # the scheduler runs in this process and logs every worker at INFO
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        dlog.setLevel(logging.ERROR)
     # the scheduler's HTTP server (health, metrics) on a free loopback port, never 8787
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -595,6 +597,7 @@ def connect(workers: int | None = None, scheduler: str | None = None,
             client.close()
         with contextlib.suppress(Exception):
             cluster.close()
+        dlog.setLevel(level)
 
 
 # ------------------------------------------------------------------------------ the campaign
