@@ -1,0 +1,161 @@
+"""Shared machinery of the paper reproduction: simulated runs (cached, in a small process
+pool), their analysis through the same pipeline a user runs, and small statistics helpers.
+
+Runs go to ``<out>/runs/<key>.h5`` with a ``<key>.json`` sidecar holding the run file and the
+overrides; a later call with the same inputs reuses the file instead of simulating again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "configs" / "runs"
+SPECIMENS = ROOT / "configs" / "specimens"
+
+
+@dataclass
+class Context:
+    """Where and how big: output folder, detected ions per run (or per schedule step), seed
+    offset, worker processes."""
+
+    out: Path
+    ions: int = 200_000
+    seed: int = 0
+    workers: int = 2
+    log: Callable[[str], None] = field(default=lambda s: None)
+
+    @property
+    def runs_dir(self) -> Path:
+        d = self.out / "runs"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One simulated acquisition: a run file under configs/runs and dotted overrides."""
+
+    key: str
+    run_file: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(cls, key: str, run_file: str, **overrides: Any) -> RunSpec:
+        return cls(key, run_file, tuple(sorted((k.replace("__", "."), v)
+                                               for k, v in overrides.items())))
+
+    def digest(self) -> str:
+        text = json.dumps([self.run_file, list(self.overrides),
+                           (RUNS / self.run_file).read_text()], sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: path, state ("done"/"failed"/...), end reason, detected ions."""
+
+    key: str
+    path: Path
+    state: str
+    reason: str
+    ions: int
+
+    @property
+    def fractured(self) -> bool:
+        return self.reason.startswith("fracture")
+
+
+def _simulate(args: tuple[RunSpec, str]) -> dict:
+    spec, out = args
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
+    from apt_daq.run import Session
+
+    res = Session.from_yaml(RUNS / spec.run_file, dict(spec.overrides), out=out,
+                            overwrite=True).run()
+    info = {"digest": spec.digest(), "run_file": spec.run_file,
+            "overrides": [list(o) for o in spec.overrides], "state": res.state.name.lower(),
+            "reason": res.reason, "ions": int(res.ions)}
+    Path(out).with_suffix(".json").write_text(json.dumps(info, default=str))
+    return info
+
+
+def pmap(func: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
+    """``[func(i) for i in items]`` on ``workers`` processes (spawned: numba-safe); in order."""
+    if workers <= 1 or len(items) <= 1:
+        return [func(i) for i in items]
+    with get_context("spawn").Pool(min(workers, len(items))) as pool:
+        return pool.map(func, items, chunksize=1)
+
+
+def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
+    """Run (or reuse) every spec; returns outcomes by key."""
+    specs = list(specs)
+    todo, done = [], {}
+    for s in specs:
+        path = ctx.runs_dir / f"{s.key}.h5"
+        side = path.with_suffix(".json")
+        if path.exists() and side.exists():
+            info = json.loads(side.read_text())
+            if info.get("digest") == s.digest() and info.get("state") in ("done", "failed"):
+                done[s.key] = info
+                continue
+        todo.append(s)
+    if todo:
+        ctx.log(f"simulating {len(todo)} run(s): {', '.join(s.key for s in todo)}")
+        for s, info in zip(todo, pmap(_simulate, [(s, str(ctx.runs_dir / f"{s.key}.h5"))
+                                                  for s in todo], ctx.workers), strict=True):
+            done[s.key] = info
+    return {s.key: RunOutcome(s.key, ctx.runs_dir / f"{s.key}.h5", done[s.key]["state"],
+                              done[s.key]["reason"], int(done[s.key]["ions"])) for s in specs}
+
+
+# ------------------------------------------------------------------------------ analysis
+def _analyze(args: tuple[str, str | None, float | None]):
+    path, roi, laser_pj = args
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
+    from apt_daq.analysis.report import analyze, laser_pj_select
+
+    sel = laser_pj_select(laser_pj) if laser_pj is not None else None
+    return analyze(path, roi=roi, select=sel)
+
+
+def analyze_many(ctx: Context, jobs: list[tuple[Path, str | None, float | None]]) -> list:
+    """:func:`apt_daq.analysis.report.analyze` of (run path, roi or None, laser_pj or None)
+    jobs, in the pool. ``laser_pj`` picks one step of a schedule."""
+    return pmap(_analyze, [(str(p), roi, pj) for p, roi, pj in jobs], ctx.workers)
+
+
+# ------------------------------------------------------------------------------ statistics
+def spearman(x: Iterable[float], y: Iterable[float]) -> float:
+    """Spearman rank correlation (no ties expected)."""
+    xa, ya = np.asarray(list(x), float), np.asarray(list(y), float)
+    if len(xa) < 3:
+        return float("nan")
+    rx, ry = np.argsort(np.argsort(xa)), np.argsort(np.argsort(ya))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def ratio(summary: dict, key: str) -> float:
+    return float(summary["ratios"].get(key, math.nan))
+
+
+def ratio_err(summary: dict, key: str) -> float:
+    return float(summary["ratio_errors"].get(key, math.nan))
+
+
+def atom_fraction_in(res, elements: list[str], of: list[str]) -> float:
+    """sum(elements) / sum(of) in atoms from a RunAnalysis's composition."""
+    atoms = res.composition.atoms
+    den = sum(atoms.get(e, 0.0) for e in of)
+    return sum(atoms.get(e, 0.0) for e in elements) / den if den > 0 else math.nan

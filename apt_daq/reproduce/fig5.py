@@ -1,0 +1,131 @@
+"""Fig. 5: Cr-coated NMC811 from one particle at 5-50 pJ: atomic ratios against O2+/O+.
+
+One specimen per laser energy (separate seeds: separate needles, same particle, i.e. the same
+composition), each analysed in the 25 nm ROI. a) Li/(Li+Ni+Co+Mn) about 0.5 everywhere;
+b) Ni/(Ni+Co+Mn) about 0.78 at low O2+/O+ with a slight deviation at high, and
+O/(Li+O+Ni+Co+Mn) about 0.5 below O2+/O+ = 4, lower above; O2+/O+ rises with laser energy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from apt_daq.reproduce import draw
+from apt_daq.reproduce.common import (
+    Context,
+    RunSpec,
+    analyze_many,
+    ratio,
+    ratio_err,
+    simulate,
+    spearman,
+)
+from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.table import Row, fmt
+
+ENERGIES_PJ = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0)
+KEYS = ("O2+/O+", "Li/(Li+Ni+Co+Mn)", "Ni/(Ni+Co+Mn)", "O/(Li+O+Ni+Co+Mn)")
+
+
+def points(ctx: Context, prefix: str, energies, seeds, overrides: dict | None = None) -> list:
+    """Simulate and analyse coated runs; one dict of ratios (+ errors, energy, seed) each."""
+    specs = [RunSpec.make(f"{prefix}-{e:g}pj-s{s}", "nmc811-cr-5pj.yaml", run__laser_pj=e,
+                          run__stop__ions=ctx.ions, run__seed=s, **(overrides or {}))
+             for e, s in zip(energies, seeds, strict=True)]
+    outs = simulate(ctx, specs)
+    res = analyze_many(ctx, [(outs[s.key].path, None, None) for s in specs])
+    pts = []
+    for e, s, sp, r in zip(energies, seeds, specs, res, strict=True):
+        d = {"laser_pj": e, "seed": s, "state": outs[sp.key].state}
+        for k in KEYS:
+            d[k], d[k + " err"] = ratio(r.summary, k), ratio_err(r.summary, k)
+        pts.append(d)
+    return pts
+
+
+def reproduce(ctx: Context) -> tuple[list[Row], list]:
+    seeds = [ctx.seed + 11 + i for i in range(len(ENERGIES_PJ))]
+    pts = points(ctx, "fig5-cr", ENERGIES_PJ, seeds)
+    rows = ratio_rows("5", pts)
+    fig = plot(pts, [], "Fig. 5 (simulated): Cr-coated NMC811, one particle, 5-50 pJ")
+    png = ctx.out / "fig5.png"
+    draw.save(fig, png)
+    return rows, [png]
+
+
+def ratio_rows(figure: str, pts: list[dict]) -> list[Row]:
+    o2 = np.array([p["O2+/O+"] for p in pts])
+    li = np.array([p["Li/(Li+Ni+Co+Mn)"] for p in pts])
+    ni = np.array([p["Ni/(Ni+Co+Mn)"] for p in pts])
+    ni_e = np.array([p["Ni/(Ni+Co+Mn) err"] for p in pts])
+    ox = np.array([p["O/(Li+O+Ni+Co+Mn)"] for p in pts])
+    en = np.array([p["laser_pj"] for p in pts])
+    rows = []
+    worst = float(np.max(np.abs(li - 0.5)))
+    rows.append(Row(figure, "Li/(Li+Ni+Co+Mn) at every O2+/O+ (max |dev| from 0.5)",
+                    "0.5, 'close ... across the entire range'",
+                    f"{fmt(li.min())}-{fmt(li.max())}", "|dev| <= 0.05 at every point",
+                    worst <= 0.05, V["fig5.li"].source, worst))
+    lo, hi = int(np.argmin(o2)), int(np.argmax(o2))
+    rows.append(Row(figure, f"Ni/(Ni+Co+Mn) at the lowest O2+/O+ ({fmt(o2[lo])})", "~0.78",
+                    f"{fmt(ni[lo])} +- {fmt(ni_e[lo], 2)}", "+-0.03", abs(ni[lo] - 0.78) <= 0.03,
+                    V["fig5.ni_low"].source, float(ni[lo])))
+    d = float(ni[hi] - ni[lo])
+    sig = float(math.hypot(ni_e[hi], ni_e[lo]))
+    rows.append(Row(figure, f"Ni/(Ni+Co+Mn) deviation at the highest O2+/O+ ({fmt(o2[hi])})",
+                    "'a slight deviation at high O2+/O+'", f"{d:+.3f} +- {sig:.3f}",
+                    "3 sigma < |dev| <= 0.1", 3 * sig < abs(d) <= 0.1, V["fig5.ni_high"].source,
+                    d))
+    below = o2 < 4
+    if below.any():
+        wb = float(np.max(np.abs(ox[below] - 0.5)))
+        rows.append(Row(figure, "O/(Li+O+Ni+Co+Mn) where O2+/O+ < 4 (max |dev| from 0.5)",
+                        "0.5, close 'especially with O2+/O+ below 4'",
+                        f"{fmt(ox[below].min())}-{fmt(ox[below].max())}", "|dev| <= 0.03",
+                        wb <= 0.03, V["fig5.o"].source, wb))
+    above = ~below
+    rows.append(Row(figure, "O/(Li+O+Ni+Co+Mn) where O2+/O+ > 4 (mean)",
+                    "lower than 0.5 (O lost as neutrals)",
+                    fmt(float(ox[above].mean())) if above.any() else "no point above 4",
+                    "< 0.47", bool(above.any() and ox[above].mean() < 0.47), V["fig5.o"].source,
+                    float(ox[above].mean()) if above.any() else None))
+    rho = spearman(en, o2)
+    rows.append(Row(figure, "O2+/O+ against laser energy (Spearman rho)",
+                    "rises with laser energy", f"{fmt(o2.min())}-{fmt(o2.max())}, rho {fmt(rho)}",
+                    "rho >= 0.8", rho >= 0.8, V["fig5.o2_vs_laser"].source, rho))
+    return rows
+
+
+def plot(pts: list[dict], filled: list[dict], title: str):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5))
+    for group, mk, face in ((pts, "o", "none"), (filled, "s", None)):
+        if not group:
+            continue
+        o2 = [p["O2+/O+"] for p in group]
+        kw = {"mfc": face} if face else {}
+        a.errorbar(o2, [p["Li/(Li+Ni+Co+Mn)"] for p in group],
+                   [p["Li/(Li+Ni+Co+Mn) err"] for p in group], fmt=mk, color="#9933FF", **kw)
+        b.errorbar(o2, [p["Ni/(Ni+Co+Mn)"] for p in group],
+                   [p["Ni/(Ni+Co+Mn) err"] for p in group], fmt=mk, color="#00AA00", **kw)
+        b.errorbar(o2, [p["O/(Li+O+Ni+Co+Mn)"] for p in group],
+                   [p["O/(Li+O+Ni+Co+Mn) err"] for p in group], fmt=mk, color="#0066FF", **kw)
+    for p in pts:
+        a.annotate(f"{p['laser_pj']:g}", (p["O2+/O+"], p["Li/(Li+Ni+Co+Mn)"]), fontsize=7,
+                   xytext=(3, 3), textcoords="offset points")
+    a.axhline(0.5, ls="--", color="k", lw=1)
+    a.set_ylim(0.3, 0.7)
+    a.set_xlabel("O2+/O+")
+    a.set_ylabel("Li/(Li+Ni+Co+Mn)")
+    a.set_title("a) (labels: laser pJ)")
+    b.axhline(0.8, ls="--", color="#00AA00", lw=1)
+    b.axhline(0.5, ls="--", color="#0066FF", lw=1)
+    b.axvline(4, ls=":", color="grey", lw=1)
+    b.set_ylim(0.2, 0.95)
+    b.set_xlabel("O2+/O+")
+    b.set_ylabel("Ni/(Ni+Co+Mn) (green), O/(Li+O+Ni+Co+Mn) (blue)")
+    b.set_title("b)")
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,45 @@
+"""Fig. 6: the Fig. 5 ratios from several particles of the same batch.
+
+Particle-to-particle variation comes from the specimen model: ``composition_spread`` draws the
+transition-metal amounts of each particle (seed) around the nominal ones. The spread used here
+(``SPREAD``, relative 1 sigma) is a model input, not a result; what the figure tests is that
+the measured ratios of all particles, at several laser energies, stay in a narrow band around
+the Fig. 5 points (open symbols: Fig. 5, filled: separate particles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from apt_daq.reproduce import draw, fig5
+from apt_daq.reproduce.common import Context
+from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.table import Row, fmt
+
+ENERGIES_PJ = (5.0, 10.0, 15.0, 20.0, 30.0, 40.0)  # one particle each ("separate particles
+PARTICLES = len(ENERGIES_PJ)  # with different laser energies", Fig. 6 caption)
+SPREAD = 0.03  # relative 1-sigma particle-to-particle spread of Ni, Co, Mn amounts (assumed)
+
+
+def reproduce(ctx: Context) -> tuple[list[Row], list]:
+    seeds5 = [ctx.seed + 11 + i for i in range(len(fig5.ENERGIES_PJ))]
+    open_pts = fig5.points(ctx, "fig5-cr", fig5.ENERGIES_PJ, seeds5)
+    seeds = [ctx.seed + 201 + k for k in range(PARTICLES)]  # a seed draws a particle
+    pts = fig5.points(ctx, "fig6-cr", ENERGIES_PJ, seeds,
+                      {"specimen__composition_spread": SPREAD})
+    rows = []
+    li = np.array([p["Li/(Li+Ni+Co+Mn)"] for p in pts])
+    ni = np.array([p["Ni/(Ni+Co+Mn)"] for p in pts])
+    rows.append(Row("6", f"Li/(Li+Ni+Co+Mn), {PARTICLES} particles: range", "narrow band around 0.5",
+                    f"{fmt(li.min())}-{fmt(li.max())} (sd {fmt(li.std())})",
+                    "all within 0.5 +- 0.05", bool(np.all(np.abs(li - 0.5) <= 0.05)),
+                    V["fig6.band"].source, float(li.std())))
+    rows.append(Row("6", "Ni/(Ni+Co+Mn), all particles: range", "narrow band around 0.78-0.8",
+                    f"{fmt(ni.min())}-{fmt(ni.max())} (sd {fmt(ni.std())})",
+                    "all within 0.79 +- 0.04", bool(np.all(np.abs(ni - 0.79) <= 0.04)),
+                    V["fig6.band"].source, float(ni.std())))
+    fig = fig5.plot(open_pts, pts, f"Fig. 6 (simulated): {PARTICLES} particles (filled) and "
+                    "Fig. 5 (open)")
+    png = ctx.out / "fig6.png"
+    draw.save(fig, png)
+    return rows, [png]
