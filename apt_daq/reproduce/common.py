@@ -56,8 +56,11 @@ class RunSpec:
                                                for k, v in overrides.items())))
 
     def digest(self) -> str:
-        text = json.dumps([self.run_file, list(self.overrides),
-                           (RUNS / self.run_file).read_text()], sort_keys=True, default=str)
+        from apt_daq.config import load_run
+
+        # the resolved run file: any change to it or to its instrument/specimen files
+        resolved = load_run(RUNS / self.run_file, dict(self.overrides)).model_dump_json()
+        text = json.dumps([self.run_file, list(self.overrides), resolved], default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
