@@ -124,19 +124,22 @@ def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
 
 
 # ------------------------------------------------------------------------------ analysis
-def _analyze(args: tuple[str, str | None, float | None]):
-    path, roi, laser_pj = args
+def _analyze(args: tuple[str, str | None, float | None, bool]):
+    path, roi, laser_pj, background = args
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
     from apt_daq.analysis.report import analyze, laser_pj_select
 
     sel = laser_pj_select(laser_pj) if laser_pj is not None else None
-    return analyze(path, roi=roi, select=sel)
+    return analyze(path, roi=roi, select=sel, subtract_background=background)
 
 
-def analyze_many(ctx: Context, jobs: list[tuple[Path, str | None, float | None]]) -> list:
-    """:func:`apt_daq.analysis.report.analyze` of (run path, roi or None, laser_pj or None)
-    jobs, in the pool. ``laser_pj`` picks one step of a schedule."""
-    return pmap(_analyze, [(str(p), roi, pj) for p, roi, pj in jobs], ctx.workers)
+def analyze_many(ctx: Context, jobs: list[tuple]) -> list:
+    """:func:`apt_daq.analysis.report.analyze` of (run path, roi or None, laser_pj or None[,
+    subtract_background]) jobs, in the pool. ``laser_pj`` picks one step of a schedule;
+    ``subtract_background`` removes the flat local background under each range from the
+    composition (needed where a species is absent and only background lands in its ranges)."""
+    return pmap(_analyze, [(str(j[0]), j[1], j[2], bool(j[3]) if len(j) > 3 else False)
+                           for j in jobs], ctx.workers)
 
 
 # ------------------------------------------------------------------------------ statistics
