@@ -90,8 +90,8 @@ class RateController:
         self._prev = here
 
     def update(self, rate: float, dt_s: float, v_now: float) -> float:
-        """The next setpoint, V, given the last block's rate (ions/pulse) at ``v_now`` and the
-        block's duration ``dt_s``."""
+        """The next setpoint, V, given the last block's rate (ions/pulse) at ``v_now``;
+        ``dt_s`` is the time since the last setpoint was sent (it bounds the ramp)."""
         self._learn(v_now, rate)
         dlnv = self.cfg.gain * self.error(rate) / self.sensitivity
         dv = max(v_now, 100.0) * math.expm1(dlnv)
@@ -281,7 +281,7 @@ class Session:
                 self._to(State.ACQUIRING, f"step 0: {steps[0].laser_pj:g} pJ")
                 self._log_row(rate=0.0, pulses=0, ions=0, step=0)
                 settled, low_blocks = False, 0
-                t_prev = self._now_s()
+                t_last_set = self._now_s()
                 progress = _Progress(self, r) if self.progress else None
                 while True:
                     if self._abort.is_set():
@@ -304,7 +304,6 @@ class Session:
                     step_ions += n
                     pulses += block_pulses
                     now = self._now_s()
-                    dt, t_prev = max(now - t_prev, 1e-9), now
                     rate = n / block_pulses if block_pulses else 0.0
                     if len(hits):
                         v_seen[0] = min(v_seen[0], float(hits["v_dc"].min()))
@@ -347,17 +346,20 @@ class Session:
                         if new > laser.energy() and r.feedback.laser_step_backoff:
                             self._v_set = self._v_set * (1 - r.feedback.laser_step_backoff)
                             hv.ramp_to(self._v_set)
+                            t_last_set = self._now_s()
                         laser.set_energy(new)
                         ctl.reset()
                         self._to(State.ACQUIRING, f"step {step_i}: {new:g} pJ")
                         continue
-                    # -- feedback
-                    v_next = ctl.update(rate, dt, self._v_set)
+                    # -- feedback; the ramp is bounded by the time since the last setpoint,
+                    # as the driver measures it (with a 5 % margin for clock jitter)
+                    since_set = 0.95 * max(self._now_s() - t_last_set, 0.0)
+                    v_next = ctl.update(rate, since_set, self._v_set)
                     if r.stop.max_voltage_v and v_next >= r.stop.max_voltage_v:
                         reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
                         break
                     hv.set_voltage(v_next)
-                    self._v_set = v_next
+                    self._v_set, t_last_set = v_next, self._now_s()
                 if self.live_png:
                     from apt_daq.live import update_live_png
 

@@ -20,6 +20,7 @@ third-party ones register in the ``apt_daq.drivers`` entry-point group as ``<kin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -52,6 +53,8 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "apt_daq.drivers"
 _MODELS: dict[str, type[BaseModel]] = {"laser": LaserConfig, "hv": HvConfig, "dld": DldConfig}
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- config input
@@ -233,8 +236,16 @@ class Instruments:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        """Safe off, then close. If we are leaving because of an exception and safe-off fails
+        too (a dead link, say), the original exception goes on (it is the cause the user must
+        see) and the safe-off failure is logged and attached as a note."""
         try:
             self.safe_off()
+        except Exception as off_error:
+            if exc is None:
+                raise
+            log.error("safe off failed while handling %r: %s", exc, off_error)
+            exc.add_note(f"safe off also failed: {off_error}")
         finally:
             self.close()
         return False
