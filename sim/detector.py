@@ -108,7 +108,7 @@ def encode_delay_line(t_ns: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, bin_
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def detect_seeded(seed: np.uint64, pulse: np.ndarray, x0: np.ndarray, y0: np.ndarray,
                   mass: np.ndarray, t_dep: np.ndarray, volts: np.ndarray, neutral: np.ndarray,
                   mag_mm_per_nm: float, flight_path_mm: float, t0_ns: float, jitter_ns: float,
@@ -228,7 +228,7 @@ def truth_rows(pulse: np.ndarray, species: np.ndarray, charge: np.ndarray, mass:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def assemble_block(e_pulse: np.ndarray, det_x: np.ndarray, det_y: np.ndarray, t_ns: np.ndarray,
                    keep: np.ndarray, e_sp: np.ndarray, e_neu: np.ndarray, e_mass: np.ndarray,
                    e_x: np.ndarray, e_y: np.ndarray, e_z: np.ndarray, charges: np.ndarray,

@@ -298,7 +298,7 @@ def core_boundary_nm(depth_nm: float, radius_nm: float, cos_a: float, shell_nm: 
     return max(0.0, outer)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def generate_events(
     pulses: np.ndarray, seed: np.uint64,
     depth0_nm: float, r0_nm: float, sin_shank: float, rho_sample_nm: float,
@@ -444,7 +444,7 @@ def generate_events(
             depth, atoms_total)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def event_pulses_seeded(seed: np.uint64, rate_per_pulse: float, n_pulses: int) -> np.ndarray:
     """:func:`event_pulses` with uniforms from the counter generator (``seed``, k, 15)."""
     mean = rate_per_pulse * n_pulses
@@ -480,7 +480,7 @@ def _log_site_rate_at(q_ev: np.ndarray, log_c: np.ndarray, log_nu: float, temp_k
     return -(mx + math.log(acc))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def profile_kernel(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_k: float,
                    tau_ns: float, period_s: float, nu_hz: float, t: np.ndarray,
                    n_quant: int):
