@@ -22,6 +22,7 @@ Error codes: 1 unknown command, 2 bad argument, 3 out of range, 4 tripped, 5 oth
 from __future__ import annotations
 
 import re
+import time
 
 from drivers.base import BadReply, InstrumentError
 from drivers.scpi import Link
@@ -56,7 +57,29 @@ class SerialTransport:
                                                write_timeout=self.timeout_s)
         except (serial.SerialException, OSError, ValueError) as e:
             raise ConnectionError(f"cannot open {self.url}: {e}") from e
-        self._port.reset_input_buffer()
+        self.drain()
+
+    def drain(self, quiet_s: float = 0.15) -> bytes:
+        """Read and discard what the instrument still sends, until ``quiet_s`` of silence
+        (at most ``timeout_s`` in all). Unlike a TCP reconnect, reopening a serial port does not
+        discard a reply still in flight: after a timeout, a late reply would otherwise be read
+        as the answer to the next command, and the driver would run out of step with the
+        instrument (a setpoint taken as sent when it was not)."""
+        port = self._port
+        port.reset_input_buffer()
+        old = port.timeout
+        got = bytearray()
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            port.timeout = quiet_s
+            while time.monotonic() < deadline:
+                chunk = port.read(4096)
+                if not chunk:
+                    break
+                got += chunk
+        finally:
+            port.timeout = old
+        return bytes(got)
 
     def close(self) -> None:
         port, self._port = self._port, None

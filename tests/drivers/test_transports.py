@@ -161,3 +161,49 @@ def test_serial_loop_url_echo_is_a_bad_reply():
     with pytest.raises(BadReply, match=r"'L 6000' expected OK \(reply 'L 6000'\)"):
         drivers.open_hv({"backend": "serial", "url": "loop://", "limit_v": 6000,
                          "timeout_s": 0.2, "retries": 0})
+
+
+def test_serial_late_reply_after_timeout_is_discarded_not_taken_as_the_next_answer():
+    """A device that answers the first query too late: the driver times out, and on the next
+    query it must not read that late reply as the answer (reopening a serial port does not
+    discard bytes in flight; the transport drains them)."""
+    import os
+    import threading
+    import time as _time
+
+    from drivers.base import DriverTimeout
+    from drivers.serial_line import SerialTransport
+
+    master, slave = os.openpty()
+    os.set_blocking(master, True)
+    path = os.ttyname(slave)
+    answers = iter([(0.5, b"V 1111\r\n"), (0.0, b"V 2222\r\n"), (0.0, b"V 3333\r\n")])
+
+    def device():
+        buf = b""
+        while True:
+            try:
+                data = os.read(master, 256)
+            except OSError:
+                return
+            buf += data
+            while b"\n" in buf:
+                _, buf = buf.split(b"\n", 1)
+                delay, reply = next(answers, (0.0, b"V 9999\r\n"))
+                _time.sleep(delay)
+                os.write(master, reply)
+
+    threading.Thread(target=device, daemon=True).start()
+    from drivers.serial_line import LineSession
+
+    t = SerialTransport(path, timeout_s=0.2)
+    link = LineSession(t, path, retries=0)
+    link.open()
+    with pytest.raises(DriverTimeout):
+        link.ask("V?", lambda s: float(s.split()[1]))
+    _time.sleep(0.4)  # the late "V 1111" arrives now
+    # the next query reconnects, drains the late reply and gets its own answer
+    assert link.ask("V?", lambda s: float(s.split()[1])) == 2222.0
+    link.close()
+    os.close(master)
+    os.close(slave)
