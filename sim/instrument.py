@@ -186,7 +186,8 @@ class VirtualLeap:
             rho_b = tip.core_boundary_nm()
             shell_share = max(0.0, 1.0 - (min(rho_b, rho_s) / rho_s) ** 2)
             if shell_share > 0:
-                sh = self._profile(tip.shell_phase, f, base, peak - base, tau, period_s)
+                sh = self._profile(tip.shell_phase, f, base, peak - base, tau, period_s,
+                                   quantiles=False)
                 p_site = (1 - shell_share) * p_site + shell_share * sh.p_pulse
                 p_dc = (1 - shell_share) * p_dc + shell_share * sh.p_dc
         depl = physics.li_depletion(f, tip.coated)
@@ -209,7 +210,7 @@ class VirtualLeap:
         return physics.barrier_ev(q0, fe, field), frac
 
     def _profile(self, phase: int, field: float, base_k: float, rise_k: float, tau_ns: float,
-                 period_s: float) -> _Profile:
+                 period_s: float, quantiles: bool = True) -> _Profile:
         """:func:`sim.physics.evaporation_profile` and its quantile table, by the numba twin
         :func:`sim.physics.profile_kernel` (exact, not cached: the rate is steep in F)."""
         grid = self._time_grids.get(tau_ns)
@@ -218,7 +219,7 @@ class VirtualLeap:
         q, frac = self._barriers(phase, field)
         p_pulse, p_dc, mean_t, quant = physics.profile_kernel(
             q, frac, base_k, rise_k, tau_ns, period_s, physics.THERMAL.attempt_frequency_hz,
-            grid, N_QUANTILES)
+            grid, N_QUANTILES if quantiles else 0)
         return _Profile(p_pulse, p_dc, mean_t, quant)
 
     def _channel_tables(self, field: float, depletion: float | None = None):

@@ -467,16 +467,18 @@ def event_pulses_seeded(seed: np.uint64, rate_per_pulse: float, n_pulses: int) -
 
 # ------------------------------------------------------------------------------ fast profile
 @njit(cache=True)
-def _log_site_rate_at(q_ev: np.ndarray, log_c: np.ndarray, log_nu: float, temp_k: float) -> float:
-    """:func:`log_site_rate` at one temperature (log-sum-exp over the phase's elements)."""
+def _log_site_rate_at(q_ev: np.ndarray, log_c: np.ndarray, log_nu: float, temp_k: float,
+                      terms: np.ndarray) -> float:
+    """:func:`log_site_rate` at one temperature (log-sum-exp over the phase's elements);
+    ``terms``: scratch of the elements' size."""
     mx = -np.inf
     for i in range(q_ev.shape[0]):
-        term = log_c[i] - (log_nu - q_ev[i] / (K_B_EV_PER_K * temp_k))
-        if term > mx:
-            mx = term
+        terms[i] = log_c[i] - (log_nu - q_ev[i] / (K_B_EV_PER_K * temp_k))
+        if terms[i] > mx:
+            mx = terms[i]
     acc = 0.0
     for i in range(q_ev.shape[0]):
-        acc += math.exp(log_c[i] - (log_nu - q_ev[i] / (K_B_EV_PER_K * temp_k)) - mx)
+        acc += math.exp(terms[i] - mx)
     return -(mx + math.log(acc))
 
 
@@ -488,23 +490,29 @@ def profile_kernel(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_
     numba pass (the per-sub-block cost drops from ~1 ms of numpy calls to ~20 us).
 
     ``t``: the time grid (:func:`_time_grid` of ``tau_ns``). Returns
-    (p_pulse, p_dc, tau_eff_ns, quantiles[n_quant + 1]); tests hold the numpy twin.
+    (p_pulse, p_dc, tau_eff_ns, quantiles[n_quant + 1]); ``n_quant = 0``: no quantile table
+    (an empty array). Tests hold the numpy twin.
     """
     n = t.shape[0]
     log_c = np.log(np.maximum(fractions, 1e-300))
     log_nu = math.log(nu_hz)
     lk = np.empty(n)
+    terms = np.empty(q_ev.shape[0])
     ref = -np.inf
     for i in range(n):
-        lk[i] = _log_site_rate_at(q_ev, log_c, log_nu, base_k + rise_k * math.exp(-t[i] / tau_ns))
+        lk[i] = _log_site_rate_at(q_ev, log_c, log_nu,
+                                  base_k + rise_k * math.exp(-t[i] / tau_ns), terms)
         if lk[i] > ref:
             ref = lk[i]
-    lk_dc = _log_site_rate_at(q_ev, log_c, log_nu, base_k)
+    lk_dc = _log_site_rate_at(q_ev, log_c, log_nu, base_k, terms)
     cum = np.empty(n)
     cum[0] = 0.0
     mean_acc = 0.0
+    w = np.empty(n)
+    for i in range(n):
+        w[i] = math.exp(lk[i] - ref)
     for i in range(1, n):
-        seg = 0.5 * (math.exp(lk[i] - ref) + math.exp(lk[i - 1] - ref)) * (t[i] - t[i - 1])
+        seg = 0.5 * (w[i] + w[i - 1]) * (t[i] - t[i - 1])
         cum[i] = cum[i - 1] + seg
         mean_acc += seg * 0.5 * (t[i] + t[i - 1])
     total = cum[n - 1]
@@ -513,6 +521,8 @@ def profile_kernel(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_
     p_pulse = max(p_pulse_raw - dc_rate * t[n - 1] * 1e-9, 0.0)
     p_dc = dc_rate * period_s
     mean_t = mean_acc / total if total > 0 else 0.0
+    if n_quant <= 0:
+        return min(p_pulse, 50.0), min(p_dc, 50.0), mean_t, np.empty(0)
     # inverse CDF on a regular probability grid (np.unique + np.interp of the numpy twin)
     c = np.empty(n)
     tc = np.empty(n)

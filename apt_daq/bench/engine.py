@@ -70,14 +70,18 @@ def _count(path: Path) -> int:
 
 
 def _rss_mb(ions: int) -> float:
-    """Peak RSS (MB) of a fresh process running ``ions`` ions end to end."""
+    """Peak RSS (MB) of a fresh process running ``ions`` ions end to end: VmHWM of the process
+    (``ru_maxrss`` survives exec on Linux and would report the parent's peak)."""
     code = (
         "import json, resource, sys, tempfile\n"
         "from apt_daq.bench.engine import _session_run\n"
         "from pathlib import Path\n"
         "d = tempfile.mkdtemp()\n"
         f"_session_run(Path(d) / 'rss.h5', {ions}, 10_000_000, 262144)\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n"
+        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+        "kb = int(hwm[0].split()[1]) if hwm else "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps(kb / 1024))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)

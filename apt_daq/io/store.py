@@ -93,7 +93,10 @@ class RunWriter:
         if self.path.exists() and not overwrite:
             raise DataFileError(f"{self.path}: exists (use --overwrite or another -o)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = h5py.File(self.path, "w")
+        # no raw-data chunk cache: a partial chunk written through the cache is rewritten in
+        # full (2.6 MB) at every flush; without it each append writes just its rows, and the
+        # flush writes only metadata
+        self._f = h5py.File(self.path, "w", rdcc_nbytes=0)
         self._meta = self._f.create_group("meta")
         # dataset handles, their file types and row counts, kept so that an append costs
         # one resize + one low-level write per dataset (no h5py lookups or type inference)
