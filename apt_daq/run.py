@@ -287,7 +287,8 @@ class Session:
                     if self._abort.is_set():
                         raise RunAborted("abort requested")
                     self._check_suspenders_and_pause(ctl)
-                    pulses_before = dld.counters["pulses"]
+                    pulses_before, dropped_before = dld.counters["pulses"], dld.counters.get(
+                        "dropped", 0)
                     raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
                     truth = lost = None
                     if hasattr(dld, "read_truth"):
@@ -321,8 +322,11 @@ class Session:
                         reason = f"fracture: HV supply tripped at {self._v_set:.0f} V"
                         self._to(State.FAILED, reason)
                         break
+                    # a rate collapse is a fracture only if the detector saw the pulses: a
+                    # block with dropped records (overflow) or no pulses says nothing
+                    blind = block_pulses == 0 or dld.counters.get("dropped", 0) > dropped_before
                     settled = settled or rate > 0.5 * r.target_detection_rate
-                    low_blocks = low_blocks + 1 if (
+                    low_blocks = 0 if blind else low_blocks + 1 if (
                         settled and rate < r.fracture_rate_fraction * r.target_detection_rate
                     ) else 0
                     if r.stop.on_fracture and low_blocks >= r.fracture_blocks:
