@@ -202,3 +202,12 @@ def test_sigkill_leaves_a_readable_file(tmp_path):
     from apt_daq.analysis.report import analyze_run
 
     assert analyze_run(out)["ions"] > 0
+
+
+def test_live_dashboard_png_is_written(tmp_path):
+    png = tmp_path / "live.png"
+    res = Session(small(**{"run.stop.ions": 8_000}), out=tmp_path / "l.h5", live_png=png).run()
+    assert res.state == State.DONE
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert not (tmp_path / "live.png.tmp.png").exists()
