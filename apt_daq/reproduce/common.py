@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -97,8 +98,10 @@ def pmap(func: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any
     """``[func(i) for i in items]`` on ``workers`` processes (spawned: numba-safe); in order."""
     if workers <= 1 or len(items) <= 1:
         return [func(i) for i in items]
-    with get_context("spawn").Pool(min(workers, len(items))) as pool:
-        return pool.map(func, items, chunksize=1)
+    # an executor, not a Pool: a worker that dies raises BrokenProcessPool instead of being
+    # respawned forever (e.g. a __main__ without the ``if __name__ == "__main__"`` guard)
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=get_context("spawn")) as ex:
+        return list(ex.map(func, items))
 
 
 def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
@@ -144,12 +147,20 @@ def analyze_many(ctx: Context, jobs: list[tuple]) -> list:
 
 # ------------------------------------------------------------------------------ statistics
 def spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    """Spearman rank correlation (no ties expected)."""
+    """Spearman rank correlation (ties get average ranks); nan below 3 points or if either
+    side is constant."""
     xa, ya = np.asarray(list(x), float), np.asarray(list(y), float)
-    if len(xa) < 3:
+    if len(xa) < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
         return float("nan")
-    rx, ry = np.argsort(np.argsort(xa)), np.argsort(np.argsort(ya))
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(np.corrcoef(_ranks(xa), _ranks(ya))[0, 1])
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1, tied values sharing their mean rank."""
+    r = np.empty(len(a))
+    r[np.argsort(a, kind="stable")] = np.arange(len(a))
+    _, inv = np.unique(a, return_inverse=True)
+    return (np.bincount(inv, r) / np.bincount(inv))[inv]
 
 
 def ratio(summary: dict, key: str) -> float:

@@ -5,7 +5,7 @@ ions). Measured rows: the Li share of the cations per step (5 pJ Ni-dominated, 2
 hit-map heterogeneity rising with laser energy, and the share of specimens (seeds) that
 fracture before the set ion count, uncoated against Cr-coated.
 
-Heterogeneity of a hit map: on a coarse grid (8 x 8 detector pixels pooled) inside 80 % of the
+Heterogeneity of a hit map: on a coarse grid (16 x 16 detector pixels pooled) inside 80 % of the
 detector radius, the excess coefficient of variation sqrt(max(var - mean, 0)) / mean, i.e.
 the pixel-to-pixel spread left after removing the Poisson spread of the counts themselves, so
 that it does not depend on the number of ions.
@@ -28,7 +28,7 @@ FRACTURE_SEEDS = 8  # specimens per kind for the fracture statistics
 SCHEDULE_TRIES = 8  # uncoated specimens tried until one survives the whole schedule
 
 
-def heterogeneity(counts: np.ndarray, pool: int = 8, inner: float = 0.8) -> float:
+def heterogeneity(counts: np.ndarray, pool: int = 16, inner: float = 0.8) -> float:
     """Excess coefficient of variation of a square hit map (see module doc)."""
     n = counts.shape[0] // pool * pool
     c = counts[:n, :n].reshape(n // pool, pool, n // pool, pool).sum(axis=(1, 3)).astype(float)
@@ -55,7 +55,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     for k in range(SCHEDULE_TRIES):
         seed = ctx.seed + 1 + k
         spec = RunSpec.make(f"fig1-bare-5-20pj-s{seed}", "nmc811-bare-5-20pj.yaml",
-                            run__schedule=schedule(step_ions), run__stop__ions=4 * step_ions,
+                            run__schedule=schedule(step_ions), run__stop__ions=100 * step_ions,
                             run__seed=seed)
         out = simulate(ctx, [spec])[spec.key]
         tried.append(out)

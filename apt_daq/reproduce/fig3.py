@@ -56,7 +56,7 @@ def flatness_chi2(frac: np.ndarray, atoms: np.ndarray) -> tuple[float, int]:
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
     sched = [{"laser_pj": e, "ions": ctx.ions, "label": f"{e:g} pJ"} for e in ENERGIES_PJ]
     spec = RunSpec.make("fig3-cr-5-15pj", "nmc811-cr-5-20pj.yaml", run__schedule=sched,
-                        run__stop__ions=len(sched) * ctx.ions, run__seed=ctx.seed + 1)
+                        run__stop__ions=100 * ctx.ions, run__seed=ctx.seed + 1)
     out = simulate(ctx, [spec])[spec.key]
     res = dict(zip(ENERGIES_PJ, analyze_many(ctx, [(out.path, "none", e) for e in ENERGIES_PJ]
                                              + []), strict=True))

@@ -1,0 +1,139 @@
+"""The seed paper's figures at a reduced ion count (20 000 detected ions per run or step).
+
+Every number comes from simulated runs analysed through the pipeline (apt_daq.reproduce).
+Tolerances are those the ion count justifies: counting errors of a few 1e3-1e4 ranged ions in
+the 25 nm ROI (ratios +- 0.01-0.02), and for FDA the chi-square noise floor of ~60-200 blocks.
+Rows the current simulator does not reproduce are xfail with the physics gap named
+(docs/reproduction.md). The runs are deterministic for the fixed seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from apt_daq.reproduce import Context, fig1, fig2, fig3, fig4, fig5, fig6, fig7
+from apt_daq.reproduce.table import Row
+
+IONS = 20_000
+
+
+@pytest.fixture(scope="session")
+def ctx(tmp_path_factory) -> Context:
+    return Context(Path(tmp_path_factory.mktemp("reproduce")), ions=IONS, seed=0, workers=2)
+
+
+def row(rows: list[Row], start: str) -> Row:
+    hits = [r for r in rows if r.quantity.startswith(start)]
+    assert len(hits) == 1, (start, [r.quantity for r in rows])
+    return hits[0]
+
+
+@pytest.fixture(scope="session")
+def f4(ctx):
+    rows, pngs = fig4.reproduce(ctx)
+    assert all(p.stat().st_size > 10_000 for p in pngs)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def f5(ctx):
+    return fig5.reproduce(ctx)[0]
+
+
+@pytest.fixture(scope="session")
+def f7(ctx):
+    return fig7.reproduce(ctx)[0]
+
+
+@pytest.mark.slow
+def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
+    rows, _ = fig1.reproduce(ctx)
+    # 5 pJ: Ni-dominated, Li well below the nominal 0.5 (counting error ~0.01)
+    assert row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 5 pJ").value < 0.25
+    # most uncoated specimens break before the set count, coated ones do not
+    assert row(rows, "uncoated specimens fractured").value > 0.5
+    assert row(rows, "Cr-coated specimens fractured").value <= 0.125
+    # the hit maps grow more heterogeneous with laser energy over the steps reached
+    assert row(rows, "hit-map heterogeneity").value >= 0.8
+
+
+def test_fig2_shell_continuous_ga_in_shell_only(ctx) -> None:
+    rows, _ = fig2.reproduce(ctx)
+    assert row(rows, "shell ions").passed
+    assert row(rows, "Ga / (Cr + Ga)").value > 0.005
+    assert row(rows, "Ga in the 25 nm core").value < 5e-4
+
+
+def test_fig3_coated_steps_consistent(ctx) -> None:
+    rows, _ = fig3.reproduce(ctx)
+    assert row(rows, "rim (outer").value >= 0.5
+    assert row(rows, "Cr in the 25 nm ROI").value < 1.0
+    assert row(rows, "ROI composition at 5 pJ").passed  # Li, Ni, O within 3 at.% of nominal
+    # ~6e3 ROI ions per step: O counting error ~0.65 at.% per step, ~0.9 on the difference;
+    # 3 sigma of it (full size: 2 at.%, the table's tolerance)
+    assert abs(row(rows, "ROI composition at 10 pJ").value) <= 3.0
+    assert row(rows, "Li depth profile flatness").value <= 3.0
+
+
+def test_fig4_o2_ratio_and_mrp(f4) -> None:
+    for label in ("Cr-coated", "uncoated"):
+        r = row(f4, f"O2+/O+, {label}")
+        assert r.value == pytest.approx(2.61, rel=0.15), r
+    assert row(f4, "MRP (m/dm at 10 %)").value > 1.2  # shorter thermal tails when coated
+
+
+def test_fig4_fda_li_clustering(f4) -> None:
+    bare = row(f4, "Li+ FDA mu, uncoated").value
+    coated = row(f4, "Li+ FDA mu, Cr-coated").value
+    assert bare == pytest.approx(0.9, abs=0.1)
+    assert bare > coated + 0.1
+
+
+@pytest.mark.xfail(strict=False, reason="O2+ FDA: the simulator clusters only Li (migration "
+                   "bursts/episodes); O2+ blocks are binomial in both, so uncoated > coated "
+                   "rests on the chi2 noise floor (docs/reproduction.md)")
+def test_fig4_fda_o2_trend(f4) -> None:
+    assert row(f4, "O2+ FDA mu").value > 0.1
+
+
+def test_fig5_ratios(f5) -> None:
+    # coated Li comes in Li-rich/poor episodes of ~2500 events (what FDA sees as mu ~0.6):
+    # ~8 episodes per 20k-ion run move the mean by ~0.03 (1 sigma); full size: <= 0.05
+    assert row(f5, "Li/(Li+Ni+Co+Mn) at every").value <= 0.09
+    assert row(f5, "Ni/(Ni+Co+Mn) at the lowest").value == pytest.approx(0.78, abs=0.03)
+    assert row(f5, "O/(Li+O+Ni+Co+Mn) where O2+/O+ < 4").value <= 0.03
+    assert row(f5, "O/(Li+O+Ni+Co+Mn) where O2+/O+ > 4").value < 0.47
+    # O2+/O+ rises with laser energy (rank correlation over 8 energies; 50 pJ rolls over)
+    assert row(f5, "O2+/O+ against laser energy").value >= 0.5
+
+
+@pytest.mark.xfail(strict=False, reason="Ni/(Ni+Co+Mn) has no field dependence in the "
+                   "simulator: Ni, Co, Mn share barrier and loss parameters, so the paper's "
+                   "slight deviation at high O2+/O+ is absent (docs/reproduction.md)")
+def test_fig5_ni_deviation_at_high_o2(f5) -> None:
+    assert row(f5, "Ni/(Ni+Co+Mn) deviation").passed
+
+
+def test_fig6_particles_narrow_band(ctx) -> None:
+    rows, _ = fig6.reproduce(ctx)
+    assert row(rows, "Li/(Li+Ni+Co+Mn), ").passed
+    assert row(rows, "Ni/(Ni+Co+Mn), all particles").passed
+    assert 0 < row(rows, "Ni/(Ni+Co+Mn), all particles").value < 0.04
+
+
+def test_fig7_grain_and_lmo_csr(f7) -> None:
+    assert row(f7, "largest Ni/Co/NiO/CoO peak").value < 5
+    assert row(f7, "grain Mn/(Li+Mn)").value > 0.5
+    assert row(f7, "LMO Mn2+/Mn+ against laser energy").value >= 0.8
+    assert row(f7, "LMO O2+/O+ over 1-20 pJ").value < 0.3
+
+
+@pytest.mark.xfail(strict=False, reason="LiMn2O4 stoichiometry is reproduced: the simulator "
+                   "has no Li- or Mn-specific loss in LMO (Li migration is screened by the "
+                   "coating; MnO dissociation conserves Mn), so no deviation from 2/3 and 1/3")
+def test_fig7_lmo_off_stoichiometry(f7) -> None:
+    dev = row(f7, "LMO Mn/(Li+Mn)").value
+    assert math.isfinite(dev) and abs(dev) >= 0.05
