@@ -119,8 +119,14 @@ def default_suspenders() -> list[Suspender]:
     def interlock_closed(ins: Any) -> bool:
         return not ins.laser.interlock_open()
 
+    seen_dropped = [0]
+
     def detector_not_overflowing(ins: Any) -> bool:
-        return not bool(getattr(ins.dld, "overflow", lambda: False)())
+        """False while the front end reports an overflow, and once after any block in which it
+        dropped records (latched: a short overflow between two polls is not missed)."""
+        dropped = int(ins.dld.counters.get("dropped", 0))
+        grew, seen_dropped[0] = dropped > seen_dropped[0], dropped
+        return not (grew or bool(getattr(ins.dld, "overflow", lambda: False)()))
 
     return [Suspender("laser interlock", interlock_closed),
             Suspender("detector overflow", detector_not_overflowing)]
