@@ -39,6 +39,20 @@ def time_sum_tolerance_bins(instrument: InstrumentConfig) -> float:
     return 4.0 + 5.0 * math.sqrt(6.0) * jitter_bins
 
 
+CLEAN, INCOMPLETE, BAD_TIME_SUM = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def record_status(a, b, c, d, m, sum_bins, tol_bins):
+    """CLEAN, INCOMPLETE (a signal missing: -1) or BAD_TIME_SUM (x or y time sum off by more
+    than ``tol_bins`` from ``sum_bins``) for one record's x1, x2, y1, y2, MCP bins."""
+    if a < 0 or b < 0 or c < 0 or d < 0 or m < 0:
+        return INCOMPLETE
+    if abs(a + b - 2 * m - sum_bins) > tol_bins or abs(c + d - 2 * m - sum_bins) > tol_bins:
+        return BAD_TIME_SUM
+    return CLEAN
+
+
 @njit(cache=True, nogil=True)
 def decode_kernel(
     pulse, t_x1, t_x2, t_y1, t_y2, t_mcp,
@@ -62,13 +76,10 @@ def decode_kernel(
         c = t_y1[i]
         d = t_y2[i]
         m = t_mcp[i]
-        if a < 0 or b < 0 or c < 0 or d < 0 or m < 0:
-            incomplete += 1
-            continue
-        sx = a + b - 2 * m - sum_bins
-        sy = c + d - 2 * m - sum_bins
-        if abs(sx) > tol_bins or abs(sy) > tol_bins:
-            bad += 1
+        status = record_status(a, b, c, d, m, sum_bins, tol_bins)
+        if status != CLEAN:
+            incomplete += status == INCOMPLETE
+            bad += status == BAD_TIME_SUM
             continue
         if k > 0 and pulse[i] != pulse[keep[k - 1]]:
             cnt = min(k - run_start, 255)

@@ -14,7 +14,14 @@ from apt_daq.config import InstrumentConfig
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
 from apt_daq.io.ranges import RangeTable
 from apt_daq.pipeline.corrections import Calibration, correction_factor
-from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
+from apt_daq.pipeline.decode import (
+    BAD_TIME_SUM,
+    CLEAN,
+    INCOMPLETE,
+    record_status,
+    time_sum_bins,
+    time_sum_tolerance_bins,
+)
 from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range
 from apt_daq.pipeline.tof import K_DA
 
@@ -42,11 +49,10 @@ def fused_kernel(
         c = t_y1[i]
         d = t_y2[i]
         m = t_mcp[i]
-        if a < 0 or b < 0 or c < 0 or d < 0 or m < 0:
-            incomplete += 1
-            continue
-        if abs(a + b - 2 * m - sum_bins) > tol_bins or abs(c + d - 2 * m - sum_bins) > tol_bins:
-            bad += 1
+        status = record_status(a, b, c, d, m, sum_bins, tol_bins)
+        if status != CLEAN:
+            incomplete += status == INCOMPLETE
+            bad += status == BAD_TIME_SUM
             continue
         tof = m * bin_ns
         x = (a - b) * half
