@@ -17,7 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.base import Clock, HighVoltageSupply
-from drivers.scpi import ScpiSession, Transport, fmt_number, parse_bool, parse_float, parse_str
+from drivers.scpi import (
+    ScpiSession,
+    SessionLifecycle,
+    Transport,
+    fmt_number,
+    parse_bool,
+    parse_float,
+    parse_str,
+)
 from drivers.serial_line import LineSession
 
 
@@ -62,7 +70,7 @@ LINE_HV = HvCommands(
 """The terse serial line protocol (CR LF terminated), see ``drivers/serial_line.py``."""
 
 
-class LinkedHv(HighVoltageSupply):
+class LinkedHv(SessionLifecycle, HighVoltageSupply):
     """An HV supply behind a text link (SCPI session or line session) and a command table."""
 
     commands: HvCommands = SCPI_HV
@@ -78,16 +86,6 @@ class LinkedHv(HighVoltageSupply):
         self.idn = ""
 
     # lifecycle --------------------------------------------------------------
-    def connect(self) -> None:
-        with self.lock:
-            self.session.open()
-            try:
-                self._handshake()
-            except BaseException:
-                self.session.close()
-                raise
-            self.connected = True
-
     def _handshake(self) -> None:
         c = self.commands
         if c.clear_status:
@@ -96,16 +94,8 @@ class LinkedHv(HighVoltageSupply):
         self.session.write(c.set_limit.format(fmt_number(self.limit_v)))
         self._sync()
 
-    def close(self) -> None:
-        with self.lock:
-            self.connected = False
-            self.session.close()
-
     def _ensure(self) -> None:
         self.session.ensure()
-
-    def _mark_broken(self) -> None:
-        self.session.broken = True
 
     # primitives -------------------------------------------------------------
     def _cmd_setpoint(self, volts: float) -> str:

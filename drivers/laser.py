@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.base import Clock, HighVoltageSupply, Laser
-from drivers.scpi import ScpiSession, Transport, fmt_number, parse_bool, parse_float, parse_str
+from drivers.scpi import (
+    ScpiSession,
+    SessionLifecycle,
+    Transport,
+    fmt_number,
+    parse_bool,
+    parse_float,
+    parse_str,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class LaserCommands:
 SCPI_LASER = LaserCommands()
 
 
-class ScpiLaser(Laser):
+class ScpiLaser(SessionLifecycle, Laser):
     """A pulsed laser speaking the SCPI set of ``docs/protocols.md``."""
 
     commands = SCPI_LASER
@@ -42,27 +50,9 @@ class ScpiLaser(Laser):
                                    on_reconnect=self._handshake)
         self.idn = ""
 
-    def connect(self) -> None:
-        with self.lock:
-            self.session.open()
-            try:
-                self._handshake()
-            except BaseException:
-                self.session.close()
-                raise
-            self.connected = True
-
     def _handshake(self) -> None:
         self.session.send(self.commands.clear_status)
         self.idn = self.session.ask(self.commands.idn, parse_str)
-
-    def close(self) -> None:
-        with self.lock:
-            self.connected = False
-            self.session.close()
-
-    def _mark_broken(self) -> None:
-        self.session.broken = True
 
     def _cmd_emission(self, on: bool) -> str:
         return self.commands.emission_on if on else self.commands.emission_off

@@ -17,7 +17,7 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from drivers.base import (
     BadReply,
@@ -391,3 +391,34 @@ class ScpiSession(Link):
 
     def ask(self, command: str, parse: Callable[[str], T] = parse_str) -> T:
         return self.query(command, parse, idempotent=True)
+
+
+class SessionLifecycle:
+    """``connect``/``close`` of a driver that talks through a :class:`Link` session (``self.
+    session``) and re-runs ``self._handshake`` after every reconnect. Mixed in before the
+    instrument interface, which supplies ``lock`` and ``connected``."""
+
+    session: Link
+    lock: Any
+    connected: bool
+
+    def _handshake(self) -> None:
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        with self.lock:
+            self.session.open()
+            try:
+                self._handshake()
+            except BaseException:
+                self.session.close()
+                raise
+            self.connected = True
+
+    def close(self) -> None:
+        with self.lock:
+            self.connected = False
+            self.session.close()
+
+    def _mark_broken(self) -> None:
+        self.session.broken = True
