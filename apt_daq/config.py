@@ -368,7 +368,7 @@ def load_run(path: str | Path, overrides: dict[str, Any] | None = None) -> RunFi
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
-    data["source"] = str(path)
+    data["source"] = str(path.resolve())  # so relative paths in it resolve from anywhere
     try:
         return RunFile.model_validate(data)
     except ValidationError as e:

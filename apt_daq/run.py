@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from apt_daq.config import FeedbackConfig, RunFile, load_run
+from apt_daq.io.ranges import table_to_meta
 from apt_daq.io.store import LOG_DTYPE, RunWriter
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,8 @@ class Session:
             "simulated": any(d.backend == "sim" for d in (cfg.drivers.laser, cfg.drivers.hv,
                                                           cfg.drivers.dld)),
         }
+        if ranges is not None:
+            meta["ranges"] = table_to_meta(ranges)  # the run carries the ranges it was ranged with
         self._writer = RunWriter(self.out, meta, overwrite=self.overwrite)
         ions = pulses = 0
         self._v_set = 0.0

@@ -33,7 +33,7 @@ from apt_daq.analysis.roi import Roi, parse_roi
 from apt_daq.analysis.truth import TruthScorer
 from apt_daq.config import AnalysisConfig, InstrumentConfig
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.io.ranges import RangeTable, read_ranges
+from apt_daq.io.ranges import RangeTable, read_ranges, run_range_table
 from apt_daq.pipeline.corrections import Calibration, corrected_mass, fit_calibration
 from apt_daq.pipeline.histogram import MassHistogram
 from apt_daq.pipeline.ranging import propose_ranges, range_masses
@@ -62,16 +62,7 @@ class RunAnalysis:
 def _load_ranges(reader, ranges_path: str | Path | None) -> tuple[RangeTable | None, str]:
     if ranges_path is not None:
         return read_ranges(ranges_path), str(ranges_path)
-    rf = None
-    try:
-        rf = reader.run_file
-    except Exception:  # an imported run may carry a partial config
-        rf = None
-    if rf is not None and rf.analysis.ranges:
-        p = rf.resolve(rf.analysis.ranges)
-        if p is not None and Path(p).exists():
-            return read_ranges(p), str(p)
-    return None, ""
+    return run_range_table(reader)
 
 
 def _hits_iter(reader, instrument: InstrumentConfig):

@@ -25,23 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_ranges(reader: RunReader):
-    """The run's range table: the one stored at import, else its config's range file, else None."""
-    from apt_daq.io.ranges import RangeTable, read_ranges
+    """The run's range table (stored in the run, else its config's range file), or None."""
+    from apt_daq.io.ranges import run_range_table
 
-    stored = reader.meta.get("ranges")
-    if stored:
-        rows = stored["rows"]
-        return RangeTable(
-            names=[r["name"] for r in rows], lo_da=[r["lo_da"] for r in rows],
-            hi_da=[r["hi_da"] for r in rows], composition=[dict(r["composition"]) for r in rows],
-            charge=[int(r["charge"]) for r in rows], colour=[r["colour"] for r in rows],
-            volume_nm3=[float(r["volume_nm3"]) for r in rows], source=stored.get("source", ""))
-    rf = reader.run_file
-    if rf is not None and rf.analysis.ranges:
-        path = rf.resolve(rf.analysis.ranges)
-        if path is not None and Path(path).exists():
-            return read_ranges(path)
-    return None
+    return run_range_table(reader)[0]
 
 
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 
 from apt_daq.errors import DataFileError, UserError
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
+from apt_daq.io.ranges import table_to_meta
 
 log = logging.getLogger("apt_daq.import")
 FORMATS = ("pos", "epos", "apt")
@@ -81,15 +82,6 @@ def range_index(mass: np.ndarray, table) -> np.ndarray:
     return np.asarray(range_masses(np.ascontiguousarray(mass, np.float32), table), np.int16)
 
 
-def ranges_meta(table) -> dict:
-    """A range table as JSON for /meta "ranges" (read back by ``export --format rrng``)."""
-    rows = [{"name": table.names[i], "lo_da": float(table.lo_da[i]),
-             "hi_da": float(table.hi_da[i]), "composition": table.composition[i],
-             "charge": int(table.charge[i]), "colour": table.colour[i],
-             "volume_nm3": float(table.volume_nm3[i])} for i in range(len(table))]
-    return {"source": str(table.source), "rows": rows}
-
-
 def ion_table(table) -> list[list]:
     """[name, main m/n, charge] for each distinct ion of a range table (the run's ion table)."""
     from apt_daq.isotopes import ion_mass
@@ -147,7 +139,7 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
         "instrument": InstrumentConfig(**inst).model_dump(mode="json"),
     }
     if table is not None:
-        meta["ranges"] = ranges_meta(table)
+        meta["ranges"] = table_to_meta(table)
         meta["ion_table"] = ion_table(table)
 
     def chunks() -> Iterator[np.ndarray]:

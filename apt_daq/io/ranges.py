@@ -469,3 +469,42 @@ def write_ranges(table: RangeTable, path: str | Path) -> None:
         write_rng(table, p)
     else:
         write_rrng(table, p)
+
+
+# --------------------------------------------------------------------------- in a run file
+def table_to_meta(table: RangeTable) -> dict:
+    """A range table as JSON for a run file's /meta "ranges", so the run carries its ranges."""
+    rows = [{"name": table.names[i], "lo_da": float(table.lo_da[i]),
+             "hi_da": float(table.hi_da[i]), "composition": table.composition[i],
+             "charge": int(table.charge[i]), "colour": table.colour[i],
+             "volume_nm3": float(table.volume_nm3[i])} for i in range(len(table))]
+    return {"source": str(table.source), "rows": rows}
+
+
+def table_from_meta(stored: dict) -> RangeTable:
+    """The inverse of :func:`table_to_meta`."""
+    rows = stored["rows"]
+    return RangeTable(
+        names=[r["name"] for r in rows], lo_da=[r["lo_da"] for r in rows],
+        hi_da=[r["hi_da"] for r in rows], composition=[dict(r["composition"]) for r in rows],
+        charge=[int(r["charge"]) for r in rows], colour=[r["colour"] for r in rows],
+        volume_nm3=[float(r["volume_nm3"]) for r in rows], source=stored.get("source", ""))
+
+
+def run_range_table(reader) -> tuple[RangeTable | None, str]:
+    """The range table of a stored run and where it came from: the one the run carries in
+    /meta "ranges" (written by the run engine and by import), else its config's range file
+    (resolved relative to the run file it was loaded from), else (None, "")."""
+    stored = reader.meta.get("ranges")
+    if stored:
+        table = table_from_meta(stored)
+        return table, f"{table.source or 'stored ranges'} (stored in the run)"
+    try:
+        rf = reader.run_file
+    except Exception:  # an imported run may carry a partial config
+        rf = None
+    if rf is not None and rf.analysis.ranges:
+        path = rf.resolve(rf.analysis.ranges)
+        if path is not None and Path(path).exists():
+            return read_ranges(path), str(path)
+    return None, ""

@@ -211,3 +211,19 @@ def test_live_dashboard_png_is_written(tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert not (tmp_path / "live.png.tmp.png").exists()
+
+
+def test_run_file_carries_its_ranges(tmp_path):
+    """A run is analysable anywhere: the ranges it was ranged with travel in /meta."""
+    import shutil
+
+    from apt_daq.analysis.report import analyze_run
+
+    res = Session(small(**{"run.stop.ions": 8_000}), out=tmp_path / "a.h5").run()
+    assert res.state == State.DONE
+    moved = tmp_path / "elsewhere" / "a.h5"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "a.h5", moved)
+    s = analyze_run(moved, roi="none")
+    assert "stored in the run" in s["ranges"] and s["ranged_ions"] > 0.8 * s["ions"]
+    assert s["ion_counts"]["O2+"] > 0

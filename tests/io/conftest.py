@@ -77,10 +77,9 @@ def make_run(path: Path, n: int = 20000, seed: int = 0, simulated: bool = True,
         "ion_table": [[name, m, 1] for name, m in IONS],
     }
     if with_ranges is not None:
-        from apt_daq.commands.import_ import ranges_meta
-        from apt_daq.io.ranges import read_ranges
+        from apt_daq.io.ranges import read_ranges, table_to_meta
 
-        meta["ranges"] = ranges_meta(read_ranges(with_ranges))
+        meta["ranges"] = table_to_meta(read_ranges(with_ranges))
     with RunWriter(path, meta) as w:
         for hits, der, truth in synthetic_chunks(n, seed):
             w.append(hits=hits, derived=der, truth=truth if simulated else None)
