@@ -262,22 +262,27 @@ class VirtualLeap:
         """Normalised channel weights per (phase, Li modulation) row and the channel products."""
         tip = self.tip
         li = physics.LI_MIGRATION
-        amp = li.modulation_coated if tip.coated else li.modulation_uncoated
         rows = []
         for ph, comp in enumerate(tip.compositions):
             fixed = None
             d = depletion
+            amp = li.modulation(tip.phase_names[ph], tip.coated)
             if ph == tip.shell_phase:
                 fixed = {self.specimen.coating.material: self.specimen.coating.oxide_fraction}
                 d = 0.0
+                amp = 0.0
             chem = chemistry_for(tip.phase_names[ph])
-            ch = phase_channels(comp, field, tip.species, chem, d, fixed)
-            w0 = np.array(ch.weight, np.float64)
-            is_li = np.array(ch.li, bool)
-            p_li = w0[is_li].sum() / w0.sum() if len(w0) else 0.0
             for mod in (0, 1):
                 # Li-poor (0) / Li-rich (1) episode: Li share p (1 -/+ a), the rest rescaled so
-                # that the two episodes average to the phase's own Li share
+                # that the two episodes average to the phase's own Li share. The episode moves
+                # the local surface field and the O pairing follows it: O2+/O+ x exp(+/- c a)
+                # (Li-poor: less conducting, the field penetrates, lower surface field)
+                sign = 1.0 if mod == 0 else -1.0
+                ch = phase_channels(comp, field, tip.species, chem, d, fixed,
+                                    math.exp(sign * li.o2_episode_coupling * amp))
+                w0 = np.array(ch.weight, np.float64)
+                is_li = np.array(ch.li, bool)
+                p_li = w0[is_li].sum() / w0.sum() if len(w0) else 0.0
                 p_mod = min(p_li * ((1.0 - amp) if mod == 0 else (1.0 + amp)), 0.999)
                 w = w0.copy()
                 if 0 < p_li < 1:

@@ -50,7 +50,8 @@ ELEMENTS: dict[str, ElementParams] = {
     "Ni": ElementParams(2.55, 24.5, 20.1, oxide_share=0.10, neutral_weight=0.30),
     "Co": ElementParams(2.55, 24.5, 18.1, oxide_share=0.10, neutral_weight=0.15),
     "Mn": ElementParams(2.50, 24.0, 15.4, oxide_share=0.12, neutral_weight=0.15,
-                        dissociation_ref=0.30, dissociation_field_v_per_nm=19.0),
+                        dissociation_ref=0.30, dissociation_field_v_per_nm=19.0,
+                        dissociation_scale_v_per_nm=2.0),
     "Cr": ElementParams(2.50, 24.0, 17.1),
     "Ga": ElementParams(1.30, 15.0, 24.9),
 }
@@ -64,22 +65,46 @@ class Chemistry:
 
     O2+/O+ (intrinsic, before neutral loss) = ``o2_ratio_ref * exp(-(F - f_ref) / o2_scale)``:
     falls as the field rises (O2+ dissociates / post-ionises at high field, Schreiber 2014).
-    Neutral loss of O2 and MO molecules = ``1 / (1 + exp((F - loss_field) / loss_scale))``
-    times the molecule's weight: grows as the field drops (Gault 2016, Devaraj 2013).
+    Neutral loss of O2 = ``l(F) = 1 / (1 + exp((F - loss_field) / loss_scale))`` of the O atoms
+    not bound in MO (and MO molecules: l(F) times the element's weight): grows as the field
+    drops (Gault 2016, Devaraj 2013). The O2 neutrals form from the surface O pool before it
+    field-evaporates (thermal desorption/recombination on the hot, low-field surface), so they
+    take O atoms that would have left as O+ and as O2+ alike: the measured O2+/O+ stays the
+    intrinsic, field-set ratio (the field proxy), and keeps rising as the field falls.
+    ``mo_neutral``: (element, share at f_ref, field scale) of the element's atoms that leave in
+    neutral MO molecules (undetected): share ``s0 exp(-(F - f_ref) / scale)``; a positive scale
+    grows at low field (molecules survive), a negative one at high field (dissociation of
+    larger molecular ions into a neutral MO fragment). Empirical, calibrated (docs/physics.md).
     """
 
     f_ref_v_per_nm: float = 22.0
-    o2_ratio_ref: float = 2.75
+    o2_ratio_ref: float = 2.7
     o2_scale_v_per_nm: float = 6.0
-    loss_field_v_per_nm: float = 14.2
-    loss_scale_v_per_nm: float = 2.0
+    loss_field_v_per_nm: float = 14.5
+    loss_scale_v_per_nm: float = 1.0
     lio_share: float = 0.01
+    mo_neutral: tuple[tuple[str, float, float], ...] = ()
+
+    def mo_neutral_share(self, element: str, field_v_per_nm: float) -> float:
+        """Share of ``element``'s atoms leaving in neutral MO molecules at this field."""
+        for el, s0, scale in self.mo_neutral:
+            if el == element:
+                x = -(field_v_per_nm - self.f_ref_v_per_nm) / scale
+                return min(0.9, s0 * math.exp(max(-60.0, min(60.0, x))))
+        return 0.0
 
 
 CHEMISTRY: dict[str, Chemistry] = {
-    "default": Chemistry(),
-    # LiMn2O4: O2+/O+ shows "no clear trend" with laser energy (paper Fig 7b): weak field slope
-    "LMO": Chemistry(o2_ratio_ref=1.6, o2_scale_v_per_nm=40.0),
+    # NMC811: Ni under-counted (Ni/(Ni+Co+Mn) ~0.78 for 0.8, paper Fig 5b): part of the Ni
+    # leaves in neutral NiO at any field; at low field (high laser energy) Co and Mn leave more
+    # and more in neutral CoO, MnO, so the ratio deviates at high O2+/O+
+    "default": Chemistry(mo_neutral=(("Ni", 0.05, 1e9), ("Co", 0.015, 3.4),
+                                     ("Mn", 0.015, 3.4))),
+    # LiMn2O4: O2+/O+ shows "no clear trend" with laser energy (paper Fig 7b): weak field slope;
+    # Mn under-counted, Li/(Li+Mn) above 1/3 (Fig 7c): Mn leaves in neutral MnO fragments of
+    # dissociating Mn-O molecular ions, more at high field
+    "LMO": Chemistry(o2_ratio_ref=1.6, o2_scale_v_per_nm=60.0,
+                     mo_neutral=(("Mn", 0.45, -10.0),)),
 }
 
 
@@ -207,12 +232,15 @@ class Channels:
 
 def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: SpeciesTable,
                    chem: Chemistry, li_depletion: float = 0.0,
-                   fixed_oxide_share: dict[str, float] | None = None) -> Channels:
+                   fixed_oxide_share: dict[str, float] | None = None,
+                   o2_ratio_factor: float = 1.0) -> Channels:
     """Evaporation channels of a phase with ``composition`` (atoms per formula unit) at a field.
 
     ``li_depletion``: share of the phase's Li that migrated away before the surface reached it
     (never evaporated). ``fixed_oxide_share``: elements whose MO+ share is a fixed number (the
     shell's CrO, whose O is part of its composition) rather than the field law.
+    ``o2_ratio_factor``: multiplies the intrinsic O2+/O+ (a local field excursion, e.g. during
+    Li-rich/Li-poor episodes of the surface: see ``sim.instrument``).
     """
     f = field_v_per_nm
     ch = Channels()
@@ -233,6 +261,11 @@ def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: 
             o_used += w * s
             continue
         mo = idx(f"{el}O+")
+        nl = n * chem.mo_neutral_share(el, f) if el not in fixed and mo >= 0 else 0.0
+        if nl > 0:  # neutral MO molecules: M and O lost together, never detected
+            ch.add(nl, mo, neutral=1, atoms=2)
+            o_used += nl
+            n -= nl
         if el in fixed:
             m_share = fixed[el]
         elif mo >= 0 and p.oxide_share > 0:
@@ -259,10 +292,11 @@ def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: 
         ch.add(atomic * (1 - p2), idx(f"{el}+"))
     n_o = composition.get("O", 0.0) - o_used
     if n_o > 0 and idx("O+") >= 0:
-        r_i = chem.o2_ratio_ref * math.exp(-(f - chem.f_ref_v_per_nm) / chem.o2_scale_v_per_nm)
-        g2 = 2 * r_i / (1 + 2 * r_i)  # share of O atoms leaving paired
-        o2 = n_o * g2 / 2
-        ch.add(o2 * loss, idx("O2+"), neutral=1, atoms=2)
-        ch.add(o2 * (1 - loss), idx("O2+"), atoms=2)
-        ch.add(n_o * (1 - g2), idx("O+"))
+        r_i = o2_ratio_factor * chem.o2_ratio_ref * math.exp(
+            -(f - chem.f_ref_v_per_nm) / chem.o2_scale_v_per_nm)
+        ch.add(n_o * loss / 2, idx("O2+"), neutral=1, atoms=2)  # neutral O2 from the O pool
+        n_ion = n_o * (1 - loss)
+        g2 = 2 * r_i / (1 + 2 * r_i)  # share of the ionised O atoms leaving paired
+        ch.add(n_ion * g2 / 2, idx("O2+"), atoms=2)
+        ch.add(n_ion * (1 - g2), idx("O+"))
     return ch

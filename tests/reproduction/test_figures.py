@@ -56,8 +56,9 @@ def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
     # most uncoated specimens break before the set count, coated ones do not
     assert row(rows, "uncoated specimens fractured").value > 0.5
     assert row(rows, "Cr-coated specimens fractured").value <= 0.125
-    # the hit maps grow more heterogeneous with laser energy over the steps reached
-    assert row(rows, "hit-map heterogeneity").value >= 0.8
+    # the hit maps grow more heterogeneous with laser energy over the steps reached (at 5k
+    # ions per step one adjacent swap of 4 is allowed: rho = 0.8 exactly, 0.7999... in floats)
+    assert row(rows, "hit-map heterogeneity").value >= 0.8 - 1e-9
 
 
 def test_fig2_shell_continuous_ga_in_shell_only(ctx) -> None:
@@ -92,10 +93,8 @@ def test_fig4_fda_li_clustering(f4) -> None:
     assert bare > coated + 0.1
 
 
-@pytest.mark.xfail(strict=False, reason="O2+ FDA: the simulator clusters only Li (migration "
-                   "bursts/episodes); O2+ blocks are binomial in both, so uncoated > coated "
-                   "rests on the chi2 noise floor (docs/reproduction.md)")
 def test_fig4_fda_o2_trend(f4) -> None:
+    # O2+ follows the Li episodes (local field): uncoated clearly above coated
     assert row(f4, "O2+ FDA mu").value > 0.1
 
 
@@ -106,13 +105,10 @@ def test_fig5_ratios(f5) -> None:
     assert row(f5, "Ni/(Ni+Co+Mn) at the lowest").value == pytest.approx(0.78, abs=0.03)
     assert row(f5, "O/(Li+O+Ni+Co+Mn) where O2+/O+ < 4").value <= 0.03
     assert row(f5, "O/(Li+O+Ni+Co+Mn) where O2+/O+ > 4").value < 0.47
-    # O2+/O+ rises with laser energy (rank correlation over 8 energies; 50 pJ rolls over)
-    assert row(f5, "O2+/O+ against laser energy").value >= 0.5
+    # O2+/O+ rises with laser energy through 50 pJ (rank correlation over 8 energies)
+    assert row(f5, "O2+/O+ against laser energy").value >= 0.8
 
 
-@pytest.mark.xfail(strict=False, reason="Ni/(Ni+Co+Mn) has no field dependence in the "
-                   "simulator: Ni, Co, Mn share barrier and loss parameters, so the paper's "
-                   "slight deviation at high O2+/O+ is absent (docs/reproduction.md)")
 def test_fig5_ni_deviation_at_high_o2(f5) -> None:
     assert row(f5, "Ni/(Ni+Co+Mn) deviation").passed
 
@@ -131,9 +127,6 @@ def test_fig7_grain_and_lmo_csr(f7) -> None:
     assert row(f7, "LMO O2+/O+ over 1-20 pJ").value < 0.3
 
 
-@pytest.mark.xfail(strict=False, reason="LiMn2O4 stoichiometry is reproduced: the simulator "
-                   "has no Li- or Mn-specific loss in LMO (Li migration is screened by the "
-                   "coating; MnO dissociation conserves Mn), so no deviation from 2/3 and 1/3")
 def test_fig7_lmo_off_stoichiometry(f7) -> None:
     dev = row(f7, "LMO Mn/(Li+Mn)").value
     assert math.isfinite(dev) and abs(dev) >= 0.05
