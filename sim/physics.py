@@ -59,7 +59,7 @@ class LiMigrationParams:
     # per phase under a shell: the residual Li agglomeration differs between the layered
     # NMC811 (Li mu ~0.5, paper Fig 4c) and the spinel LiMn2O4 (mu 0.4-0.6, Table S1)
     modulation_coated_by_phase: tuple[tuple[str, float], ...] = (("NMC811", 0.14),
-                                                                 ("LMO", 0.21))
+                                                                 ("LMO", 0.19))
     # Li-rich/Li-poor episodes shift the local surface field; the O pairing follows it:
     # intrinsic O2+/O+ x exp(-/+ c a) in Li-rich/poor episodes (a: the episode amplitude)
     o2_episode_coupling: float = 0.5
