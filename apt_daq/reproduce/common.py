@@ -7,6 +7,7 @@ overrides; a later call with the same inputs reuses the file instead of simulati
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -61,8 +62,23 @@ class RunSpec:
 
         # the resolved run file: any change to it or to its instrument/specimen files
         resolved = load_run(RUNS / self.run_file, dict(self.overrides)).model_dump_json()
-        text = json.dumps([self.run_file, list(self.overrides), resolved], default=str)
+        text = json.dumps([self.run_file, list(self.overrides), resolved, code_digest()],
+                          default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of the code that makes a simulated run (simulator, sim drivers, engine), so a
+    cached run is not reused after the physics changed."""
+    root = Path(__file__).resolve().parents[2]
+    files = [*sorted((root / "sim").glob("*.py")), root / "drivers" / "sim_backends.py",
+             root / "apt_daq" / "run.py"]
+    h = hashlib.sha1()
+    for f in files:
+        if f.exists():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
