@@ -141,6 +141,31 @@ def default_window(mass_da: float, charge: int = 1) -> tuple[float, float]:
     return mass_da - (0.0015 * mass_da + 0.03), mass_da + (0.006 * mass_da + 0.06)
 
 
+def _resolve_overlaps(cands: list[list], drop_same_ion: bool) -> list[list]:
+    """Make candidate ranges ``[name, peak_da, lo_da, hi_da, weight, formula, charge]``
+    disjoint, strongest first: a weaker candidate overlapping a kept range is dropped if its
+    peak lies inside that range (or, with ``drop_same_ion``, if it names the same ion), else
+    both are cut at the midpoint between the two peaks. Returns the kept ones by lower edge."""
+    kept: list[list] = []
+    for c in sorted(cands, key=lambda c: -c[4]):
+        ok = True
+        for k in kept:
+            if c[2] < k[3] and k[2] < c[3]:  # overlap with a stronger one
+                if k[2] <= c[1] < k[3] or (drop_same_ion and c[0] == k[0]):
+                    ok = False
+                    break
+                mid = 0.5 * (c[1] + k[1])
+                if c[1] < k[1]:
+                    c[3] = min(c[3], mid)
+                    k[2] = max(k[2], mid)
+                else:
+                    c[2] = max(c[2], mid)
+                    k[3] = min(k[3], mid)
+        if ok and c[3] > c[2]:
+            kept.append(c)
+    return sorted(kept, key=lambda c: c[2])
+
+
 def ranges_for_ions(
     ions: list[str],
     weights: dict[str, float] | None = None,
@@ -162,25 +187,7 @@ def ranges_for_ions(
         for m, a in isotopologues(formula, z, min_abundance):
             lo, hi = window(m, z)
             cands.append([name, m, lo, hi, weights.get(name, 1.0) * a, formula, z])
-    cands.sort(key=lambda c: -c[4])
-    kept: list[list] = []
-    for c in cands:
-        ok = True
-        for k in kept:
-            if c[2] < k[3] and k[2] < c[3]:  # overlap with a stronger one
-                if k[2] <= c[1] < k[3] or c[0] == k[0]:
-                    ok = False
-                    break
-                mid = 0.5 * (c[1] + k[1])
-                if c[1] < k[1]:
-                    c[3] = min(c[3], mid)
-                    k[2] = max(k[2], mid)
-                else:
-                    c[2] = max(c[2], mid)
-                    k[3] = min(k[3], mid)
-        if ok and c[3] > c[2]:
-            kept.append(c)
-    kept.sort(key=lambda c: c[2])
+    kept = _resolve_overlaps(cands, drop_same_ion=True)
     return RangeTable(
         names=[c[0] for c in kept],
         lo_da=np.array([round(c[2], 4) for c in kept]),
@@ -230,25 +237,7 @@ def propose_ranges(
             while b < len(counts) - 1 and counts[b + 1] > floor and centres[b + 1] < hi_w:
                 b += 1
             rows.append([name, centres[j], edges[a], edges[b + 1], float(peak), formula, z])
-    rows.sort(key=lambda c: -c[4])
-    kept: list[list] = []
-    for c in rows:
-        ok = True
-        for k in kept:
-            if c[2] < k[3] and k[2] < c[3]:
-                if k[2] <= c[1] < k[3]:
-                    ok = False
-                    break
-                mid = 0.5 * (c[1] + k[1])
-                if c[1] < k[1]:
-                    c[3] = min(c[3], mid)
-                    k[2] = max(k[2], mid)
-                else:
-                    c[2] = max(c[2], mid)
-                    k[3] = min(k[3], mid)
-        if ok and c[3] > c[2]:
-            kept.append(c)
-    kept.sort(key=lambda c: c[2])
+    kept = _resolve_overlaps(rows, drop_same_ion=False)
     return RangeTable(
         names=[c[0] for c in kept],
         lo_da=np.array([c[2] for c in kept]),
