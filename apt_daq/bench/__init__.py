@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import socket
+import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,3 +59,30 @@ def run_all(only: list[str] | None = None, quick: bool = False) -> list[Result]:
         module = importlib.import_module(f"apt_daq.bench.{area}")
         out.extend(module.run(quick=quick))
     return out
+
+
+def median_us(fn: Callable[[], object], n: int) -> float:
+    """Median wall time of ``fn()`` in microseconds over ``n`` calls, after a warm-up."""
+    for _ in range(min(50, n)):  # warm up
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e6
+
+
+def echo_server() -> tuple[socket.socket, int]:
+    """A loopback TCP echo server in a daemon thread: the round-trip baseline."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv, srv.getsockname()[1]

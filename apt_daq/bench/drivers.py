@@ -5,37 +5,8 @@ trip of the same line measured in the same run (the floor any socket protocol pa
 from __future__ import annotations
 
 import socket
-import statistics
-import threading
-import time
-from collections.abc import Callable
 
-from apt_daq.bench import Result, result
-
-
-def _median_us(fn: Callable[[], object], n: int) -> float:
-    for _ in range(min(50, n)):  # warm up
-        fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e6
-
-
-def _echo_server() -> tuple[socket.socket, int]:
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def run() -> None:
-        conn, _ = srv.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    threading.Thread(target=run, daemon=True).start()
-    return srv, srv.getsockname()[1]
+from apt_daq.bench import Result, echo_server, median_us, result
 
 
 def run(quick: bool = False) -> list[Result]:
@@ -44,7 +15,7 @@ def run(quick: bool = False) -> list[Result]:
     from sim.scpi_server import serve_hv
 
     n = 300 if quick else 3000
-    srv, port = _echo_server()
+    srv, port = echo_server()
     cli = socket.create_connection(("127.0.0.1", port))
     cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -54,7 +25,7 @@ def run(quick: bool = False) -> list[Result]:
         while not buf.endswith(b"\n"):
             buf += cli.recv(65536)
 
-    echo_us = _median_us(echo, n)
+    echo_us = median_us(echo, n)
     server, _ = serve_hv(HvSupplyModel())
     out: list[Result] = []
     try:
@@ -62,8 +33,8 @@ def run(quick: bool = False) -> list[Result]:
             cfg = {"backend": "scpi", "resource": server.resource, "limit_v": 6000,
                    "options": {"transport": transport}}
             with drivers.open_hv(cfg) as hv:
-                q_us = _median_us(hv.voltage, n)
-                s_us = _median_us(lambda hv=hv: hv.set_voltage(0.0), n)
+                q_us = median_us(hv.voltage, n)
+                s_us = median_us(lambda hv=hv: hv.set_voltage(0.0), n)
             out.append(result(f"drivers.scpi_query_{transport}", q_us, "us", echo_us,
                               "median MEAS:VOLT? round trip vs raw socket echo"))
             out.append(result(f"drivers.scpi_setting_{transport}", s_us, "us", echo_us,

@@ -6,26 +6,14 @@ of the same bytes, all measured in the same run."""
 from __future__ import annotations
 
 import socket
-import statistics
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from apt_daq.bench import Result, result
+from apt_daq.bench import Result, echo_server, median_us, result
 from apt_daq.hits import RAW_DTYPE
-
-
-def _median_us(fn: Callable[[], object], n: int) -> float:
-    for _ in range(min(50, n)):
-        fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e6
 
 
 def _line_client(host: str, port: int) -> tuple[socket.socket, Callable[[bytes], bytes]]:
@@ -43,20 +31,6 @@ def _line_client(host: str, port: int) -> tuple[socket.socket, Callable[[bytes],
         return out
 
     return cli, ask
-
-
-def _echo_server() -> tuple[socket.socket, int]:
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def run() -> None:
-        conn, _ = srv.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    threading.Thread(target=run, daemon=True).start()
-    return srv, srv.getsockname()[1]
 
 
 def _records(n: int, seed: int = 0) -> np.ndarray:
@@ -79,19 +53,19 @@ def scpi_round_trip(n: int) -> list[Result]:
     root = Path(__file__).resolve().parents[2] / "configs"
     ins = load_yaml_model(root / "instruments/leap5000xs.yaml", InstrumentConfig)
     sp = load_yaml_model(root / "specimens/nmc811-cr.yaml", SpecimenConfig)
-    srv, port = _echo_server()
+    srv, port = echo_server()
     echo_cli, echo = _line_client("127.0.0.1", port)
-    echo_us = _median_us(lambda: echo(b"MEAS:VOLT?\n"), n)
+    echo_us = median_us(lambda: echo(b"MEAS:VOLT?\n"), n)
     emu = Emulator(ins, sp, speed=1.0, warm_up=False, serial=False).start()
     try:
         host, p = emu.ports["hv"].split("::")[1:3]
         cli, ask = _line_client(host, int(p))
-        plain_us = _median_us(lambda: ask(b"MEAS:VOLT?\n"), n)
+        plain_us = median_us(lambda: ask(b"MEAS:VOLT?\n"), n)
         cli.close()
         cfg = {"backend": "scpi", "resource": emu.ports["hv"], "limit_v": 6000,
                "options": {"transport": "socket"}}
         with drivers.open_hv(cfg) as hv:
-            drv_us = _median_us(hv.voltage, n)
+            drv_us = median_us(hv.voltage, n)
     finally:
         emu.stop()
         echo_cli.close()
