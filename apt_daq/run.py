@@ -6,8 +6,12 @@ the run file's ``drivers`` section picks sim, emulator or real backends.
 
 Per readout block (one tick of the detection-rate feedback):
 
-    raw = dld.read_chunk()  ->  pipeline.process_chunk  ->  store.append  ->  /log row
+    raw = dld.read_chunk()  ->  pipeline.decode_chunk  ->  /log row
     rate = ions / pulses    ->  RateController  ->  hv.set_voltage (within limit and ramp)
+    dld.arm()               ->  Decoded.records  ->  store.append  (while the next chunk fires)
+
+Only the rows' assembly and the store overlap the next chunk: the decision that chunk is fired
+with is already taken, so a run is byte-identical with or without the overlap.
 
 Every way out, normal or not, ends in ``_make_safe``: laser emission off, HV output off, a last
 /log row showing both off, the end state in /meta, the file closed.
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from apt_daq.config import FeedbackConfig, RunFile, load_run
+from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, empty
 from apt_daq.io.ranges import table_to_meta
 from apt_daq.io.store import LOG_DTYPE, RunWriter
 
@@ -183,6 +188,9 @@ class Session:
         self._pause = threading.Event()
         self._abort = threading.Event()
         self._writer: RunWriter | None = None
+        self._pending: tuple | None = None  # (raw, truth, lost, Decoded) read, not yet stored
+        self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
+        self._v_seen = [math.inf, -math.inf]  # range of V_dc of the stored hits
         self._ins: Any = None
         self._t0_wall = time.monotonic()
 
@@ -248,10 +256,11 @@ class Session:
     # -- the run
     def run(self) -> RunResult:
         import drivers  # the engine knows drivers only through this factory
-        from apt_daq.pipeline import process_chunk
+        from apt_daq.pipeline import RangeLookup, decode_chunk
 
         cfg, r = self.cfg, self.cfg.run
         ranges = _load_ranges(cfg)
+        lookup = RangeLookup.build(ranges)
         meta = {
             "config": cfg.model_dump(mode="json"),
             "instrument": cfg.instrument.model_dump(mode="json"),
@@ -265,9 +274,8 @@ class Session:
         self._writer = RunWriter(self.out, meta, overwrite=self.overwrite)
         ions = pulses = 0
         self._v_set = 0.0
-        v_seen = [math.inf, -math.inf]
         reason = ""
-        counters = {"records": 0, "rejected": 0, "multi_hits": 0}
+        counters = self._counters
         self._to(State.CONNECTING)
         try:
             with drivers.open_instruments(cfg) as ins:
@@ -296,6 +304,11 @@ class Session:
                     if self._abort.is_set():
                         raise RunAborted("abort requested")
                     self._check_suspenders_and_pause(ctl)
+                    if self._pending is not None:
+                        # the next chunk fires (a simulator: on its own thread) while the last
+                        # one's rows are built and stored; nothing touches the instruments
+                        dld.arm()
+                        self._store_pending()
                     pulses_before, dropped_before = dld.counters["pulses"], dld.counters.get(
                         "dropped", 0)
                     raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
@@ -303,21 +316,16 @@ class Session:
                     if hasattr(dld, "read_truth"):
                         truth, lost = dld.read_truth()
                     block_pulses = int(dld.counters["pulses"] - pulses_before)
-                    hits, derived, keep, c = process_chunk(raw, cfg.instrument, ranges)
-                    for k in counters:
-                        counters[k] += int(c.get(k, 0))
-                    self._writer.append(
-                        raw=raw if r.store_raw else None, hits=hits, derived=derived,
-                        truth=truth[keep] if truth is not None else None, lost=lost)
-                    n = len(hits)
+                    dec = decode_chunk(raw, cfg.instrument, ranges, lookup=lookup)
+                    counters["records"] += dec.counters["records"]
+                    counters["rejected"] += dec.counters["rejected"]
+                    self._pending = (raw, truth, lost, dec)
+                    n = len(dec)
                     ions += n
                     step_ions += n
                     pulses += block_pulses
                     now = self._now_s()
                     rate = n / block_pulses if block_pulses else 0.0
-                    if len(hits):
-                        v_seen[0] = min(v_seen[0], float(hits["v_dc"].min()))
-                        v_seen[1] = max(v_seen[1], float(hits["v_dc"].max()))
                     self._log_row(rate=rate, pulses=pulses, ions=ions, step=step_i)
                     if progress:
                         progress.update(ions, rate, self._v_set, laser.energy(), step_i)
@@ -325,7 +333,7 @@ class Session:
                         self.on_block(self, {"rate": rate, "ions": ions, "pulses": pulses,
                                              "v_set": self._v_set, "step": step_i})
                     if self.live_png:
-                        _live(self, hits, derived)
+                        _live(self, *dec.records(raw))
                     # -- stop conditions and fracture
                     if hv.tripped():
                         reason = f"fracture: HV supply tripped at {self._v_set:.0f} V"
@@ -373,10 +381,11 @@ class Session:
                         break
                     hv.set_voltage(v_next)
                     self._v_set, t_last_set = v_next, self._now_s()
+                self._store_pending()
                 if self.live_png:
                     from apt_daq.live import update_live_png
 
-                    update_live_png(self, hits[:0], derived[:0], force=True)
+                    update_live_png(self, empty(HIT_DTYPE), empty(DERIVED_DTYPE), force=True)
                 fractured = self.state == State.FAILED
                 if not fractured:
                     self._to(State.STOPPING, reason)
@@ -395,14 +404,32 @@ class Session:
             self._finish(end, reason, ions, pulses, counters)
             raise
         self._finish(end, reason, ions, pulses, counters)
-        vr = (v_seen[0], v_seen[1]) if ions else (0.0, 0.0)
+        vr = (self._v_seen[0], self._v_seen[1]) if ions else (0.0, 0.0)
         return RunResult(end, reason, ions, pulses, self.out, vr, counters)
+
+    def _store_pending(self) -> None:
+        """Build the last chunk's rows and append them to the store (once, even if the append
+        fails)."""
+        pending, self._pending = self._pending, None
+        if pending is None or self._writer is None:
+            return
+        raw, truth, lost, dec = pending
+        hits, derived = dec.records(raw)
+        self._counters["multi_hits"] += dec.counters["multi_hits"]
+        if len(hits):
+            v = hits["v_dc"]
+            self._v_seen[:] = min(self._v_seen[0], float(v.min())), max(self._v_seen[1],
+                                                                        float(v.max()))
+        self._writer.append(raw=raw if self.cfg.run.store_raw else None, hits=hits,
+                            derived=derived, lost=lost,
+                            truth=None if truth is None else np.take(truth, dec.keep))
 
     def _check_suspenders_and_pause(self, ctl: RateController) -> None:
         ins = self._ins
         failing = [s for s in self.suspenders if not s.ok(ins)]
         if not failing and not self._pause.is_set():
             return
+        self._store_pending()  # a pause may be long: what was measured goes to disk now
         why = ", ".join(s.name for s in failing) or "pause requested"
         self._to(State.PAUSED, why)
         if ins.laser.emission_on():
@@ -452,6 +479,10 @@ class Session:
         if self.state != end:
             self._to(end, reason)
         if self._writer is not None:
+            try:
+                self._store_pending()  # a fault or an abort between reading and storing
+            except Exception:
+                log.exception("could not store the last chunk")
             self._writer.set_meta("end_reason", reason)
             self._writer.set_meta("counters", {**counters, "ions": ions, "pulses": pulses})
             self._writer.finish(end.name.lower())

@@ -476,6 +476,13 @@ class DelayLineDetector(Instrument):
     def read_chunk(self, timeout_s: float) -> np.ndarray:
         """The next block of raw records (RAW_DTYPE), waiting at most ``timeout_s``."""
 
+    def arm(self) -> None:
+        """Hint that the caller will not touch the instruments until the next ``read_chunk``.
+
+        A real front end acquires continuously, so this does nothing; the simulated one starts
+        firing the next chunk in the background, overlapping it with the caller's processing.
+        """
+
     @abc.abstractmethod
     def stop(self) -> None:
         """Stop acquiring (idempotent)."""
@@ -489,7 +496,13 @@ class DelayLineDetector(Instrument):
         self.counters["hits"] += len(raw)
         self.counters["dropped"] += int(dropped)
         if len(raw) > 1:
-            _, n = np.unique(raw["pulse"], return_counts=True)
+            p = raw["pulse"]
+            same = p[1:] == p[:-1]
+            if np.all(p[1:] >= p[:-1]):  # pulse order (every front end's): count runs
+                self.counters["multi_hits"] += int(np.count_nonzero(same[1:] & ~same[:-1])
+                                                   + bool(same[0]))
+                return
+            _, n = np.unique(p, return_counts=True)
             self.counters["multi_hits"] += int(np.count_nonzero(n > 1))
 
 

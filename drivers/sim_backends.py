@@ -12,7 +12,10 @@ no specimen. The sim DLD needs a leap (it is the one that fires pulses).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,6 +40,7 @@ class DeviceBench:
         self.hv = HvSupplyModel(max_voltage_v=max_voltage_v, limit_v=max_voltage_v)
         self.laser = LaserModel(max_pulse_rate_hz=max_pulse_rate_hz)
         self.now_s = 0.0
+        self.lock = threading.RLock()
 
     def idle(self, dt_s: float) -> None:
         if dt_s > 0:
@@ -45,25 +49,39 @@ class DeviceBench:
             self.laser.now_s = self.now_s
 
 
+def leap_lock(leap: Any) -> AbstractContextManager:
+    """The lock that serialises every access to one virtual instrument: a chunk being fired
+    in the background (:meth:`SimDld.arm`) holds it, so an HV or laser command waits for the
+    chunk to end and the chunk sees the settings it was armed with (determinism)."""
+    lock = getattr(leap, "lock", None)
+    if lock is None:  # a stand-in leap (tests): give it one
+        lock = leap.lock = threading.RLock()
+    return lock
+
+
 class LeapClock:
     """The instrument's clock: reads ``leap.now_s``; ``sleep`` is ``leap.idle`` (no wall time)."""
 
     def __init__(self, leap: Any):
         self.leap = leap
+        self.lock = leap_lock(leap)
 
     def monotonic(self) -> float:
-        return float(self.leap.now_s)
+        with self.lock:
+            return float(self.leap.now_s)
 
     def sleep(self, dt_s: float) -> None:
         if dt_s > 0:
-            self.leap.idle(dt_s)
+            with self.lock:
+                self.leap.idle(dt_s)
 
 
 def _call(drv: Any, command: str, fn: Callable[..., T], *args: Any) -> T:
     if not drv.connected:
         raise drv.not_connected(command)
     try:
-        return fn(*args)
+        with drv.clock.lock:
+            return fn(*args)
     except DeviceError as e:
         raise InstrumentError(drv.name, command, f"instrument error {e.code}: {e.message}",
                               f'{e.code},"{e.message}"', code=e.code) from e
@@ -161,9 +179,13 @@ class SimDld(DelayLineDetector):
     with that chunk and the ions lost in it.
 
     Like a real TDC whose buffer is read out when full, a chunk ends early once it holds
-    ``max_chunk_records`` records: pulses are fired in ``SUB_BLOCKS`` sub-blocks and the chunk
-    stops after the sub-block that filled the buffer. A burst of evaporation (after a laser
-    step, say) therefore gives a short chunk, and the engine's feedback reacts within it.
+    ``max_chunk_records`` records: ``leap.advance(..., max_records=, parts=SUB_BLOCKS)`` fires
+    the chunk in ``SUB_BLOCKS`` parts and stops after the part that filled the buffer. A burst of evaporation (after a laser step, say) therefore gives
+    a short chunk, and the engine's feedback reacts within it.
+
+    :meth:`arm` fires the next chunk on a background thread (the simulator's numba kernels
+    release the GIL) while the caller stores the last one; ``read_chunk`` then collects it.
+    The chunk holds the instrument's lock, so it is the same chunk as without ``arm``.
     """
 
     SUB_BLOCKS = 10
@@ -179,13 +201,18 @@ class SimDld(DelayLineDetector):
         self._truth = np.zeros(0, TRUTH_DTYPE)
         self._lost = np.zeros(0, TRUTH_DTYPE)
         self.last_block: Any = None
+        self._armed: Future | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def connect(self) -> None:
         self.connected = True
 
     def close(self) -> None:
+        self.stop()
         self.connected = False
-        self.running = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def start(self) -> None:
         if not self.connected:
@@ -193,33 +220,45 @@ class SimDld(DelayLineDetector):
         self.running = True
 
     def stop(self) -> None:
-        self.running = False
+        """Stop acquiring; a chunk fired by :meth:`arm` and not read is waited for and
+        dropped (its pulses were fired: instrument time has passed)."""
+        with self.lock:
+            armed, self._armed = self._armed, None
+            self.running = False
+        if armed is not None:
+            armed.exception()  # wait; an error in a dropped chunk is not the caller's
+
+    def arm(self) -> None:
+        with self.lock:
+            if not (self.connected and self.running) or self._armed is not None:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-fire")
+            self._armed = self._pool.submit(self._fire)
+
+    def _fire(self) -> Any:
+        with self.clock.lock:
+            return self.leap.advance(self.chunk_pulses, max_records=self.max_chunk_records,
+                                     parts=self.SUB_BLOCKS)
 
     def read_chunk(self, timeout_s: float = 0.0) -> np.ndarray:
-        """Fire ``chunk_pulses`` pulses in instrument time (``timeout_s`` is not needed: the
-        simulator always answers)."""
+        """Fire ``chunk_pulses`` pulses in instrument time, or collect the chunk :meth:`arm`
+        started (``timeout_s`` is not needed: the simulator always answers)."""
         with self.lock:
             if not self.connected:
                 raise self.not_connected("read_chunk")
             if not self.running:
                 raise DriverError(self.name, "read_chunk", "not started (call start())")
-            sub = max(1, -(-self.chunk_pulses // self.SUB_BLOCKS))
-            blocks, fired, records = [], 0, 0
-            while fired < self.chunk_pulses and records < self.max_chunk_records:
-                block = self.leap.advance(min(sub, self.chunk_pulses - fired))
-                dt = np.asarray(block.raw).dtype
-                if dt is not RAW_DTYPE and dt != RAW_DTYPE:  # identity first: == on a
-                    # structured dtype costs ~30 us of Python in numpy
-                    raise DriverError(self.name, "read_chunk",
-                                      f"simulator gave dtype {block.raw.dtype}")
-                blocks.append(block)
-                fired += block.pulses
-                records += len(block.raw)
-            raw = _cat([b.raw for b in blocks])
-            self._truth = _cat([b.truth for b in blocks])
-            self._lost = _cat([b.lost for b in blocks])
-            self.last_block = blocks[-1]
-            self._count(raw, fired)
+            armed, self._armed = self._armed, None
+            block = armed.result() if armed is not None else self._fire()
+            raw = block.raw
+            dt = np.asarray(raw).dtype
+            if dt is not RAW_DTYPE and dt != RAW_DTYPE:  # identity first: == on a
+                # structured dtype costs ~30 us of Python in numpy
+                raise DriverError(self.name, "read_chunk", f"simulator gave dtype {dt}")
+            self._truth, self._lost = block.truth, block.lost
+            self.last_block = block
+            self._count(raw, block.pulses)
             return raw
 
     def read_truth(self) -> tuple[np.ndarray, np.ndarray]:
@@ -229,17 +268,3 @@ class SimDld(DelayLineDetector):
     @property
     def ion_table(self) -> list[tuple[str, float, int]]:
         return self.leap.ion_table
-
-
-def _cat(parts: list[np.ndarray]) -> np.ndarray:
-    """Concatenate a chunk's sub-blocks, skipping empty ones (no copy when only one has rows)."""
-    full = [p for p in parts if len(p)]
-    if len(full) <= 1:
-        return full[0] if full else parts[0][:0]
-    # one allocation and slice copies: np.concatenate promotes structured dtypes in Python
-    out = np.empty(sum(len(p) for p in full), full[0].dtype)
-    i = 0
-    for p in full:
-        out[i:i + len(p)] = p
-        i += len(p)
-    return out

@@ -6,8 +6,10 @@ Public API used by the drivers' ``sim`` backends and by the emulator:
 - ``.hv`` (:class:`sim.devices.HvSupplyModel`), ``.laser`` (:class:`sim.devices.LaserModel`)
 - ``.now_s`` instrument time, ``.pulses`` pulses fired so far, ``.fractured``
 - ``.idle(dt_s)``: let instrument time pass with no laser pulses (HV slews, nothing evaporates)
-- ``.advance(n_pulses) -> SimBlock``: fire ``n_pulses`` laser pulses at the current settings and
-  return the raw DLD records, their truth and the lost ions' truth
+- ``.advance(n_pulses, max_records=None, parts=1) -> SimBlock``: fire ``n_pulses`` laser pulses
+  at the current settings and return the raw DLD records, their truth and the lost ions' truth;
+  with ``max_records`` the block ends after the part that filled that many records (a full TDC
+  buffer)
 - ``.ion_table``: the run's ion species (names, mass of the main isotopologue, charge), the
   index that ``TRUTH_DTYPE.species`` points into
 """
@@ -15,6 +17,7 @@ Public API used by the drivers' ``sim`` backends and by the emulator:
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +123,7 @@ class VirtualLeap:
         self.base_temperature_k = base_temperature_k
         self.seed = seed
         self.env = make_environment(realtime, speed)
+        self.lock = threading.RLock()  # held by whoever fires pulses or sets the devices
         self.hv = HvSupplyModel(max_voltage_v=instrument.max_voltage_v,
                                 limit_v=instrument.max_voltage_v)
         self.laser = LaserModel(max_pulse_rate_hz=instrument.max_pulse_rate_hz)
@@ -322,8 +326,8 @@ class VirtualLeap:
             n = min(n, max(100, int(min(gap, dv) / hv.slew_v_per_s * rate)))
         return max(1, n)
 
-    def _simulate(self, remaining: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """One sub-block: returns raw, truth, lost and the pulses it consumed."""
+    def _simulate(self, remaining: int, out: _BlockBuffer) -> int:
+        """One sub-block, assembled straight into ``out``: returns the pulses it consumed."""
         rate_hz = self.laser.pulse_rate_hz
         v0 = self.hv.measured_v()
         pre = self._physics(v0)
@@ -353,9 +357,9 @@ class VirtualLeap:
         ev = self._ions(pulses, ph, seeds[1], seeds[2], n, v0, v1)
         bp, bt, bx, by = self.detector.background(rng, 0, cut, max(v1, 1.0))
         n_keep = ev[-1]
-        raw = np.empty(n_keep + len(bp), RAW_DTYPE)
-        truth = np.empty(n_keep + len(bp), TRUTH_DTYPE)
-        lost = np.empty(len(ev[0]) - n_keep, TRUTH_DTYPE)
+        eff = self.instrument.detection_efficiency
+        raw, truth, lost = out.take(n_keep + len(bp), len(ev[0]) - n_keep,
+                                    (lam * eff, lam * (1.0 - eff)))
         if len(raw) or len(lost):
             c = self.instrument
             assemble_block(*ev[:-1], self._charges, bp, bt, bx, by, first, n, v0, v1,
@@ -365,7 +369,7 @@ class VirtualLeap:
         if self.fractured and not self.hv.tripped:
             self.hv.trip()
             self.fracture_event.succeed(self.fracture_time_s)
-        return raw, truth, lost, n
+        return n
 
     def _ions(self, pulses: np.ndarray, ph: dict, seed_events: np.uint64,
               seed_detect: np.uint64, n: int, v0: float, v1: float) -> tuple:
@@ -411,8 +415,15 @@ class VirtualLeap:
         return (e_pulse, dx, dy, t, keep, e_sp, e_neu, e_mass, e_x, e_y, e_z,
                 int(np.count_nonzero(keep)))
 
-    def advance(self, n_pulses: int) -> SimBlock:
-        """Fire ``n_pulses`` pulses at the current settings (HV slewing within the block)."""
+    def advance(self, n_pulses: int, max_records: int | None = None, parts: int = 1
+                ) -> SimBlock:
+        """Fire ``n_pulses`` pulses at the current settings (HV slewing within the block).
+
+        With ``max_records`` the block ends after the part that brought it to that many
+        records, as a TDC whose buffer is read out when full: the block is fired in ``parts``
+        equal parts (each split into sub-blocks as usual) and ``SimBlock.pulses`` says how many
+        pulses were fired. The same parts give the same records whatever the buffer size.
+        """
         first = self.pulses
         rate = self.laser.pulse_rate_hz
         if not self.laser.emission_on or self.fractured or n_pulses <= 0:
@@ -421,27 +432,66 @@ class VirtualLeap:
             self.pulses += max(n_pulses, 0)
             return SimBlock(empty(RAW_DTYPE), empty(TRUTH_DTYPE), empty(TRUTH_DTYPE),
                             max(n_pulses, 0), first, dt)
-        raws, truths, losts = [], [], []
-        remaining = n_pulses
-        while remaining > 0:
-            if self.fractured:  # no more ions: time passes
-                self._run_for(remaining / rate)
-                self.pulses += remaining
-                break
-            raw, truth, lost, used = self._simulate(remaining)
-            raws.append(raw)
-            truths.append(truth)
-            losts.append(lost)
-            remaining -= used
-        return SimBlock(_cat(raws, RAW_DTYPE), _cat(truths, TRUTH_DTYPE),
-                        _cat(losts, TRUTH_DTYPE), n_pulses, first, n_pulses / rate)
+        out = _BlockBuffer(n_pulses, max_records)
+        part = max(1, -(-n_pulses // max(1, parts)))
+        fired = 0
+        while fired < n_pulses and not (max_records and out.rows >= max_records):
+            remaining = min(part, n_pulses - fired)
+            fired += remaining
+            while remaining > 0:
+                if self.fractured:  # no more ions: time passes
+                    self._run_for(remaining / rate)
+                    self.pulses += remaining
+                    break
+                remaining -= self._simulate(remaining, out)
+        raw, truth, lost = out.arrays()
+        return SimBlock(raw, truth, lost, fired, first, fired / rate)
+
+
+class _BlockBuffer:
+    """The RAW, TRUTH (aligned) and lost-TRUTH rows of one :meth:`VirtualLeap.advance`.
+
+    Sub-blocks are assembled straight into views of it (no concatenation). It is sized on the
+    first sub-block's expected rate for the whole block; untouched pages of ``np.empty`` cost
+    nothing, and it grows by doubling if a burst outruns the estimate.
+    """
+
+    def __init__(self, n_pulses: int, max_records: int | None):
+        self.n_pulses = n_pulses
+        self.max_records = max_records or 1 << 22  # first-allocation bound; it grows beyond
+        self.rows = self.lost_rows = 0
+        self.raw = empty(RAW_DTYPE)
+        self.truth = empty(TRUTH_DTYPE)
+        self.lost = empty(TRUTH_DTYPE)
+
+    def take(self, rows: int, lost_rows: int, per_pulse: tuple[float, float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views for the next sub-block's ``rows`` records and ``lost_rows`` lost ions;
+        ``per_pulse``: the expected records and lost ions per pulse, to size the first
+        allocation for the whole block."""
+        if self.rows + rows > len(self.raw):
+            expect = min(1.25 * per_pulse[0] * self.n_pulses, self.max_records + rows)
+            cap = max(2 * len(self.raw), self.rows + rows, int(expect) + 1024)
+            self.raw = _grown(self.raw, self.rows, cap)
+            self.truth = _grown(self.truth, self.rows, cap)
+        if self.lost_rows + lost_rows > len(self.lost):
+            expect = min(1.25 * per_pulse[1] * self.n_pulses, self.max_records + lost_rows)
+            cap = max(2 * len(self.lost), self.lost_rows + lost_rows, int(expect) + 1024)
+            self.lost = _grown(self.lost, self.lost_rows, cap)
+        a, b = self.rows, self.lost_rows
+        self.rows, self.lost_rows = a + rows, b + lost_rows
+        return self.raw[a:a + rows], self.truth[a:a + rows], self.lost[b:b + lost_rows]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.raw[:self.rows], self.truth[:self.rows], self.lost[:self.lost_rows]
+
+
+def _grown(a: np.ndarray, used: int, cap: int) -> np.ndarray:
+    """A new array of ``cap`` rows holding the first ``used`` rows of ``a`` (a byte copy)."""
+    out = np.empty(cap, a.dtype)
+    if used:
+        out[:used].view(np.uint8)[:] = a[:used].view(np.uint8)
+    return out
 
 
 _NO_PULSES = np.zeros(0, np.int64)
-
-
-def _cat(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return empty(dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,14 +1,17 @@
 """End-to-end acquisition throughput: the run engine on the simulator (sim + pipeline + store).
 
-- ``engine ions/s (N-ion chunks)``: detected ions per second of CPU of a settled simulated run
-  (Cr-coated NMC811, 5 pJ, 0.5 %, started at its operating voltage), at ~5k ions per DLD chunk
-  (1e6 pulses) and ~50k (1e7 pulses, 262144 records), beside the HDF5 write alone of the same
-  records in the same chunks (the run store's floor on this machine).
+- ``engine ions/s (N-ion chunks)``: detected ions per second of wall time of a settled
+  simulated run (Cr-coated NMC811, 5 pJ, 0.5 %, started at its operating voltage, 1e6 ions
+  per run after a 20k-ion warm-up), at ~5k ions per DLD chunk (1e6 pulses) and ~50k (1e7
+  pulses, 262144 records). The engine uses the machine's two cores: the simulated DLD fires
+  the next chunk on its own thread (numba kernels without the GIL) while the engine builds and
+  stores the last one. Baseline: the same run with that overlap switched off (``SimDld.arm``
+  a no-op), i.e. one core. Best of 3 each (noise only ever adds time); the note gives the
+  CPU seconds, which the overlap does not reduce.
 - ``engine 1e10 pulses``: CPU seconds the engine's instrument model spends on 10^10 pulses of
   empty blocks (field off), beside one simpy timeout per pulse (scaled).
 - ``engine peak RSS``: peak resident memory of a run 10x longer than a short one, beside the
   short one (each in a fresh process): flat in run length when the two agree.
-CPU time (``time.process_time``) is used so that other load on the machine does not count.
 """
 
 from __future__ import annotations
@@ -34,32 +37,23 @@ def _overrides(ions: int, chunk_pulses: int, max_records: int) -> dict:
             "run.chunk_pulses": chunk_pulses, "drivers.dld.max_chunk_records": max_records}
 
 
-def _session_run(path: Path, ions: int, chunk_pulses: int, max_records: int) -> float:
+def _session_run(path: Path, ions: int, chunk_pulses: int, max_records: int,
+                 overlap: bool = True) -> tuple[float, float]:
+    """(wall s, CPU s) of one run; ``overlap=False`` fires every chunk on the engine's thread."""
     from apt_daq.config import load_run
     from apt_daq.run import Session
+    from drivers.sim_backends import SimDld
 
     cfg = load_run(RUN, _overrides(ions, chunk_pulses, max_records))
-    t = time.process_time()
-    Session(cfg, out=path, overwrite=True).run()
-    return time.process_time() - t
-
-
-def _write_only(src: Path, dst: Path, chunk_rows: int) -> float:
-    """CPU seconds to write the run's /raw, /hits, /derived, /truth, /truth_lost again through
-    RunWriter in chunks of ``chunk_rows`` hits (the store alone, same records)."""
-    from apt_daq.io.store import RunReader, RunWriter
-
-    with RunReader(src) as r:
-        data = {k: r.read(k) for k in ("raw", "hits", "derived", "truth", "lost")}
-    n = len(data["hits"])
-    frac = {k: len(v) / max(n, 1) for k, v in data.items()}
-    t = time.process_time()
-    with RunWriter(dst, {}, overwrite=True) as w:
-        for i in range(0, n, chunk_rows):
-            j = min(i + chunk_rows, n)
-            w.append(**{k: v[int(i * frac[k]):int(j * frac[k])] for k, v in data.items()})
-        w.finish("done")
-    return time.process_time() - t
+    arm = SimDld.arm
+    if not overlap:
+        SimDld.arm = lambda self: None  # type: ignore[method-assign]
+    try:
+        t, c = time.perf_counter(), time.process_time()
+        Session(cfg, out=path, overwrite=True).run()
+        return time.perf_counter() - t, time.process_time() - c
+    finally:
+        SimDld.arm = arm  # type: ignore[method-assign]
 
 
 def _count(path: Path) -> int:
@@ -95,14 +89,19 @@ def run(quick: bool = False) -> list[Result]:
         tmp = Path(d)
         _session_run(tmp / "warm.h5", 20_000, 1_000_000, 65536)  # compile / warm caches
         for label, chunk, recs in (("5k", 1_000_000, 65536), ("50k", 10_000_000, 262144)):
-            cpu = _session_run(tmp / "run.h5", ions, chunk, recs)
+            best: dict[bool, tuple[float, float]] = {}
+            for _ in range(3):
+                for overlap in (True, False):
+                    w, c = _session_run(tmp / "run.h5", ions, chunk, recs, overlap)
+                    if overlap not in best or w < best[overlap][0]:
+                        best[overlap] = (w, c)
             n = _count(tmp / "run.h5")
             per_chunk = n / max(1, -(-ions // max(1, int(chunk * 0.0047))))
-            w_cpu = _write_only(tmp / "run.h5", tmp / "write.h5", int(chunk * 0.0047))
+            (w2, c2), (w1, c1) = best[True], best[False]
             out.append(result(
-                f"engine ions/s ({label}-ion chunks)", n / cpu, "detected ions/s (CPU)",
-                n / w_cpu, f"sim + pipeline + HDF5 store, {n} ions, ~{per_chunk:.0f} per "
-                "chunk, vs the HDF5 write alone of the same records"))
+                f"engine ions/s ({label}-ion chunks)", n / w2, "detected ions/s (wall, 2 cores)",
+                n / w1, f"sim + pipeline + HDF5 store, {n} ions, ~{per_chunk:.0f} per chunk, "
+                f"vs the same run on one thread; CPU {c2:.2f} s vs {c1:.2f} s"))
 
     # empty blocks: the instrument model's cost of 1e10 pulses with the field off
     from apt_daq.bench.sim import _leap

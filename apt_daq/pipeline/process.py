@@ -7,6 +7,8 @@ what limits this stage).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit, prange
 
@@ -144,7 +146,51 @@ def _args(instrument: InstrumentConfig, calibration: Calibration | None, lookup:
     )  # fmt: skip
 
 
-def process_chunk(
+@dataclass
+class Decoded:
+    """The fused pass's result for one chunk: the kept records and their columns.
+
+    ``keep``: indices into ``raw`` of the records kept (so truth aligns as ``truth[keep]``);
+    ``tof``, ``det_x``, ``det_y``, ``mass``, ``ion`` aligned with ``keep``; ``counters`` as
+    :func:`process_chunk` documents them (``multi_hits`` comes with :meth:`records`).
+    """
+
+    keep: np.ndarray
+    tof: np.ndarray
+    det_x: np.ndarray
+    det_y: np.ndarray
+    mass: np.ndarray
+    ion: np.ndarray
+    counters: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def records(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The HIT_DTYPE and DERIVED_DTYPE rows (x, y, z NaN until reconstruction); adds
+        ``multi_hits`` (kept hits on pulses with > 1 hit) to ``counters``."""
+        keep, k = self.keep, len(self.keep)
+        hits = np.empty(k, dtype=HIT_DTYPE)
+        hits["pulse"] = raw["pulse"][keep]
+        hits["tof"] = self.tof
+        hits["det_x"] = self.det_x
+        hits["det_y"] = self.det_y
+        for f in ("v_dc", "v_pulse", "laser_pj"):
+            hits[f] = raw[f][keep]
+        mult = np.empty(k, dtype=np.uint8)
+        multiplicity_kernel(hits["pulse"], mult)
+        hits["multiplicity"] = mult
+        derived = np.empty(k, dtype=DERIVED_DTYPE)
+        derived["mass"] = self.mass
+        derived["ion"] = self.ion
+        derived["x"] = np.nan
+        derived["y"] = np.nan
+        derived["z"] = np.nan
+        self.counters["multi_hits"] = int(np.count_nonzero(mult > 1))
+        return hits, derived
+
+
+def decode_chunk(
     raw: np.ndarray,
     instrument: InstrumentConfig,
     ranges: RangeTable | None,
@@ -152,16 +198,9 @@ def process_chunk(
     calibration: Calibration | None = None,
     lookup: RangeLookup | None = None,
     threads: int = 1,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """Raw DLD records -> (hits, derived, keep, counters), the contract of the run engine.
-
-    ``hits`` HIT_DTYPE and ``derived`` DERIVED_DTYPE (mass, ion = range index or -1; x, y, z
-    NaN until reconstruction) are aligned; ``keep`` are the indices into ``raw`` of the records
-    kept (so truth aligns as ``truth[keep]``); counters: records, rejected (incomplete +
-    bad_time_sum), incomplete, bad_time_sum, multi_hits (kept hits on pulses with > 1 hit).
-    ``calibration`` applies fitted voltage/bowl corrections (identity by default);
-    ``threads`` > 1 splits the chunk over numba threads.
-    """
+) -> Decoded:
+    """The fused pass over raw DLD records (decode, time sum, m/n, corrections, ranging),
+    without building the output rows: what the run engine needs for its feedback."""
     check(raw, RAW_DTYPE, "process_chunk raw")
     lookup = lookup or RangeLookup.build(ranges)
     n = len(raw)
@@ -185,28 +224,30 @@ def process_chunk(
     else:
         k, inc, bad = fused_kernel(*cols, *_args(instrument, calibration, lookup),
                                    keep, tof, x, y, mass, ion)  # fmt: skip
-    keep = keep[:k]
-    hits = np.empty(k, dtype=HIT_DTYPE)
-    hits["pulse"] = raw["pulse"][keep]
-    hits["tof"] = tof[:k]
-    hits["det_x"] = x[:k]
-    hits["det_y"] = y[:k]
-    for f in ("v_dc", "v_pulse", "laser_pj"):
-        hits[f] = raw[f][keep]
-    mult = np.empty(k, dtype=np.uint8)
-    multiplicity_kernel(hits["pulse"], mult)
-    hits["multiplicity"] = mult
-    derived = np.empty(k, dtype=DERIVED_DTYPE)
-    derived["mass"] = mass[:k]
-    derived["ion"] = ion[:k]
-    derived["x"] = np.nan
-    derived["y"] = np.nan
-    derived["z"] = np.nan
-    counters = {
-        "records": int(n),
-        "rejected": int(inc + bad),
-        "incomplete": int(inc),
-        "bad_time_sum": int(bad),
-        "multi_hits": int(np.count_nonzero(mult > 1)),
-    }
-    return hits, derived, keep, counters
+    counters = {"records": int(n), "rejected": int(inc + bad), "incomplete": int(inc),
+                "bad_time_sum": int(bad)}
+    return Decoded(keep[:k], tof[:k], x[:k], y[:k], mass[:k], ion[:k], counters)
+
+
+def process_chunk(
+    raw: np.ndarray,
+    instrument: InstrumentConfig,
+    ranges: RangeTable | None,
+    *,
+    calibration: Calibration | None = None,
+    lookup: RangeLookup | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Raw DLD records -> (hits, derived, keep, counters), the contract of the run engine.
+
+    ``hits`` HIT_DTYPE and ``derived`` DERIVED_DTYPE (mass, ion = range index or -1; x, y, z
+    NaN until reconstruction) are aligned; ``keep`` are the indices into ``raw`` of the records
+    kept (so truth aligns as ``truth[keep]``); counters: records, rejected (incomplete +
+    bad_time_sum), incomplete, bad_time_sum, multi_hits (kept hits on pulses with > 1 hit).
+    ``calibration`` applies fitted voltage/bowl corrections (identity by default);
+    ``threads`` > 1 splits the chunk over numba threads.
+    """
+    dec = decode_chunk(raw, instrument, ranges, calibration=calibration, lookup=lookup,
+                       threads=threads)
+    hits, derived = dec.records(raw)
+    return hits, derived, dec.keep, dec.counters

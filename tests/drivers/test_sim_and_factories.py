@@ -23,18 +23,23 @@ RUN = ROOT / "configs" / "runs" / "nmc811-bare-5pj.yaml"
 
 class FakeLeap:
     """Just enough of VirtualLeap for the DLD: each advance gives two pulses' worth of hits,
-    one of them a double hit, with truth aligned and one lost ion."""
+    one of them a double hit, with truth aligned and one lost ion; with ``max_records`` it
+    fires only 300 pulses (a buffer full early) and records the calls it got."""
 
     def __init__(self):
         self.hv, self.laser = HvSupplyModel(), LaserModel()
         self.now_s, self.pulses, self.fractured = 0.0, 0, False
         self.ion_table = [("Ni+", 58.0, 1), ("O2+", 32.0, 1)]
+        self.calls: list[tuple[int, int | None]] = []
 
     def idle(self, dt_s):
         self.now_s += dt_s
         self.hv.advance(dt_s)
 
-    def advance(self, n):
+    def advance(self, n, max_records=None, parts=1):
+        self.calls.append((n, max_records))
+        if max_records is not None and max_records < 3 * n // 100:
+            n = 300
         raw = np.zeros(3, RAW_DTYPE)
         raw["pulse"] = [self.pulses + 1, self.pulses + 1, self.pulses + 5]
         truth = np.zeros(3, TRUTH_DTYPE)
@@ -48,32 +53,46 @@ class FakeLeap:
 
 
 def test_sim_dld_chunks_truth_and_counters():
-    # 1000 pulses per chunk, fired in SimDld.SUB_BLOCKS sub-blocks of 100 pulses
-    dld = SimDld(FakeLeap(), chunk_pulses=1000)
+    leap = FakeLeap()
+    dld = SimDld(leap, chunk_pulses=1000)
     dld.connect()
     with pytest.raises(DriverError, match="not started"):
         dld.read_chunk(1.0)
     dld.start()
-    subs = SimDld.SUB_BLOCKS
     for _ in range(2):
         raw = dld.read_chunk(1.0)
         truth, lost = dld.read_truth()
-        assert raw.dtype == RAW_DTYPE and len(truth) == len(raw) == 3 * subs
-        assert np.array_equal(truth["pulse"], raw["pulse"]) and len(lost) == subs
-        assert np.all(np.diff(raw["pulse"].astype(np.int64)) >= 0)
-    assert dld.counters == {"pulses": 2000, "hits": 6 * subs, "multi_hits": 2 * subs,
-                            "dropped": 0}
+        assert raw.dtype == RAW_DTYPE and len(truth) == len(raw) == 3
+        assert np.array_equal(truth["pulse"], raw["pulse"]) and len(lost) == 1
+    assert leap.calls == [(1000, 65536)] * 2  # one block per chunk, the buffer size passed on
+    assert dld.counters == {"pulses": 2000, "hits": 6, "multi_hits": 2, "dropped": 0}
     assert dld.ion_table[1][0] == "O2+"
     dld.stop()
 
 
-def test_sim_dld_chunk_ends_early_when_the_buffer_fills():
-    # a burst: each 100-pulse sub-block gives 3 records; a 7-record buffer is full after 3
+def test_sim_dld_counts_the_pulses_the_leap_fired():
+    # a burst fills a 7-record buffer: the leap fires only 300 of the 1000 pulses
     dld = SimDld(FakeLeap(), chunk_pulses=1000, max_chunk_records=7)
     dld.connect()
     dld.start()
     raw = dld.read_chunk(1.0)
-    assert len(raw) == 9 and dld.counters["pulses"] == 300
+    assert len(raw) == 3 and dld.counters["pulses"] == 300
+
+
+def test_sim_dld_arm_fires_the_next_chunk_in_the_background():
+    leap = FakeLeap()
+    dld = SimDld(leap, chunk_pulses=1000)
+    dld.connect()
+    dld.arm()  # not started: nothing to fire
+    assert leap.calls == []
+    dld.start()
+    dld.arm()
+    dld.arm()  # idempotent: one chunk in flight
+    raw = dld.read_chunk(1.0)
+    assert len(raw) == 3 and leap.calls == [(1000, 65536)]
+    dld.arm()
+    dld.close()  # waits for the chunk in flight, then drops it
+    assert len(leap.calls) == 2 and not dld.running
 
 
 def test_sim_hv_on_virtual_leap_idles_instead_of_sleeping():

@@ -106,3 +106,29 @@ def test_block_size_does_not_change_statistics():
     f1, f2 = c1 / c1.sum(), c2 / c2.sum()
     err = np.sqrt(f1 * (1 - f1) / c1.sum() + f2 * (1 - f2) / c2.sum())
     assert np.all(np.abs(f1 - f2) <= 5 * err + 1e-3)
+
+
+def test_full_buffer_ends_the_block_after_the_part_that_filled_it():
+    """advance(max_records=, parts=) is a TDC buffer read out when full: the block stops after
+    the part that filled the buffer; the pulses it reports are the pulses fired, the next
+    block goes on from there, and the records are those of the same parts without a buffer."""
+    def settled():
+        leap = make_leap("nmc811-cr", seed=3)
+        leap.laser.set_energy(5.0)
+        leap.hv.set_voltage(settle_voltage(leap))
+        leap.idle(0.01)
+        return leap
+
+    leap, twin = settled(), settled()
+    full = leap.advance(10_000_000, max_records=2000, parts=100)
+    assert full.pulses % 100_000 == 0 and full.pulses < 10_000_000
+    assert leap.pulses == full.pulses and full.raw["pulse"].max() < full.pulses
+    one_part = 100_000 * 0.005
+    assert 2000 <= len(full.raw) <= 2000 + one_part + 5 * np.sqrt(one_part)
+    same = [twin.advance(100_000) for _ in range(full.pulses // 100_000)]
+    assert full.raw.tobytes() == b"".join(b.raw.tobytes() for b in same)
+    assert full.lost.tobytes() == b"".join(b.lost.tobytes() for b in same)
+    nxt = leap.advance(100_000)
+    assert nxt.first_pulse == full.pulses and nxt.raw["pulse"].min() >= full.pulses
+    roomy = leap.advance(100_000, max_records=1_000_000, parts=4)
+    assert roomy.pulses == 100_000
