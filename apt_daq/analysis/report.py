@@ -238,7 +238,8 @@ def analyze(
             fda_res[sp] = fda(is_sp, acfg.fda_block_ions, sp)
     peaks = [(name, m0) for name, m0 in mrp_peaks]
     mrp_list = mrp(
-        np.concatenate([np.concatenate(a) if a else np.zeros(0) for a in mrp_mass]), peaks
+        np.concatenate([np.concatenate(a) if a else np.zeros(0) for a in mrp_mass]
+                       or [np.zeros(0)]), peaks  # a run too short to have a reference peak
     )
     summary: dict[str, Any] = {
         "file": str(path),

@@ -228,4 +228,31 @@ def fit_calibration(
                 fb = terms @ cal.bc
         if not (voltage and bowl):
             break
-    return cal
+    return _kept_if_sharper(cal, m_raw, v, x, y, lo, hi)
+
+
+def _peak_ions(m: np.ndarray, ref_da: float) -> int:
+    """Ions within +- ref / 1500 of the reference mass: what a good correction gathers."""
+    return int(np.count_nonzero(np.abs(m - ref_da) < ref_da / 1500.0))
+
+
+def _kept_if_sharper(cal: Calibration, m_raw: np.ndarray, v: np.ndarray, x: np.ndarray,
+                     y: np.ndarray, lo: float, hi: float) -> Calibration:
+    """The fit unless it gathers clearly less of the reference peak than a constant scale does
+    (< 80 %): then that scale, with a note. A fit on few ions, or on a window that background rules in some
+    voltage bins (a short run, most of it the approach), can bend the quadratic far off."""
+    ref = cal.reference_da
+    if cal.voltage_coeffs == (1.0, 0.0, 0.0) and cal.bowl_coeffs[0] == 1.0 and not any(
+            cal.bowl_coeffs[1:]):
+        return cal  # nothing was fitted
+    u = v * 1e-3
+    vc = cal.vc
+    fitted = m_raw / (vc[0] + u * (vc[1] + u * vc[2])) / (_bowl_terms(x, y) @ cal.bc)
+    c0 = peak_mode(m_raw, lo, hi, max(ref / 4000.0, 1e-4)) / ref
+    if _peak_ions(fitted, ref) >= 0.8 * _peak_ions(m_raw / c0, ref):
+        return cal  # a fit is kept unless it is clearly worse: it corrects more than the core
+    note = (f"fitted corrections rejected: they gathered < 80 % of the "
+            f"{cal.reference or 'reference'} ions a constant scale gathers; constant scale "
+            f"{c0:.5f} used")
+    return Calibration((c0, 0.0, 0.0), reference=cal.reference, reference_da=ref,
+                       fit_ions=cal.fit_ions, notes=[*cal.notes, note])

@@ -51,8 +51,12 @@ def f7(ctx):
 @pytest.mark.slow
 def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
     rows, _ = fig1.reproduce(ctx)
-    # 5 pJ: Ni-dominated, Li well below the nominal 0.5 (counting error ~0.01)
-    assert row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 5 pJ").value < 0.25
+    # 5 pJ: Ni-dominated, Li well below the nominal 0.5. At 5 000 ions per step the share is
+    # ruled by Li-burst shot noise, not counting: bursts last ~1500 events, so one burst more
+    # or less moves it by ~0.2 (seeds 1-12 of this schedule: 0.06-0.32). The full-size bound
+    # (< 0.25, 50 000 ions per step) is `reproduce`'s; here: below 0.35 and far below 20 pJ.
+    li5 = row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 5 pJ").value
+    assert li5 < 0.35 and li5 < 0.5 * row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 20 pJ").value
     # most uncoated specimens break before the set count, coated ones do not
     assert row(rows, "uncoated specimens fractured").value > 0.5
     assert row(rows, "Cr-coated specimens fractured").value <= 0.125
