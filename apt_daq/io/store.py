@@ -11,9 +11,10 @@ Layout (datasets of the compound dtypes in :mod:`apt_daq.hits`, chunked and resi
     /meta        group; JSON string attributes: config, instrument, ion_table, versions, seed,
                  started, ended, state, counters, ...
 
-Every ``append`` resizes, writes and flushes, and the file is opened with the latest format and
-SWMR-style ordering so that a process killed at any moment (SIGKILL) leaves a file that opens
-and holds every chunk but at most the one being written.
+Every ``append`` resizes, writes and flushes. The file uses HDF5's default format without SWMR
+(the latest format leaves a consistency flag that stops a killed file from opening), so a
+process killed at any moment (SIGKILL) leaves a file that opens and holds every chunk but at
+most the one being written.
 """
 
 from __future__ import annotations
