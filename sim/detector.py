@@ -183,15 +183,23 @@ class Detector:
         return c.t0_ns + leff * math.sqrt(max_mass_da / (TOF_CONST * max(volts, 100.0)))
 
     def background(self, rng: np.random.Generator, first_pulse: int, n_pulses: int,
-                   volts: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Uniform background (dark counts, uncorrelated field evaporation): pulses, t, x, y."""
+                   volts: float, n: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Uniform background (dark counts, uncorrelated field evaporation): pulses, t, x, y.
+        ``n``: the count, if :meth:`background_count` already drew it from ``rng``."""
         w = self.window_ns(volts)
-        n = int(rng.poisson(self.cfg.background_per_ns * w * n_pulses))
+        if n is None:
+            n = self.background_count(rng, n_pulses, volts)
         pulses = np.sort(rng.integers(0, n_pulses, n)) + first_pulse if n else np.zeros(0, int)
         t = rng.random(n) * w
         r = self.radius_mm * np.sqrt(rng.random(n))
         ph = 2 * np.pi * rng.random(n)
         return pulses.astype(np.int64), t, r * np.cos(ph), r * np.sin(ph)
+
+    def background_count(self, rng: np.random.Generator, n_pulses: int, volts: float) -> int:
+        """The number of background hits in ``n_pulses`` pulses (Poisson): the first draw of
+        :meth:`background`."""
+        return int(rng.poisson(self.cfg.background_per_ns * self.window_ns(volts) * n_pulses))
 
     def records(self, pulse: np.ndarray, t_ns: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray,
                 v_dc: np.ndarray, laser_pj: float) -> np.ndarray:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -326,8 +328,11 @@ class VirtualLeap:
             n = min(n, max(100, int(min(gap, dv) / hv.slew_v_per_s * rate)))
         return max(1, n)
 
-    def _simulate(self, remaining: int, out: _BlockBuffer) -> int:
-        """One sub-block, assembled straight into ``out``: returns the pulses it consumed."""
+    def _simulate(self, remaining: int) -> tuple[int, int, Callable[[_BlockBuffer], None]]:
+        """One sub-block: the physics, the fracture hazard and the evaporation events, in
+        instrument order. Returns (pulses consumed, an upper bound of its records, and the
+        rest of its work: detection, delay lines and assembly into the block's buffer, which
+        depends on nothing that comes later and may run on another thread)."""
         rate_hz = self.laser.pulse_rate_hz
         v0 = self.hv.measured_v()
         pre = self._physics(v0)
@@ -354,33 +359,33 @@ class VirtualLeap:
             pulses = physics.event_pulses_seeded(seeds[0], lam, cut)
         else:
             pulses = _NO_PULSES
-        ev = self._ions(pulses, ph, seeds[1], seeds[2], n, v0, v1)
-        bp, bt, bx, by = self.detector.background(rng, 0, cut, max(v1, 1.0))
-        n_keep = ev[-1]
+        events, mag = self._events(pulses, ph, seeds[1])
+        v_bg = max(v1, 1.0)
+        n_bg = self.detector.background_count(rng, cut, v_bg)  # the rest of rng: in assemble
         eff = self.instrument.detection_efficiency
-        raw, truth, lost = out.take(n_keep + len(bp), len(ev[0]) - n_keep,
-                                    (lam * eff, lam * (1.0 - eff)))
-        if len(raw) or len(lost):
-            c = self.instrument
-            assemble_block(*ev[:-1], self._charges, bp, bt, bx, by, first, n, v0, v1,
-                           self.laser.energy_pj, c.tdc_bin_ns, c.delay_line_offset_ns,
-                           c.signal_velocity_mm_per_ns, raw, truth, lost)
+        laser_pj = self.laser.energy_pj
+
+        def assemble(out: _BlockBuffer) -> None:
+            bg = self.detector.background(rng, 0, cut, v_bg, n=n_bg)
+            self._assemble(events, mag, bg, seeds[2], first, n, v0, v1, laser_pj,
+                           (lam * eff, lam * (1.0 - eff)), out)
+
         self.pulses += n
         if self.fractured and not self.hv.tripped:
             self.hv.trip()
             self.fracture_event.succeed(self.fracture_time_s)
-        return n
+        return n, len(events[0]) + n_bg, assemble
 
-    def _ions(self, pulses: np.ndarray, ph: dict, seed_events: np.uint64,
-              seed_detect: np.uint64, n: int, v0: float, v1: float) -> tuple:
-        """Ions of the sub-block's events and their detection (event order, not yet merged
-        with the background): the arguments of :func:`sim.detector.assemble_block` and the
-        number of detected ions."""
+    def _events(self, pulses: np.ndarray, ph: dict, seed_events: np.uint64) -> tuple:
+        """The sub-block's evaporation events (pulse, species, m/n, origin, departure time,
+        neutral), advancing the surface; and the projection's magnification at its start."""
         tip, sp = self.tip, self.tip.species
+        mag = self.detector.magnification_mm_per_nm(tip.radius_nm(),
+                                                    self.specimen.image_compression)
         if len(pulses) == 0:
-            z64, z32 = np.zeros(0), np.zeros(0, np.float32)
-            return (_NO_PULSES, z64, z64, z64, np.zeros(0, np.uint8), np.zeros(0, np.int16),
-                    np.zeros(0, np.uint8), z32, z32, z32, z32, 0)
+            z32 = np.zeros(0, np.float32)
+            return (_NO_PULSES, np.zeros(0, np.int16), z32, z32, z32, z32, z32,
+                    np.zeros(0, np.uint8)), mag
         li = physics.LI_MIGRATION
         cdf, a, b, neu, atoms, nch = self._channel_tables(ph["field"])
         burst = ph["burst"]
@@ -388,7 +393,6 @@ class VirtualLeap:
         p_end = 1.0 / li.burst_mean_events
         p_start = phi / ((1.0 - phi) * li.burst_mean_events) if phi < 1 else 1.0
         prof = ph["profile"]
-        r_now = tip.radius_nm()
         if self._static is None:
             self._static = (np.array(tip.densities, np.float64), sp.index("Li+"))
         densities, li_ion = self._static
@@ -402,18 +406,37 @@ class VirtualLeap:
             1.0 / li.modulation_mean_events, self._burst_state,
             sp.iso_start, sp.iso_mass, sp.iso_cdf,
             prof.quantiles(), ph["dc_share"], ph["period_ns"])
-        e_pulse, e_sp, e_mass, e_x, e_y, e_z, e_t, e_neu, depth_end, n_atoms = out
+        *events, depth_end, n_atoms = out
         tip.depth_nm = float(depth_end)
         self.evaporated_atoms += int(n_atoms)
-        volts = v0 + (v1 - v0) * e_pulse.astype(np.float64) / n
-        mag = self.detector.magnification_mm_per_nm(r_now, self.specimen.image_compression)
+        return tuple(events), mag
+
+    def _assemble(self, events: tuple, mag: float, bg: tuple, seed_detect: np.uint64,
+                  first: int, n: int, v0: float, v1: float, laser_pj: float,
+                  per_pulse: tuple[float, float], out: _BlockBuffer) -> None:
+        """Detection of a sub-block's events and its RAW / TRUTH / lost rows, written into the
+        next rows of ``out`` (sub-blocks must be assembled in order)."""
+        e_pulse, e_sp, e_mass, e_x, e_y, e_z, e_t, e_neu = events
         ins = self.instrument
-        dx, dy, t, keep = detect_seeded(
-            seed_detect, e_pulse, e_x, e_y, e_mass, e_t, volts, e_neu, mag, ins.flight_path_mm,
-            ins.t0_ns, ins.timing_jitter_ns, BLUR_MM, ins.detection_efficiency,
-            self.detector.radius_mm, ins.dead_time_ns, ins.dead_zone_mm)
-        return (e_pulse, dx, dy, t, keep, e_sp, e_neu, e_mass, e_x, e_y, e_z,
-                int(np.count_nonzero(keep)))
+        if len(e_pulse):
+            volts = v0 + (v1 - v0) * e_pulse.astype(np.float64) / n
+            dx, dy, t, keep = detect_seeded(
+                seed_detect, e_pulse, e_x, e_y, e_mass, e_t, volts, e_neu, mag,
+                ins.flight_path_mm, ins.t0_ns, ins.timing_jitter_ns, BLUR_MM,
+                ins.detection_efficiency, self.detector.radius_mm, ins.dead_time_ns,
+                ins.dead_zone_mm)
+            n_keep = int(np.count_nonzero(keep))
+        else:
+            dx = dy = t = np.zeros(0)
+            keep = np.zeros(0, np.uint8)
+            n_keep = 0
+        bp, bt, bx, by = bg
+        raw, truth, lost = out.take(n_keep + len(bp), len(e_pulse) - n_keep, per_pulse)
+        if len(raw) or len(lost):
+            assemble_block(e_pulse, dx, dy, t, keep, e_sp, e_neu, e_mass, e_x, e_y, e_z,
+                           self._charges, bp, bt, bx, by, first, n, v0, v1, laser_pj,
+                           ins.tdc_bin_ns, ins.delay_line_offset_ns,
+                           ins.signal_velocity_mm_per_ns, raw, truth, lost)
 
     def advance(self, n_pulses: int, max_records: int | None = None, parts: int = 1
                 ) -> SimBlock:
@@ -435,7 +458,14 @@ class VirtualLeap:
         out = _BlockBuffer(n_pulses, max_records)
         part = max(1, -(-n_pulses // max(1, parts)))
         fired = 0
-        while fired < n_pulses and not (max_records and out.rows >= max_records):
+        pending: list[Future] = []  # sub-blocks being assembled, in order
+        bound = 0  # records so far cannot exceed this (events + background)
+        while fired < n_pulses:
+            if max_records and bound >= max_records:  # the exact count is needed now
+                _wait(pending)
+                bound = out.rows
+                if out.rows >= max_records:
+                    break
             remaining = min(part, n_pulses - fired)
             fired += remaining
             while remaining > 0:
@@ -443,9 +473,41 @@ class VirtualLeap:
                     self._run_for(remaining / rate)
                     self.pulses += remaining
                     break
-                remaining -= self._simulate(remaining, out)
+                used, most, assemble = self._simulate(remaining)
+                remaining -= used
+                bound += most
+                if pending or most >= ASSEMBLE_ASIDE_EVENTS:
+                    pending.append(_assembler().submit(assemble, out))
+                else:
+                    assemble(out)
+        _wait(pending)
         raw, truth, lost = out.arrays()
         return SimBlock(raw, truth, lost, fired, first, fired / rate)
+
+
+ASSEMBLE_ASIDE_EVENTS = 2_000  # smaller sub-blocks are assembled inline (handover ~50 us)
+_ASSEMBLER: ThreadPoolExecutor | None = None
+_ASSEMBLER_LOCK = threading.Lock()
+
+
+def _assembler() -> ThreadPoolExecutor:
+    """One worker thread that detects and assembles sub-blocks while the next one's events
+    are generated (the kernels release the GIL); FIFO, so each block's sub-blocks land in
+    order. Shared by every VirtualLeap of the process."""
+    global _ASSEMBLER
+    with _ASSEMBLER_LOCK:
+        if _ASSEMBLER is None:
+            _ASSEMBLER = ThreadPoolExecutor(1, thread_name_prefix="leap-assemble")
+        return _ASSEMBLER
+
+
+def _wait(pending: list[Future]) -> None:
+    """Wait for the sub-blocks in flight (re-raising their errors), in order."""
+    try:
+        for f in pending:
+            f.result()
+    finally:
+        pending.clear()
 
 
 class _BlockBuffer:
