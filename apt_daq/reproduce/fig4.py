@@ -4,6 +4,9 @@ a) normalised mass spectra, 4-35 Da, overlaid: the coated one has shorter therma
 higher mass resolving power (m / dm at 10 % of the peak height, FW10%M, where the tail shows);
 O2+/O+ about 2.61 for both. b, c) FDA of Li+ and O2+ in 100-ion blocks with their binomials;
 Li+ Pearson mu about 0.9 uncoated, 0.5 coated; the same trend for O2+.
+
+Most uncoated specimens break early (Fig. 1): the uncoated dataset is the first specimen that
+gave at least a quarter of the set ion count before breaking (seed + 1, + 2, ...).
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from apt_daq.reproduce import draw
-from apt_daq.reproduce.common import Context, RunSpec, analyze_many, ratio, ratio_err, simulate
+from apt_daq.reproduce.common import (
+    Context,
+    RunOutcome,
+    RunSpec,
+    analyze_many,
+    ratio,
+    ratio_err,
+    simulate,
+)
 from apt_daq.reproduce.paper import V
 from apt_daq.reproduce.table import Row, fmt, fmt_pm
 
@@ -45,11 +56,33 @@ def _mrp10(summary: dict, peak: str) -> float:
     return math.nan
 
 
+SPECIMEN_TRIES = 8  # uncoated specimens tried until one gives a usable dataset
+USABLE_SHARE = 0.25  # ... at least this share of the set ion count before it breaks
+
+
+def _uncoated_dataset(ctx: Context, first: RunOutcome) -> RunOutcome:
+    """Most uncoated specimens break (Fig. 1); like the paper's, the uncoated dataset is the
+    first specimen (seed + 1, + 2, ...) that gave at least a quarter of the set ion count
+    before breaking, or the longest one tried."""
+    tried = [first]
+    for k in range(1, SPECIMEN_TRIES):
+        if tried[-1].ions >= USABLE_SHARE * ctx.ions:
+            break
+        seed = ctx.seed + 1 + k
+        spec = RunSpec.make(f"fig4-bare-5pj-s{seed}", "nmc811-bare-5pj.yaml",
+                            run__stop__ions=ctx.ions, run__seed=seed)
+        tried.append(simulate(ctx, [spec])[spec.key])
+    usable = [o for o in tried if o.ions >= USABLE_SHARE * ctx.ions]
+    return usable[0] if usable else max(tried, key=lambda o: o.ions)
+
+
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
     sp = specs(ctx)
     outs = simulate(ctx, sp.values())
-    res = dict(zip(sp, analyze_many(ctx, [(outs[s.key].path, None, None)
-                                          for s in sp.values()]), strict=True))
+    paths = {"cr": outs[sp["cr"].key].path,
+             "bare": _uncoated_dataset(ctx, outs[sp["bare"].key]).path}
+    res = dict(zip(paths, analyze_many(ctx, [(p, None, None) for p in paths.values()]),
+                   strict=True))
     rows: list[Row] = []
     paper_o = V["fig4.o2_o"].value
     for kind, label in (("cr", "Cr-coated"), ("bare", "uncoated")):
