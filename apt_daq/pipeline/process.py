@@ -122,20 +122,6 @@ def fused_parallel(
         counts[p, 2] = bad
 
 
-@njit(cache=True, nogil=True)
-def multiplicity_kernel(pulse_kept, out):
-    """Number of kept hits on the same pulse (adjacent runs), capped at 255."""
-    n = pulse_kept.shape[0]
-    s = 0
-    for i in range(1, n + 1):
-        if i == n or pulse_kept[i] != pulse_kept[s]:
-            c = min(i - s, 255)
-            for j in range(s, i):
-                out[j] = c
-            s = i
-    return out
-
-
 def _args(instrument: InstrumentConfig, calibration: Calibration | None, lookup: RangeLookup):
     cal = calibration or Calibration()
     return (
@@ -169,25 +155,51 @@ class Decoded:
     def records(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The HIT_DTYPE and DERIVED_DTYPE rows (x, y, z NaN until reconstruction); adds
         ``multi_hits`` (kept hits on pulses with > 1 hit) to ``counters``."""
-        keep, k = self.keep, len(self.keep)
+        k = len(self.keep)
         hits = np.empty(k, dtype=HIT_DTYPE)
-        hits["pulse"] = raw["pulse"][keep]
-        hits["tof"] = self.tof
-        hits["det_x"] = self.det_x
-        hits["det_y"] = self.det_y
-        for f in ("v_dc", "v_pulse", "laser_pj"):
-            hits[f] = raw[f][keep]
-        mult = np.empty(k, dtype=np.uint8)
-        multiplicity_kernel(hits["pulse"], mult)
-        hits["multiplicity"] = mult
         derived = np.empty(k, dtype=DERIVED_DTYPE)
-        derived["mass"] = self.mass
-        derived["ion"] = self.ion
-        derived["x"] = np.nan
-        derived["y"] = np.nan
-        derived["z"] = np.nan
-        self.counters["multi_hits"] = int(np.count_nonzero(mult > 1))
+        if k:
+            self.counters["multi_hits"] = int(records_kernel(
+                raw, self.keep, self.tof, self.det_x, self.det_y, self.mass, self.ion,
+                hits, derived))
+        else:
+            self.counters["multi_hits"] = 0
         return hits, derived
+
+
+@njit(cache=True, nogil=True)
+def records_kernel(raw, keep, tof, det_x, det_y, mass, ion, hits, derived):
+    """Fill the HIT and DERIVED rows of the kept records in one pass (the multiplicity is the
+    number of kept hits on the pulse, capped at 255); returns the kept hits on pulses with
+    more than one."""
+    n = keep.shape[0]
+    for i in range(n):
+        r = raw[keep[i]]
+        h = hits[i]
+        h.pulse = r.pulse
+        h.tof = tof[i]
+        h.det_x = det_x[i]
+        h.det_y = det_y[i]
+        h.v_dc = r.v_dc
+        h.v_pulse = r.v_pulse
+        h.laser_pj = r.laser_pj
+        d = derived[i]
+        d.mass = mass[i]
+        d.ion = ion[i]
+        d.x = np.nan
+        d.y = np.nan
+        d.z = np.nan
+    multi = 0
+    s = 0
+    for i in range(1, n + 1):
+        if i == n or hits[i].pulse != hits[s].pulse:
+            c = min(i - s, 255)
+            if c > 1:
+                multi += i - s
+            for j in range(s, i):
+                hits[j].multiplicity = c
+            s = i
+    return multi
 
 
 def decode_chunk(

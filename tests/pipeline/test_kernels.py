@@ -208,3 +208,33 @@ def test_histogram_kernels_match_numpy() -> None:
     np.testing.assert_array_equal(counts, want)
     par = hist_kernel_parallel(m, 0.0, 100.0, len(counts), 2)
     np.testing.assert_array_equal(par, counts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(0, 400), st.integers(1, 30))
+def test_records_kernel_matches_numpy(seed: int, n: int, pulses: int) -> None:
+    """Decoded.records (one numba pass) against the numpy assembly of the same rows."""
+    from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
+    from apt_daq.pipeline.process import Decoded
+
+    rng = np.random.default_rng(seed)
+    raw = np.zeros(n + 7, RAW_DTYPE)
+    raw["pulse"] = np.sort(rng.integers(0, pulses, n + 7))  # multi-hits on purpose
+    for f in ("v_dc", "v_pulse", "laser_pj"):
+        raw[f] = rng.random(n + 7) * 1e3
+    keep = np.sort(rng.choice(n + 7, n, replace=False)).astype(np.int64)
+    f32 = lambda: rng.random(n).astype(np.float32)  # noqa: E731
+    dec = Decoded(keep, f32(), f32(), f32(), f32(), rng.integers(-1, 9, n).astype(np.int16), {})
+    hits, derived = dec.records(raw)
+    want = np.zeros(n, HIT_DTYPE)
+    want["pulse"] = raw["pulse"][keep]
+    want["tof"], want["det_x"], want["det_y"] = dec.tof, dec.det_x, dec.det_y
+    for f in ("v_dc", "v_pulse", "laser_pj"):
+        want[f] = raw[f][keep]
+    _, inv, counts = np.unique(want["pulse"], return_inverse=True, return_counts=True)
+    want["multiplicity"] = np.minimum(counts[inv], 255)
+    assert hits.tobytes() == want.tobytes()
+    assert dec.counters["multi_hits"] == int(np.count_nonzero(counts[inv] > 1))
+    d = np.zeros(n, DERIVED_DTYPE)
+    d["mass"], d["ion"], d["x"], d["y"], d["z"] = dec.mass, dec.ion, np.nan, np.nan, np.nan
+    assert derived.tobytes() == d.tobytes()
