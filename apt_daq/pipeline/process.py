@@ -250,7 +250,8 @@ def process_chunk(
     lookup: RangeLookup | None = None,
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """Raw DLD records -> (hits, derived, keep, counters), the contract of the run engine.
+    """Raw DLD records -> (hits, derived, keep, counters): :func:`decode_chunk` then
+    :meth:`Decoded.records` (the run engine calls the two apart, to overlap the second).
 
     ``hits`` HIT_DTYPE and ``derived`` DERIVED_DTYPE (mass, ion = range index or -1; x, y, z
     NaN until reconstruction) are aligned; ``keep`` are the indices into ``raw`` of the records
