@@ -185,3 +185,32 @@ def test_unknown_backend_and_plugin_entry_point(monkeypatch):
     monkeypatch.setattr(drivers, "entry_points", lambda group: [ep])
     hv = drivers.open_hv({"backend": "mybox", "options": {"limit": 1234}})
     assert hv.connected and hv.limit_v == 1234 and made["cfg"].backend == "mybox"
+
+
+def test_a_command_sent_while_a_chunk_fires_waits_for_it():
+    """SimDld.arm fires the next chunk holding the virtual instrument's lock: an HV setpoint
+    sent meanwhile reaches the instrument after the chunk, so the chunk is the one the settings
+    at arm() give, exactly as if the command had come after read_chunk."""
+    cfg = load_run(ROOT / "configs/runs/nmc811-cr-5pj.yaml", {"run.chunk_pulses": 2_000_000})
+
+    def run(armed: bool) -> tuple[bytes, bytes]:
+        with drivers.open_instruments(cfg) as ins:
+            ins.hv.output(True)
+            ins.hv.ramp_to(3150.0)
+            ins.laser.set_energy(5.0)
+            ins.laser.emission(True)
+            ins.dld.start()
+            ins.dld.read_chunk(1.0)
+            if armed:
+                ins.dld.arm()
+                ins.hv.set_voltage(3170.0)  # waits for the chunk in flight
+                first = ins.dld.read_chunk(1.0)
+            else:
+                first = ins.dld.read_chunk(1.0)
+                ins.hv.set_voltage(3170.0)
+            second = ins.dld.read_chunk(1.0)
+            assert len(first) > 1000 and np.all(first["v_dc"] <= 3150.0 + 1e-3)
+            assert second["v_dc"].max() > 3150.0 + 1.0  # the new setpoint took effect
+            return first.tobytes(), second.tobytes()
+
+    assert run(armed=True) == run(armed=False)
