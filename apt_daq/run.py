@@ -275,7 +275,9 @@ class Session:
         ions = pulses = 0
         self._v_set = 0.0
         reason = ""
-        counters = self._counters
+        self._pending = None
+        counters = self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
+        self._v_seen = [math.inf, -math.inf]
         self._to(State.CONNECTING)
         try:
             with drivers.open_instruments(cfg) as ins:
