@@ -180,8 +180,9 @@ class SimDld(DelayLineDetector):
 
     Like a real TDC whose buffer is read out when full, a chunk ends early once it holds
     ``max_chunk_records`` records: ``leap.advance(..., max_records=, parts=SUB_BLOCKS)`` fires
-    the chunk in ``SUB_BLOCKS`` parts and stops after the part that filled the buffer. A burst of evaporation (after a laser step, say) therefore gives
-    a short chunk, and the engine's feedback reacts within it.
+    the chunk in ``SUB_BLOCKS`` parts and stops after the part that filled the buffer. A burst
+    of evaporation (after a laser step, say) therefore gives a short chunk, and the engine's
+    feedback reacts within it. ``last_block`` is the chunk's :class:`sim.instrument.SimBlock`.
 
     :meth:`arm` fires the next chunk on a background thread (the simulator's numba kernels
     release the GIL) while the caller stores the last one; ``read_chunk`` then collects it.
