@@ -17,6 +17,7 @@ Public API used by the drivers' ``sim`` backends and by the emulator:
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -499,6 +500,15 @@ def _assembler() -> ThreadPoolExecutor:
         if _ASSEMBLER is None:
             _ASSEMBLER = ThreadPoolExecutor(1, thread_name_prefix="leap-assemble")
         return _ASSEMBLER
+
+
+def _forget_assembler() -> None:
+    """A forked child has no worker thread: it makes its own."""
+    global _ASSEMBLER
+    _ASSEMBLER = None
+
+
+os.register_at_fork(after_in_child=_forget_assembler)
 
 
 def _wait(pending: list[Future]) -> None:
