@@ -152,6 +152,20 @@ def _analyze(args: tuple[str, str | None, float | None, bool]):
     return analyze(path, roi=roi, select=sel, subtract_background=background)
 
 
+def first_specimen(ctx: Context, spec_for: Callable[[int], RunSpec],
+                   usable: Callable[[RunOutcome], bool], tries: int
+                   ) -> tuple[RunOutcome, list[RunOutcome]]:
+    """Specimens of seeds ctx.seed + 1, + 2, ... run in turn until one is ``usable`` (most
+    uncoated specimens break early): that one, or the one with the most ions; and all tried."""
+    tried: list[RunOutcome] = []
+    for k in range(tries):
+        spec = spec_for(ctx.seed + 1 + k)
+        tried.append(simulate(ctx, [spec])[spec.key])
+        if usable(tried[-1]):
+            return tried[-1], tried
+    return max(tried, key=lambda o: o.ions), tried
+
+
 def analyze_many(ctx: Context, jobs: list[tuple]) -> list:
     """:func:`apt_daq.analysis.report.analyze` of (run path, roi or None, laser_pj or None[,
     subtract_background]) jobs, in the pool. ``laser_pj`` picks one step of a schedule;

@@ -19,7 +19,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from apt_daq.reproduce import draw
-from apt_daq.reproduce.common import Context, RunSpec, analyze_many, ratio, simulate, spearman
+from apt_daq.reproduce.common import (
+    Context,
+    RunSpec,
+    analyze_many,
+    first_specimen,
+    ratio,
+    simulate,
+    spearman,
+)
 from apt_daq.reproduce.paper import V
 from apt_daq.reproduce.table import Row, fmt
 
@@ -51,19 +59,11 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     # ---- the schedule on one uncoated specimen: the first seed that survives all steps
     # uncoated datasets are short (most specimens break): the schedule shares ctx.ions
     step_ions = max(ctx.ions // len(ENERGIES_PJ), 1000)
-    chosen, tried = None, []
-    for k in range(SCHEDULE_TRIES):
-        seed = ctx.seed + 1 + k
-        spec = RunSpec.make(f"fig1-bare-5-20pj-s{seed}", "nmc811-bare-5-20pj.yaml",
-                            run__schedule=schedule(step_ions), run__stop__ions=100 * step_ions,
-                            run__seed=seed)
-        out = simulate(ctx, [spec])[spec.key]
-        tried.append(out)
-        if not out.fractured:
-            chosen = out
-            break
-    if chosen is None:  # show the longest one
-        chosen = max(tried, key=lambda o: o.ions)
+    chosen, tried = first_specimen(
+        ctx, lambda seed: RunSpec.make(f"fig1-bare-5-20pj-s{seed}", "nmc811-bare-5-20pj.yaml",
+                                       run__schedule=schedule(step_ions),
+                                       run__stop__ions=100 * step_ions, run__seed=seed),
+        lambda out: not out.fractured, SCHEDULE_TRIES)
     steps = analyze_many(ctx, [(chosen.path, "none", e) for e in ENERGIES_PJ
                                if _has_step(chosen.path, e)])
     by_e = dict(zip([e for e in ENERGIES_PJ if _has_step(chosen.path, e)], steps, strict=True))

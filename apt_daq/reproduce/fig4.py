@@ -22,6 +22,7 @@ from apt_daq.reproduce.common import (
     RunOutcome,
     RunSpec,
     analyze_many,
+    first_specimen,
     ratio,
     ratio_err,
     simulate,
@@ -60,27 +61,27 @@ SPECIMEN_TRIES = 8  # uncoated specimens tried until one gives a usable dataset
 USABLE_SHARE = 0.25  # ... at least this share of the set ion count before it breaks
 
 
-def _uncoated_dataset(ctx: Context, first: RunOutcome) -> RunOutcome:
+def _uncoated_dataset(ctx: Context) -> RunOutcome:
     """Most uncoated specimens break (Fig. 1); like the paper's, the uncoated dataset is the
     first specimen (seed + 1, + 2, ...) that gave at least a quarter of the set ion count
     before breaking, or the longest one tried."""
-    tried = [first]
-    for k in range(1, SPECIMEN_TRIES):
-        if tried[-1].ions >= USABLE_SHARE * ctx.ions:
-            break
-        seed = ctx.seed + 1 + k
-        spec = RunSpec.make(f"fig4-bare-5pj-s{seed}", "nmc811-bare-5pj.yaml",
+    first = specs(ctx)["bare"]
+
+    def spec_for(seed: int) -> RunSpec:
+        if seed == ctx.seed + 1:
+            return first
+        return RunSpec.make(f"fig4-bare-5pj-s{seed}", "nmc811-bare-5pj.yaml",
                             run__stop__ions=ctx.ions, run__seed=seed)
-        tried.append(simulate(ctx, [spec])[spec.key])
-    usable = [o for o in tried if o.ions >= USABLE_SHARE * ctx.ions]
-    return usable[0] if usable else max(tried, key=lambda o: o.ions)
+
+    return first_specimen(ctx, spec_for, lambda o: o.ions >= USABLE_SHARE * ctx.ions,
+                          SPECIMEN_TRIES)[0]
 
 
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
     sp = specs(ctx)
     outs = simulate(ctx, sp.values())
     paths = {"cr": outs[sp["cr"].key].path,
-             "bare": _uncoated_dataset(ctx, outs[sp["bare"].key]).path}
+             "bare": _uncoated_dataset(ctx).path}
     res = dict(zip(paths, analyze_many(ctx, [(p, None, None) for p in paths.values()]),
                    strict=True))
     rows: list[Row] = []
