@@ -6,7 +6,8 @@ nothing here runs per pulse or per ion in Python. Equations, parameter values an
 ``docs/physics.md``; the names below follow it.
 
 Geometry:   R(z) = R0 + z sin(a) / (1 - sin(a));  F = V / (k_f R)
-Laser:      T(t) = T_base + dT exp(-t / tau),  dT = c_abs E_pJ
+Laser:      U(T_peak) = U(T_base) + A (1 - exp(-E / E_s)),  U the Debye lattice energy;
+            T(t) = T_base + dT exp(-t / tau),  dT = T_peak - T_base
 Evaporation per site and pulse:  P = int nu exp(-Q(F) / k T(t)) dt,  Q = q0 (1 - F / F_e),
             combined over the phase's elements as the harmonic mean of their rates weighted by
             composition (a steady-state surface: the slowest species sets the pace).
@@ -16,6 +17,7 @@ Fracture:   Maxwell stress sigma = eps0 F^2 / 2; hazard h = h0 (sigma / sigma_c)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,8 +34,13 @@ TOF_CONST = 1.9297e-10  # m/n [Da] = TOF_CONST * V[V] * t[ns]^2 / L[m]^2
 class ThermalParams:
     """Laser heating and cooling of the apex (docs/physics.md, "laser")."""
 
-    max_rise_k: float = 773.0  # saturation of the peak temperature rise, K
-    saturation_pj: float = 36.0  # energy scale of the saturation, pJ (dT ~ 21 K/pJ at low E)
+    # absorbed pulse energy per apex atom, in kelvin of a Dulong-Petit (3 k_B per atom)
+    # lattice: A (1 - exp(-E / E_s)); reflectivity and conduction losses saturate it
+    absorbed_rise_k: float = 1400.0  # A
+    saturation_pj: float = 110.0  # E_s
+    # the lattice heat capacity is Debye's: at 60-150 K an oxide's is a fraction of 3 k_B,
+    # so the first pJ raises T far more than a linear law fitted at 5-50 pJ says
+    debye_temperature_k: float = 400.0
     tau_uncoated_ns: float = 10.0  # cooling time constant of the bare oxide apex
     coated_tau_floor: float = 0.2  # thick-shell limit of tau_coated / tau_uncoated
     coating_saturation_nm: float = 3.0  # shell thickness over which the shortening saturates
@@ -45,11 +52,11 @@ class ThermalParams:
 class LiMigrationParams:
     """Phenomenological field-driven Li migration in oxides (docs/physics.md, "lithium")."""
 
-    depletion_field_v_per_nm: float = 20.6  # field at which half the Li migrates away
+    depletion_field_v_per_nm: float = 20.4  # field at which half the Li migrates away
     depletion_scale_v_per_nm: float = 0.45
     depletion_max: float = 0.92
-    burst_prefactor: float = 230.0  # Li released in bursts per matrix event, T -> infinity
-    burst_barrier_ev: float = 0.123  # thermal activation of the Li supply
+    burst_prefactor: float = 630.0  # Li released in bursts per matrix event, T -> infinity
+    burst_barrier_ev: float = 0.147  # thermal activation of the Li supply
     burst_field_ref_v_per_nm: float = 20.0  # supply scales with F / F_ref (drift ~ field)
     burst_max: float = 30.0  # saturation of the burst ratio (finite supply rate)
     burst_mean_events: float = 1500.0  # mean burst length, evaporation events
@@ -64,7 +71,7 @@ class LiMigrationParams:
     # intrinsic O2+/O+ x exp(-/+ c a) in Li-rich/poor episodes (a: the episode amplitude)
     o2_episode_coupling: float = 0.5
     modulation_mean_events: float = 2500.0  # mean episode length, events
-    coating_screening: float = 3e-4  # factor on depletion and burst supply under a shell
+    coating_screening: float = 1e-5  # factor on depletion and burst supply under a shell
 
     def modulation(self, phase_name: str, coated: bool) -> float:
         """Amplitude a of the Li-rich/Li-poor episodes of a phase."""
@@ -119,10 +126,44 @@ def cooling_tau_ns(coating_thickness_nm: float | None, p: ThermalParams = THERMA
                                                        / p.coating_saturation_nm))
 
 
+@functools.lru_cache(maxsize=8)
+def _debye_energy_table(theta_k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Debye lattice energy per 3 k_B and atom, U(T) = T D3(Theta / T) in K, on a 1 K grid.
+
+    D3(x) = 3 / x^3 int_0^x y^3 / (e^y - 1) dy (the zero-point energy cancels in differences).
+    c = dU/dT tends to 1 (Dulong-Petit) for T >> Theta and to (4 pi^4 / 5) (T / Theta)^3 below
+    Theta / 10."""
+    y = np.linspace(0.0, 200.0, 200_001)
+    f = y ** 3 / np.expm1(np.maximum(y, 1e-12))
+    f[0] = 0.0
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(y))])
+    t = np.arange(0.0, 5001.0)
+    x = theta_k / np.maximum(t, 1e-9)
+    d3 = 3.0 / x ** 3 * np.interp(x, y, cum)
+    return t, t * d3
+
+
+def debye_energy_k(temp_k: float | np.ndarray, theta_k: float) -> np.ndarray:
+    """Lattice energy per 3 k_B and atom (K) of a Debye solid at ``temp_k``."""
+    t, u = _debye_energy_table(float(theta_k))
+    return np.interp(temp_k, t, u)
+
+
+def absorbed_energy_k(energy_pj: float, p: ThermalParams = THERMAL) -> float:
+    """Pulse energy deposited per apex atom, in K of a Dulong-Petit lattice:
+    A (1 - exp(-E / E_s)) (linear at low E; reflectivity and conduction saturate it)."""
+    return p.absorbed_rise_k * (1.0 - math.exp(-max(energy_pj, 0.0) / p.saturation_pj))
+
+
 def peak_temperature_k(base_k: float, energy_pj: float, p: ThermalParams = THERMAL) -> float:
-    """T_peak = T_base + dT_max (1 - exp(-E / E_s)): linear absorption at low energy that
-    saturates (conduction and reflectivity rise with T), calibrated on the field range."""
-    return base_k + p.max_rise_k * (1.0 - math.exp(-max(energy_pj, 0.0) / p.saturation_pj))
+    """T_peak from U(T_peak) = U(T_base) + A (1 - exp(-E / E_s)), U the Debye lattice energy.
+
+    The absorbed energy heats a lattice whose heat capacity at cryogenic temperature is far
+    below 3 k_B per atom (c ~ T^3 below Theta / 10), so the rise per pJ is largest at low
+    energy and the base temperature matters (docs/physics.md, "laser")."""
+    t, u = _debye_energy_table(float(p.debye_temperature_k))
+    target = float(np.interp(base_k, t, u)) + absorbed_energy_k(energy_pj, p)
+    return float(np.interp(target, u, t))
 
 
 def barrier_ev(q0_ev: np.ndarray, fe_v_per_nm: np.ndarray, field: float) -> np.ndarray:

@@ -51,7 +51,7 @@ ELEMENTS: dict[str, ElementParams] = {
     "Co": ElementParams(2.55, 24.5, 18.1, oxide_share=0.10, neutral_weight=0.15),
     "Mn": ElementParams(2.50, 24.0, 15.4, oxide_share=0.12, neutral_weight=0.15,
                         dissociation_ref=0.30, dissociation_field_v_per_nm=19.0,
-                        dissociation_scale_v_per_nm=2.0),
+                        dissociation_scale_v_per_nm=3.0),
     "Cr": ElementParams(2.50, 24.0, 17.1),
     "Ga": ElementParams(1.30, 15.0, 24.9),
 }
@@ -78,7 +78,7 @@ class Chemistry:
     """
 
     f_ref_v_per_nm: float = 22.0
-    o2_ratio_ref: float = 2.7
+    o2_ratio_ref: float = 2.45
     o2_scale_v_per_nm: float = 6.0
     loss_field_v_per_nm: float = 14.5
     loss_scale_v_per_nm: float = 1.0
