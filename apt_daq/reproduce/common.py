@@ -143,12 +143,13 @@ def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
 
 
 # ------------------------------------------------------------------------------ analysis
-def _analyze(args: tuple[str, str | None, float | None, bool]):
-    path, roi, laser_pj, background = args
+def _analyze(args: tuple[str, str | None, float | None, bool, bool]):
+    path, roi, laser_pj, background, settled = args
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
-    from apt_daq.analysis.report import analyze, laser_pj_select
+    from apt_daq.analysis.report import analyze, laser_pj_select, settled_select
 
-    sel = laser_pj_select(laser_pj) if laser_pj is not None else None
+    sel = (laser_pj_select(laser_pj) if laser_pj is not None
+           else settled_select(path) if settled else None)
     return analyze(path, roi=roi, select=sel, subtract_background=background)
 
 
@@ -168,11 +169,13 @@ def first_specimen(ctx: Context, spec_for: Callable[[int], RunSpec],
 
 def analyze_many(ctx: Context, jobs: list[tuple]) -> list:
     """:func:`apt_daq.analysis.report.analyze` of (run path, roi or None, laser_pj or None[,
-    subtract_background]) jobs, in the pool. ``laser_pj`` picks one step of a schedule;
-    ``subtract_background`` removes the flat local background under each range from the
-    composition (needed where a species is absent and only background lands in its ranges)."""
-    return pmap(_analyze, [(str(j[0]), j[1], j[2], bool(j[3]) if len(j) > 3 else False)
-                           for j in jobs], ctx.workers)
+    subtract_background[, settled]]) jobs, in the pool. ``laser_pj`` picks one step of a
+    schedule; ``subtract_background`` removes the flat local background under each range from
+    the composition (needed where a species is absent and only background lands in its
+    ranges); ``settled`` leaves out the ramp-up before the detection rate reached half its
+    target (:func:`~apt_daq.analysis.report.settled_select`)."""
+    return pmap(_analyze, [(str(j[0]), j[1], j[2], bool(j[3]) if len(j) > 3 else False,
+                            bool(j[4]) if len(j) > 4 else False) for j in jobs], ctx.workers)
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -182,7 +185,9 @@ def spearman(x: Iterable[float], y: Iterable[float]) -> float:
     xa, ya = np.asarray(list(x), float), np.asarray(list(y), float)
     if len(xa) < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
         return float("nan")
-    return float(np.corrcoef(_ranks(xa), _ranks(ya))[0, 1])
+    # a rank correlation is a ratio of small integers: round off the float noise, so that one
+    # adjacent swap of four points is 0.8, not 0.7999999999999999
+    return round(float(np.corrcoef(_ranks(xa), _ranks(ya))[0, 1]), 12)
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
