@@ -143,7 +143,8 @@ def analyze(
             cands = ranges.ranges_of(acfg.reference_peak)
             ref = max(cands, key=lambda i: rc_raw[i])
         else:
-            ref = int(np.argmax(rc_raw))
+            ref = _reference_range(raw_ion, sx, sy, 0.5 * instrument.detector_diameter_mm,
+                                   len(ranges))
         lo, hi = ranges.lo_da[ref], ranges.hi_da[ref]
         w = max(hi - lo, 0.02 * hi)  # distortions of a few % must stay inside the fit window
         from apt_daq.isotopes import isotopologues
@@ -283,6 +284,40 @@ def laser_pj_select(laser_pj: float, tol_pj: float = 0.01) -> Callable[[np.ndarr
 
     def sel(hits: np.ndarray) -> np.ndarray:
         return np.abs(hits["laser_pj"].astype(np.float64) - laser_pj) <= tol_pj
+
+    return sel
+
+
+def _reference_range(ion: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, radius_mm: float,
+                     n_ranges: int) -> int:
+    """The range to fit the corrections on: the most counted one in the central half of the
+    detector radius. A bowl correction needs its reference across the field of view; a peak
+    that only lands at the rim (the Cr of a coating shell, ~30 % of a coated run's ions) leaves
+    the centre to extrapolation. Falls back to the most counted range overall."""
+    ok = ion >= 0
+    central = ok & (np.hypot(x_mm, y_mm) < 0.5 * radius_mm)
+    use = central if central.any() else ok
+    return int(np.argmax(np.bincount(ion[use].astype(np.int64), minlength=n_ranges)))
+
+
+def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``select`` for :func:`analyze`: the hits from the first readout block whose detection
+    rate reached ``fraction`` of the run's target on, i.e. without the ramp-up, whose hits are
+    mostly detector background at ~0.03 % per pulse (AP Suite users crop it the same way).
+    A run that never settled keeps all its hits."""
+    from apt_daq.io.store import RunReader
+
+    with RunReader(path) as r:
+        log = r.read("log")
+        target = r.run_file.run.target_detection_rate
+    ok = np.nonzero(log["rate"] >= fraction * target)[0]
+    if len(ok) == 0:
+        first = 0
+    else:  # the block's first pulse: the previous log row's count
+        first = int(log["pulses"][ok[0] - 1]) if ok[0] > 0 else 0
+
+    def sel(hits: np.ndarray) -> np.ndarray:
+        return hits["pulse"] >= first
 
     return sel
 

@@ -36,7 +36,9 @@ def points(ctx: Context, prefix: str, energies, seeds, overrides: dict | None = 
                           run__stop__ions=ctx.ions, run__seed=s, **(overrides or {}))
              for e, s in zip(energies, seeds, strict=True)]
     outs = simulate(ctx, specs)
-    res = analyze_many(ctx, [(outs[s.key].path, None, None) for s in specs])
+    # the ratios of the acquisition, not of the ramp-up's background (a 20 000-ion run is half
+    # ramp: ~10 000 background hits while V climbs to the evaporation onset)
+    res = analyze_many(ctx, [(outs[s.key].path, None, None, False, True) for s in specs])
     pts = []
     for e, s, sp, r in zip(energies, seeds, specs, res, strict=True):
         d = {"laser_pj": e, "seed": s, "state": outs[sp.key].state}
