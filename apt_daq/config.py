@@ -235,7 +235,9 @@ class AnalysisConfig(_Model):
     fda_ions: list[str] = Field(default_factory=lambda: ["Li+", "O2+"])
     voltage_correction: bool = True
     bowl_correction: bool = True
-    reference_peak: str | None = Field(None, description="range name for the corrections")
+    reference_peak: str | None = Field(None, description=(
+        "range name for the corrections (None: the most counted range within half the "
+        "detector radius)"))
     reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
 
 
