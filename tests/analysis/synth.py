@@ -35,6 +35,7 @@ def make_run(
     path: Path, n: int = 60_000, seed: int = 0, ions: dict[str, float] | None = None,
     voltage_v: tuple[float, float] = (5000.0, 7000.0), sigma_rel: float = 2e-4,
     distort: bool = False, lost_fraction: float = 0.0, ranges: str | None = None,
+    log: np.ndarray | None = None,
 ) -> Path:  # fmt: skip
     rng = np.random.default_rng(seed)
     rf = load_run(RUN_YAML)
@@ -99,5 +100,7 @@ def make_run(
             lost = np.zeros(k, TRUTH_DTYPE)
             lost["species"] = names.index("O+") if "O+" in names else 0
             w.append(lost=lost)
+        if log is not None:
+            w.log(log)
         w.finish("done")
     return path
