@@ -179,17 +179,15 @@ class SimDld(DelayLineDetector):
     with that chunk and the ions lost in it.
 
     Like a real TDC whose buffer is read out when full, a chunk ends early once it holds
-    ``max_chunk_records`` records: ``leap.advance(..., max_records=, parts=SUB_BLOCKS)`` fires
-    the chunk in ``SUB_BLOCKS`` parts and stops after the part that filled the buffer. A burst
-    of evaporation (after a laser step, say) therefore gives a short chunk, and the engine's
+    ``max_chunk_records`` records: ``leap.advance(..., max_records=)`` stops after the
+    sub-block that filled the buffer (sub-blocks then expect at most 1/8 of it). A burst of
+    evaporation (after a laser step, say) therefore gives a short chunk, and the engine's
     feedback reacts within it. ``last_block`` is the chunk's :class:`sim.instrument.SimBlock`.
 
     :meth:`arm` fires the next chunk on a background thread (the simulator's numba kernels
     release the GIL) while the caller stores the last one; ``read_chunk`` then collects it.
     The chunk holds the instrument's lock, so it is the same chunk as without ``arm``.
     """
-
-    SUB_BLOCKS = 10
 
     def __init__(self, leap: Any, *, chunk_pulses: int = 2_000_000, resource: str = "sim",
                  max_chunk_records: int = 65536):
@@ -239,8 +237,7 @@ class SimDld(DelayLineDetector):
 
     def _fire(self) -> Any:
         with self.clock.lock:
-            return self.leap.advance(self.chunk_pulses, max_records=self.max_chunk_records,
-                                     parts=self.SUB_BLOCKS)
+            return self.leap.advance(self.chunk_pulses, max_records=self.max_chunk_records)
 
     def read_chunk(self, timeout_s: float = 0.0) -> np.ndarray:
         """Fire ``chunk_pulses`` pulses in instrument time, or collect the chunk :meth:`arm`

@@ -6,9 +6,9 @@ Public API used by the drivers' ``sim`` backends and by the emulator:
 - ``.hv`` (:class:`sim.devices.HvSupplyModel`), ``.laser`` (:class:`sim.devices.LaserModel`)
 - ``.now_s`` instrument time, ``.pulses`` pulses fired so far, ``.fractured``
 - ``.idle(dt_s)``: let instrument time pass with no laser pulses (HV slews, nothing evaporates)
-- ``.advance(n_pulses, max_records=None, parts=1) -> SimBlock``: fire ``n_pulses`` laser pulses
-  at the current settings and return the raw DLD records, their truth and the lost ions' truth;
-  with ``max_records`` the block ends after the part that filled that many records (a full TDC
+- ``.advance(n_pulses, max_records=None) -> SimBlock``: fire ``n_pulses`` laser pulses at the
+  current settings and return the raw DLD records, their truth and the lost ions' truth; with
+  ``max_records`` the block ends after the sub-block that filled that many records (a full TDC
   buffer)
 - ``.ion_table``: the run's ion species (names, mass of the main isotopologue, charge), the
   index that ``TRUTH_DTYPE.species`` points into
@@ -55,7 +55,11 @@ def make_environment(realtime: bool = False, speed: float = 1.0) -> simpy.Enviro
     return simpy.Environment()
 
 
-MAX_EVENTS_PER_SUB_BLOCK = 200_000  # bounds memory and the depth step of one sub-block
+# A sub-block holds about this many evaporation events: the physics (field, temperature pulse,
+# channel tables) is re-evaluated that often (the surface recedes < 0.1 nm), and the detection
+# and assembly of one sub-block overlap the generation of the next (a few per readout block).
+EVENTS_PER_SUB_BLOCK = 16_000
+SUB_BLOCKS_PER_BUFFER = 8  # with max_records: a sub-block expects <= 1/8 of the buffer
 MAX_EVENTS_PER_PULSE = 5.0  # beyond this the apex would flash off; the rate is capped here
 N_QUANTILES = 2048  # departure-time inverse-CDF table (EvaporationProfile.quantiles)
 CHANNEL_STEP_V_PER_NM = 0.01  # field grid of the interpolated channel tables
@@ -316,12 +320,14 @@ class VirtualLeap:
             atoms[i, :k] = ch.atoms
         return wn, a, b, neu, atoms, nch
 
-    def _sub_block_pulses(self, remaining: int, lam: float) -> int:
+    def _sub_block_pulses(self, remaining: int, lam: float, max_records: int | None) -> int:
         hv = self.hv
         rate = self.laser.pulse_rate_hz
         n = remaining
         if lam > 0:
-            n = min(n, max(1000, int(MAX_EVENTS_PER_SUB_BLOCK / lam)))
+            n = min(n, max(1000, int(EVENTS_PER_SUB_BLOCK / lam)))
+            if max_records:  # the early end overshoots the buffer by about 1/8 at most
+                n = min(n, max(1000, int(max_records / (SUB_BLOCKS_PER_BUFFER * lam))))
         target = hv.setpoint_v if hv.output_on else 0.0
         gap = abs(target - hv.output_v)
         if gap > 0.5:
@@ -329,7 +335,8 @@ class VirtualLeap:
             n = min(n, max(100, int(min(gap, dv) / hv.slew_v_per_s * rate)))
         return max(1, n)
 
-    def _simulate(self, remaining: int) -> tuple[int, int, Callable[[_BlockBuffer], None]]:
+    def _simulate(self, remaining: int, max_records: int | None = None
+                  ) -> tuple[int, int, Callable[[_BlockBuffer], None]]:
         """One sub-block: the physics, the fracture hazard and the evaporation events, in
         instrument order. Returns (pulses consumed, an upper bound of its records, and the
         rest of its work: detection, delay lines and assembly into the block's buffer, which
@@ -337,7 +344,7 @@ class VirtualLeap:
         rate_hz = self.laser.pulse_rate_hz
         v0 = self.hv.measured_v()
         pre = self._physics(v0)
-        n = self._sub_block_pulses(remaining, pre["lam"])
+        n = self._sub_block_pulses(remaining, pre["lam"], max_records)
         first = self.pulses
         dt = n / rate_hz
         self._run_for(dt)
@@ -439,14 +446,12 @@ class VirtualLeap:
                            ins.tdc_bin_ns, ins.delay_line_offset_ns,
                            ins.signal_velocity_mm_per_ns, raw, truth, lost)
 
-    def advance(self, n_pulses: int, max_records: int | None = None, parts: int = 1
-                ) -> SimBlock:
+    def advance(self, n_pulses: int, max_records: int | None = None) -> SimBlock:
         """Fire ``n_pulses`` pulses at the current settings (HV slewing within the block).
 
-        With ``max_records`` the block ends after the part that brought it to that many
-        records, as a TDC whose buffer is read out when full: the block is fired in ``parts``
-        equal parts (each split into sub-blocks as usual) and ``SimBlock.pulses`` says how many
-        pulses were fired. The same parts give the same records whatever the buffer size.
+        With ``max_records`` the block ends after the sub-block that brought it to that many
+        records, as a TDC whose buffer is read out when full (sub-blocks then expect at most
+        1/8 of the buffer each); ``SimBlock.pulses`` says how many pulses were fired.
         """
         first = self.pulses
         rate = self.laser.pulse_rate_hz
@@ -457,31 +462,29 @@ class VirtualLeap:
             return SimBlock(empty(RAW_DTYPE), empty(TRUTH_DTYPE), empty(TRUTH_DTYPE),
                             max(n_pulses, 0), first, dt)
         out = _BlockBuffer(n_pulses, max_records)
-        part = max(1, -(-n_pulses // max(1, parts)))
-        fired = 0
         pending: list[Future] = []  # sub-blocks being assembled, in order
         bound = 0  # records so far cannot exceed this (events + background)
-        while fired < n_pulses:
+        remaining = n_pulses
+        while remaining > 0:
             if max_records and bound >= max_records:  # the exact count is needed now
                 _wait(pending)
                 bound = out.rows
                 if out.rows >= max_records:
                     break
-            remaining = min(part, n_pulses - fired)
-            fired += remaining
-            while remaining > 0:
-                if self.fractured:  # no more ions: time passes
-                    self._run_for(remaining / rate)
-                    self.pulses += remaining
-                    break
-                used, most, assemble = self._simulate(remaining)
-                remaining -= used
-                bound += most
-                if pending or most >= ASSEMBLE_ASIDE_EVENTS:
-                    pending.append(_assembler().submit(assemble, out))
-                else:
-                    assemble(out)
+            if self.fractured:  # no more ions: time passes
+                self._run_for(remaining / rate)
+                self.pulses += remaining
+                remaining = 0
+                break
+            used, most, assemble = self._simulate(remaining, max_records)
+            remaining -= used
+            bound += most
+            if pending or most >= ASSEMBLE_ASIDE_EVENTS:
+                pending.append(_assembler().submit(assemble, out))
+            else:
+                assemble(out)
         _wait(pending)
+        fired = n_pulses - remaining
         raw, truth, lost = out.arrays()
         return SimBlock(raw, truth, lost, fired, first, fired / rate)
 

@@ -36,7 +36,7 @@ class FakeLeap:
         self.now_s += dt_s
         self.hv.advance(dt_s)
 
-    def advance(self, n, max_records=None, parts=1):
+    def advance(self, n, max_records=None):
         self.calls.append((n, max_records))
         if max_records is not None and max_records < 3 * n // 100:
             n = 300
