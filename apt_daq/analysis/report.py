@@ -308,8 +308,12 @@ def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndar
     from apt_daq.io.store import RunReader
 
     with RunReader(path) as r:
+        rf = r.run_file
+        if not r.has("log") or rf is None:
+            raise DataFileError(f"{path}: no {'/log' if rf else 'run file in /meta'}: cannot "
+                                "tell the ramp-up from the acquisition")
         log = r.read("log")
-        target = r.run_file.run.target_detection_rate
+        target = rf.run.target_detection_rate
     ok = np.nonzero(log["rate"] >= fraction * target)[0]
     if len(ok) == 0:
         first = 0

@@ -1,4 +1,5 @@
-"""``apt-daq analyze RUN.h5 [--ranges FILE] [--roi cylinder:25] [--json] [--background]``."""
+"""``apt-daq analyze RUN.h5 [--ranges FILE] [--roi cylinder:25] [--json] [--background]
+[--settled]``."""
 
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ranges", help="RRNG/RNG range file (default: the run file's analysis.ranges)")
     p.add_argument("--roi", help="'cylinder:D' (nm), 'box:WX,WY,WZ' or 'none' (default: config)")
     p.add_argument("--background", action="store_true", help="subtract the local background")
+    p.add_argument("--settled", action="store_true",
+                   help="leave out the ramp-up before the detection rate first reached half "
+                        "its target (mostly background while V climbs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_analyze)
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from apt_daq.analysis.report import _jsonable, analyze
+    from apt_daq.analysis.report import _jsonable, analyze, settled_select
 
-    res = analyze(args.run, args.ranges, args.roi, subtract_background=args.background)
+    sel = settled_select(args.run) if args.settled else None
+    res = analyze(args.run, args.ranges, args.roi, subtract_background=args.background,
+                  select=sel)
     s = _jsonable(res.summary)
     if args.json:
         print(json.dumps(s, indent=2))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from apt_daq.cli import main
+from apt_daq.io.store import LOG_DTYPE
 
 from .synth import make_run
 
@@ -30,3 +33,17 @@ def test_analyze_bad_input_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["analyze", str(run), "--ranges", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.rrng:3" in err
+
+
+def test_analyze_settled(tmp_path: Path, capsys) -> None:
+    """--settled leaves out the hits before the first block at half the target rate; a run
+    without a log is a clear error (exit 2), not a traceback."""
+    log = np.zeros(4, LOG_DTYPE)
+    log["pulses"] = np.arange(1, 5) * 1_000_000
+    log["rate"] = [0.0, 0.0, 0.005, 0.005]
+    run = make_run(tmp_path / "s.h5", n=20_000, seed=4, log=log)  # a hit every 200 pulses
+    assert main(["analyze", str(run), "--json", "--roi", "none", "--settled"]) == 0
+    assert json.loads(capsys.readouterr().out)["ions"] == 20_000 - 2_000_000 // 200
+    bare = make_run(tmp_path / "nolog.h5", n=2_000, seed=4)
+    assert main(["analyze", str(bare), "--settled"]) == 2
+    assert "cannot tell the ramp-up" in capsys.readouterr().err
