@@ -5,8 +5,9 @@ Projection (Bas et al. 1995 point projection, the inverse of the reconstruction)
     X_D [mm] = x0 [nm] * L [mm] / (xi R [nm]),  Y_D likewise; hits beyond the detector radius
     are lost. A small Gaussian blur stands for trajectory aberrations.
 Timing (shared contract):
-    t_hit = t0 + t_dep + L_eff[m] sqrt(m/n / (1.9297e-10 V)) + jitter,
-    L_eff^2 = L^2 + X_D^2 + Y_D^2.
+    t_hit = t0 + t_dep + L_eff[m] sqrt(m/n / (K V)) + jitter,
+    L_eff^2 = L^2 + X_D^2 + Y_D^2: the inverse of the pipeline's one m/n kernel
+    (:func:`apt_daq.pipeline.tof.flight_time_one`, with its constant K = 1.9297e-10).
 Delay lines (shared contract): t_mcp = round(t / bin); t_x1 = round((t + D + x / v) / bin),
     t_x2 = round((t + D - x / v) / bin); y likewise.
 Dead time/zone: two hits of one pulse closer than ``dead_time_ns`` in time and
@@ -22,7 +23,8 @@ from numba import njit
 
 from apt_daq.config import InstrumentConfig
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
-from sim.physics import TOF_CONST, counter_uniform
+from apt_daq.pipeline.tof import K_DA, flight_time_one
+from sim.physics import counter_uniform
 
 BLUR_MM = 0.15  # rms trajectory aberration on the detector, mm (assumed)
 
@@ -39,9 +41,8 @@ def project_and_time(x0: np.ndarray, y0: np.ndarray, mass: np.ndarray, t_dep: np
     for i in range(n):
         xd = x0[i] * mag_mm_per_nm + blur_mm * normals[i, 0]
         yd = y0[i] * mag_mm_per_nm + blur_mm * normals[i, 1]
-        leff_m = math.sqrt(flight_path_mm ** 2 + xd * xd + yd * yd) * 1e-3
         v = volts[i]
-        tof = leff_m * math.sqrt(mass[i] / (TOF_CONST * v)) if v > 0 else 1e9
+        tof = flight_time_one(mass[i], v, flight_path_mm, xd, yd) if v > 0 else 1e9
         dx[i] = xd
         dy[i] = yd
         t[i] = t0_ns + t_dep[i] + tof + jitter_ns * normals[i, 2]
@@ -180,7 +181,7 @@ class Detector:
         """The acquisition window after each pulse: the flight time of ``max_mass_da``."""
         c = self.cfg
         leff = math.hypot(c.flight_path_mm, self.radius_mm) * 1e-3
-        return c.t0_ns + leff * math.sqrt(max_mass_da / (TOF_CONST * max(volts, 100.0)))
+        return c.t0_ns + leff * math.sqrt(max_mass_da / (K_DA * max(volts, 100.0)))
 
     def background(self, rng: np.random.Generator, first_pulse: int, n_pulses: int,
                    volts: float, n: int | None = None

@@ -18,7 +18,7 @@ from apt_daq.pipeline.corrections import Calibration
 from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
 from apt_daq.pipeline.process import _args, fused_kernel, fused_parallel, process_chunk
 from apt_daq.pipeline.ranging import RangeLookup, ranges_for_ions
-from apt_daq.pipeline.tof import K_DA, flight_time_ns
+from apt_daq.pipeline.tof import flight_time_ns, mass_da
 
 IONS = ["Li+", "O+", "O2+", "LiO+", "Ni+", "Ni2+", "Co+", "Co2+", "Mn+", "Mn2+", "NiO+", "CoO+",
         "MnO+", "Cr+", "Cr2+", "CrO+", "Ga+"]  # fmt: skip
@@ -55,9 +55,9 @@ def numpy_pipeline(raw, inst, cal, lo, hi):
     half = 0.5 * inst.tdc_bin_ns * inst.signal_velocity_mm_per_ns
     x = (a[keep] - b[keep]) * half
     y = (c[keep] - d[keep]) * half
-    t = m[keep] * inst.tdc_bin_ns - inst.t0_ns
+    t = m[keep] * inst.tdc_bin_ns
     v = raw["v_dc"][keep].astype(np.float64) + raw["v_pulse"][keep]
-    mass = K_DA * v * t * t / ((inst.flight_path_mm**2 + x * x + y * y) * 1e-6)
+    mass = mass_da.py_func(t, x, y, v, inst.t0_ns, inst.flight_path_mm)  # the one m/n, numpy
     u = v * 1e-3
     vc, bc = cal.vc, cal.bc
     xs, ys = x / 10, y / 10

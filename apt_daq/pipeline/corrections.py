@@ -24,14 +24,30 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from apt_daq.pipeline.tof import K_DA
+from apt_daq.pipeline.tof import mass_da
 
 BOWL_SCALE_MM = 10.0
 
 
+CALIBRATION_FORMAT = 2
+"""Version of the stored calibration record (/meta "calibration" of a run file)."""
+
+
 @dataclass
 class Calibration:
-    """Fitted corrections; the identity by default. JSON-able via ``as_dict``/``from_dict``."""
+    """How a run's m/n is made: the model the ion stream applies, stored in the run file.
+
+    ``mode`` "tof": m/n = :func:`~apt_daq.pipeline.tof.mass_da` (tof, x, y, V_dc + beta
+    V_pulse; ``t0_ns``, ``flight_path_mm``) / (f_V(V) f_B(x, y)) with the voltage and bowl
+    coefficients below (the identity by default). ``mode`` "file": the m/n an imported file
+    carries is authoritative and used as is (nothing is recomputed).
+
+    Provenance: ``reference`` (range name) and ``reference_da`` of the peak the corrections
+    were fitted on, ``fit_ions`` in its window, ``residual_ppm`` (rms of the reference peak's
+    position over the voltage bins after correction), ``source`` (who made it: analyze,
+    import, identity), ``created`` (ISO time), ``version`` (apt-daq), ``notes``.
+    JSON-able via ``as_dict``/``from_dict``.
+    """
 
     voltage_coeffs: tuple[float, ...] = (1.0, 0.0, 0.0)  # f_V in u = V / 1000
     bowl_coeffs: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -39,27 +55,67 @@ class Calibration:
     reference_da: float = 0.0
     fit_ions: int = 0
     notes: list[str] = field(default_factory=list)
+    mode: str = "tof"  # "tof" | "file"
+    t0_ns: float | None = None  # None: the run's instrument value
+    flight_path_mm: float | None = None  # None: the run's instrument value
+    beta: float = 1.0  # V = V_dc + beta V_pulse
+    residual_ppm: float | None = None
+    source: str = ""
+    created: str = ""
+    version: str = ""
 
     def as_dict(self) -> dict:
         return {
+            "format": CALIBRATION_FORMAT,
+            "mode": self.mode,
+            "t0_ns": self.t0_ns,
+            "flight_path_mm": self.flight_path_mm,
+            "beta": self.beta,
             "voltage_coeffs": list(self.voltage_coeffs),
             "bowl_coeffs": list(self.bowl_coeffs),
             "reference": self.reference,
             "reference_da": self.reference_da,
             "fit_ions": self.fit_ions,
+            "residual_ppm": self.residual_ppm,
+            "source": self.source,
+            "created": self.created,
+            "version": self.version,
             "notes": list(self.notes),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
+        mode = d.get("mode", "tof")
+        if mode not in ("tof", "file"):
+            raise ValueError(f"calibration mode {mode!r}: expected 'tof' or 'file'")
         return cls(
-            tuple(d["voltage_coeffs"]),
-            tuple(d["bowl_coeffs"]),
+            tuple(float(c) for c in d.get("voltage_coeffs", (1.0, 0.0, 0.0))),
+            tuple(float(c) for c in d.get("bowl_coeffs", (1.0, 0.0, 0.0, 0.0, 0.0, 0.0))),
             d.get("reference", ""),
-            d.get("reference_da", 0.0),
-            d.get("fit_ions", 0),
+            float(d.get("reference_da", 0.0)),
+            int(d.get("fit_ions", 0)),
             list(d.get("notes", [])),
+            mode,
+            None if d.get("t0_ns") is None else float(d["t0_ns"]),
+            None if d.get("flight_path_mm") is None else float(d["flight_path_mm"]),
+            float(d.get("beta", 1.0)),
+            None if d.get("residual_ppm") is None else float(d["residual_ppm"]),
+            d.get("source", ""),
+            d.get("created", ""),
+            d.get("version", ""),
         )
+
+    @classmethod
+    def from_file(cls, what: str) -> Calibration:
+        """The calibration of an imported run: its file's own m/n, used as is."""
+        return cls(mode="file", source="import",
+                   notes=[f"m/n of the imported file ({what}) used as is; "
+                          "`apt-daq analyze --recalibrate` recomputes it from TOF and V"])
+
+    @property
+    def is_identity(self) -> bool:
+        return (tuple(self.voltage_coeffs) == (1.0, 0.0, 0.0)
+                and tuple(self.bowl_coeffs) == (1.0, 0.0, 0.0, 0.0, 0.0, 0.0))
 
     @property
     def vc(self) -> np.ndarray:
@@ -84,14 +140,12 @@ def correction_factor(v, x, y, vc, bc):
 @njit(cache=True, nogil=True)
 def corrected_mass_kernel(tof_ns, det_x_mm, det_y_mm, v_dc, v_pulse, t0_ns, flight_path_mm,
                           beta, vc, bc, out):  # fmt: skip
-    """m/n with voltage and bowl corrections applied, Da."""
-    l2 = flight_path_mm * flight_path_mm
+    """m/n with voltage and bowl corrections applied, Da (the one m/n kernel, corrected)."""
     for i in range(tof_ns.shape[0]):
-        t = np.float64(tof_ns[i]) - t0_ns
         x = np.float64(det_x_mm[i])
         y = np.float64(det_y_mm[i])
         v = np.float64(v_dc[i]) + beta * v_pulse[i]
-        m = K_DA * v * t * t / ((l2 + x * x + y * y) * 1e-6)
+        m = mass_da(np.float64(tof_ns[i]), x, y, v, t0_ns, flight_path_mm)
         out[i] = m / correction_factor(v, x, y, vc, bc)
     return out
 
@@ -228,7 +282,32 @@ def fit_calibration(
                 fb = terms @ cal.bc
         if not (voltage and bowl):
             break
-    return _kept_if_sharper(cal, m_raw, v, x, y, lo, hi)
+    cal = _kept_if_sharper(cal, m_raw, v, x, y, lo, hi)
+    cal.residual_ppm = residual_ppm(cal, m_raw, v, x, y, lo, hi)
+    return cal
+
+
+def residual_ppm(cal: Calibration, m_raw: np.ndarray, v: np.ndarray, x: np.ndarray,
+                 y: np.ndarray, lo: float, hi: float, n_bins: int = 12,
+                 min_per_bin: int = 200) -> float | None:
+    """RMS (ppm) of the corrected reference peak's position over voltage bins of equal
+    counts, against ``cal.reference_da``: what the voltage correction leaves (None: too few
+    ions)."""
+    ref = cal.reference_da
+    if ref <= 0 or len(m_raw) < min_per_bin:
+        return None
+    u = v * 1e-3
+    vc = cal.vc
+    m = m_raw / (vc[0] + u * (vc[1] + u * vc[2])) / (_bowl_terms(x, y) @ cal.bc)
+    n_bins = int(max(1, min(n_bins, len(m) // min_per_bin)))
+    edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
+    bin_da = max(ref / 4000.0, 1e-4)
+    dev = []
+    for a, b in itertools.pairwise(edges):
+        k = (v >= a) & (v <= b)
+        if k.sum() >= min_per_bin // 2:
+            dev.append(peak_mode(m[k], lo, hi, bin_da) / ref - 1.0)
+    return float(np.sqrt(np.mean(np.square(dev))) * 1e6) if dev else None
 
 
 def _peak_ions(m: np.ndarray, ref_da: float) -> int:

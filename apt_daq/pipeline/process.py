@@ -25,7 +25,7 @@ from apt_daq.pipeline.decode import (
     time_sum_tolerance_bins,
 )
 from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range
-from apt_daq.pipeline.tof import K_DA
+from apt_daq.pipeline.tof import mass_da as mn_kernel
 
 
 @njit(cache=True, nogil=True)
@@ -35,7 +35,8 @@ def fused_kernel(
     lo, hi, table, inv_width,
     keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion,
 ):  # fmt: skip
-    """Decode + m/n + corrections + ranging; returns (n_kept, n_incomplete, n_bad_sum).
+    """Decode + m/n (the one kernel, :func:`~apt_daq.pipeline.tof.mass_da`, inlined by
+    numba) + corrections + ranging; returns (n_kept, n_incomplete, n_bad_sum).
 
     The range index is that of the stored float32 mass (so /derived is self-consistent).
     """
@@ -44,7 +45,6 @@ def fused_kernel(
     incomplete = 0
     bad = 0
     half = 0.5 * bin_ns * v_mm_per_ns
-    l2 = flight_path_mm * flight_path_mm
     for i in range(n):
         a = t_x1[i]
         b = t_x2[i]
@@ -60,9 +60,7 @@ def fused_kernel(
         x = (a - b) * half
         y = (c - d) * half
         v = np.float64(v_dc[i]) + beta * v_pulse[i]
-        t = tof - t0_ns
-        mm = K_DA * v * t * t / ((l2 + x * x + y * y) * 1e-6)
-        mm = mm / correction_factor(v, x, y, vc, bc)
+        mm = mn_kernel(tof, x, y, v, t0_ns, flight_path_mm) / correction_factor(v, x, y, vc, bc)
         keep[k] = i
         tof_ns[k] = tof
         det_x_mm[k] = x

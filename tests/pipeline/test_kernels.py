@@ -238,3 +238,22 @@ def test_records_kernel_matches_numpy(seed: int, n: int, pulses: int) -> None:
     d = np.zeros(n, DERIVED_DTYPE)
     d["mass"], d["ion"], d["x"], d["y"], d["z"] = dec.mass, dec.ion, np.nan, np.nan, np.nan
     assert derived.tobytes() == d.tobytes()
+
+
+def test_one_mn_kernel_and_constant() -> None:
+    """K is 2 e / u (CODATA) to 4 ppm; the simulator times ions with the exact inverse of the
+    pipeline's m/n (same function, same constant), so a simulated ion's m/n comes back to
+    float64 rounding; the numpy twin (``py_func``) is the same arithmetic."""
+    import sim.detector as det
+    from apt_daq.pipeline.tof import K_CODATA, flight_time_one, mass_da
+
+    assert abs(K_DA / K_CODATA - 1) < 4e-6
+    assert det.flight_time_one is flight_time_one and det.K_DA is K_DA
+    rng = np.random.default_rng(5)
+    m = rng.uniform(1, 250, 1000)
+    x, y = rng.uniform(-40, 40, (2, 1000))
+    v = rng.uniform(2000, 12000, 1000)
+    t = np.array([flight_time_one(m[i], v[i], 110.0, x[i], y[i]) for i in range(1000)])
+    back = np.array([mass_da(t[i], x[i], y[i], v[i], 0.0, 110.0) for i in range(1000)])
+    np.testing.assert_allclose(back, m, rtol=1e-13)
+    np.testing.assert_allclose(mass_da.py_func(t, x, y, v, 0.0, 110.0), back, rtol=1e-15)
