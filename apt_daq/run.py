@@ -64,6 +64,7 @@ class RateController:
     cfg: FeedbackConfig
     limit_v: float
     ramp_v_per_s: float
+    hv_max_step_v: float = math.inf  # the HV driver's largest single step
     sensitivity: float = 0.0
     _prev: tuple[float, float] | None = None  # (ln V, ln rate) of the previous block
 
@@ -101,7 +102,7 @@ class RateController:
         self._learn(v_now, rate)
         dlnv = self.cfg.gain * self.error(rate) / self.sensitivity
         dv = max(v_now, 100.0) * math.expm1(dlnv)
-        step = min(self.cfg.max_step_v, self.ramp_v_per_s * dt_s)
+        step = min(self.cfg.max_step_v, self.hv_max_step_v, self.ramp_v_per_s * dt_s)
         dv = max(-step, min(step, dv))
         return max(0.0, min(self.limit_v, v_now + dv))
 
@@ -154,6 +155,10 @@ class RunAborted(Exception):
     pass
 
 
+#: /log ``hv_on``/``laser_on`` when the state could not be read back after a failed safe-off
+UNKNOWN_FLAG = 255
+
+
 # ------------------------------------------------------------------------------ session
 class Session:
     """A run from a run file, for scripts and the CLI.
@@ -175,6 +180,8 @@ class Session:
         live_png: str | Path | None = None,
         suspenders: list[Suspender] | None = None,
         on_block: Callable[[Session, dict[str, Any]], None] | None = None,
+        handle_signals: bool = True,
+        sigint_pauses: bool = True,
     ):
         self.cfg = run_file
         self.out = Path(out) if out else Path("runs") / f"{run_file.run.name}.h5"
@@ -183,6 +190,9 @@ class Session:
         self.live_png = Path(live_png) if live_png else None
         self.suspenders = default_suspenders() if suspenders is None else suspenders
         self.on_block = on_block
+        self.handle_signals = handle_signals
+        self.sigint_pauses = sigint_pauses
+        self.signal: int | None = None  # the signal that ended the run, if one did
         self.state = State.IDLE
         self.transitions: list[tuple[float, str, str]] = []
         self._pause = threading.Event()
@@ -192,6 +202,7 @@ class Session:
         self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
         self._v_seen = [math.inf, -math.inf]  # range of V_dc of the stored hits
         self._ins: Any = None
+        self._fault_logged = False
         self._t0_wall = time.monotonic()
 
     @classmethod
@@ -215,6 +226,11 @@ class Session:
 
     def abort(self) -> None:
         self._abort.set()
+
+    def _abort_why(self) -> str:
+        if self.signal is not None:
+            return f"signal {signal.Signals(self.signal).name}"
+        return "abort requested"
 
     # -- internals
     def _now_s(self) -> float:
@@ -255,6 +271,16 @@ class Session:
 
     # -- the run
     def run(self) -> RunResult:
+        """Acquire until a stop condition, a fault, an abort or a signal; always ends with HV
+        and laser off. Called on the main thread (and ``handle_signals``), it handles SIGHUP,
+        SIGQUIT, SIGTERM and SIGINT for the run's duration (see :func:`install_signals`)."""
+        restore = install_signals(self) if self.handle_signals else (lambda: None)
+        try:
+            return self._run()
+        finally:
+            restore()
+
+    def _run(self) -> RunResult:
         import drivers  # the engine knows drivers only through this factory
         from apt_daq.pipeline import RangeLookup, decode_chunk
 
@@ -274,6 +300,7 @@ class Session:
         self._writer = RunWriter(self.out, meta, overwrite=self.overwrite)
         ions = pulses = 0
         self._v_set = 0.0
+        self._fault_logged = False
         reason = ""
         self._pending = None
         counters = self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
@@ -282,119 +309,127 @@ class Session:
         try:
             with drivers.open_instruments(cfg) as ins:
                 self._ins = ins
-                hv, laser, dld = ins.hv, ins.laser, ins.dld
-                if hasattr(dld, "ion_table"):
-                    self._writer.set_meta("ion_table", [list(t) for t in dld.ion_table])
-                ctl = RateController(r.target_detection_rate, r.feedback, min(hv.limit_v, (
-                    r.stop.max_voltage_v or math.inf)), hv.ramp_v_per_s)
-                self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
-                laser.set_pulse_rate(r.pulse_rate_hz)
-                hv.output(True)
-                hv.ramp_to(r.start_voltage_v)
-                self._v_set = r.start_voltage_v
-                dld.start()
-                steps = r.steps()
-                step_i, step_ions, step_t0 = 0, 0, self._now_s()
-                laser.set_energy(steps[0].laser_pj)
-                laser.emission(True)
-                self._to(State.ACQUIRING, f"step 0: {steps[0].laser_pj:g} pJ")
-                self._log_row(rate=0.0, pulses=0, ions=0, step=0)
-                settled, low_blocks = False, 0
-                t_last_set = self._now_s()
-                progress = _Progress(self, r) if self.progress else None
-                while True:
-                    if self._abort.is_set():
-                        raise RunAborted("abort requested")
-                    self._check_suspenders_and_pause(ctl)
-                    if self._pending is not None:
-                        # the next chunk fires (a simulator: on its own thread) while the last
-                        # one's rows are built and stored; nothing touches the instruments
-                        dld.arm()
-                        self._store_pending()
-                    pulses_before, dropped_before = dld.counters["pulses"], dld.counters.get(
-                        "dropped", 0)
-                    raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
-                    truth = lost = None
-                    if hasattr(dld, "read_truth"):
-                        truth, lost = dld.read_truth()
-                    block_pulses = int(dld.counters["pulses"] - pulses_before)
-                    dec = decode_chunk(raw, cfg.instrument, ranges, lookup=lookup)
-                    counters["records"] += dec.counters["records"]
-                    counters["rejected"] += dec.counters["rejected"]
-                    self._pending = (raw, truth, lost, dec)
-                    n = len(dec)
-                    ions += n
-                    step_ions += n
-                    pulses += block_pulses
-                    now = self._now_s()
-                    rate = n / block_pulses if block_pulses else 0.0
-                    self._log_row(rate=rate, pulses=pulses, ions=ions, step=step_i)
-                    if progress:
-                        progress.update(ions, rate, self._v_set, laser.energy(), step_i)
-                    if self.on_block:
-                        self.on_block(self, {"rate": rate, "ions": ions, "pulses": pulses,
-                                             "v_set": self._v_set, "step": step_i})
-                    if self.live_png:
-                        _live(self, *dec.records(raw))
-                    # -- stop conditions and fracture
-                    if hv.tripped():
-                        reason = f"fracture: HV supply tripped at {self._v_set:.0f} V"
-                        self._to(State.FAILED, reason)
-                        break
-                    # a rate collapse is a fracture only if the detector saw the pulses: a
-                    # block with dropped records (overflow) or no pulses says nothing
-                    blind = block_pulses == 0 or dld.counters.get("dropped", 0) > dropped_before
-                    settled = settled or rate > 0.5 * r.target_detection_rate
-                    low_blocks = 0 if blind else low_blocks + 1 if (
-                        settled and rate < r.fracture_rate_fraction * r.target_detection_rate
-                    ) else 0
-                    if r.stop.on_fracture and low_blocks >= r.fracture_blocks:
-                        reason = f"fracture: detection rate collapsed at {self._v_set:.0f} V"
-                        self._to(State.FAILED, reason)
-                        break
-                    if r.stop.ions and ions >= r.stop.ions:
-                        reason = f"ion count {ions} reached"
-                        break
-                    if r.stop.instrument_time_s and now >= r.stop.instrument_time_s:
-                        reason = f"instrument time {now:.0f} s reached"
-                        break
-                    step = steps[step_i]
-                    if (step.ions and step_ions >= step.ions) or (
-                            step.duration_s and now - step_t0 >= step.duration_s):
-                        if step_i + 1 >= len(steps):
-                            reason = f"schedule done ({len(steps)} steps)"
+                progress = None
+                try:
+                    hv, laser, dld = ins.hv, ins.laser, ins.dld
+                    if hasattr(dld, "ion_table"):
+                        self._writer.set_meta("ion_table", [list(t) for t in dld.ion_table])
+                    ctl = RateController(r.target_detection_rate, r.feedback, min(hv.limit_v, (
+                        r.stop.max_voltage_v or math.inf)), hv.ramp_v_per_s, hv.max_step_v)
+                    self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
+                    laser.set_pulse_rate(r.pulse_rate_hz)
+                    hv.output(True)
+                    hv.ramp_to(r.start_voltage_v)
+                    self._v_set = r.start_voltage_v
+                    dld.start()
+                    steps = r.steps()
+                    step_i, step_ions, step_t0 = 0, 0, self._now_s()
+                    laser.set_energy(steps[0].laser_pj)
+                    laser.emission(True)
+                    self._to(State.ACQUIRING, f"step 0: {steps[0].laser_pj:g} pJ")
+                    self._log_row(rate=0.0, pulses=0, ions=0, step=0)
+                    settled, low_blocks = False, 0
+                    t_last_set = self._now_s()
+                    if self.progress:
+                        progress = _Progress(self, r)
+                    while True:
+                        if self._abort.is_set():
+                            raise RunAborted(self._abort_why())
+                        self._check_suspenders_and_pause(ctl)
+                        if self._pending is not None:
+                            # the next chunk fires (a simulator: on its own thread) while the last
+                            # one's rows are built and stored; nothing touches the instruments
+                            dld.arm()
+                            self._store_pending()
+                        pulses_before, dropped_before = dld.counters["pulses"], dld.counters.get(
+                            "dropped", 0)
+                        raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
+                        truth = lost = None
+                        if hasattr(dld, "read_truth"):
+                            truth, lost = dld.read_truth()
+                        block_pulses = int(dld.counters["pulses"] - pulses_before)
+                        dec = decode_chunk(raw, cfg.instrument, ranges, lookup=lookup)
+                        counters["records"] += dec.counters["records"]
+                        counters["rejected"] += dec.counters["rejected"]
+                        self._pending = (raw, truth, lost, dec)
+                        n = len(dec)
+                        ions += n
+                        step_ions += n
+                        pulses += block_pulses
+                        now = self._now_s()
+                        rate = n / block_pulses if block_pulses else 0.0
+                        self._log_row(rate=rate, pulses=pulses, ions=ions, step=step_i)
+                        if progress:
+                            progress.update(ions, rate, self._v_set, laser.energy(), step_i)
+                        if self.on_block:
+                            self.on_block(self, {"rate": rate, "ions": ions, "pulses": pulses,
+                                                 "v_set": self._v_set, "step": step_i})
+                        if self.live_png:
+                            _live(self, *dec.records(raw))
+                        # -- stop conditions and fracture
+                        if hv.tripped():
+                            reason = f"fracture: HV supply tripped at {self._v_set:.0f} V"
+                            self._to(State.FAILED, reason)
                             break
-                        step_i, step_ions, step_t0 = step_i + 1, 0, now
-                        new = steps[step_i].laser_pj
-                        if new > laser.energy() and r.feedback.laser_step_backoff:
-                            self._v_set = self._v_set * (1 - r.feedback.laser_step_backoff)
-                            hv.ramp_to(self._v_set)
-                            t_last_set = self._now_s()
-                        laser.set_energy(new)
-                        ctl.reset()
-                        self._to(State.ACQUIRING, f"step {step_i}: {new:g} pJ")
-                        continue
-                    # -- feedback; the ramp is bounded by the time since the last setpoint,
-                    # as the driver measures it (with a 5 % margin for clock jitter)
-                    since_set = 0.95 * max(self._now_s() - t_last_set, 0.0)
-                    v_next = ctl.update(rate, since_set, self._v_set)
-                    if r.stop.max_voltage_v and v_next >= r.stop.max_voltage_v:
-                        reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
-                        break
-                    hv.set_voltage(v_next)
-                    self._v_set, t_last_set = v_next, self._now_s()
-                self._store_pending()
-                if self.live_png:
-                    from apt_daq.live import update_live_png
+                        # a rate collapse is a fracture only if the detector saw the pulses: a
+                        # block with dropped records (overflow) or no pulses says nothing
+                        blind = block_pulses == 0 or dld.counters.get("dropped", 0) > dropped_before
+                        settled = settled or rate > 0.5 * r.target_detection_rate
+                        low_blocks = 0 if blind else low_blocks + 1 if (
+                            settled and rate < r.fracture_rate_fraction * r.target_detection_rate
+                        ) else 0
+                        if r.stop.on_fracture and low_blocks >= r.fracture_blocks:
+                            reason = f"fracture: detection rate collapsed at {self._v_set:.0f} V"
+                            self._to(State.FAILED, reason)
+                            break
+                        if r.stop.ions and ions >= r.stop.ions:
+                            reason = f"ion count {ions} reached"
+                            break
+                        if r.stop.instrument_time_s and now >= r.stop.instrument_time_s:
+                            reason = f"instrument time {now:.0f} s reached"
+                            break
+                        step = steps[step_i]
+                        if (step.ions and step_ions >= step.ions) or (
+                                step.duration_s and now - step_t0 >= step.duration_s):
+                            if step_i + 1 >= len(steps):
+                                reason = f"schedule done ({len(steps)} steps)"
+                                break
+                            step_i, step_ions, step_t0 = step_i + 1, 0, now
+                            new = steps[step_i].laser_pj
+                            if new > laser.energy() and r.feedback.laser_step_backoff:
+                                self._v_set = self._v_set * (1 - r.feedback.laser_step_backoff)
+                                hv.ramp_to(self._v_set)
+                                t_last_set = self._now_s()
+                            laser.set_energy(new)
+                            ctl.reset()
+                            self._to(State.ACQUIRING, f"step {step_i}: {new:g} pJ")
+                            continue
+                        # -- feedback; the ramp is bounded by the time since the last setpoint,
+                        # as the driver measures it (with a 5 % margin for clock jitter)
+                        since_set = 0.95 * max(self._now_s() - t_last_set, 0.0)
+                        v_next = ctl.update(rate, since_set, self._v_set)
+                        if r.stop.max_voltage_v and v_next >= r.stop.max_voltage_v:
+                            reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
+                            break
+                        hv.set_voltage(v_next)
+                        self._v_set, t_last_set = v_next, self._now_s()
+                    self._store_pending()
+                    if self.live_png:
+                        from apt_daq.live import update_live_png
 
-                    update_live_png(self, empty(HIT_DTYPE), empty(DERIVED_DTYPE), force=True)
-                fractured = self.state == State.FAILED
-                if not fractured:
-                    self._to(State.STOPPING, reason)
-                if progress:
-                    progress.close()
-                self._make_safe(ins, pulses, ions, step_i)
-                end = State.FAILED if fractured else State.DONE
+                        update_live_png(self, empty(HIT_DTYPE), empty(DERIVED_DTYPE), force=True)
+                    fractured = self.state == State.FAILED
+                    if not fractured:
+                        self._to(State.STOPPING, reason)
+                    if progress:
+                        progress.close()
+                    self._make_safe(ins, pulses, ions, step_i)
+                    end = State.FAILED if fractured else State.DONE
+                except BaseException:
+                    if progress:
+                        progress.close()
+                    self._off_after_fault(ins, pulses, ions)
+                    raise
         except (RunAborted, KeyboardInterrupt) as e:
             reason = f"aborted: {e}" if str(e) else "aborted"
             end = State.ABORTED
@@ -439,7 +474,7 @@ class Session:
         poll = 0.5
         while True:
             if self._abort.is_set():
-                raise RunAborted(f"abort requested while paused ({why})")
+                raise RunAborted(f"{self._abort_why()} while paused ({why})")
             failing = [s for s in self.suspenders if not s.ok(ins)]
             if not failing and not self._pause.is_set():
                 settle = max((s.settle_s for s in self.suspenders), default=0.0)
@@ -459,22 +494,42 @@ class Session:
         self._to(State.SAFE, "HV and laser off")
         self._log_row(rate=0.0, pulses=pulses, ions=ions, step=step)
 
-    def _safe_after_error(self, pulses: int, ions: int) -> None:
-        """The instruments' context manager has already switched HV and laser off on the way
-        out; record it in /log if the drivers still answer."""
+    def _off_after_fault(self, ins: Any, pulses: int, ions: int) -> None:
+        """Any way out but the normal one (a fault, an abort, a signal): HV and laser off while
+        the instruments are still open, then a /log row read back from them. Never raises (the
+        fault is the error to report); a safe-off failure is logged and kept in /meta."""
+        self._to(State.STOPPING, "fault or abort: HV and laser off")
+        verified = True
+        try:
+            ins.safe_off()
+        except Exception as e:
+            verified = False
+            log.error("safe off after the fault failed: %s", e)
+            if self._writer is not None:
+                self._writer.set_meta("safe_off_error", str(e))
         self._v_set = 0.0
-        self._to(State.SAFE, "HV and laser off (after fault)")
-        if self._ins is None or self._writer is None:
+        self._to(State.SAFE, "HV and laser off (after fault)" if verified else
+                 "safe off FAILED after fault: see safe_off_error")
+        self._fault_logged = True
+        if self._writer is None:
             return
         try:
             self._log_row(rate=0.0, pulses=pulses, ions=ions, step=-1)
-        except Exception:  # a dead connection: the emulator's own log is the proof then
+        except Exception:  # a dead link: the off state was read back by safe_off, if verified
             log.warning("could not read back instrument state after the fault")
             row = np.zeros(1, LOG_DTYPE)
             row["time_s"], row["pulses"], row["ions"], row["step"] = (
                 self._now_s(), pulses, ions, -1)
-            row["state"] = int(State.SAFE)
+            row["hv_on"] = row["laser_on"] = 0 if verified else UNKNOWN_FLAG
+            row["state"] = int(self.state)
             self._writer.log(row)
+
+    def _safe_after_error(self, pulses: int, ions: int) -> None:
+        """The way out after leaving the instruments' block by an exception: if the fault came
+        before the instruments were open, only the state is recorded."""
+        if not self._fault_logged:
+            self._v_set = 0.0
+            self._to(State.SAFE, "no instrument was open")
 
     def _finish(self, end: State, reason: str, ions: int, pulses: int,
                 counters: dict[str, int]) -> None:
@@ -534,29 +589,72 @@ class _Progress:
         self.p.stop()
 
 
-def install_sigint(session: Session) -> Callable[[], None]:
-    """Ctrl-C once pauses at the next block, twice aborts safely; SIGTERM aborts.
+#: the signals that end a run, and the exit code of a CLI run each of them ended (128 + n)
+END_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM,
+                                           signal.SIGINT)
 
-    Returns a function that restores the previous handlers.
+
+def install_signals(session: Session) -> Callable[[], None]:
+    """Handle the signals a lab sends for the run's duration; returns the restorer.
+
+    SIGHUP (the SSH session dropped), SIGQUIT and SIGTERM abort the run; SIGINT pauses it at
+    the next block if ``session.sigint_pauses`` (Ctrl-C again aborts), else aborts. An abort
+    ends like every other way out: HV output and laser emission off, a last /log row showing
+    both off, /meta state ``aborted``. While the run is connecting or ramping (long blocking
+    driver calls) the handler raises :class:`RunAborted` at once; while acquiring it takes
+    effect at the next readout block. After SIGHUP the terminal is gone: stdout and stderr
+    are pointed at /dev/null so a late print cannot fail the safe shutdown.
+
+    Does nothing off the main thread (Python delivers signals there only).
     """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
     presses = [0]
 
-    def on_sigint(signum: int, frame: object) -> None:
-        presses[0] += 1
-        if presses[0] == 1:
-            session.pause()
-            log.warning("Ctrl-C: pausing at the next block (Ctrl-C again aborts safely)")
-        else:
-            session.abort()
-
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and session.sigint_pauses:
+            presses[0] += 1
+            if presses[0] == 1:
+                session.pause()
+                log.warning("Ctrl-C: pausing at the next block (Ctrl-C again aborts safely)")
+                return
+        if signum == signal.SIGHUP:
+            _detach_terminal()
+        first = session.signal is None
+        if first:
+            session.signal = signum
         session.abort()
+        if first and session.state in (State.CONNECTING, State.RAMPING):
+            raise RunAborted(session._abort_why())
 
-    old_int = signal.signal(signal.SIGINT, on_sigint)
-    old_term = signal.signal(signal.SIGTERM, on_sigterm)
+    old = {s: signal.signal(s, on_signal) for s in END_SIGNALS}
 
     def restore() -> None:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        for s, h in old.items():
+            signal.signal(s, h)
 
     return restore
+
+
+def install_sigint(session: Session) -> Callable[[], None]:
+    """Kept for scripts written against the old name: :func:`install_signals`."""
+    return install_signals(session)
+
+
+def _detach_terminal() -> None:
+    """Point stdout and stderr at /dev/null if they are a terminal (after SIGHUP it is gone)."""
+    import os
+    import sys
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                stream.flush()
+                os.dup2(null, stream.fileno())
+        except (OSError, ValueError):
+            pass
+    os.close(null)

@@ -141,7 +141,8 @@ def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVo
     """A connected HV supply driver. ``leap``: the virtual instrument for ``sim`` (else a
     device bench of its own); ``clock``: for ``scpi``/``serial`` (wall clock by default)."""
     c: HvConfig = load_config(cfg, "hv")
-    kw = dict(limit_v=c.limit_v, ramp_v_per_s=c.ramp_v_per_s, ramp_step_s=c.ramp_step_s)
+    kw: dict[str, Any] = dict(limit_v=c.limit_v, ramp_v_per_s=c.ramp_v_per_s,
+                              ramp_step_s=c.ramp_step_s, max_step_v=c.max_step_v)
     if c.backend == "sim":
         from drivers.sim_backends import SimHv
 
@@ -151,13 +152,15 @@ def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVo
         from drivers.scpi import make_transport
 
         t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
-        return _connected(ScpiHv(t, c.resource, retries=c.retries, clock=clock, **kw))
+        return _connected(ScpiHv(t, c.resource, retries=c.retries, clock=clock,
+                                 reconnect_deadline_s=c.reconnect_deadline_s, **kw))
     if c.backend == "serial":
         from drivers.hv import SerialHv
         from drivers.serial_line import SerialTransport
 
         t = SerialTransport(c.url, baudrate=c.baudrate, timeout_s=c.timeout_s)
-        return _connected(SerialHv(t, c.url, retries=c.retries, clock=clock, **kw))
+        return _connected(SerialHv(t, c.url, retries=c.retries, clock=clock,
+                                   reconnect_deadline_s=c.reconnect_deadline_s, **kw))
     return _connected(_plugin("hv", c.backend)(c, leap=leap, clock=clock))
 
 
@@ -175,7 +178,8 @@ def open_laser(cfg: Any, *, leap: Any = None, hv: HighVoltageSupply | None = Non
 
         t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiLaser(t, c.resource, max_energy_pj=c.max_energy_pj, hv=hv,
-                                    retries=c.retries, clock=clock))
+                                    retries=c.retries, clock=clock,
+                                    reconnect_deadline_s=c.reconnect_deadline_s))
     return _connected(_plugin("laser", c.backend)(c, leap=leap, hv=hv, clock=clock))
 
 
@@ -214,12 +218,24 @@ class Instruments:
     virtual: Any = None  # the shared sim.instrument.VirtualLeap when any backend is sim
 
     def safe_off(self) -> None:
-        """HV output off, laser emission off, DLD stopped: each tried even if another fails;
+        """HV output off, then laser emission off (each sent first on its link, no handshake
+        before it), DLD stopped, then both read back off. Each is tried even if another fails;
         the first failure is raised afterwards."""
         errors: list[BaseException] = []
-        for drv in (self.hv, self.laser, self.dld):
+        sent: list[Any] = []
+        for drv in (self.hv, self.laser):
             try:
-                drv.safe_off()
+                drv.send_off()
+                sent.append(drv)
+            except Exception as e:
+                errors.append(e)
+        try:
+            self.dld.safe_off()
+        except Exception as e:
+            errors.append(e)
+        for drv in sent:
+            try:
+                drv.verify_off()
             except Exception as e:
                 errors.append(e)
         if errors:

@@ -16,12 +16,15 @@ implements the primitive ``_send_*`` / ``_read_*`` operations.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import threading
 import time
 from typing import Any, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- errors
 
@@ -173,16 +176,24 @@ def quantize_mv(volts: float) -> float:
 class HighVoltageSupply(Instrument):
     """The specimen DC HV supply, with the safety rules every backend inherits.
 
-    Rules (checked before anything is sent):
+    Rules (checked before anything is sent; judged against what the instrument receives):
 
     - a setpoint outside ``0 <= V <= limit_v`` raises :class:`SafetyError`;
-    - while the output is on, a new setpoint differs from the last one sent by at most
-      ``ramp_v_per_s`` x the time since it, else :class:`SafetyError` (``ramp_to`` goes far);
-      with the output off setpoints may move freely, nothing reaches the specimen;
+    - while the output is on (as commanded OR as last reported: a supply that claims to be off
+      is not believed), every setpoint change is at most ``max_step_v`` (default
+      ``ramp_v_per_s x ramp_step_s``) AND at most ``ramp_v_per_s`` x the time since the last
+      setpoint; idle time earns no credit beyond one step, so over any window the setpoint
+      moves at most ``ramp_v_per_s`` x the elapsed time. A larger step raises
+      :class:`SafetyError` naming the step and the rule (``ramp_to`` goes far);
+    - steps are taken from the higher of the setpoint the driver commanded and the one the
+      instrument last reported (on connect, reconnect and at every ``ramp_to``);
+    - with the output off, setpoints move freely: nothing reaches the specimen;
     - ``output(True)`` always starts at 0 V: with a setpoint above 0 it sends 0, turns the
       output on, then ramps back up to the setpoint (blocking);
-    - ``safe_off()`` (also on leaving ``with`` by any exception or Ctrl-C) turns the output off
-      and the setpoint to 0.
+    - ``safe_off()`` (also on leaving ``with`` by any exception or Ctrl-C) sends output-off
+      FIRST (on a fresh connection if the link is broken, with no handshake before it), then
+      verifies the output reads off, then sets the setpoint to 0.
+    - every numeric reply must be finite (``nan`` is a :class:`BadReply`, never a value).
     """
 
     kind = "HV supply"
@@ -190,16 +201,22 @@ class HighVoltageSupply(Instrument):
     ramp_tolerance_v = 1e-6
 
     def __init__(self, resource: str, *, limit_v: float, ramp_v_per_s: float,
-                 ramp_step_s: float = 0.5, clock: Clock | None = None):
+                 ramp_step_s: float = 0.5, max_step_v: float | None = None,
+                 clock: Clock | None = None):
         super().__init__(resource, clock=clock)
-        if not (limit_v > 0 and ramp_v_per_s > 0 and ramp_step_s > 0):
-            raise ValueError("limit_v, ramp_v_per_s and ramp_step_s must be > 0")
+        if max_step_v is None:
+            max_step_v = ramp_v_per_s * ramp_step_s
+        if not (limit_v > 0 and ramp_v_per_s > 0 and ramp_step_s > 0 and max_step_v > 0):
+            raise ValueError("limit_v, ramp_v_per_s, ramp_step_s and max_step_v must be > 0")
         self._limit_v = float(limit_v)
         self._ramp_v_per_s = float(ramp_v_per_s)
         self.ramp_step_s = float(ramp_step_s)
-        self._setpoint_v = 0.0  # last setpoint sent (or read back on connect)
-        self._t_last_s = 0.0  # clock time of that setpoint
-        self._on = False  # output state as the driver last knew it
+        self._max_step_v = float(max_step_v)
+        self._setpoint_v = 0.0  # last setpoint commanded (or read back on connect)
+        self._readback_v = 0.0  # last setpoint the instrument reported
+        self._t_last_s = 0.0  # clock time of the last setpoint (or output on)
+        self._on = False  # output on as commanded
+        self._on_reported = False  # output on as last reported by the instrument
 
     # properties -------------------------------------------------------------
     @property
@@ -211,6 +228,11 @@ class HighVoltageSupply(Instrument):
     def ramp_v_per_s(self) -> float:
         """Fastest setpoint change with the output on, V/s."""
         return self._ramp_v_per_s
+
+    @property
+    def max_step_v(self) -> float:
+        """Largest single setpoint change with the output on, V."""
+        return self._max_step_v
 
     @property
     def setpoint_v(self) -> float:
@@ -232,6 +254,14 @@ class HighVoltageSupply(Instrument):
 
     @abc.abstractmethod
     def _send_clear_trip(self) -> None: ...
+
+    def _send_off_now(self) -> None:
+        """Output off as the first thing on the link (backends with a link override)."""
+        self._send_output(False)
+
+    def _read_output_now(self) -> bool:
+        """The output state, read without any handshake first (backends with a link override)."""
+        return self._read_output()
 
     @abc.abstractmethod
     def voltage(self) -> float:
@@ -255,23 +285,40 @@ class HighVoltageSupply(Instrument):
     def _ensure(self) -> None:
         """Reconnect (and resync) if the link is known to be broken. Backends override."""
 
-    def _sync(self) -> None:
-        """Read setpoint and output state from the instrument (on connect and reconnect)."""
-        self._setpoint_v = float(self._read_setpoint())
-        self._on = bool(self._read_output())
+    def _sync(self, first: bool) -> None:
+        """Read setpoint and output state from the instrument (on connect and reconnect).
+
+        On the first connect the instrument's setpoint becomes the driver's; on a reconnect
+        the driver keeps what it commanded and steps from the higher of the two.
+        """
+        readback = _finite(self, "setpoint read-back", self._read_setpoint())
+        self._readback_v = readback
+        if first:
+            self._setpoint_v = readback
+        self._on_reported = bool(self._read_output())
+        if first:
+            self._on = self._on_reported
         self._t_last_s = self.clock.monotonic()
+
+    def _ramp_applies(self) -> bool:
+        return self._on or self._on_reported
+
+    def _base_v(self) -> float:
+        """Where the next step is measured from: the higher of commanded and read back."""
+        return max(self._setpoint_v, self._readback_v)
 
     # public API -------------------------------------------------------------
     def output_on(self) -> bool:
         """The output relay state as the instrument reports it."""
         with self.lock:
             self._ensure()
-            self._on = bool(self._read_output())
-            return self._on
+            self._on_reported = bool(self._read_output())
+            return self._on_reported
 
     def set_voltage(self, volts: float) -> None:
         """Send one setpoint, V. Refused (SafetyError, nothing sent) above ``limit_v``, below 0,
-        or, with the output on, faster than ``ramp_v_per_s`` since the last setpoint."""
+        or, with the output on, a step above ``max_step_v`` or faster than ``ramp_v_per_s``
+        since the last setpoint."""
         v = quantize_mv(volts)
         with self.lock:
             cmd = self._cmd_setpoint(v)
@@ -281,39 +328,45 @@ class HighVoltageSupply(Instrument):
                 raise self.error(SafetyError, cmd, f"refused: above limit_v {_fmt_v(self._limit_v)}")
             self._ensure()
             now = self.clock.monotonic()
-            if self._on:
+            if self._ramp_applies():
                 dt = max(0.0, now - self._t_last_s)
-                step = abs(v - self._setpoint_v)
-                if step > self._ramp_v_per_s * dt + self.ramp_tolerance_v:
+                step = abs(v - self._base_v())
+                allowed = min(self._max_step_v, self._ramp_v_per_s * dt)
+                if step > allowed + self.ramp_tolerance_v:
                     raise self.error(
                         SafetyError, cmd,
-                        f"refused: step {_fmt_v(step)} V in {dt:.3g} s exceeds ramp_v_per_s "
-                        f"{_fmt_v(self._ramp_v_per_s)} (use ramp_to)")
+                        f"refused: step {_fmt_v(step)} V in {dt:.3g} s exceeds the ramp rule "
+                        f"(max_step_v {_fmt_v(self._max_step_v)} V per setpoint, ramp_v_per_s "
+                        f"{_fmt_v(self._ramp_v_per_s)} V/s; use ramp_to)")
             self._send_setpoint(v)
-            self._setpoint_v = v
+            self._setpoint_v = self._readback_v = v
             self._t_last_s = now
 
     def ramp_to(self, volts: float) -> None:
-        """Step the setpoint to ``volts`` so dV/dt never exceeds ``ramp_v_per_s``; blocks (on
-        the driver's clock) until the last setpoint is sent. Steps every ``ramp_step_s``."""
+        """Step the setpoint to ``volts`` within the ramp rule; blocks (on the driver's clock)
+        until the last setpoint is sent. Steps of at most ``max_step_v`` every ``ramp_step_s``."""
         target = quantize_mv(volts)
         with self.lock:
             if not (0 <= target <= self._limit_v):
                 self.set_voltage(target)  # raises the SafetyError with the standard message
-            if not self.output_on():
+            self._ensure()
+            self._on_reported = bool(self._read_output())
+            if not self._ramp_applies():
                 self.set_voltage(target)
                 return
+            self._readback_v = _finite(self, "setpoint read-back", self._read_setpoint())
             while True:
                 now = self.clock.monotonic()
-                room = self._ramp_v_per_s * max(0.0, now - self._t_last_s)
-                gap = target - self._setpoint_v
-                if abs(gap) <= room:
+                elapsed = max(0.0, now - self._t_last_s)
+                room = min(self._max_step_v, self._ramp_v_per_s * elapsed)
+                base = self._base_v()
+                gap = target - base
+                if abs(gap) <= room + self.ramp_tolerance_v:
                     self.set_voltage(target)
                     return
                 step = math.floor(room * 1000.0) / 1000.0
-                elapsed = now - self._t_last_s
                 if step > 0 and elapsed >= self.ramp_step_s * (1 - 1e-9):
-                    self.set_voltage(self._setpoint_v + math.copysign(step, gap))
+                    self.set_voltage(base + math.copysign(step, gap))
                     continue
                 self.clock.sleep(max(self.ramp_step_s - elapsed, self.ramp_step_s * 1e-3))
 
@@ -323,13 +376,15 @@ class HighVoltageSupply(Instrument):
             self._ensure()
             if not on:
                 self._send_output(False)
-                self._on = False
+                self._on = self._on_reported = False
                 return
             if self.output_on():
+                self._on = True
                 return
-            resume_v = self._setpoint_v
+            self._on = False  # the instrument says off: a setpoint to 0 reaches nothing
+            resume_v = self._base_v()
             if resume_v > 0:
-                self.set_voltage(0.0)  # output off: allowed at once
+                self.set_voltage(0.0)
             self._send_output(True)
             self._on = True
             self._t_last_s = self.clock.monotonic()
@@ -342,29 +397,65 @@ class HighVoltageSupply(Instrument):
             self._ensure()
             self._send_clear_trip()
 
-    def safe_off(self) -> None:
-        """Output off, then setpoint 0 V. The output-off command is retried (idempotent)."""
+    def send_off(self) -> None:
+        """Output off, sent before anything else (no identification or error-queue handshake
+        first; a fresh connection if the link is broken). Raises a DriverError if it could not
+        be sent."""
         with self.lock:
             if not self.connected:
                 return
-            last: DriverError | None = None
-            for _ in range(3):
-                try:
-                    self._ensure()
-                    self._send_output(False)
-                    self._on = False
-                    last = None
-                    break
-                except DriverError as e:  # try again on a fresh link
-                    last = e
-                    self._mark_broken()
-            if last is not None:
+            self._send_off_now()
+            self._on = self._on_reported = False
+
+    def verify_off(self) -> None:
+        """Read the output state back: a DriverError unless the instrument reports it off.
+        Then the setpoint goes to 0 V (best effort: the output is off)."""
+        with self.lock:
+            if not self.connected:
+                return
+            if _read_back_off(self, self._read_output_now, self._send_off_now):
+                self._on_reported = True
+                raise self.error(DriverError, self._cmd_output(False),
+                                 "the output still reads ON after output off")
+            try:
+                self.set_voltage(0.0)
+            except DriverError as e:
+                log.warning("%s: output off, but setting 0 V failed: %s", self.name, e)
+
+    def safe_off(self) -> None:
+        """Output off first, then verified off, then setpoint 0 V."""
+        with self.lock:
+            if not self.connected:
+                return
+            try:
+                self.send_off()
+            except DriverError as e:
                 raise self.error(ConnectionLost, self._cmd_output(False),
-                                 f"could not turn the output off: {last}")
-            self.set_voltage(0.0)
+                                 f"could not turn the output off: {e.detail}") from e
+            self.verify_off()
 
     def _mark_broken(self) -> None:
         """Backends with a link mark it for reconnection."""
+
+
+def _read_back_off(inst: Any, read: Any, send_off: Any) -> bool:
+    """Read an off state back. A link that fails the read (the off command may have gone into
+    a dead connection) is reopened, the off command sent again and the state read once more."""
+    try:
+        return bool(read())
+    except DriverError as e:
+        log.warning("%s: reading back after off failed (%s): sending off again", inst.name, e)
+    inst._mark_broken()
+    send_off()
+    return bool(read())
+
+
+def _finite(inst: Instrument, what: str, value: float) -> float:
+    """A read-back the safety rules rely on: finite, or a BadReply naming the instrument."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise inst.error(BadReply, None, f"{what} is not a finite number", repr(value))
+    return value
 
 
 class Laser(Instrument):
@@ -434,21 +525,39 @@ class Laser(Instrument):
                                  f"refused: {self.hv.name} reports a trip")
             self._send_emission(bool(on))
 
+    def _send_off_now(self) -> None:
+        """Emission off as the first thing on the link (backends with a link override)."""
+        self._send_emission(False)
+
+    def send_off(self) -> None:
+        """Emission off, sent before anything else (a fresh connection if the link is broken,
+        no handshake first). Raises a DriverError if it could not be sent."""
+        with self.lock:
+            if self.connected:
+                self._send_off_now()
+
+    def verify_off(self) -> None:
+        """A DriverError unless the laser reports emission off."""
+        with self.lock:
+            if self.connected and _read_back_off(self, self._read_emission_now,
+                                                 self._send_off_now):
+                raise self.error(DriverError, self._cmd_emission(False),
+                                 "emission still reads ON after emission off")
+
+    def _read_emission_now(self) -> bool:
+        return self.emission_on()
+
     def safe_off(self) -> None:
-        """Emission off (retried: idempotent)."""
+        """Emission off first, then verified off."""
         with self.lock:
             if not self.connected:
                 return
-            last: DriverError | None = None
-            for _ in range(3):
-                try:
-                    self._send_emission(False)
-                    return
-                except DriverError as e:
-                    last = e
-                    self._mark_broken()
-            raise self.error(ConnectionLost, self._cmd_emission(False),
-                             f"could not turn emission off: {last}")
+            try:
+                self.send_off()
+            except DriverError as e:
+                raise self.error(ConnectionLost, self._cmd_emission(False),
+                                 f"could not turn emission off: {e.detail}") from e
+            self.verify_off()
 
     def _mark_broken(self) -> None:
         """Backends with a link mark it for reconnection."""

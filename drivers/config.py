@@ -40,6 +40,9 @@ class _DriverConfig(BaseModel):
     baudrate: int = Field(9600, gt=0, description="serial line speed, baud")
     timeout_s: float = Field(2.0, gt=0, description="per-command timeout, s")
     retries: int = Field(2, ge=0, le=10, description="retries of idempotent queries only")
+    reconnect_deadline_s: float = Field(
+        10.0, gt=0, le=600,
+        description="give up reconnecting (or sending a safe-off) after this long, wall s")
     options: dict[str, Any] = Field(default_factory=dict, description="plug-in backend options")
 
     @model_validator(mode="after")
@@ -66,6 +69,10 @@ class HvConfig(_DriverConfig):
     ramp_step_s: float = Field(
         0.5, gt=0, description="interval between the setpoints of ramp_to, s"
     )
+    max_step_v: float | None = Field(
+        None, gt=0,
+        description="largest single setpoint change with the output on, V (default "
+        "ramp_v_per_s x ramp_step_s); idle time never allows more")
 
 
 class DldConfig(_DriverConfig):

@@ -76,9 +76,10 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
     commands: HvCommands = SCPI_HV
 
     def __init__(self, session: ScpiSession | LineSession, resource: str, *, limit_v: float,
-                 ramp_v_per_s: float, ramp_step_s: float = 0.5, clock: Clock | None = None):
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
+                 clock: Clock | None = None):
         super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
-                         ramp_step_s=ramp_step_s, clock=clock)
+                         ramp_step_s=ramp_step_s, max_step_v=max_step_v, clock=clock)
         self.session = session
         session.name = self.name
         session.clock = self.clock
@@ -92,7 +93,7 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
             self.session.send(c.clear_status)  # type: ignore[union-attr]
         self.idn = self.session.ask(c.idn, parse_str)
         self.session.write(c.set_limit.format(fmt_number(self.limit_v)))
-        self._sync()
+        self._sync(first=not self.connected)
 
     def _ensure(self) -> None:
         self.session.ensure()
@@ -119,6 +120,14 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
     def _send_clear_trip(self) -> None:
         self.session.write(self.commands.clear_trip)
 
+    def _send_off_now(self) -> None:
+        # the line protocol answers every command (OK): read it so the link stays in step
+        self.session.send_now(self.commands.output_off,
+                              reply=isinstance(self.session, LineSession))
+
+    def _read_output_now(self) -> bool:
+        return self.session.ask_now(self.commands.get_output, parse_bool)
+
     # queries ----------------------------------------------------------------
     def voltage(self) -> float:
         with self.lock:
@@ -144,6 +153,7 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
         """Instrument reset (output off, setpoint 0), then the connect handshake again."""
         with self.lock:
             self.session.write(self.commands.reset)
+            self._setpoint_v, self._on = 0.0, False  # what a reset leaves
             self._handshake()
 
 
@@ -153,11 +163,13 @@ class ScpiHv(LinkedHv):
     commands = SCPI_HV
 
     def __init__(self, transport: Transport, resource: str, *, limit_v: float,
-                 ramp_v_per_s: float, ramp_step_s: float = 0.5, retries: int = 2,
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
+                 retries: int = 2, reconnect_deadline_s: float = 10.0,
                  clock: Clock | None = None):
-        super().__init__(ScpiSession(transport, resource, retries=retries), resource,
+        super().__init__(ScpiSession(transport, resource, retries=retries,
+                                reconnect_deadline_s=reconnect_deadline_s), resource,
                          limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
-                         clock=clock)
+                         max_step_v=max_step_v, clock=clock)
 
 
 class SerialHv(LinkedHv):
@@ -166,8 +178,10 @@ class SerialHv(LinkedHv):
     commands = LINE_HV
 
     def __init__(self, transport: Transport, resource: str, *, limit_v: float,
-                 ramp_v_per_s: float, ramp_step_s: float = 0.5, retries: int = 2,
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
+                 retries: int = 2, reconnect_deadline_s: float = 10.0,
                  clock: Clock | None = None):
-        super().__init__(LineSession(transport, resource, retries=retries), resource,
+        super().__init__(LineSession(transport, resource, retries=retries,
+                                reconnect_deadline_s=reconnect_deadline_s), resource,
                          limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
-                         clock=clock)
+                         max_step_v=max_step_v, clock=clock)

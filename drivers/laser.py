@@ -44,9 +44,10 @@ class ScpiLaser(SessionLifecycle, Laser):
 
     def __init__(self, transport: Transport, resource: str, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, retries: int = 2,
-                 clock: Clock | None = None):
+                 reconnect_deadline_s: float = 10.0, clock: Clock | None = None):
         super().__init__(resource, max_energy_pj=max_energy_pj, hv=hv, clock=clock)
         self.session = ScpiSession(transport, self.name, retries=retries, clock=self.clock,
+                                   reconnect_deadline_s=reconnect_deadline_s,
                                    on_reconnect=self._handshake)
         self.idn = ""
 
@@ -65,6 +66,12 @@ class ScpiLaser(SessionLifecycle, Laser):
 
     def _send_emission(self, on: bool) -> None:
         self.session.write(self._cmd_emission(on))
+
+    def _send_off_now(self) -> None:
+        self.session.send_now(self.commands.emission_off)
+
+    def _read_emission_now(self) -> bool:
+        return self.session.ask_now(self.commands.get_emission, parse_bool)
 
     def energy(self) -> float:
         with self.lock:

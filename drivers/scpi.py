@@ -13,8 +13,10 @@ Layers:
 
 from __future__ import annotations
 
+import math
 import re
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -40,7 +42,12 @@ def fmt_number(x: float) -> str:
 
 
 def parse_float(reply: str) -> float:
-    return float(reply.strip())
+    """A finite number. ``nan``/``inf`` (which ``float`` accepts) are refused: a read-back the
+    safety rules rely on must be a real value."""
+    value = float(reply.strip())
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {reply.strip()!r}")
+    return value
 
 
 def parse_bool(reply: str) -> bool:
@@ -257,25 +264,36 @@ class VisaTransport:
 
 
 class Link:
-    """A transport with driver errors, bounded reconnects and retries of idempotent queries.
+    """A transport with driver errors, deadline-bounded reconnects and retries of idempotent
+    queries.
 
     After any failure mid-exchange the link is marked ``broken`` (a reply may still be in
-    flight); the next exchange first reconnects, up to ``max_reconnects`` attempts with a
-    doubling back-off, then calls ``on_reconnect`` (the driver re-reads the instrument state).
+    flight); the next exchange first reconnects and then calls ``on_reconnect`` (the driver's
+    handshake: identity, limit, state). Reconnecting is a loop, never a recursion: an exchange
+    made by the handshake itself does not reconnect again, and the loop gives up at
+    ``reconnect_deadline_s`` (wall time: link timeouts are wall time) after it began.
+
+    :meth:`send_now` is the safe-off path: the command goes out as the first bytes on the
+    link (a fresh connection if the old one is broken), with no handshake before it.
     """
 
     def __init__(self, transport: Transport, name: str, *, retries: int = 2,
-                 max_reconnects: int = 3, clock: Clock | None = None,
+                 reconnect_deadline_s: float = 10.0, clock: Clock | None = None,
                  on_reconnect: Callable[[], None] | None = None):
         self.transport = transport
         self.name = name
         self.retries = retries
-        self.max_reconnects = max(1, max_reconnects)
+        if not reconnect_deadline_s > 0:
+            raise ValueError("reconnect_deadline_s must be > 0")
+        self.reconnect_deadline_s = float(reconnect_deadline_s)
         self.clock = clock or WallClock()
         self.on_reconnect = on_reconnect
         self.broken = False
         self.is_open = False
+        self.needs_handshake = False  # opened by send_now: state not re-read yet
         self.reconnects = 0  # total, for logs and tests
+        self.opens = 0  # transport opens after the first, for logs and tests
+        self._in_handshake = False
 
     def open(self) -> None:
         try:
@@ -284,45 +302,87 @@ class Link:
             raise ConnectionLost(self.name, None, f"cannot connect: {e}") from e
         self.is_open = True
         self.broken = False
+        self.needs_handshake = False
 
     def close(self) -> None:
         self.is_open = False
         self.transport.close()
 
-    def reconnect(self) -> None:
-        last: Exception | None = None
-        for attempt in range(self.max_reconnects):
+    def _reopen(self, deadline: float, why: str) -> None:
+        """Close and open the transport until it opens or ``deadline`` (time.monotonic)."""
+        attempt = 0
+        while True:
             self.transport.close()
+            self.opens += 1
             try:
                 self.transport.open()
             except (ConnectionError, OSError, TimeoutError) as e:
-                last = e
-                self.clock.sleep(0.05 * 2**attempt)
+                wait = min(0.05 * 2**attempt, 1.0)
+                if time.monotonic() + wait >= deadline:
+                    self.broken = True
+                    raise ConnectionLost(self.name, None, f"{why}: no connection within "
+                                         f"reconnect_deadline_s {self.reconnect_deadline_s:g}"
+                                         f" ({e})") from e
+                time.sleep(wait)
+                attempt += 1
+                continue
+            self.is_open = True
+            self.broken = False
+            self.needs_handshake = self.on_reconnect is not None
+            return
+
+    def reconnect(self) -> None:
+        """Reopen the link and run the handshake, retried until ``reconnect_deadline_s``."""
+        deadline = time.monotonic() + self.reconnect_deadline_s
+        attempt = 0
+        while True:
+            if self.broken or not self.is_open:
+                self._reopen(deadline, "gave up reconnecting")
+            try:
+                self.handshake()
+            except DriverError as e:
+                self.broken = True
+                wait = min(0.05 * 2**attempt, 1.0)
+                if time.monotonic() + wait >= deadline:
+                    raise ConnectionLost(
+                        self.name, None, f"gave up reconnecting after reconnect_deadline_s "
+                        f"{self.reconnect_deadline_s:g}: the handshake failed: {e}") from e
+                time.sleep(wait)
+                attempt += 1
                 continue
             self.reconnects += 1
-            self.broken = False
-            self.is_open = True
-            if self.on_reconnect is not None:
-                try:
-                    self.on_reconnect()
-                except DriverError:
-                    self.broken = True
-                    raise
             return
-        self.broken = True
-        raise ConnectionLost(self.name, None,
-                             f"gave up after {self.max_reconnects} reconnect attempts: {last}")
+
+    def handshake(self) -> None:
+        """Run ``on_reconnect`` (the driver's handshake) with reconnects suspended."""
+        if self.on_reconnect is None:
+            self.needs_handshake = False
+            return
+        self._in_handshake = True
+        try:
+            self.on_reconnect()
+        finally:
+            self._in_handshake = False
+        self.needs_handshake = False
 
     def ensure(self) -> None:
-        """Reconnect first if the link is broken."""
+        """Reconnect (and re-run the handshake) first if the link is broken or was reopened
+        without one. Inside the handshake the link is used as it is (no recursion)."""
         if not self.is_open:
             raise ConnectionLost(self.name, None, "not connected (call connect() or open_*())")
-        if self.broken:
+        if self._in_handshake:
+            if self.broken:
+                raise ConnectionLost(self.name, None, "link lost during the handshake")
+            return
+        if self.broken or self.needs_handshake:
             self.reconnect()
 
     def exchange(self, command: str, reply: bool) -> str | None:
         """Write ``command``; read one reply line if ``reply``. One attempt, errors mapped."""
         self.ensure()
+        return self._raw_exchange(command, reply)
+
+    def _raw_exchange(self, command: str, reply: bool) -> str | None:
         try:
             self.transport.write(command)
             return self.transport.read() if reply else None
@@ -336,12 +396,60 @@ class Link:
             self.broken = True
             raise
 
-    def query(self, command: str, parse: Callable[[str], T], *, idempotent: bool = True) -> T:
-        """Ask and parse; idempotent queries are retried ``retries`` times on a fresh link."""
-        attempts = 1 + (self.retries if idempotent else 0)
-        for i in range(attempts):
+    def send_now(self, command: str, reply: bool = False) -> None:
+        """Send ``command`` as the first bytes on the link: on the open link if it is sound,
+        else on a fresh connection with NO handshake before it (the safe-off path: nothing
+        the instrument says can hold the command back). Retried on a fresh connection until
+        ``reconnect_deadline_s``. With ``reply`` one line is read and discarded (a garbled or
+        missing reply only marks the link broken: the command went out; verify separately).
+        """
+        if not self.is_open:
+            raise ConnectionLost(self.name, command, "not connected")
+        deadline = time.monotonic() + self.reconnect_deadline_s
+        while True:
+            if self.broken:
+                self._reopen(deadline, f"could not send {command!r}")
             try:
-                text = self.exchange(command, True)
+                self.transport.write(command)
+            except (ConnectionError, OSError, TimeoutError) as e:
+                self.broken = True
+                if time.monotonic() >= deadline:
+                    raise ConnectionLost(self.name, command, f"link lost: {e}") from e
+                continue
+            except BaseException:
+                self.broken = True
+                raise
+            break
+        if reply:
+            try:
+                self.transport.read()
+            except (ConnectionError, OSError, TimeoutError):
+                self.broken = True
+
+    def ask_now(self, command: str, parse: Callable[[str], T]) -> T:
+        """One query on the link as it is (reopened without handshake if broken): verifying
+        a safe-off must not depend on the instrument passing its handshake."""
+        if not self.is_open:
+            raise ConnectionLost(self.name, command, "not connected")
+        if self.broken:
+            self._reopen(time.monotonic() + self.reconnect_deadline_s,
+                         f"could not send {command!r}")
+        text = self._raw_exchange(command, True)
+        assert text is not None
+        try:
+            return parse(text)
+        except ValueError as e:
+            self.broken = True
+            raise BadReply(self.name, command, f"unexpected reply: {e}", text) from e
+
+    def query(self, command: str, parse: Callable[[str], T], *, idempotent: bool = True) -> T:
+        """Ask and parse; idempotent queries are retried ``retries`` times on a fresh link
+        (not inside the handshake, whose caller retries the whole handshake)."""
+        attempts = 1 + (self.retries if idempotent and not self._in_handshake else 0)
+        for i in range(attempts):
+            self.ensure()  # a reconnect that gives up is final: it had its own deadline
+            try:
+                text = self._raw_exchange(command, True)
                 assert text is not None
                 try:
                     return parse(text)
@@ -409,7 +517,7 @@ class SessionLifecycle:
         with self.lock:
             self.session.open()
             try:
-                self._handshake()
+                self.session.handshake()
             except BaseException:
                 self.session.close()
                 raise

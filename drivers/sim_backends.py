@@ -91,9 +91,10 @@ class SimHv(HighVoltageSupply):
     """HV supply backend on ``leap.hv`` (an :class:`sim.devices.HvSupplyModel`)."""
 
     def __init__(self, leap: Any, *, limit_v: float, ramp_v_per_s: float,
-                 ramp_step_s: float = 0.5, resource: str = "sim"):
+                 ramp_step_s: float = 0.5, max_step_v: float | None = None,
+                 resource: str = "sim"):
         super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
-                         ramp_step_s=ramp_step_s, clock=LeapClock(leap))
+                         ramp_step_s=ramp_step_s, max_step_v=max_step_v, clock=LeapClock(leap))
         self.leap = leap
         self.model: HvSupplyModel = leap.hv
         self.idn = "apt-daq,HV-SIM,0,1.0"
@@ -102,7 +103,7 @@ class SimHv(HighVoltageSupply):
         with self.lock:
             self.connected = True
             _call(self, f"SOUR:VOLT:LIM {self.limit_v:g}", self.model.set_limit, self.limit_v)
-            self._sync()
+            self._sync(first=True)
 
     def close(self) -> None:
         self.connected = False

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from apt_daq.run import Session, State, install_sigint
+from apt_daq.run import Session, State
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,13 +39,9 @@ def _run(args: argparse.Namespace) -> int:
         overrides.update(ports_overrides(read_ports(args.ports_file)))
     session = Session.from_yaml(args.config, overrides, out=args.out, overwrite=args.overwrite,
                                 progress=not args.quiet, live_png=args.live)
-    restore = install_sigint(session)
     if sys.stdin is not None and sys.stdin.isatty():
         threading.Thread(target=_resume_on_enter, args=(session,), daemon=True).start()
-    try:
-        result = session.run()
-    finally:
-        restore()
+    result = session.run()  # handles SIGHUP, SIGQUIT, SIGTERM, SIGINT (twice) itself
     console = Console()
     colour = {State.DONE: "green", State.ABORTED: "yellow"}.get(result.state, "red")
     console.print(f"[{colour}]{result.state.name.lower()}[/{colour}]: {result.reason}")
@@ -53,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
                   f"({100 * result.ions / max(result.pulses, 1):.3f} % detection rate), "
                   f"V {result.voltage_range_v[0]:.0f}-{result.voltage_range_v[1]:.0f} V "
                   f"-> {Path(result.path)}")
+    if session.signal is not None:
+        return 128 + session.signal  # 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM
     _summary(result.path, console)
     return 0 if result.state == State.DONE else 1
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from drivers_protocol import OK, ScriptedTransport, expected_protocol
 
@@ -63,7 +65,7 @@ def test_step_faster_than_ramp_refused_with_output_on():
     with expected_protocol(scpi(clock), connect("1000.000", "1") + setting("SOUR:VOLT 1100")
                            ) as hv:
         with pytest.raises(SafetyError, match=r"'SOUR:VOLT 1100' refused: step 100 V in 0 s "
-                                              r"exceeds ramp_v_per_s 200"):
+                                              r"exceeds the ramp rule \(max_step_v 100 V"):
             hv.set_voltage(1100)
         clock.sleep(0.5)  # 0.5 s at 200 V/s allows 100 V
         hv.set_voltage(1100)
@@ -76,7 +78,7 @@ def test_output_on_at_zero():
 
 def test_output_on_with_setpoint_starts_at_zero_and_ramps_back():
     clock = FakeClock()
-    pairs = ([*connect("1000.000", "0"), ("OUTP?", "0"), *setting("SOUR:VOLT 0"), *setting("OUTP ON"), ("OUTP?", "1"), *setting("SOUR:VOLT 500"), *setting("SOUR:VOLT 1000")])
+    pairs = ([*connect("1000.000", "0"), ("OUTP?", "0"), *setting("SOUR:VOLT 0"), *setting("OUTP ON"), ("OUTP?", "1"), ("SOUR:VOLT?", "0.000"), *setting("SOUR:VOLT 500"), *setting("SOUR:VOLT 1000")])
     with expected_protocol(scpi(clock, ramp=1000.0), pairs) as hv:
         hv.output(True)
     assert clock.now_s == pytest.approx(1.0)
@@ -84,7 +86,7 @@ def test_output_on_with_setpoint_starts_at_zero_and_ramps_back():
 
 def test_ramp_to_steps_at_the_ramp_rate():
     clock = FakeClock()
-    pairs = ([*connect("0.000", "1"), ("OUTP?", "1"), *setting("SOUR:VOLT 100"), *setting("SOUR:VOLT 200"), *setting("SOUR:VOLT 250")])
+    pairs = ([*connect("0.000", "1"), ("OUTP?", "1"), ("SOUR:VOLT?", "0.000"), *setting("SOUR:VOLT 100"), *setting("SOUR:VOLT 200"), *setting("SOUR:VOLT 250")])
     with expected_protocol(scpi(clock), pairs) as hv:
         hv.ramp_to(250)
     assert clock.now_s == pytest.approx(1.5)  # 250 V at 200 V/s in 0.5 s steps
@@ -118,7 +120,10 @@ def test_clear_trip():
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_leaving_with_block_turns_output_off(exc):
-    pairs = connect("2000.000", "1") + setting("OUTP OFF") + setting("SOUR:VOLT 0")
+    # output off goes out first, with no error-queue check before or after it; then it is
+    # read back, then the setpoint goes to 0 V
+    pairs = [*connect("2000.000", "1"), ("OUTP OFF", None), ("OUTP?", "0"),
+             *setting("SOUR:VOLT 0")]
     t = ScriptedTransport(pairs)
     hv = scpi()(t)
     hv.connect()
@@ -166,14 +171,18 @@ def test_bad_reply_names_command_and_reply():
     assert "'MEAS:VOLT?'" in str(e.value) and "'volts!'" in str(e.value)
 
 
-def test_reconnects_are_bounded():
+def test_reconnects_are_bounded_by_one_deadline():
     pairs = [*connect(), ("MEAS:VOLT?", ConnectionError("scripted"))]
-    t = ScriptedTransport(pairs, fail_opens=100)
-    hv = scpi()(t)
+    t = ScriptedTransport(pairs, fail_opens=10_000)
+    hv = ScpiHv(t, RES, limit_v=6000, ramp_v_per_s=200, reconnect_deadline_s=0.5,
+                clock=FakeClock())
     hv.connect()
-    with pytest.raises(ConnectionLost, match="gave up after 3 reconnect attempts"):
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionLost, match=r"reconnect_deadline_s 0\.5"):
         hv.voltage()
-    assert t.opens == 1 + 2 * 3  # first open + (retries 2) x (3 reconnect attempts)
+    # one deadline for the whole call (the query's retries do not each get one), wall time
+    assert time.monotonic() - t0 < 1.5
+    assert 2 <= t.opens < 30
 
 
 def test_not_connected_says_so():
@@ -198,7 +207,7 @@ def serial(clock=None):
 
 def test_serial_protocol_of_each_method():
     clock = FakeClock()
-    pairs = ([*serial_connect(), ("O?", "0"), ("O 1", "OK"), ("O?", "1"), ("V 100", "OK"), ("M?", "99.500"), ("I?", "2e-08"), ("T?", "0"), ("C", "OK"), ("O 0", "OK"), ("V 0", "OK")])
+    pairs = ([*serial_connect(), ("O?", "0"), ("O 1", "OK"), ("O?", "1"), ("V?", "0.000"), ("V 100", "OK"), ("M?", "99.500"), ("I?", "2e-08"), ("T?", "0"), ("C", "OK"), ("O 0", "OK"), ("O?", "0"), ("V 0", "OK")])
     with expected_protocol(serial(clock), pairs) as hv:
         hv.output(True)
         hv.ramp_to(100)

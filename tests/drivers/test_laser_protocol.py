@@ -20,7 +20,7 @@ def laser(hv=None):
 
 
 def test_each_method_exact():
-    pairs = [*CONNECT, ("SOUR:PULS:ENER 5.5", None), ("SYST:ERR?", OK), ("SOUR:PULS:ENER?", "5.500"), ("SOUR:PULS:FREQ 200000", None), ("SYST:ERR?", OK), ("SOUR:PULS:FREQ?", "200000.000"), ("OUTP ON", None), ("SYST:ERR?", OK), ("OUTP?", "1"), ("SYST:INTL?", "0"), ("OUTP OFF", None), ("SYST:ERR?", OK)]
+    pairs = [*CONNECT, ("SOUR:PULS:ENER 5.5", None), ("SYST:ERR?", OK), ("SOUR:PULS:ENER?", "5.500"), ("SOUR:PULS:FREQ 200000", None), ("SYST:ERR?", OK), ("SOUR:PULS:FREQ?", "200000.000"), ("OUTP ON", None), ("SYST:ERR?", OK), ("OUTP?", "1"), ("SYST:INTL?", "0"), ("OUTP OFF", None), ("OUTP?", "0")]
     with expected_protocol(laser(), pairs) as las:
         assert las.idn == "ACME,UV355,7,2.1"
         las.set_energy(5.5)
@@ -65,7 +65,7 @@ def test_emission_refused_while_hv_tripped():
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_leaving_with_block_turns_emission_off(exc):
-    t = ScriptedTransport([*CONNECT, ("OUTP OFF", None), ("SYST:ERR?", OK)])
+    t = ScriptedTransport([*CONNECT, ("OUTP OFF", None), ("OUTP?", "0")])
     las = laser()(t)
     las.connect()
     with pytest.raises(exc), las:

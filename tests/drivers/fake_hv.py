@@ -1,0 +1,185 @@
+"""A misbehaving SCPI HV supply on a loopback socket, written for the tests from the protocol
+table in docs/protocols.md (not from the emulator), so safety is judged by what an instrument
+the project did not build received.
+
+``FakeHv(mode)`` answers the SCPI subset correctly until :meth:`FakeHv.misbehave` is called
+(or from the start with ``at_once=True``); then, by ``mode``:
+
+- ``silent``: settings are applied, nothing is ever answered;
+- ``late``: every answer comes ``late_s`` after the question (longer than the driver timeout);
+- ``garbage``: every answer is junk bytes (settings are applied);
+- ``nan``: ``SOUR:VOLT?`` and ``MEAS:VOLT?`` answer ``nan``;
+- ``lies_off``: ``OUTP?`` always answers ``0`` (the output really is on);
+- ``drop_on_off``: ``OUTP OFF`` is applied, then the connection is closed at once.
+
+``received`` is every line received with the shared clock's time; ``setpoints()`` the setpoint
+commands with the output state at the time, which is what the ramp rule is judged on.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+
+MODES = ("silent", "late", "garbage", "nan", "lies_off", "drop_on_off")
+
+
+class FakeHv:
+    def __init__(self, mode: str, clock, *, at_once: bool = False, late_s: float = 0.6):
+        assert mode in MODES, mode
+        self.mode = mode
+        self.clock = clock
+        self.late_s = late_s
+        self.bad = at_once
+        self.setpoint_v = 0.0
+        self.limit_v = 15000.0
+        self.on = False
+        self.errors: list[str] = []
+        self.received: list[tuple[float, str, bool]] = []  # (time, line, output on before it)
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def resource(self) -> str:
+        return f"TCPIP::127.0.0.1::{self.port}::SOCKET"
+
+    def misbehave(self) -> None:
+        self.bad = True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        for c in list(self._conns):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ what was received
+    def setpoints(self) -> list[tuple[float, float, bool]]:
+        """(time, volts, output on) of every setpoint command received."""
+        out = []
+        for t, line, on in self.received:
+            if line.upper().startswith("SOUR:VOLT ") and not line.upper().startswith(
+                    "SOUR:VOLT:"):
+                out.append((t, float(line.split()[1]), on))
+        return out
+
+    def off_received_after(self, t_s: float) -> bool:
+        return any(line.upper() == "OUTP OFF" and t >= t_s for t, line, _ in self.received)
+
+    # ------------------------------------------------------------------ serving
+    def _accept(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            while not self._stop.is_set():
+                data = conn.recv(4096)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("ascii", "replace").strip()
+                    with self._lock:
+                        self.received.append((self.clock.monotonic(), line, self.on))
+                        reply = self._handle(line)
+                    if self.bad and self.mode == "drop_on_off" and line.upper() == "OUTP OFF":
+                        conn.close()
+                        return
+                    if reply is None:
+                        continue
+                    if self.bad and self.mode == "silent":
+                        continue
+                    if self.bad and self.mode == "garbage":
+                        reply = "\x07#?!%&garbage"
+                    if self.bad and self.mode == "late":
+                        threading.Timer(self.late_s, _send, (conn, reply)).start()
+                        continue
+                    _send(conn, reply)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def _handle(self, line: str) -> str | None:
+        u = line.upper()
+        parts = u.split()
+        if u == "*CLS":
+            self.errors.clear()
+            return None
+        if u == "*IDN?":
+            return "FAKE,HV-TEST,1,0.1"
+        if u == "SYST:ERR?":
+            return self.errors.pop(0) if self.errors else '0,"No error"'
+        if u == "SOUR:VOLT?":
+            return "nan" if self.bad and self.mode == "nan" else f"{self.setpoint_v:.3f}"
+        if u == "MEAS:VOLT?":
+            if self.bad and self.mode == "nan":
+                return "nan"
+            return f"{self.setpoint_v if self.on else 0.0:.3f}"
+        if u == "MEAS:CURR?":
+            return "1e-09"
+        if u == "OUTP?":
+            if self.bad and self.mode == "lies_off":
+                return "0"
+            return "1" if self.on else "0"
+        if u in ("OUTP:PROT:TRIP?",):
+            return "0"
+        if u == "OUTP:PROT:CLE":
+            return None
+        if u == "SOUR:VOLT:LIM?":
+            return f"{self.limit_v:.3f}"
+        if len(parts) == 2 and parts[0] in ("SOUR:VOLT", "SOUR:VOLT:LIM"):
+            try:
+                v = float(parts[1])
+            except ValueError:
+                self.errors.append('-104,"Data type error"')
+                return None
+            if not math.isfinite(v) or v < 0:
+                self.errors.append('-222,"Data out of range"')
+            elif parts[0] == "SOUR:VOLT:LIM":
+                self.limit_v = v
+            elif v > self.limit_v:
+                self.errors.append('-222,"Data out of range"')
+            else:
+                self.setpoint_v = v
+            return None
+        if len(parts) == 2 and parts[0] == "OUTP" and parts[1] in ("ON", "OFF", "1", "0"):
+            self.on = parts[1] in ("ON", "1")
+            return None
+        self.errors.append('-113,"Undefined header"')
+        return None
+
+
+def _send(conn: socket.socket, reply: str) -> None:
+    try:
+        conn.sendall((reply + "\n").encode("ascii", "replace"))
+    except OSError:
+        pass
+
+
+def wait_for(cond, timeout_s: float = 5.0) -> bool:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()

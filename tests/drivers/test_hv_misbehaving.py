@@ -1,0 +1,148 @@
+"""HV safety judged from the instrument side, against a supply that misbehaves.
+
+A script ramps a fake SCPI supply (tests/drivers/fake_hv.py, written from the protocol table,
+not from the emulator) to 1 kV, the supply then turns bad (silent, late, garbage, ``nan``, lying
+that its output is off, dropping the link on ``OUTP OFF``), and the script carries on as
+scripts do: idles 60 s, ramps up and down, then leaves its ``with`` block. From what the
+supply RECEIVED we check that
+
+- no setpoint with the output on stepped by more than ``max_step_v`` or faster than
+  ``ramp_v_per_s`` x the time since the previous one (idle time earns no credit);
+- the output only went on at a 0 V setpoint;
+- ``OUTP OFF`` arrived after the fault, and the supply's output is off at the end;
+- every error the script saw is a DriverError naming the instrument;
+- the whole thing is bounded in wall time (no reconnect storm).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fake_hv import MODES, FakeHv
+
+from drivers.base import DriverError, FakeClock, SafetyError
+from drivers.hv import ScpiHv
+from drivers.scpi import make_transport
+
+LIMIT_V, RAMP_V_PER_S, STEP_S = 6000.0, 200.0, 0.5
+MAX_STEP_V = RAMP_V_PER_S * STEP_S
+EPS_V = 1e-6
+
+
+def assert_ramp_rule(received: list[tuple[float, str, bool]]) -> None:
+    v, on, t_ref = 0.0, False, 0.0
+    for t, line, _ in received:
+        u = line.upper()
+        if u in ("OUTP ON", "OUTP 1"):
+            if not on:
+                assert v == 0.0, f"output went on at a {v} V setpoint"
+                t_ref = t
+            on = True
+        elif u in ("OUTP OFF", "OUTP 0"):
+            on = False
+        elif u.startswith("SOUR:VOLT ") and not u.startswith("SOUR:VOLT:"):
+            new = float(u.split()[1])
+            if on:
+                allowed = min(MAX_STEP_V, RAMP_V_PER_S * (t - t_ref)) + EPS_V
+                assert abs(new - v) <= allowed, (
+                    f"step {v} -> {new} V after {t - t_ref} s exceeds the ramp rule")
+                t_ref = t
+            v = new
+
+
+def driver(fake: FakeHv, clock: FakeClock) -> ScpiHv:
+    return ScpiHv(make_transport(fake.resource, 0.3, "socket"), fake.resource,
+                  limit_v=LIMIT_V, ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S,
+                  retries=1, reconnect_deadline_s=1.0, clock=clock)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_misbehaving_supply_ends_off_and_never_steps(mode: str) -> None:
+    clock = FakeClock()
+    fake = FakeHv(mode, clock)
+    hv = driver(fake, clock)
+    hv.connect()
+    seen: list[DriverError] = []
+    t_wall = time.monotonic()
+    try:
+        with hv:
+            hv.output(True)
+            hv.ramp_to(1000)
+            t_fault = clock.monotonic()
+            fake.misbehave()
+            for target in (3000.0, 500.0, 5900.0):
+                clock.sleep(60.0)  # idle: must not earn a bigger step
+                try:
+                    hv.ramp_to(target)
+                except DriverError as e:
+                    seen.append(e)
+                try:
+                    hv.set_voltage(target)  # a plain setpoint far away: refused or a step
+                except SafetyError:
+                    pass
+                except DriverError as e:
+                    seen.append(e)
+    except DriverError as e:  # safe-off's own failure on leaving the block
+        seen.append(e)
+    elapsed = time.monotonic() - t_wall
+    fake.close()
+    assert_ramp_rule(fake.received)
+    assert fake.off_received_after(t_fault), "OUTP OFF never reached the supply"
+    assert not fake.on, "the supply's output is still on"
+    assert all(str(e).startswith(f"HV supply {fake.resource}: ") for e in seen), seen
+    if mode != "lies_off":  # a lying supply that obeys cannot be caught; the rest must be
+        assert seen, "a misbehaving supply went unnoticed"
+    assert elapsed < 30, f"{elapsed:.1f} s: reconnects not bounded"
+    assert fake.connections < 40, f"{fake.connections} connections: a reconnect storm"
+
+
+def test_nan_read_back_on_reconnect_is_a_bad_reply_not_a_setpoint() -> None:
+    """The audit's case: nan read back from SOUR:VOLT? disabled the ramp check (0 -> 5900 V)."""
+    clock = FakeClock()
+    fake = FakeHv("nan", clock)
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    fake.misbehave()
+    with pytest.raises(DriverError, match=r"not a finite number|unexpected reply"):
+        hv.ramp_to(5900)
+    assert all(v <= MAX_STEP_V for _, v, _ in fake.setpoints())
+    with pytest.raises(DriverError):
+        hv.voltage()  # MEAS:VOLT? nan: never a value
+    fake.close()
+
+
+def test_lying_output_state_does_not_skip_the_ramp() -> None:
+    """An instrument that always answers OUTP? 0: ramp_to must still ramp."""
+    clock = FakeClock()
+    fake = FakeHv("lies_off", clock, at_once=True)
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    clock.sleep(0.5)
+    hv.ramp_to(3000)
+    fake.close()
+    sp = [v for _, v, on in fake.setpoints() if on]
+    assert len(sp) >= 3000 / MAX_STEP_V  # steps, not one jump
+    assert_ramp_rule(fake.received)
+
+
+def test_idle_time_earns_no_credit() -> None:
+    """Output on, 60 s idle, then a 1 kV setpoint: refused, and nothing reaches the supply."""
+    clock = FakeClock()
+    fake = FakeHv("garbage", clock)  # well behaved: never misbehave() is called
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    clock.sleep(60.0)
+    n = len(fake.setpoints())
+    with pytest.raises(SafetyError, match=r"step 1000 V in 60 s exceeds the ramp rule"):
+        hv.set_voltage(1000)
+    hv.set_voltage(MAX_STEP_V)  # one full step is allowed
+    clock.sleep(0.25)
+    with pytest.raises(SafetyError):
+        hv.set_voltage(MAX_STEP_V + 60)  # 60 V in 0.25 s at 200 V/s: too fast
+    assert [v for _, v, _ in fake.setpoints()[n:]] == [MAX_STEP_V]
+    hv.safe_off()
+    fake.close()
