@@ -1,9 +1,16 @@
 """Natural isotopes, isotopologue patterns and the ion naming convention.
 
-Masses are atomic (neutral-atom) masses in Da from the Atomic Mass Evaluation (AME 2016/2020),
-abundances are the IUPAC representative isotopic compositions (amount fractions). As in AP Suite
-and IVAS, the mass-to-charge of an ion is the atomic mass of its formula divided by the charge:
-the electron mass (0.00055 Da per charge) is neglected, far below the instrument's resolution.
+The table (``apt_daq/data/isotopes.json``, generated once by ``tools/make_isotope_data.py``)
+covers every element H..U with a natural isotopic composition: all but Tc, Pm and Po..Ac; Th, Pa
+and U with their natural compositions. Masses are atomic (neutral-atom) masses in Da from the
+Atomic Mass Evaluation AME2020 (Wang et al., Chinese Phys. C 45 (2021) 030003); abundances are
+amount fractions from the CIAAW isotopic compositions of the elements 2021, both as shipped by
+the ``periodictable`` package 2.1.0. For the 11 elements whose CIAAW composition is only an
+interval (H, Li, B, C, O, Mg, Si, S, Cl, Br, Tl) the IUPAC 2009 representative composition
+(Berglund & Wieser, Pure Appl. Chem. 83 (2011) 397; NIST's table, via ``molmass`` 2026.1.8) is
+used instead of the interval mid-point. As in AP Suite and IVAS, the mass-to-charge of an ion is
+the atomic mass of its formula divided by the charge: the electron mass (0.00055 Da per charge)
+is neglected, far below the instrument's resolution.
 
 Ion names follow the one convention of the project (see the shared contract):
 
@@ -21,140 +28,26 @@ misread (O++ , a Ni2 dimer) are written in parentheses: ``"(O)2+"``, ``"(Ni2)+"`
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from functools import cache
 
-# element -> ((mass number, atomic mass Da, abundance), ...)
-_TABLE: dict[str, tuple[tuple[int, float, float], ...]] = {
-    "H": ((1, 1.00782503223, 0.999885), (2, 2.01410177812, 0.000115)),
-    "He": ((3, 3.0160293201, 0.00000134), (4, 4.00260325413, 0.99999866)),
-    "Li": ((6, 6.0151228874, 0.0759), (7, 7.0160034366, 0.9241)),
-    "Be": ((9, 9.012183065, 1.0),),
-    "B": ((10, 10.01293695, 0.199), (11, 11.00930536, 0.801)),
-    "C": ((12, 12.0, 0.9893), (13, 13.00335483507, 0.0107)),
-    "N": ((14, 14.00307400443, 0.99636), (15, 15.00010889888, 0.00364)),
-    "O": (
-        (16, 15.99491461957, 0.99757),
-        (17, 16.99913175650, 0.00038),
-        (18, 17.99915961286, 0.00205),
-    ),
-    "F": ((19, 18.99840316273, 1.0),),
-    "Ne": ((20, 19.9924401762, 0.9048), (21, 20.993846685, 0.0027), (22, 21.991385114, 0.0925)),
-    "Na": ((23, 22.9897692820, 1.0),),
-    "Mg": ((24, 23.985041697, 0.7899), (25, 24.985836976, 0.1000), (26, 25.982592968, 0.1101)),
-    "Al": ((27, 26.98153853, 1.0),),
-    "Si": (
-        (28, 27.97692653465, 0.92223),
-        (29, 28.97649466490, 0.04685),
-        (30, 29.973770136, 0.03092),
-    ),
-    "P": ((31, 30.97376199842, 1.0),),
-    "S": (
-        (32, 31.9720711744, 0.9499),
-        (33, 32.9714589098, 0.0075),
-        (34, 33.967867004, 0.0425),
-        (36, 35.96708071, 0.0001),
-    ),
-    "Cl": ((35, 34.968852682, 0.7576), (37, 36.965902602, 0.2424)),
-    "Ar": (
-        (36, 35.967545105, 0.003336),
-        (38, 37.96273211, 0.000629),
-        (40, 39.9623831237, 0.996035),
-    ),
-    "K": (
-        (39, 38.9637064864, 0.932581),
-        (40, 39.963998166, 0.000117),
-        (41, 40.9618252579, 0.067302),
-    ),
-    "Ca": (
-        (40, 39.962590863, 0.96941),
-        (42, 41.95861783, 0.00647),
-        (43, 42.95876644, 0.00135),
-        (44, 43.9554816, 0.02086),
-        (46, 45.953689, 0.00004),
-        (48, 47.95252276, 0.00187),
-    ),
-    "Sc": ((45, 44.95590828, 1.0),),
-    "Ti": (
-        (46, 45.95262772, 0.0825),
-        (47, 46.95175879, 0.0744),
-        (48, 47.94794198, 0.7372),
-        (49, 48.94786568, 0.0541),
-        (50, 49.94478689, 0.0518),
-    ),
-    "V": ((50, 49.94715601, 0.00250), (51, 50.94395704, 0.99750)),
-    "Cr": (
-        (50, 49.94604183, 0.04345),
-        (52, 51.94050623, 0.83789),
-        (53, 52.94064815, 0.09501),
-        (54, 53.93887916, 0.02365),
-    ),
-    "Mn": ((55, 54.93804391, 1.0),),
-    "Fe": (
-        (54, 53.93960899, 0.05845),
-        (56, 55.93493633, 0.91754),
-        (57, 56.93539284, 0.02119),
-        (58, 57.93327443, 0.00282),
-    ),
-    "Co": ((59, 58.93319429, 1.0),),
-    "Ni": (
-        (58, 57.93534241, 0.68077),
-        (60, 59.93078588, 0.26223),
-        (61, 60.93105557, 0.011399),
-        (62, 61.92834537, 0.036346),
-        (64, 63.92796682, 0.009255),
-    ),
-    "Cu": ((63, 62.92959772, 0.6915), (65, 64.92778970, 0.3085)),
-    "Zn": (
-        (64, 63.92914201, 0.4917),
-        (66, 65.92603381, 0.2773),
-        (67, 66.92712775, 0.0404),
-        (68, 67.92484455, 0.1845),
-        (70, 69.9253192, 0.0061),
-    ),
-    "Ga": ((69, 68.9255735, 0.60108), (71, 70.92470258, 0.39892)),
-    "Ge": (
-        (70, 69.92424875, 0.2057),
-        (72, 71.922075826, 0.2745),
-        (73, 72.923458956, 0.0775),
-        (74, 73.921177761, 0.3650),
-        (76, 75.921402726, 0.0773),
-    ),
-    "Zr": (
-        (90, 89.9046977, 0.5145),
-        (91, 90.9056396, 0.1122),
-        (92, 91.9050347, 0.1715),
-        (94, 93.9063108, 0.1738),
-        (96, 95.9082714, 0.0280),
-    ),
-    "Nb": ((93, 92.9063730, 1.0),),
-    "Mo": (
-        (92, 91.90680796, 0.1453),
-        (94, 93.90508490, 0.0915),
-        (95, 94.90583877, 0.1584),
-        (96, 95.90467612, 0.1667),
-        (97, 96.90601812, 0.0960),
-        (98, 97.90540482, 0.2439),
-        (100, 99.9074718, 0.0982),
-    ),
-    "Ag": ((107, 106.9050916, 0.51839), (109, 108.9047553, 0.48161)),
-    "W": (
-        (180, 179.9467108, 0.0012),
-        (182, 181.94820394, 0.2650),
-        (183, 182.95022275, 0.1431),
-        (184, 183.95093092, 0.3064),
-        (186, 185.9543628, 0.2843),
-    ),
-    "Pt": (
-        (190, 189.9599297, 0.00012),
-        (192, 191.9610387, 0.00782),
-        (194, 193.9626809, 0.3286),
-        (195, 194.9647917, 0.3378),
-        (196, 195.96495209, 0.2521),
-        (198, 197.9678949, 0.07356),
-    ),
-    "Au": ((197, 196.96656879, 1.0),),
-}
+# a plain file path: importlib.resources/pathlib would double the import time of this module
+_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "isotopes.json")
+
+
+def _load() -> dict[str, tuple[tuple[int, float, float], ...]]:
+    with open(_DATA, encoding="utf-8") as f:
+        raw = json.load(f)
+    return {
+        el: tuple((int(a), float(m), float(x)) for a, m, x in rows)
+        for el, rows in raw["elements"].items()
+    }
+
+
+# element -> ((mass number, atomic mass Da, abundance), ...) by increasing mass, elements by Z
+_TABLE: dict[str, tuple[tuple[int, float, float], ...]] = _load()
 
 DIATOMIC = frozenset({"H", "N", "O", "F", "Cl"})
 """Elements whose single-element names read a trailing digit as an atom count ("O2+" = O2)."""
