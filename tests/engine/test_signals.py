@@ -1,0 +1,65 @@
+"""Signals a lab really sends end a run safely, judged from the run file a real ``apt-daq run``
+process leaves: SIGHUP (the SSH session dropped), SIGQUIT, SIGTERM and Ctrl-C twice each end
+with /meta state ``aborted``, a last /log row with HV output and laser emission off, exit code
+128 + the signal number, and no traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from apt_daq.io.store import RunReader
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "configs" / "runs" / "nmc811-cr-5pj.yaml"
+
+
+def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / "r.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apt_daq.cli", "run", str(RUN), "-o", str(out), "--ions",
+         "100000000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
+    deadline = time.time() + 240  # a cold numba cache compiles first
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode())
+        try:
+            with RunReader(out) as r:
+                if r.count("hits") > 20_000:
+                    return proc, out
+        except Exception:  # not created yet, or being created
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the run did not produce hits in time")
+
+
+@pytest.mark.parametrize("signals", [
+    (signal.SIGHUP,), (signal.SIGQUIT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)],
+    ids=["SIGHUP", "SIGQUIT", "SIGTERM", "SIGINTx2"])
+def test_signal_ends_the_run_safe(tmp_path: Path, signals: tuple[signal.Signals, ...]) -> None:
+    proc, out = start_run(tmp_path)
+    for s in signals:
+        proc.send_signal(s)
+        time.sleep(0.5)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"{signals[-1].name} did not end the run") from None
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 128 + signals[-1], (proc.returncode, stderr)
+    assert "Traceback" not in stderr, stderr
+    with RunReader(out) as r:
+        assert r.meta["state"] == "aborted"
+        assert signals[-1].name in r.meta["end_reason"]
+        last = r.log[-1]
+        assert last["hv_on"] == 0 and last["laser_on"] == 0
+        assert r.count("hits") > 20_000
