@@ -6,7 +6,14 @@ import numpy as np
 
 from apt_daq.io.ranges import RangeTable
 from apt_daq.isotopes import isotopologues
-from apt_daq.pipeline.peaks import peak_shape
+from apt_daq.pipeline.peaks import peak_shape, peak_window_da
+
+
+def mrp_window(m0: float) -> tuple[float, float]:
+    """The open interval of m/n that :func:`mrp` uses for a peak at ``m0`` (what an analysis
+    keeps of the stream per peak: every ion there, so the result is that of all the ions)."""
+    w = peak_window_da(m0)
+    return m0 - w, m0 + 2 * w
 
 
 def main_peaks(
@@ -27,6 +34,7 @@ def main_peaks(
 def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200) -> list[dict]:
     """Per peak: position, FWHM and FW10%M (Da) and m/dm at 50 % and 10 %."""
     out = []
+    mass = np.asarray(mass, dtype=np.float64)
     for name, m0 in peaks:
         shape = peak_shape(mass, m0)
         if shape is None or not np.isfinite(shape.fwhm_da):

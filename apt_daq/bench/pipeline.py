@@ -103,7 +103,7 @@ def run(quick: bool = False) -> list[Result]:
                       n / t_np, "vs the numpy arithmetic alone"))  # fmt: skip
 
     # reconstruction
-    from apt_daq.analysis.reconstruction import bas_kernel
+    from apt_daq.pipeline.reconstruction import bas_kernel
 
     m = n
     rng = np.random.default_rng(1)

@@ -1,5 +1,8 @@
 """``apt-daq analyze RUN.h5 [--ranges FILE] [--roi cylinder:25] [--json] [--background]
-[--settled]``."""
+[--settled] [--recalibrate] [--no-store]``.
+
+Stores the calibration it used (and ranges it proposed) in the run, so ``export`` and
+``plot`` reload exactly the masses it reported (``--no-store`` leaves the file untouched)."""
 
 from __future__ import annotations
 
@@ -19,8 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settled", action="store_true",
                    help="leave out the ramp-up before the detection rate first reached half "
                         "its target (mostly background while V climbs)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="fit the voltage and bowl corrections again from TOF and voltage "
+                        "(ignores a stored calibration and an imported file's own m/n)")
+    p.add_argument("--no-store", action="store_true",
+                   help="do not store the calibration (and proposed ranges) in the run file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_analyze)
+
+
+def _f(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -28,20 +40,29 @@ def _analyze(args: argparse.Namespace) -> int:
 
     sel = settled_select(args.run) if args.settled else None
     res = analyze(args.run, args.ranges, args.roi, subtract_background=args.background,
-                  select=sel)
+                  select=sel, recalibrate=args.recalibrate, store=not args.no_store)
     s = _jsonable(res.summary)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
     con = Console()
     con.print(f"[bold]{s['file']}[/bold]: {s['ions']} ions in {s['roi']} "
-              f"({s['ranged_ions']} ranged) of {s['ions_total']}; ranges: {s['ranges']}")  # fmt: skip
+              f"({s['ranged_ions']} ranged) of {s['ions_total']}; ranges: {s['ranges']}; "
+              f"m/n: {s['mass_source']}")  # fmt: skip
+    c = s["calibration"]
+    if c["mode"] == "tof":
+        con.print(f"calibration: t0 {c['t0_ns']} ns, flight path {c['flight_path_mm']} mm, "
+                  f"reference {c['reference'] or 'none'}, residual "
+                  f"{_f(c['residual_ppm'], '.0f')} ppm over voltage bins "
+                  f"({c['source'] or 'stored'}{'' if args.no_store else ', stored in the run'})")
+    for note in c["notes"]:
+        con.print(f"calibration: {note}")
     t = Table(title="composition (at. fraction, counting error)")
     t.add_column("element")
     t.add_column("fraction", justify="right")
     t.add_column("error", justify="right")
     for el, v in sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0)):
-        t.add_row(el, f"{v['fraction']:.4f}", f"{v['error']:.4f}")
+        t.add_row(el, _f(v["fraction"], ".4f"), _f(v["error"], ".4f"))
     con.print(t)
     t = Table(title="ion counts")
     t.add_column("ion")
@@ -55,24 +76,24 @@ def _analyze(args: argparse.Namespace) -> int:
     t.add_column("value", justify="right")
     t.add_column("error", justify="right")
     for k, v in s["ratios"].items():
-        t.add_row(k, f"{v:.4g}", f"{s['ratio_errors'].get(k, 0):.2g}")
+        t.add_row(k, _f(v, ".4g"), _f(s["ratio_errors"].get(k, 0), ".2g"))
     con.print(t)
     t = Table(title="mass resolving power")
     for c in ("peak", "m/n Da", "FWHM Da", "FW10%M Da", "m/dm 50%", "m/dm 10%"):
         t.add_column(c, justify="right")
     for m in s["mrp"]:
-        t.add_row(m["peak"], f"{m['mass']:.3f}", f"{m['fwhm']:.4f}", f"{(m['fw10m'] or 0):.4f}",
-                  f"{m['mrp50']:.0f}", f"{(m['mrp10'] or 0):.0f}")  # fmt: skip
+        t.add_row(m["peak"], _f(m["mass"], ".3f"), _f(m["fwhm"], ".4f"), _f(m["fw10m"], ".4f"),
+                  _f(m["mrp50"], ".0f"), _f(m["mrp10"], ".0f"))  # fmt: skip
     con.print(t)
     t = Table(title="frequency distribution analysis (Moody 2008)")
     for c in ("species", "blocks", "chi2", "mu"):
         t.add_column(c, justify="right")
     for k, v in s["fda"].items():
-        t.add_row(k, str(v["blocks"]), f"{(v['chi2'] or 0):.1f}", f"{(v['mu'] or 0):.3f}")
+        t.add_row(k, str(v["blocks"]), _f(v["chi2"], ".1f"), _f(v["mu"], ".3f"))
     con.print(t)
     if "truth" in s:
         tr = s["truth"]
-        con.print(f"truth: ranged as true species {tr['ranged_as_true']:.4f}; "
+        con.print(f"truth: ranged as true species {_f(tr['ranged_as_true'], '.4f')}; "
                   f"lost ions {tr['lost_ions']}")  # fmt: skip
         if "position_error" in tr:
             pe = tr["position_error"]

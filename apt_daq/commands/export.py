@@ -1,6 +1,10 @@
 """``apt-daq export RUN.h5 --format pos|epos|apt|rrng|nexus -o FILE``: interchange with AP Suite,
 IVAS and the NeXus/NOMAD tools. Every format is written to a temporary file beside the target
-and renamed at the end, so a failed export leaves nothing half-written."""
+and renamed at the end, so a failed export leaves nothing half-written.
+
+The ions come from the run's calibrated ion stream (:mod:`apt_daq.pipeline.ions`): the
+calibration stored by ``apt-daq analyze`` (or an imported file's own m/n), so an export holds
+exactly the masses the analysis reported."""
 
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def run_ranges(reader: RunReader):
 
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> int:
     """Export ``run`` to ``out`` in ``fmt``; returns the number of ions (or ranges) written."""
-    from apt_daq.io._common import atomic_output, run_ions
+    from apt_daq.io._common import atomic_output
+    from apt_daq.pipeline.ions import open_stream
 
     out = Path(out)
     if fmt not in FORMATS:
@@ -53,21 +58,22 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
             return len(table)
         if not r.count("hits"):
             raise DataFileError(f"{r.path}: no hits to export")
+        stream = open_stream(r)
         if fmt == "pos":
             from apt_daq.io.pos import write_pos
 
-            return write_pos(out, run_ions(r))
+            return write_pos(out, stream.ion_records())
         if fmt == "epos":
             from apt_daq.io.epos import write_epos
 
-            return write_epos(out, run_ions(r))
+            return write_epos(out, stream.ion_records())
         if fmt == "apt":
             from apt_daq.io.apt import write_apt
 
-            return write_apt(out, r.count("hits"), run_ions(r))
+            return write_apt(out, len(stream), stream.ion_records())
         from apt_daq.io.nexus import write_nexus
 
-        return write_nexus(r, out, ranges=run_ranges(r))
+        return write_nexus(r, out, stream)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -6,6 +6,12 @@ quantity the file lacks is NaN, the laser energy always), /derived the file's m/
 reconstructed positions and, with ``--ranges``, the range index of each ion. Detector
 coordinates and voltages are kept so the run can be reconstructed again. The run is written to
 a temporary file and renamed at the end: a bad input leaves no half-written run.
+
+The file's m/n is authoritative: the run's calibration (/meta "calibration") says "file", so
+the ion stream behind analyze, plot and export uses it as is; ``apt-daq analyze
+--recalibrate`` recomputes it from TOF and V. The flight length that the file's m/n, TOF, V
+and detector position imply is found with the pipeline's geometry (L_eff^2 = L^2 + x^2 + y^2,
+t0 = 0), so a recalibration starts from the file's own scale.
 """
 
 from __future__ import annotations
@@ -102,10 +108,12 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
                 flight_path_mm: float | None = None, simulated: bool = False,
                 overwrite: bool = False, chunk: int = 1 << 20) -> dict:
     """Import ``path`` into the run file ``out``; returns the /meta "imported" summary."""
+    from apt_daq import __version__
     from apt_daq.config import InstrumentConfig
     from apt_daq.io._common import atomic_output
     from apt_daq.io.epos import implied_flight_path_m
-    from apt_daq.io.store import RunWriter
+    from apt_daq.io.store import RunWriter, now_iso
+    from apt_daq.pipeline.corrections import Calibration
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -128,15 +136,23 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
         inst["flight_path_mm"] = float(flight_path_mm)
         summary["flight_path"] = "given"
     elif first is not None and {"tof", "v_dc"} <= set(src.present):
-        l_m = implied_flight_path_m(first["mass"], first["tof"], first["v_dc"] + first["v_pulse"])
+        det = {"det_x", "det_y"} <= set(src.present)
+        v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
+        l_m = implied_flight_path_m(first["mass"], first["tof"], v,
+                                    first["det_x"] if det else None,
+                                    first["det_y"] if det else None)
         if np.isfinite(l_m):
-            inst["flight_path_mm"] = round(l_m * 1000.0, 1)
-            summary["flight_path"] = ("implied by TOF, V and m/n with t0 = 0 (median "
-                                      "sqrt(k V t^2 / m)); give --flight-path-mm if known")
+            inst["flight_path_mm"] = round(l_m * 1000.0, 3)
+            summary["flight_path"] = ("implied by TOF, V and m/n with t0 = 0 (median of "
+                                      "sqrt(k V t^2 / m - x^2 - y^2)); give --flight-path-mm "
+                                      "if known")
+    cal = Calibration.from_file(f"{fmt.upper()} {Path(path).name}")
+    cal.created, cal.version = now_iso(), __version__
     meta = {
         "imported": summary,
         "simulated": bool(simulated),
         "instrument": InstrumentConfig(**inst).model_dump(mode="json"),
+        "calibration": cal.as_dict(),
     }
     if table is not None:
         meta["ranges"] = table_to_meta(table)

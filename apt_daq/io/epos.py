@@ -33,6 +33,7 @@ from apt_daq.io._common import (
     atomic_output,
 )
 from apt_daq.io.pos import check_size
+from apt_daq.pipeline.tof import K_DA, implied_flight_path_mm
 
 log = logging.getLogger("apt_daq.io")
 
@@ -45,7 +46,7 @@ EPOS_NATIVE = np.dtype([(n, "<" + t) for n, t in _F])
 RECORD_BYTES = EPOS_DTYPE.itemsize  # 44
 WORDS = RECORD_BYTES // 4
 
-MDA_PER_V_NS2_M2 = 1.9297e-10  # m/n [Da] = k V[V] t[ns]^2 / L[m]^2 (see docs/formats.md)
+MDA_PER_V_NS2_M2 = K_DA  # m/n [Da] = k V[V] t[ns]^2 / L[m]^2: the pipeline's one constant
 PLAUSIBLE_FLIGHT_M = (0.05, 3.0)
 _U32_MAX = np.iinfo(np.uint32).max
 
@@ -124,13 +125,13 @@ def ion_words_to_epos(src, n, last_pulse, out):
     return last_pulse, clipped
 
 
-def implied_flight_path_m(mass_da: np.ndarray, tof_ns: np.ndarray, v: np.ndarray) -> float:
-    """Median flight path that m/n = k V t^2 / L^2 implies (NaN without usable ions)."""
-    ok = (mass_da > 0.5) & (tof_ns > 0) & (v > 0) & np.isfinite(mass_da + tof_ns + v)
-    if ok.sum() < 10:
-        return float("nan")
-    l2 = MDA_PER_V_NS2_M2 * v[ok].astype(np.float64) * tof_ns[ok].astype(np.float64) ** 2 / mass_da[ok]
-    return float(np.sqrt(np.median(l2)))
+def implied_flight_path_m(mass_da: np.ndarray, tof_ns: np.ndarray, v: np.ndarray,
+                          det_x_mm: np.ndarray | None = None,
+                          det_y_mm: np.ndarray | None = None) -> float:
+    """Median flight path L (m) that the pipeline's m/n (L_eff^2 = L^2 + x^2 + y^2, t0 = 0)
+    implies from a file's m/n, TOF and V (NaN without usable ions); without detector
+    coordinates, the mean L_eff."""
+    return implied_flight_path_mm(mass_da, tof_ns, v, det_x_mm, det_y_mm) * 1e-3
 
 
 def detect_voltage_scale(mass_da: np.ndarray, tof_ns: np.ndarray, v_dc: np.ndarray) -> tuple[float, str]:

@@ -20,17 +20,20 @@ What goes where (``/entry1`` is an NXentry with ``definition = "NXapm"``)::
                               with ranges, peak_identification/ionID (nuclide_hash, charge_state,
                               mass_to_charge_range, name) and iontypes (n) (0 = unranged)
 
-Per-ion arrays are written chunk by chunk (bounded memory).
+Per-ion arrays are written chunk by chunk (bounded memory), from the run's calibrated ion
+stream (:class:`apt_daq.pipeline.ions.IonStream`: the masses and range indices the analysis
+reports); the calibration it applied is recorded under ``voltage_and_bowl/config``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from apt_daq.io._common import DEFAULT_CHUNK, atomic_output, run_ions
+from apt_daq.io._common import atomic_output
 
 MASS_BIN_DA = 0.01
 MASS_MAX_DA = 300.0
@@ -89,10 +92,16 @@ def nuclide_hash(composition: dict[str, int]) -> np.ndarray:
     return out
 
 
-def write_nexus(reader, out: str | Path, ranges=None, chunk: int = DEFAULT_CHUNK) -> int:
-    """Write the run behind ``reader`` (a RunReader) as NXapm to ``out`` (atomically)."""
+def write_nexus(reader, out: str | Path, stream=None) -> int:
+    """Write the run behind ``reader`` (a RunReader) as NXapm to ``out`` (atomically), its ions
+    from ``stream`` (default: the run's own ion stream, with its ranges)."""
+    from apt_daq.pipeline.ions import ion_records, open_stream
+
+    if stream is None:
+        stream = open_stream(reader)
+    ranges = stream.ranges
     meta = reader.meta
-    n = reader.count("hits")
+    n = len(stream)
     cfg = meta.get("config") or {}
     inst = meta.get("instrument") or (cfg.get("instrument") or {})
     spec = cfg.get("specimen") or {}
@@ -178,7 +187,8 @@ def write_nexus(reader, out: str | Path, ranges=None, chunk: int = DEFAULT_CHUNK
         hm = _num(hf, "hit_multiplicity", np.zeros(0, np.uint32), "", maxshape=(None,), **kw)
         vb = _grp(ap, "voltage_and_bowl", "NXprocess")
         _program(vb)
-        _grp(vb, "config", "NXparameters")
+        cfg_grp = _grp(vb, "config", "NXparameters")
+        _str(cfg_grp, "calibration", json.dumps(stream.calibration.as_dict()))
         tof = _num(vb, "raw_tof", np.zeros(0, np.float32), "ns", maxshape=(None,), **kw)
         mc = _grp(ap, "mass_to_charge_conversion", "NXprocess")
         _program(mc)
@@ -190,11 +200,7 @@ def write_nexus(reader, out: str | Path, ranges=None, chunk: int = DEFAULT_CHUNK
         rp.attrs["depends_on"] = "/entry1/specimen_reference_frame"
         rg = _grp(ap, "ranging", "NXapm_ranging")
         _program(rg)
-        lookup = None
         if ranges is not None:
-            from apt_daq.commands.import_ import range_index
-
-            lookup = ranges
             ion_of_range = ranges.ion_index().astype(np.int64) + 1  # 0 = unranged
             pi = _grp(rg, "peak_identification", "NXprocess")
             _program(pi)
@@ -205,7 +211,8 @@ def write_nexus(reader, out: str | Path, ranges=None, chunk: int = DEFAULT_CHUNK
         lo = np.full(3, np.inf)
         hi = np.full(3, -np.inf)
         i = 0
-        for ions in run_ions(reader, chunk):
+        for c in stream:
+            ions = ion_records(c, stream.positions)
             k = len(ions)
             for dset, data in ((hp, np.stack([ions["det_x"], ions["det_y"]], 1)),
                                (hm, ions["multiplicity"]), (tof, ions["tof"]),
@@ -220,8 +227,8 @@ def write_nexus(reader, out: str | Path, ranges=None, chunk: int = DEFAULT_CHUNK
             if np.isfinite(xyz).any():
                 lo = np.fmin(lo, np.nanmin(xyz, 0))
                 hi = np.fmax(hi, np.nanmax(xyz, 0))
-            if lookup is not None:
-                idx = range_index(ions["mass"], lookup).astype(np.int64)
+            if ranges is not None:
+                idx = c.ion.astype(np.int64)
                 t = np.where(idx >= 0, ion_of_range[np.maximum(idx, 0)], 0)
                 types.resize(i + k, axis=0)
                 types[i : i + k] = t.astype(np.uint8)
@@ -252,7 +259,7 @@ def write_nexus(reader, out: str | Path, ranges=None, chunk: int = DEFAULT_CHUNK
         hi = np.where(hi > lo, hi, lo + 1.0)
         edges = [np.linspace(lo[a], hi[a], GRID + 1) for a in range(3)]
         counts = np.zeros((GRID, GRID, GRID), np.int64)  # z, y, x
-        for ions in run_ions(reader, chunk):
+        for ions in stream.ion_records():
             pts = np.stack([ions["z"], ions["y"], ions["x"]], 1)
             pts = pts[np.isfinite(pts).all(1)]
             h, _ = np.histogramdd(pts, bins=[edges[2], edges[1], edges[0]])

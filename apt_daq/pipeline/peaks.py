@@ -106,6 +106,12 @@ def full_width(counts: np.ndarray, edges: np.ndarray, i_max: int, fraction: floa
     return float(cross(b, b + 1) - cross(a, a - 1))
 
 
+def peak_window_da(centre_da: float) -> float:
+    """Half-width w of the window [c - w, c + 2 w) that :func:`peak_shape` looks at by
+    default (the thermal tail is on the high side)."""
+    return max(0.25, 0.02 * centre_da)
+
+
 def peak_shape(
     mass: np.ndarray, centre_da: float, window_da: float | None = None, bins_per_fwhm: int = 12
 ) -> PeakShape | None:
@@ -116,7 +122,8 @@ def peak_shape(
     counting noise. Returns None when the peak holds fewer than 100 ions.
     """
     if window_da is None:
-        window_da = max(0.25, 0.02 * centre_da)
+        window_da = peak_window_da(centre_da)
+    mass = np.asarray(mass, dtype=np.float64)  # float32 or float64 input: the same answer
     sel = mass[(mass > centre_da - window_da) & (mass < centre_da + 2 * window_da)]
     if len(sel) < 100:
         return None

@@ -34,8 +34,13 @@ def apav():
 
 @pytest.fixture
 def store(run: Path):
+    """The run's hits and its ion stream's rows (calibrated m/n, range index, positions):
+    what every export writes (the run's /derived masses are the online, uncalibrated ones)."""
+    from apt_daq.pipeline.ions import open_stream
+
     with RunReader(run) as r:
-        yield r.read("hits"), r.read("derived")
+        der = np.concatenate([c.derived for c in open_stream(r)])
+        yield r.read("hits"), der
 
 
 # apav 1.4's own POS/EPOS readers call ndarray.newbyteorder, which NumPy 2 removed, so POS and
