@@ -329,7 +329,6 @@ class Session:
                     self._to(State.ACQUIRING, f"step 0: {steps[0].laser_pj:g} pJ")
                     self._log_row(rate=0.0, pulses=0, ions=0, step=0)
                     settled, low_blocks = False, 0
-                    t_last_set = self._now_s()
                     if self.progress:
                         progress = _Progress(self, r)
                     while True:
@@ -399,20 +398,19 @@ class Session:
                             if new > laser.energy() and r.feedback.laser_step_backoff:
                                 self._v_set = self._v_set * (1 - r.feedback.laser_step_backoff)
                                 hv.ramp_to(self._v_set)
-                                t_last_set = self._now_s()
                             laser.set_energy(new)
                             ctl.reset()
                             self._to(State.ACQUIRING, f"step {step_i}: {new:g} pJ")
                             continue
-                        # -- feedback; the ramp is bounded by the time since the last setpoint,
-                        # as the driver measures it (with a 5 % margin for clock jitter)
-                        since_set = 0.95 * max(self._now_s() - t_last_set, 0.0)
-                        v_next = ctl.update(rate, since_set, self._v_set)
+                        # -- feedback; the step is bounded by what the HV driver allows now,
+                        # on ITS clock (a real supply's is wall time even beside a sim DLD)
+                        since_set = hv.allowed_step_v() / hv.ramp_v_per_s
+                        v_next = hv.within_ramp(ctl.update(rate, since_set, self._v_set))
                         if r.stop.max_voltage_v and v_next >= r.stop.max_voltage_v:
                             reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
                             break
                         hv.set_voltage(v_next)
-                        self._v_set, t_last_set = v_next, self._now_s()
+                        self._v_set = v_next
                     self._store_pending()
                     if self.live_png:
                         from apt_daq.live import update_live_png

@@ -315,6 +315,29 @@ class HighVoltageSupply(Instrument):
             self._on_reported = bool(self._read_output())
             return self._on_reported
 
+    def allowed_step_v(self) -> float:
+        """The largest setpoint change the ramp rule allows now, V (inf with the output off)."""
+        with self.lock:
+            if not self._ramp_applies():
+                return math.inf
+            dt = max(0.0, self.clock.monotonic() - self._t_last_s)
+            return min(self._max_step_v, self._ramp_v_per_s * dt)
+
+    def within_ramp(self, volts: float) -> float:
+        """``volts`` moved into what :meth:`set_voltage` accepts now (limit and ramp rule),
+        on the 1 mV grid of the wire: for feedback loops that step every block."""
+        with self.lock:
+            v = min(max(float(volts), 0.0), self._limit_v)
+            step = self.allowed_step_v()
+            if math.isfinite(step):
+                base = self._base_v()
+                v = min(max(v, base - step), base + step)
+            v = quantize_mv(v)
+            if self._ramp_applies() and abs(v - self._base_v()) > step + self.ramp_tolerance_v:
+                v = quantize_mv(self._base_v() + math.copysign(
+                    math.floor(step * 1000.0) / 1000.0, v - self._base_v()))
+            return min(max(v, 0.0), self._limit_v)
+
     def set_voltage(self, volts: float) -> None:
         """Send one setpoint, V. Refused (SafetyError, nothing sent) above ``limit_v``, below 0,
         or, with the output on, a step above ``max_step_v`` or faster than ``ramp_v_per_s``

@@ -27,12 +27,15 @@ MODES = ("silent", "late", "garbage", "nan", "lies_off", "drop_on_off")
 
 
 class FakeHv:
-    def __init__(self, mode: str, clock, *, at_once: bool = False, late_s: float = 0.6):
+    def __init__(self, mode: str, clock, *, at_once: bool = False, late_s: float = 0.6,
+                 after_setpoints: int | None = None):
         assert mode in MODES, mode
         self.mode = mode
+        self.after_setpoints = after_setpoints  # turn bad after this many setpoints
         self.clock = clock
         self.late_s = late_s
         self.bad = at_once
+        self.bad_since = 0  # index in ``received`` of the first line after the fault
         self.setpoint_v = 0.0
         self.limit_v = 15000.0
         self.on = False
@@ -52,6 +55,7 @@ class FakeHv:
 
     def misbehave(self) -> None:
         self.bad = True
+        self.bad_since = len(self.received)
 
     def close(self) -> None:
         self._stop.set()
@@ -101,6 +105,10 @@ class FakeHv:
                     with self._lock:
                         self.received.append((self.clock.monotonic(), line, self.on))
                         reply = self._handle(line)
+                        if (self.after_setpoints is not None and not self.bad
+                                and len(self.setpoints()) >= self.after_setpoints):
+                            self.bad = True
+                            self.bad_since = len(self.received)
                     if self.bad and self.mode == "drop_on_off" and line.upper() == "OUTP OFF":
                         conn.close()
                         return

@@ -21,7 +21,7 @@ import time
 import pytest
 from fake_hv import MODES, FakeHv
 
-from drivers.base import DriverError, FakeClock, SafetyError
+from drivers.base import DriverError, FakeClock, SafetyError, WallClock
 from drivers.hv import ScpiHv
 from drivers.scpi import make_transport
 
@@ -30,7 +30,9 @@ MAX_STEP_V = RAMP_V_PER_S * STEP_S
 EPS_V = 1e-6
 
 
-def assert_ramp_rule(received: list[tuple[float, str, bool]]) -> None:
+def assert_ramp_rule(received: list[tuple[float, str, bool]], jitter_s: float = 0.0) -> None:
+    """The ramp rule on what the supply received. ``jitter_s``: when the driver runs in
+    another process on wall time, the receive times carry the link's latency jitter."""
     v, on, t_ref = 0.0, False, 0.0
     for t, line, _ in received:
         u = line.upper()
@@ -44,7 +46,7 @@ def assert_ramp_rule(received: list[tuple[float, str, bool]]) -> None:
         elif u.startswith("SOUR:VOLT ") and not u.startswith("SOUR:VOLT:"):
             new = float(u.split()[1])
             if on:
-                allowed = min(MAX_STEP_V, RAMP_V_PER_S * (t - t_ref)) + EPS_V
+                allowed = min(MAX_STEP_V, RAMP_V_PER_S * (t - t_ref + jitter_s)) + EPS_V
                 assert abs(new - v) <= allowed, (
                     f"step {v} -> {new} V after {t - t_ref} s exceeds the ramp rule")
                 t_ref = t
@@ -146,3 +148,47 @@ def test_idle_time_earns_no_credit() -> None:
     assert [v for _, v, _ in fake.setpoints()[n:]] == [MAX_STEP_V]
     hv.safe_off()
     fake.close()
+
+
+CLI_RUN = """\
+instrument: {root}/configs/instruments/leap5000xs.yaml
+specimen: {root}/configs/specimens/nmc811-cr.yaml
+drivers:
+  laser: {{backend: sim}}
+  hv: {{backend: scpi, resource: "{resource}", options: {{transport: socket}}, limit_v: 6000,
+        ramp_v_per_s: 200, timeout_s: 0.3, retries: 1, reconnect_deadline_s: 1.0}}
+  dld: {{backend: sim}}
+run:
+  name: misbehaving-hv
+  laser_pj: 5.0
+  start_voltage_v: 300
+  chunk_pulses: 100000
+  stop: {{ions: 100000, instrument_time_s: 600}}
+"""
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "lies_off"])
+def test_cli_run_against_a_misbehaving_supply(tmp_path, mode: str) -> None:
+    """`apt-daq run` with the HV supply turning bad mid-run: one error line naming the supply,
+    exit 2, no traceback; OUTP OFF reached the supply after the fault and its output is off."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    fake = FakeHv(mode, WallClock(), after_setpoints=8)  # the driver runs on wall time
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(CLI_RUN.format(root=root, resource=fake.resource))
+    proc = subprocess.run([sys.executable, "-m", "apt_daq.cli", "run", str(cfg), "-o",
+                           str(tmp_path / "r.h5"), "--quiet"], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+    fake.close()
+    assert fake.bad, "the fault never happened"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors and errors[0].startswith(f"error: HV supply {fake.resource}"), proc.stderr
+    after = fake.received[fake.bad_since:]
+    assert any(line.upper() == "OUTP OFF" for _, line, _ in after), after[-10:]
+    assert not fake.on
+    assert_ramp_rule(fake.received, jitter_s=0.05)
