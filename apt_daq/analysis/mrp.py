@@ -44,6 +44,7 @@ def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200) -
             continue
         out.append({
             "peak": name,
+            "nominal_da": m0,
             "mass": round(shape.position_da, 4),
             "fwhm": shape.fwhm_da,
             "fw10m": shape.fw10m_da,

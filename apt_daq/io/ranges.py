@@ -15,8 +15,11 @@ RRNG (text, INI-like)::
     Range1=15.9000 16.1500 Vol:0.01500 O:1 Name:O+ Color:FF0000
     Range2=57.8500 58.2000 Vol:0.01094 Ni:1 Name:Ni+ Color:00CC00
 
-``Name:`` is optional in the format; RRNG does not store the charge, so without it the charge
-is inferred as the one that puts an isotopologue of the composition inside the range.
+RRNG does not store the charge: it is read from a ``Name:`` field when a file has one (IVAS
+uses that field for ranges of unknown species, and apav skips such ranges, so we never write
+it), else from our comment line ``# Range1 name: Ni+`` (what :func:`write_rrng` writes for
+each range: readers that ignore comments see a plain RRNG), else inferred as the charge that
+puts an isotopologue of the composition inside the range.
 
 RNG (text)::
 
@@ -217,8 +220,12 @@ def read_rrng(path: str | Path) -> RangeTable:
     ranges: list[tuple[int, float, float, dict[str, int], str | None, str | None, float]] = []
     n_ions = n_ranges = None
     known = set(elements())
+    comment_names: dict[int, str] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
+        if line.startswith("#") and (m := _NAME_COMMENT.fullmatch(line)):
+            comment_names[int(m.group(1))] = m.group(2)
+            continue
         if not line or line.startswith(("#", ";")):
             continue
         if line.startswith("["):
@@ -276,6 +283,7 @@ def read_rrng(path: str | Path) -> RangeTable:
                 raise _err(path, lineno, "range has no composition (e.g. 'Ni:1')")
             if not hi > lo:
                 raise _err(path, lineno, f"range [{lo}, {hi}) is empty or inverted")
+            name = name or comment_names.get(int(kl[5:]))
             ranges.append((lineno, lo, hi, comp, name, colour, vol))
         else:
             raise _err(path, lineno, f"{key!r} outside [Ions]/[Ranges]")
@@ -351,8 +359,12 @@ def _float(v: str, path: Path | str, line: int) -> float:
         raise _err(path, line, f"expected a number, got {v!r}") from None
 
 
+_NAME_COMMENT = re.compile(r"#\s*range(\d+)\s+name:\s*(\S+)\s*", re.IGNORECASE)
+
+
 def write_rrng(table: RangeTable, path: str | Path, comment: str = "") -> None:
-    """Write ``table`` as RRNG (with the optional ``Name:`` field so charges survive)."""
+    """Write ``table`` as RRNG; each range's ion name (so its charge) goes in a comment line
+    before it (``# Range1 name: Li+``), which AP Suite, IVAS and apav skip."""
     els = table.elements
     lines = [f"# {c}" for c in comment.splitlines()] if comment else []
     lines += ["[Ions]", f"Number={len(els)}"]
@@ -360,9 +372,10 @@ def write_rrng(table: RangeTable, path: str | Path, comment: str = "") -> None:
     lines += ["[Ranges]", f"Number={len(table)}"]
     for i in range(len(table)):
         comp = " ".join(f"{el}:{n}" for el, n in table.composition[i].items())
+        lines.append(f"# Range{i + 1} name: {table.names[i]}")
         lines.append(
             f"Range{i + 1}={table.lo_da[i]:.4f} {table.hi_da[i]:.4f} "
-            f"Vol:{table.volume_nm3[i]:.5f} {comp} Name:{table.names[i]} Color:{table.colour[i]}"
+            f"Vol:{table.volume_nm3[i]:.5f} {comp} Color:{table.colour[i]}"
         )
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -114,3 +114,21 @@ def test_assisted_ranging_finds_synthetic_peaks() -> None:
         i = np.searchsorted(t.lo_da, m, side="right") - 1
         assert t.names[i] == ion and m < t.hi_da[i]
         assert t.hi_da[i] - t.lo_da[i] > 4 * 0.01  # covers the peak (+- 2 sigma at least)
+
+
+def test_written_rrng_is_read_whole_by_apav_and_keeps_charges(tmp_path: Path) -> None:
+    """Our RRNG carries each range's ion name in a comment line, not in a ``Name:`` field
+    (IVAS's mark of an unknown species, whose ranges apav skips): apav reads every range with
+    its edges and atoms, and we read the charges back, (O2)2+ at 16 Da included."""
+    apav = pytest.importorskip("apav")
+    table = ranges_for_ions(["Li+", "Ni2+", "CrO+", "(O2)2+"])
+    p = tmp_path / "t.rrng"
+    write_ranges(table, p)
+    assert "Name:" not in p.read_text()
+    theirs = sorted(apav.RangeCollection.from_rrng(str(p)), key=lambda r: r.lower)
+    assert len(theirs) == len(table)
+    for i, rg in enumerate(theirs):
+        assert (rg.lower, rg.upper) == pytest.approx((table.lo_da[i], table.hi_da[i]), abs=1e-4)
+        assert {getattr(e, "symbol", str(e)): int(k) for e, k in rg.ion.comp_dict.items()} == \
+            table.composition[i]
+    assert read_ranges(p).names == table.names
