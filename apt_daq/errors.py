@@ -9,3 +9,8 @@ class UserError(Exception):
 
 class DataFileError(UserError):
     """A data file that cannot be read as what it claims to be (names the file and offset)."""
+
+
+class DiskFull(DataFileError):
+    """The disk (or the file size limit) ran out while a run file was written. The message names
+    the file and says what it still holds."""

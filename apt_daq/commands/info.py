@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from apt_daq.io.store import RunReader
+from apt_daq.io.store import RunReader, writer_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,8 @@ def summarize(path: str) -> dict:
         out = {
             "file": str(path),
             "state": meta.get("state"),
+            "state_in_file": meta.get("state"),
+            "state_note": None,
             "end_reason": meta.get("end_reason"),
             "started": meta.get("started"),
             "ended": meta.get("ended"),
@@ -40,7 +42,27 @@ def summarize(path: str) -> dict:
             "laser_pj": sorted({round(float(x), 3) for x in log["laser_pj"] if x > 0}),
             "transitions": meta.get("transitions"),
         }
+    _live_state(path, out)
     return out
+
+
+def _live_state(path: str, out: dict) -> None:
+    """A file that says ``running`` is running only while a live process holds its writer
+    lock; otherwise its writer died (SIGKILL, power cut) and the run is ``interrupted``."""
+    if out["state"] != "running" or out["ended"]:
+        return
+    holder = writer_of(path)
+    if holder is not None:
+        pid = f"pid {holder['pid']}" if holder.get("pid") else "a live process"
+        out["state_note"] = f"{pid} is writing it"
+        return
+    with RunReader(path) as r:  # the writer may have ended between the two looks
+        if r.meta.get("state") != "running" or r.meta.get("ended"):
+            out["state"] = out["state_in_file"] = r.meta.get("state")
+            out["ended"] = r.meta.get("ended")
+            return
+    out["state"] = "interrupted"
+    out["state_note"] = "file says running; no writer holds it"
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -50,7 +72,9 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     t = Table(title=args.file, show_header=False)
     for k, v in info.items():
-        if k != "transitions":
+        if k == "state" and info["state_note"]:
+            v = f"{v} ({info['state_note']})"
+        if k not in ("transitions", "state_in_file", "state_note"):
             t.add_row(k, str(v))
     Console().print(t)
     return 0

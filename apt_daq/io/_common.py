@@ -12,7 +12,10 @@ is converted at the file boundary by :func:`multiplicity_first_only` and :func:`
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +56,10 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
 
     A failure (an exception, Ctrl-C) deletes the temporary file, so a reader never sees a file
-    written half-way, and an existing ``path`` is left untouched.
+    written half-way, and an existing ``path`` is left untouched. The temporary file is
+    ``.NAME.HOST-PID.XXXXXXXX.part``: one left by a killed process (SIGKILL, power cut) is
+    removed by the next write of the same target once that process is gone
+    (:func:`clean_stale_parts`).
     """
     from apt_daq.errors import DataFileError
 
@@ -61,7 +67,9 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise DataFileError(f"{path}: exists (use --overwrite or another -o)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    clean_stale_parts(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_part_tag()}.", suffix=".part",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -71,6 +79,66 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _part_tag() -> str:
+    return f"{_host_tag()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, someone else's
+        return True
+    return True
+
+
+def clean_stale_parts(path: str | Path) -> list[Path]:
+    """Delete the ``.NAME.HOST-PID.XXXXXXXX.part`` files of ``path`` whose process (on this
+    host) no longer runs, with a warning each; returns them. A ``.part`` of a live process, or
+    written from another host, is left alone; an older apt-daq's ``.NAME.XXXXXXXX.part`` (no
+    pid: whether it is still written cannot be told) gets a warning and is left."""
+    path = Path(path)
+    log = logging.getLogger("apt_daq.io")
+    prefix = f".{path.name}."
+    ours = re.compile(re.escape(_host_tag()) + r"-(\d+)\.[^.]+")
+    try:
+        names = sorted(os.listdir(path.parent))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".part")):
+            continue
+        middle = name[len(prefix):-len(".part")]
+        part = path.parent / name
+        m = ours.fullmatch(middle)
+        if m is None:
+            if re.fullmatch(r"[a-z0-9_]{8}", middle):
+                log.warning("%s: a temporary file of an export or import that did not finish "
+                            "(or is still running); delete it if none is", part)
+            continue
+        pid = int(m.group(1))
+        if _pid_alive(pid):
+            continue
+        try:
+            part.unlink()
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):  # a run file's writer lock (import)
+            (path.parent / f".{name}.lock").unlink()
+        log.warning("%s: removed, left by an export or import that was killed (pid %d no "
+                    "longer runs)", part, pid)
+        removed.append(part)
+    return removed
 
 
 def group_starts(pulse: np.ndarray) -> np.ndarray:
