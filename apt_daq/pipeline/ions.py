@@ -278,9 +278,14 @@ def store_calibration(path: str | Path, cal: Calibration, ranges: RangeTable | N
     file that cannot be opened for writing, is left alone (returns False, with a warning)."""
     import h5py
 
+    from apt_daq.io import store
     from apt_daq.io.ranges import table_to_meta
 
     path = Path(path)
+    writer_of = getattr(store, "writer_of", None)  # the store's writer lock, when it has one
+    if writer_of is not None and writer_of(path) is not None:
+        log.warning("%s: a run is writing it: calibration not stored", path)
+        return False
     try:
         with h5py.File(path, "r+") as f:
             meta = f["meta"]
