@@ -26,7 +26,6 @@ from numba import njit
 
 K_B_EV_PER_K = 8.617333262e-5
 EPS0_F_PER_M = 8.8541878128e-12
-TOF_CONST = 1.9297e-10  # m/n [Da] = TOF_CONST * V[V] * t[ns]^2 / L[m]^2
 
 
 # ------------------------------------------------------------------------------ parameters
