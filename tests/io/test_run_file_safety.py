@@ -330,3 +330,38 @@ def test_part_files_of_killed_export_and_import_are_removed(run: Path, tmp_path:
             assert r.count("hits") == epos.stat().st_size // 44
     assert not live.exists()  # its own process deleted it on Ctrl-C
     assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".")] == []
+
+
+# ------------------------------------------------------------------------ the rule, in-process
+@pytest.mark.parametrize(("hits", "state", "replaced"), [
+    (0, "aborted", False),   # aborted during the ramp: nothing to keep
+    (0, "failed", False),    # a failed connect
+    (0, None, False),        # closed without finish: still "running"
+    (0, "done", True),       # a run that ended well replaces the old one, even empty
+    (10, "failed", True),    # data is never thrown away (the specimen is gone)
+    (10, None, True),
+])
+def test_overwrite_rule(run: Path, hits: int, state: str | None, replaced: bool):
+    from apt_daq.hits import HIT_DTYPE
+    from apt_daq.io.store import RunWriter
+
+    run.chmod(0o640)
+    before, listing = _sha(run), sorted(os.listdir(run.parent))
+    with RunWriter(run, {"seed": 7}, overwrite=True) as w:
+        if hits:
+            w.append(hits=np.zeros(hits, HIT_DTYPE))
+        if state:
+            w.finish(state)
+        with pytest.raises(DataFileError, match=f"another run is writing it \\(pid {os.getpid()}"):
+            RunWriter(run, overwrite=True)
+        assert _sha(run) == before  # untouched while the new run is written
+    assert sorted(os.listdir(run.parent)) == listing  # no temporary file, no lock left
+    if not replaced:
+        assert _sha(run) == before
+        return
+    assert run.stat().st_mode & 0o777 == 0o640  # the replacement keeps the old file's mode
+    with RunReader(run) as r:
+        assert r.meta["seed"] == 7 and r.count("hits") == hits
+        assert r.meta["state"] == (state or "running")
+    if state is None:  # closed without an end: nobody writes it any more
+        assert summarize(str(run))["state"] == "interrupted"
