@@ -361,8 +361,13 @@ class Session:
                         if progress:
                             progress.update(ions, rate, self._v_set, laser.energy(), step_i)
                         if self.on_block:
-                            self.on_block(self, {"rate": rate, "ions": ions, "pulses": pulses,
-                                                 "v_set": self._v_set, "step": step_i})
+                            self.on_block(self, {
+                                "rate": rate, "ions": ions, "pulses": pulses,
+                                "v_set": self._v_set, "step": step_i,
+                                "laser_pj": steps[step_i].laser_pj, "state": self.state.name,
+                                # the block's online columns (views: copy what you keep)
+                                "mass_da": dec.mass, "det_x_mm": dec.det_x,
+                                "det_y_mm": dec.det_y, "ion": dec.ion})
                         if self.live_png:
                             _live(self, *dec.records(raw))
                         # -- stop conditions and fracture
