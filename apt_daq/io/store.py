@@ -493,6 +493,10 @@ class RunWriter:
         self._state = f"failed: {self._broken}"
         if not _write_state_in_place(self._file, self._state):
             log.warning("%s: could not record the end state (the file says running)", self.path)
+        try:  # the file is final now: in its place at once, whether or not close() follows
+            self._settle()
+        except DataFileError as e:
+            log.warning("%s", e)
 
     # -- writing
     def _ensure_open(self) -> bool:
