@@ -24,7 +24,7 @@ What a writer promises (docs/formats.md, "The HDF5 run store"):
   same path fails at once with a :class:`DataFileError` naming the pid. ``writer_of`` asks
   whether a live writer holds a file (``apt-daq info`` reports a dead ``running`` file as
   ``interrupted``).
-* **An old file is replaced only by a run that recorded something.** With ``overwrite`` and an
+* **An old file is replaced only by a run worth keeping.** With ``overwrite`` and an
   existing (non-empty) target, the run is written to ``.NAME.XXXXXXXX.unfinished`` beside it
   and ``close`` renames it onto the target when the run recorded data (any row in /hits or
   /raw: an atom-probe run consumes its specimen, so what it measured is never thrown away) or
@@ -39,8 +39,9 @@ What a writer promises (docs/formats.md, "The HDF5 run store"):
   the disk fills anyway (another process), the failed write leaves HDF5's in-memory metadata
   out of step with the file: the writer then closes the file without writing anything more
   (a flush would record chunks that never reached the disk), so it stays as of the last
-  flush, and writes only the state, in place. After either, every method is a quiet no-op or
-  best effort: ``set_meta``, ``log``, ``finish`` and ``close`` never raise a second error.
+  flush, writes only the state, in place, and puts the file in the target's place at once.
+  After either, every method is a quiet no-op or best effort: ``set_meta``, ``log``,
+  ``finish`` and ``close`` never raise a second error.
 """
 
 from __future__ import annotations
@@ -315,7 +316,9 @@ def _write_state_in_place(path: Path, state: str) -> bool:
         return False
 
 
-def _unfinished(state: str) -> bool:
+def _unfinished(state: object) -> bool:
+    """A state that says the run did not end well (``running`` means it never ended)."""
+    state = str(state)
     return state == "running" or state.startswith(("failed", "aborted"))
 
 
