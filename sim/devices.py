@@ -3,12 +3,38 @@
 The same models sit behind the in-process ``sim`` driver backends and behind the emulator's
 SCPI and serial interfaces (model and wire apart, as in Lewis). Each model keeps a ``received``
 log of every accepted setting with its instrument time, so safety tests can check what the
-instrument got rather than what a driver believes it sent.
+instrument got rather than what a driver believes it sent. The logs are bounded
+(:data:`HISTORY_MAX` entries, oldest dropped first): a client flooding settings cannot grow
+the emulator's memory without end.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY_MAX = 100_000  # entries kept in every log (received, commands seen, events)
+
+
+class History(deque):
+    """A bounded log: a ``deque`` of at most ``maxlen`` entries (default :data:`HISTORY_MAX`;
+    the oldest go first) that also takes slices (``log[:3]``, ``log[-5:]``) like a list."""
+
+    def __init__(self, iterable: Any = (), maxlen: int = HISTORY_MAX):
+        super().__init__(iterable, maxlen)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                return list(itertools.islice(self, start, max(start, stop)))
+            return list(self)[index]
+        return super().__getitem__(index)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (list(self), self.maxlen))
 
 
 class DeviceError(Exception):
@@ -38,7 +64,7 @@ class HvSupplyModel:
     output_v: float = 0.0
     current_a: float = 0.0
     now_s: float = 0.0
-    received: list[tuple[float, str, float]] = field(default_factory=list)
+    received: History = field(default_factory=History)
 
     def set_voltage(self, volts: float) -> None:
         if not (0.0 <= volts <= self.limit_v):
@@ -105,7 +131,7 @@ class LaserModel:
     emission_on: bool = False
     interlock_open: bool = False
     now_s: float = 0.0
-    received: list[tuple[float, str, float]] = field(default_factory=list)
+    received: History = field(default_factory=History)
 
     def set_energy(self, pj: float) -> None:
         if not (0.0 <= pj <= self.max_energy_pj):

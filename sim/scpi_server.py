@@ -9,21 +9,84 @@ or long form, case-insensitively (``SOUR:VOLT`` = ``source:voltage``).
 Time: give the interface a ``clock`` (a function returning seconds) and the model is moved on
 to that time before each command (the HV output slews); the HIL emulator passes none and
 drives the models' time itself.
+
+Exposure and limits (``docs/hil.md``): a server listens on loopback unless it is given
+``allow_remote=True`` (:func:`check_host`); incoming bytes are decoded as ASCII with
+replacement and every reply is encoded with replacement, error messages are stored as
+printable ASCII (:func:`printable`), so no client input can kill a server thread or poison
+the state other clients share; a line longer than :data:`MAX_LINE` bytes is discarded up to
+its newline (SCPI: error -223 in the queue); the error queue holds :data:`QUEUE_DEPTH`
+entries (then -350 "Queue overflow"); at most :data:`MAX_CLIENTS` connections per server.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 
-from sim.devices import DeviceError, HvSupplyModel, LaserModel
+from sim.devices import DeviceError, History, HvSupplyModel, LaserModel
 
 NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 BOOL = r"(ON|OFF|1|0)"
-QUEUE_DEPTH = 16
+QUEUE_DEPTH = 16  # SCPI error queue entries; a full queue ends in -350 "Queue overflow"
+MAX_LINE = 4096  # bytes of one command line (without its newline)
+MAX_CLIENTS = 8  # concurrent connections per server; one more is closed at once
+MAX_MESSAGE = 255  # characters of a stored error message (SCPI's limit)
+MAX_LOGGED = 256  # characters of a command line kept in ``commands_seen``
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` as printable ASCII: any other character becomes ``?``; at most ``limit``
+    characters (``...`` marks a cut). Safe to store and to send on any wire."""
+    out = "".join(c if " " <= c <= "~" else "?" for c in text[:limit + 1])
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names only loopback addresses (``127.0.0.1``, ``::1``,
+    ``localhost``); ``""`` and ``0.0.0.0`` (every interface) are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback
+                               for i in infos)
+
+
+class RemoteHostRefused(ValueError):
+    """A server asked to listen beyond loopback without ``allow_remote=True`` (the CLI's
+    ``--allow-remote``): there is no authentication, anyone reaching the port drives the
+    HV supply."""
+
+
+def check_host(host: str, allow_remote: bool = False) -> bool:
+    """Refuse a non-loopback ``host`` unless ``allow_remote``; True if the host is remote."""
+    if is_loopback(host):
+        return False
+    if not allow_remote:
+        raise RemoteHostRefused(f"--host {host or '(all interfaces)'} is not loopback: "
+                                "pass --allow-remote to expose HV control")
+    return True
+
+
+def remote_warning(host: str) -> str:
+    """The one-line warning printed when serving beyond loopback."""
+    return (f"warning: serving on {host or '(all interfaces)'} (not loopback) without "
+            "authentication: anyone who can reach these ports can drive the HV supply (kV), "
+            "the laser and the emulator's control port")
 
 Handler = Callable[..., str | None]
 
@@ -66,7 +129,7 @@ class ScpiInterface:
         self.model = model
         self.clock = clock
         self.errors: deque[tuple[int, str]] = deque(maxlen=QUEUE_DEPTH)
-        self.commands_seen: list[str] = []  # every line received, for tests and logs
+        self.commands_seen = History()  # the last lines received, for tests and logs
         self._table: list[tuple[re.Pattern[str], Handler]] = []
         self.add(r"\*IDN\?", lambda: self.idn)
         self.add(r"\*RST", self._reset)
@@ -78,13 +141,23 @@ class ScpiInterface:
         self._table.append((re.compile(pattern, re.IGNORECASE), handler))
 
     def push_error(self, code: int, message: str) -> None:
-        self.errors.append((code, message))
+        """Queue an error (message stored as printable ASCII). A full queue keeps its oldest
+        entries and its last becomes -350 "Queue overflow" (SCPI-99 21.8)."""
+        entry = (int(code), printable(str(message)))
+        if len(self.errors) >= QUEUE_DEPTH:
+            self.errors[-1] = (-350, "Queue overflow")
+        else:
+            self.errors.append(entry)
+
+    def too_long(self) -> None:
+        """A line over :data:`MAX_LINE` bytes arrived (and was discarded)."""
+        self.push_error(-223, f"Too much data: command line over {MAX_LINE} bytes")
 
     def _next_error(self) -> str:
         if not self.errors:
             return '0,"No error"'
         code, message = self.errors.popleft()
-        return f'{code},"{message}"'
+        return '{},"{}"'.format(code, message.replace('"', '""'))
 
     def _reset(self) -> None:
         self.model.reset()
@@ -106,7 +179,7 @@ class ScpiInterface:
         line = line.strip()
         if not line:
             return None
-        self.commands_seen.append(line)
+        self.commands_seen.append(printable(line, MAX_LOGGED))
         self.sync()
         for pattern, fn in self._table:
             m = pattern.fullmatch(line)
@@ -174,18 +247,79 @@ class LaserScpiInterface(ScpiInterface):
                  lambda: "1" if m.interlock_open else "0")
 
 
+class LineBuffer:
+    """Bytes in, whole lines out, never more than ``max_line`` bytes held (plus one read).
+
+    ``feed(data)`` returns the completed items: a ``str`` line (ASCII, undecodable bytes
+    replaced, trailing CR stripped) or ``None`` for a line over ``max_line`` bytes, which is
+    discarded up to its newline however long it goes on.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE):
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[str | None]:
+        self._buf += data
+        out: list[str | None] = []
+        while True:
+            i = self._buf.find(b"\n")
+            if i < 0:
+                if len(self._buf) > self.max_line:
+                    if not self._discarding:
+                        out.append(None)
+                        self._discarding = True
+                    self._buf.clear()
+                return out
+            raw = bytes(self._buf[:i])
+            del self._buf[:i + 1]
+            if self._discarding:  # the tail of a line already reported
+                self._discarding = False
+            elif len(raw) > self.max_line:
+                out.append(None)
+            else:
+                out.append(raw.decode("ascii", "replace").rstrip("\r"))
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of an incomplete line."""
+        return len(self._buf)
+
+
+def encode_reply(reply: str, eol: str) -> bytes:
+    """A reply line as bytes: ASCII, any other character replaced (never raises)."""
+    return (reply + eol).encode("ascii", "replace")
+
+
 class TcpLineServer:
     """Serve a line handler on TCP: each received line -> ``handler(line)`` -> reply + EOL.
 
-    ``drop_clients()`` closes every open connection (a fault for reconnect tests).
+    ``drop_clients()`` closes every open connection (a fault for reconnect tests). The host
+    must be loopback unless ``allow_remote`` (:func:`check_host`). A line over ``max_line``
+    bytes is discarded up to its newline and ``on_overlong()`` is called (its reply, if any,
+    is sent); a connection beyond ``max_clients`` is closed at once and reported to
+    ``on_event``. A handler that raises closes only its own connection.
     """
 
     def __init__(self, handler: Callable[[str], str | None], host: str = "127.0.0.1",
-                 port: int = 0, eol: str = "\n", lock: threading.RLock | None = None):
+                 port: int = 0, eol: str = "\n", lock: threading.RLock | None = None, *,
+                 allow_remote: bool = False, max_line: int = MAX_LINE,
+                 max_clients: int = MAX_CLIENTS,
+                 on_overlong: Callable[[], str | None] | None = None,
+                 on_event: Callable[[str], None] | None = None, name: str = "line"):
+        check_host(host, allow_remote)
         self.handler = handler
         self.eol = eol
         self.lock = lock or threading.RLock()
+        self.max_line = max_line
+        self.max_clients = max_clients
+        self.on_overlong = on_overlong
+        self.on_event = on_event or (lambda text: None)
+        self.name = name
+        self.refused = 0  # connections closed at once because of max_clients
         self._sock = socket.create_server((host, port))
+        self._sock.settimeout(0.2)  # here, not in the thread: stop() may close it first
         self.host, self.port = self._sock.getsockname()[:2]
         self._clients: set[socket.socket] = set()
         self._stop = threading.Event()
@@ -201,40 +335,66 @@ class TcpLineServer:
         """The pyserial URL of this server."""
         return f"socket://{self.host}:{self.port}"
 
+    @property
+    def n_clients(self) -> int:
+        with self.lock:
+            return len(self._clients)
+
     def start(self) -> TcpLineServer:
         self._thread = threading.Thread(target=self._accept, daemon=True, name="scpi-accept")
         self._thread.start()
         return self
 
     def _accept(self) -> None:
-        self._sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, addr = self._sock.accept()
             except (TimeoutError, OSError):
                 continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
-                self._clients.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                full = len(self._clients) >= self.max_clients
+                if not full:
+                    self._clients.add(conn)
+            if full:
+                self.refused += 1
+                conn.close()
+                self._event(f"{self.name}: connection from {addr[0]}:{addr[1]} refused, "
+                            f"{self.max_clients} clients already connected")
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                             name=f"{self.name}-client").start()
+
+    def _event(self, text: str) -> None:
+        try:
+            self.on_event(text)
+        except Exception:  # a broken logger must not stop the server
+            pass
 
     def _serve(self, conn: socket.socket) -> None:
-        buf = b""
+        lines = LineBuffer(self.max_line)
         try:
             while not self._stop.is_set():
                 data = conn.recv(65536)
                 if not data:
                     break
-                buf += data
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode("ascii", "replace").rstrip("\r")
+                for line in lines.feed(data):
                     with self.lock:
-                        reply = self.handler(line)
+                        if line is not None:
+                            reply = self.handler(line)
+                        elif self.on_overlong is not None:
+                            reply = self.on_overlong()
+                        else:
+                            reply = None
                     if reply is not None:
-                        conn.sendall((reply + self.eol).encode("ascii"))
+                        conn.sendall(encode_reply(reply, self.eol))
         except OSError:
             pass
+        except Exception as e:  # a bug must cost only this connection, never the server
+            self._event(f"{self.name}: connection closed by {type(e).__name__}: "
+                        f"{printable(str(e))}")
+            print(f"{self.name} server: {type(e).__name__}: {printable(str(e))}",
+                  file=sys.stderr)
         finally:
             with self.lock:
                 self._clients.discard(conn)
@@ -265,15 +425,20 @@ class TcpLineServer:
 
 
 def serve_hv(model: HvSupplyModel, host: str = "127.0.0.1", port: int = 0,
-             clock: Callable[[], float] | None = None) -> tuple[TcpLineServer, HvScpiInterface]:
+             clock: Callable[[], float] | None = None, *, allow_remote: bool = False
+             ) -> tuple[TcpLineServer, HvScpiInterface]:
     """Start an HV SCPI server; returns (server, interface). ``server.resource`` for pyvisa."""
     iface = HvScpiInterface(model, clock)
-    return TcpLineServer(iface.handle, host, port).start(), iface
+    server = TcpLineServer(iface.handle, host, port, allow_remote=allow_remote,
+                           on_overlong=iface.too_long, name="hv")
+    return server.start(), iface
 
 
 def serve_laser(model: LaserModel, host: str = "127.0.0.1", port: int = 0,
-                clock: Callable[[], float] | None = None
+                clock: Callable[[], float] | None = None, *, allow_remote: bool = False
                 ) -> tuple[TcpLineServer, LaserScpiInterface]:
     """Start a laser SCPI server; returns (server, interface)."""
     iface = LaserScpiInterface(model, clock)
-    return TcpLineServer(iface.handle, host, port).start(), iface
+    server = TcpLineServer(iface.handle, host, port, allow_remote=allow_remote,
+                           on_overlong=iface.too_long, name="laser")
+    return server.start(), iface

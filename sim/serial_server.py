@@ -6,6 +6,10 @@
 behaves like ``/dev/ttyUSB0`` for pyserial) or on TCP (``TcpLineServer`` with CR LF, for a
 ``socket://host:port`` URL). The protocol is documented in ``drivers/serial_line.py`` and
 ``docs/protocols.md``.
+
+Limits as in :mod:`sim.scpi_server`: replies and stored error messages are printable ASCII,
+a line over :data:`~sim.scpi_server.MAX_LINE` bytes is discarded up to its newline and
+answered ``ERR 2 line too long``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,15 @@ import tty
 from collections.abc import Callable
 
 from drivers.serial_line import ERR_ARGUMENT, ERR_OTHER, ERR_RANGE, ERR_TRIPPED, ERR_UNKNOWN
-from sim.devices import DeviceError, HvSupplyModel
-from sim.scpi_server import TcpLineServer
+from sim.devices import DeviceError, History, HvSupplyModel
+from sim.scpi_server import (
+    MAX_LINE,
+    MAX_LOGGED,
+    LineBuffer,
+    TcpLineServer,
+    encode_reply,
+    printable,
+)
 
 EOL = "\r\n"
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -34,7 +45,7 @@ class HvLineInterface:
         self.model = model
         self.clock = clock
         self.last_error: tuple[int, str] = (0, "No error")
-        self.commands_seen: list[str] = []
+        self.commands_seen = History()  # the last lines received
 
     def _sync(self) -> None:
         if self.clock is not None:
@@ -43,14 +54,19 @@ class HvLineInterface:
                 self.model.advance(dt)
 
     def _err(self, code: int, message: str) -> str:
+        message = printable(message)
         self.last_error = (code, message)
         return f"ERR {code} {message}"
+
+    def too_long(self) -> str:
+        """A line over :data:`~sim.scpi_server.MAX_LINE` bytes arrived (and was discarded)."""
+        return self._err(ERR_ARGUMENT, f"line too long (over {MAX_LINE} bytes)")
 
     def handle(self, line: str) -> str | None:
         line = line.strip()
         if not line:
             return None
-        self.commands_seen.append(line)
+        self.commands_seen.append(printable(line, MAX_LOGGED))
         self._sync()
         m = self.model
         parts = line.split()
@@ -95,11 +111,21 @@ class HvLineInterface:
 
 
 class PtyServer:
-    """Serve a line handler on a pseudo-terminal pair; ``.path`` is the device to open."""
+    """Serve a line handler on a pseudo-terminal pair; ``.path`` is the device to open.
 
-    def __init__(self, handler: Callable[[str], str | None], eol: str = EOL):
+    Local by nature (a pty has no network side). A line over ``max_line`` bytes is discarded
+    up to its newline and ``on_overlong()`` answers it; a handler that raises costs only
+    that line (the error goes to ``on_event``).
+    """
+
+    def __init__(self, handler: Callable[[str], str | None], eol: str = EOL, *,
+                 max_line: int = MAX_LINE, on_overlong: Callable[[], str | None] | None = None,
+                 on_event: Callable[[str], None] | None = None):
         self.handler = handler
         self.eol = eol
+        self.max_line = max_line
+        self.on_overlong = on_overlong
+        self.on_event = on_event or (lambda text: None)
         self.lock = threading.RLock()
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line editing: a plain serial line
@@ -113,7 +139,7 @@ class PtyServer:
         return self
 
     def _run(self) -> None:
-        buf = b""
+        lines = LineBuffer(self.max_line)
         while not self._stop.is_set():
             r, _, _ = select.select([self._master], [], [], 0.1)
             if not r:
@@ -122,13 +148,26 @@ class PtyServer:
                 data = os.read(self._master, 4096)
             except OSError:
                 break
-            buf += data
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                with self.lock:
-                    reply = self.handler(raw.decode("ascii", "replace").rstrip("\r"))
+            for line in lines.feed(data):
+                try:
+                    with self.lock:
+                        if line is not None:
+                            reply = self.handler(line)
+                        elif self.on_overlong is not None:
+                            reply = self.on_overlong()
+                        else:
+                            reply = None
+                except Exception as e:  # the pty has one client: keep serving it
+                    try:
+                        self.on_event(f"hv_serial: {type(e).__name__}: {printable(str(e))}")
+                    except Exception:
+                        pass
+                    continue
                 if reply is not None:
-                    os.write(self._master, (reply + self.eol).encode("ascii"))
+                    try:
+                        os.write(self._master, encode_reply(reply, self.eol))
+                    except OSError:
+                        return
 
     def stop(self) -> None:
         self._stop.set()
@@ -151,12 +190,14 @@ def serve_hv_pty(model: HvSupplyModel, clock: Callable[[], float] | None = None
                  ) -> tuple[PtyServer, HvLineInterface]:
     """The line protocol on a pty; open ``server.path`` with pyserial."""
     iface = HvLineInterface(model, clock)
-    return PtyServer(iface.handle).start(), iface
+    return PtyServer(iface.handle, on_overlong=iface.too_long).start(), iface
 
 
 def serve_hv_tcp(model: HvSupplyModel, host: str = "127.0.0.1", port: int = 0,
-                 clock: Callable[[], float] | None = None
+                 clock: Callable[[], float] | None = None, *, allow_remote: bool = False
                  ) -> tuple[TcpLineServer, HvLineInterface]:
     """The line protocol on TCP (CR LF); ``server.url`` is ``socket://host:port``."""
     iface = HvLineInterface(model, clock)
-    return TcpLineServer(iface.handle, host, port, eol=EOL).start(), iface
+    server = TcpLineServer(iface.handle, host, port, eol=EOL, allow_remote=allow_remote,
+                           on_overlong=iface.too_long, name="hv_line")
+    return server.start(), iface
