@@ -22,6 +22,12 @@ instrument got, whatever the drivers believe.
 
 Faults (:class:`Fault`, from a YAML list, ``--fault`` or the control port) are documented in
 ``docs/hil.md`` (:data:`FAULT_KINDS`).
+
+Exposure and limits (``docs/hil.md``): every endpoint listens on loopback unless
+``allow_remote=True`` (the CLI's ``--allow-remote``); lines are capped at
+:data:`~sim.scpi_server.MAX_LINE` bytes, connections at :data:`~sim.scpi_server.MAX_CLIENTS`
+per server, logs at :data:`~sim.devices.HISTORY_MAX` entries, pending faults at
+:data:`MAX_PENDING_FAULTS`; replies are ASCII whatever a client sent.
 """
 
 from __future__ import annotations
@@ -45,8 +51,17 @@ import numpy as np
 from apt_daq.config import InstrumentConfig, SpecimenConfig
 from apt_daq.hits import RAW_DTYPE
 from drivers import dld_stream as fr
+from sim.devices import History
 from sim.instrument import SimBlock, VirtualLeap, make_environment
-from sim.scpi_server import HvScpiInterface, LaserScpiInterface, TcpLineServer
+from sim.scpi_server import (
+    MAX_LINE,
+    HvScpiInterface,
+    LaserScpiInterface,
+    TcpLineServer,
+    check_host,
+    printable,
+    remote_warning,
+)
 from sim.serial_server import HvLineInterface, PtyServer
 
 FAULT_KINDS: dict[str, str] = {
@@ -69,6 +84,8 @@ TARGETS = ("laser", "hv", "hv_serial", "dld", "all")
 DEFAULT_DURATION_S = {"stall": 1.0, "garbage": 0.0, "slow": 5.0, "interlock": 1.0,
                       "overflow": 1.0, "reboot": 1.0}
 WIRE_TARGETS = ("laser", "hv", "hv_serial", "dld")
+MAX_PENDING_FAULTS = 1000  # scheduled faults waiting; one more is refused
+MAX_COMMAND_FRAME = 65536  # bytes of a DLD client's frame (START/STOP are header only)
 
 
 # ------------------------------------------------------------------------------- faults
@@ -95,6 +112,19 @@ class Fault:
                              f"{', '.join(TARGETS)}")
         if self.duration_s is None:
             self.duration_s = DEFAULT_DURATION_S.get(self.kind, 0.0)
+        for name in ("at_s", "duration_s", "delay_s"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"fault {self.kind}: {name} must be a number, "
+                                 f"got {value!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"fault {self.kind}: {name} must be a finite number, "
+                                 f"got {value!r}")
+            setattr(self, name, number)
         if self.duration_s < 0 or self.delay_s < 0:
             raise ValueError("fault duration_s and delay_s must be >= 0")
 
@@ -188,8 +218,11 @@ class DldStreamServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, max_queued: int = 4,
-                 on_event: Callable[[str], None] | None = None):
+                 on_event: Callable[[str], None] | None = None, *,
+                 allow_remote: bool = False):
+        check_host(host, allow_remote)
         self._sock = socket.create_server((host, port))
+        self._sock.settimeout(0.1)  # here, not in the thread: stop() may close it first
         self.host, self.port = self._sock.getsockname()[:2]
         self.running = False
         self.on_event = on_event or (lambda text: None)
@@ -214,7 +247,6 @@ class DldStreamServer:
         return self
 
     def _accept(self) -> None:
-        self._sock.settimeout(0.1)
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
@@ -238,7 +270,10 @@ class DldStreamServer:
                 data = conn.recv(4096)
                 if not data:
                     break
-                for f in dec.feed(data):
+                frames = dec.feed(data)
+                if dec.pending > MAX_COMMAND_FRAME:
+                    raise fr.FrameError(f"client frame over {MAX_COMMAND_FRAME} bytes")
+                for f in frames:
                     if f.kind == fr.START:
                         self.running = True
                         self.on_event("dld START")
@@ -370,7 +405,11 @@ class Emulator:
                  base_temperature_k: float = 60.0, seed: int = 0, speed: float = 1.0,
                  host: str = "127.0.0.1", block_pulses: int = 200_000,
                  tick_wall_s: float = 0.01, faults: list[Fault] | None = None,
-                 serial: bool = True, warm_up: bool = True):
+                 serial: bool = True, warm_up: bool = True, allow_remote: bool = False):
+        self.remote = check_host(host, allow_remote)  # refuses a remote host by default
+        self.allow_remote = allow_remote
+        if faults is not None and len(faults) > MAX_PENDING_FAULTS:
+            raise ValueError(f"{len(faults)} faults: at most {MAX_PENDING_FAULTS}")
         if speed <= 0 or not math.isfinite(speed):
             raise ValueError(f"speed must be a positive number, got {speed}")
         if block_pulses <= 0:
@@ -385,11 +424,11 @@ class Emulator:
         self.leap = VirtualLeap(instrument, specimen, base_temperature_k=base_temperature_k,
                                 seed=seed)
         self.lock = threading.RLock()  # one lock around the device models
-        self.events: list[tuple[float, str]] = []  # (instrument time, what happened)
+        self.events = History()  # (instrument time, what happened), the last HISTORY_MAX
         self.wire = {t: WireState() for t in WIRE_TARGETS}
         self._rng = random.Random(seed)
         self._pending: list[Fault] = list(faults or [])
-        self.fired: list[str] = []
+        self.fired = History()
         self._interlock_until = 0.0
         self._overflow_until = 0.0
         self._overflow_fault: Fault | None = None
@@ -397,7 +436,7 @@ class Emulator:
         self._reboot_until = 0.0
         self.records = self.blocks = 0
         # per block: (wall s since start, instrument s, first pulse, pulses, records, V, pJ)
-        self.block_log: list[tuple[float, float, int, int, int, float, float]] = []
+        self.block_log = History()
         self._wall0 = time.monotonic()
         self._reset_pieces = False
         self._serial = serial
@@ -411,19 +450,28 @@ class Emulator:
 
     # -- logging
     def event(self, what: str) -> None:
-        self.events.append((self.leap.now_s, what))
+        self.events.append((self.leap.now_s, printable(what, MAX_LINE)))
 
     # -- lifecycle
     def start(self) -> Emulator:
         if self.warm_up:
             _warm_up(self.instrument, self.specimen)
-        self.servers["hv"] = TcpLineServer(lambda line: None, self.host).start()
-        self.servers["laser"] = TcpLineServer(lambda line: None, self.host).start()
+        remote = {"allow_remote": self.allow_remote, "on_event": self.event}
+        self.servers["hv"] = TcpLineServer(lambda line: None, self.host, name="hv",
+                                           **remote).start()
+        self.servers["laser"] = TcpLineServer(lambda line: None, self.host, name="laser",
+                                              **remote).start()
         if self._serial:
-            self.servers["hv_serial"] = PtyServer(lambda line: None).start()
+            self.servers["hv_serial"] = PtyServer(lambda line: None,
+                                                  on_event=self.event).start()
         self._bind()
-        self.servers["dld"] = DldStreamServer(self.host, on_event=self.event).start()
-        self.servers["control"] = TcpLineServer(self.control, self.host).start()
+        self.servers["dld"] = DldStreamServer(self.host, **remote).start()
+        self.servers["control"] = TcpLineServer(
+            self.control, self.host, name="control",
+            on_overlong=lambda: json.dumps({"ok": False, "error": "line too long (over "
+                                            f"{MAX_LINE} bytes)"}), **remote).start()
+        if self.remote:
+            self.event(f"serving on {self.host} (not loopback): allowed by allow_remote")
         self.env = make_environment(realtime=True, speed=self.speed)
         self._thread = threading.Thread(target=self._run_clock, daemon=True, name="pulse-clock")
         self._thread.start()
@@ -439,6 +487,13 @@ class Emulator:
         for name, iface in self.interfaces.items():
             self.servers[name].handler = self._wrap(name, iface.handle,
                                                     can_drop=name != "hv_serial")
+            self.servers[name].on_overlong = self._locked(iface.too_long)
+
+    def _locked(self, fn: Callable[[], str | None]) -> Callable[[], str | None]:
+        def call() -> str | None:
+            with self.lock:
+                return fn()
+        return call
 
     def reset(self, seed: int | None = None) -> None:
         """A fresh specimen in a freshly powered instrument, on the same ports: links
@@ -527,7 +582,7 @@ class Emulator:
                 return None
             if now < w.stall_until and w.hits_me():
                 with self.lock:
-                    self.event(f"{target} stalled, lost {line.strip()!r}")
+                    self.event(f"{target} stalled, lost {line.strip()[:80]!r}")
                 return None
             if now < w.slow_until and w.delay_s > 0 and w.hits_me():
                 time.sleep(w.delay_s)
@@ -542,10 +597,14 @@ class Emulator:
 
     # -- faults
     def inject(self, fault: Fault) -> None:
-        """Fire ``fault`` now, or schedule it if it has ``at_s`` / ``at_pulse``."""
+        """Fire ``fault`` now, or schedule it if it has ``at_s`` / ``at_pulse`` (at most
+        :data:`MAX_PENDING_FAULTS` waiting: ValueError beyond)."""
         with self.lock:
             if fault.at_s is None and fault.at_pulse is None:
                 self._fire(fault)
+            elif len(self._pending) >= MAX_PENDING_FAULTS:
+                raise ValueError(f"{MAX_PENDING_FAULTS} faults already pending; "
+                                 "clear some first")
             else:
                 self._pending.append(fault)
 
@@ -853,14 +912,21 @@ def load_target(path: str | Path, specimen: str | Path | None = None
 def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path | None = None,
           speed: float = 1.0, seed: int | None = None, faults: list[Fault] | None = None,
           specimen: str | Path | None = None, block_pulses: int | None = None,
-          out: Any = None) -> int:
+          out: Any = None, allow_remote: bool = False, err: Any = None) -> int:
     """Build the emulator from ``target``, serve until SIGTERM/SIGINT or ``shutdown`` on the
-    control port; writes the resource strings to ``ports_file`` (JSON) and prints them."""
+    control port; writes the resource strings to ``ports_file`` (JSON) and prints them.
+
+    A ``host`` that is not loopback raises :class:`~sim.scpi_server.RemoteHostRefused` (a
+    ValueError) unless ``allow_remote``; with it, a one-line warning goes to ``err``
+    (default stderr): there is no authentication on any port."""
     out = out or sys.stdout
+    if check_host(host, allow_remote):
+        print(remote_warning(host), file=err or sys.stderr, flush=True)
     ins, sp, temp_k, run_seed, chunk = load_target(target, specimen)
     emu = Emulator(ins, sp, base_temperature_k=temp_k,
                    seed=run_seed if seed is None else seed, speed=speed, host=host,
-                   block_pulses=block_pulses or chunk or 200_000, faults=faults)
+                   block_pulses=block_pulses or chunk or 200_000, faults=faults,
+                   allow_remote=allow_remote)
 
     def on_signal(signum: int, frame: object) -> None:
         emu.request_stop()

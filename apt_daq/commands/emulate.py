@@ -1,14 +1,18 @@
-"""``apt-daq emulate INSTRUMENT_OR_RUN.yaml [--host H] [--ports-file F] [--speed X] [--seed S]
-[--fault SPEC ...] [--faults FILE]``: the virtual LEAP on real sockets and a pty (HIL).
+"""``apt-daq emulate INSTRUMENT_OR_RUN.yaml [--host H [--allow-remote]] [--ports-file F]
+[--speed X] [--seed S] [--fault SPEC ...] [--faults FILE]``: the virtual LEAP on real sockets
+and a pty (HIL).
 
 Prints the resource strings as one JSON line (and writes them to ``--ports-file``), then serves
-until SIGTERM/SIGINT or ``shutdown`` on the control port. See ``docs/hil.md``.
+until SIGTERM/SIGINT or ``shutdown`` on the control port. A ``--host`` that is not loopback is
+refused (one line, exit 2) unless ``--allow-remote`` is given; then a warning is printed, as
+nothing on the ports is authenticated. See ``docs/hil.md`` ("Exposure and limits").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="instrument YAML (configs/instruments/...) or run YAML")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; anything but loopback needs "
+                   "--allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host that is not loopback: anyone who can reach the ports "
+                   "can drive the HV supply, there is no authentication")
     p.add_argument("--ports-file", help="write the resource strings here as JSON")
     p.add_argument("--speed", type=float, default=1.0,
                    help="instrument seconds per wall second (default 1: real time)")
@@ -44,9 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _emulate(args: argparse.Namespace) -> int:
     from sim.emulator import load_faults, parse_fault, serve
+    from sim.scpi_server import check_host
 
-    if args.speed <= 0:
-        raise UserError(f"--speed: must be > 0, got {args.speed:g}")
+    try:
+        check_host(args.host, args.allow_remote)  # before anything else: one line, exit 2
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        raise UserError(f"--speed: must be a finite number > 0, got {args.speed:g}")
     if args.block_pulses is not None and args.block_pulses <= 0:
         raise UserError(f"--block-pulses: must be > 0, got {args.block_pulses}")
     faults = []
@@ -61,7 +75,7 @@ def _emulate(args: argparse.Namespace) -> int:
         raise UserError(f"{args.config}: file not found")
     return serve(args.config, host=args.host, ports_file=args.ports_file, speed=args.speed,
                  seed=args.seed, faults=faults, specimen=args.specimen,
-                 block_pulses=args.block_pulses)
+                 block_pulses=args.block_pulses, allow_remote=args.allow_remote)
 
 
 def read_ports(path: str | Path) -> dict[str, str]:
