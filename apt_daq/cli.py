@@ -3,6 +3,11 @@
 Each subcommand lives in ``apt_daq/commands/<name>.py`` with ``register(subparsers)``, which adds
 its parser and sets ``func(args) -> int``. Bad input (a :class:`UserError`, a config error, a
 driver error about a reply) prints one line and exits 2; ``--verbose`` shows the traceback.
+
+Output is meant for grep as much as for eyes: an error is one line whatever the terminal (rich
+never wraps it, on a pipe or a log file either), and a reader that goes away (``apt-daq info
+--json | head -1``) ends the command quietly with exit code 141, as a shell reports a writer
+killed by SIGPIPE (128 + 13).
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from apt_daq import __version__
 from apt_daq.config import ConfigError
@@ -22,7 +30,39 @@ COMMANDS = [
     "run", "info", "analyze", "plot", "export", "import_", "emulate", "reproduce",
     "campaign", "bench", "config",
 ]
-err_console = Console(stderr=True)
+#: exit code after the reader of stdout went away (a shell's code for SIGPIPE, 128 + 13)
+EXIT_BROKEN_PIPE = 141
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console that never wraps a line (a pipe or a log file is not 80 columns wide):
+    what a command prints for people and for grep."""
+    return Console(stderr=stderr, soft_wrap=True, highlight=False)
+
+
+err_console = console(stderr=True)
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer > 0 (``--ions -5`` is the argument's error)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {n}")
+    return n
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,21 +94,60 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is now: above a progress bar (which redirects it)
+    instead of glued to it."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _default_numba_cache() -> None:
+    """In a source checkout every way in (make, the tests, the CLI) shares one numba cache,
+    ``.numba-cache`` (so ``make install``'s warm-up serves ``apt-daq run`` typed by hand)."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and os.access(root, os.W_OK):
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(root / ".numba-cache"))
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away: point stdout at /dev/null so the interpreter's last flush
+    cannot fail again, and exit as a shell reports SIGPIPE."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    _default_numba_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[_StderrHandler()])
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone after the last write shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except _user_errors() as e:
         if args.verbose:
             raise
         for line in str(e).splitlines() or [type(e).__name__]:
-            err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(line)}", markup=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -1,14 +1,23 @@
-"""``apt-daq info RUN.h5``: what a run holds."""
+"""``apt-daq info RUN.h5``: what a run holds, for people (aligned ``name: value`` lines, one
+record kind per line with what it is) and for scripts (``--json``: numbers as numbers)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-
-from rich.console import Console
-from rich.table import Table
+from datetime import datetime
 
 from apt_daq.io.store import RunReader, writer_of
+
+#: what each record count is, in ``apt-daq info``'s words
+COUNT_LEGEND = {
+    "raw": "DLD records as the detector gave them (/raw)",
+    "hits": "detected ions, decoded (/hits)",
+    "derived": "mass and position of each hit (/derived)",
+    "truth": "simulated truth of each hit (/truth)",
+    "lost": "simulated ions that evaporated but left no hit (/truth_lost)",
+    "log": "instrument-state rows, one per readout block (/log)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,10 +46,13 @@ def summarize(path: str) -> dict:
             "specimen": (cfg.get("specimen") or {}).get("name"),
             "counts": {n: r.count(n) for n in ("raw", "hits", "derived", "truth", "lost", "log")},
             "pulses": int(log["pulses"][-1]) if len(log) else None,
-            "instrument_time_s": float(log["time_s"][-1]) if len(log) else None,
-            "voltage_v": [float(log["v_dc"].min()), float(log["v_dc"].max())] if len(log) else None,
+            "instrument_time_s": round(float(log["time_s"][-1]), 3) if len(log) else None,
+            "wall_time_s": _wall_time_s(meta.get("started"), meta.get("ended")),
+            "voltage_v": ([round(float(log["v_dc"].min()), 1), round(float(log["v_dc"].max()), 1)]
+                          if len(log) else None),
             "laser_pj": sorted({round(float(x), 3) for x in log["laser_pj"] if x > 0}),
-            "transitions": meta.get("transitions"),
+            "transitions": [[round(float(t), 3), *rest]
+                            for t, *rest in meta.get("transitions") or []],
         }
     _live_state(path, out)
     return out
@@ -65,16 +77,68 @@ def _live_state(path: str, out: dict) -> None:
     out["state_note"] = "file says running; no writer holds it"
 
 
+def _wall_time_s(started: str | None, ended: str | None) -> float | None:
+    try:
+        t = datetime.fromisoformat(ended) - datetime.fromisoformat(started)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return round(t.total_seconds(), 3)
+
+
+def duration_text(seconds: float | None) -> str:
+    """``13 min 30 s``, ``2 h 0 min 5 s``, ``4.25 s``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.3g} s"
+    h, rest = divmod(round(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return " ".join(([f"{h} h"] if h else []) + ([f"{m} min"] if h or m else []) + [f"{s} s"])
+
+
+def _time_text(iso: str | None) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").strip()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(iso or "-")
+
+
+def lines(info: dict) -> list[str]:
+    """The human-readable report of :func:`summarize`."""
+    state = str(info["state"]) + (f" ({info['state_note']})" if info["state_note"] else "")
+    v = info["voltage_v"]
+    rows = [
+        ("file", info["file"]),
+        ("state", state),
+        ("end reason", info["end_reason"] or "-"),
+        ("started", _time_text(info["started"])),
+        ("ended", _time_text(info["ended"]) + (
+            f" ({duration_text(info['wall_time_s'])} wall clock)"
+            if info["wall_time_s"] is not None else "")),
+        ("instrument", info["instrument"] or "-"),
+        ("specimen", info["specimen"] or "-"),
+        ("simulated", ("yes" if info["simulated"] else "no") + (
+            f", seed {info['seed']}" if info["simulated"] and info["seed"] is not None else "")),
+        ("pulses", "-" if info["pulses"] is None else str(info["pulses"])),
+        ("instrument time", duration_text(info["instrument_time_s"])),
+        ("voltage", "-" if v is None else f"{v[0]:.0f}-{v[1]:.0f} V"),
+        ("laser", ", ".join(f"{e:g}" for e in info["laser_pj"]) + " pJ"
+         if info["laser_pj"] else "-"),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    out = [f"{k + ':':<{width}}{val}" for k, val in rows]
+    counts = info["counts"]
+    digits = max(len(str(n)) for n in counts.values())
+    out.append("records:")
+    out += [f"  {name:<{width - 2}}{n:>{digits}}  {COUNT_LEGEND.get(name, '')}".rstrip()
+            for name, n in counts.items()]
+    return out
+
+
 def _info(args: argparse.Namespace) -> int:
     info = summarize(args.file)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    t = Table(title=args.file, show_header=False)
-    for k, v in info.items():
-        if k == "state" and info["state_note"]:
-            v = f"{v} ({info['state_note']})"
-        if k not in ("transitions", "state_in_file", "state_note"):
-            t.add_row(k, str(v))
-    Console().print(t)
+    print("\n".join(lines(info)))
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from apt_daq.cli import non_negative_int, positive_int
 from apt_daq.run import Session, State
 
 
@@ -16,14 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="an acquisition through the run engine (sim or real backends)")
     p.add_argument("config", help="run YAML (configs/runs/...)")
     p.add_argument("-o", "--out", help="output run file (default runs/<name>.h5)")
-    p.add_argument("--ions", type=int, help="stop after this many detected ions")
-    p.add_argument("--seed", type=int, help="random seed of the simulated instrument")
+    p.add_argument("--ions", type=positive_int, help="stop after this many detected ions")
+    p.add_argument("--seed", type=non_negative_int,
+                   help="random seed of the simulated instrument")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--live", metavar="PNG", help="refresh a dashboard PNG every few seconds")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--ports-file", metavar="JSON",
                    help="point the drivers at a running emulator: the resource strings "
                    "written by `apt-daq emulate --ports-file` (docs/hil.md)")
+    p.add_argument("--serve", metavar="[HOST:]PORT", help="a live web view with pause / "
+                   "resume / abort (loopback unless the printed token is given; docs/live.md)")
     p.set_defaults(func=_run)
 
 
@@ -39,9 +43,17 @@ def _run(args: argparse.Namespace) -> int:
         overrides.update(ports_overrides(read_ports(args.ports_file)))
     session = Session.from_yaml(args.config, overrides, out=args.out, overwrite=args.overwrite,
                                 progress=not args.quiet, live_png=args.live)
+    server = None
+    if getattr(args, "serve", None):
+        from apt_daq.web import serve_session
+
+        server = serve_session(session, args.serve)
+        print(f"live view: {server.url}", flush=True)
     if sys.stdin is not None and sys.stdin.isatty():
         threading.Thread(target=_resume_on_enter, args=(session,), daemon=True).start()
     result = session.run()  # handles SIGHUP, SIGQUIT, SIGTERM, SIGINT (twice) itself
+    if server is not None:
+        server.close()
     console = Console()
     colour = {State.DONE: "green", State.ABORTED: "yellow"}.get(result.state, "red")
     console.print(f"[{colour}]{result.state.name.lower()}[/{colour}]: {result.reason}")
