@@ -125,6 +125,16 @@ class Fault:
                 raise ValueError(f"fault {self.kind}: {name} must be a finite number, "
                                  f"got {value!r}")
             setattr(self, name, number)
+        for name in ("at_pulse", "records"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"fault {self.kind}: {name} must be an integer >= 0, "
+                                 f"got {value!r}")
+            setattr(self, name, value)
         if self.duration_s < 0 or self.delay_s < 0:
             raise ValueError("fault duration_s and delay_s must be >= 0")
 
@@ -837,6 +847,8 @@ class Emulator:
                 return json.dumps({"ok": True, "fault": asdict(f)})
             if cmd == "reset":
                 seed = int(rest.split("=", 1)[-1]) if rest.strip() else None
+                if seed is not None and seed < 0:
+                    raise ValueError(f"seed must be >= 0, got {seed}")
                 self.reset(seed)
                 return json.dumps({"ok": True, "seed": self.seed})
             if cmd == "clear":

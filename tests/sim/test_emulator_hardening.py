@@ -470,13 +470,19 @@ def test_fault_dataclass_and_yaml_refuse_non_finite(tmp_path):
     f.write_text("- {kind: stall, duration_s: soon}\n")
     with pytest.raises(ValueError, match="must be a number"):
         load_faults(f)
+    f.write_text("- {kind: overflow, records: .nan}\n")
+    with pytest.raises(ValueError, match="records must be an integer"):
+        load_faults(f)
     assert Fault("stall", duration_s=2).duration_s == 2.0  # finite ones still pass
+    assert Fault("overflow", records=5.0, at_pulse=10).records == 5
 
 
 def test_control_port_refuses_a_nan_fault(fresh):
     reply = control(fresh, "fault stall target=hv duration_s=nan")
     assert reply["ok"] is False and "finite" in reply["error"]
     assert control(fresh, "status")["faults_fired"] == []
+    reply = control(fresh, "reset seed=-1")
+    assert reply["ok"] is False and "seed" in reply["error"]
     c = Client(fresh.ports["hv"])  # and the wire is not stalled
     assert c.ask("*IDN?").startswith("apt-daq,HV-SIM")
     c.close()
