@@ -1,5 +1,7 @@
 """``apt-daq import FILE [--ranges R] -o RUN.h5``: bring POS, EPOS or APT data (a real LEAP
-dataset) into a run file, so ``apt-daq analyze`` works on it as on a simulated run.
+dataset), a raw hit list of another instrument (``--format table`` with a field map:
+:mod:`apt_daq.io.table`) or any format ifes-apt-tc-data-modeling reads (:mod:`apt_daq.io.ifes`)
+into a run file, so ``apt-daq analyze`` works on it as on a simulated run.
 
 /hits gets what the file measured (pulse, TOF, detector x/y, V_dc, V_pulse, multiplicity; a
 quantity the file lacks is NaN, the laser energy always), /derived the file's m/n and
@@ -12,13 +14,18 @@ the ion stream behind analyze, plot and export uses it as is; ``apt-daq analyze
 --recalibrate`` recomputes it from TOF and V. The flight length that the file's m/n, TOF, V
 and detector position imply is found with the pipeline's geometry (L_eff^2 = L^2 + x^2 + y^2,
 t0 = 0), so a recalibration starts from the file's own scale.
+
+A hit list without m/n (TOF and V only) stores no calibration: the ion stream computes m/n
+from TOF, V and the detector position with the run's instrument (``--flight-path-mm``,
+``--t0-ns`` or ``--instrument``; nominal 100 mm and 0 ns otherwise, with a warning) and fits
+the voltage and bowl corrections as for an acquired run ("tof" mode); ``apt-daq calibrate``
+fits t0 and the flight length.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +35,77 @@ from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
 from apt_daq.io.ranges import table_to_meta
 
 log = logging.getLogger("apt_daq.import")
-FORMATS = ("pos", "epos", "apt")
+OWN_FORMATS = ("pos", "epos", "apt")
+IFES_FORMATS = ("ato", "csv", "raw", "pyccapt", "cameca", "ifes-pos", "ifes-epos", "ifes-apt")
+FORMATS = (*OWN_FORMATS, "table", *IFES_FORMATS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="POS/EPOS/APT (+ RRNG/RNG ranges) into a run file")
-    p.add_argument("file", help="data file: .pos, .epos or .apt")
+    p = sub.add_parser("import", help="POS/EPOS/APT, raw hit lists (--format table) or any "
+                       "ifes-apt-tc-data-modeling format into a run file")
+    p.add_argument("file", help="data file: .pos, .epos, .apt, a hit table (.csv, .tsv, .npy, "
+                   "binary records) or an ifes format (.ato, .raw, ...)")
     p.add_argument("-o", "--output", required=True, help="run file to write (.h5)")
-    p.add_argument("--ranges", help="RRNG or RNG range file to range the ions with")
-    p.add_argument("--format", choices=FORMATS, help="file format (default: from the extension)")
+    p.add_argument("--ranges", help="range file: RRNG or RNG, or ENV, FIG.TXT, .analysis, "
+                   ".analysisset (read with ifes-apt-tc-data-modeling)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="file format (default: table with --fields/--field-map, else from the "
+                   "extension); docs/formats.md")
+    p.add_argument("--fields", help="table: FIELD=COLUMN[:UNIT],... e.g. "
+                   "tof=t:s,v_dc=vdc:kV,v_pulse=vp:kV,det_x=x:cm,det_y=y:cm,pulse=pn")
+    p.add_argument("--field-map", help="table: a YAML field map (fields, units, CSV or binary "
+                   "record layout)")
     p.add_argument("--voltage-unit", choices=("auto", "V", "kV"), default="auto",
-                   help="unit of the file's voltages (default: decided from the data)")
+                   help="EPOS/APT: unit of the file's voltages (default: decided from the data)")
     p.add_argument("--flight-path-mm", type=float,
-                   help="flight path of the instrument (default: implied by TOF, V and m/n)")
+                   help="flight path of the instrument (default: the --instrument's; for files "
+                   "with m/n, implied by TOF, V and m/n)")
+    p.add_argument("--t0-ns", type=float, help="time offset between trigger and departure, ns "
+                   "(default: the --instrument's, else 0)")
+    p.add_argument("--instrument", help="instrument YAML (configs/instruments/*.yaml form)")
     p.add_argument("--simulated", action="store_true",
                    help="the data came from a simulation (recorded for NeXus is_simulation)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_import)
+
+
+def source_format(path: str | Path, fmt: str | None = None, table: bool = False) -> str:
+    """The format to read ``path`` with: given, ``table`` with a field map, else by extension
+    (our POS/EPOS/APT readers first, then the ifes formats)."""
+    if fmt:
+        return fmt
+    if table:
+        return "table"
+    p = Path(path)
+    ext = p.suffix.lower().lstrip(".")
+    if ext in OWN_FORMATS:
+        return ext
+    from apt_daq.io.ifes import format_for
+
+    found = format_for(p)
+    if found:
+        return found
+    raise UserError(f"{p}: unknown data file type {p.suffix!r} (expected .pos, .epos or .apt, "
+                    "a hit table with --fields/--field-map, or give --format)")
+
+
+def open_source(path: str | Path, fmt: str, voltage_unit: str = "auto", *,
+                fields: str | None = None, field_map: str | Path | None = None):
+    """The reader of ``path`` in format ``fmt`` (``.n``, ``.present``, ``.iter(chunk)``)."""
+    if fmt == "table":
+        from apt_daq.io.table import TableFile, load_field_map
+
+        if not (fields or field_map):
+            raise UserError(f"{path}: --format table needs --fields or --field-map")
+        return TableFile(path, load_field_map(field_map, fields))
+    if fields or field_map:
+        raise UserError(f"{path}: --fields/--field-map describe a hit table (--format table), "
+                        f"not {fmt}")
+    if fmt in IFES_FORMATS:
+        from apt_daq.io.ifes import IfesFile
+
+        return IfesFile(path, fmt)
+    return open_ion_file(path, fmt, voltage_unit)
 
 
 def open_ion_file(path: str | Path, fmt: str | None = None, voltage_unit: str = "auto"):
@@ -67,13 +128,16 @@ def open_ion_file(path: str | Path, fmt: str | None = None, voltage_unit: str = 
                     "or give --format)")
 
 
-def ions_to_chunks(ions: np.ndarray, ion_index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """An :data:`ION_DTYPE` chunk -> (HIT_DTYPE, DERIVED_DTYPE) chunks of the store."""
+def ions_to_chunks(ions: np.ndarray, ion_index: np.ndarray | None,
+                   derived: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """An :data:`ION_DTYPE` chunk -> (HIT_DTYPE, DERIVED_DTYPE or None) chunks of the store."""
     hits = np.zeros(len(ions), HIT_DTYPE)
     for f in ("pulse", "tof", "det_x", "det_y", "v_dc", "v_pulse"):
         hits[f] = ions[f]
     hits["laser_pj"] = np.nan
     hits["multiplicity"] = np.minimum(ions["multiplicity"], 255)
+    if not derived:
+        return hits, None
     der = np.zeros(len(ions), DERIVED_DTYPE)
     for f in ("mass", "x", "y", "z"):
         der[f] = ions[f]
@@ -103,9 +167,46 @@ def ion_table(table) -> list[list]:
     return out
 
 
+def read_range_file(path: str | Path):
+    """RRNG/RNG with our reader; ENV, FIG.TXT, .analysis, .analysisset through ifes."""
+    from apt_daq.io.ifes import range_format_for
+
+    if range_format_for(Path(path)) is not None:
+        from apt_daq.io.ifes import read_ranges as read_ifes_ranges
+
+        return read_ifes_ranges(path)
+    from apt_daq.io.ranges import read_ranges
+
+    return read_ranges(path)
+
+
+def instrument_for(fmt: str, path: str | Path, instrument: str | Path | None,
+                   flight_path_mm: float | None, t0_ns: float | None) -> dict:
+    """The run's instrument: an --instrument YAML, then --flight-path-mm and --t0-ns."""
+    from apt_daq.config import InstrumentConfig, load_yaml_model
+
+    if instrument:
+        if not Path(instrument).is_file():
+            raise UserError(f"{instrument}: no such instrument file")
+        inst = load_yaml_model(instrument, InstrumentConfig).model_dump(mode="json")
+    else:
+        inst = {"name": f"imported from {fmt.upper()} ({Path(path).name})"}
+    if flight_path_mm is not None:
+        if not (flight_path_mm > 0 and np.isfinite(flight_path_mm)):
+            raise UserError(f"--flight-path-mm: must be > 0, got {flight_path_mm}")
+        inst["flight_path_mm"] = float(flight_path_mm)
+    if t0_ns is not None:
+        if not np.isfinite(t0_ns):
+            raise UserError(f"--t0-ns: must be a number, got {t0_ns}")
+        inst["t0_ns"] = float(t0_ns)
+    return inst
+
+
 def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = None, *,
                 fmt: str | None = None, voltage_unit: str = "auto",
-                flight_path_mm: float | None = None, simulated: bool = False,
+                flight_path_mm: float | None = None, t0_ns: float | None = None,
+                instrument: str | Path | None = None, fields: str | None = None,
+                field_map: str | Path | None = None, simulated: bool = False,
                 overwrite: bool = False, chunk: int = 1 << 20) -> dict:
     """Import ``path`` into the run file ``out``; returns the /meta "imported" summary."""
     from apt_daq import __version__
@@ -118,66 +219,94 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: exists (use --overwrite or another -o)")
-    src = open_ion_file(path, fmt, voltage_unit)
-    table = None
-    if ranges:
-        from apt_daq.io.ranges import read_ranges
-
-        table = read_ranges(ranges)
-    fmt = fmt or Path(path).suffix.lower().lstrip(".")
+    fmt = source_format(path, fmt, table=bool(fields or field_map))
+    src = open_source(path, fmt, voltage_unit, fields=fields, field_map=field_map)
+    table = read_range_file(ranges) if ranges else None
+    present = set(src.present)
+    has_mass = "mass" in present
     summary = {
-        "file": str(path), "format": fmt, "ions": int(src.n), "fields": list(src.present),
-        "voltage": getattr(src, "voltage_note", "no voltage in the file"),
+        "file": str(path), "format": fmt, "ions": src.n, "fields": list(src.present),
+        "voltage": getattr(src, "voltage_note", "no voltage in the file"
+                           if "v_dc" not in present else "V (converted at import)"),
         "skipped_sections": list(getattr(src, "skipped", [])),
     }
-    first = next(src.iter(min(chunk, 200_000)), None) if src.n else None
-    inst = {"name": f"imported from {fmt.upper()}"}
-    if flight_path_mm:
-        inst["flight_path_mm"] = float(flight_path_mm)
-        summary["flight_path"] = "given"
-    elif first is not None and {"tof", "v_dc"} <= set(src.present):
-        det = {"det_x", "det_y"} <= set(src.present)
-        v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
-        l_m = implied_flight_path_m(first["mass"], first["tof"], v,
-                                    first["det_x"] if det else None,
-                                    first["det_y"] if det else None)
-        if np.isfinite(l_m):
-            inst["flight_path_mm"] = round(l_m * 1000.0, 3)
-            summary["flight_path"] = ("implied by TOF, V and m/n with t0 = 0 (median of "
-                                      "sqrt(k V t^2 / m - x^2 - y^2)); give --flight-path-mm "
-                                      "if known")
-    cal = Calibration.from_file(f"{fmt.upper()} {Path(path).name}")
-    cal.created, cal.version = now_iso(), __version__
+    if getattr(src, "fmap", None) is not None:
+        summary["field_map"] = src.fmap.as_meta()
+        summary["table_format"] = src.format
+    if getattr(src, "notes", None):
+        summary["notes"] = list(src.notes)
+    inst = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
+    t0 = float(inst.get("t0_ns", 0.0))
+    if flight_path_mm is not None:
+        summary["flight_path"] = "given (--flight-path-mm)"
+    elif instrument:
+        summary["flight_path"] = f"from {instrument}"
+    elif has_mass and {"tof", "v_dc"} <= present and src.n:
+        first = next(src.iter(min(chunk, 200_000)), None)
+        if first is not None:
+            det = {"det_x", "det_y"} <= present
+            v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
+            l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
+                                        first["det_x"] if det else None,
+                                        first["det_y"] if det else None)
+            if np.isfinite(l_m):
+                inst["flight_path_mm"] = round(l_m * 1000.0, 3)
+                summary["flight_path"] = ("implied by TOF, V and m/n (median of "
+                                          "sqrt(k V (t - t0)^2 / m - x^2 - y^2)); give "
+                                          "--flight-path-mm if known")
+    elif not has_mass:
+        summary["flight_path"] = ("not given: nominal; give --flight-path-mm/--t0-ns or "
+                                  "--instrument, or fit them with apt-daq calibrate")
+    inst_cfg = InstrumentConfig(**inst)
+    if inst_cfg.reflectron and not has_mass:
+        log.warning("%s: a reflectron instrument: m/n from TOF assumes a straight flight path "
+                    "(reflectron instruments are not modelled)", path)
     meta = {
         "imported": summary,
         "simulated": bool(simulated),
-        "instrument": InstrumentConfig(**inst).model_dump(mode="json"),
-        "calibration": cal.as_dict(),
+        "instrument": inst_cfg.model_dump(mode="json"),
     }
+    if has_mass:  # the file's m/n is authoritative
+        cal = Calibration.from_file(f"{fmt.upper()} {Path(path).name}")
+        cal.created, cal.version = now_iso(), __version__
+        meta["calibration"] = cal.as_dict()
+        summary["calibration"] = "file: the file's m/n, as is"
+    else:  # no stored calibration: the stream computes m/n from TOF and fits the corrections
+        summary["calibration"] = ("tof: m/n computed from TOF, V and the detector position "
+                                  "with the instrument's t0 and flight length")
     if table is not None:
         meta["ranges"] = table_to_meta(table)
         meta["ion_table"] = ion_table(table)
-
-    def chunks() -> Iterator[np.ndarray]:
-        yield from src.iter(chunk)
+    positions = {"x", "y", "z"} <= present
+    with_derived = has_mass or positions
 
     n = 0
     with atomic_output(out, overwrite=True) as tmp, RunWriter(tmp, meta, overwrite=True) as w:
-        for ions in chunks():
-            idx = range_index(ions["mass"], table) if table is not None else None
-            hits, der = ions_to_chunks(ions, idx)
+        for ions in src.iter(chunk):
+            idx = (range_index(ions["mass"], table) if table is not None and has_mass
+                   else None)
+            hits, der = ions_to_chunks(ions, idx, derived=with_derived)
             w.append(hits=hits, derived=der)
             n += len(ions)
-        if n != src.n:
+        if summary["ions"] is None:  # a CSV: counted while read
+            summary["ions"] = n
+            w.set_meta("imported", summary)
+        elif n != src.n:
             raise DataFileError(f"{path}: read {n} ions of {src.n}")
         w.finish("imported")
+    if not has_mass and flight_path_mm is None and not instrument:
+        log.warning("%s: no flight length given (--flight-path-mm or --instrument): m/n from "
+                    "TOF uses the nominal %.0f mm and t0 = %g ns until `apt-daq calibrate` fits "
+                    "them", out, inst_cfg.flight_path_mm, t0)
     return summary
 
 
 def _import(args: argparse.Namespace) -> int:
     s = import_file(args.file, args.output, args.ranges, fmt=args.format,
                     voltage_unit=args.voltage_unit, flight_path_mm=args.flight_path_mm,
-                    simulated=args.simulated, overwrite=args.overwrite)
+                    t0_ns=args.t0_ns, instrument=args.instrument, fields=args.fields,
+                    field_map=args.field_map, simulated=args.simulated,
+                    overwrite=args.overwrite)
     print(f"{args.output}: {s['ions']} ions imported from {args.file} ({s['format']}; "
           f"fields {', '.join(s['fields'])}; voltage {s['voltage']})")
     return 0

@@ -1,0 +1,360 @@
+"""Every format ifes-apt-tc-data-modeling reads, through that library (NOMAD/FAIRmat's readers).
+
+Ion and hit data (``apt-daq import FILE --format F``), each quantity converted from the pint
+unit the library attaches to apt-daq's unit (ns, V, mm, nm, Da):
+
+========== ===================== ===========================================================
+format     file                  what the library gives
+========== ===================== ===========================================================
+ato        ``.ato`` (v3, v5)     Rouen/GPM: positions, m/n
+csv        ``.csv``              POS-like columns x, y, z, m/n (no header semantics)
+raw        ``.raw``              Stuttgart APyT raw hits: V_dc, V_pulse, detector x/y, TOF,
+                                 pulse number (a reflectron voltage, not used)
+pyccapt    ``.h5``               FAU pyccapt calibration: positions, m/n, V_dc, pulse (V),
+                                 TOF, detector x/y
+cameca     ``.hdf5``             AP Suite HDF5 export: positions, m/n
+ifes-pos   ``.pos``              the library's POS reader (ours is the default for pos)
+ifes-epos  ``.epos``             the library's EPOS reader (reads V_dc as kV)
+ifes-apt   ``.apt``              the library's APT reader (positions, m/n)
+========== ===================== ===========================================================
+
+Range files (``--ranges FILE``; ``.rrng`` and ``.rng`` are read by our own reader):
+``.env`` (GPM ENV), ``.fig.txt`` (Erlangen toolbox), ``.analysis`` (IVAS/Imago),
+``.analysisset`` (AP Suite), pyccapt ranging ``.h5``, AP Suite ``.hdf5``: :func:`read_ranges`.
+
+The library reads whole columns into memory (its readers are not chunked): an ifes import
+holds the file's quantities once, then streams them into the store in chunks. The library is
+a dev extra: imported lazily, and its absence is one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from apt_daq.errors import DataFileError, UserError
+from apt_daq.io._common import DEFAULT_CHUNK, empty_ions, fill_multiplicity, group_starts
+
+log = logging.getLogger("apt_daq.io")
+PACKAGE = "ifes_apt_tc_data_modeling"
+
+
+@dataclass(frozen=True)
+class _Reader:
+    module: str
+    cls: str
+    suffixes: tuple[str, ...]
+    getters: tuple[tuple[str, str], ...]  # (quantity, method)
+    what: str
+
+
+ION_FORMATS: dict[str, _Reader] = {
+    "ato": _Reader("ato.ato_reader", "ReadAtoFileFormat", (".ato",),
+                   (("positions", "get_reconstructed_positions"),
+                    ("mass", "get_mass_to_charge_state_ratio")), "Rouen/GPM ATO (v3, v5)"),
+    "csv": _Reader("csv.csv_reader", "ReadCsvFileFormat", (".csv",),
+                   (("positions", "get_reconstructed_positions"),
+                    ("mass", "get_mass_to_charge_state_ratio")), "POS-like CSV (x, y, z, m/n)"),
+    "raw": _Reader("stuttgart.raw_reader", "ReadStuttgartApytRawFileFormat", (".raw",),
+                   (("v_dc", "get_base_voltage"), ("v_pulse", "get_pulse_voltage"),
+                    ("v_reflectron", "get_reflectron_voltage"),
+                    ("det", "get_raw_detector_position"), ("tof", "get_raw_time_of_flight"),
+                    ("pulse", "get_pulse_number_evaporation_event")),
+                   "Stuttgart APyT raw hits"),
+    "pyccapt": _Reader("pyccapt.pyccapt_reader", "ReadPyccaptCalibrationFileFormat",
+                       (".h5", ".hdf5"),
+                       (("positions", "get_reconstructed_positions"),
+                        ("mass", "get_mass_to_charge_state_ratio"),
+                        ("v_dc", "get_standing_voltage"), ("v_pulse", "get_pulse_voltage"),
+                        ("tof", "get_raw_time_of_flight"), ("det", "get_detector_hit_positions")),
+                       "FAU pyccapt calibration HDF5"),
+    "cameca": _Reader("cameca.cameca_reader", "ReadCamecaHfiveFileFormat", (".hdf5",),
+                      (("positions", "get_reconstructed_positions"),
+                       ("mass", "get_mass_to_charge_state_ratio")), "AP Suite HDF5 export"),
+    "ifes-pos": _Reader("pos.pos_reader", "ReadPosFileFormat", (".pos",),
+                        (("positions", "get_reconstructed_positions"),
+                         ("mass", "get_mass_to_charge_state_ratio")), "POS (ifes reader)"),
+    "ifes-epos": _Reader("epos.epos_reader", "ReadEposFileFormat", (".epos",),
+                         (("positions", "get_reconstructed_positions"),
+                          ("mass", "get_mass_to_charge_state_ratio"),
+                          ("tof", "get_raw_time_of_flight"), ("v_dc", "get_standing_voltage"),
+                          ("v_pulse", "get_pulse_voltage"), ("det", "get_hit_positions"),
+                          ("psl", "get_number_of_pulses"), ("ipp", "get_ions_per_pulse")),
+                         "EPOS (ifes reader; V_dc read as kV)"),
+    "ifes-apt": _Reader("apt.apt6_reader", "ReadAptFileFormat", (".apt",),
+                        (("positions", "get_reconstructed_positions"),
+                         ("mass", "get_mass_to_charge_state_ratio")), "APT (ifes reader)"),
+}
+
+RANGE_FORMATS: dict[str, tuple[str, str, str]] = {  # format: (module, class, attribute)
+    "env": ("env.env_reader", "ReadEnvFileFormat", "env"),
+    "fig": ("fig.fig_reader", "ReadFigTxtFileFormat", "fig"),
+    "imago": ("imago.imago_reader", "ReadImagoAnalysisFileFormat", "imago"),
+    "analysisset": ("analysisset.analysisset_reader", "ReadAnalysissetFileFormat",
+                    "analysisset"),
+    "pyccapt-ranges": ("pyccapt.pyccapt_reader", "ReadPyccaptRangingFileFormat", "pyc"),
+    "cameca-ranges": ("cameca.cameca_reader", "ReadCamecaHfiveFileFormat", "cameca"),
+    "ifes-rrng": ("rrng.rrng_reader", "ReadRrngFileFormat", "rrng"),
+    "ifes-rng": ("rng.rng_reader", "ReadRngFileFormat", "rng"),
+}
+RANGE_SUFFIXES = {".env": "env", ".fig.txt": "fig", ".analysis": "imago",
+                  ".analysisset": "analysisset"}
+
+_UNIT = {"positions": "nm", "mass": "Da", "tof": "ns", "v_dc": "V", "v_pulse": "V",
+         "v_reflectron": "V", "det": "mm"}
+
+
+class _Capture(logging.Handler):
+    """The library's warnings while it reads (it reports problems there, not by raising)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _import(module: str):
+    """``ifes_apt_tc_data_modeling.<module>``, imported lazily: one line if it is missing."""
+    root = logging.getLogger()
+    guard = None
+    if not root.handlers:  # the library calls logging.basicConfig(filename=...) at import
+        guard = logging.NullHandler()
+        root.addHandler(guard)
+    try:
+        return importlib.import_module(f"{PACKAGE}.{module}")
+    except ImportError as e:
+        raise UserError(f"this format is read with ifes-apt-tc-data-modeling, which is not "
+                        f"installed ({e}); pip install 'apt-daq[dev]' or "
+                        "pip install ifes-apt-tc-data-modeling") from None
+    finally:
+        if guard is not None:
+            root.removeHandler(guard)
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[_Capture]:
+    lib = logging.getLogger("ifes-apt-tc-data-modeling")
+    try:
+        from ifes_apt_tc_data_modeling.utils.custom_logging import logger as lib
+    except ImportError:
+        pass
+    h = _Capture()
+    lib.addHandler(h)
+    try:
+        yield h
+    finally:
+        lib.removeHandler(h)
+
+
+def _reason(cap: _Capture) -> str:
+    return f": {cap.messages[-1]}" if cap.messages else ""
+
+
+def format_for(path: Path) -> str | None:
+    """The ifes ion format of a file by its extension (None: not one of them)."""
+    suffix = path.suffix.lower()
+    for fmt in ("ato", "raw", "csv"):
+        if suffix in ION_FORMATS[fmt].suffixes:
+            return fmt
+    return None
+
+
+def _magnitude(q, unit: str, path: Path, what: str) -> np.ndarray:
+    try:
+        if unit:
+            return np.asarray(q.to(unit).magnitude)
+        return np.asarray(getattr(q, "magnitude", q))
+    except Exception as e:  # pint's DimensionalityError and friends
+        raise DataFileError(f"{path}: {what} comes with unit {getattr(q, 'units', '?')}, not "
+                            f"convertible to {unit} ({e})") from None
+
+
+class IfesFile:
+    """An ion/hit file read by ifes-apt-tc-data-modeling, as :data:`ION_DTYPE` chunks."""
+
+    def __init__(self, path: str | Path, fmt: str):
+        self.path = Path(path)
+        if fmt not in ION_FORMATS:
+            raise UserError(f"{path}: unknown ifes format {fmt!r} (one of "
+                            f"{', '.join(ION_FORMATS)})")
+        if not self.path.is_file():
+            raise DataFileError(f"{self.path}: no such file")
+        spec = ION_FORMATS[fmt]
+        self.format = fmt
+        if not str(self.path).lower().endswith(spec.suffixes):
+            raise UserError(f"{self.path}: ifes-apt-tc-data-modeling reads {fmt} only from "
+                            f"{' or '.join(spec.suffixes)} files (rename it)")
+        mod = _import(spec.module)
+        self.notes: list[str] = [f"read with ifes-apt-tc-data-modeling ({spec.what})"]
+        with _captured() as cap:
+            try:
+                reader = getattr(mod, spec.cls)(str(self.path))
+            except Exception as e:  # the library raises what its parsers raise
+                raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling cannot read it as "
+                                    f"{fmt} ({type(e).__name__}: {e})") from None
+            if not getattr(reader, "supported", True):
+                raise DataFileError(f"{self.path}: not a {spec.what} file that "
+                                    f"ifes-apt-tc-data-modeling supports{_reason(cap)}")
+            cols: dict[str, np.ndarray] = {}
+            for q, method in spec.getters:
+                try:
+                    val = getattr(reader, method)()
+                except Exception as e:
+                    raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling failed on "
+                                        f"{q} ({type(e).__name__}: {e})") from None
+                if val is not None:
+                    cols[q] = _magnitude(val, _UNIT.get(q, ""), self.path, q)
+        if not cols:
+            raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling found no data in it"
+                                f"{_reason(cap)}")
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) != 1:
+            raise DataFileError(f"{self.path}: the library's columns differ in length "
+                                f"({sorted(lengths)})")
+        self.n = lengths.pop()
+        for q in ("tof", "v_dc", "det", "v_reflectron"):  # all-zero = not measured
+            if q in cols and self.n and not np.any(cols[q]):
+                del cols[q]
+        if "v_reflectron" in cols:
+            self.notes.append("the file holds a reflectron voltage: m/n from TOF assumes a "
+                              "straight flight path (reflectron instruments are not modelled)")
+            log.warning("%s: a reflectron instrument: m/n from TOF assumes a straight flight "
+                        "path", self.path)
+            del cols["v_reflectron"]
+        self._cols = cols
+        present = []
+        if "positions" in cols:
+            present += ["x", "y", "z"]
+        for q in ("mass", "tof", "v_dc", "v_pulse"):
+            if q in cols:
+                present.append(q)
+        if "det" in cols:
+            present += ["det_x", "det_y"]
+        if "mass" not in cols and not {"tof", "v_dc"} <= set(cols):
+            raise DataFileError(f"{self.path}: neither m/n nor TOF and V_dc in the file: "
+                                "nothing to import")
+        if "mass" not in cols:
+            if "v_pulse" not in cols:
+                self.notes.append("no pulse voltage: v_pulse = 0")
+            if "det" not in cols:
+                self.notes.append("no detector position: det_x = det_y = 0")
+        present += ["pulse", "multiplicity"]
+        self.present = tuple(present)
+        self._pulse, self._mult = self._pulses()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _pulses(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self._cols
+        if "psl" in c:  # EPOS: pulses since the last ion's pulse
+            pulse = np.cumsum(np.asarray(c["psl"], np.uint64), dtype=np.uint64)
+            mult = (fill_multiplicity(np.asarray(c["ipp"], np.uint32)) if "ipp" in c
+                    else np.ones(self.n, np.uint32))
+            return pulse, mult
+        if "pulse" in c:
+            pulse = np.asarray(c["pulse"]).astype(np.uint64)
+        else:
+            self.notes.append("no pulse numbers: each ion is its own pulse")
+            pulse = np.arange(self.n, dtype=np.uint64)
+        starts = np.flatnonzero(group_starts(pulse))
+        sizes = np.diff(np.append(starts, self.n))
+        return pulse, np.repeat(sizes, sizes).astype(np.uint32)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        stop = self.n if stop is None else min(stop, self.n)
+        c = self._cols
+        out = empty_ions(stop - start)
+        if "positions" in c:
+            pos = c["positions"][start:stop]
+            out["x"], out["y"], out["z"] = pos[:, 0], pos[:, 1], pos[:, 2]
+        for q in ("mass", "tof", "v_dc", "v_pulse"):
+            if q in c:
+                out[q] = c[q][start:stop]
+        if "det" in c:
+            det = c["det"][start:stop]
+            out["det_x"], out["det_y"] = det[:, 0], det[:, 1]
+        if "mass" not in c:
+            if "v_pulse" not in c:
+                out["v_pulse"] = 0.0
+            if "det" not in c:
+                out["det_x"] = out["det_y"] = 0.0
+        out["pulse"] = self._pulse[start:stop]
+        out["multiplicity"] = self._mult[start:stop]
+        return out
+
+    def iter(self, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        for i in range(0, self.n, chunk):
+            yield self.read(i, i + chunk)
+
+
+def range_format_for(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, fmt in RANGE_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def read_ranges(path: str | Path, fmt: str | None = None):
+    """A range file of a format ifes-apt-tc-data-modeling reads, as our :class:`RangeTable`.
+
+    Each molecular ion's nuclides become an elemental composition; a charge the file does not
+    give (0) is inferred as the one that puts an isotopologue inside the range."""
+    from ase.data import chemical_symbols
+
+    from apt_daq.io.ranges import RangeTable, infer_charge
+    from apt_daq.isotopes import ion_name
+
+    path = Path(path)
+    fmt = fmt or range_format_for(path)
+    if fmt not in RANGE_FORMATS:
+        raise UserError(f"{path}: not a range format ifes-apt-tc-data-modeling reads (one of "
+                        f"{', '.join(RANGE_FORMATS)})")
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such range file")
+    module, cls, attr = RANGE_FORMATS[fmt]
+    mod = _import(module)
+    with _captured() as cap:
+        try:
+            reader = getattr(mod, cls)(str(path))
+        except Exception as e:
+            raise DataFileError(f"{path}: ifes-apt-tc-data-modeling cannot read it as {fmt} "
+                                f"({type(e).__name__}: {e})") from None
+        if not getattr(reader, "supported", True) or not hasattr(reader, attr):
+            raise DataFileError(f"{path}: not a {fmt} range file that "
+                                f"ifes-apt-tc-data-modeling supports{_reason(cap)}")
+    names, lo, hi, comp, charge = [], [], [], [], []
+    for ion in getattr(reader, attr).get("molecular_ions", []):
+        formula: dict[str, int] = {}
+        for _mass_number, z in np.asarray(ion.nuclide_list).reshape(-1, 2):
+            if z:
+                el = chemical_symbols[int(z)]
+                formula[el] = formula.get(el, 0) + 1
+        if not formula:
+            continue
+        edges = np.asarray(getattr(ion.ranges, "magnitude", ion.ranges), float).reshape(-1, 2)
+        for a, b in edges:
+            z = int(ion.charge_state)
+            if z <= 0:
+                z = infer_charge(formula, float(a), float(b))
+            names.append(ion_name(formula, z))
+            lo.append(float(a))
+            hi.append(float(b))
+            comp.append(dict(formula))
+            charge.append(z)
+    if not names:
+        raise DataFileError(f"{path}: ifes-apt-tc-data-modeling found no ranges in it"
+                            f"{_reason(cap)}")
+    try:
+        return RangeTable(names, np.array(lo), np.array(hi), comp, charge, source=str(path))
+    except ValueError as e:
+        raise DataFileError(str(e)) from None
