@@ -1,0 +1,206 @@
+"""The Bokeh server of the live view, on its own thread with its own event loop.
+
+Loopback (127.0.0.0/8, ::1, localhost) needs nothing. Any other address needs a token, as
+Jupyter does: one is made at start (or taken from ``APT_DAQ_TOKEN``) and printed in the URL;
+a request must carry it as the ``token`` query parameter or the ``apt_daq_token`` cookie
+(set by the first request that carried the parameter), else it is sent to a page that refuses
+it (HTTP 403). The websocket is held to the same rule, and Bokeh's session ids are signed
+with a per-process secret, so none can be forged from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apt_daq.errors import UserError
+
+COOKIE = "apt_daq_token"
+TOKEN_ENV = "APT_DAQ_TOKEN"
+DEFAULT_PORT = 5006
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_address(spec: str) -> Address:
+    """``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT``; the host defaults to 127.0.0.1."""
+    text = str(spec).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        p = int(port)
+    except ValueError:
+        p = -1
+    if not 0 <= p <= 65535:
+        raise UserError(f"--serve {spec}: expected [HOST:]PORT with PORT 0-65535 "
+                        "(0: any free port)")
+    return Address(host, p)
+
+
+def _auth(token: str) -> Any:
+    from bokeh.server.auth_provider import AuthProvider
+    from tornado.web import RequestHandler
+
+    class Refused(RequestHandler):
+        """Where a request without the token lands: 403, and how to get in."""
+
+        def get(self) -> None:
+            self.set_status(403)
+            self.write("<html><body><h3>apt-daq live view: this address needs the token</h3>"
+                       "<p>Open the URL printed when the view started "
+                       "(<code>...?token=...</code>); it sets a cookie for this browser.</p>"
+                       "</body></html>")
+
+    class TokenAuth(AuthProvider):
+        @property
+        def get_user(self) -> Callable[[Any], str | None]:
+            def user(handler: Any) -> str | None:
+                given = handler.get_argument("token", None)
+                cookie = handler.get_cookie(COOKIE)
+                for candidate in (given, cookie):
+                    if candidate and hmac.compare_digest(candidate.encode(), token.encode()):
+                        if given and candidate is given and not _is_websocket(handler):
+                            handler.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+                        return "operator"
+                return None
+
+            return user
+
+        @property
+        def login_url(self) -> str:
+            return "/token-required"
+
+        @property
+        def login_handler(self) -> type:
+            return Refused
+
+    return TokenAuth()
+
+
+def _is_websocket(handler: Any) -> bool:
+    from tornado.websocket import WebSocketHandler
+
+    return isinstance(handler, WebSocketHandler)
+
+
+class LiveServer:
+    """Serves ``make_doc(doc)`` documents at ``/`` on a background thread until ``close()``."""
+
+    def __init__(self, make_doc: Callable[[Any], None], address: Address,
+                 token: str | None = None):
+        self.address = address
+        if token is None and not address.loopback:
+            token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+        self.token = token
+        self._make_doc = make_doc
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: Any = None
+        self._server: Any = None
+        self.port = 0
+        self._thread = threading.Thread(target=self._main, name="apt-daq-live-view", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host = self.address.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        query = f"?token={self.token}" if self.token else ""
+        return f"http://{host}:{self.port}/{query}"
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            e = self._error
+            if isinstance(e, OSError):
+                raise UserError(f"--serve {self.address.host}:{self.address.port}: cannot "
+                                f"listen there ({e.strerror or e})") from None
+            raise e
+        if not self._ready.is_set():
+            raise UserError("live view: the web server did not start within 30 s")
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            from bokeh.application import Application
+            from bokeh.application.handlers.function import FunctionHandler
+            from bokeh.server.server import BaseServer
+            from bokeh.server.tornado import BokehTornado
+            from bokeh.server.util import bind_sockets
+            from bokeh.util.token import generate_secret_key
+            from tornado.httpserver import HTTPServer
+            from tornado.ioloop import IOLoop
+
+            host = self.address.host
+            sockets, self.port = bind_sockets(host, self.address.port)
+            if self.address.loopback:
+                origins = [f"{h}:{self.port}" for h in ("localhost", "127.0.0.1", host)]
+            else:  # any name the machine is reached by; the token guards the door
+                origins = [f"*:{self.port}"]
+            kw: dict[str, Any] = {}
+            if self.token:
+                kw["auth_provider"] = _auth(self.token)
+            app = BokehTornado(
+                {"/": Application(FunctionHandler(self._make_doc))},
+                extra_websocket_origins=origins, secret_key=generate_secret_key().encode(),
+                sign_sessions=True, exclude_cookies=[COOKIE], **kw)
+            http = HTTPServer(app)
+            http.add_sockets(sockets)
+            self._loop = IOLoop.current()
+            self._server = BaseServer(self._loop, app, http)
+            self._server.start()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.start()
+        self._loop.close(all_fds=True)
+
+    def close(self, linger_s: float = 1.0) -> None:
+        """Stop serving after ``linger_s`` (so open pages get the last refresh: the end state);
+        open pages keep their last picture."""
+        if self._loop is None or not self._thread.is_alive():
+            return
+        time.sleep(linger_s)
+
+        def stop() -> None:
+            try:
+                self._server.stop(wait=False)
+            finally:
+                self._loop.stop()
+
+        self._loop.add_callback(stop)
+        self._thread.join(timeout=10)

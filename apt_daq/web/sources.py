@@ -1,0 +1,183 @@
+"""Where a live view's snapshot comes from: a run in this process (the engine's ``on_block``)
+or a run file being written by another process (followed by polling the store's reader)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from apt_daq.web.snapshot import LiveSnapshot
+
+log = logging.getLogger(__name__)
+
+#: rows of /hits and /derived binned per poll of a file: a long run's history comes in a few
+#: polls and the page shows up at once
+FILE_ROWS_PER_POLL = 2_000_000
+FILE_POLL_S = 1.0
+
+
+# ------------------------------------------------------------------------------ a live session
+def attach_session(session: Any) -> tuple[LiveSnapshot, Any]:
+    """Make a snapshot for ``session`` and chain its ``on_block`` so that each readout block
+    adds the block's m/n and positions, a trace row and the counters. Returns the snapshot and
+    a ``poll()`` that copies the session's state and transitions (cheap attribute reads) for
+    the server thread to call before each refresh."""
+    cfg = session.cfg
+    snap = LiveSnapshot(
+        title=cfg.run.name, detector_radius_mm=cfg.instrument.detector_diameter_mm / 2,
+        ranges=_ranges_of(cfg), target_rate=cfg.run.target_detection_rate,
+        suspenders=[s.name for s in session.suspenders],
+        # the engine's on_block reports the setpoint; a measured V only if it adds "v_dc"
+        has_v_dc=False)
+    previous = session.on_block
+
+    def on_block(s: Any, info: dict[str, Any]) -> None:
+        # engine thread: a few bincounts and one locked row; nothing waits for a browser
+        snap.add_hits(info.get("mass_da"), info.get("det_x_mm"), info.get("det_y_mm"))
+        t = info.get("time_s")
+        snap.add_trace(time_s=snap.wall_s() if t is None else t, v_dc=info.get("v_dc", math.nan),
+                       v_setpoint=info["v_set"], rate=info["rate"],
+                       laser_pj=info.get("laser_pj", math.nan))
+        snap.update_status(ions=int(info["ions"]), pulses=int(info["pulses"]),
+                           rate=float(info["rate"]), v_setpoint=float(info["v_set"]),
+                           v_dc=float(info.get("v_dc", math.nan)),
+                           laser_pj=float(info.get("laser_pj", math.nan)),
+                           step=int(info["step"]), blocks=snap.status.blocks + 1)
+        if previous is not None:
+            previous(s, info)
+
+    session.on_block = on_block
+
+    def poll() -> None:
+        transitions = list(session.transitions)  # a list the engine only appends to
+        state = session.state.name.lower()
+        end = transitions[-1][2] if transitions and state in ("done", "failed",
+                                                              "aborted") else ""
+        snap.update_status(state=state, transitions=transitions[-20:], end_reason=end)
+
+    return snap, poll
+
+
+def _ranges_of(cfg: Any) -> Any:
+    try:
+        path = cfg.resolve(cfg.analysis.ranges)
+        if path is None:
+            return None
+        from apt_daq.io.ranges import read_ranges
+
+        return read_ranges(path)
+    except Exception as e:  # the run reports a bad range file itself; the view goes without
+        log.warning("live view: no ranges (%s)", e)
+        return None
+
+
+# ------------------------------------------------------------------------------ a run file
+class FileFollower:
+    """Follows a run file another process may be writing: every ``FILE_POLL_S`` it opens the
+    file with :class:`RunReader` (which reads a file being written), bins the hits added since
+    the last poll, appends the new /log rows to the traces and copies state and transitions.
+
+    While a run replaces an existing file (``--overwrite``) it writes a temporary file beside
+    it; the follower reads that one (its name is in the writer's lock record)."""
+
+    def __init__(self, path: str | Path):
+        from apt_daq.io.store import RunReader
+
+        self.path = Path(path)
+        with RunReader(self._current()) as r:
+            rf = _run_file(r)
+            inst = r.instrument
+            from apt_daq.io.ranges import run_range_table
+
+            table, _ = run_range_table(r)
+        radius = (inst.detector_diameter_mm if inst else 80.0) / 2
+        self.snap = LiveSnapshot(
+            title=f"{rf.run.name if rf else self.path.stem} ({self.path.name})",
+            detector_radius_mm=radius, ranges=table,
+            target_rate=rf.run.target_detection_rate if rf else math.nan)
+        self._file: Path | None = None
+        self._hits = self._log = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="apt-daq-view-file",
+                                        daemon=True)
+        self.error = ""
+
+    def start(self) -> None:
+        self.poll_once()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _current(self) -> Path:
+        from apt_daq.io.store import writer_of
+
+        holder = writer_of(self.path) or {}
+        name = holder.get("file")
+        if name and name != self.path.name and (self.path.parent / name).exists():
+            return self.path.parent / name
+        return self.path
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FILE_POLL_S):
+            self.poll_once()
+
+    def poll_once(self) -> None:
+        """Read what the file gained since the last poll (errors are kept, not raised: the
+        file may be mid-write; the next poll tries again)."""
+        from apt_daq.io.store import RunReader, writer_of
+
+        try:
+            current = self._current()
+            if current != self._file:  # a new file (a replacement began or ended): start over
+                if self._file is not None:
+                    self.snap.reset()
+                self._file, self._hits, self._log = current, 0, 0
+            with RunReader(current) as r:
+                n = min(r.count("hits"), r.count("derived"))
+                stop = min(n, self._hits + FILE_ROWS_PER_POLL)
+                if stop > self._hits:
+                    hits = r.read("hits", self._hits, stop)
+                    derived = r.read("derived", self._hits, stop)
+                    self.snap.add_hits(derived["mass"], hits["det_x"], hits["det_y"])
+                    self._hits = stop
+                logs = r.read("log", self._log)
+                self._log += len(logs)
+                meta = r.meta
+            for row in logs:
+                self.snap.add_trace(time_s=row["time_s"], v_dc=row["v_dc"],
+                                    v_setpoint=row["v_setpoint"], rate=row["rate"],
+                                    laser_pj=row["laser_pj"])
+            transitions = [tuple(t) for t in meta.get("transitions") or []]
+            state = str(meta.get("state") or "")
+            if state == "running" and not meta.get("ended"):
+                state = transitions[-1][1] if transitions else "running"
+                if writer_of(self.path) is None and writer_of(current) is None:
+                    state = "interrupted"  # says running, but no live writer holds it
+            values: dict[str, Any] = {
+                "state": state, "transitions": transitions[-20:],
+                "end_reason": str(meta.get("end_reason") or ""),
+                "safe_off_error": str(meta.get("safe_off_error") or "")}
+            if len(logs):
+                last = logs[-1]
+                values.update(ions=int(last["ions"]), pulses=int(last["pulses"]),
+                              rate=float(last["rate"]), v_setpoint=float(last["v_setpoint"]),
+                              v_dc=float(last["v_dc"]), laser_pj=float(last["laser_pj"]),
+                              step=int(last["step"]), hv_on=int(last["hv_on"]),
+                              laser_on=int(last["laser_on"]))
+            self.snap.update_status(**values)
+            self.error = ""
+        except Exception as e:  # mid-write, replaced, or gone for a moment
+            self.error = f"{type(e).__name__}: {e}"
+            log.debug("view: poll of %s failed: %s", self.path, self.error)
+
+
+def _run_file(reader: Any) -> Any:
+    try:
+        return reader.run_file
+    except Exception:  # an imported run may carry a partial config
+        return None
