@@ -298,14 +298,13 @@ def _status_html(st: Status, suspenders: list[str]) -> str:
                          f"{html.escape(st.safe_off_error)}")
     else:
         parts.append("fault: none")
-    watched = ", ".join(suspenders) if suspenders else "none"
+    watched = html.escape(", ".join(suspenders))
     if st.state == "paused":
         by = "the operator" if why == "pause requested" else why
-        parts.append(f"<b style='color:#b35900'>paused by:</b> {html.escape(by)} "
-                     f"(suspenders watched: {html.escape(watched)})")
-    else:
-        parts.append(f"suspenders: {html.escape(watched)}: clear"
-                     if st.state not in ENDED else f"suspenders: {html.escape(watched)}")
+        parts.append(f"<b style='color:#b35900'>paused by:</b> {html.escape(by)}"
+                     + (f" (suspenders watched: {watched})" if watched else ""))
+    elif watched:  # a file does not record which suspenders its run watched
+        parts.append(f"suspenders: {watched}" + (": clear" if st.state not in ENDED else ""))
     if st.end_reason and st.state in ENDED:
         parts.append(f"ended: {html.escape(st.end_reason)}")
     return "<div style='font-size:13px'>" + "<br>".join(parts) + "</div>"

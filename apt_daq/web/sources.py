@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 #: polls and the page shows up at once
 FILE_ROWS_PER_POLL = 2_000_000
 FILE_POLL_S = 1.0
+_ACQUIRING = 3  # apt_daq.run.State.ACQUIRING, as /log stores it
 
 
 # ------------------------------------------------------------------------------ a live session
@@ -100,6 +101,7 @@ class FileFollower:
             target_rate=rf.run.target_detection_rate if rf else math.nan)
         self._file: Path | None = None
         self._hits = self._log = 0
+        self._rate = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="apt-daq-view-file",
                                         daemon=True)
@@ -136,7 +138,7 @@ class FileFollower:
             if current != self._file:  # a new file (a replacement began or ended): start over
                 if self._file is not None:
                     self.snap.reset()
-                self._file, self._hits, self._log = current, 0, 0
+                self._file, self._hits, self._log, self._rate = current, 0, 0, 0.0
             with RunReader(current) as r:
                 n = min(r.count("hits"), r.count("derived"))
                 stop = min(n, self._hits + FILE_ROWS_PER_POLL)
@@ -164,8 +166,12 @@ class FileFollower:
                 "safe_off_error": str(meta.get("safe_off_error") or "")}
             if len(logs):
                 last = logs[-1]
+                # the rate of the last block acquired (the safe-off row's is 0 by definition)
+                acq = logs[logs["state"] == _ACQUIRING]
+                if len(acq):
+                    self._rate = float(acq["rate"][-1])
                 values.update(ions=int(last["ions"]), pulses=int(last["pulses"]),
-                              rate=float(last["rate"]), v_setpoint=float(last["v_setpoint"]),
+                              rate=self._rate, v_setpoint=float(last["v_setpoint"]),
                               v_dc=float(last["v_dc"]), laser_pj=float(last["laser_pj"]),
                               step=int(last["step"]), hv_on=int(last["hv_on"]),
                               laser_on=int(last["laser_on"]))

@@ -129,6 +129,38 @@ def test_token_rule():
         wide.close(linger_s=0)
 
 
+def test_buttons_only_when_served_by_the_run_and_abort_needs_a_second_click():
+    pytest.importorskip("bokeh")
+    from bokeh.document import Document
+    from bokeh.models import Button
+
+    from apt_daq.web.document import Controls, build
+    from apt_daq.web.snapshot import LiveSnapshot
+
+    def doc_of(controls):
+        doc = Document()
+        build(doc, LiveSnapshot(title="t", detector_radius_mm=40.0), controls)
+        return doc
+
+    assert not list(doc_of(None).select({"type": Button}))  # a file's view is read-only
+    calls: list[str] = []
+    doc = doc_of(Controls(lambda: calls.append("pause"), lambda: calls.append("resume"),
+                          lambda: calls.append("abort")))
+    buttons = {b.css_classes[0]: b for b in doc.select({"type": Button})}
+    assert set(buttons) == {"apt-pause", "apt-resume", "apt-abort"}
+
+    def click(name):
+        from bokeh.events import ButtonClick
+
+        buttons[name]._trigger_event(ButtonClick(buttons[name]))
+
+    click("apt-pause")
+    click("apt-abort")
+    assert calls == ["pause"]  # the first Abort click only arms it
+    click("apt-abort")
+    assert calls == ["pause", "abort"]
+
+
 # ------------------------------------------------------------------------------ the browser
 def _browser(tmp: Path):
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -224,15 +256,14 @@ def test_browser_counters_pause_resume_abort(tmp_path):
         held = _ions(driver)
         time.sleep(1.5)  # three refreshes: a paused run takes no ions
         assert _ions(driver) == held
-        if os.environ.get("APT_DAQ_LIVE_SCREENSHOT"):
-            time.sleep(1.0)
-            driver.save_screenshot(os.environ["APT_DAQ_LIVE_SCREENSHOT"])
-        driver.save_screenshot(str(tmp_path / "live-view.png"))
 
         _click(driver, ".apt-resume")
         _wait("the page to say acquiring", lambda: _text(driver, ".apt-state-text")
               == "acquiring", 20, proc)
         _wait("the count to move after resume", lambda: _ions(driver) > held, 20, proc)
+        if os.environ.get("APT_DAQ_LIVE_SCREENSHOT"):
+            time.sleep(1.5)  # a fresh spectrum and hit map
+            driver.save_screenshot(os.environ["APT_DAQ_LIVE_SCREENSHOT"])
         # the file's transitions: paused, then acquiring again (the store flushes /meta with
         # the next block's /log row, so a reader of the file sees the pause once it resumed)
         _wait("/meta transitions to say paused", lambda: "paused" in _transitions(out), 10)
