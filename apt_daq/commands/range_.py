@@ -1,0 +1,140 @@
+"""``apt-daq range INPUT [-o OUT.rrng] [--elements Li,Ni,...] [--charges 1-4] [--json]``:
+range a spectrum with no input (:mod:`apt_daq.pipeline.autorange`).
+
+INPUT is a run file (its calibrated ion stream: the stored calibration, an imported file's own
+m/n, or the fitted corrections) or any file ``apt-daq import`` reads (POS, EPOS, APT: its m/n
+as is). The RRNG carries, in its header comment, per range: ion, charge, isotope(s), window,
+counts, background and confidence (the ion name of each range also in the usual ``# RangeN
+name:`` line); ``--json`` prints the same and the decomposed counts of overlapping ions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from apt_daq.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("range", help="range a mass spectrum with no input (unsupervised)")
+    p.add_argument("input", help="run file (.h5) or a POS, EPOS or APT file")
+    p.add_argument("-o", "--output", help="RRNG file to write")
+    p.add_argument("--elements", help="comma-separated elements to restrict the ions to "
+                                      "(default: all elements H..U)")
+    p.add_argument("--charges", default="1-4", help="charge states, e.g. 1-4 or 1,2 (default 1-4)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_range)
+
+
+def parse_charges(text: str) -> tuple[int, ...]:
+    """"1-4" -> (1, 2, 3, 4); "1,2" -> (1, 2)."""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.update(range(int(a), int(b) + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise UserError(f"--charges {text!r}: expected e.g. 1-4 or 1,2") from None
+    if not out or min(out) < 1 or max(out) > 8:
+        raise UserError(f"--charges {text!r}: charges must be between 1 and 8")
+    return tuple(sorted(out))
+
+
+def parse_elements(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from apt_daq.isotopes import elements
+
+    known = set(elements())
+    els = [e.strip() for e in text.split(",") if e.strip()]
+    bad = [e for e in els if e not in known]
+    if bad:
+        raise UserError(f"--elements: unknown element(s) {', '.join(bad)} (symbols as in 'Ni')")
+    return els
+
+
+def spectrum_of_file(path: str | Path):
+    """The log-binned spectrum of a run file's calibrated stream, or of an ion file's m/n."""
+    from apt_daq.pipeline.autorange import LogSpectrum
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    spec = LogSpectrum.empty()
+    if p.suffix.lower() in (".h5", ".hdf5"):
+        from apt_daq.io.store import RunReader
+        from apt_daq.pipeline.ions import open_stream
+
+        with RunReader(p) as r:
+            for c in open_stream(r, use_run_ranges=False, positions="none"):
+                spec.add(c.mass)
+        return spec
+    from apt_daq.commands.import_ import open_ion_file
+
+    src = open_ion_file(p)
+    for ions in src.iter(1 << 20):
+        spec.add(ions["mass"])
+    return spec
+
+
+def range_report_comment(res, source: str) -> str:
+    lines = [f"ranges of {source}, found with no input by apt-daq range "
+             "(apt_daq.pipeline.autorange)",
+             "range: ion, charge, isotope(s), window Da, counts, background, confidence"]
+    for i, r in enumerate(res.ranges, 1):
+        lines.append(f"Range{i}: {r.ion} {r.charge}+ {'/'.join(r.isotopes)} "
+                     f"[{r.lo_da:.4f}, {r.hi_da:.4f}) counts {r.counts:.0f} "
+                     f"background {r.background:.1f} confidence {r.confidence:.3f}")
+    for p in res.unidentified:
+        lines.append(f"unidentified peak at {p.mass_da:.3f} Da ({p.net:.0f} counts): not ranged")
+    return "\n".join(lines)
+
+
+def _range(args: argparse.Namespace) -> int:
+    from apt_daq.io._common import atomic_output
+    from apt_daq.io.ranges import write_rrng
+    from apt_daq.pipeline.autorange import autorange
+
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise UserError(f"{out}: exists (use --overwrite or another -o)")
+    els = parse_elements(args.elements)
+    charges = parse_charges(args.charges)
+    t0 = time.perf_counter()
+    spec = spectrum_of_file(args.input)
+    t1 = time.perf_counter()
+    res = autorange(spec, els, charges)
+    t2 = time.perf_counter()
+    if out is not None:
+        with atomic_output(out) as tmp:
+            write_rrng(res.table, tmp, comment=range_report_comment(res, Path(args.input).name))
+    if args.json:
+        d = {"file": str(args.input), "output": str(out) if out else None,
+             "elements": els, "charges": list(charges), **res.as_dict(),
+             "seconds": {"spectrum": round(t1 - t0, 3), "identification": round(t2 - t1, 3)}}
+        print(json.dumps(d, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"{args.input}: {len(res.ranges)} ranges, {len(res.ions)} ions "
+                    f"({res.spectrum.counts.sum()} ions binned, {t2 - t0:.1f} s)")
+    for c in ("ion", "isotope", "window Da", "counts", "background", "confidence"):
+        t.add_column(c, justify="right")
+    for r in res.ranges:
+        t.add_row(r.ion, "/".join(r.isotopes), f"{r.lo_da:.3f}-{r.hi_da:.3f}", f"{r.counts:.0f}",
+                  f"{r.background:.1f}", f"{r.confidence:.3f}")
+    con.print(t)
+    for p in res.unidentified:
+        con.print(f"unidentified peak at {p.mass_da:.3f} Da ({p.net:.0f} counts): not ranged")
+    if out is not None:
+        con.print(f"{out}: {len(res.table)} ranges written")
+    return 0

@@ -1,0 +1,334 @@
+"""Identification: the set of ions whose isotope patterns explain all the peaks jointly.
+
+The data are one number per *row*: each detected peak's net counts, and, at every m/n where a
+candidate predicts an isotopologue that no detected peak matches, the net counts found there
+(an *absent* row: usually ~0, which is what makes a candidate explain its minor isotopes).
+Each candidate is a column: its isotopologue abundances on the rows they fall on. The model
+``y = A x`` with ``x >= 0`` (ion counts) is fitted by weighted least squares, variance
+``|y| + background + (SYSTEMATIC y)^2 + 1`` (counting statistics plus a few % for window
+truncation and detector effects on isotope ratios).
+
+Selection minimises ``chi2 + sum of prior costs`` (ion and element costs,
+:mod:`.candidates`): greedy forward steps (the candidate whose best amplitude on the current
+residual gains most, net of its cost), each followed by a non-negative refit and backward
+elimination (drop a selected ion when the refit without it costs less), until no candidate
+gains. A detected peak that no selected ion explains costs at most ``UNKNOWN_COST`` (an ion
+outside the candidates is an explanation too), so one lone peak never pulls in an element
+whose prior costs more than that: it stays unranged. Overlapping ions on one peak (O2+ and 64Ni2+ at 32 Da) share it by the fit: the
+decomposed counts and their errors come from the covariance of the final fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+
+from apt_daq.pipeline.autorange.candidates import Candidate, element_cost
+from apt_daq.pipeline.autorange.spectrum import LogSpectrum, Peak
+
+SYSTEMATIC = 0.02
+UNKNOWN_COST = 30.0  # chi2 units: what leaving one detected peak unexplained costs at most
+MIN_ABUNDANCE = 2e-4
+
+
+@dataclass
+class Rows:
+    y: np.ndarray  # net counts per row
+    var: np.ndarray  # variance per row
+    mass_da: np.ndarray  # row position
+    detected: np.ndarray  # bool: a detected peak (first len(peaks) rows)
+    shift: np.ndarray | None = None  # per candidate: relative m/n offset of its main peak
+
+
+@dataclass
+class Fit:
+    selected: list[int]  # candidate indices
+    x: np.ndarray  # counts of each selected ion
+    x_err: np.ndarray
+    chi2: float
+    cost: float
+    delta_cost: dict[int, float] = field(default_factory=dict)  # J without k minus J
+
+
+def tolerance_rel(peaks: list[Peak], calibration_rel: float = 7e-4) -> np.ndarray:
+    """Relative m/n tolerance of matching an isotopologue to each peak: its FWHM, at least
+    ``calibration_rel`` (calibration residuals of a few 1e-4 in a well calibrated run)."""
+    return np.array([max(0.8 * p.fwhm_rel, calibration_rel) for p in peaks])
+
+
+def build_design(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], cands: list[Candidate],
+                 fwhm_rel: float, calibration_rel: float = 7e-4,
+                 ) -> tuple[Rows, np.ndarray, np.ndarray]:
+    """Rows (detected peaks, then absent positions), the design matrix (rows x cands) and
+    each candidate's position cost: sum over its strong isotopologues (>= 10 % of its main
+    one) on a peak of (offset / (tolerance / 2))^2, so the better placed of two candidates
+    wins a tie."""
+    pm = np.array([p.mass_da for p in peaks])
+    tol = tolerance_rel(peaks, calibration_rel)
+    pos_cost = np.zeros(len(cands))
+    shifts = np.zeros(len(cands))
+    n_p = len(peaks)
+    in_peak = np.zeros(len(spec.counts), bool)
+    for p in peaks:
+        in_peak[p.lo_bin:p.hi_bin] = True
+    cs = np.concatenate([[0.0], np.cumsum(spec.counts)])
+    cs_out = np.concatenate([[0.0], np.cumsum(np.where(in_peak, 0, spec.counts))])
+    bs_out = np.concatenate([[0.0], np.cumsum(np.where(in_peak, 0.0, bg))])
+    bs = np.concatenate([[0.0], np.cumsum(bg)])
+    absent_key: dict[int, int] = {}
+    absent_mass: list[float] = []
+    entries: list[tuple[int, int, float]] = []  # (row, col, abundance)
+    group = max(1, round(fwhm_rel / spec.dl))
+    order = np.argsort(pm)
+    ps = pm[order]
+    tight = tolerance_rel(peaks)
+    lo_order = np.argsort([p.lo_da for p in peaks])
+    lo_da = np.array([peaks[i].lo_da for i in lo_order])
+    hi_da = np.array([peaks[i].hi_da for i in lo_order])
+
+    def nearest(m: float, tols: np.ndarray) -> tuple[int, float]:
+        j = int(np.searchsorted(ps, m))
+        best, best_d = -1, np.inf
+        for jj in (j - 1, j):
+            if 0 <= jj < n_p:
+                p = order[jj]
+                d = pm[p] / m - 1.0
+                if abs(d) <= tols[p] and abs(d) < abs(best_d):
+                    best, best_d = p, d
+        return best, best_d
+
+    for k, c in enumerate(cands):
+        amax = c.abundance.max()
+        i_main = int(np.argmax(c.abundance))
+        # the main isotopologue sets the candidate's m/n offset (a calibration error is
+        # common to its isotopologues); the others must sit at that offset, within the
+        # tight tolerance
+        p_main, shift = nearest(c.peaks_da[i_main], tol)
+        if p_main >= 0:
+            pos_cost[k] += (2.0 * shift / tol[p_main]) ** 2
+        else:
+            shift = 0.0
+        shifts[k] = shift
+        for i, (m, a) in enumerate(zip(c.peaks_da, c.abundance, strict=True)):
+            if a < MIN_ABUNDANCE or m <= spec.m0_da:
+                continue
+            ms = m * (1.0 + shift)
+            if i == i_main and p_main >= 0:
+                entries.append((p_main, k, a))
+                continue
+            best, d = nearest(ms, tight)
+            if best < 0:  # off the tolerance but inside a peak's window: ranged with it
+                w = int(np.searchsorted(lo_da, ms, "right")) - 1
+                if w >= 0 and ms < hi_da[w]:
+                    best = int(lo_order[w])
+                    d = pm[best] / ms - 1.0
+            if best >= 0:
+                entries.append((best, k, a))
+                if a >= 0.1 * amax:
+                    pos_cost[k] += min(16.0, (2.0 * d / tight[best]) ** 2)
+                continue
+            b = float(spec.bin_of(ms))
+            key = int(b // group)
+            row = absent_key.get(key)
+            if row is None:
+                row = n_p + len(absent_mass)
+                absent_key[key] = row
+                absent_mass.append(ms)
+            entries.append((row, k, a))
+    n_rows = n_p + len(absent_mass)
+    y = np.zeros(n_rows)
+    var = np.zeros(n_rows)
+    for i, p in enumerate(peaks):
+        y[i] = p.net
+        var[i] = abs(p.net) + p.background + (SYSTEMATIC * p.net) ** 2 + 1.0
+    nb = len(spec.counts)
+    for r, m in enumerate(absent_mass, n_p):
+        a = int(max(0, math.floor(spec.bin_of(m * (1 - 1.5 * fwhm_rel)))))
+        b = int(min(nb, math.ceil(spec.bin_of(m * (1 + 2.5 * fwhm_rel)))))
+        if b <= a:
+            continue
+        tot_out = cs_out[b] - cs_out[a]
+        bg_out = bs_out[b] - bs_out[a]
+        y[r] = tot_out - bg_out
+        var[r] = (cs[b] - cs[a]) + (bs[b] - bs[a]) + 1.0 + (SYSTEMATIC * y[r]) ** 2
+    a_mat = np.zeros((n_rows, len(cands)))
+    for r, k, a in entries:
+        a_mat[r, k] += a
+    rows = Rows(y, var, np.concatenate([pm, np.array(absent_mass)]),
+                np.arange(n_rows) < n_p)
+    rows.shift = shifts
+    return rows, a_mat, pos_cost
+
+
+class _Problem:
+    """The weighted problem and fits restricted to the rows the columns touch."""
+
+    def __init__(self, rows: Rows, a_mat: np.ndarray, cands: list[Candidate],
+                 extra_cost: np.ndarray | None = None):
+        w = 1.0 / np.sqrt(rows.var)
+        self.ion_cost = np.array([c.cost for c in cands]) + (
+            0.0 if extra_cost is None else extra_cost)
+        self.aw = a_mat * w[:, None]
+        self.yw = rows.y * w
+        self.det = rows.detected
+        self.yw2 = self._capped(self.yw, self.det)
+        self.total = float(self.yw2.sum())
+        self.nz = a_mat != 0
+        self.cands = cands
+        self.n_detected = int(rows.detected.sum())
+
+    @staticmethod
+    def _capped(res: np.ndarray, det: np.ndarray) -> np.ndarray:
+        """Squared weighted residuals; a detected peak left (partly) unexplained costs at most
+        UNKNOWN_COST: "an ion not among the candidates" is an explanation too."""
+        r2 = res * res
+        return np.where(det & (res > 0), np.minimum(r2, UNKNOWN_COST), r2)
+
+    def fit(self, sel: list[int]) -> tuple[np.ndarray, float]:
+        if not sel:
+            return np.zeros(0), self.total
+        r = np.nonzero(self.nz[:, sel].any(1))[0]
+        a, y, det = self.aw[np.ix_(r, sel)], self.yw[r], self.det[r]
+        it = 50 * len(sel) + 100
+        x, _ = nnls(a, y, maxiter=it)
+        res = y - a @ x
+        unknown = det & (res > 0) & (res * res > UNKNOWN_COST)
+        if unknown.any() and not unknown.all():  # fit without the peaks left to "unknown"
+            x, _ = nnls(a[~unknown], y[~unknown], maxiter=it)
+            res = y - a @ x
+        chi2 = float(self._capped(res, det).sum()) + self.total - float(self.yw2[r].sum())
+        return x, chi2
+
+    def cost(self, sel: list[int], chi2: float) -> float:
+        els = {e for k in sel for e in self.cands[k].elements}
+        return (chi2 + float(self.ion_cost[sel].sum() if sel else 0.0)
+                + sum(element_cost(e) for e in els))
+
+    def evaluate(self, sel: list[int]) -> tuple[np.ndarray, float, float]:
+        x, chi2 = self.fit(sel)
+        return x, chi2, self.cost(sel, chi2)
+
+
+def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float):
+    """Backward elimination, and ions the refit set to zero dropped."""
+    changed = True
+    while changed and sel:
+        changed = False
+        keep = [i for i in range(len(sel)) if x[i] > 0]
+        if len(keep) < len(sel):
+            sel = [sel[i] for i in keep]
+            x, chi2, cost = pb.evaluate(sel)
+            changed = True
+            continue
+        for i in range(len(sel)):
+            trial = sel[:i] + sel[i + 1:]
+            xt, chi2t, ct = pb.evaluate(trial)
+            if ct < cost:
+                sel, x, chi2, cost = trial, xt, chi2t, ct
+                changed = True
+                break
+    return sel, x, chi2, cost
+
+
+def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int):
+    aw, yw = pb.aw, pb.yw
+    cands = pb.cands
+    norm2 = (aw * aw).sum(0)
+    usable = norm2 > 0
+    ion_costs = pb.ion_cost
+    el_names = sorted({e for c in cands for e in c.elements})
+    el_index = {e: i for i, e in enumerate(el_names)}
+    el_cost = np.array([element_cost(e) for e in el_names])
+    member = np.zeros((len(cands), len(el_names)))
+    for k, c in enumerate(cands):
+        for e in c.elements:
+            member[k, el_index[e]] = 1.0
+    for _ in range(max_steps):
+        r = yw - (aw[:, sel] @ x if sel else 0.0)
+        g = aw.T @ r
+        gain = np.where(usable & (g > 0), g * g / np.where(usable, norm2, 1.0), 0.0)
+        have = np.zeros(len(el_names))
+        for k in sel:
+            have = np.maximum(have, member[k])
+        extra = member @ (el_cost * (1.0 - have))
+        net = gain - ion_costs - extra
+        if sel:
+            net[sel] = -np.inf
+        k = int(np.argmax(net))
+        if net[k] <= 0:
+            break
+        trial = [*sel, k]
+        xt, chi2t, ct = pb.evaluate(trial)
+        if ct >= cost:  # the one-column estimate was optimistic: no real gain
+            usable[k] = False
+            continue
+        sel, x, chi2, cost = _prune(pb, trial, xt, chi2t, ct)
+    return sel, x, chi2, cost
+
+
+def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 4):
+    """Replace one selected ion by another that shares a detected peak with it, while that
+    lowers the cost (a greedy path can settle on MnN+ where Ga+ explains 69 and 71 Da). The
+    alternatives are ranked by their one-column gain on the residual without the ion; the
+    best ``n_try`` are refitted."""
+    nd = pb.n_detected
+    aw, yw = pb.aw, pb.yw
+    norm2 = (aw * aw).sum(0)
+    costs = pb.ion_cost + np.array([sum(element_cost(e) for e in c.elements)
+                                    for c in pb.cands])
+    improved = True
+    while improved:
+        improved = False
+        best = (cost, None)
+        r_all = yw - aw[:, sel] @ x
+        for i, k in enumerate(sel):
+            rows_k = pb.nz[:nd, k]
+            alts = np.nonzero(pb.nz[:nd][rows_k].any(0))[0]
+            alts = alts[~np.isin(alts, sel)]
+            if len(alts) == 0:
+                continue
+            r = r_all + aw[:, k] * x[i]
+            g = aw[:, alts].T @ r
+            est = np.where(g > 0, g * g / np.maximum(norm2[alts], 1e-300), 0.0) - costs[alts]
+            for j in alts[np.argsort(-est)[:n_try]]:
+                trial = [*sel[:i], int(j), *sel[i + 1:]]
+                xt, chi2t, ct = pb.evaluate(trial)
+                if ct < best[0] - 1e-9:
+                    best = (ct, (trial, xt, chi2t))
+        if best[1] is not None:
+            trial, xt, chi2t = best[1]
+            sel, x, chi2, cost = _prune(pb, trial, xt, chi2t, best[0])
+            improved = True
+    return sel, x, chi2, cost
+
+
+def select(rows: Rows, a_mat: np.ndarray, cands: list[Candidate],
+           extra_cost: np.ndarray | None = None, max_steps: int = 200) -> Fit:
+    """Greedy forward selection with backward elimination and swaps (see module doc);
+    ``extra_cost`` per candidate adds to its prior (the position cost)."""
+    pb = _Problem(rows, a_mat, cands, extra_cost)
+    sel: list[int] = []
+    x, chi2, cost = pb.evaluate(sel)
+    for _ in range(5):
+        before = cost
+        sel, x, chi2, cost = _forward(pb, sel, x, chi2, cost, max_steps)
+        sel, x, chi2, cost = _swap(pb, sel, x, chi2, cost)
+        if cost >= before - 1e-9:
+            break
+    x_err = np.zeros(len(sel))
+    if sel:
+        r = np.nonzero(pb.nz[:, sel].any(1))[0]
+        m = pb.aw[np.ix_(r, sel)]
+        try:
+            cov = np.linalg.inv(m.T @ m)
+            x_err = np.sqrt(np.clip(np.diag(cov), 0, None))
+        except np.linalg.LinAlgError:
+            x_err = np.sqrt(np.maximum(x, 1.0))
+    delta = {}
+    for i, k in enumerate(sel):
+        _xt, _c2, ct = pb.evaluate(sel[:i] + sel[i + 1:])
+        delta[k] = ct - cost
+    return Fit(sel, x, x_err, chi2, cost, delta)
