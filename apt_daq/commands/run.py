@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
+from apt_daq.cli import console as cli_console
 from apt_daq.cli import non_negative_int, positive_int
 from apt_daq.run import Session, State
 
@@ -50,13 +52,16 @@ def _run(args: argparse.Namespace) -> int:
         server = serve_session(session, args.serve)
         print(f"live view: {server.url}", flush=True)
     if sys.stdin is not None and sys.stdin.isatty():
+        session.enter_resumes = True  # the progress display's PAUSED marker says so
         threading.Thread(target=_resume_on_enter, args=(session,), daemon=True).start()
     result = session.run()  # handles SIGHUP, SIGQUIT, SIGTERM, SIGINT (twice) itself
     if server is not None:
         server.close()
-    console = Console()
+    console = cli_console()
     colour = {State.DONE: "green", State.ABORTED: "yellow"}.get(result.state, "red")
-    console.print(f"[{colour}]{result.state.name.lower()}[/{colour}]: {result.reason}")
+    state = result.state.name.lower()
+    reason = result.reason.removeprefix(f"{state}: ")  # "aborted: aborted: ..." said once
+    console.print(f"[{colour}]{state}[/{colour}]: {escape(reason)}")
     console.print(f"{result.ions} ions in {result.pulses} pulses "
                   f"({100 * result.ions / max(result.pulses, 1):.3f} % detection rate), "
                   f"V {result.voltage_range_v[0]:.0f}-{result.voltage_range_v[1]:.0f} V "
