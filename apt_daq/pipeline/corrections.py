@@ -45,7 +45,10 @@ class Calibration:
     Provenance: ``reference`` (range name) and ``reference_da`` of the peak the corrections
     were fitted on, ``fit_ions`` in its window, ``residual_ppm`` (rms of the reference peak's
     position over the voltage bins after correction), ``source`` (who made it: analyze,
-    import, identity), ``created`` (ISO time), ``version`` (apt-daq), ``notes``.
+    calibrate, import, identity), ``created`` (ISO time), ``version`` (apt-daq), ``notes``;
+    from ``apt-daq calibrate`` also ``ions`` (the ions whose peaks were identified) and
+    ``peaks`` (per identified isotope peak: isotope, ion, true and calibrated m/n, counts,
+    residual in ppm, whether it entered the t0 / flight-length fit).
     JSON-able via ``as_dict``/``from_dict``.
     """
 
@@ -63,6 +66,8 @@ class Calibration:
     source: str = ""
     created: str = ""
     version: str = ""
+    ions: list[str] = field(default_factory=list)
+    peaks: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -81,6 +86,8 @@ class Calibration:
             "created": self.created,
             "version": self.version,
             "notes": list(self.notes),
+            "ions": list(self.ions),
+            "peaks": [dict(p) for p in self.peaks],
         }
 
     @classmethod
@@ -103,6 +110,8 @@ class Calibration:
             d.get("source", ""),
             d.get("created", ""),
             d.get("version", ""),
+            [str(i) for i in d.get("ions", [])],
+            [dict(p) for p in d.get("peaks", [])],
         )
 
     @classmethod
