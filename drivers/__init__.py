@@ -142,7 +142,8 @@ def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVo
     device bench of its own); ``clock``: for ``scpi``/``serial`` (wall clock by default)."""
     c: HvConfig = load_config(cfg, "hv")
     kw: dict[str, Any] = dict(limit_v=c.limit_v, ramp_v_per_s=c.ramp_v_per_s,
-                              ramp_step_s=c.ramp_step_s, max_step_v=c.max_step_v)
+                              ramp_step_s=c.ramp_step_s, max_step_v=c.max_step_v,
+                              hardware_ramp=c.hardware_ramp)
     if c.backend == "sim":
         from drivers.sim_backends import SimHv
 

@@ -202,8 +202,10 @@ class HighVoltageSupply(Instrument):
 
     def __init__(self, resource: str, *, limit_v: float, ramp_v_per_s: float,
                  ramp_step_s: float = 0.5, max_step_v: float | None = None,
-                 clock: Clock | None = None):
+                 hardware_ramp: bool = False, clock: Clock | None = None):
         super().__init__(resource, clock=clock)
+        #: also set the supply's own slew rate to ramp_v_per_s on connect (if it has one)
+        self.hardware_ramp = bool(hardware_ramp)
         if max_step_v is None:
             max_step_v = ramp_v_per_s * ramp_step_s
         if not (limit_v > 0 and ramp_v_per_s > 0 and ramp_step_s > 0 and max_step_v > 0):

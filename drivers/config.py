@@ -73,6 +73,9 @@ class HvConfig(_DriverConfig):
         None, gt=0,
         description="largest single setpoint change with the output on, V (default "
         "ramp_v_per_s x ramp_step_s); idle time never allows more")
+    hardware_ramp: bool = Field(
+        False, description="also set the supply's own slew rate to ramp_v_per_s on connect "
+        "(SOUR:VOLT:SLEW / S), for supplies that have one")
 
 
 class DldConfig(_DriverConfig):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.base import Clock, HighVoltageSupply
+from drivers.base import Clock, HighVoltageSupply, SafetyError
 from drivers.scpi import (
     ScpiSession,
     SessionLifecycle,
@@ -47,6 +47,8 @@ class HvCommands:
     get_trip: str
     clear_trip: str
     reset: str
+    set_slew: str | None = None  # the supply's own ramp, V/s (hardware_ramp)
+    get_slew: str | None = None
 
 
 SCPI_HV = HvCommands(
@@ -56,6 +58,7 @@ SCPI_HV = HvCommands(
     output_on="OUTP ON", output_off="OUTP OFF", get_output="OUTP?",
     measure_voltage="MEAS:VOLT?", measure_current="MEAS:CURR?",
     get_trip="OUTP:PROT:TRIP?", clear_trip="OUTP:PROT:CLE", reset="*RST",
+    set_slew="SOUR:VOLT:SLEW {}", get_slew="SOUR:VOLT:SLEW?",
 )
 """The standard SCPI subset (LF terminated, over a TCP socket or any VISA resource)."""
 
@@ -65,7 +68,7 @@ LINE_HV = HvCommands(
     set_voltage="V {}", get_voltage="V?",
     output_on="O 1", output_off="O 0", get_output="O?",
     measure_voltage="M?", measure_current="I?",
-    get_trip="T?", clear_trip="C", reset="R",
+    get_trip="T?", clear_trip="C", reset="R", set_slew="S {}", get_slew="S?",
 )
 """The terse serial line protocol (CR LF terminated), see ``drivers/serial_line.py``."""
 
@@ -77,9 +80,10 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
 
     def __init__(self, session: ScpiSession | LineSession, resource: str, *, limit_v: float,
                  ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
-                 clock: Clock | None = None):
+                 hardware_ramp: bool = False, clock: Clock | None = None):
         super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
-                         ramp_step_s=ramp_step_s, max_step_v=max_step_v, clock=clock)
+                         ramp_step_s=ramp_step_s, max_step_v=max_step_v,
+                         hardware_ramp=hardware_ramp, clock=clock)
         self.session = session
         session.name = self.name
         session.clock = self.clock
@@ -93,6 +97,11 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
             self.session.send(c.clear_status)  # type: ignore[union-attr]
         self.idn = self.session.ask(c.idn, parse_str)
         self.session.write(c.set_limit.format(fmt_number(self.limit_v)))
+        if self.hardware_ramp:
+            if not c.set_slew:
+                raise self.error(SafetyError, None, "hardware_ramp: this command set has no "
+                                 "slew command")
+            self.session.write(c.set_slew.format(fmt_number(self.ramp_v_per_s)))
         self._sync(first=not self.connected)
 
     def _ensure(self) -> None:
@@ -165,11 +174,11 @@ class ScpiHv(LinkedHv):
     def __init__(self, transport: Transport, resource: str, *, limit_v: float,
                  ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
                  retries: int = 2, reconnect_deadline_s: float = 10.0,
-                 clock: Clock | None = None):
+                 hardware_ramp: bool = False, clock: Clock | None = None):
         super().__init__(ScpiSession(transport, resource, retries=retries,
                                 reconnect_deadline_s=reconnect_deadline_s), resource,
                          limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
-                         max_step_v=max_step_v, clock=clock)
+                         max_step_v=max_step_v, hardware_ramp=hardware_ramp, clock=clock)
 
 
 class SerialHv(LinkedHv):
@@ -180,8 +189,8 @@ class SerialHv(LinkedHv):
     def __init__(self, transport: Transport, resource: str, *, limit_v: float,
                  ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
                  retries: int = 2, reconnect_deadline_s: float = 10.0,
-                 clock: Clock | None = None):
+                 hardware_ramp: bool = False, clock: Clock | None = None):
         super().__init__(LineSession(transport, resource, retries=retries,
                                 reconnect_deadline_s=reconnect_deadline_s), resource,
                          limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
-                         max_step_v=max_step_v, clock=clock)
+                         max_step_v=max_step_v, hardware_ramp=hardware_ramp, clock=clock)

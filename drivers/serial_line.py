@@ -14,6 +14,7 @@ a setting answers ``OK``, a query answers its value, any refused command answers
     T?         -> 1|0                         over-current trip latched
     C          -> OK                          clear the trip (output stays off)
     R          -> OK                          reset: output off, setpoint 0, limit = maximum
+    S <V/s>    -> OK / S? -> 400.000          the supply's own slew rate, V/s
     E?         -> 0 No error | <code> <msg>   last error, then cleared
 
 Error codes: 1 unknown command, 2 bad argument, 3 out of range, 4 tripped, 5 other.

@@ -92,9 +92,10 @@ class SimHv(HighVoltageSupply):
 
     def __init__(self, leap: Any, *, limit_v: float, ramp_v_per_s: float,
                  ramp_step_s: float = 0.5, max_step_v: float | None = None,
-                 resource: str = "sim"):
+                 hardware_ramp: bool = False, resource: str = "sim"):
         super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
-                         ramp_step_s=ramp_step_s, max_step_v=max_step_v, clock=LeapClock(leap))
+                         ramp_step_s=ramp_step_s, max_step_v=max_step_v,
+                         hardware_ramp=hardware_ramp, clock=LeapClock(leap))
         self.leap = leap
         self.model: HvSupplyModel = leap.hv
         self.idn = "apt-daq,HV-SIM,0,1.0"
@@ -103,6 +104,9 @@ class SimHv(HighVoltageSupply):
         with self.lock:
             self.connected = True
             _call(self, f"SOUR:VOLT:LIM {self.limit_v:g}", self.model.set_limit, self.limit_v)
+            if self.hardware_ramp:
+                _call(self, f"SOUR:VOLT:SLEW {self.ramp_v_per_s:g}", self.model.set_slew,
+                      self.ramp_v_per_s)
             self._sync(first=True)
 
     def close(self) -> None:

@@ -56,6 +56,7 @@ class HvSupplyModel:
 
     max_voltage_v: float = 15000.0
     slew_v_per_s: float = 1000.0
+    max_slew_v_per_s: float = 1000.0  # the hardware's fastest slew; set_slew goes below it
     trip_current_a: float = 50e-6
     setpoint_v: float = 0.0
     limit_v: float = 15000.0
@@ -79,6 +80,13 @@ class HvSupplyModel:
         self.received.append((self.now_s, "limit_v", self.limit_v))
         if self.setpoint_v > self.limit_v:
             self.set_voltage(self.limit_v)
+
+    def set_slew(self, v_per_s: float) -> None:
+        """The supply's own ramp: the output follows a setpoint change at most this fast."""
+        if not (0.0 < v_per_s <= self.max_slew_v_per_s):
+            raise DeviceError(-222, f"Data out of range: slew {v_per_s:g} V/s")
+        self.slew_v_per_s = float(v_per_s)
+        self.received.append((self.now_s, "slew_v_per_s", self.slew_v_per_s))
 
     def set_output(self, on: bool) -> None:
         if on and self.tripped:

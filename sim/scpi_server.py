@@ -216,6 +216,8 @@ class HvScpiInterface(ScpiInterface):
         m = model
         self.add(header(SOUR, VOLT, LIM) + r"\s+" + NUMBER, lambda v: m.set_limit(_num(v)))
         self.add(header(SOUR, VOLT, LIM) + r"\?", lambda: f"{m.limit_v:.3f}")
+        self.add(header(SOUR, VOLT) + ":SLEW" + r"\s+" + NUMBER, lambda v: m.set_slew(_num(v)))
+        self.add(header(SOUR, VOLT) + ":SLEW" + r"\?", lambda: f"{m.slew_v_per_s:.3f}")
         self.add(header(SOUR, VOLT) + r"\s+" + NUMBER, lambda v: m.set_voltage(_num(v)))
         self.add(header(SOUR, VOLT) + r"\?", lambda: f"{m.setpoint_v:.3f}")
         self.add(header(OUTP, PROT) + ":TRIP\\?", lambda: "1" if m.tripped else "0")

@@ -79,6 +79,7 @@ class HvLineInterface:
             "M?": lambda: f"{m.measured_v():.3f}",
             "I?": lambda: f"{m.current_a:.6e}",
             "T?": lambda: "1" if m.tripped else "0",
+            "S?": lambda: f"{m.slew_v_per_s:.3f}",
         }
         try:
             if cmd in queries and not args:
@@ -90,7 +91,7 @@ class HvLineInterface:
             if cmd in ("C", "R") and not args:
                 (m.clear_trip if cmd == "C" else m.reset)()
                 return "OK"
-            if cmd in ("V", "L", "O") and len(args) == 1:
+            if cmd in ("V", "L", "O", "S") and len(args) == 1:
                 if not _NUM.fullmatch(args[0]):
                     return self._err(ERR_ARGUMENT, f"bad number {args[0]!r}")
                 x = float(args[0])
@@ -98,6 +99,8 @@ class HvLineInterface:
                     m.set_voltage(x)
                 elif cmd == "L":
                     m.set_limit(x)
+                elif cmd == "S":
+                    m.set_slew(x)
                 else:
                     if x not in (0.0, 1.0):
                         return self._err(ERR_ARGUMENT, "O takes 1 or 0")
