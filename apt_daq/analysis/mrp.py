@@ -1,19 +1,54 @@
-"""Mass resolving power m / dm at 50 % (FWHM) and 10 % (FW10%M) of the peak height."""
+"""Mass resolving power m / dm at 50 % (FWHM) and 10 % (FW10%M) of the peak height, measured
+on one isotope peak at a time, and the per-peak table of ``analyze --json`` (``peaks``).
+
+A peak's window is ``[m0 - w, m0 + 2 w)`` (w = max(0.25 Da, 2 % of m0): the thermal tail is on
+the high side), cut at the midpoints to the neighbouring isotope peaks of the same ion
+(:func:`isotope_bounds`), so the isotopes of W (0.33 Da apart as W3+) or Si are separate peaks
+and the resolving power is that of one isotope, never of the isotope group.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from apt_daq.io.ranges import RangeTable
-from apt_daq.isotopes import isotopologues
-from apt_daq.pipeline.peaks import peak_shape, peak_window_da
+from apt_daq.isotopes import isotopologues, parse_ion
+from apt_daq.pipeline.peaks import histogram_peak, peak_shape, peak_window_da
+
+MIN_ISOTOPE_ABUNDANCE = 1e-3  # neighbours rarer than this do not cut a window
 
 
-def mrp_window(m0: float) -> tuple[float, float]:
-    """The open interval of m/n that :func:`mrp` uses for a peak at ``m0`` (what an analysis
-    keeps of the stream per peak: every ion there, so the result is that of all the ions)."""
+def _pattern(formula: dict[str, int], charge: int) -> list[tuple[float, float]]:
+    return isotopologues(formula, charge, MIN_ISOTOPE_ABUNDANCE)
+
+
+def isotope_bounds(name: str | None, m0: float,
+                   formula: dict[str, int] | None = None, charge: int | None = None,
+                   ) -> tuple[float, float]:  # fmt: skip
+    """(lo, hi): the midpoints between the isotope peak at ``m0`` and its neighbouring isotope
+    peaks (of abundance >= 1e-3) of the same ion; -inf / inf where it has none. An ion name
+    that cannot be read gives (-inf, inf)."""
+    if formula is None or charge is None:
+        try:
+            formula, charge = parse_ion(name or "")
+        except (KeyError, ValueError):
+            return -math.inf, math.inf
+    ms = np.array([m for m, _ in _pattern(formula, charge)])
+    below, above = ms[ms < m0 - 0.05], ms[ms > m0 + 0.05]  # isotopes are >= 1/z apart
+    lo = 0.5 * (m0 + below.max()) if len(below) else -math.inf
+    hi = 0.5 * (m0 + above.min()) if len(above) else math.inf
+    return float(lo), float(hi)
+
+
+def mrp_window(m0: float, name: str | None = None) -> tuple[float, float]:
+    """The open interval of m/n that :func:`mrp` uses for a peak at ``m0`` of ion ``name``
+    (what an analysis keeps of the stream per peak: every ion there, so the result is that of
+    all the ions): ``[m0 - w, m0 + 2 w)`` cut at the neighbouring isotopes."""
     w = peak_window_da(m0)
-    return m0 - w, m0 + 2 * w
+    lo, hi = isotope_bounds(name, m0)
+    return max(m0 - w, lo), min(m0 + 2 * w, hi)
 
 
 def main_peaks(
@@ -32,11 +67,12 @@ def main_peaks(
 
 
 def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200) -> list[dict]:
-    """Per peak: position, FWHM and FW10%M (Da) and m/dm at 50 % and 10 %."""
+    """Per peak: position, FWHM and FW10%M (Da) and m/dm at 50 % and 10 %, of that isotope
+    peak alone (:func:`mrp_window`)."""
     out = []
     mass = np.asarray(mass, dtype=np.float64)
     for name, m0 in peaks:
-        shape = peak_shape(mass, m0)
+        shape = peak_shape(mass, m0, bounds=mrp_window(m0, name))
         if shape is None or not np.isfinite(shape.fwhm_da):
             continue
         n = int(np.count_nonzero(np.abs(mass - m0) < 3 * shape.fwhm_da))
@@ -52,3 +88,56 @@ def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200) -
             "mrp10": shape.mrp10,
         })  # fmt: skip
     return out
+
+
+def _isotope_label(m: float, charge: int, formula: dict[str, int], ion: str) -> str:
+    a = round(m * charge)
+    return f"{a}{ion}" if sum(formula.values()) == 1 else f"{ion} A={a}"
+
+
+def peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray) -> list[dict]:
+    """One row per range of the spectrum ``counts``/``edges`` (a fine histogram of the
+    calibrated m/n of every ion): ion, the isotope it holds (or its isotope group), apex m/n,
+    ions in the range, flat background in it (from the unranged bins of its flanks,
+    subtracted: ``net``), FWHM,
+    FW10%M and m/dm at 50 % and 10 % of the main isotope peak in the range, measured alone
+    (window cut at the neighbouring isotopes)."""
+    rows = []
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    j = np.searchsorted(ranges.lo_da, centres, side="right") - 1
+    free = (j < 0) | (centres >= ranges.hi_da[np.clip(j, 0, None)])  # bins outside every range
+    for i, name in enumerate(ranges.names):
+        lo, hi = float(ranges.lo_da[i]), float(ranges.hi_da[i])
+        formula, z = ranges.composition[i], int(ranges.charge[i])
+        try:
+            pat = _pattern(formula, z)
+        except (KeyError, ValueError):
+            pat = []
+        inside = [(m, p) for m, p in pat if lo <= m < hi]
+        labels = [_isotope_label(m, z, formula, name) for m, _ in inside]
+        m0 = max(inside, key=lambda q: q[1])[0] if inside else 0.5 * (lo + hi)
+        b_lo, b_hi = isotope_bounds(name, m0, formula, z) if inside else (-math.inf, math.inf)
+        w = peak_window_da(m0)
+        # the window: the range, widened to the peak's own tails but never past the midpoint
+        # to a neighbouring isotope
+        bounds = (max(min(lo, m0 - w), b_lo), min(max(hi, m0 + 2 * w), b_hi))
+        pk = histogram_peak(counts, edges, lo, hi, bounds, max(hi - lo, 0.05), free)
+        row = {
+            "range": i,
+            "ion": name,
+            "isotope": labels[0] if len(labels) == 1 else None,
+            "isotopes": labels,
+            "lo_da": round(lo, 4),
+            "hi_da": round(hi, 4),
+            "nominal_da": round(m0, 5),
+        }
+        if pk is None:
+            row.update(counts=0, background=0.0, net=0.0, apex_da=None, fwhm=None, fw10m=None,
+                       mrp50=None, mrp10=None)
+        else:
+            row.update(apex_da=round(pk.apex_da, 5), counts=pk.counts,
+                       background=round(pk.background, 1),
+                       net=round(pk.counts - pk.background, 1), fwhm=pk.fwhm_da,
+                       fw10m=pk.fw10m_da, mrp50=pk.mrp50, mrp10=pk.mrp10)
+        rows.append(row)
+    return rows

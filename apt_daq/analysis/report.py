@@ -11,7 +11,9 @@ range index of the analysed region (2 bytes an ion, kept for FDA). Passes over t
    has none (ranging on the corrected spectrum, always), and its counts per range pick the
    peaks whose resolving power is measured;
 3. the stream with ranges and positions: counts, spectrum, ROI, profile, hit map, slices, MRP
-   peak samples, FDA sequence and truth scoring.
+   peak samples, the fine spectrum (0.5 mDa bins) of the per-peak table (``peaks``: per range
+   its isotope, apex, counts, flank background, FWHM, MRP at 50 and 10 % of that isotope peak
+   alone; :func:`apt_daq.analysis.mrp.peak_table`), FDA sequence and truth scoring.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from apt_daq.analysis.composition import Composition, composition
 from apt_daq.analysis.fda import FdaResult, fda
-from apt_daq.analysis.mrp import main_peaks, mrp, mrp_window
+from apt_daq.analysis.mrp import main_peaks, mrp, mrp_window, peak_table
 from apt_daq.analysis.profile import ProfileAccumulator
 from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
@@ -48,6 +50,7 @@ from apt_daq.pipeline.ranging import propose_ranges
 
 CHUNK = ION_CHUNK
 SLICE_POINTS = 300_000
+PEAK_BIN_DA = 0.0005  # bins of the spectrum the per-peak table is measured on
 _reference_range = reference_range  # kept for callers of the old name
 
 
@@ -151,7 +154,8 @@ def analyze(
         for i, n in enumerate(ranges.names):
             counts_by_ion_spec[n] += float(rc_spec[i])
         mrp_peaks = main_peaks(ranges, counts_by_ion_spec, top=5)
-        mrp_win = [mrp_window(m0) for _n, m0 in mrp_peaks]
+        mrp_win = [mrp_window(m0, n) for n, m0 in mrp_peaks]
+        fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
         mrp_mass: list[list[np.ndarray]] = [[] for _ in mrp_peaks]
         slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
         sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
@@ -168,6 +172,7 @@ def analyze(
                 truth = truth[keep] if truth is not None else None
                 n_selected += len(hits)
             hist.add(m)
+            fine.add(m)
             rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=len(ranges))
             inside = roi_obj.mask(x, y, z) if roi_obj is not None else np.ones(len(m), bool)
             sel = inside & (ion >= 0)
@@ -230,6 +235,7 @@ def analyze(
         "ratios": rat,
         "ratio_errors": rat_err,
         "mrp": mrp_list,
+        "peaks": peak_table(ranges, fine.counts, fine.edges),
         "fda": {k: v.as_dict() for k, v in fda_res.items()},
         "calibration": cal.as_dict(),
         "positions": positions,
