@@ -26,6 +26,16 @@ class ConfigError(ValueError):
         super().__init__("\n".join(problems))
 
 
+class Problems(ValueError):
+    """What a model validator found, each at a key path below the model it validates, e.g.
+    ``[(("run", "laser_pj"), "5000 pJ is above ...")]``: :func:`validation_problems` names
+    each one's own file:line (a plain ValueError would be blamed on the model's first line)."""
+
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -252,6 +262,13 @@ class RunFile(_Model):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     source: str | None = Field(None, description="the file this was loaded from")
 
+    @model_validator(mode="after")
+    def _within_the_instruments(self) -> RunFile:
+        found = instrument_problems(self.run, self.drivers, self.instrument)
+        if found:
+            raise Problems(found)
+        return self
+
     def resolve(self, relative: str | None) -> Path | None:
         """A path given in the run file, relative to the run file's folder."""
         if relative is None:
@@ -260,6 +277,48 @@ class RunFile(_Model):
         if not p.is_absolute() and self.source:
             p = Path(self.source).parent / p
         return p
+
+
+def instrument_problems(run: RunConfig, drivers: DriversConfig,
+                        instrument: InstrumentConfig | None) -> list[tuple[tuple[Any, ...], str]]:
+    """What the drivers would refuse when the run starts (or reaches a step): laser energies
+    above the laser driver's maximum, a pulse rate above the instrument's, a supply limit
+    below the start voltage. Each at the key path to blame."""
+    laser, hv = drivers.laser, drivers.hv
+    found: list[tuple[tuple[Any, ...], str]] = []
+    energies = ([(("run", "laser_pj"), run.laser_pj)] if run.laser_pj is not None else
+                [(("run", "schedule", i, "laser_pj"), s.laser_pj)
+                 for i, s in enumerate(run.schedule or [])])
+    for loc, pj in energies:
+        if pj > laser.max_energy_pj:
+            found.append((loc, f"{pj:g} pJ is above drivers.laser.max_energy_pj "
+                               f"{laser.max_energy_pj:g} (the laser driver refuses it)"))
+    if instrument is not None and run.pulse_rate_hz > instrument.max_pulse_rate_hz:
+        found.append((("run", "pulse_rate_hz"), (
+            f"{run.pulse_rate_hz:g} Hz is above instrument.max_pulse_rate_hz "
+            f"{instrument.max_pulse_rate_hz:g} ({instrument.name})")))
+    if run.start_voltage_v > hv.limit_v:
+        loc = (("drivers", "hv", "limit_v") if "limit_v" in hv.model_fields_set
+               else ("run", "start_voltage_v"))
+        found.append((loc, f"drivers.hv.limit_v {hv.limit_v:g} V is below "
+                           f"run.start_voltage_v {run.start_voltage_v:g} V (the ramp to the "
+                           "start voltage is refused)"))
+    return found
+
+
+def _partial_instrument_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """:func:`instrument_problems` from the sections that validate on their own (when another
+    section, a missing specimen file say, fails the run file as a whole)."""
+    def part(model: type[BaseModel], key: str, default: Any) -> Any:
+        try:
+            return model.model_validate(data.get(key, default))
+        except ValidationError:
+            return None
+
+    run, drivers = part(RunConfig, "run", None), part(DriversConfig, "drivers", {})
+    if run is None or drivers is None:
+        return []
+    return instrument_problems(run, drivers, part(InstrumentConfig, "instrument", None))
 
 
 # --------------------------------------------------------------------------- YAML loading
@@ -297,21 +356,30 @@ def _compose(path: Path) -> tuple[Any, Lines]:
     return data, lines
 
 
-def _load_tree(path: Path) -> tuple[dict[str, Any], Lines]:
+def _load_tree(path: Path, missing: dict[str, str] | None = None
+               ) -> tuple[dict[str, Any], Lines]:
+    """The YAML tree of ``path`` with its include files in place. An include file that does
+    not exist raises, or, given ``missing``, is reported there (key: problem) and left out."""
     data, lines = _compose(path)
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: expected a mapping at the top level"])
-    for key in _INCLUDES:
+    gone: dict[str, str] = {}
+    for key in sorted(_INCLUDES & set(data)):
         ref = data.get(key)
         if isinstance(ref, str):
             sub_path = (path.parent / ref) if not Path(ref).is_absolute() else Path(ref)
-            if not sub_path.exists():
+            if not sub_path.is_file():
                 f, line = lines.get((key,), (str(path), 1))
-                raise ConfigError([f"{f}:{line} {key}: file not found: {sub_path}"])
+                gone[key] = f"{f}:{line} {key}: file not found: {sub_path}"
+                continue
             sub, sub_lines = _compose(sub_path)
             data[key] = sub
             for k, v in sub_lines.items():
                 lines[(key, *k)] = v
+    if gone and missing is None:
+        raise ConfigError(list(gone.values()))
+    if missing is not None:
+        missing.update(gone)
     return data, lines
 
 
@@ -332,18 +400,32 @@ def _explain(err: dict[str, Any]) -> str:
     return msg
 
 
-def validation_problems(e: ValidationError, lines: Lines, default_file: str) -> list[str]:
-    """Turn a pydantic error into lines of ``file:line path: what was expected``."""
+def where(lines: Lines, loc: tuple[Any, ...], default_file: str) -> str:
+    """``file:line dotted.path`` of a key path (the nearest enclosing key the YAML has); a key
+    set on the command line is named by what set it (``--ions``) instead of a file line."""
+    spot = (default_file, 1)
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            spot = lines[loc[:n]]
+            break
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    return f"{spot[0]} {dotted}" if spot[1] == 0 else f"{spot[0]}:{spot[1]} {dotted}"
+
+
+def validation_problems(e: ValidationError, lines: Lines, default_file: str,
+                        skip: set[tuple[Any, ...]] | frozenset = frozenset()) -> list[str]:
+    """Turn a pydantic error into lines of ``file:line path: what was expected``; errors at or
+    below a key path in ``skip`` (already reported otherwise) are left out."""
     out = []
     for err in e.errors():
         loc = tuple(err["loc"])
-        where = (default_file, 1)
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in lines:
-                where = lines[loc[:n]]
-                break
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        out.append(f"{where[0]}:{where[1]} {dotted}: {_explain(err)}")
+        found = (err.get("ctx") or {}).get("error")
+        items = ([((*loc, *sub), msg) for sub, msg in found.problems]
+                 if isinstance(found, Problems) else [(loc, _explain(err))])
+        for at, msg in items:
+            if any(at[:len(k)] == k for k in skip):
+                continue
+            out.append(f"{where(lines, at, default_file)}: {msg}")
     return out
 
 
@@ -357,44 +439,199 @@ def load_yaml_model(path: str | Path, model: type[_Model]) -> Any:
         raise ConfigError(validation_problems(e, lines, str(path))) from None
 
 
-def load_run(path: str | Path, overrides: dict[str, Any] | None = None) -> RunFile:
-    """Load a run file with its included instrument/specimen files.
+#: the kinds of apt-daq YAML file, as ``config check`` and a wrong ``run`` name them
+KIND_WORDS = {"run": "a run file", "instrument": "an instrument file",
+              "specimen": "a specimen file", "campaign": "a campaign (sweep) file"}
+#: what a target detection rate above this most likely is: a percentage
+RATE_PERCENT_SUSPECT = 0.05
 
-    ``overrides`` maps dotted paths to values, e.g. ``{"run.seed": 3, "run.stop.ions": 1000}``.
-    """
+
+def file_kind(data: Any) -> str:
+    """Which kind of apt-daq YAML a loaded file is, from its keys."""
+    if not isinstance(data, dict) or "run" in data:
+        return "run"
+    if "base" in data and ("axes" in data or "ions" in data):
+        return "campaign"
+    if "phases" in data or "matrix" in data:
+        return "specimen"
+    if "flight_path_mm" in data or "model" in data or "detector_diameter_mm" in data:
+        return "instrument"
+    return "run"
+
+
+def _not_a_run_file(path: Path, kind: str) -> str:
+    use = {"instrument": f"name it in a run file (instrument: {path})",
+           "specimen": f"name it in a run file (specimen: {path})",
+           "campaign": f"apt-daq campaign {path}"}[kind]
+    return f"{path}:1: this is {KIND_WORDS[kind]}, not a run file: {use}"
+
+
+def _get(data: Any, loc: tuple[str, ...]) -> Any:
+    for k in loc:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(k)
+    return data
+
+
+def _data_problems(data: dict[str, Any], path: Path, lines: Lines) -> dict[tuple, str]:
+    """What is wrong in the tree whether or not the models accept the rest: files that do not
+    exist, ROI syntax, a detection rate given in percent."""
+    found: dict[tuple, str] = {}
+    ranges = _get(data, ("analysis", "ranges"))
+    if isinstance(ranges, str):
+        p = Path(ranges) if Path(ranges).is_absolute() else path.parent / ranges
+        if not p.is_file():
+            found[("analysis", "ranges")] = f"range file not found: {p}"
+    roi = _get(data, ("analysis", "roi"))
+    if isinstance(roi, str):
+        from apt_daq.analysis.roi import parse_roi
+        from apt_daq.errors import UserError
+
+        try:
+            parse_roi(roi)
+        except UserError as e:
+            found[("analysis", "roi")] = f"{e} (analyze would fail after the acquisition)"
+    rate = _get(data, ("run", "target_detection_rate"))
+    if isinstance(rate, int | float) and not isinstance(rate, bool) \
+            and rate > RATE_PERCENT_SUSPECT:
+        found[("run", "target_detection_rate")] = (
+            f"{rate:g} ions per pulse means {100 * rate:g} % of pulses detect an ion: percent? "
+            f"{rate:g} % is {rate / 100:g} (above {RATE_PERCENT_SUSPECT:g} the feedback drives "
+            "the specimen to evaporate in bursts and fracture)")
+    return found
+
+
+def _model_problems(rf: RunFile) -> dict[tuple, str]:
+    """What the models accept but the run would trip over."""
+    r = rf.run
+    found: dict[tuple, str] = {}
+    if r.stop.max_voltage_v is not None and r.stop.max_voltage_v <= r.start_voltage_v:
+        found[("run", "stop", "max_voltage_v")] = (
+            f"{r.stop.max_voltage_v:g} V is not above run.start_voltage_v "
+            f"{r.start_voltage_v:g} V: the run would stop at its first block")
+    return found
+
+
+def _warnings(rf: RunFile) -> dict[tuple, str]:
+    """What runs, but likely not as meant."""
+    r, found = rf.run, {}
+    cut = schedule_cut_short(r)
+    if cut:
+        found[("run", "stop", "ions")] = f"{r.stop.ions} {cut}"
+    if rf.drivers.hv.limit_v > rf.instrument.max_voltage_v:
+        found[("drivers", "hv", "limit_v")] = (
+            f"{rf.drivers.hv.limit_v:g} V is above instrument.max_voltage_v "
+            f"{rf.instrument.max_voltage_v:g} V (the supply's own ceiling): the supply will "
+            "refuse what the driver allows")
+    return found
+
+
+def schedule_cut_short(run: RunConfig) -> str | None:
+    """In words, which schedule steps the stop ion count leaves out (``ends the run in step 0
+    (5 pJ, after 2000 of its 200000 ions): steps 1-3 (10 pJ, 15 pJ, 20 pJ) will not run``);
+    None when every step runs or when a step ends on time (then nobody can tell)."""
+    steps = run.schedule
+    if not steps or not run.stop.ions:
+        return None
+
+    def name(s: StepConfig) -> str:
+        return s.label or f"{s.laser_pj:g} pJ"
+
+    before = 0
+    for i, step in enumerate(steps):
+        if step.ions is None:
+            return None
+        if before + step.ions >= run.stop.ions:
+            if i == len(steps) - 1:
+                return None
+            rest = steps[i + 1:]
+            which = f"step {i + 1}" if len(rest) == 1 else f"steps {i + 1}-{len(steps) - 1}"
+            return (f"ends the run in step {i} ({name(step)}, after {run.stop.ions - before} "
+                    f"of its {step.ions} ions): {which} ({', '.join(map(name, rest))}) will "
+                    "not run")
+        before += step.ions
+    return None
+
+
+def preflight(path: str | Path, overrides: dict[str, Any] | None = None,
+              set_by: dict[str, str] | None = None) -> tuple[RunFile, list[str]]:
+    """Everything that would fail or be dangerous when ``path`` runs, found before anything
+    is switched on: the run file (with ``overrides``, dotted paths, e.g. ``{"run.stop.ions":
+    1000}``; ``set_by`` names what set each, e.g. ``{"run.stop.ions": "--ions"}``) and its
+    include files, validated; its range file present; its ROI parsed; energies, rates and
+    voltages within the instruments'; a detection rate given in percent. Raises one
+    ConfigError with every problem (``file:line path: what``); returns the run file and the
+    warnings (``file:line path: what``: it runs, but likely not as meant)."""
     path = Path(path)
-    data, lines = _load_tree(path)
+    data, lines = _compose(path)
+    kind = file_kind(data)
+    if kind != "run":
+        raise ConfigError([_not_a_run_file(path, kind)])
+    missing: dict[str, str] = {}
+    data, lines = _load_tree(path, missing)
+    problems = list(missing.values())
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
+        key = tuple(dotted.split("."))
+        for k in [k for k in lines if k[:len(key)] == key]:
+            del lines[k]
+        lines[key] = ((set_by or {}).get(dotted, "override"), 0)
     data["source"] = str(path.resolve())  # so relative paths in it resolve from anywhere
+    found = _data_problems(data, path, lines)
+    problems += [f"{where(lines, loc, str(path))}: {msg}" for loc, msg in found.items()]
+    skip = {(k,) for k in missing} | set(found)
+    rf = None
     try:
-        return RunFile.model_validate(data)
+        rf = RunFile.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_problems(e, lines, str(path))) from None
+        problems += validation_problems(e, lines, str(path), skip)
+        if not any(isinstance((err.get("ctx") or {}).get("error"), Problems)
+                   for err in e.errors()):  # not reached: check from the parts that validate
+            problems += [f"{where(lines, loc, str(path))}: {msg}"
+                         for loc, msg in _partial_instrument_problems(data)
+                         if not any(loc[:len(k)] == k for k in skip)]
+    if rf is not None:
+        problems += [f"{where(lines, loc, str(path))}: {msg}"
+                     for loc, msg in _model_problems(rf).items()]
+    if problems:
+        raise ConfigError(problems)
+    assert rf is not None
+    return rf, [f"{where(lines, loc, str(path))}: {msg}" for loc, msg in _warnings(rf).items()]
+
+
+def load_run(path: str | Path, overrides: dict[str, Any] | None = None) -> RunFile:
+    """Load a run file with its included instrument/specimen files, checked as by
+    :func:`preflight` (every problem in one ConfigError, each naming file:line).
+
+    ``overrides`` maps dotted paths to values, e.g. ``{"run.seed": 3, "run.stop.ions": 1000}``.
+    """
+    return preflight(path, overrides)[0]
 
 
 def detect_model(data: dict[str, Any]) -> type[_Model]:
     """Guess which model a YAML file holds, from its keys."""
-    if "run" in data:
-        return RunFile
-    if "phases" in data:
-        return SpecimenConfig
-    if "flight_path_mm" in data or "model" in data:
-        return InstrumentConfig
-    return RunFile
+    return {"specimen": SpecimenConfig, "instrument": InstrumentConfig}.get(
+        file_kind(data), RunFile)
 
 
-def check_file(path: str | Path) -> _Model:
-    """Validate any apt-daq YAML (run, instrument or specimen file)."""
+def check_file(path: str | Path) -> tuple[str, Any, list[str]]:
+    """Validate any apt-daq YAML: a run file as :func:`preflight` does, an instrument,
+    specimen or campaign file as what it is. Returns (kind, model, warnings)."""
     data, _ = _compose(Path(path))
-    model = detect_model(data if isinstance(data, dict) else {})
-    if model is RunFile:
-        return load_run(path)
-    return load_yaml_model(path, model)
+    kind = file_kind(data)
+    if kind == "run":
+        rf, warnings = preflight(path)
+        return kind, rf, warnings
+    if kind == "campaign":
+        from apt_daq.campaign import load_sweep
+
+        return kind, load_sweep(path), []
+    return kind, load_yaml_model(path, detect_model(data)), []
 
 
 def json_schema() -> str:

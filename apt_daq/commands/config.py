@@ -1,16 +1,19 @@
-"""``apt-daq config check FILE`` and ``apt-daq config schema``."""
+"""``apt-daq config check FILE`` (a preflight) and ``apt-daq config schema``."""
 
 from __future__ import annotations
 
 import argparse
 
-from apt_daq.config import check_file, json_schema
+from apt_daq.config import KIND_WORDS, check_file, json_schema
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="validate a YAML config or print the JSON Schema")
+    p = sub.add_parser("config", help="check a YAML config before a run, or print the JSON Schema")
     cs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    c = cs.add_parser("check", help="validate a run, instrument or specimen YAML")
+    c = cs.add_parser(
+        "check", help="a preflight of a run file (or validate an instrument, specimen or "
+        "campaign file): everything that would fail or be dangerous at run time, each at "
+        "file:line")
     c.add_argument("file")
     c.set_defaults(func=_check)
     s = cs.add_parser("schema", help="print the JSON Schema of a run file")
@@ -18,8 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    model = check_file(args.file)
-    print(f"{args.file}: ok ({type(model).__name__})")
+    """Problems: one ``error:`` line each, exit 2 (by the CLI). Else ``warning:`` lines for
+    what runs but likely not as meant, then one ``ok`` line; exit 0."""
+    from apt_daq.cli import console
+
+    kind, _, warnings = check_file(args.file)
+    err = console(stderr=True)
+    for w in warnings:
+        err.print(f"warning: {w}", markup=False)
+    note = f", {len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else ""
+    print(f"{args.file}: ok ({KIND_WORDS[kind]}{note})")
     return 0
 
 

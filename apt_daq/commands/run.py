@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from apt_daq.cli import console as cli_console
 from apt_daq.cli import non_negative_int, positive_int
+from apt_daq.config import preflight
 from apt_daq.run import Session, State
 
 
@@ -43,8 +44,14 @@ def _run(args: argparse.Namespace) -> int:
         from apt_daq.commands.emulate import ports_overrides, read_ports
 
         overrides.update(ports_overrides(read_ports(args.ports_file)))
-    session = Session.from_yaml(args.config, overrides, out=args.out, overwrite=args.overwrite,
-                                progress=not args.quiet, live_png=args.live)
+    set_by = {"run.stop.ions": "--ions", "run.seed": "--seed"}
+    set_by.update({k: "--ports-file" for k in overrides if k not in set_by})
+    run_file, warnings = preflight(args.config, overrides, set_by)
+    err = cli_console(stderr=True)
+    for w in warnings:
+        err.print(f"warning: {w}", markup=False)
+    session = Session(run_file, out=args.out, overwrite=args.overwrite,
+                      progress=not args.quiet, live_png=args.live)
     server = None
     if getattr(args, "serve", None):
         from apt_daq.web import serve_session

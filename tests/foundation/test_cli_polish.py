@@ -82,6 +82,24 @@ def test_a_bad_argument_is_blamed_on_the_argument(tmp_path: Path, args, name) ->
     assert not (tmp_path / "r.h5").exists()
 
 
+# ------------------------------------------------------------------ --ions and a schedule
+def test_ions_cutting_a_schedule_short_is_one_warning_line(tmp_path: Path) -> None:
+    proc = cli("run", str(SCHEDULE), "-o", str(tmp_path / "r.h5"), "--quiet", "--ions", "2000")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "warning: --ions run.stop.ions: 2000 ends the run in step 0 (5 pJ, after 2000 of its "
+        "200000 ions): steps 1-3 (10 pJ, 15 pJ, 20 pJ) will not run"], proc.stderr
+
+
+def test_ions_past_the_schedule_warns_nothing() -> None:
+    from apt_daq.config import load_run, schedule_cut_short
+
+    assert schedule_cut_short(load_run(SCHEDULE).run) is None  # stop.ions 800000 = 4 x 200000
+    assert schedule_cut_short(load_run(SCHEDULE, {"run.stop.ions": 10**7}).run) is None
+    assert "step 3 (20 pJ) will not run" in schedule_cut_short(
+        load_run(SCHEDULE, {"run.stop.ions": 600_000}).run)
+
+
 # ------------------------------------------------------------------ info
 def test_info_is_readable(small_run: Path) -> None:
     proc = cli("info", str(small_run))
