@@ -243,6 +243,7 @@ class Session:
         log.info("state %s -> %s %s", old.name.lower(), state.name.lower(), why)
         if self._writer is not None:
             self._writer.set_meta("transitions", self.transitions)
+            self._writer.flush()  # a viewer of the file sees a pause while it lasts
 
     def _wait(self, dt_s: float) -> None:
         """Let time pass: instrument time for the simulator, wall time for real hardware."""
@@ -252,7 +253,7 @@ class Session:
         else:
             time.sleep(dt_s)
 
-    def _log_row(self, *, rate: float, pulses: int, ions: int, step: int) -> None:
+    def _log_row(self, *, rate: float, pulses: int, ions: int, step: int) -> np.ndarray:
         ins = self._ins
         row = np.zeros(1, LOG_DTYPE)
         row["time_s"] = self._now_s()
@@ -268,6 +269,7 @@ class Session:
         row["laser_on"] = ins.laser.emission_on()
         row["state"] = int(self.state)
         self._writer.log(row)
+        return row
 
     # -- the run
     def run(self) -> RunResult:
@@ -357,7 +359,7 @@ class Session:
                         pulses += block_pulses
                         now = self._now_s()
                         rate = n / block_pulses if block_pulses else 0.0
-                        self._log_row(rate=rate, pulses=pulses, ions=ions, step=step_i)
+                        row = self._log_row(rate=rate, pulses=pulses, ions=ions, step=step_i)
                         if progress:
                             progress.update(ions, rate, self._v_set, laser.energy(), step_i)
                         if self.on_block:
@@ -365,6 +367,10 @@ class Session:
                                 "rate": rate, "ions": ions, "pulses": pulses,
                                 "v_set": self._v_set, "step": step_i,
                                 "laser_pj": steps[step_i].laser_pj, "state": self.state.name,
+                                "time_s": float(row["time_s"][0]),
+                                "v_dc": float(row["v_dc"][0]),
+                                "hv_on": bool(row["hv_on"][0]),
+                                "laser_on": bool(row["laser_on"][0]),
                                 # the block's online columns (views: copy what you keep)
                                 "mass_da": dec.mass, "det_x_mm": dec.det_x,
                                 "det_y_mm": dec.det_y, "ion": dec.ion})

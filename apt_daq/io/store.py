@@ -536,6 +536,13 @@ class RunWriter:
             else:
                 self._meta.attrs[key] = text
 
+    def flush(self) -> None:
+        """Write what is buffered (after a state change a reader of the file should see)."""
+        if not self._ensure_open():
+            return
+        with self._io():
+            self._f.flush()
+
     def _extend(self, name: str, rows: np.ndarray) -> None:
         dset, ftype = self._ds[name]
         rows = np.ascontiguousarray(rows)

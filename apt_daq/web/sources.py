@@ -31,8 +31,8 @@ def attach_session(session: Any) -> tuple[LiveSnapshot, Any]:
         title=cfg.run.name, detector_radius_mm=cfg.instrument.detector_diameter_mm / 2,
         ranges=_ranges_of(cfg), target_rate=cfg.run.target_detection_rate,
         suspenders=[s.name for s in session.suspenders],
-        # the engine's on_block reports the setpoint; a measured V only if it adds "v_dc"
-        has_v_dc=False)
+        # the engine's on_block reports the setpoint, the measured V and the instrument time
+        has_v_dc=True)
     previous = session.on_block
 
     def on_block(s: Any, info: dict[str, Any]) -> None:
