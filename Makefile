@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(VENV)/bin/apt-daq warmup   # compile the numba kernels now, not during the first run
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,7 +28,7 @@ from apt_daq.errors import UserError
 
 COMMANDS = [
     "run", "info", "analyze", "plot", "export", "import_", "emulate", "reproduce",
-    "campaign", "bench", "config", "calibrate", "range_", "view",
+    "campaign", "bench", "config", "warmup", "calibrate", "range_", "view",
 ]
 #: exit code after the reader of stdout went away (a shell's code for SIGPIPE, 128 + 13)
 EXIT_BROKEN_PIPE = 141

@@ -50,6 +50,11 @@ def _run(args: argparse.Namespace) -> int:
     err = cli_console(stderr=True)
     for w in warnings:
         err.print(f"warning: {w}", markup=False)
+    if not args.quiet:
+        from apt_daq.commands.warmup import NOTICE, cold_kernels
+
+        if cold_kernels(sim=run_file.drivers.dld.backend == "sim"):
+            err.print(NOTICE, markup=False)
     session = Session(run_file, out=args.out, overwrite=args.overwrite,
                       progress=not args.quiet, live_png=args.live)
     server = None

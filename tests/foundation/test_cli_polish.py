@@ -329,3 +329,38 @@ def test_ctrl_c_twice_on_a_terminal_ends_with_one_clean_line(terminal_run) -> No
     assert "aborted: aborted" not in text, text[-3000:]
     final = [ln for ln in lines if "while paused" in ln]
     assert final == ["aborted: signal SIGINT while paused (pause requested)"], text[-3000:]
+
+
+# ------------------------------------------------------------------ numba's first compile
+def test_a_cold_kernel_cache_is_announced_before_the_run(tmp_path: Path) -> None:
+    """An empty numba cache: `apt-daq run` says it is compiling before it goes quiet."""
+    import time
+
+    out = tmp_path / "r.h5"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apt_daq.cli", "run", str(RUN), "-o", str(out), "--ions", "2000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+        env={**env, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"})
+    try:
+        t0 = time.time()
+        first = proc.stderr.readline().decode()
+        assert first.strip() == "compiling kernels (first run only, ~45 s)...", first
+        assert time.time() - t0 < 30  # said at once, not after the compile
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_warmup_compiles_what_a_run_needs(tmp_path: Path) -> None:
+    """`apt-daq warmup` (make install runs it) on an empty cache: afterwards a run is quiet."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    warm = cli("warmup", env=env)
+    assert warm.returncode == 0, warm.stderr
+    assert "compiling kernels" in warm.stderr and "kernels compiled" in warm.stdout, warm
+    run = cli("run", str(RUN), "-o", str(tmp_path / "r.h5"), "--ions", "2000", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "compiling" not in run.stderr, run.stderr
+    again = cli("warmup", env=env)
+    assert "already compiled" in again.stdout, again
