@@ -76,6 +76,22 @@ DERIVED_DTYPE = np.dtype(
 
 ION_TABLE_DTYPE = np.dtype([("name", "S16"), ("mass", "<f4"), ("charge", "i1")])
 
+FIELD_UNITS: dict[str, str] = {
+    "t_x1": "TDC_bin", "t_x2": "TDC_bin", "t_y1": "TDC_bin", "t_y2": "TDC_bin",
+    "t_mcp": "TDC_bin", "v_dc": "V", "v_pulse": "V", "laser_pj": "pJ", "tof": "ns",
+    "det_x": "mm", "det_y": "mm", "mass": "Da", "x0": "nm", "y0": "nm", "z0": "nm",
+    "x": "nm", "y": "nm", "z": "nm", "time_s": "s", "v_setpoint": "V", "current_a": "A",
+    "rate": "ions/pulse",
+}
+"""The unit of every field with a physical unit, by field name (one unit per name across all
+the dtypes, /log's included); counts, indices and flags have none. The run store writes them
+as each dataset's ``units`` attribute."""
+
+
+def units_of(dtype: np.dtype) -> list[str]:
+    """The units of ``dtype``'s fields in order ("" for a field without a unit)."""
+    return [FIELD_UNITS.get(name, "") for name in dtype.names or ()]
+
 
 def empty(dtype: np.dtype, n: int = 0) -> np.ndarray:
     """A zero-filled chunk of ``n`` records of ``dtype``."""

@@ -77,7 +77,7 @@ except ImportError:
 
 from apt_daq.config import InstrumentConfig, RunFile
 from apt_daq.errors import DataFileError, DiskFull
-from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, TRUTH_DTYPE
+from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, TRUTH_DTYPE, units_of
 
 LOG_DTYPE = np.dtype(
     [
@@ -400,6 +400,8 @@ class RunWriter:
             rows = _LOG_CHUNK_ROWS if name == "log" else _CHUNK_ROWS
             d = self._f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
                                        chunks=(rows,))
+            d.attrs["fields"] = list(dtype.names)
+            d.attrs["units"] = units_of(dtype)  # aligned with "fields"; "" has no unit
             self._ds[name] = (d, d.id.get_type())
         self.set_meta("started", now_iso())
         self.set_meta("state", "running")
