@@ -713,6 +713,8 @@ def install_signals(session: Session) -> Callable[[], None]:
 
     def on_signal(signum: int, frame: object) -> None:
         if signum == signal.SIGINT and session.sigint_pauses:
+            if not session._pause.is_set():
+                presses[0] = 0  # resumed since the last Ctrl-C: this one pauses again
             presses[0] += 1
             if presses[0] == 1:
                 session.pause()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from apt_daq import bench
+from apt_daq.cli import console as cli_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,5 +29,5 @@ def _bench(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in results:
         table.add_row(r.name, f"{r.value:.4g}", r.unit, f"{r.baseline:.4g}", f"{r.ratio:.2f}x", r.note)
-    Console().print(table)
+    cli_console().print(table)
     return 0

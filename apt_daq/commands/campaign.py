@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import functools
 
-from rich.console import Console
+from apt_daq.cli import console as cli_console
+from apt_daq.cli import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,11 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sweep", help="sweep YAML (configs/campaigns/...)")
     p.add_argument("-o", "--out", help="out folder (default: the sweep's out, or "
                    "runs/campaigns/<name>)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU count)")
     p.add_argument("--scheduler", metavar="ADDR",
                    help="an existing dask scheduler, e.g. tcp://10.0.0.5:8786 (the out "
                         "folder must be on a file system the workers share)")
-    p.add_argument("--ions", type=int, help="detected ions per point (overrides the sweep's; default out folder "
+    p.add_argument("--ions", type=positive_int, help="detected ions per point (overrides the sweep's; default out folder "
                    "then gets an -<N>ions suffix)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate every point and run a synthetic CPU load instead of the "
@@ -49,7 +50,7 @@ def _campaign(args: argparse.Namespace) -> int:
             args.out = str(out.with_name(f"{out.name}-{args.ions}ions"))
         sweep = sweep.model_copy(update={"ions": args.ions})
     fn = functools.partial(synthetic_point, work=10) if args.dry_run else simulate_and_analyze
-    console = Console()
+    console = cli_console()
     try:
         res = run_campaign(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
                            point_fn=fn, progress=not args.quiet, plots=not args.no_plots)

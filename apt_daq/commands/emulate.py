@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from apt_daq.cli import non_negative_int, positive_int
 from apt_daq.errors import UserError
 
 
@@ -38,10 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ports-file", help="write the resource strings here as JSON")
     p.add_argument("--speed", type=float, default=1.0,
                    help="instrument seconds per wall second (default 1: real time)")
-    p.add_argument("--seed", type=int, help="random seed (default: the run file's)")
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the run file's)")
     p.add_argument("--specimen", help="specimen YAML when CONFIG is an instrument file "
                    "(default configs/specimens/nmc811-cr.yaml)")
-    p.add_argument("--block-pulses", type=int,
+    p.add_argument("--block-pulses", type=positive_int,
                    help="pulses per DLD readout block (default: the run's chunk_pulses, "
                    "else 200000)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from apt_daq.cli import console as cli_console
 from apt_daq.errors import UserError
 
 
@@ -121,10 +122,9 @@ def _range(args: argparse.Namespace) -> int:
              "seconds": {"spectrum": round(t1 - t0, 3), "identification": round(t2 - t1, 3)}}
         print(json.dumps(d, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = cli_console()
     t = Table(title=f"{args.input}: {len(res.ranges)} ranges, {len(res.ions)} ions "
                     f"({res.spectrum.counts.sum()} ions binned, {t2 - t0:.1f} s)")
     for c in ("ion", "isotope", "window Da", "counts", "background", "confidence"):

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from apt_daq.cli import non_negative_int, positive_int
 from apt_daq.errors import UserError
 
 
@@ -17,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="1, 2, 3, 4, 5, 6, 7, S1, all, or a comma list (default: all)")
     p.add_argument("-o", "--out", default="reproduction", help="output folder (PNG, table, runs)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.add_argument("--ions", type=int, default=200_000,
+    p.add_argument("--ions", type=positive_int, default=200_000,
                    help="detected ions per run or per schedule step (default 200000)")
-    p.add_argument("--seed", type=int, default=0, help="seed offset of every run (default 0)")
-    p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed offset of every run (default 0)")
+    p.add_argument("--workers", type=positive_int, default=2, help="simulation processes (default 2)")
     p.set_defaults(func=_reproduce)
 
 

@@ -63,3 +63,29 @@ def test_signal_ends_the_run_safe(tmp_path: Path, signals: tuple[signal.Signals,
         last = r.log[-1]
         assert last["hv_on"] == 0 and last["laser_on"] == 0
         assert r.count("hits") > 20_000
+
+
+def test_ctrl_c_after_a_resume_pauses_again() -> None:
+    """Ctrl-C pauses, Enter resumes; the next Ctrl-C pauses again (it does not abort)."""
+    import threading as th
+    from types import SimpleNamespace
+
+    from apt_daq.run import State, install_signals
+
+    pause = th.Event()
+    aborted: list[bool] = []
+    session = SimpleNamespace(sigint_pauses=True, _pause=pause, signal=None,
+                              state=State.ACQUIRING, pause=pause.set,
+                              abort=lambda: aborted.append(True),
+                              _abort_why=lambda: "signal SIGINT")
+    restore = install_signals(session)  # type: ignore[arg-type]
+    try:
+        signal.raise_signal(signal.SIGINT)
+        assert pause.is_set() and not aborted
+        pause.clear()  # resume
+        signal.raise_signal(signal.SIGINT)
+        assert pause.is_set() and not aborted  # paused again
+        signal.raise_signal(signal.SIGINT)  # twice while paused: abort
+        assert aborted
+    finally:
+        restore()
