@@ -338,3 +338,104 @@ def test_runs_it_cannot_calibrate_are_one_line_exit_2(tmp_path, what):
     rc, err = _run_cli("calibrate", str(tmp_path / "r.h5"), "--elements", "W")
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert ("reflectron" in err) if what == "reflectron" else ("no TOF" in err)
+
+
+# ----------------------------------------------------------------------------- the docs example
+DOC = Path(__file__).resolve().parents[2] / "docs" / "analysis.md"
+DOC_FIGURE = DOC.parent / "calibrate-unknown-instrument.png"
+DOC_CASE = {"seed": 5, "t0_ns": 14.6, "l_off": -0.049}  # the corner case the docs show
+
+
+def _doc_block(tag: str) -> str:
+    """The fenced block after ``<!-- tag -->`` in docs/analysis.md."""
+    text = DOC.read_text()
+    at = text.index(f"<!-- {tag} -->")
+    start = text.index("```", at)
+    start = text.index("\n", start) + 1
+    return text[start:text.index("```", start)]
+
+
+def test_the_docs_worked_example_runs_and_prints_what_the_docs_show(tmp_path, monkeypatch):
+    """docs/analysis.md, "Calibrating another instrument": the commands run on the run the
+    docs describe, and print the t0, flight length, ions and residuals the docs quote."""
+    import contextlib
+    import io
+    import re
+    import shlex
+
+    from apt_daq.cli import main
+
+    syn = synthesise(DOC_CASE["seed"], t0_ns=DOC_CASE["t0_ns"], l_off=DOC_CASE["l_off"])
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "unknown.h5", syn)
+    outputs = []
+    for line in _doc_block("calibrate-commands").splitlines():
+        if not line.startswith("apt-daq "):
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(shlex.split(line)[1:]) == 0, line
+        outputs.append(out.getvalue())
+    printed = " ".join(outputs[0].split())
+    shown = _doc_block("calibrate-output")
+    t0_doc, l_doc = (float(v) for v in re.search(r"t0 (\S+) ns .*flight length (\S+) mm",
+                                                  " ".join(shown.split())).groups())
+    t0_got, l_got = (float(v) for v in re.search(r"t0 (\S+) ns .*flight length (\S+) mm",
+                                                  printed).groups())
+    assert t0_got == pytest.approx(t0_doc, abs=0.01) and l_got == pytest.approx(l_doc, abs=0.01)
+    assert "ions found: W2+, W3+, Mo2+, Ni2+, Ni3+" in printed
+    rows = re.findall(r"│\s*(\d+[A-Z][a-z]?\d\+)\s*│.*?│\s*([+-]\d+\.\d)\s*│", shown)
+    assert len(rows) >= 5
+    for iso, residual in rows:  # the residuals the docs quote, to 3 ppm
+        got = re.search(rf"│ {re.escape(iso)} │ [^│]+│ [^│]+│ [^│]+│ ([+-]\d+\.\d)", printed)
+        assert got and abs(float(got.group(1)) - float(residual)) < 3.0, (iso, residual)
+    # the stored calibration is what analyze then uses
+    rep = json.loads(outputs[1])
+    assert rep["calibration"]["source"] == "calibrate"
+    assert rep["calibration"]["t0_ns"] == pytest.approx(syn["t0_ns"], abs=0.3)
+
+
+def make_docs_figure(path: Path = DOC_FIGURE) -> Path:
+    """The spectrum before (nominal t0 = 0 and L, no corrections) and after ``apt-daq
+    calibrate``: ``python tests/pipeline/test_calibrate_unknown_instrument.py``."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from apt_daq.pipeline.corrections import Calibration
+
+    syn = synthesise(DOC_CASE["seed"], t0_ns=DOC_CASE["t0_ns"], l_off=DOC_CASE["l_off"])
+    with tempfile.TemporaryDirectory() as d:
+        run = write_run(Path(d) / "unknown.h5", syn)
+        before = stream_mass(run, Calibration(t0_ns=0.0, flight_path_mm=NOMINAL_L_MM))
+        calibrate_cli(run)
+        after = stream_mass(run)
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5))
+    for ax, (lo, hi, bin_da) in zip(axes, [(15, 100, 0.02), (55.5, 62.5, 0.005)], strict=True):
+        edges = np.arange(lo, hi + bin_da, bin_da)
+        for m, label, colour in ((before, "before: nominal t0 = 0, L = 160 mm", "0.6"),
+                                 (after, "after apt-daq calibrate --elements W,Mo,Ni", "C0")):
+            ax.stairs(np.histogram(m, edges)[0], edges, color=colour, label=label, lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylabel(f"ions per {bin_da * 1000:g} mDa")
+    for el, z, a, m in true_peaks():
+        if el == "W" and z == 3:
+            axes[1].axvline(m, color="C3", lw=0.6, ls=":")
+            axes[1].text(m, axes[1].get_ylim()[1] * 0.5, f"{a}", ha="center", fontsize=8)
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[0].set_title(f"unknown instrument: t0 {syn['t0_ns']:+.1f} ns, L {syn['l_mm']:.1f} mm "
+                      "(nominal 0 ns, 160 mm), 1 % bowl, voltage curvature", fontsize=10)
+    axes[1].set_xlabel("m/n (Da); bottom: W3+ (true isotope positions dotted), before: the blur"
+                       " at 56.5-59.5 Da")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    print(make_docs_figure())
