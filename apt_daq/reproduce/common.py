@@ -29,13 +29,19 @@ SPECIMENS = ROOT / "configs" / "specimens"
 @dataclass
 class Context:
     """Where and how big: output folder, detected ions per run (or per schedule step), seed
-    offset, worker processes."""
+    offset, worker processes. ``null``: every run is the physics-free stream of
+    :mod:`apt_daq.reproduce.null` instead of a simulation (the same figure code, the same
+    criteria); ``null_model``: :func:`apt_daq.reproduce.reproduce` also evaluates the rows on
+    it (a second pass in ``out/null``)."""
 
     out: Path
     ions: int = 200_000
     seed: int = 0
     workers: int = 2
     log: Callable[[str], None] = field(default=lambda s: None)
+    null: bool = False
+    null_model: bool = True
+    null_specs: dict[str, RunSpec] = field(default_factory=dict, repr=False)
 
     @property
     def runs_dir(self) -> Path:
@@ -96,14 +102,17 @@ class RunOutcome:
         return self.reason.startswith("fracture")
 
 
-def _simulate(args: tuple[RunSpec, str]) -> dict:
-    spec, out = args
+def _simulate(args: tuple) -> dict:
+    # (spec, out, digest): the digest is the caller's, so that a file edited while the run
+    # simulates cannot make the sidecar disagree with the cache lookup that asked for it
+    spec, out, *rest = args
+    digest = rest[0] if rest else spec.digest()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
     from apt_daq.run import Session
 
     res = Session.from_yaml(RUNS / spec.run_file, dict(spec.overrides), out=out,
                             overwrite=True).run()
-    info = {"digest": spec.digest(), "run_file": spec.run_file,
+    info = {"digest": digest, "run_file": spec.run_file,
             "overrides": [list(o) for o in spec.overrides], "state": res.state.name.lower(),
             "reason": res.reason, "ions": int(res.ions)}
     Path(out).with_suffix(".json").write_text(json.dumps(info, default=str))
@@ -121,22 +130,32 @@ def pmap(func: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any
 
 
 def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
-    """Run (or reuse) every spec; returns outcomes by key."""
+    """Run (or reuse) every spec; returns outcomes by key. With ``ctx.null`` nothing is
+    simulated: every run completes (the null model has no fracture) with its set ion count."""
     specs = list(specs)
-    todo, done = [], {}
+    if ctx.null:
+        from apt_daq.reproduce.null import null_outcome
+
+        outs = {}
+        for s in specs:
+            outs[s.key] = null_outcome(s, ctx.runs_dir / f"{s.key}.null")
+            ctx.null_specs[str(outs[s.key].path)] = s
+        return outs
+    todo, done, digests = [], {}, {}
     for s in specs:
         path = ctx.runs_dir / f"{s.key}.h5"
         side = path.with_suffix(".json")
+        digests[s.key] = s.digest()
         if path.exists() and side.exists():
             info = json.loads(side.read_text())
-            if info.get("digest") == s.digest() and info.get("state") in ("done", "failed"):
+            if info.get("digest") == digests[s.key] and info.get("state") in ("done", "failed"):
                 done[s.key] = info
                 continue
         todo.append(s)
     if todo:
         ctx.log(f"simulating {len(todo)} run(s): {', '.join(s.key for s in todo)}")
-        for s, info in zip(todo, pmap(_simulate, [(s, str(ctx.runs_dir / f"{s.key}.h5"))
-                                                  for s in todo], ctx.workers), strict=True):
+        jobs = [(s, str(ctx.runs_dir / f"{s.key}.h5"), digests[s.key]) for s in todo]
+        for s, info in zip(todo, pmap(_simulate, jobs, ctx.workers), strict=True):
             done[s.key] = info
     return {s.key: RunOutcome(s.key, ctx.runs_dir / f"{s.key}.h5", done[s.key]["state"],
                               done[s.key]["reason"], int(done[s.key]["ions"])) for s in specs}
@@ -174,8 +193,27 @@ def analyze_many(ctx: Context, jobs: list[tuple]) -> list:
     the composition (needed where a species is absent and only background lands in its
     ranges); ``settled`` leaves out the ramp-up before the detection rate reached half its
     target (:func:`~apt_daq.analysis.report.settled_select`)."""
-    return pmap(_analyze, [(str(j[0]), j[1], j[2], bool(j[3]) if len(j) > 3 else False,
-                            bool(j[4]) if len(j) > 4 else False) for j in jobs], ctx.workers)
+    args = [(str(j[0]), j[1], j[2], bool(j[3]) if len(j) > 3 else False,
+             bool(j[4]) if len(j) > 4 else False) for j in jobs]
+    if ctx.null:
+        from apt_daq.reproduce.null import analyze_null
+
+        return [analyze_null(ctx.null_specs[a[0]], *a[1:]) for a in args]
+    return pmap(_analyze, args, ctx.workers)
+
+
+def has_step(ctx: Context, path: Path, laser_pj: float) -> bool:
+    """Whether the run at ``path`` acquired ions at ``laser_pj`` (a schedule step it reached)."""
+    if ctx.null:
+        from apt_daq.reproduce.null import null_steps
+
+        return laser_pj in null_steps(ctx.null_specs[str(path)])
+    from apt_daq.io.store import RunReader
+
+    with RunReader(path) as r:
+        log = r.read("log")
+    return bool(np.any((np.abs(log["laser_pj"] - laser_pj) < 0.01) & (log["ions"] > 0)
+                       & (log["rate"] > 0)))
 
 
 # ------------------------------------------------------------------------------ statistics

@@ -31,6 +31,10 @@ from apt_daq.reproduce.paper import V
 from apt_daq.reproduce.table import Row, fmt, fmt_pm
 
 MRP_PEAK = "O2+"  # present in both, isolated, strong
+O2_TOL = 0.05  # relative, on O2+/O+ (counting error ~1.5 %; seeds 0-2: see docs/reproduction.md)
+# coated Li+ mu: the chi2 noise floor of ~560 blocks is ~0.24, but the seeds scatter far less
+# (the episodes, not counting, set mu): +-0.10 holds on seeds 0-2 at 200 000 ions
+MU_LI_COATED_TOL = 0.10
 
 
 def specs(ctx: Context) -> dict[str, RunSpec]:
@@ -86,32 +90,44 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                    strict=True))
     rows: list[Row] = []
     paper_o = V["fig4.o2_o"].value
-    for kind, label in (("cr", "Cr-coated"), ("bare", "uncoated")):
-        s = res[kind].summary
-        r, e = ratio(s, "O2+/O+"), ratio_err(s, "O2+/O+")
-        rows.append(Row("4", f"O2+/O+, {label}, 5 pJ (25 nm ROI)", f"{paper_o}",
-                        fmt_pm(r, e), "+-15 % (paper: 'approx.')",
-                        abs(r - paper_o) <= 0.15 * paper_o, V["fig4.o2_o"].source, r))
+    # "approx. 2.61 for both measurements": one statement, one row
+    o2 = {kind: (ratio(res[kind].summary, "O2+/O+"), ratio_err(res[kind].summary, "O2+/O+"))
+          for kind in ("cr", "bare")}
+    dev = max(abs(r - paper_o) / paper_o for r, _ in o2.values())
+    rows.append(Row("4", "O2+/O+ at 5 pJ (25 nm ROI): Cr-coated, uncoated", f"{paper_o} (both)",
+                    f"{fmt_pm(*o2['cr'])}, {fmt_pm(*o2['bare'])}",
+                    f"each +-{O2_TOL:.0%} (paper: 'approx.')", dev <= O2_TOL,
+                    V["fig4.o2_o"].source, dev,
+                    provenance="calibrated: O2+/O+ reference r_ref (2.45) and the heating law"))
     m_cr, m_bare = _mrp10(res["cr"].summary, MRP_PEAK), _mrp10(res["bare"].summary, MRP_PEAK)
     gain = m_cr / m_bare
     rows.append(Row("4", f"MRP (m/dm at 10 %) of {MRP_PEAK}, coated / uncoated",
                     "> 1 ('improvement in the mass resolving power')",
                     f"{fmt(m_cr)} / {fmt(m_bare)} = {fmt(gain)}", "> 1.2", gain > 1.2,
-                    V["fig4.mrp"].source, gain))
-    for kind, label, key in (("bare", "uncoated", "fig4.mu_li_uncoated"),
-                             ("cr", "Cr-coated", "fig4.mu_li_coated")):
+                    V["fig4.mrp"].source, gain,
+                    provenance="calibrated: cooling time under the shell (coated_tau_floor)"))
+    for kind, label, key, prov in (
+            ("bare", "uncoated", "fig4.mu_li_uncoated",
+             "calibrated: Li episode amplitude a, uncoated (0.6)"),
+            ("cr", "Cr-coated", "fig4.mu_li_coated",
+             "calibrated: Li episode amplitude a of the coated phase (0.14)")):
         f = res[kind].fda.get("Li+")
         mu = f.mu if f else math.nan
-        tol = max(0.1, mu_error(f.blocks, f.dof)) if f else math.nan
         pv = V[key].value
+        if kind == "cr":
+            tol, rule = MU_LI_COATED_TOL, f"+-{MU_LI_COATED_TOL:.2f}"
+        else:
+            tol = max(0.1, mu_error(f.blocks, f.dof)) if f else math.nan
+            rule = f"+-{tol:.2f} (0.1 or chi2 noise)"
         rows.append(Row("4", f"Li+ FDA mu, {label} (100-ion blocks, {f.blocks if f else 0} "
-                        "blocks)", f"{pv}", fmt(mu), f"+-{tol:.2f} (0.1 or chi2 noise)",
-                        abs(mu - pv) <= tol, V[key].source, mu))
+                        "blocks)", f"{pv}", fmt(mu), rule, abs(mu - pv) <= tol, V[key].source,
+                        mu, provenance=prov))
     fo_b, fo_c = res["bare"].fda.get("O2+"), res["cr"].fda.get("O2+")
     mb, mc = (fo_b.mu if fo_b else math.nan), (fo_c.mu if fo_c else math.nan)
     rows.append(Row("4", "O2+ FDA mu, uncoated vs Cr-coated", "same trend as Li+ (uncoated >)",
                     f"{fmt(mb)} vs {fmt(mc)}", "uncoated > coated", mb > mc,
-                    V["fig4.mu_o2"].source, mb - mc))
+                    V["fig4.mu_o2"].source, mb - mc,
+                    provenance="calibrated: O pairing follows the Li episodes (c = 0.5)"))
 
     # ---- figure: a) spectra b) FDA uncoated c) FDA coated
     fig = plt.figure(figsize=(13, 8))

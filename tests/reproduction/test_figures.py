@@ -75,9 +75,8 @@ def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
     # (< 0.25, 50 000 ions per step) is `reproduce`'s; here: below 0.35 and far below 20 pJ.
     li5 = row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 5 pJ").value
     assert li5 < 0.35 and li5 < 0.5 * row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 20 pJ").value
-    # most uncoated specimens break before the set count, coated ones do not
-    assert row(rows, "uncoated specimens fractured").value > 0.5
-    assert row(rows, "Cr-coated specimens fractured").value <= 0.125
+    # most uncoated specimens break before the set count (> 1/2), coated ones do not (<= 1/8)
+    assert row(rows, "specimens fractured").passed
     # the hit maps grow more heterogeneous with laser energy over the steps reached (at 5k
     # ions per step one adjacent swap of 4 is allowed: rho = 0.8 exactly, 0.7999... in floats)
     assert row(rows, "hit-map heterogeneity").value >= 0.8 - 1e-9
@@ -86,25 +85,24 @@ def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
 def test_fig2_shell_continuous_ga_in_shell_only(ctx) -> None:
     rows, _ = fig2.reproduce(ctx)
     assert row(rows, "shell ions").passed
-    assert row(rows, "Ga / (Cr + Ga)").value > 0.005
-    assert row(rows, "Ga in the 25 nm core").value < 5e-4
+    assert row(rows, "Ga / (Cr + Ga) ions in the rim; Ga in the 25 nm core").passed
+    assert row(rows, "Ga / (Cr + Ga)").value < 5e-4  # the core's Ga
 
 
 def test_fig3_coated_steps_consistent(ctx) -> None:
     rows, _ = fig3.reproduce(ctx)
-    assert row(rows, "rim (outer").value >= 0.5
-    assert row(rows, "Cr in the 25 nm ROI").value < 1.0
+    assert row(rows, "Cr in the 25 nm ROI").value < 1.0  # at every step
     assert row(rows, "ROI composition at 5 pJ").passed  # Li, Ni, O within 3 at.% of nominal
     # ~6e3 ROI ions per step: O counting error ~0.65 at.% per step, ~0.9 on the difference;
     # 3 sigma of it (full size: 2 at.%, the table's tolerance)
-    assert abs(row(rows, "ROI composition at 10 pJ").value) <= 3.0
+    assert abs(row(rows, "ROI composition at 10 and 15 pJ").value) <= 3.0
     assert row(rows, "Li depth profile flatness").value <= 3.0
 
 
 def test_fig4_o2_ratio_and_mrp(f4) -> None:
-    for label in ("Cr-coated", "uncoated"):
-        r = row(f4, f"O2+/O+, {label}")
-        assert r.value == pytest.approx(2.61, rel=0.15), r
+    # both within +-5 % of 2.61 (the table's tolerance; this is the table's run of seed 0)
+    r = row(f4, "O2+/O+ at 5 pJ")
+    assert r.passed and r.value <= 0.05, r
     assert row(f4, "MRP (m/dm at 10 %)").value > 1.2  # shorter thermal tails when coated
 
 
@@ -112,6 +110,7 @@ def test_fig4_fda_li_clustering(f4) -> None:
     bare = row(f4, "Li+ FDA mu, uncoated").value
     coated = row(f4, "Li+ FDA mu, Cr-coated").value
     assert bare == pytest.approx(0.9, abs=0.1)
+    assert coated == pytest.approx(0.5, abs=0.1)
     assert bare > coated + 0.1
 
 
@@ -138,14 +137,12 @@ def test_fig5_ni_deviation_at_high_o2(f5) -> None:
 
 def test_fig6_particles_narrow_band(ctx56) -> None:
     rows, _ = fig6.reproduce(ctx56)
-    assert row(rows, "Li/(Li+Ni+Co+Mn), ").passed
-    assert row(rows, "Ni/(Ni+Co+Mn), all particles").passed
-    assert 0 < row(rows, "Ni/(Ni+Co+Mn), all particles").value < 0.04
+    r = row(rows, "Li/(Li+Ni+Co+Mn) and Ni/(Ni+Co+Mn)")
+    assert r.passed and 0 < r.value < 0.04, r
 
 
 def test_fig7_grain_and_lmo_csr(f7) -> None:
-    assert row(f7, "largest Ni/Co/NiO/CoO peak").value < 5
-    assert row(f7, "grain Mn/(Li+Mn)").value > 0.5
+    assert row(f7, "grain: largest Ni/Co/NiO/CoO peak").passed  # < 5 sigma, Mn/(Li+Mn) > 0.5
     assert row(f7, "LMO Mn2+/Mn+ against laser energy").value >= 0.8
     assert row(f7, "LMO O2+/O+ over 1-20 pJ").value < 0.3
 
