@@ -70,14 +70,60 @@ class InstrumentConfig(_Model):
 
 
 # --------------------------------------------------------------------------- specimen
+class MoNeutralConfig(_Model):
+    """A share of an element's atoms that leaves in neutral MO molecules (never detected):
+    ``share * exp(-(F - 22 V/nm) / field_scale)`` (docs/physics.md, "Molecular ions")."""
+
+    element: str
+    share: float = Field(..., ge=0, le=0.9, description="s0: the share at F = 22 V/nm")
+    field_scale_v_per_nm: float = Field(
+        ..., description="w_s, V/nm: > 0 grows at low field, < 0 at high field; 1e9: constant"
+    )
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> MoNeutralConfig:
+        if self.field_scale_v_per_nm == 0:
+            raise ValueError("field_scale_v_per_nm must not be 0")
+        return self
+
+
+def _default_mo_neutral() -> list[MoNeutralConfig]:
+    return [MoNeutralConfig(element="Ni", share=0.05, field_scale_v_per_nm=1e9),
+            MoNeutralConfig(element="Co", share=0.015, field_scale_v_per_nm=3.4),
+            MoNeutralConfig(element="Mn", share=0.015, field_scale_v_per_nm=3.4)]
+
+
+class PhaseChemistryConfig(_Model):
+    """Field-dependent molecular-ion chemistry of a phase (empirical and calibrated; each value
+    and its source in docs/physics.md, "Molecular ions"). The defaults are NMC811's."""
+
+    o2_ratio_ref: float = Field(2.45, gt=0, description="intrinsic O2+/O+ at F = 22 V/nm")
+    o2_field_scale_v_per_nm: float = Field(
+        6.0, gt=0, description="w_O: O2+/O+ = o2_ratio_ref exp(-(F - 22) / w_O)")
+    o2_loss_field_v_per_nm: float = Field(
+        14.5, gt=0, description="F_l: half the free O leaves as neutral O2 at this field")
+    o2_loss_scale_v_per_nm: float = Field(1.0, gt=0, description="w_l of the O2 loss sigmoid")
+    lio_share: float = Field(0.01, ge=0, lt=1, description="share of Li leaving as LiO+")
+    mo_neutral: list[MoNeutralConfig] = Field(
+        default_factory=_default_mo_neutral,
+        description="element-specific neutral MO losses (NiO, CoO, MnO, ...)")
+
+
 class PhaseConfig(_Model):
-    """A crystalline phase: formula-unit stoichiometry and atomic number density."""
+    """A crystalline phase: formula-unit stoichiometry, atomic number density, and the
+    phase's own evaporation chemistry and Li mobility (the simulator reads these, never the
+    phase's name)."""
 
     name: str
     composition: dict[str, float] = Field(
         ..., description="atoms per formula unit, e.g. {Li: 1, Ni: 0.8, Co: 0.1, Mn: 0.1, O: 2}"
     )
     atomic_density_per_nm3: float = Field(..., gt=0, description="atoms per nm^3")
+    chemistry: PhaseChemistryConfig = Field(default_factory=PhaseChemistryConfig)
+    li_episode_amplitude_coated: float = Field(
+        0.17, ge=0, lt=1,
+        description="amplitude a of the Li-rich/Li-poor episodes under a conducting shell "
+        "(the Li agglomeration FDA measures; uncoated specimens: sim.physics LI_MIGRATION)")
 
     @model_validator(mode="after")
     def _positive(self) -> PhaseConfig:

@@ -32,7 +32,7 @@ from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE, empty
 from sim import physics
 from sim.detector import BLUR_MM, Detector, assemble_block, detect_seeded
 from sim.devices import HvSupplyModel, LaserModel
-from sim.species import chemistry_for, phase_channels
+from sim.species import phase_channels
 from sim.specimen import Specimen
 
 
@@ -277,12 +277,12 @@ class VirtualLeap:
         for ph, comp in enumerate(tip.compositions):
             fixed = None
             d = depletion
-            amp = li.modulation(tip.phase_names[ph], tip.coated)
+            amp = li.modulation(tip.li_amplitudes_coated[ph], tip.coated)
             if ph == tip.shell_phase:
                 fixed = {self.specimen.coating.material: self.specimen.coating.oxide_fraction}
                 d = 0.0
                 amp = 0.0
-            chem = chemistry_for(tip.phase_names[ph])
+            chem = tip.chemistries[ph]
             for mod in (0, 1):
                 # Li-poor (0) / Li-rich (1) episode: Li share p (1 -/+ a), the rest rescaled so
                 # that the two episodes average to the phase's own Li share. The episode moves
@@ -487,6 +487,32 @@ class VirtualLeap:
         fired = n_pulses - remaining
         raw, truth, lost = out.arrays()
         return SimBlock(raw, truth, lost, fired, first, fired / rate)
+
+
+def settled_field_v_per_nm(instrument: InstrumentConfig, specimen: SpecimenConfig,
+                           laser_pj: float, *, base_temperature_k: float = 60.0,
+                           pulse_rate_hz: float = 100e3, target_rate: float = 0.005,
+                           seed: int = 0) -> float:
+    """The apex field at which ``specimen`` evaporates at ``target_rate`` detected ions per
+    pulse at this laser energy: what the run engine's rate feedback settles to (the simulator
+    knows its field; a reconstruction of a simulated run uses it as F_e, so that an ROI is the
+    size it says). Bisection in V on the expected rate of the first sub-block's physics (the
+    detected share taken as efficiency x 0.9 for the detector's edge and the neutrals); the
+    field depends on the rate only logarithmically."""
+    leap = VirtualLeap(instrument, specimen, base_temperature_k=base_temperature_k, seed=seed)
+    leap.laser.set_pulse_rate(pulse_rate_hz)
+    leap.laser.set_energy(laser_pj)
+    eff = instrument.detection_efficiency * 0.9
+    lo, hi = 100.0, 10 * instrument.max_voltage_v
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        leap._physics(mid)
+        if leap.state.events_per_pulse * eff > target_rate:
+            hi = mid
+        else:
+            lo = mid
+    leap._physics(math.sqrt(lo * hi))
+    return float(leap.state.field_v_per_nm)
 
 
 ASSEMBLE_ASIDE_EVENTS = 2_000  # smaller sub-blocks are assembled inline (handover ~50 us)

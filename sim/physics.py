@@ -61,22 +61,19 @@ class LiMigrationParams:
     burst_mean_events: float = 1500.0  # mean burst length, evaporation events
     burst_spot_fraction: float = 0.35  # burst spot rms radius / core radius
     modulation_uncoated: float = 0.6  # amplitude of Li-rich/Li-poor episodes
-    modulation_coated: float = 0.17  # phases not listed below
-    # per phase under a shell: the residual Li agglomeration differs between the layered
-    # NMC811 (Li mu ~0.5, paper Fig 4c) and the spinel LiMn2O4 (mu 0.4-0.6, Table S1)
-    modulation_coated_by_phase: tuple[tuple[str, float], ...] = (("NMC811", 0.14),
-                                                                 ("LMO", 0.19))
+    # under a shell the residual Li agglomeration is the phase's own property (the specimen
+    # YAML's li_episode_amplitude_coated: layered NMC811 0.14, Li mu ~0.5, paper Fig 4c;
+    # spinel LiMn2O4 0.19, mu 0.4-0.6, Table S1)
     # Li-rich/Li-poor episodes shift the local surface field; the O pairing follows it:
     # intrinsic O2+/O+ x exp(-/+ c a) in Li-rich/poor episodes (a: the episode amplitude)
     o2_episode_coupling: float = 0.5
     modulation_mean_events: float = 2500.0  # mean episode length, events
     coating_screening: float = 1e-5  # factor on depletion and burst supply under a shell
 
-    def modulation(self, phase_name: str, coated: bool) -> float:
-        """Amplitude a of the Li-rich/Li-poor episodes of a phase."""
-        if not coated:
-            return self.modulation_uncoated
-        return dict(self.modulation_coated_by_phase).get(phase_name, self.modulation_coated)
+    def modulation(self, amplitude_coated: float, coated: bool) -> float:
+        """Amplitude a of the Li-rich/Li-poor episodes of a phase whose amplitude under a
+        shell is ``amplitude_coated`` (PhaseConfig.li_episode_amplitude_coated)."""
+        return amplitude_coated if coated else self.modulation_uncoated
 
 
 @dataclass(frozen=True)

@@ -94,22 +94,22 @@ class Chemistry:
         return 0.0
 
 
-CHEMISTRY: dict[str, Chemistry] = {
-    # NMC811: Ni under-counted (Ni/(Ni+Co+Mn) ~0.78 for 0.8, paper Fig 5b): part of the Ni
-    # leaves in neutral NiO at any field; at low field (high laser energy) Co and Mn leave more
-    # and more in neutral CoO, MnO, so the ratio deviates at high O2+/O+
-    "default": Chemistry(mo_neutral=(("Ni", 0.05, 1e9), ("Co", 0.015, 3.4),
-                                     ("Mn", 0.015, 3.4))),
-    # LiMn2O4: O2+/O+ shows "no clear trend" with laser energy (paper Fig 7b): weak field slope;
-    # Mn under-counted, Li/(Li+Mn) above 1/3 (Fig 7c): Mn leaves in neutral MnO fragments of
-    # dissociating Mn-O molecular ions, more at high field
-    "LMO": Chemistry(o2_ratio_ref=1.6, o2_scale_v_per_nm=60.0,
-                     mo_neutral=(("Mn", 0.45, -10.0),)),
-}
+    @classmethod
+    def from_config(cls, c) -> Chemistry:
+        """From a phase's :class:`apt_daq.config.PhaseChemistryConfig` (the specimen YAML)."""
+        return cls(o2_ratio_ref=c.o2_ratio_ref, o2_scale_v_per_nm=c.o2_field_scale_v_per_nm,
+                   loss_field_v_per_nm=c.o2_loss_field_v_per_nm,
+                   loss_scale_v_per_nm=c.o2_loss_scale_v_per_nm, lio_share=c.lio_share,
+                   mo_neutral=tuple((m.element, m.share, m.field_scale_v_per_nm)
+                                    for m in c.mo_neutral))
 
 
-def chemistry_for(phase_name: str) -> Chemistry:
-    return CHEMISTRY.get(phase_name, CHEMISTRY["default"])
+# The chemistry of a phase is a property of the phase in the specimen YAML (``chemistry:``,
+# PhaseChemistryConfig; values and sources in docs/physics.md), never looked up by its name.
+# This one (the config's defaults: NMC811's) serves the Cr shell, whose channels use none of
+# it but the field laws' reference (its CrO share is fixed, it holds no free O or Li).
+SHELL_CHEMISTRY = Chemistry(mo_neutral=(("Ni", 0.05, 1e9), ("Co", 0.015, 3.4),
+                                        ("Mn", 0.015, 3.4)))
 
 
 def csr21(field_v_per_nm: float, el: ElementParams) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 
 from apt_daq.config import SpecimenConfig
 from sim import physics
-from sim.species import ELEMENTS, SpeciesTable
+from sim.species import ELEMENTS, SHELL_CHEMISTRY, Chemistry, SpeciesTable
 
 
 class Specimen:
@@ -38,6 +38,9 @@ class Specimen:
                                                         * float(rng.standard_normal())))
             self.compositions.append(comp)
         self.densities = [p.atomic_density_per_nm3 for p in cfg.phases]
+        # the phase's chemistry and Li mobility come from its config, never from its name
+        self.chemistries = [Chemistry.from_config(p.chemistry) for p in cfg.phases]
+        self.li_amplitudes_coated = [p.li_episode_amplitude_coated for p in cfg.phases]
         self.matrix_phase = self.phase_names.index(cfg.matrix)
         self.shell_phase = -1
         if cfg.coating is not None:
@@ -46,6 +49,8 @@ class Specimen:
             self.phase_names.append("shell")
             self.compositions.append({c.material: 1.0 - c.ga_fraction, "Ga": c.ga_fraction})
             self.densities.append(c.atomic_density_per_nm3)
+            self.chemistries.append(SHELL_CHEMISTRY)
+            self.li_amplitudes_coated.append(0.0)
         elements: set[str] = set()
         for comp in self.compositions:
             elements |= {el for el, n in comp.items() if n > 0}

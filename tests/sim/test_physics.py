@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sim import physics
-from sim.species import ELEMENTS, chemistry_for, csr21, phase_channels
+from sim.species import ELEMENTS, Chemistry, csr21, phase_channels
 from tests.sim.fda import pearson_mu
 from tests.sim.helpers import (
     counts,
@@ -241,7 +241,7 @@ def test_channels_conserve_stoichiometry():
     leap = make_leap("nmc811-cr")
     sp = leap.tip.species
     comp = {"Li": 1.0, "Ni": 0.8, "Co": 0.1, "Mn": 0.1, "O": 2.0}
-    chem = chemistry_for("NMC811").__class__(loss_field_v_per_nm=-1e3)  # no neutral loss
+    chem = Chemistry(loss_field_v_per_nm=-1e3)  # no neutral loss
     ch = phase_channels(comp, 21.0, sp, chem)
     from apt_daq.isotopes import parse_ion
 
