@@ -224,11 +224,21 @@ def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
         return None
     bg = flank_background(counts, edges, lo, hi, flank_da, free)
     win = (c >= bounds[0]) & (c < bounds[1])
-    sub = smooth(counts[win].astype(np.float64) - bg, 3)
-    e = np.concatenate([edges[:-1][win], edges[1:][win][-1:]])
+    raw = counts[win].astype(np.float64) - bg
+    e0 = np.concatenate([edges[:-1][win], edges[1:][win][-1:]])
     nan = float("nan")
-    if len(sub) < 5 or sub.max() <= 0:
+    if len(raw) < 5 or smooth(raw, 3).max() <= 0:
         return PeakRow(nan, n, bg * int(in_range.sum()), nan, nan)
+    sub, e = smooth(raw, 3), e0
+    for _ in range(2):  # re-binned so the FWHM spans ~12 bins (as peak_shape): the maximum of
+        i = int(np.argmax(sub))  # finer, noisier bins reads high and the widths narrow
+        fwhm = full_width(sub, e, i, 0.5)
+        k = int(fwhm / (e0[1] - e0[0]) / 12) if np.isfinite(fwhm) else 1
+        if k < 2 or len(raw) // k < 5:
+            break
+        m = len(raw) // k
+        sub = smooth(raw[: m * k].reshape(m, k).sum(1), 3)
+        e = e0[: m * k + 1 : k]
     i = int(np.argmax(sub))
     return PeakRow(_apex(sub, e, i), n, bg * int(in_range.sum()), full_width(sub, e, i, 0.5),
                    full_width(sub, e, i, 0.1))
