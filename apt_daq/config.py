@@ -110,16 +110,21 @@ class PhaseChemistryConfig(_Model):
 
 
 class PhaseConfig(_Model):
-    """A crystalline phase: formula-unit stoichiometry, atomic number density, and the
-    phase's own evaporation chemistry and Li mobility (the simulator reads these, never the
-    phase's name)."""
+    """A crystalline phase: stoichiometry, density, evaporation chemistry and Li mobility.
+
+    The simulator reads the phase's properties, never its name."""
 
     name: str
     composition: dict[str, float] = Field(
         ..., description="atoms per formula unit, e.g. {Li: 1, Ni: 0.8, Co: 0.1, Mn: 0.1, O: 2}"
     )
     atomic_density_per_nm3: float = Field(..., gt=0, description="atoms per nm^3")
-    chemistry: PhaseChemistryConfig = Field(default_factory=PhaseChemistryConfig)
+    chemistry: PhaseChemistryConfig = Field(
+        default_factory=PhaseChemistryConfig,
+        description="molecular-ion chemistry: o2_ratio_ref (2.45), o2_field_scale_v_per_nm (6), "
+        "o2_loss_field_v_per_nm (14.5), o2_loss_scale_v_per_nm (1), lio_share (0.01), "
+        "mo_neutral [{element, share, field_scale_v_per_nm}] (NMC811's NiO/CoO/MnO); "
+        "docs/physics.md")
     li_episode_amplitude_coated: float = Field(
         0.17, ge=0, lt=1,
         description="amplitude a of the Li-rich/Li-poor episodes under a conducting shell "
