@@ -87,11 +87,11 @@ class _BlockFeed:
             loop, fut = self._waiter
             loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
 
-    def drain(self) -> list[dict[str, Any]]:
+    def pop(self) -> dict[str, Any] | None:
+        """The oldest block not yet emitted (one at a time: an abort thrown into the plan
+        while it emits loses none of the others)."""
         with self._lock:
-            items = list(self._items)
-            self._items.clear()
-            return items
+            return self._items.popleft() if self._items else None
 
     async def wait(self, timeout_s: float = 1.0) -> None:
         """Until a block arrives or the engine has ended (at most ``timeout_s``)."""
@@ -298,9 +298,7 @@ def acquire(run: Any, out: str | Path | None = None, *, overwrite: bool = False,
     from apt_daq.run import Session
 
     ov = {**(overrides or {}), **{k.replace("__", "."): v for k, v in more_overrides.items()}}
-    run_file = _run_file(run, ov or None) if isinstance(run, str | Path) else _run_file(run, None)
-    if ov and not isinstance(run, str | Path):
-        raise TypeError("overrides apply to a run file path, not to a RunFile")
+    run_file = _run_file(run, ov or None)
     r = run_file.run
     out = Path(out) if out else Path("runs") / f"{r.name}.h5"
     feed = _BlockFeed()
@@ -309,7 +307,7 @@ def acquire(run: Any, out: str | Path | None = None, *, overwrite: bool = False,
     blocks = RunBlocks(session, feed, name=name, pause_timeout_s=pause_timeout_s)
     hits = RunHits(out, name="hits")
     start_md = {**_start_metadata(run_file, out), **(md or {})}
-    return (yield from _acquire(blocks, hits, start_md))
+    return _acquire(blocks, hits, start_md)
 
 
 def _start_metadata(run_file: Any, out: Path) -> dict[str, Any]:
@@ -354,7 +352,7 @@ def _hits_in_file(path: Path) -> int:
 
 def _emit(blocks: RunBlocks, hits: RunHits) -> Generator[Msg, Any, None]:
     """An event per block delivered so far, and a stream datum for the rows in the file."""
-    for item in blocks.feed.drain():
+    while (item := blocks.feed.pop()) is not None:
         # the previous block's rows are in the file once the engine reads the next one
         hits.written = max(hits.written, blocks._prev["ions"])
         blocks.load(item)
@@ -364,11 +362,13 @@ def _emit(blocks: RunBlocks, hits: RunHits) -> Generator[Msg, Any, None]:
 
 
 def _event(blocks: RunBlocks) -> Generator[Msg, Any, None]:
+    """The loaded block's event. ``blocks.bundling``: the bundle is open once the message the
+    plan waits at has run (an exception is thrown in at a yield whose message has run)."""
     blocks.bundling = True
     yield from bps.create("primary")
     yield from bps.read(blocks)
-    yield from bps.save()
     blocks.bundling = False
+    yield from bps.save()
 
 
 def _finish_hits(blocks: RunBlocks, hits: RunHits) -> Generator[Msg, Any, None]:

@@ -163,20 +163,25 @@ def test_pause_resume_through_the_run_engine_keeps_every_block(RE, tmp_path: Pat
     assert facts["state"] == "done" and facts["hits"] >= IONS
 
 
-def test_abort_through_the_run_engine_ends_safe(RE, tmp_path: Path) -> None:
+@pytest.mark.parametrize("while_", ["paused", "running"])
+def test_abort_through_the_run_engine_ends_safe(RE, tmp_path: Path, while_: str) -> None:
     docs = Docs()
     out = tmp_path / "abort.h5"
     asked = threading.Event()
 
-    def pause_at_3(ev: dict) -> None:
+    def interrupt_at_3(ev: dict) -> None:
         if ev["seq_num"] == 3 and not asked.is_set():
-            asked.set()
-            threading.Thread(target=RE.request_pause).start()
+            asked.set()  # from another thread than the RE's loop
+            ask = RE.request_pause if while_ == "paused" else lambda: RE.abort("enough")
+            threading.Thread(target=ask).start()
 
-    docs.on_event = pause_at_3
+    docs.on_event = interrupt_at_3
     with pytest.raises(RunEngineInterrupted):
         RE(acquire(RUN, out, run__stop__ions=IONS), docs)
-    RE.abort("enough")
+    if while_ == "paused":
+        assert RE.state == "paused"
+        RE.abort("enough")
+    assert RE.state == "idle"
     stop = docs.of("stop")[0]
     assert stop["exit_status"] == "abort" and "abort" in stop["reason"]
     facts = _check_run(docs, out)
@@ -236,3 +241,19 @@ def test_devices_set_through_the_drivers_safety_rules(RE) -> None:
         assert desc["data_keys"]["laser-energy"]["units"] == "pJ"
     assert Counter(n for n, _ in seen.docs) == {"start": 1, "descriptor": 1, "event": 1,
                                                 "stop": 1}
+
+
+def test_an_engine_failure_is_a_failed_stop_and_raises(RE, tmp_path: Path) -> None:
+    from apt_daq.config import ConfigError
+    from apt_daq.errors import DataFileError
+
+    with pytest.raises(ConfigError):  # a bad config is refused before the RunEngine starts
+        acquire(RUN, tmp_path / "bad.h5", overrides={"run.laser_pj": -5})
+    out = tmp_path / "taken.h5"
+    out.write_bytes(b"")
+    docs = Docs()
+    with pytest.raises(DataFileError, match="exists"):  # the engine refuses to overwrite
+        RE(acquire(RUN, out, run__stop__ions=IONS), docs)
+    stop = docs.of("stop")[0]
+    assert stop["exit_status"] == "fail" and "DataFileError" in stop["reason"]
+    assert docs.of("event") == [] and docs.of("stream_resource") == []
