@@ -79,7 +79,8 @@ def _check_run(docs: Docs, path: Path) -> dict:
     with h5py.File(path, "r") as f:
         log, n_hits = f["log"][:], f["hits"].shape[0]
         facts = {"log": log, "hits": n_hits, "state": _meta(f, "state"),
-                 "transitions": [tuple(t) for t in _meta(f, "transitions")]}
+                 "transitions": [tuple(x.decode() if isinstance(x, bytes) else x for x in t)
+                                 for t in _meta(f, "transitions")]}
     names = [n for n, _ in docs.docs]
     assert names[0] == "start" and names[-1] == "stop" and names.count("start") == 1
     events = docs.events("primary")
