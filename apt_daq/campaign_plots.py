@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 X_KEY = "O2+/O+"
 CATIONS = ("Li", "Ni", "Co", "Mn")
@@ -71,21 +74,21 @@ def has_calibration_data(rows: list[dict[str, Any]]) -> bool:
 
 
 def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | None = None,
-                       out: str | Path | None = None, *, title: str = "") -> Any:
+                       out: str | Path | None = None, *, title: str = "") -> Figure:
     """Fig 5 from a results table: ratios against O2+/O+ with dashed stoichiometric lines.
 
     Points are coloured by laser energy (pJ); a specimen that fractured (state ``failed``)
     is drawn hollow; each ratio and specimen in a panel has its own marker.
     """
     import matplotlib
-
-    if out is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     expected = expected or {}
     good = [r for r in rows if usable(r)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
+    # a Figure outside pyplot: no backend chosen here, and in Jupyter the returned figure
+    # shows once, as the cell's result
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
     panels = [(axes[0], ["Li/(Li+Ni+Co+Mn)"]),
               (axes[1], ["Ni/(Ni+Co+Mn)", "O/(Li+O+Ni+Co+Mn)"])]
     lasers = [_num(r.get("laser_pj")) for r in good]
@@ -143,5 +146,4 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120)
-        plt.close(fig)
     return fig

@@ -1,17 +1,36 @@
-"""``apt-daq plot RUN.h5 [-o DIR] [--ranges FILE] [--roi SPEC]``: PNG figures of a run."""
+"""``apt-daq plot RUN.h5 [-o DIR] [--format png|svg|pdf] [--only NAME]``: figures of a run."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+# the names of apt_daq.plots.FIGURES, kept here so `apt-daq --help` does not import matplotlib
+FIGURE_NAMES = ("spectrum", "hitmap", "fda", "profile", "slices")
+FORMATS = ("png", "svg", "pdf")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="mass spectrum, hit map, FDA, profile and slices as PNG")
+    p = sub.add_parser(
+        "plot", help="mass spectrum, hit map, FDA, profile and slices as PNG, SVG or PDF",
+        description="Draw a run's figures from its calibrated ion stream into a folder, one "
+        "file a figure: " + ", ".join(FIGURE_NAMES) + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="figures (--only NAME):\n"
+        "  spectrum  mass spectrum, log counts, ranges shaded per ion, peak labels, isotopes\n"
+        "  hitmap    detector hit map with colour bar\n"
+        "  fda       frequency distribution analysis against the binomial\n"
+        "  profile   concentration profile along z in the ROI, with counting errors\n"
+        "  slices    XZ and XY slices coloured by ion, with a colour bar",
+    )  # fmt: skip
     p.add_argument("run", help="run file (.h5)")
     p.add_argument("-o", "--out", default=None, help="output folder (default: RUN_plots/)")
     p.add_argument("--ranges", help="RRNG/RNG range file (default: the run file's)")
     p.add_argument("--roi", help="ROI for FDA and profile (default: config)")
+    p.add_argument("--format", choices=FORMATS, default="png", dest="fmt",
+                   help="file format of the figures (default: png)")  # fmt: skip
+    p.add_argument("--only", action="append", choices=FIGURE_NAMES, metavar="NAME",
+                   help="draw only this figure (repeatable): " + ", ".join(FIGURE_NAMES))  # fmt: skip
     p.set_defaults(func=_plot)
 
 
@@ -21,6 +40,6 @@ def _plot(args: argparse.Namespace) -> int:
 
     res = analyze(args.run, args.ranges, args.roi)
     out = Path(args.out) if args.out else Path(args.run).with_name(Path(args.run).stem + "_plots")
-    for f in plot_all(res, out):
+    for f in plot_all(res, out, fmt=args.fmt, only=args.only, roi=args.roi):
         print(f)
     return 0
