@@ -81,13 +81,14 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
     is drawn hollow; each ratio and specimen in a panel has its own marker.
     """
     import matplotlib
-    from matplotlib.figure import Figure
+
+    from apt_daq.plots import RunFigure
 
     expected = expected or {}
     good = [r for r in rows if usable(r)]
     # a Figure outside pyplot: no backend chosen here, and in Jupyter the returned figure
     # shows once, as the cell's result
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    fig = RunFigure(figsize=(10, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     panels = [(axes[0], ["Li/(Li+Ni+Co+Mn)"]),
               (axes[1], ["Ni/(Ni+Co+Mn)", "O/(Li+O+Ni+Co+Mn)"])]

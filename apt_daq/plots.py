@@ -1,9 +1,9 @@
 """Matplotlib figures of an analysed run: mass spectrum, hit map, FDA, profile and slices.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot: nothing here
-selects a backend or registers the figure with pyplot, so the functions work the same in a
-script, a headless CLI (figures are saved through the file format's own renderer) and Jupyter
-(a returned figure shows once, as the cell's result). Give ``path`` to also save it; the
+Every function returns a :class:`matplotlib.figure.Figure` (a :class:`RunFigure`) built
+without pyplot: nothing here selects a backend or registers the figure with pyplot, so the
+functions work the same in a script, a headless CLI (figures are saved through the file
+format's own renderer) and Jupyter (a returned figure shows once, as the cell's result). Give ``path`` to also save it; the
 format follows the suffix (``.png``, ``.svg``, ``.pdf``).
 
 :func:`figures` draws all of a :class:`apt_daq.analysis.report.RunAnalysis` (by the names of
@@ -12,6 +12,7 @@ format follows the suffix (``.png``, ``.svg``, ``.pdf``).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ PROFILE_MIN_BIN_NM = 0.1  # finer than this is below the depth resolution of the
 
 
 # ---------------------------------------------------------------- helpers
+
+
+class RunFigure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that Jupyter shows as the cell's result (IPython's
+    rich display, ``_repr_png_``) without pyplot: the figures here are not registered with
+    pyplot, so nothing shows them twice, leaks them, or needs a backend chosen for them. When
+    pyplot's inline backend is active its own display of Figures takes precedence."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
 
 
 def _save(fig: Figure, path: str | Path | None) -> None:
@@ -112,7 +125,7 @@ def mass_spectrum(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable | No
     floor = 0.5
     top = max(1.0, float(c.max()) if len(c) else 1.0)
 
-    fig = Figure(figsize=(12, 5), layout="constrained")
+    fig = RunFigure(figsize=(12, 5), layout="constrained")
     ax = fig.add_subplot()
     ax.stairs(np.maximum(c, floor), e, baseline=None, color="k", lw=0.5, zorder=3)
     ax.set_yscale("log")
@@ -234,7 +247,7 @@ def _label_peaks(fig: Figure, ax, peaks: list, c: np.ndarray, e: np.ndarray,
 
 def hit_map(counts: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray,
             path: str | Path | None = None) -> Figure:  # fmt: skip
-    fig = Figure(figsize=(6, 5), layout="constrained")
+    fig = RunFigure(figsize=(6, 5), layout="constrained")
     ax = fig.add_subplot()
     im = ax.pcolormesh(x_edges, y_edges, counts.T, cmap="viridis", shading="flat")
     ax.set_aspect("equal")
@@ -249,7 +262,7 @@ def hit_map(counts: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray,
 
 def fda_plot(results: dict[str, FdaResult], path: str | Path | None = None) -> Figure:
     """Observed block-composition distribution (solid) and its binomial (dashed), per species."""
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    fig = RunFigure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, (sp, r) in enumerate(results.items()):
         col = f"C{i}"
@@ -313,7 +326,7 @@ def profile_plot(profile: dict, path: str | Path | None = None,
                  elements: list[str] | None = None, title: str = "") -> Figure:  # fmt: skip
     """Concentration (at.%) against depth, one series per element above 0.5 at.%, with the
     counting error of each bin as error bars."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    fig = RunFigure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
     z = np.asarray(profile["z_nm"])
     for k, el in enumerate(elements or list(profile["fraction"])):
@@ -359,7 +372,7 @@ def slices_plot(slices: dict[str, np.ndarray], ranges: RangeTable,
     cmap = ListedColormap([colours[n] for n in ions])
     norm = BoundaryNorm(np.arange(len(ions) + 1) - 0.5, len(ions))
 
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    fig = RunFigure(figsize=(13, 5.5), layout="constrained")
     a1, a2 = fig.subplots(1, 2, width_ratios=[1.5, 1])
     s = ok & (np.abs(y) < thickness_nm / 2)
     sc = a1.scatter(x[s], z[s], s=0.4, c=species[s], cmap=cmap, norm=norm, lw=0,
@@ -480,7 +493,7 @@ def plot_all(res, out: str | Path, fmt: str = "png", only: list[str] | None = No
 
 
 __all__ = [
-    "FIGURES", "FORMATS", "depth_profile", "fda_plot", "figures", "hit_map", "ion_colours",
+    "FIGURES", "FORMATS", "RunFigure", "depth_profile", "fda_plot", "figures", "hit_map", "ion_colours",
     "ion_label", "mass_spectrum", "plot_all", "profile_bins", "profile_plot", "run_profile",
     "slices_plot",
 ]  # fmt: skip

@@ -218,8 +218,10 @@ def test_every_plot_function_returns_a_figure(res) -> None:
     ]
     assert all(isinstance(f, Figure) for f in figs)
     assert set(plots.figures(res)) == set(plots.FIGURES)
-    # not registered with pyplot: a figure returned in Jupyter shows once, and is not leaked
+    # not registered with pyplot: a figure returned in Jupyter shows once, and is not leaked;
+    # it shows through IPython's rich display, pyplot or not
     assert plt.get_fignums() == before
+    assert figs[1]._repr_png_().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("module", ["apt_daq.plots", "apt_daq.campaign_plots"])
