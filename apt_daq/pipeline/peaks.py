@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,10 +214,12 @@ def _apex(sub: np.ndarray, e: np.ndarray, i: int) -> float:
 
 def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
                    bounds: tuple[float, float], flank_da: float,
-                   free: np.ndarray | None = None) -> PeakRow | None:  # fmt: skip
+                   free: np.ndarray | None = None, min_net: float = 100.0) -> PeakRow | None:  # fmt: skip
     """Apex, counts, background, FWHM and FW10%M of the peak of range [lo, hi), measured in
     ``bounds`` (the window of that peak alone) on a fine spectrum with its flat flank
-    background (:func:`flank_background`) subtracted. None when the range holds no ions."""
+    background (:func:`flank_background`) subtracted. None when the range holds no ions;
+    apex and widths NaN when its net ions are fewer than ``min_net`` or 5 sqrt(background)
+    (a width measured on a handful of ions over background is noise)."""
     c = 0.5 * (edges[1:] + edges[:-1])
     in_range = (c >= lo) & (c < hi)
     n = int(counts[in_range].sum())
@@ -229,16 +232,29 @@ def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
     nan = float("nan")
     if len(raw) < 5 or smooth(raw, 3).max() <= 0:
         return PeakRow(nan, n, bg * int(in_range.sum()), nan, nan)
-    sub, e = smooth(raw, 3), e0
-    for _ in range(2):  # re-binned so the FWHM spans ~12 bins (as peak_shape): the maximum of
-        i = int(np.argmax(sub))  # finer, noisier bins reads high and the widths narrow
-        fwhm = full_width(sub, e, i, 0.5)
-        k = int(fwhm / (e0[1] - e0[0]) / 12) if np.isfinite(fwhm) else 1
-        if k < 2 or len(raw) // k < 5:
-            break
+    net = n - bg * int(in_range.sum())
+    if net < max(min_net, 5.0 * math.sqrt(max(bg * int(in_range.sum()), 1.0))):
+        return PeakRow(nan, n, bg * int(in_range.sum()), nan, nan)  # no peak to measure
+    bw = e0[1] - e0[0]
+
+    def rebinned(k: int) -> tuple[np.ndarray, np.ndarray]:
         m = len(raw) // k
-        sub = smooth(raw[: m * k].reshape(m, k).sum(1), 3)
-        e = e0[: m * k + 1 : k]
+        return smooth(raw[: m * k].reshape(m, k).sum(1), 3), e0[: m * k + 1 : k]
+
+    # first bins of 1/5000 of the mass (as peak_shape), then re-binned so the FWHM spans ~12
+    # bins: the maximum of finer, noisier bins reads high and the widths narrow
+    k = max(1, min(int(0.5 * (bounds[0] + bounds[1]) / 5000.0 / bw), len(raw) // 8))
+    sub, e = rebinned(k)
+    for _ in range(2):
+        i = int(np.argmax(sub))
+        fwhm = full_width(sub, e, i, 0.5)
+        if not np.isfinite(fwhm):
+            break
+        k_new = max(1, int(fwhm / bw / 12))
+        if k_new == k or len(raw) // k_new < 5:
+            break
+        k = k_new
+        sub, e = rebinned(k)
     i = int(np.argmax(sub))
     return PeakRow(_apex(sub, e, i), n, bg * int(in_range.sum()), full_width(sub, e, i, 0.5),
                    full_width(sub, e, i, 0.1))
