@@ -45,10 +45,12 @@ def update_live_png(session: Any, hits: np.ndarray, derived: np.ndarray,
     if len(hits):
         st.hitmap += np.histogram2d(hits["det_x"], hits["det_y"], bins=(st.det_edges,) * 2)[0]
         st.spectrum += np.histogram(derived["mass"], bins=MASS_EDGES)[0]
-    st.t_s.append(session._now_s())
-    st.v.append(session._v_set)
-    pulses = max(session.cfg.run.chunk_pulses, 1)
-    st.rate.append(len(hits) / pulses)
+    if len(hits) or not force:  # the closing redraw adds no block (no rate drop to 0)
+        st.t_s.append(session._now_s())
+        st.v.append(session._v_set)
+        # the block's measured rate (a block may end early when the detector buffer fills)
+        st.rate.append(getattr(session, "last_rate", len(hits) / max(
+            session.cfg.run.chunk_pulses, 1)))
     if not force and time.monotonic() - st.last_draw < REFRESH_S:
         return
     st.last_draw = time.monotonic()
@@ -57,12 +59,10 @@ def update_live_png(session: Any, hits: np.ndarray, derived: np.ndarray,
 
 
 def draw(st: LiveState, path: Any, title: str, target: float) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(2, 2, figsize=(10, 8), constrained_layout=True)
+    fig = Figure(figsize=(10, 8), layout="constrained")
+    ax = fig.subplots(2, 2)
     e = st.det_edges
     ax[0, 0].imshow(st.hitmap.T, origin="lower", extent=(e[0], e[-1], e[0], e[-1]),
                     cmap="viridis")
@@ -78,5 +78,4 @@ def draw(st: LiveState, path: Any, title: str, target: float) -> None:
     fig.suptitle(title)
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     os.replace(tmp, path)

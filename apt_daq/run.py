@@ -375,6 +375,7 @@ class Session:
                                 "mass_da": dec.mass, "det_x_mm": dec.det_x,
                                 "det_y_mm": dec.det_y, "ion": dec.ion})
                         if self.live_png:
+                            self.last_rate = rate
                             _live(self, *dec.records(raw))
                         # -- stop conditions and fracture
                         if hv.tripped():
