@@ -60,8 +60,13 @@ class RunSpec:
 
     @classmethod
     def make(cls, key: str, run_file: str, **overrides: Any) -> RunSpec:
-        return cls(key, run_file, tuple(sorted((k.replace("__", "."), v)
-                                               for k, v in overrides.items())))
+        """A run file with dotted overrides (``run__seed=3``: ``run.seed``). Unless given, the
+        reconstruction's evaporation field is the field this specimen settles to at the run's
+        laser energy (the first step's for a schedule), detection rate and temperature:
+        :func:`run_field`."""
+        ov = {k.replace("__", "."): v for k, v in overrides.items()}
+        ov.setdefault(RECON_FIELD, run_field(run_file, ov))
+        return cls(key, run_file, tuple(sorted(ov.items())))
 
     def digest(self) -> str:
         from apt_daq.config import load_run
@@ -71,6 +76,32 @@ class RunSpec:
         text = json.dumps([self.run_file, list(self.overrides), resolved, code_digest()],
                           default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+RECON_FIELD = "analysis.reconstruction.evaporation_field_v_per_nm"
+_FIELDS: dict[str, float] = {}
+
+
+def run_field(run_file: str, overrides: dict[str, Any]) -> float:
+    """The apex field (V/nm, 0.01 V/nm steps) the run's specimen settles to at its laser
+    energy (the first step's for a schedule), pulse rate, base temperature and target
+    detection rate: :func:`sim.instrument.settled_field_v_per_nm`. The simulator knows its
+    field; the reconstruction of its run uses it as F_e (k_f is the specimen's already), so
+    the 25 nm ROI is 25 nm at every energy. With the analysis default of 28 V/nm it covered
+    33 nm at 5 pJ (21.3 V/nm) and 51 nm at 50 pJ (13.6 V/nm), reaching into the shell."""
+    from apt_daq.config import load_run
+
+    key = json.dumps([run_file, sorted(overrides.items())], default=str)
+    if key not in _FIELDS:
+        from sim.instrument import settled_field_v_per_nm
+
+        cfg = load_run(RUNS / run_file, overrides)
+        rc = cfg.run
+        _FIELDS[key] = round(settled_field_v_per_nm(
+            cfg.instrument, cfg.specimen, rc.steps()[0].laser_pj,
+            base_temperature_k=rc.base_temperature_k, pulse_rate_hz=rc.pulse_rate_hz,
+            target_rate=rc.target_detection_rate, seed=rc.seed), 2)
+    return _FIELDS[key]
 
 
 @functools.cache
