@@ -35,18 +35,18 @@ from apt_daq.analysis.roi import Roi, parse_roi
 from apt_daq.analysis.truth import TruthScorer
 from apt_daq.errors import DataFileError, UserError
 from apt_daq.io.ranges import RangeTable, read_ranges, run_range_table
+from apt_daq.isotopes import parse_ion
+from apt_daq.pipeline.autorange import auto_ranges
 from apt_daq.pipeline.corrections import Calibration
 from apt_daq.pipeline.histogram import MassHistogram
 from apt_daq.pipeline.ions import (
     ION_CHUNK,
     IonStream,
     reference_range,
-    require_ranges_or_ions,
     run_analysis_config,
     run_calibration,
     store_calibration,
 )
-from apt_daq.pipeline.ranging import propose_ranges
 
 CHUNK = ION_CHUNK
 SLICE_POINTS = 300_000
@@ -117,7 +117,6 @@ def analyze(
         n_hits = r.count("hits") if r.has("hits") else r.count("raw")
         if n_hits == 0:
             raise DataFileError(f"{path}: no hits to analyse")
-        require_ranges_or_ions(r, ranges)
         if ranges is not None and len(ranges) == 0:
             raise UserError(f"{path}: the range table is empty")
         ion_table = r.meta.get("ion_table") or []
@@ -128,10 +127,15 @@ def analyze(
         for c in IonStream(r, cal, None, positions="none"):
             spec.add(c.mass)
         if ranges is None:
-            ranges = propose_ranges(spec.counts, spec.edges, [str(row[0]) for row in ion_table])
-            ranges_src = "proposed from the ion table on the calibrated spectrum (assisted ranging)"
+            # no range file: the unsupervised engine of `apt-daq range` on the calibrated
+            # spectrum; a simulated run names its elements (as a user names a specimen's)
+            elements = sorted({el for row in ion_table
+                               for el in parse_ion(str(row[0]))[0]}) or None
+            ranges = auto_ranges(IonStream(r, cal, None, positions="none"), elements)
+            ranges_src = ("found on the calibrated spectrum with no range file (apt-daq range"
+                          + (f", elements {','.join(elements)})" if elements else ", no input)"))
             if len(ranges) == 0:
-                raise UserError(f"{path}: no peak of the run's ion table found in its spectrum "
+                raise UserError(f"{path}: no peak identified in its spectrum "
                                 "(give --ranges FILE)")
             proposed = ranges
         max_da = float(ranges.hi_da.max()) + 20.0

@@ -65,8 +65,8 @@ def test_roi_cylinder_reduces_ions(distorted: Path) -> None:
 
 def test_explicit_ranges_and_missing_ranges(tmp_path: Path) -> None:
     p = make_run(tmp_path / "r.h5", n=20_000, ranges="/nonexistent/x.rrng")
-    s = analyze_run(p, roi="none")  # falls back to assisted ranging from the ion table
-    assert "proposed" in s["ranges"]
+    s = analyze_run(p, roi="none")  # falls back to ranging with no range file
+    assert "found on the calibrated spectrum" in s["ranges"]
     assert s["truth"]["ranged_as_true"] > 0.95
     with pytest.raises(UserError):
         analyze_run(p, ranges_path=tmp_path / "none.rrng")
