@@ -3,31 +3,39 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.dev-installed-stamp
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba-cache
 
-.PHONY: install run test bench lint hil clean
+.PHONY: install install-dev run test bench lint hil clean
 
+# the runtime set only (what `make run` needs); the test and peer tools come with install-dev
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e .
 	$(VENV)/bin/apt-daq warmup   # compile the numba kernels now, not during the first run
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 run: install
 	$(VENV)/bin/apt-daq run configs/runs/nmc811-cr-5pj.yaml -o runs/nmc811-cr-5pj.h5 --overwrite
 	$(VENV)/bin/apt-daq analyze runs/nmc811-cr-5pj.h5
 	$(VENV)/bin/apt-daq plot runs/nmc811-cr-5pj.h5 -o runs/nmc811-cr-5pj-plots
 
-test: install
+test: install-dev
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
 	$(VENV)/bin/apt-daq bench
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 
 # Hardware in the loop: the emulator in the background, a HIL run through the real drivers

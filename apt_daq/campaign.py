@@ -60,8 +60,8 @@ from apt_daq.config import (
     load_yaml_model,
     validation_problems,
 )
+from apt_daq.drivers.config import DriversConfig
 from apt_daq.errors import UserError
-from drivers.config import DriversConfig
 
 log = logging.getLogger(__name__)
 

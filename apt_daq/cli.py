@@ -17,7 +17,6 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +27,7 @@ from apt_daq.errors import UserError
 
 COMMANDS = [
     "run", "info", "analyze", "plot", "export", "import_", "emulate", "reproduce",
-    "campaign", "bench", "config", "warmup", "calibrate", "range_", "view",
+    "campaign", "bench", "config", "configs", "warmup", "calibrate", "range_", "view",
 ]
 #: exit code after the reader of stdout went away (a shell's code for SIGPIPE, 128 + 13)
 EXIT_BROKEN_PIPE = 141
@@ -86,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UserError, ConfigError]
     try:
-        from drivers.base import DriverError
+        from apt_daq.drivers.base import DriverError
 
         errors.append(DriverError)
     except ImportError:
@@ -108,11 +107,11 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _default_numba_cache() -> None:
-    """In a source checkout every way in (make, the tests, the CLI) shares one numba cache,
-    ``.numba-cache`` (so ``make install``'s warm-up serves ``apt-daq run`` typed by hand)."""
-    root = Path(__file__).resolve().parents[1]
-    if (root / "pyproject.toml").is_file() and os.access(root, os.W_OK):
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(root / ".numba-cache"))
+    """One numba cache in a source checkout (so ``make install``'s warm-up serves ``apt-daq
+    run`` typed by hand): :func:`apt_daq.shipped.default_numba_cache`."""
+    from apt_daq.shipped import default_numba_cache
+
+    default_numba_cache()
 
 
 def _reader_gone() -> int:

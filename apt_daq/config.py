@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.config import DriversConfig
+from apt_daq.drivers.config import DriversConfig
 
 
 class ConfigError(ValueError):
@@ -692,7 +692,7 @@ def json_schema() -> str:
 
 def markdown_reference() -> str:
     """The config reference (docs/config.md), generated from the models' fields."""
-    from drivers.config import DldConfig, HvConfig, LaserConfig
+    from apt_daq.drivers.config import DldConfig, HvConfig, LaserConfig
 
     sections = [
         ("Run file (top level)", RunFile), ("instrument", InstrumentConfig),

@@ -283,7 +283,7 @@ class Session:
             restore()
 
     def _run(self) -> RunResult:
-        import drivers  # the engine knows drivers only through this factory
+        from apt_daq import drivers  # the engine knows drivers only through this factory
         from apt_daq.pipeline import RangeLookup, decode_chunk
 
         cfg, r = self.cfg, self.cfg.run

@@ -2,12 +2,12 @@
 
 A lab script picks backends only through configuration::
 
-    import drivers
+    from apt_daq import drivers
     with drivers.open_hv("configs/pyvisa-sim/hv-driver.yaml") as hv:   # or a dict, or HvConfig
         hv.output(True)
         hv.ramp_to(3000)
 
-``open_laser``, ``open_hv`` and ``open_dld`` take a pydantic config (``drivers.config``), a dict
+``open_laser``, ``open_hv`` and ``open_dld`` take a pydantic config (``apt_daq.drivers.config``), a dict
 or a YAML path and return a connected driver (a context manager: leaving the ``with`` block by
 any exception or Ctrl-C turns the HV output and the laser emission off). ``open_instruments``
 opens all three for a run file, sharing one virtual LEAP among the ``sim`` backends.
@@ -26,9 +26,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from drivers.base import (
+from apt_daq.drivers.base import (
     BadReply,
     Clock,
     ConnectionLost,
@@ -42,7 +40,8 @@ from drivers.base import (
     SafetyError,
     WallClock,
 )
-from drivers.config import DldConfig, DriversConfig, HvConfig, LaserConfig
+from apt_daq.drivers.config import DldConfig, DriversConfig, HvConfig, LaserConfig
+from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DldConfig", "DriverError",
@@ -110,8 +109,9 @@ def _plugin(kind: str, backend: str):
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()
+    from apt_daq.drivers.config import BUILTIN_BACKENDS
+
     from apt_daq.config import ConfigError
-    from drivers.config import BUILTIN_BACKENDS
 
     others = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
                     if ep.name.startswith(kind + "."))
@@ -129,7 +129,7 @@ def _connected(drv: Any) -> Any:
 def _bench(leap: Any) -> Any:
     if leap is not None:
         return leap
-    from drivers.sim_backends import DeviceBench
+    from apt_daq.drivers.sim_backends import DeviceBench
 
     return DeviceBench()
 
@@ -145,19 +145,19 @@ def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVo
                               ramp_step_s=c.ramp_step_s, max_step_v=c.max_step_v,
                               hardware_ramp=c.hardware_ramp)
     if c.backend == "sim":
-        from drivers.sim_backends import SimHv
+        from apt_daq.drivers.sim_backends import SimHv
 
         return _connected(SimHv(_bench(leap), **kw))
     if c.backend == "scpi":
-        from drivers.hv import ScpiHv
-        from drivers.scpi import make_transport
+        from apt_daq.drivers.hv import ScpiHv
+        from apt_daq.drivers.scpi import make_transport
 
         t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiHv(t, c.resource, retries=c.retries, clock=clock,
                                  reconnect_deadline_s=c.reconnect_deadline_s, **kw))
     if c.backend == "serial":
-        from drivers.hv import SerialHv
-        from drivers.serial_line import SerialTransport
+        from apt_daq.drivers.hv import SerialHv
+        from apt_daq.drivers.serial_line import SerialTransport
 
         t = SerialTransport(c.url, baudrate=c.baudrate, timeout_s=c.timeout_s)
         return _connected(SerialHv(t, c.url, retries=c.retries, clock=clock,
@@ -170,12 +170,12 @@ def open_laser(cfg: Any, *, leap: Any = None, hv: HighVoltageSupply | None = Non
     """A connected laser driver; with ``hv`` given, emission is refused while it is tripped."""
     c: LaserConfig = load_config(cfg, "laser")
     if c.backend == "sim":
-        from drivers.sim_backends import SimLaser
+        from apt_daq.drivers.sim_backends import SimLaser
 
         return _connected(SimLaser(_bench(leap), max_energy_pj=c.max_energy_pj, hv=hv))
     if c.backend == "scpi":
-        from drivers.laser import ScpiLaser
-        from drivers.scpi import make_transport
+        from apt_daq.drivers.laser import ScpiLaser
+        from apt_daq.drivers.scpi import make_transport
 
         t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiLaser(t, c.resource, max_energy_pj=c.max_energy_pj, hv=hv,
@@ -189,7 +189,7 @@ def open_dld(cfg: Any, *, leap: Any = None, chunk_pulses: int | None = None,
     """A connected DLD driver. ``sim`` needs ``leap`` (use :func:`open_instruments`)."""
     c: DldConfig = load_config(cfg, "dld")
     if c.backend == "sim":
-        from drivers.sim_backends import SimDld
+        from apt_daq.drivers.sim_backends import SimDld
 
         if leap is None:
             raise DriverError("DLD sim", None, "the sim DLD needs the virtual instrument: use "
@@ -197,7 +197,7 @@ def open_dld(cfg: Any, *, leap: Any = None, chunk_pulses: int | None = None,
         return _connected(SimDld(leap, chunk_pulses=chunk_pulses or 2_000_000,
                                  max_chunk_records=c.max_chunk_records))
     if c.backend == "stream":
-        from drivers.dld import StreamDld
+        from apt_daq.drivers.dld import StreamDld
 
         return _connected(StreamDld(c.url, timeout_s=c.timeout_s,
                                     max_chunk_records=c.max_chunk_records, clock=clock))
@@ -216,7 +216,7 @@ class Instruments:
     laser: Laser
     hv: HighVoltageSupply
     dld: DelayLineDetector
-    virtual: Any = None  # the shared sim.instrument.VirtualLeap when any backend is sim
+    virtual: Any = None  # the shared apt_daq.sim.instrument.VirtualLeap when any backend is sim
 
     def safe_off(self) -> None:
         """HV output off, then laser emission off (each sent first on its link, no handshake
@@ -271,7 +271,7 @@ class Instruments:
 def open_instruments(run_file: Any) -> Instruments:
     """Open laser, HV supply and DLD of ``run_file`` (an ``apt_daq.config.RunFile``).
 
-    If any backend is ``sim``, ONE ``sim.instrument.VirtualLeap`` is built from the run file and
+    If any backend is ``sim``, ONE ``apt_daq.sim.instrument.VirtualLeap`` is built from the run file and
     shared by the sim backends (``Instruments.virtual``); the sim DLD fires
     ``run_file.run.chunk_pulses`` pulses per ``read_chunk``. The laser gets the HV driver, so
     emission is refused while the supply reports a trip.
@@ -279,7 +279,7 @@ def open_instruments(run_file: Any) -> Instruments:
     d = run_file.drivers
     leap = None
     if "sim" in (d.laser.backend, d.hv.backend, d.dld.backend):
-        from sim.instrument import VirtualLeap
+        from apt_daq.sim.instrument import VirtualLeap
 
         leap = VirtualLeap(run_file.instrument, run_file.specimen,
                            base_temperature_k=run_file.run.base_temperature_k,

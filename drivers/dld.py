@@ -9,10 +9,8 @@ from collections import deque
 from urllib.parse import urlparse
 
 import numpy as np
-
-from apt_daq.hits import RAW_DTYPE
-from drivers import dld_stream as fr
-from drivers.base import (
+from apt_daq.drivers import dld_stream as fr
+from apt_daq.drivers.base import (
     BadReply,
     Clock,
     ConnectionLost,
@@ -21,6 +19,8 @@ from drivers.base import (
     DriverTimeout,
     InstrumentError,
 )
+
+from apt_daq.hits import RAW_DTYPE
 
 
 def parse_tcp_url(url: str) -> tuple[str, int]:

@@ -1,7 +1,7 @@
 """HV supply backends over a link: SCPI (pyvisa) and the terse serial line protocol.
 
 Both are the same driver reading a different command table, PyMeasure style: the table is
-the manual. The safety rules are inherited from :class:`drivers.base.HighVoltageSupply`.
+the manual. The safety rules are inherited from :class:`apt_daq.drivers.base.HighVoltageSupply`.
 
 On connect (and on every reconnect) the driver sends, in order (SCPI form)::
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.base import Clock, HighVoltageSupply, SafetyError
-from drivers.scpi import (
+from apt_daq.drivers.base import Clock, HighVoltageSupply, SafetyError
+from apt_daq.drivers.scpi import (
     ScpiSession,
     SessionLifecycle,
     Transport,
@@ -26,7 +26,7 @@ from drivers.scpi import (
     parse_float,
     parse_str,
 )
-from drivers.serial_line import LineSession
+from apt_daq.drivers.serial_line import LineSession
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.base import Clock, HighVoltageSupply, Laser
-from drivers.scpi import (
+from apt_daq.drivers.base import Clock, HighVoltageSupply, Laser
+from apt_daq.drivers.scpi import (
     ScpiSession,
     SessionLifecycle,
     Transport,

@@ -5,10 +5,10 @@ Layers:
 - a *transport* moves text lines (``open``, ``close``, ``write``, ``read``); it raises
   ``TimeoutError`` for a missing reply and ``ConnectionError`` for a broken link.
   :class:`VisaTransport` is pyvisa (pyvisa-py sockets, pyvisa-sim ``@sim`` YAML files, VISA).
-- a :class:`Link` turns those into :class:`~drivers.base.DriverError` naming instrument and
+- a :class:`Link` turns those into :class:`~apt_daq.drivers.base.DriverError` naming instrument and
   command, retries idempotent queries (never settings) and reconnects a bounded number of times.
 - :class:`ScpiSession` adds the SCPI rules: a setting is followed by ``SYST:ERR?`` and a
-  non-zero code raises :class:`~drivers.base.InstrumentError`.
+  non-zero code raises :class:`~apt_daq.drivers.base.InstrumentError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from drivers.base import (
+from apt_daq.drivers.base import (
     BadReply,
     Clock,
     ConnectionLost,
@@ -112,7 +112,9 @@ def split_resource(resource: str) -> tuple[str, str | None]:
         return "@py", resource
     path = Path(resource[: -len("@sim")])
     if not path.is_absolute() and not path.exists():
-        root = Path(__file__).resolve().parent.parent
+        from apt_daq.shipped import configs_dir
+
+        root = configs_dir().parent  # "configs/..." names the shipped configs
         if (root / path).exists():
             path = root / path
     return f"{path}@sim", None

@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 import time
 
-from drivers.base import BadReply, InstrumentError
-from drivers.scpi import Link
+from apt_daq.drivers.base import BadReply, InstrumentError
+from apt_daq.drivers.scpi import Link
 
 EOL = "\r\n"
 ERR_UNKNOWN, ERR_ARGUMENT, ERR_RANGE, ERR_TRIPPED, ERR_OTHER = 1, 2, 3, 4, 5

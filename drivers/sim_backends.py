@@ -2,10 +2,10 @@
 
 They never sleep in wall time: the driver's clock is the instrument's (:class:`LeapClock`),
 so a ramp's waiting is ``leap.idle(dt_s)`` (HV slews, nothing evaporates). A device refusal
-(:class:`sim.devices.DeviceError`) becomes :class:`~drivers.base.InstrumentError`, naming the
+(:class:`apt_daq.sim.devices.DeviceError`) becomes :class:`~apt_daq.drivers.base.InstrumentError`, naming the
 SCPI-equivalent command, exactly as the SCPI backend would report it.
 
-Without a :class:`sim.instrument.VirtualLeap` (``open_hv(cfg)`` on its own) the HV and laser
+Without a :class:`apt_daq.sim.instrument.VirtualLeap` (``open_hv(cfg)`` on its own) the HV and laser
 backends run on a :class:`DeviceBench`: the two device models on an instrument-time clock,
 no specimen. The sim DLD needs a leap (it is the one that fires pulses).
 """
@@ -19,16 +19,16 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import numpy as np
-
-from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
-from drivers.base import (
+from apt_daq.drivers.base import (
     DelayLineDetector,
     DriverError,
     HighVoltageSupply,
     InstrumentError,
     Laser,
 )
-from sim.devices import DeviceError, HvSupplyModel, LaserModel
+from apt_daq.sim.devices import DeviceError, HvSupplyModel, LaserModel
+
+from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ def _call(drv: Any, command: str, fn: Callable[..., T], *args: Any) -> T:
 
 
 class SimHv(HighVoltageSupply):
-    """HV supply backend on ``leap.hv`` (an :class:`sim.devices.HvSupplyModel`)."""
+    """HV supply backend on ``leap.hv`` (an :class:`apt_daq.sim.devices.HvSupplyModel`)."""
 
     def __init__(self, leap: Any, *, limit_v: float, ramp_v_per_s: float,
                  ramp_step_s: float = 0.5, max_step_v: float | None = None,
@@ -141,7 +141,7 @@ class SimHv(HighVoltageSupply):
 
 
 class SimLaser(Laser):
-    """Laser backend on ``leap.laser`` (a :class:`sim.devices.LaserModel`)."""
+    """Laser backend on ``leap.laser`` (a :class:`apt_daq.sim.devices.LaserModel`)."""
 
     def __init__(self, leap: Any, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, resource: str = "sim"):
@@ -187,7 +187,7 @@ class SimDld(DelayLineDetector):
     ``max_chunk_records`` records: ``leap.advance(..., max_records=)`` stops after the
     sub-block that filled the buffer (sub-blocks then expect at most 1/8 of it). A burst of
     evaporation (after a laser step, say) therefore gives a short chunk, and the engine's
-    feedback reacts within it. ``last_block`` is the chunk's :class:`sim.instrument.SimBlock`.
+    feedback reacts within it. ``last_block`` is the chunk's :class:`apt_daq.sim.instrument.SimBlock`.
 
     :meth:`arm` fires the next chunk on a background thread (the simulator's numba kernels
     release the GIL) while the caller stores the last one; ``read_chunk`` then collects it.

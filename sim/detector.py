@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from apt_daq.sim.physics import counter_uniform
 from numba import njit
 
 from apt_daq.config import InstrumentConfig
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
 from apt_daq.pipeline.tof import K_DA, flight_time_one
-from sim.physics import counter_uniform
 
 BLUR_MM = 0.15  # rms trajectory aberration on the detector, mm (assumed)
 

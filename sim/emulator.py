@@ -1,6 +1,6 @@
 """Hardware-in-the-loop emulator: one virtual LEAP served over the instruments' real wires.
 
-The device models are the simulator's (:class:`sim.instrument.VirtualLeap`); the wire
+The device models are the simulator's (:class:`apt_daq.sim.instrument.VirtualLeap`); the wire
 interfaces are thin (Lewis style) and documented in ``docs/protocols.md``:
 
 - laser: SCPI on a TCP socket (``TCPIP::host::port::SOCKET``, LF terminated);
@@ -25,8 +25,8 @@ Faults (:class:`Fault`, from a YAML list, ``--fault`` or the control port) are d
 
 Exposure and limits (``docs/hil.md``): every endpoint listens on loopback unless
 ``allow_remote=True`` (the CLI's ``--allow-remote``); lines are capped at
-:data:`~sim.scpi_server.MAX_LINE` bytes, connections at :data:`~sim.scpi_server.MAX_CLIENTS`
-per server, logs at :data:`~sim.devices.HISTORY_MAX` entries, pending faults at
+:data:`~apt_daq.sim.scpi_server.MAX_LINE` bytes, connections at :data:`~apt_daq.sim.scpi_server.MAX_CLIENTS`
+per server, logs at :data:`~apt_daq.sim.devices.HISTORY_MAX` entries, pending faults at
 :data:`MAX_PENDING_FAULTS`; replies are ASCII whatever a client sent.
 """
 
@@ -47,13 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from apt_daq.config import InstrumentConfig, SpecimenConfig
-from apt_daq.hits import RAW_DTYPE
-from drivers import dld_stream as fr
-from sim.devices import History
-from sim.instrument import SimBlock, VirtualLeap, make_environment
-from sim.scpi_server import (
+from apt_daq.drivers import dld_stream as fr
+from apt_daq.sim.devices import History
+from apt_daq.sim.instrument import SimBlock, VirtualLeap, make_environment
+from apt_daq.sim.scpi_server import (
     MAX_LINE,
     HvScpiInterface,
     LaserScpiInterface,
@@ -62,7 +59,10 @@ from sim.scpi_server import (
     printable,
     remote_warning,
 )
-from sim.serial_server import HvLineInterface, PtyServer
+from apt_daq.sim.serial_server import HvLineInterface, PtyServer
+
+from apt_daq.config import InstrumentConfig, SpecimenConfig
+from apt_daq.hits import RAW_DTYPE
 
 FAULT_KINDS: dict[str, str] = {
     "drop": "close the open connections of the target (the instrument stays up)",
@@ -917,7 +917,9 @@ def load_target(path: str | Path, specimen: str | Path | None = None
         raise ConfigError([f"{path}:1: expected an instrument or run YAML"])
     ins = load_yaml_model(path, InstrumentConfig)
     if specimen is None:
-        specimen = Path(__file__).resolve().parent.parent / "configs/specimens/nmc811-cr.yaml"
+        from apt_daq.shipped import configs_dir
+
+        specimen = configs_dir() / "specimens" / "nmc811-cr.yaml"
     return ins, load_yaml_model(specimen, SpecimenConfig), 60.0, 0, None
 
 
@@ -928,7 +930,7 @@ def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path
     """Build the emulator from ``target``, serve until SIGTERM/SIGINT or ``shutdown`` on the
     control port; writes the resource strings to ``ports_file`` (JSON) and prints them.
 
-    A ``host`` that is not loopback raises :class:`~sim.scpi_server.RemoteHostRefused` (a
+    A ``host`` that is not loopback raises :class:`~apt_daq.sim.scpi_server.RemoteHostRefused` (a
     ValueError) unless ``allow_remote``; with it, a one-line warning goes to ``err``
     (default stderr): there is no authentication on any port."""
     out = out or sys.stdout
@@ -964,7 +966,7 @@ def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path
     return 0
 
 
-if __name__ == "__main__":  # python -m sim.emulator ... (same as apt-daq emulate)
+if __name__ == "__main__":  # python -m apt_daq.sim.emulator ... (same as apt-daq emulate)
     from apt_daq.commands.emulate import main
 
     sys.exit(main())

@@ -3,7 +3,7 @@
 Public API used by the drivers' ``sim`` backends and by the emulator:
 
 - ``VirtualLeap(instrument, specimen, base_temperature_k=60, seed=0, realtime=False, speed=1)``
-- ``.hv`` (:class:`sim.devices.HvSupplyModel`), ``.laser`` (:class:`sim.devices.LaserModel`)
+- ``.hv`` (:class:`apt_daq.sim.devices.HvSupplyModel`), ``.laser`` (:class:`apt_daq.sim.devices.LaserModel`)
 - ``.now_s`` instrument time, ``.pulses`` pulses fired so far, ``.fractured``
 - ``.idle(dt_s)``: let instrument time pass with no laser pulses (HV slews, nothing evaporates)
 - ``.advance(n_pulses, max_records=None) -> SimBlock``: fire ``n_pulses`` laser pulses at the
@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 import simpy.rt
+from apt_daq.sim import physics
+from apt_daq.sim.detector import BLUR_MM, Detector, assemble_block, detect_seeded
+from apt_daq.sim.devices import HvSupplyModel, LaserModel
+from apt_daq.sim.species import phase_channels
+from apt_daq.sim.specimen import Specimen
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE, empty
-from sim import physics
-from sim.detector import BLUR_MM, Detector, assemble_block, detect_seeded
-from sim.devices import HvSupplyModel, LaserModel
-from sim.species import phase_channels
-from sim.specimen import Specimen
 
 
 @dataclass
@@ -67,7 +67,7 @@ CHANNEL_STEP_V_PER_NM = 0.01  # field grid of the interpolated channel tables
 
 @dataclass
 class _Profile:
-    """What the sub-block needs of :class:`sim.physics.EvaporationProfile`."""
+    """What the sub-block needs of :class:`apt_daq.sim.physics.EvaporationProfile`."""
 
     p_pulse: float
     p_dc: float
@@ -222,8 +222,8 @@ class VirtualLeap:
 
     def _profile(self, phase: int, field: float, base_k: float, rise_k: float, tau_ns: float,
                  period_s: float, quantiles: bool = True) -> _Profile:
-        """:func:`sim.physics.evaporation_profile` and its quantile table, by the numba twin
-        :func:`sim.physics.profile_kernel` (exact, not cached: the rate is steep in F)."""
+        """:func:`apt_daq.sim.physics.evaporation_profile` and its quantile table, by the numba twin
+        :func:`apt_daq.sim.physics.profile_kernel` (exact, not cached: the rate is steep in F)."""
         grid = self._time_grids.get(tau_ns)
         if grid is None:
             grid = self._time_grids[tau_ns] = physics._time_grid(tau_ns)
@@ -240,7 +240,7 @@ class VirtualLeap:
         ``channel_step_v_per_nm`` (cached) and interpolated linearly in F between the two
         neighbouring grid points (error ~ step^2: below 1e-4 of any channel weight at 0.01
         V/nm); ``channel_step_v_per_nm = 0`` computes them exactly at ``field`` every time.
-        The Li depletion is the field's own (:func:`sim.physics.li_depletion`).
+        The Li depletion is the field's own (:func:`apt_daq.sim.physics.li_depletion`).
         """
         step = self.channel_step_v_per_nm
         if step <= 0 or depletion is not None:

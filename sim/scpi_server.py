@@ -1,7 +1,7 @@
 """Thin SCPI wire interfaces of the device models (Lewis style: model and wire apart).
 
 :class:`HvScpiInterface` and :class:`LaserScpiInterface` map one command line to calls on
-:class:`sim.devices.HvSupplyModel` / :class:`sim.devices.LaserModel` and keep the SCPI error
+:class:`apt_daq.sim.devices.HvSupplyModel` / :class:`apt_daq.sim.devices.LaserModel` and keep the SCPI error
 queue (``SYST:ERR?``); :class:`TcpLineServer` serves any such line handler on a TCP socket
 (LF terminated, several clients, one lock around the model). Mnemonics are matched in short
 or long form, case-insensitively (``SOUR:VOLT`` = ``source:voltage``).
@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from sim.devices import DeviceError, History, HvSupplyModel, LaserModel
+from apt_daq.sim.devices import DeviceError, History, HvSupplyModel, LaserModel
 
 NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 BOOL = r"(ON|OFF|1|0)"

@@ -1,14 +1,14 @@
 """The HV supply's terse line protocol as a thin wire interface on the same device model.
 
 :class:`HvLineInterface` maps one line (``V 5000``, ``O?``, ...) to calls on
-:class:`sim.devices.HvSupplyModel` and returns exactly one reply line (``OK``, a value or
+:class:`apt_daq.sim.devices.HvSupplyModel` and returns exactly one reply line (``OK``, a value or
 ``ERR <code> <message>``). It is served on a pseudo-terminal (:class:`PtyServer`, the path
 behaves like ``/dev/ttyUSB0`` for pyserial) or on TCP (``TcpLineServer`` with CR LF, for a
 ``socket://host:port`` URL). The protocol is documented in ``drivers/serial_line.py`` and
 ``docs/protocols.md``.
 
-Limits as in :mod:`sim.scpi_server`: replies and stored error messages are printable ASCII,
-a line over :data:`~sim.scpi_server.MAX_LINE` bytes is discarded up to its newline and
+Limits as in :mod:`apt_daq.sim.scpi_server`: replies and stored error messages are printable ASCII,
+a line over :data:`~apt_daq.sim.scpi_server.MAX_LINE` bytes is discarded up to its newline and
 answered ``ERR 2 line too long``.
 """
 
@@ -21,9 +21,9 @@ import threading
 import tty
 from collections.abc import Callable
 
-from drivers.serial_line import ERR_ARGUMENT, ERR_OTHER, ERR_RANGE, ERR_TRIPPED, ERR_UNKNOWN
-from sim.devices import DeviceError, History, HvSupplyModel
-from sim.scpi_server import (
+from apt_daq.drivers.serial_line import ERR_ARGUMENT, ERR_OTHER, ERR_RANGE, ERR_TRIPPED, ERR_UNKNOWN
+from apt_daq.sim.devices import DeviceError, History, HvSupplyModel
+from apt_daq.sim.scpi_server import (
     MAX_LINE,
     MAX_LOGGED,
     LineBuffer,
@@ -59,7 +59,7 @@ class HvLineInterface:
         return f"ERR {code} {message}"
 
     def too_long(self) -> str:
-        """A line over :data:`~sim.scpi_server.MAX_LINE` bytes arrived (and was discarded)."""
+        """A line over :data:`~apt_daq.sim.scpi_server.MAX_LINE` bytes arrived (and was discarded)."""
         return self._err(ERR_ARGUMENT, f"line too long (over {MAX_LINE} bytes)")
 
     def handle(self, line: str) -> str | None:

@@ -240,7 +240,7 @@ def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: 
     (never evaporated). ``fixed_oxide_share``: elements whose MO+ share is a fixed number (the
     shell's CrO, whose O is part of its composition) rather than the field law.
     ``o2_ratio_factor``: multiplies the intrinsic O2+/O+ (a local field excursion, e.g. during
-    Li-rich/Li-poor episodes of the surface: see ``sim.instrument``).
+    Li-rich/Li-poor episodes of the surface: see ``apt_daq.sim.instrument``).
     """
     f = field_v_per_nm
     ch = Channels()

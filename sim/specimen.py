@@ -4,7 +4,7 @@ Geometry (docs/physics.md, "geometry"): a cone of shank half-angle ``a`` capped 
 hemisphere of radius R(z) = R0 + z sin(a) / (1 - sin(a)), z the depth evaporated so far. A
 coating is a shell of normal thickness t around the cone (t_apex over the very apex); the oxide
 core's cross-section on the evaporating surface ends at the lateral radius rho_b(z)
-(:func:`sim.physics.core_boundary_nm`), so the shell shows up as a ring at the detector's rim.
+(:func:`apt_daq.sim.physics.core_boundary_nm`), so the shell shows up as a ring at the detector's rim.
 Grains (e.g. Li-Mn-O inside NMC811) are spheres of another phase, found by the origin of each
 ion. ``composition_spread`` draws a particle-to-particle variation of the cation amounts per seed.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from apt_daq.sim import physics
+from apt_daq.sim.species import ELEMENTS, SHELL_CHEMISTRY, Chemistry, SpeciesTable
 
 from apt_daq.config import SpecimenConfig
-from sim import physics
-from sim.species import ELEMENTS, SHELL_CHEMISTRY, Chemistry, SpeciesTable
 
 
 class Specimen:

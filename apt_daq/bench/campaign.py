@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 from apt_daq.bench import Result, result
+from apt_daq.shipped import configs_dir
 
 POINTS = 16
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sweep(folder: Path, n: int) -> Path:
     p = folder / f"bench-{n}.yaml"
     p.write_text(
-        f"name: bench\nbase: {ROOT / 'configs' / 'runs' / 'nmc811-cr-5pj.yaml'}\n"
+        f"name: bench\nbase: {configs_dir() / 'runs' / 'nmc811-cr-5pj.yaml'}\n"
         f"axes:\n  run.seed: {{start: 1, stop: {n}, step: 1}}\n"
     )
     return p

@@ -10,9 +10,9 @@ from apt_daq.bench import Result, echo_server, median_us, result
 
 
 def run(quick: bool = False) -> list[Result]:
-    import drivers
-    from sim.devices import HvSupplyModel
-    from sim.scpi_server import serve_hv
+    from apt_daq import drivers
+    from apt_daq.sim.devices import HvSupplyModel
+    from apt_daq.sim.scpi_server import serve_hv
 
     n = 300 if quick else 3000
     srv, port = echo_server()

@@ -28,9 +28,9 @@ from pathlib import Path
 import simpy
 
 from apt_daq.bench import Result, result
+from apt_daq.shipped import configs_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "configs/runs/nmc811-cr-5pj.yaml"
+RUN = configs_dir() / "runs" / "nmc811-cr-5pj.yaml"
 SETTLED_V = 3150.0  # the run's operating voltage at 0.5 % (found by the feedback)
 
 
@@ -45,8 +45,8 @@ def _session_run(path: Path, ions: int, chunk_pulses: int, max_records: int,
     the end of the run (no connecting, file creation or first-block set-up); ``overlap=False``
     fires every chunk on the engine's thread."""
     from apt_daq.config import load_run
+    from apt_daq.drivers.sim_backends import SimDld
     from apt_daq.run import Session
-    from drivers.sim_backends import SimDld
 
     cfg = load_run(RUN, _overrides(ions, chunk_pulses, max_records))
     first: list[tuple[float, int]] = []
@@ -90,7 +90,7 @@ def _rss_mb(ions: int) -> float:
         "print(json.dumps(kb / 1024))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+                         check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

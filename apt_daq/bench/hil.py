@@ -14,6 +14,7 @@ import numpy as np
 
 from apt_daq.bench import Result, echo_server, median_us, result
 from apt_daq.hits import RAW_DTYPE
+from apt_daq.shipped import configs_dir
 
 
 def _line_client(host: str, port: int) -> tuple[socket.socket, Callable[[bytes], bytes]]:
@@ -44,13 +45,12 @@ def _records(n: int, seed: int = 0) -> np.ndarray:
 
 
 def scpi_round_trip(n: int) -> list[Result]:
-    from pathlib import Path
 
-    import drivers
+    from apt_daq import drivers
     from apt_daq.config import InstrumentConfig, SpecimenConfig, load_yaml_model
-    from sim.emulator import Emulator
+    from apt_daq.sim.emulator import Emulator
 
-    root = Path(__file__).resolve().parents[2] / "configs"
+    root = configs_dir()
     ins = load_yaml_model(root / "instruments/leap5000xs.yaml", InstrumentConfig)
     sp = load_yaml_model(root / "specimens/nmc811-cr.yaml", SpecimenConfig)
     srv, port = echo_server()
@@ -79,9 +79,9 @@ def scpi_round_trip(n: int) -> list[Result]:
 
 
 def stream_throughput(duration_s: float, block_records: int = 50_000) -> list[Result]:
-    from drivers import dld_stream as fr
-    from drivers.dld import StreamDld
-    from sim.emulator import DldStreamServer
+    from apt_daq.drivers import dld_stream as fr
+    from apt_daq.drivers.dld import StreamDld
+    from apt_daq.sim.emulator import DldStreamServer
 
     recs = _records(block_records)
     # -- the emulator's front end -> the stream driver

@@ -19,15 +19,15 @@ import numpy as np
 import simpy
 
 from apt_daq.bench import Result, result
+from apt_daq.shipped import configs_dir
 
 
 def _leap(spec: str = "nmc811-cr"):
-    from pathlib import Path
 
     from apt_daq.config import InstrumentConfig, SpecimenConfig, load_yaml_model
-    from sim.instrument import VirtualLeap
+    from apt_daq.sim.instrument import VirtualLeap
 
-    root = Path(__file__).resolve().parents[2] / "configs"
+    root = configs_dir()
     leap = VirtualLeap(
         load_yaml_model(root / "instruments/leap5000xs.yaml", InstrumentConfig),
         load_yaml_model(root / f"specimens/{spec}.yaml", SpecimenConfig),

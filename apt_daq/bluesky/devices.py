@@ -9,7 +9,7 @@ The drivers' safety rules hold for every set: a set of ``hv.setpoint`` (or ``hv`
 ``Movable``) goes through ``HighVoltageSupply.ramp_to`` (steps within the ramp rule, never a
 jump), ``hv.output`` switches on at 0 V and ramps back, ``laser.energy`` is refused above the
 laser's maximum and ``laser.emission`` while the HV supply reports a trip: a refused set
-fails its status with the driver's :class:`drivers.SafetyError`.
+fails its status with the driver's :class:`apt_daq.drivers.SafetyError`.
 
 >>> with open_devices("configs/runs/nmc811-cr-5pj.yaml") as devs:
 ...     RE(ensure_connected(devs.hv, devs.laser, devs.detector))
@@ -43,7 +43,7 @@ def drivers_module() -> Any:
     try:
         from apt_daq import drivers  # type: ignore[attr-defined]
     except ImportError:
-        import drivers
+        from apt_daq import drivers
     return drivers
 
 

@@ -41,7 +41,9 @@ def _campaign(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be >= 1, got {args.workers}")
-    sweep = load_sweep(args.sweep)
+    from apt_daq.shipped import resolve
+
+    sweep = load_sweep(resolve(args.sweep, "campaigns"))
     if args.ions is not None:
         if args.ions < 1:
             raise UserError(f"--ions: must be >= 1, got {args.ions}")

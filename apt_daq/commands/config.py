@@ -24,7 +24,9 @@ def _check(args: argparse.Namespace) -> int:
     """Problems: one ``error:`` line each, exit 2 (by the CLI). Else ``warning:`` lines for
     what runs but likely not as meant, then one ``ok`` line; exit 0."""
     from apt_daq.cli import console
+    from apt_daq.shipped import resolve
 
+    args.file = str(resolve(args.file, "runs"))
     kind, _, warnings = check_file(args.file)
     err = console(stderr=True)
     for w in warnings:

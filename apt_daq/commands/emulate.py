@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="instrument YAML (configs/instruments/...) or run YAML")
+    p.add_argument("config", nargs="?", default="leap5000xs",
+                   help="instrument YAML or run YAML, or a shipped one's name (default: the "
+                   "shipped leap5000xs instrument with --specimen's default)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; anything but loopback needs "
                    "--allow-remote)")
@@ -53,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from sim.emulator import load_faults, parse_fault, serve
-    from sim.scpi_server import check_host
+    from apt_daq.sim.emulator import load_faults, parse_fault, serve
+    from apt_daq.sim.scpi_server import check_host
 
     try:
         check_host(args.host, args.allow_remote)  # before anything else: one line, exit 2
@@ -72,8 +74,14 @@ def _emulate(args: argparse.Namespace) -> int:
             faults.extend(load_faults(args.faults))
     except (ValueError, OSError) as e:
         raise UserError(str(e)) from None
-    if not Path(args.config).exists():
-        raise UserError(f"{args.config}: file not found")
+    from apt_daq.shipped import resolve
+
+    config = resolve(args.config, "runs")
+    if not config.exists():
+        config = resolve(args.config, "instruments")
+    if not config.exists():
+        raise UserError(f"{args.config}: file not found (nor a shipped config's name)")
+    args.config = str(config)
     return serve(args.config, host=args.host, ports_file=args.ports_file, speed=args.speed,
                  seed=args.seed, faults=faults, specimen=args.specimen,
                  block_pulses=args.block_pulses, allow_remote=args.allow_remote)
@@ -103,7 +111,7 @@ def ports_overrides(ports: dict[str, Any]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sim.emulator ...``: the same as ``apt-daq emulate ...``."""
+    """``python -m apt_daq.sim.emulator ...``: the same as ``apt-daq emulate ...``."""
     from apt_daq.cli import main as cli_main
 
     return cli_main(["emulate", *(sys.argv[1:] if argv is None else argv)])

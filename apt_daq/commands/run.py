@@ -18,7 +18,7 @@ from apt_daq.run import Session, State
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="an acquisition through the run engine (sim or real backends)")
-    p.add_argument("config", help="run YAML (configs/runs/...)")
+    p.add_argument("config", help="run YAML, or the name of a shipped one (apt-daq configs list)")
     p.add_argument("-o", "--out", help="output run file (default runs/<name>.h5)")
     p.add_argument("--ions", type=positive_int, help="stop after this many detected ions")
     p.add_argument("--seed", type=non_negative_int,
@@ -46,6 +46,9 @@ def _run(args: argparse.Namespace) -> int:
         overrides.update(ports_overrides(read_ports(args.ports_file)))
     set_by = {"run.stop.ions": "--ions", "run.seed": "--seed"}
     set_by.update({k: "--ports-file" for k in overrides if k not in set_by})
+    from apt_daq.shipped import resolve
+
+    args.config = str(resolve(args.config, "runs"))
     run_file, warnings = preflight(args.config, overrides, set_by)
     err = cli_console(stderr=True)
     for w in warnings:

@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from apt_daq.shipped import configs_dir
+
 #: what ``apt-daq run`` prints on stderr before a run that will compile
 NOTICE = "compiling kernels (first run only, ~45 s)..."
 
@@ -28,7 +30,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "sim.detector": ("assemble_block",),
 }
 SIM_MODULES = frozenset({"sim.physics", "sim.detector"})
-RUN = Path(__file__).resolve().parents[2] / "configs" / "runs" / "nmc811-cr-5pj.yaml"
+RUN = configs_dir() / "runs" / "nmc811-cr-5pj.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -21,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-RUNS = ROOT / "configs" / "runs"
-SPECIMENS = ROOT / "configs" / "specimens"
+from apt_daq.shipped import configs_dir, default_numba_cache
+
+RUNS = configs_dir() / "runs"
+SPECIMENS = configs_dir() / "specimens"
 
 
 @dataclass
@@ -85,7 +85,7 @@ _FIELDS: dict[str, float] = {}
 def run_field(run_file: str, overrides: dict[str, Any]) -> float:
     """The apex field (V/nm, 0.01 V/nm steps) the run's specimen settles to at its laser
     energy (the first step's for a schedule), pulse rate, base temperature and target
-    detection rate: :func:`sim.instrument.settled_field_v_per_nm`. The simulator knows its
+    detection rate: :func:`apt_daq.sim.instrument.settled_field_v_per_nm`. The simulator knows its
     field; the reconstruction of its run uses it as F_e (k_f is the specimen's already), so
     the 25 nm ROI is 25 nm at every energy. With the analysis default of 28 V/nm it covered
     33 nm at 5 pJ (21.3 V/nm) and 51 nm at 50 pJ (13.6 V/nm), reaching into the shell."""
@@ -93,7 +93,7 @@ def run_field(run_file: str, overrides: dict[str, Any]) -> float:
 
     key = json.dumps([run_file, sorted(overrides.items())], default=str)
     if key not in _FIELDS:
-        from sim.instrument import settled_field_v_per_nm
+        from apt_daq.sim.instrument import settled_field_v_per_nm
 
         cfg = load_run(RUNS / run_file, overrides)
         rc = cfg.run
@@ -108,9 +108,12 @@ def run_field(run_file: str, overrides: dict[str, Any]) -> float:
 def code_digest() -> str:
     """A digest of the code that makes a simulated run (simulator, sim drivers, engine), so a
     cached run is not reused after the physics changed."""
-    root = Path(__file__).resolve().parents[2]
-    files = [*sorted((root / "sim").glob("*.py")), root / "drivers" / "sim_backends.py",
-             root / "apt_daq" / "run.py"]
+    import apt_daq.drivers.sim_backends
+    import apt_daq.run
+    import apt_daq.sim
+
+    files = [*sorted(Path(apt_daq.sim.__file__).parent.glob("*.py")),
+             Path(apt_daq.drivers.sim_backends.__file__), Path(apt_daq.run.__file__)]
     h = hashlib.sha1()
     for f in files:
         if f.exists():
@@ -138,7 +141,7 @@ def _simulate(args: tuple) -> dict:
     # simulates cannot make the sidecar disagree with the cache lookup that asked for it
     spec, out, *rest = args
     digest = rest[0] if rest else spec.digest()
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
+    default_numba_cache()
     from apt_daq.run import Session
 
     res = Session.from_yaml(RUNS / spec.run_file, dict(spec.overrides), out=out,
@@ -195,7 +198,7 @@ def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
 # ------------------------------------------------------------------------------ analysis
 def _analyze(args: tuple[str, str | None, float | None, bool, bool]):
     path, roi, laser_pj, background, settled = args
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
+    default_numba_cache()
     from apt_daq.analysis.report import analyze, laser_pj_select, settled_select
 
     sel = (laser_pj_select(laser_pj) if laser_pj is not None

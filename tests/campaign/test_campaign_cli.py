@@ -24,7 +24,9 @@ def test_bad_sweep_is_one_line_exit_2(tmp_path: Path, capsys):
     p.write_text("name: b\nbase: x.yaml\nmode: diagonal\n")
     assert main(["campaign", str(p), "--quiet"]) == 2
     assert "bad.yaml:3 mode: must be one of" in " ".join(capsys.readouterr().err.split())
-    assert main(["campaign", str(p), "--workers", "0"]) == 2
+    with pytest.raises(SystemExit) as e:  # an argument error: argparse's one line, exit 2
+        main(["campaign", str(p), "--workers", "0"])
+    assert e.value.code == 2
 
 
 def test_unreachable_scheduler_is_a_user_error():

@@ -8,13 +8,13 @@ import threading
 
 import numpy as np
 import pytest
+from apt_daq.drivers import dld_stream as fr
+from apt_daq.drivers.base import BadReply, DriverTimeout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import drivers
+from apt_daq import drivers
 from apt_daq.hits import RAW_DTYPE
-from drivers import dld_stream as fr
-from drivers.base import BadReply, DriverTimeout
 
 
 def records(n: int, seed: int = 0) -> np.ndarray:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from apt_daq.drivers.base import FakeClock
+from apt_daq.drivers.hv import ScpiHv, SerialHv
+from apt_daq.drivers.scpi import make_transport
+from apt_daq.drivers.serial_line import SerialTransport
+from apt_daq.sim.devices import HvSupplyModel
+from apt_daq.sim.scpi_server import serve_hv
+from apt_daq.sim.serial_server import serve_hv_tcp
 
-import drivers
-from drivers.base import FakeClock
-from drivers.hv import ScpiHv, SerialHv
-from drivers.scpi import make_transport
-from drivers.serial_line import SerialTransport
-from sim.devices import HvSupplyModel
-from sim.scpi_server import serve_hv
-from sim.serial_server import serve_hv_tcp
+from apt_daq import drivers
 
 RAMP_V_PER_S = 400.0
 

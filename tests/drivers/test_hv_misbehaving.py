@@ -19,11 +19,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from apt_daq.drivers.base import DriverError, FakeClock, SafetyError, WallClock
+from apt_daq.drivers.hv import ScpiHv
+from apt_daq.drivers.scpi import make_transport
 from fake_hv import MODES, FakeHv
-
-from drivers.base import DriverError, FakeClock, SafetyError, WallClock
-from drivers.hv import ScpiHv
-from drivers.scpi import make_transport
 
 LIMIT_V, RAMP_V_PER_S, STEP_S = 6000.0, 200.0, 0.5
 MAX_STEP_V = RAMP_V_PER_S * STEP_S

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from drivers_protocol import OK, ScriptedTransport, expected_protocol
-
-from drivers.base import (
+from apt_daq.drivers.base import (
     BadReply,
     ConnectionLost,
     DriverTimeout,
@@ -15,7 +13,8 @@ from drivers.base import (
     InstrumentError,
     SafetyError,
 )
-from drivers.hv import ScpiHv, SerialHv
+from apt_daq.drivers.hv import ScpiHv, SerialHv
+from drivers_protocol import OK, ScriptedTransport, expected_protocol
 
 RES = "TCPIP::127.0.0.1::5025::SOCKET"
 

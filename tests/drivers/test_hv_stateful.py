@@ -17,14 +17,13 @@ Time is a fake clock shared by the driver and the server, so a 6 kV ramp takes n
 from __future__ import annotations
 
 import hypothesis.strategies as st
+from apt_daq.drivers.base import DriverError, FakeClock, SafetyError
+from apt_daq.drivers.hv import ScpiHv
+from apt_daq.drivers.scpi import make_transport
+from apt_daq.sim.devices import HvSupplyModel
+from apt_daq.sim.scpi_server import HvScpiInterface, TcpLineServer
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-from drivers.base import DriverError, FakeClock, SafetyError
-from drivers.hv import ScpiHv
-from drivers.scpi import make_transport
-from sim.devices import HvSupplyModel
-from sim.scpi_server import HvScpiInterface, TcpLineServer
 
 LIMIT_V, RAMP_V_PER_S, STEP_S = 6000.0, 500.0, 1.0
 MAX_STEP_V = RAMP_V_PER_S * STEP_S  # the driver's default

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from apt_daq.drivers.base import FakeClock, InstrumentError, SafetyError
+from apt_daq.drivers.hv import ScpiHv
+from apt_daq.drivers.laser import ScpiLaser
 from drivers_protocol import OK, ScriptedTransport, expected_protocol
-
-from drivers.base import FakeClock, InstrumentError, SafetyError
-from drivers.hv import ScpiHv
-from drivers.laser import ScpiLaser
 
 RES = "TCPIP::127.0.0.1::5026::SOCKET"
 CONNECT = [("*CLS", None), ("*IDN?", "ACME,UV355,7,2.1")]

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from apt_daq.drivers.base import DriverError, SafetyError
+from apt_daq.drivers.config import HvConfig
+from apt_daq.drivers.sim_backends import SimDld
+from apt_daq.sim.devices import HvSupplyModel, LaserModel
 
-import drivers
+from apt_daq import drivers
 from apt_daq.config import ConfigError, load_run
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
-from drivers.base import DriverError, SafetyError
-from drivers.config import HvConfig
-from drivers.sim_backends import SimDld
-from sim.devices import HvSupplyModel, LaserModel
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "configs" / "runs" / "nmc811-bare-5pj.yaml"

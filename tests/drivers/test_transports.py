@@ -6,12 +6,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from apt_daq.drivers.base import BadReply, FakeClock, InstrumentError, SafetyError
+from apt_daq.sim.devices import HvSupplyModel, LaserModel
+from apt_daq.sim.scpi_server import serve_hv, serve_laser
+from apt_daq.sim.serial_server import serve_hv_pty, serve_hv_tcp
 
-import drivers
-from drivers.base import BadReply, FakeClock, InstrumentError, SafetyError
-from sim.devices import HvSupplyModel, LaserModel
-from sim.scpi_server import serve_hv, serve_laser
-from sim.serial_server import serve_hv_pty, serve_hv_tcp
+from apt_daq import drivers
 
 
 # --------------------------------------------------------------------------- pyvisa-sim
@@ -171,8 +171,8 @@ def test_serial_late_reply_after_timeout_is_discarded_not_taken_as_the_next_answ
     import threading
     import time as _time
 
-    from drivers.base import DriverTimeout
-    from drivers.serial_line import SerialTransport
+    from apt_daq.drivers.base import DriverTimeout
+    from apt_daq.drivers.serial_line import SerialTransport
 
     master, slave = os.openpty()
     os.set_blocking(master, True)
@@ -194,7 +194,7 @@ def test_serial_late_reply_after_timeout_is_discarded_not_taken_as_the_next_answ
                 os.write(master, reply)
 
     threading.Thread(target=device, daemon=True).start()
-    from drivers.serial_line import LineSession
+    from apt_daq.drivers.serial_line import LineSession
 
     t = SerialTransport(path, timeout_s=0.2)
     link = LineSession(t, path, retries=0)

@@ -233,7 +233,7 @@ def test_run_file_carries_its_ranges(tmp_path):
 def test_background_firing_gives_the_same_run(tmp_path, monkeypatch):
     """The sim DLD fires the next chunk on a thread while the engine stores the last one
     (SimDld.arm); holding the instrument's lock, it must give byte-identical data and log."""
-    from drivers.sim_backends import SimDld
+    from apt_daq.drivers.sim_backends import SimDld
 
     rf = small(**{"run.stop.ions": 30_000, "run.chunk_pulses": 300_000})
     Session(rf, out=tmp_path / "armed.h5").run()

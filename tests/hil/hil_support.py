@@ -21,12 +21,12 @@ START_TIMEOUT_S = 180.0  # a cold numba cache compiles the physics kernels first
 
 
 class EmulatorProcess:
-    """``python -m sim.emulator`` in a subprocess, with its ports and control port."""
+    """``python -m apt_daq.sim.emulator`` in a subprocess, with its ports and control port."""
 
     def __init__(self, tmp: Path, speed: float = SPEED, args: tuple[str, ...] = ()):
         self.ports_file = tmp / "ports.json"
         self.log_file = tmp / "emulator.log"
-        cmd = [sys.executable, "-m", "sim.emulator", str(HIL_RUN), "--ports-file",
+        cmd = [sys.executable, "-m", "apt_daq.sim.emulator", str(HIL_RUN), "--ports-file",
                str(self.ports_file), "--speed", str(speed), "--block-pulses",
                str(BLOCK_PULSES), *args]
         self._log = open(self.log_file, "wb")

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from apt_daq.drivers.base import BadReply, ConnectionLost, DriverError, DriverTimeout, SafetyError
 from hil_support import BLOCK_PULSES, HIL_RUN, ROOT, EmulatorProcess, final_state
 
 from apt_daq.commands.emulate import ports_overrides
 from apt_daq.config import load_run
 from apt_daq.io.store import RunReader
 from apt_daq.run import Session, State
-from drivers.base import BadReply, ConnectionLost, DriverError, DriverTimeout, SafetyError
 
 pytestmark = pytest.mark.hil
 

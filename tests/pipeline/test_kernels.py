@@ -244,7 +244,8 @@ def test_one_mn_kernel_and_constant() -> None:
     """K is 2 e / u (CODATA) to 4 ppm; the simulator times ions with the exact inverse of the
     pipeline's m/n (same function, same constant), so a simulated ion's m/n comes back to
     float64 rounding; the numpy twin (``py_func``) is the same arithmetic."""
-    import sim.detector as det
+    import apt_daq.sim.detector as det
+
     from apt_daq.pipeline.tof import K_CODATA, flight_time_one, mass_da
 
     assert abs(K_DA / K_CODATA - 1) < 4e-6

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from apt_daq.sim.instrument import VirtualLeap
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig, load_yaml_model
-from sim.instrument import VirtualLeap
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

@@ -19,10 +19,9 @@ import tty
 from pathlib import Path
 
 import pytest
-
-from drivers import dld_stream as fr
-from sim.devices import HISTORY_MAX, History, HvSupplyModel
-from sim.emulator import (
+from apt_daq.drivers import dld_stream as fr
+from apt_daq.sim.devices import HISTORY_MAX, History, HvSupplyModel
+from apt_daq.sim.emulator import (
     DldStreamServer,
     Emulator,
     Fault,
@@ -31,7 +30,7 @@ from sim.emulator import (
     parse_fault,
     serve,
 )
-from sim.scpi_server import (
+from apt_daq.sim.scpi_server import (
     MAX_CLIENTS,
     MAX_LINE,
     QUEUE_DEPTH,
@@ -41,7 +40,7 @@ from sim.scpi_server import (
     serve_hv,
     serve_laser,
 )
-from sim.serial_server import serve_hv_tcp
+from apt_daq.sim.serial_server import serve_hv_tcp
 
 ROOT = Path(__file__).resolve().parents[2]
 HIL_RUN = ROOT / "configs" / "runs" / "hil-nmc811-cr.yaml"
@@ -237,8 +236,8 @@ def test_overlong_lines_on_the_pty_and_the_control_port(fresh):
 
 SERVER_SCRIPT = """
 import sys
-from sim.devices import HvSupplyModel
-from sim.scpi_server import serve_hv
+from apt_daq.sim.devices import HvSupplyModel
+from apt_daq.sim.scpi_server import serve_hv
 srv, iface = serve_hv(HvSupplyModel())
 print(srv.port, flush=True)
 sys.stdin.read()

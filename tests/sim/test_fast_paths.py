@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from apt_daq.sim import physics
+from apt_daq.sim.detector import Detector, assemble_block, record_order, truth_rows
 from helpers import make_leap, settle_voltage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
-from sim import physics
-from sim.detector import Detector, assemble_block, record_order, truth_rows
 
 
 @settings(max_examples=30, deadline=None)
@@ -129,7 +129,7 @@ def test_full_buffer_ends_the_block_after_the_sub_block_that_filled_it():
 def test_assembly_on_the_worker_thread_gives_the_same_records(monkeypatch):
     """Sub-blocks detected and assembled on the worker thread, or inline: the same bytes, also
     when a full buffer ends the block early."""
-    import sim.instrument as si
+    import apt_daq.sim.instrument as si
 
     def blocks(aside: int) -> bytes:
         monkeypatch.setattr(si, "ASSEMBLE_ASIDE_EVENTS", aside)

@@ -6,11 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from apt_daq.sim import physics
+from apt_daq.sim.physics import THERMAL, debye_energy_k, peak_temperature_k
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sim import physics
-from sim.physics import THERMAL, debye_energy_k, peak_temperature_k
 
 
 def _heat_capacity(temp_k: float, theta_k: float, h: float = 0.5) -> float:

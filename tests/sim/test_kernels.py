@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from apt_daq.sim import physics
+from apt_daq.sim.detector import detect_mask, encode_delay_line, project_and_time, record_order
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sim import physics
-from sim.detector import detect_mask, encode_delay_line, project_and_time, record_order
 
 # m/n [Da] = K V[V] t[ns]^2 / L[m]^2: the documented contract, typed here, not imported
 K_CONTRACT = 1.9297e-10

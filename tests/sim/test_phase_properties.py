@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from apt_daq.sim.instrument import VirtualLeap
 
 from apt_daq.config import PhaseChemistryConfig, SpecimenConfig
-from sim.instrument import VirtualLeap
 from tests.sim.helpers import instrument, settle_voltage, specimen
 
 RENAME = {"NMC811": "layered oxide A", "LMO": "spinel B"}

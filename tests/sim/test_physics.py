@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 import pytest
+from apt_daq.sim import physics
+from apt_daq.sim.species import ELEMENTS, Chemistry, csr21, phase_channels
 
-from sim import physics
-from sim.species import ELEMENTS, Chemistry, csr21, phase_channels
 from tests.sim.fda import pearson_mu
 from tests.sim.helpers import (
     counts,
@@ -216,7 +216,8 @@ def test_lmo_grain_in_nmc_has_lmo_chemistry():
     leap = make_leap("nmc811-cr")
     spec = leap.specimen.model_copy(update={"grains": [
         GrainConfig(phase="LMO", center_nm=(0.0, 0.0, 0.0), radius_nm=15.0)]})
-    from sim.instrument import VirtualLeap
+    from apt_daq.sim.instrument import VirtualLeap
+
     from tests.sim.helpers import hold_rate
 
     leap = VirtualLeap(leap.instrument, spec, seed=2)
