@@ -8,6 +8,12 @@ Output is meant for grep as much as for eyes: an error is one line whatever the 
 never wraps it, on a pipe or a log file either), and a reader that goes away (``apt-daq info
 --json | head -1``) ends the command quietly with exit code 141, as a shell reports a writer
 killed by SIGPIPE (128 + 13).
+
+Start-up: ``build_parser`` imports every command module, so a command module imports at its top
+only the standard library and light ``apt_daq`` modules (errors, shipped, this one); what a
+command runs with (rich, numpy, h5py, the config models, scipy, numba kernels...) is imported in
+the function that runs it. ``apt-daq --help`` then loads none of them (tests/foundation/
+test_startup.py checks; ``apt-daq bench --only startup`` times it).
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ import importlib
 import logging
 import os
 import sys
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING
 
 from apt_daq import __version__
-from apt_daq.config import ConfigError
 from apt_daq.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 COMMANDS = [
     "run", "info", "analyze", "plot", "export", "import_", "emulate", "reproduce",
@@ -36,10 +42,23 @@ EXIT_BROKEN_PIPE = 141
 def console(*, stderr: bool = False) -> Console:
     """A rich console that never wraps a line (a pipe or a log file is not 80 columns wide):
     what a command prints for people and for grep."""
+    from rich.console import Console
+
     return Console(stderr=stderr, soft_wrap=True, highlight=False)
 
 
-err_console = console(stderr=True)
+def __getattr__(name: str):
+    """``err_console`` (the console errors are printed on) is made on first use: rich is not
+    imported for ``--help`` or a command that prints no error."""
+    if name == "err_console":
+        globals()["err_console"] = value = console(stderr=True)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _err_console() -> Console:
+    g = globals()
+    return g["err_console"] if "err_console" in g else __getattr__("err_console")
 
 
 def positive_int(text: str) -> int:
@@ -83,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError, ConfigError]
-    try:
-        from apt_daq.drivers.base import DriverError
-
-        errors.append(DriverError)
-    except ImportError:
-        pass
+    """The exceptions that are a user's bad input. A config or driver error can only have been
+    raised once its module is imported: those not imported yet are not imported for this."""
+    errors: list[type[BaseException]] = [UserError]
+    for module, name in (("apt_daq.config", "ConfigError"), ("apt_daq.drivers.base", "DriverError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None:
+            errors.append(cls)
     return tuple(errors)
 
 
@@ -145,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         if args.verbose:
             raise
+        from rich.markup import escape
+
+        err = _err_console()
         for line in str(e).splitlines() or [type(e).__name__]:
-            err_console.print(f"[red]error:[/red] {escape(line)}", markup=True)
+            err.print(f"[red]error:[/red] {escape(line)}", markup=True)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _err_console().print("interrupted")
         return 130
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import socket
-import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 
 @dataclass
@@ -63,6 +64,8 @@ def run_all(only: list[str] | None = None, quick: bool = False) -> list[Result]:
 
 def median_us(fn: Callable[[], object], n: int) -> float:
     """Median wall time of ``fn()`` in microseconds over ``n`` calls, after a warm-up."""
+    import statistics
+
     for _ in range(min(50, n)):  # warm up
         fn()
     ts = []
@@ -75,6 +78,9 @@ def median_us(fn: Callable[[], object], n: int) -> float:
 
 def echo_server() -> tuple[socket.socket, int]:
     """A loopback TCP echo server in a daemon thread: the round-trip baseline."""
+    import socket
+    import threading
+
     srv = socket.create_server(("127.0.0.1", 0))
 
     def run() -> None:

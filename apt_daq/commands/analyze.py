@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
-from rich.table import Table
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="composition with errors, ion counts, ratios, MRP, FDA")
@@ -36,6 +33,9 @@ def _f(v, spec: str) -> str:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     from apt_daq.analysis.report import _jsonable, analyze, settled_select
 
     sel = settled_select(args.run) if args.settled else None

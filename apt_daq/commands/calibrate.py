@@ -16,8 +16,6 @@ import argparse
 import json
 import math
 
-import numpy as np
-
 SAMPLE_HITS = 2_000_000
 
 
@@ -62,6 +60,8 @@ def _names(args: argparse.Namespace, reader) -> list[str]:
 def read_sample(reader, max_hits: int = SAMPLE_HITS):
     """The run's hits with usable TOF and voltage as a :class:`Sample` (a stride over the run
     when it holds more than ``max_hits``)."""
+    import numpy as np
+
     from apt_daq.pipeline.calibrate import Sample
     from apt_daq.pipeline.ions import ION_CHUNK, _iter_hits
 

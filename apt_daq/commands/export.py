@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.io.store import RunReader
+
+if TYPE_CHECKING:
+    from apt_daq.io.store import RunReader
 
 FORMATS = ("pos", "epos", "apt", "rrng", "nexus")
 log = logging.getLogger("apt_daq.export")
@@ -38,6 +41,7 @@ def run_ranges(reader: RunReader):
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> int:
     """Export ``run`` to ``out`` in ``fmt``; returns the number of ions (or ranges) written."""
     from apt_daq.io._common import atomic_output
+    from apt_daq.io.store import RunReader
     from apt_daq.pipeline.ions import open_stream
 
     out = Path(out)

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
-from apt_daq.io.ranges import table_to_meta
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("apt_daq.import")
 OWN_FORMATS = ("pos", "epos", "apt")
@@ -131,6 +131,10 @@ def open_ion_file(path: str | Path, fmt: str | None = None, voltage_unit: str = 
 def ions_to_chunks(ions: np.ndarray, ion_index: np.ndarray | None,
                    derived: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """An :data:`ION_DTYPE` chunk -> (HIT_DTYPE, DERIVED_DTYPE or None) chunks of the store."""
+    import numpy as np
+
+    from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
+
     hits = np.zeros(len(ions), HIT_DTYPE)
     for f in ("pulse", "tof", "det_x", "det_y", "v_dc", "v_pulse"):
         hits[f] = ions[f]
@@ -147,6 +151,8 @@ def ions_to_chunks(ions: np.ndarray, ion_index: np.ndarray | None,
 
 def range_index(mass: np.ndarray, table) -> np.ndarray:
     """Range index of each m/n (-1 unranged), by the pipeline's ranging."""
+    import numpy as np
+
     from apt_daq.pipeline.ranging import range_masses
 
     return np.asarray(range_masses(np.ascontiguousarray(mass, np.float32), table), np.int16)
@@ -183,6 +189,8 @@ def read_range_file(path: str | Path):
 def instrument_for(fmt: str, path: str | Path, instrument: str | Path | None,
                    flight_path_mm: float | None, t0_ns: float | None) -> dict:
     """The run's instrument: an --instrument YAML, then --flight-path-mm and --t0-ns."""
+    import numpy as np
+
     from apt_daq.config import InstrumentConfig, load_yaml_model
 
     if instrument:
@@ -209,10 +217,13 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
                 field_map: str | Path | None = None, simulated: bool = False,
                 overwrite: bool = False, chunk: int = 1 << 20) -> dict:
     """Import ``path`` into the run file ``out``; returns the /meta "imported" summary."""
+    import numpy as np
+
     from apt_daq import __version__
     from apt_daq.config import InstrumentConfig
     from apt_daq.io._common import atomic_output
     from apt_daq.io.epos import implied_flight_path_m
+    from apt_daq.io.ranges import table_to_meta
     from apt_daq.io.store import RunWriter, now_iso
     from apt_daq.pipeline.corrections import Calibration
 

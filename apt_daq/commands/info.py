@@ -7,8 +7,6 @@ import argparse
 import json
 from datetime import datetime
 
-from apt_daq.io.store import RunReader, writer_of
-
 #: what each record count is, in ``apt-daq info``'s words
 COUNT_LEGEND = {
     "raw": "DLD records as the detector gave them (/raw)",
@@ -28,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def summarize(path: str) -> dict:
+    from apt_daq.io.store import RunReader
+
     with RunReader(path) as r:
         meta = r.meta
         log = r.log
@@ -63,6 +63,8 @@ def _live_state(path: str, out: dict) -> None:
     lock; otherwise its writer died (SIGKILL, power cut) and the run is ``interrupted``."""
     if out["state"] != "running" or out["ended"]:
         return
+    from apt_daq.io.store import RunReader, writer_of
+
     holder = writer_of(path)
     if holder is not None:
         pid = f"pid {holder['pid']}" if holder.get("pid") else "a live process"

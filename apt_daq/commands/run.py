@@ -6,14 +6,15 @@ import argparse
 import sys
 import threading
 from pathlib import Path
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING
 
 from apt_daq.cli import console as cli_console
 from apt_daq.cli import non_negative_int, positive_int
-from apt_daq.config import preflight
-from apt_daq.run import Session, State
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from apt_daq.run import Session
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from apt_daq.config import preflight
+    from apt_daq.run import Session, State
+
     overrides: dict[str, object] = {}
     if args.ions is not None:
         overrides["run.stop.ions"] = args.ions
@@ -88,6 +94,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume_on_enter(session: Session) -> None:
+    from apt_daq.run import State
+
     for _ in sys.stdin:
         if session.state == State.PAUSED:
             session.resume()

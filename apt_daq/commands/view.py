@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import threading
 
-from apt_daq.web.server import DEFAULT_PORT
+#: apt_daq.web.server.DEFAULT_PORT, said here so that ``--help`` does not import the server
+#: (tests/foundation/test_startup.py checks they agree)
+DEFAULT_PORT = 5006
 
 
 def register(sub: argparse._SubParsersAction) -> None:

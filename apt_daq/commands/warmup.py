@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from apt_daq.shipped import configs_dir
-
 #: what ``apt-daq run`` prints on stderr before a run that will compile
 NOTICE = "compiling kernels (first run only, ~45 s)..."
 
@@ -26,11 +24,17 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "apt_daq.pipeline.process": ("fused_kernel", "records_kernel"),
     "apt_daq.pipeline.tof": ("mass_da",),
     "apt_daq.pipeline.reconstruction": ("bas_kernel",),
-    "sim.physics": ("event_pulses_seeded",),
-    "sim.detector": ("assemble_block",),
+    "apt_daq.sim.physics": ("event_pulses_seeded",),
+    "apt_daq.sim.detector": ("assemble_block",),
 }
-SIM_MODULES = frozenset({"sim.physics", "sim.detector"})
-RUN = configs_dir() / "runs" / "nmc811-cr-5pj.yaml"
+SIM_MODULES = frozenset({"apt_daq.sim.physics", "apt_daq.sim.detector"})
+
+
+def run_config() -> Path:
+    """The shipped run config a warm-up simulates."""
+    from apt_daq.shipped import configs_dir
+
+    return configs_dir() / "runs" / "nmc811-cr-5pj.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +78,7 @@ def warm(out: Path) -> None:
     from apt_daq.config import load_run
     from apt_daq.run import Session
 
-    rf = load_run(RUN, {"run.stop.ions": 2000})
+    rf = load_run(run_config(), {"run.stop.ions": 2000})
     Session(rf, out=out, handle_signals=False).run()
     analyze_run(out)
 
@@ -85,8 +89,8 @@ def _warmup(args: argparse.Namespace) -> int:
     if not cold_kernels():
         print(f"kernels already compiled (numba cache: {cache_dir()})")
         return 0
-    if not RUN.is_file():
-        raise UserError(f"{RUN}: not found (apt-daq warmup runs from a source checkout)")
+    if not run_config().is_file():
+        raise UserError(f"{run_config()}: not found (apt-daq warmup runs from a source checkout)")
     print(NOTICE, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="apt-daq-warmup-") as d:
         warm(Path(d) / "warmup.h5")
