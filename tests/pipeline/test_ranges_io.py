@@ -132,3 +132,27 @@ def test_written_rrng_is_read_whole_by_apav_and_keeps_charges(tmp_path: Path) ->
         assert {getattr(e, "symbol", str(e)): int(k) for e, k in rg.ion.comp_dict.items()} == \
             table.composition[i]
     assert read_ranges(p).names == table.names
+
+
+@pytest.mark.parametrize("name", ["nmc811", "lmo"])
+def test_shipped_rrng_read_alike_by_apav_ifes_and_us(name: str) -> None:
+    """The shipped range files: apav and ifes-apt-tc-data-modeling (two independent readers)
+    find every range with our edges and ions (apav skipped them all while they carried
+    IVAS's ``Name:`` mark of an unknown species)."""
+    apav = pytest.importorskip("apav")
+    pytest.importorskip("ifes_apt_tc_data_modeling")
+    from apt_daq.io.ifes import read_ranges as ifes_ranges
+
+    p = Path(__file__).resolve().parents[2] / "configs" / "ranges" / f"{name}.rrng"
+    ours = read_ranges(p)
+    theirs = sorted(apav.RangeCollection.from_rrng(str(p)), key=lambda r: r.lower)
+    assert len(theirs) == len(ours)
+    for i, rg in enumerate(theirs):
+        assert (rg.lower, rg.upper) == pytest.approx((ours.lo_da[i], ours.hi_da[i]), abs=1e-4)
+        assert {getattr(e, "symbol", str(e)): int(k) for e, k in rg.ion.comp_dict.items()} == \
+            ours.composition[i]
+    via_ifes = ifes_ranges(p, "ifes-rrng")
+    order = np.argsort(via_ifes.lo_da)
+    assert np.allclose(via_ifes.lo_da[order], ours.lo_da, atol=1e-4)
+    assert [via_ifes.composition[j] for j in order] == ours.composition
+    assert [int(via_ifes.charge[j]) for j in order] == [int(z) for z in ours.charge]
