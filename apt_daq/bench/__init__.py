@@ -36,10 +36,14 @@ def result(name: str, value: float, unit: str, baseline: float, note: str = "") 
                   float(value / baseline) if baseline else float("inf"), note)
 
 
-def best_time_s(fn: Callable[[], object], repeat: int = 5) -> float:
-    """The fastest of ``repeat`` wall-clock timings of ``fn()`` (noise only ever adds time)."""
+def best_time_s(fn: Callable[[], object], repeat: int = 5,
+                setup: Callable[[], object] | None = None) -> float:
+    """The fastest of ``repeat`` wall-clock timings of ``fn()`` (noise only ever adds time);
+    ``setup()``, if given, runs before each, untimed."""
     best = float("inf")
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
