@@ -54,8 +54,8 @@ from apt_daq.config import (
     InstrumentConfig,
     RunFile,
     SpecimenConfig,
-    _compose,
     _Model,
+    compose_yaml,
     load_run,
     load_yaml_model,
     validation_problems,
@@ -162,7 +162,7 @@ class Sweep(_Model):
 def load_sweep(path: str | Path) -> Sweep:
     """Load and validate a sweep file; errors name the file, line and field."""
     path = Path(path)
-    data, lines = _compose(path)
+    data, lines = compose_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: expected a mapping at the top level"])
     data["source"] = str(path)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from apt_daq.drivers.config import DriversConfig
+from apt_daq.driver_config import DriversConfig
 
 
 class ConfigError(ValueError):
@@ -377,7 +377,7 @@ Lines = dict[tuple[Any, ...], tuple[str, int]]
 _INCLUDES = {"instrument", "specimen", "drivers", "analysis"}
 
 
-def _compose(path: Path) -> tuple[Any, Lines]:
+def compose_yaml(path: Path) -> tuple[Any, Lines]:
     """Load YAML and remember, for every key path, the file and line it came from."""
     try:
         text = path.read_text()
@@ -411,7 +411,7 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
                ) -> tuple[dict[str, Any], Lines]:
     """The YAML tree of ``path`` with its include files in place. An include file that does
     not exist raises, or, given ``missing``, is reported there (key: problem) and left out."""
-    data, lines = _compose(path)
+    data, lines = compose_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: expected a mapping at the top level"])
     gone: dict[str, str] = {}
@@ -423,7 +423,7 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
                 f, line = lines.get((key,), (str(path), 1))
                 gone[key] = f"{f}:{line} {key}: file not found: {sub_path}"
                 continue
-            sub, sub_lines = _compose(sub_path)
+            sub, sub_lines = compose_yaml(sub_path)
             data[key] = sub
             for k, v in sub_lines.items():
                 lines[(key, *k)] = v
@@ -536,8 +536,8 @@ def _data_problems(data: dict[str, Any], path: Path, lines: Lines) -> dict[tuple
             found[("analysis", "ranges")] = f"range file not found: {p}"
     roi = _get(data, ("analysis", "roi"))
     if isinstance(roi, str):
-        from apt_daq.analysis.roi import parse_roi
         from apt_daq.errors import UserError
+        from apt_daq.roi import parse_roi
 
         try:
             parse_roi(roi)
@@ -615,7 +615,7 @@ def preflight(path: str | Path, overrides: dict[str, Any] | None = None,
     ConfigError with every problem (``file:line path: what``); returns the run file and the
     warnings (``file:line path: what``: it runs, but likely not as meant)."""
     path = Path(path)
-    data, lines = _compose(path)
+    data, lines = compose_yaml(path)
     kind = file_kind(data)
     if kind != "run":
         raise ConfigError([_not_a_run_file(path, kind)])
@@ -670,21 +670,6 @@ def detect_model(data: dict[str, Any]) -> type[_Model]:
         file_kind(data), RunFile)
 
 
-def check_file(path: str | Path) -> tuple[str, Any, list[str]]:
-    """Validate any apt-daq YAML: a run file as :func:`preflight` does, an instrument,
-    specimen or campaign file as what it is. Returns (kind, model, warnings)."""
-    data, _ = _compose(Path(path))
-    kind = file_kind(data)
-    if kind == "run":
-        rf, warnings = preflight(path)
-        return kind, rf, warnings
-    if kind == "campaign":
-        from apt_daq.campaign import load_sweep
-
-        return kind, load_sweep(path), []
-    return kind, load_yaml_model(path, detect_model(data)), []
-
-
 def json_schema() -> str:
     """The JSON Schema of a run file."""
     return json.dumps(RunFile.model_json_schema(), indent=2)
@@ -692,7 +677,7 @@ def json_schema() -> str:
 
 def markdown_reference() -> str:
     """The config reference (docs/config.md), generated from the models' fields."""
-    from apt_daq.drivers.config import DldConfig, HvConfig, LaserConfig
+    from apt_daq.driver_config import DldConfig, HvConfig, LaserConfig
 
     sections = [
         ("Run file (top level)", RunFile), ("instrument", InstrumentConfig),

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 
 from apt_daq.analysis.fda import FdaResult
 from apt_daq.analysis.profile import ProfileAccumulator
-from apt_daq.io.ranges import RangeTable
+from apt_daq.rangetable import RangeTable
 
 FIGURES: dict[str, str] = {
     "spectrum": "mass spectrum, log counts, ranges shaded per ion, peak labels, isotope markers",
@@ -402,7 +402,7 @@ def slices_plot(slices: dict[str, np.ndarray], ranges: RangeTable,
 def _roi_mask(res, roi: str | None, sl: dict[str, np.ndarray]) -> np.ndarray | bool | None:
     """The analysis' ROI over the slice sample: a mask, None (all ions), or False when the
     ROI the analysis used cannot be known."""
-    from apt_daq.analysis.roi import parse_roi
+    from apt_daq.roi import parse_roi
 
     used = res.summary.get("roi", "all ions")
     if roi is None:

@@ -34,8 +34,8 @@ import numpy as np
 
 from apt_daq.config import FeedbackConfig, RunFile, load_run
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, empty
-from apt_daq.io.ranges import table_to_meta
 from apt_daq.io.store import LOG_DTYPE, RunWriter
+from apt_daq.rangetable import table_to_meta
 
 log = logging.getLogger(__name__)
 

@@ -78,10 +78,10 @@ def load_config(cfg: Any, kind: str) -> Any:
     where = "<dict>"
     prefix: tuple = ()
     if isinstance(cfg, str | Path):
-        from apt_daq.config import _compose
+        from apt_daq.config import compose_yaml
 
         where = str(cfg)
-        data, lines = _compose(Path(cfg))
+        data, lines = compose_yaml(Path(cfg))
     elif isinstance(cfg, dict):
         data = cfg
     else:
@@ -279,11 +279,9 @@ def open_instruments(run_file: Any) -> Instruments:
     d = run_file.drivers
     leap = None
     if "sim" in (d.laser.backend, d.hv.backend, d.dld.backend):
-        from apt_daq.sim.instrument import VirtualLeap
+        from apt_daq.drivers.sim_backends import virtual_leap
 
-        leap = VirtualLeap(run_file.instrument, run_file.specimen,
-                           base_temperature_k=run_file.run.base_temperature_k,
-                           seed=run_file.run.seed)
+        leap = virtual_leap(run_file)
     opened: list[Any] = []
     try:
         hv = open_hv(d.hv, leap=leap)

@@ -1,94 +1,13 @@
-"""Pydantic configs of the three drivers. The ``backend`` field picks the implementation.
+"""The drivers' pydantic configs (``backend`` picks the implementation): defined in the
+foundation module :mod:`apt_daq.driver_config` (the run file's ``drivers:`` section) and
+re-exported here, where lab scripts look for them."""
 
-Built-in backends:
+from apt_daq.driver_config import (
+    BUILTIN_BACKENDS,
+    DldConfig,
+    DriversConfig,
+    HvConfig,
+    LaserConfig,
+)
 
-- laser: ``sim`` (in-process virtual LEAP), ``scpi`` (pyvisa ``resource``)
-- hv: ``sim``, ``scpi`` (pyvisa ``resource``), ``serial`` (pyserial ``url``)
-- dld: ``sim``, ``stream`` (length-prefixed binary records over TCP, ``url`` tcp://host:port)
-
-Third-party backends register in the ``apt_daq.drivers`` entry-point group as
-``<kind>.<backend>`` (e.g. ``hv.mybox``) and take their own settings from ``options``.
-"""
-
-from __future__ import annotations
-
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-BUILTIN_BACKENDS: dict[str, frozenset[str]] = {
-    "laser": frozenset({"sim", "scpi"}),
-    "hv": frozenset({"sim", "scpi", "serial"}),
-    "dld": frozenset({"sim", "stream"}),
-}
-_NEEDS = {"scpi": "resource", "serial": "url", "stream": "url"}
-
-
-class _DriverConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    _kind: str = "?"
-
-    backend: str = Field("sim", description="sim, scpi, serial, stream or a registered plug-in")
-    resource: str | None = Field(
-        None,
-        description="pyvisa resource string for scpi, e.g. TCPIP::127.0.0.1::5025::SOCKET, "
-        "or a pyvisa-sim YAML ending in @sim",
-    )
-    url: str | None = Field(
-        None, description="pyserial URL (/dev/ttyUSB0, socket://host:port, loop://) or tcp://"
-    )
-    baudrate: int = Field(9600, gt=0, description="serial line speed, baud")
-    timeout_s: float = Field(2.0, gt=0, description="per-command timeout, s")
-    retries: int = Field(2, ge=0, le=10, description="retries of idempotent queries only")
-    reconnect_deadline_s: float = Field(
-        10.0, gt=0, le=600,
-        description="give up reconnecting (or sending a safe-off) after this long, wall s")
-    options: dict[str, Any] = Field(default_factory=dict, description="plug-in backend options")
-
-    @model_validator(mode="after")
-    def _backend_fields(self) -> _DriverConfig:
-        need = _NEEDS.get(self.backend)
-        if need and getattr(self, need) is None:
-            raise ValueError(f"backend {self.backend!r} needs field {need!r}")
-        return self
-
-
-class LaserConfig(_DriverConfig):
-    """The pulsed UV laser."""
-
-    _kind = "laser"
-    max_energy_pj: float = Field(100.0, gt=0, description="highest energy the driver will set, pJ")
-
-
-class HvConfig(_DriverConfig):
-    """The specimen DC high-voltage supply. Safety limits are enforced in the driver."""
-
-    _kind = "hv"
-    limit_v: float = Field(12000.0, gt=0, description="highest voltage ever sent, V")
-    ramp_v_per_s: float = Field(200.0, gt=0, description="fastest setpoint change, V/s")
-    ramp_step_s: float = Field(
-        0.5, gt=0, description="interval between the setpoints of ramp_to, s"
-    )
-    max_step_v: float | None = Field(
-        None, gt=0,
-        description="largest single setpoint change with the output on, V (default "
-        "ramp_v_per_s x ramp_step_s); idle time never allows more")
-    hardware_ramp: bool = Field(
-        False, description="also set the supply's own slew rate to ramp_v_per_s on connect "
-        "(SOUR:VOLT:SLEW / S), for supplies that have one")
-
-
-class DldConfig(_DriverConfig):
-    """The delay-line detector front end."""
-
-    _kind = "dld"
-    max_chunk_records: int = Field(65536, gt=0, description="records per read_chunk at most")
-
-
-class DriversConfig(BaseModel):
-    """Which backend drives each instrument. All ``sim`` by default."""
-
-    model_config = ConfigDict(extra="forbid")
-    laser: LaserConfig = Field(default_factory=LaserConfig)
-    hv: HvConfig = Field(default_factory=HvConfig)
-    dld: DldConfig = Field(default_factory=DldConfig)
+__all__ = ["BUILTIN_BACKENDS", "DldConfig", "DriversConfig", "HvConfig", "LaserConfig"]

@@ -9,7 +9,6 @@ from collections import deque
 from urllib.parse import urlparse
 
 import numpy as np
-from apt_daq.drivers import dld_stream as fr
 from apt_daq.drivers.base import (
     BadReply,
     Clock,
@@ -21,6 +20,7 @@ from apt_daq.drivers.base import (
 )
 
 from apt_daq.hits import RAW_DTYPE
+from apt_daq.wire import dld_stream as fr
 
 
 def parse_tcp_url(url: str) -> tuple[str, int]:

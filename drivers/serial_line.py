@@ -28,8 +28,14 @@ import time
 from apt_daq.drivers.base import BadReply, InstrumentError
 from apt_daq.drivers.scpi import Link
 
-EOL = "\r\n"
-ERR_UNKNOWN, ERR_ARGUMENT, ERR_RANGE, ERR_TRIPPED, ERR_OTHER = 1, 2, 3, 4, 5
+from apt_daq.wire.hv_line import (  # noqa: F401  (re-exported: the codes' old home)
+    EOL,
+    ERR_ARGUMENT,
+    ERR_OTHER,
+    ERR_RANGE,
+    ERR_TRIPPED,
+    ERR_UNKNOWN,
+)
 
 _ERR = re.compile(r"^ERR\s+(-?\d+)\s*(.*)$")
 

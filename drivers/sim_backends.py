@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from apt_daq.drivers.base import (
@@ -30,7 +30,20 @@ from apt_daq.sim.devices import DeviceError, HvSupplyModel, LaserModel
 
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
 
+if TYPE_CHECKING:
+    from apt_daq.sim.instrument import VirtualLeap
+
 T = TypeVar("T")
+
+
+def virtual_leap(run_file: Any) -> VirtualLeap:
+    """The one virtual LEAP the ``sim`` backends of a run share, built from its run file (an
+    :class:`apt_daq.config.RunFile`): instrument, specimen, base temperature and seed."""
+    from apt_daq.sim.instrument import VirtualLeap
+
+    return VirtualLeap(run_file.instrument, run_file.specimen,
+                       base_temperature_k=run_file.run.base_temperature_k,
+                       seed=run_file.run.seed)
 
 
 class DeviceBench:

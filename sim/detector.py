@@ -7,7 +7,7 @@ Projection (Bas et al. 1995 point projection, the inverse of the reconstruction)
 Timing (shared contract):
     t_hit = t0 + t_dep + L_eff[m] sqrt(m/n / (K V)) + jitter,
     L_eff^2 = L^2 + X_D^2 + Y_D^2: the inverse of the pipeline's one m/n kernel
-    (:func:`apt_daq.pipeline.tof.flight_time_one`, with its constant K = 1.9297e-10).
+    (:func:`apt_daq.tof.flight_time_one`, with its constant K = 1.9297e-10).
 Delay lines (shared contract): t_mcp = round(t / bin); t_x1 = round((t + D + x / v) / bin),
     t_x2 = round((t + D - x / v) / bin); y likewise.
 Dead time/zone: two hits of one pulse closer than ``dead_time_ns`` in time and
@@ -24,7 +24,7 @@ from numba import njit
 
 from apt_daq.config import InstrumentConfig
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
-from apt_daq.pipeline.tof import K_DA, flight_time_one
+from apt_daq.tof import K_DA, flight_time_one
 
 BLUR_MM = 0.15  # rms trajectory aberration on the detector, mm (assumed)
 

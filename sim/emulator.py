@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from apt_daq.drivers import dld_stream as fr
 from apt_daq.sim.devices import History
 from apt_daq.sim.instrument import SimBlock, VirtualLeap, make_environment
 from apt_daq.sim.scpi_server import (
@@ -63,6 +62,7 @@ from apt_daq.sim.serial_server import HvLineInterface, PtyServer
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig
 from apt_daq.hits import RAW_DTYPE
+from apt_daq.wire import dld_stream as fr
 
 FAULT_KINDS: dict[str, str] = {
     "drop": "close the open connections of the target (the instrument stays up)",
@@ -901,13 +901,13 @@ def load_target(path: str | Path, specimen: str | Path | None = None
     from apt_daq.config import (
         ConfigError,
         RunFile,
-        _compose,
+        compose_yaml,
         detect_model,
         load_run,
         load_yaml_model,
     )
 
-    data, _ = _compose(Path(path))
+    data, _ = compose_yaml(Path(path))
     model = detect_model(data if isinstance(data, dict) else {})
     if model is RunFile:
         rf = load_run(path)

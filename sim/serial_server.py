@@ -21,7 +21,6 @@ import threading
 import tty
 from collections.abc import Callable
 
-from apt_daq.drivers.serial_line import ERR_ARGUMENT, ERR_OTHER, ERR_RANGE, ERR_TRIPPED, ERR_UNKNOWN
 from apt_daq.sim.devices import DeviceError, History, HvSupplyModel
 from apt_daq.sim.scpi_server import (
     MAX_LINE,
@@ -32,7 +31,15 @@ from apt_daq.sim.scpi_server import (
     printable,
 )
 
-EOL = "\r\n"
+from apt_daq.wire.hv_line import (
+    EOL,
+    ERR_ARGUMENT,
+    ERR_OTHER,
+    ERR_RANGE,
+    ERR_TRIPPED,
+    ERR_UNKNOWN,
+)
+
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apt_daq.io.ranges import RangeTable
+from apt_daq.rangetable import RangeTable
 
 
 @dataclass

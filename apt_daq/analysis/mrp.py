@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from apt_daq.io.ranges import RangeTable
 from apt_daq.isotopes import isotopologues, parse_ion
 from apt_daq.pipeline.peaks import histogram_peak, peak_shape, peak_window_da
+from apt_daq.rangetable import RangeTable
 
 MIN_ISOTOPE_ABUNDANCE = 1e-3  # neighbours rarer than this do not cut a window
 

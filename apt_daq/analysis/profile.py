@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from apt_daq.io.ranges import RangeTable
+from apt_daq.rangetable import RangeTable
 
 
 class ProfileAccumulator:

@@ -34,7 +34,7 @@ from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
 from apt_daq.analysis.truth import TruthScorer
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.io.ranges import RangeTable, read_ranges, run_range_table
+from apt_daq.io.ranges import read_ranges, run_range_table
 from apt_daq.isotopes import parse_ion
 from apt_daq.pipeline.autorange import auto_ranges
 from apt_daq.pipeline.corrections import Calibration
@@ -47,6 +47,7 @@ from apt_daq.pipeline.ions import (
     run_calibration,
     store_calibration,
 )
+from apt_daq.rangetable import RangeTable
 
 CHUNK = ION_CHUNK
 SLICE_POINTS = 300_000

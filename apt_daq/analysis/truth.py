@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from apt_daq.io.ranges import RangeTable
 from apt_daq.isotopes import ion_name, parse_ion
+from apt_daq.rangetable import RangeTable
 
 
 class TruthScorer:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from apt_daq.config import KIND_WORDS, check_file, json_schema
+from apt_daq.config import KIND_WORDS, json_schema
+from apt_daq.config_check import check_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:

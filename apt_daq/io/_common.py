@@ -250,7 +250,7 @@ def reconstructor_for(reader):
             "%s: no reconstructed positions and no instrument to reconstruct with: x, y, z "
             "exported as 0", reader.path)
         return "zeros"
-    from apt_daq.analysis.reconstruction import Reconstructor
+    from apt_daq.pipeline.reconstruction import Reconstructor
 
     rf = reader.run_file
     if rf is None:

@@ -39,145 +39,27 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from apt_daq.errors import DataFileError
 from apt_daq.isotopes import elements, ion_name, isotopologues, parse_ion
+from apt_daq.rangetable import (  # the model; re-exported: readers import it from here too
+    ELEMENT_COLOURS,
+    RangeTable,
+    canonical_formula,
+    default_colour,
+    table_from_meta,
+    table_to_meta,
+)
 
-# default colours per element (hex RRGGBB), loosely the AP Suite palette
-_COLOURS = {
-    "H": "C8C8C8",
-    "Li": "9933FF",
-    "O": "0066FF",
-    "Ni": "00AA00",
-    "Co": "FF66CC",
-    "Mn": "FF9900",
-    "Cr": "996633",
-    "Ga": "FF0000",
-    "C": "404040",
-    "Al": "33CCCC",
-    "Fe": "CC0000",
-    "Si": "888800",
-}
-
-
-def default_colour(formula: dict[str, int]) -> str:
-    """A stable colour for an ion: its heaviest element's colour, else a hash of the formula."""
-    for el in sorted(formula, key=lambda e: -formula[e]):
-        if el in _COLOURS:
-            return _COLOURS[el]
-    h = abs(hash(tuple(sorted(formula.items())))) % 0xFFFFFF
-    return f"{h:06X}"
-
-
-@dataclass
-class RangeTable:
-    """Disjoint mass-to-charge ranges sorted by lower edge, each naming one ion.
-
-    ``names[i]`` is the ion name (``"Ni2+"``), ``composition[i]`` its atoms ({"Ni": 1}),
-    ``charge[i]`` its charge, ``colour[i]`` hex RRGGBB, ``volume_nm3[i]`` the RRNG ``Vol``.
-    Several ranges may name the same ion (its isotopes).
-    """
-
-    names: list[str]
-    lo_da: np.ndarray
-    hi_da: np.ndarray
-    composition: list[dict[str, int]]
-    charge: list[int]
-    colour: list[str] = field(default_factory=list)
-    volume_nm3: list[float] = field(default_factory=list)
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        n = len(self.names)
-        self.lo_da = np.asarray(self.lo_da, dtype=np.float64)
-        self.hi_da = np.asarray(self.hi_da, dtype=np.float64)
-        if not self.colour:
-            self.colour = [default_colour(c) for c in self.composition]
-        if not self.volume_nm3:
-            self.volume_nm3 = [0.0] * n
-        sizes = {
-            len(self.lo_da),
-            len(self.hi_da),
-            len(self.composition),
-            len(self.charge),
-            len(self.colour),
-            len(self.volume_nm3),
-        }
-        if sizes != {n}:
-            raise ValueError("RangeTable: all per-range lists must have the same length")
-        order = np.argsort(self.lo_da, kind="stable")
-        if np.any(order != np.arange(n)):
-            self.lo_da = self.lo_da[order]
-            self.hi_da = self.hi_da[order]
-            for attr in ("names", "composition", "charge", "colour", "volume_nm3"):
-                setattr(self, attr, [getattr(self, attr)[i] for i in order])
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError if a range is empty/inverted or two ranges overlap."""
-        where = f"{self.source}: " if self.source else ""
-        for i in range(len(self)):
-            if not (np.isfinite(self.lo_da[i]) and np.isfinite(self.hi_da[i])):
-                raise ValueError(f"{where}range {self.names[i]} has a non-finite edge")
-            if not self.hi_da[i] > self.lo_da[i]:
-                raise ValueError(
-                    f"{where}range {self.names[i]} [{self.lo_da[i]}, "
-                    f"{self.hi_da[i]}) is empty or inverted"
-                )
-            if self.lo_da[i] < 0:
-                raise ValueError(f"{where}range {self.names[i]} starts below 0 Da")
-        for i in range(len(self) - 1):
-            if self.hi_da[i] > self.lo_da[i + 1]:
-                raise ValueError(
-                    f"{where}ranges {self.names[i]} [{self.lo_da[i]:.4f}, {self.hi_da[i]:.4f}) "
-                    f"and {self.names[i + 1]} [{self.lo_da[i + 1]:.4f}, {self.hi_da[i + 1]:.4f})"
-                    " overlap"
-                )
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def ions(self) -> list[str]:
-        """Distinct ion names in order of first appearance."""
-        return list(dict.fromkeys(self.names))
-
-    def ion_index(self) -> np.ndarray:
-        """For each range, the index of its ion in :attr:`ions` (int16)."""
-        lookup = {n: i for i, n in enumerate(self.ions)}
-        return np.array([lookup[n] for n in self.names], dtype=np.int16)
-
-    def ranges_of(self, name: str) -> list[int]:
-        return [i for i, n in enumerate(self.names) if n == name]
-
-    def ion_composition(self, name: str) -> dict[str, int]:
-        return self.composition[self.names.index(name)]
-
-    @property
-    def elements(self) -> list[str]:
-        out: dict[str, None] = {}
-        for c in self.composition:
-            for el in c:
-                out[el] = None
-        return list(out)
-
-    @classmethod
-    def from_list(cls, rows: list[tuple[str, float, float]], source: str = "") -> RangeTable:
-        """Build from (ion name, lo Da, hi Da) rows."""
-        names, lo, hi, comp, charge = [], [], [], [], []
-        for name, a, b in rows:
-            formula, z = parse_ion(name)
-            names.append(ion_name(formula, z))
-            lo.append(a)
-            hi.append(b)
-            comp.append(formula)
-            charge.append(z)
-        return cls(names, np.array(lo), np.array(hi), comp, charge, source=source)
-
+__all__ = [
+    "ELEMENT_COLOURS",
+    "RangeTable", "canonical_formula", "default_colour", "infer_charge", "read_ranges",
+    "read_rng", "read_rrng", "run_range_table", "table_from_meta", "table_to_meta",
+    "write_ranges", "write_rng", "write_rrng",
+]
 
 # ---------------------------------------------------------------------------- charge inference
 
@@ -294,16 +176,6 @@ def read_rrng(path: str | Path) -> RangeTable:
     if n_ions is not None and n_ions != len(ions):
         raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
     return _table(path, ranges)
-
-
-_ANIONS = ("C", "N", "O", "F", "S", "Cl", "H")
-
-
-def canonical_formula(formula: dict[str, int]) -> dict[str, int]:
-    """Metals first (in the given order), then C, N, O, F, S, Cl, H: "NiO", never "ONi"."""
-    metals = {el: n for el, n in formula.items() if el not in _ANIONS}
-    rest = {el: formula[el] for el in _ANIONS if el in formula}
-    return {**metals, **rest}
 
 
 def _table(
@@ -453,7 +325,7 @@ def write_rng(table: RangeTable, path: str | Path) -> None:
     els = table.elements
     lines = [f"{len(els)} {len(table)}"]
     for el in els:
-        c = _COLOURS.get(el, "808080")
+        c = ELEMENT_COLOURS.get(el, "808080")
         r, g, b = (int(c[i : i + 2], 16) / 255 for i in (0, 2, 4))
         lines += [el, f"{el} {r:.3f} {g:.3f} {b:.3f}"]
     lines.append("------------------- " + " ".join(els))
@@ -485,25 +357,6 @@ def write_ranges(table: RangeTable, path: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- in a run file
-def table_to_meta(table: RangeTable) -> dict:
-    """A range table as JSON for a run file's /meta "ranges", so the run carries its ranges."""
-    rows = [{"name": table.names[i], "lo_da": float(table.lo_da[i]),
-             "hi_da": float(table.hi_da[i]), "composition": table.composition[i],
-             "charge": int(table.charge[i]), "colour": table.colour[i],
-             "volume_nm3": float(table.volume_nm3[i])} for i in range(len(table))]
-    return {"source": str(table.source), "rows": rows}
-
-
-def table_from_meta(stored: dict) -> RangeTable:
-    """The inverse of :func:`table_to_meta`."""
-    rows = stored["rows"]
-    return RangeTable(
-        names=[r["name"] for r in rows], lo_da=[r["lo_da"] for r in rows],
-        hi_da=[r["hi_da"] for r in rows], composition=[dict(r["composition"]) for r in rows],
-        charge=[int(r["charge"]) for r in rows], colour=[r["colour"] for r in rows],
-        volume_nm3=[float(r["volume_nm3"]) for r in rows], source=stored.get("source", ""))
-
-
 def run_range_table(reader) -> tuple[RangeTable | None, str]:
     """The range table of a stored run and where it came from: the one the run carries in
     /meta "ranges" (written by the run engine and by import), else its config's range file

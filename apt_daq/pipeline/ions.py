@@ -40,10 +40,10 @@ import numpy as np
 from apt_daq.config import AnalysisConfig, InstrumentConfig
 from apt_daq.errors import DataFileError, UserError
 from apt_daq.hits import DERIVED_DTYPE
-from apt_daq.io.ranges import RangeTable
 from apt_daq.pipeline.corrections import Calibration, corrected_mass_kernel, fit_calibration
 from apt_daq.pipeline.histogram import MassHistogram
 from apt_daq.pipeline.ranging import propose_ranges, range_masses
+from apt_daq.rangetable import RangeTable
 
 ION_CHUNK = 1_000_000
 FIT_SAMPLE = 2_000_000
@@ -279,7 +279,7 @@ def store_calibration(path: str | Path, cal: Calibration, ranges: RangeTable | N
     import h5py
 
     from apt_daq.io import store
-    from apt_daq.io.ranges import table_to_meta
+    from apt_daq.rangetable import table_to_meta
 
     path = Path(path)
     writer_of = getattr(store, "writer_of", None)  # the store's writer lock, when it has one

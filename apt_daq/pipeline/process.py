@@ -14,7 +14,6 @@ from numba import njit, prange
 
 from apt_daq.config import InstrumentConfig
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
-from apt_daq.io.ranges import RangeTable
 from apt_daq.pipeline.corrections import Calibration, correction_factor
 from apt_daq.pipeline.decode import (
     BAD_TIME_SUM,
@@ -26,6 +25,7 @@ from apt_daq.pipeline.decode import (
 )
 from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range
 from apt_daq.pipeline.tof import mass_da as mn_kernel
+from apt_daq.rangetable import RangeTable
 
 
 @njit(cache=True, nogil=True)

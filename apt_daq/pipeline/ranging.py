@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from apt_daq.io.ranges import RangeTable
 from apt_daq.isotopes import isotopologues, parse_ion
+from apt_daq.rangetable import RangeTable
 
 
 @njit(cache=True, nogil=True)

@@ -39,10 +39,11 @@ from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.report import SLICE_POINTS, RunAnalysis
 from apt_daq.analysis.roi import parse_roi
 from apt_daq.config import RunFile, load_run
-from apt_daq.io.ranges import RangeTable, read_ranges
+from apt_daq.io.ranges import read_ranges
 from apt_daq.isotopes import ion_name, isotopologues
 from apt_daq.pipeline.histogram import MassHistogram
-from apt_daq.reproduce.common import RUNS, RunOutcome, RunSpec
+from apt_daq.rangetable import RangeTable
+from apt_daq.reproduce.spec import RUNS, RunOutcome, RunSpec
 
 O2_O = 2.61  # O2+/O+ ions, fixed (paper, 5 pJ)
 CSR = 1.0  # M2+/M+ of every metal with a 2+ ion

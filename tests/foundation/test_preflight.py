@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from apt_daq.config import ConfigError, check_file, load_run, preflight
+from apt_daq.config import ConfigError, load_run, preflight
+from apt_daq.config_check import check_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / "configs"

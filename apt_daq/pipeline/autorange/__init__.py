@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from apt_daq.io.ranges import RangeTable
 from apt_daq.isotopes import mass_numbers
 from apt_daq.pipeline.autorange.candidates import Candidate, matching_candidates
 from apt_daq.pipeline.autorange.identify import Fit, build_design, select, tolerance_rel
 from apt_daq.pipeline.autorange.spectrum import LogSpectrum, Peak, background, find_peaks
+from apt_daq.rangetable import RangeTable
 
 __all__ = ["AutoRange", "LogSpectrum", "RangeReport", "auto_ranges", "autorange",
            "spectrum_of"]

@@ -19,9 +19,9 @@ from functools import cache
 
 import numpy as np
 
-from apt_daq.io.ranges import canonical_formula
 from apt_daq.isotopes import elements as all_elements
 from apt_daq.isotopes import ion_name, isotopes, mass_numbers
+from apt_daq.rangetable import canonical_formula
 
 LIGANDS = ("H", "C", "N", "O")
 ION_COST = 8.0

@@ -1,0 +1,64 @@
+"""Regions of interest: a cylinder along z (the paper's 25 nm ROI) and a box.
+
+A foundation module (the run file's ``analysis.roi`` is checked before a run);
+:mod:`apt_daq.analysis.roi` re-exports it.
+
+Spec strings: ``"cylinder:D"`` (diameter D nm, axis along z through (0, 0): the reconstructed
+specimen axis) or ``"cylinder:D,x,y"`` (axis through x, y), ``"box:WX,WY,WZ"`` (widths in nm,
+centred on the axis and on the middle of the depth range) or ``"box:WX,WY,WZ,x,y,z"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from apt_daq.errors import UserError
+
+
+@dataclass(frozen=True)
+class Roi:
+    kind: str  # "cylinder" | "box"
+    size_nm: tuple[float, ...]  # (diameter,) or (wx, wy, wz)
+    centre_nm: tuple[float | None, float | None, float | None] = (0.0, 0.0, None)
+
+    def mask(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, z_mid: float | None = None
+    ) -> np.ndarray:
+        cx, cy, cz = self.centre_nm
+        cx = cx or 0.0
+        cy = cy or 0.0
+        if self.kind == "cylinder":
+            r = 0.5 * self.size_nm[0]
+            return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+        wx, wy, wz = self.size_nm
+        if cz is None:
+            cz = z_mid if z_mid is not None else (float(np.nanmedian(z)) if len(z) else 0.0)
+        return (np.abs(x - cx) <= wx / 2) & (np.abs(y - cy) <= wy / 2) & (np.abs(z - cz) <= wz / 2)
+
+    def describe(self) -> str:
+        if self.kind == "cylinder":
+            return f"cylinder {self.size_nm[0]:g} nm diameter along z"
+        return "box " + " x ".join(f"{s:g}" for s in self.size_nm) + " nm"
+
+
+def parse_roi(spec: str | None) -> Roi | None:
+    """Parse an ROI spec string (see module doc); None passes through. Raises UserError."""
+    if spec is None or spec.strip().lower() in ("", "none", "all"):
+        return None
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    try:
+        nums = [float(v) for v in rest.split(",")] if rest else []
+    except ValueError:
+        raise UserError(f"ROI {spec!r}: numbers expected after '{kind}:'") from None
+    if kind == "cylinder" and len(nums) in (1, 3) and nums[0] > 0:
+        centre = (nums[1], nums[2], None) if len(nums) == 3 else (0.0, 0.0, None)
+        return Roi("cylinder", (nums[0],), centre)
+    if kind == "box" and len(nums) in (3, 6) and min(nums[:3]) > 0:
+        centre = tuple(nums[3:]) if len(nums) == 6 else (0.0, 0.0, None)
+        return Roi("box", tuple(nums[:3]), centre)  # type: ignore[arg-type]
+    raise UserError(
+        f"ROI {spec!r}: expected 'cylinder:DIAMETER_NM[,X,Y]' or 'box:WX,WY,WZ[,X,Y,Z]' (nm, > 0)"
+    )
