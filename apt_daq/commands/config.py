@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from apt_daq.config import KIND_WORDS, json_schema
-from apt_daq.config_check import check_file
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="check a YAML config before a run, or print the JSON Schema")
@@ -25,18 +22,23 @@ def _check(args: argparse.Namespace) -> int:
     """Problems: one ``error:`` line each, exit 2 (by the CLI). Else ``warning:`` lines for
     what runs but likely not as meant, then one ``ok`` line; exit 0."""
     from apt_daq.cli import console
+    from apt_daq.config import KIND_WORDS
+    from apt_daq.config_check import check_file
     from apt_daq.shipped import resolve
 
     args.file = str(resolve(args.file, "runs"))
     kind, _, warnings = check_file(args.file)
-    err = console(stderr=True)
-    for w in warnings:
-        err.print(f"warning: {w}", markup=False)
+    if warnings:  # rich is imported only to print them
+        err = console(stderr=True)
+        for w in warnings:
+            err.print(f"warning: {w}", markup=False)
     note = f", {len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else ""
     print(f"{args.file}: ok ({KIND_WORDS[kind]}{note})")
     return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from apt_daq.config import json_schema
+
     print(json_schema())
     return 0
