@@ -303,7 +303,7 @@ def _write_state_in_place(path: Path, state: str) -> bool:
         return False
     try:
         a = h5py.h5a.open(g["meta"].id, b"state")
-        data = json.dumps(state).encode()
+        data = state.encode()
         if a.dtype.kind != "S" or len(data) > a.dtype.itemsize:
             raise ValueError("no fixed-size state attribute")
         a.write(np.array(data, dtype=a.dtype))
@@ -526,17 +526,17 @@ class RunWriter:
         attrs.create("state", np.array(data, dtype=f"S{max(_STATE_BYTES, len(data))}"))
 
     def set_meta(self, key: str, value: Any) -> None:
-        text = json.dumps(value, default=_json_default)
+        """A /meta attribute, typed (see :func:`write_meta`); ``state`` is a fixed-size string
+        rewritten in place."""
         if key == "state":
             self._state = value if self._broken is None else f"failed: {self._broken}"
-            text = json.dumps(self._state)
         if not self._ensure_open():
             return
         with self._io():
             if key == "state":
-                self._set_state(text)
+                self._set_state(str(self._state))
             else:
-                self._meta.attrs[key] = text
+                write_meta(self._meta, key, value)
 
     def flush(self) -> None:
         """Write what is buffered (after a state change a reader of the file should see)."""
@@ -607,8 +607,8 @@ class RunWriter:
             return
         try:
             with self._io():
-                self._set_state(json.dumps(self._state))
-                self._meta.attrs["ended"] = json.dumps(now_iso())
+                self._set_state(str(self._state))
+                write_meta(self._meta, "ended", now_iso())
                 self._f.flush()
         except DataFileError:
             self.close()  # the engine does not close after a failed finish
@@ -668,6 +668,54 @@ class RunWriter:
         self.close()
 
 
+JSON_KEYS = "json_keys"
+"""The /meta attribute listing the keys whose value is JSON text (mappings and lists); every
+other attribute is a plain HDF5 string, integer, float or boolean. Files written before it
+have every value as JSON text."""
+
+
+def write_meta(group: h5py.Group, key: str, value: Any) -> None:
+    """``value`` as a typed attribute of ``group`` (a run's /meta): a string, number or bool as
+    itself, anything else (mapping, list, None) as JSON text listed in ``json_keys``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    keys = set(_json_keys(group) or ())
+    if isinstance(value, str | bool | int | float) and not (
+            isinstance(value, float) and not np.isfinite(value)):
+        group.attrs[key] = value
+        keys.discard(key)
+    else:
+        group.attrs[key] = json.dumps(value, default=_json_default)
+        keys.add(key)
+    group.attrs[JSON_KEYS] = sorted(keys)
+
+
+def _json_keys(group: h5py.Group) -> list[str] | None:
+    if JSON_KEYS not in group.attrs:
+        return None
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in group.attrs[JSON_KEYS]]
+
+
+def read_meta(group: h5py.Group) -> dict[str, Any]:
+    """The attributes of a run's /meta as Python values (typed files and older all-JSON ones)."""
+    keys = _json_keys(group)
+    out: dict[str, Any] = {}
+    for k, v in group.attrs.items():
+        if k == JSON_KEYS:
+            continue
+        if isinstance(v, bytes):  # a fixed-size string (the state)
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, np.generic):
+            v = v.item()
+        if keys is None or k in keys:  # older files: every value is JSON text
+            try:
+                v = json.loads(v) if isinstance(v, str) else v
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -695,14 +743,7 @@ class RunReader:
         if "meta" not in self._f:
             self._f.close()
             raise DataFileError(f"{self.path}: no /meta group: not an apt-daq run file")
-        self.meta: dict[str, Any] = {}
-        for k, v in self._f["meta"].attrs.items():
-            if isinstance(v, bytes):  # a fixed-size string (the state)
-                v = v.decode("utf-8", "replace")
-            try:
-                self.meta[k] = json.loads(v)
-            except (TypeError, ValueError):
-                self.meta[k] = v
+        self.meta: dict[str, Any] = read_meta(self._f["meta"])
 
     @property
     def run_file(self) -> RunFile | None:

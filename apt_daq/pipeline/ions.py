@@ -28,7 +28,6 @@ Where m/n comes from (:func:`run_calibration`):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -289,13 +288,12 @@ def store_calibration(path: str | Path, cal: Calibration, ranges: RangeTable | N
     try:
         with h5py.File(path, "r+") as f:
             meta = f["meta"]
-            state = meta.attrs.get("state")
-            if state is not None and json.loads(state) == "running":
+            if store.read_meta(meta).get("state") == "running":
                 log.warning("%s: the run is still being written: calibration not stored", path)
                 return False
-            meta.attrs["calibration"] = json.dumps(cal.as_dict())
+            store.write_meta(meta, "calibration", cal.as_dict())
             if ranges is not None:
-                meta.attrs["ranges"] = json.dumps(table_to_meta(ranges))
+                store.write_meta(meta, "ranges", table_to_meta(ranges))
     except (OSError, KeyError) as e:
         log.warning("%s: calibration not stored (%s)", path, e)
         return False

@@ -59,3 +59,37 @@ def test_exports_follow_the_umask(tmp_path: Path, writer) -> None:
         assert stat.S_IMODE((tmp_path / "a.out").stat().st_mode) == 0o664
     finally:
         os.umask(old)
+
+
+def test_meta_attributes_are_typed(tmp_path: Path) -> None:
+    """A generic HDF5 reader sees /meta scalars as strings, numbers and booleans (not JSON
+    text); mappings and lists are JSON text named in ``json_keys``; ours reads both back."""
+    from apt_daq.io.store import RunReader
+
+    with RunWriter(tmp_path / "m.h5", {"seed": 7, "simulated": True, "source": "a.yaml",
+                                       "counters": {"ions": 3}, "rate": 0.005}) as w:
+        w.finish("done")
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        a = f["meta"].attrs
+        assert int(a["seed"]) == 7 and bool(a["simulated"]) is True
+        assert a["source"] == "a.yaml" and float(a["rate"]) == 0.005
+        assert str(a["started"]).startswith("20") and not str(a["started"]).startswith('"')
+        state = a["state"]
+        assert (state.decode() if isinstance(state, bytes) else state) == "done"
+        keys = {k.decode() if isinstance(k, bytes) else k for k in a["json_keys"]}
+        assert "counters" in keys and "seed" not in keys
+    with RunReader(tmp_path / "m.h5") as r:
+        assert r.meta["seed"] == 7 and r.meta["simulated"] is True
+        assert r.meta["counters"] == {"ions": 3} and r.meta["state"] == "done"
+
+
+def test_older_all_json_meta_still_reads(tmp_path: Path) -> None:
+    from apt_daq.io.store import RunReader
+
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        g = f.create_group("meta")
+        g.attrs["seed"] = "7"
+        g.attrs["state"] = '"done"'
+        g.attrs["counters"] = '{"ions": 3}'
+    with RunReader(tmp_path / "old.h5") as r:
+        assert r.meta == {"seed": 7, "state": "done", "counters": {"ions": 3}}
