@@ -274,6 +274,67 @@ def laser_pj_select(laser_pj: float, tol_pj: float = 0.01) -> Callable[[np.ndarr
     return sel
 
 
+def step_select(path: str | Path, step: str | int) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                                             str]:
+    """A ``select`` for :func:`analyze`: the hits of one schedule step, by index (``2``) or by
+    its laser energy (``10pJ``, ``10``... as the schedule lists it), and a label for it. The
+    step's pulses are read from /log (each row carries its step index and the pulse count)."""
+    from apt_daq.io.store import RunReader
+
+    with RunReader(path) as r:
+        rf = r.run_file
+        if not r.has("log") or rf is None:
+            raise DataFileError(f"{path}: no {'/log' if rf else 'run file in /meta'}: cannot "
+                                "tell its schedule steps apart")
+        log = r.read("log")
+        steps = rf.run.steps()
+    text = str(step).strip().lower().removesuffix("pj").strip()
+    index: int | None = None
+    if text.isdigit() and int(text) < len(steps) and not str(step).lower().endswith("pj"):
+        index = int(text)
+    else:
+        try:
+            pj = float(text)
+        except ValueError:
+            raise UserError(f"--step {step}: not a step index (0-{len(steps) - 1}) or a laser "
+                            "energy such as 10pJ") from None
+        hits = [i for i, s in enumerate(steps) if abs(s.laser_pj - pj) < 1e-6]
+        if not hits:
+            raise UserError(f"--step {step}: no step at {pj:g} pJ; the schedule has "
+                            f"{', '.join(f'{s.laser_pj:g} pJ' for s in steps)}")
+        index = hits[0]
+    rows = np.nonzero(log["step"] == index)[0]
+    if len(rows) == 0:
+        raise UserError(f"--step {step}: step {index} ({steps[index].laser_pj:g} pJ) never "
+                        f"ran (the run ended in step {int(log['step'].max())})")
+    first = int(log["pulses"][rows[0] - 1]) if rows[0] > 0 else 0
+    last = int(log["pulses"][rows[-1]])
+
+    def sel(hits: np.ndarray) -> np.ndarray:
+        return (hits["pulse"] >= first) & (hits["pulse"] < last)
+
+    return sel, f"step {index} ({steps[index].laser_pj:g} pJ)"
+
+
+def ramp_up_share(path: str | Path, fraction: float = 0.5) -> float | None:
+    """The share of the run's pulses fired before the detection rate first reached
+    ``fraction`` of its target (the ramp-up), from /log; None without a log or a run file."""
+    from apt_daq.io.store import RunReader
+
+    with RunReader(path) as r:
+        rf = r.run_file
+        if not r.has("log") or rf is None:
+            return None
+        log = r.read("log")
+        target = rf.run.target_detection_rate
+    total = int(log["pulses"].max()) if len(log) else 0
+    if total <= 0:
+        return None
+    ok = np.nonzero(log["rate"] >= fraction * target)[0]
+    first = total if len(ok) == 0 else (int(log["pulses"][ok[0] - 1]) if ok[0] > 0 else 0)
+    return first / total
+
+
 def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndarray], np.ndarray]:
     """A ``select`` for :func:`analyze`: the hits from the first readout block whose detection
     rate reached ``fraction`` of the run's target on, i.e. without the ramp-up, whose hits are

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settled", action="store_true",
                    help="leave out the ramp-up before the detection rate first reached half "
                         "its target (mostly background while V climbs)")
+    p.add_argument("--step", metavar="N|ENERGY",
+                   help="only the hits of one schedule step: its index (0, 1, ...) or its laser "
+                        "energy (10pJ)")
     p.add_argument("--recalibrate", action="store_true",
                    help="fit the voltage and bowl corrections again from TOF and voltage "
                         "(ignores a stored calibration and an imported file's own m/n)")
@@ -33,19 +36,38 @@ def _f(v, spec: str) -> str:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
-    from apt_daq.analysis.report import _jsonable, analyze, settled_select
+    from apt_daq.analysis.report import (
+        _jsonable,
+        analyze,
+        ramp_up_share,
+        settled_select,
+        step_select,
+    )
+    from apt_daq.cli import console as cli_console
 
+    err = cli_console(stderr=True)
     sel = settled_select(args.run) if args.settled else None
+    label = None
+    if args.step is not None:
+        step_sel, label = step_select(args.run, args.step)
+        sel = step_sel if sel is None else (lambda h, a=sel, b=step_sel: a(h) & b(h))
+    elif not args.settled:
+        share = ramp_up_share(args.run)
+        if share is not None and share > 0.5:
+            err.print(f"warning: {args.run}: {100 * share:.0f} % of its pulses were fired "
+                      "before the detection rate first reached half its target (ramp-up); "
+                      "--settled leaves them out", markup=False)
     res = analyze(args.run, args.ranges, args.roi, subtract_background=args.background,
                   select=sel, recalibrate=args.recalibrate, store=not args.no_store)
     s = _jsonable(res.summary)
+    if label is not None:
+        s["step"] = label
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    con = Console()
+    con = cli_console()
     con.print(f"[bold]{s['file']}[/bold]: {s['ions']} ions in {s['roi']} "
               f"({s['ranged_ions']} ranged) of {s['ions_total']}; ranges: {s['ranges']}; "
               f"m/n: {s['mass_source']}")  # fmt: skip
