@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from apt_daq.config import FeedbackConfig, RunFile, load_run
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, empty
 from apt_daq.io.store import LOG_DTYPE, RunWriter
 from apt_daq.rangetable import table_to_meta
+
+if TYPE_CHECKING:
+    from apt_daq.drivers import Instruments
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +121,22 @@ class Suspender:
     for ``settle_s`` (bluesky-style). ``ok`` must be cheap: it is polled once per block."""
 
     name: str
-    ok: Callable[[Any], bool]
+    ok: Callable[[Instruments], bool]
     settle_s: float = 0.0
 
 
 def default_suspenders() -> list[Suspender]:
-    def interlock_closed(ins: Any) -> bool:
+    def interlock_closed(ins: Instruments) -> bool:
         return not ins.laser.interlock_open()
 
     seen_dropped = [0]
 
-    def detector_not_overflowing(ins: Any) -> bool:
+    def detector_not_overflowing(ins: Instruments) -> bool:
         """False while the front end reports an overflow, and once after any block in which it
         dropped records (latched: a short overflow between two polls is not missed)."""
         dropped = int(ins.dld.counters.get("dropped", 0))
         grew, seen_dropped[0] = dropped > seen_dropped[0], dropped
-        return not (grew or bool(getattr(ins.dld, "overflow", lambda: False)()))
+        return not (grew or ins.dld.overflow())
 
     return [Suspender("laser interlock", interlock_closed),
             Suspender("detector overflow", detector_not_overflowing)]
@@ -201,7 +204,7 @@ class Session:
         self._pending: tuple | None = None  # (raw, truth, lost, Decoded) read, not yet stored
         self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
         self._v_seen = [math.inf, -math.inf]  # range of V_dc of the stored hits
-        self._ins: Any = None
+        self._ins: Instruments | None = None
         self._fault_logged = False
         self._t0_wall = time.monotonic()
 
@@ -234,7 +237,7 @@ class Session:
 
     # -- internals
     def _now_s(self) -> float:
-        virtual = getattr(self._ins, "virtual", None)
+        virtual = self._ins.virtual if self._ins is not None else None
         return virtual.now_s if virtual is not None else time.monotonic() - self._t0_wall
 
     def _to(self, state: State, why: str = "") -> None:
@@ -247,14 +250,15 @@ class Session:
 
     def _wait(self, dt_s: float) -> None:
         """Let time pass: instrument time for the simulator, wall time for real hardware."""
-        virtual = getattr(self._ins, "virtual", None)
+        virtual = self._ins.virtual if self._ins is not None else None
         if virtual is not None:
             virtual.idle(dt_s)
         else:
             time.sleep(dt_s)
 
     def _log_row(self, *, rate: float, pulses: int, ions: int, step: int) -> np.ndarray:
-        ins = self._ins
+        ins, writer = self._ins, self._writer
+        assert ins is not None and writer is not None  # called only with both open
         row = np.zeros(1, LOG_DTYPE)
         row["time_s"] = self._now_s()
         row["v_dc"] = ins.hv.voltage()
@@ -268,7 +272,7 @@ class Session:
         row["hv_on"] = ins.hv.output_on()
         row["laser_on"] = ins.laser.emission_on()
         row["state"] = int(self.state)
-        self._writer.log(row)
+        writer.log(row)
         return row
 
     # -- the run
@@ -284,6 +288,7 @@ class Session:
 
     def _run(self) -> RunResult:
         from apt_daq import drivers  # the engine knows drivers only through this factory
+        from apt_daq.drivers.base import SimulatedDetector
         from apt_daq.pipeline import RangeLookup, decode_chunk
 
         cfg, r = self.cfg, self.cfg.run
@@ -314,8 +319,9 @@ class Session:
                 progress = None
                 try:
                     hv, laser, dld = ins.hv, ins.laser, ins.dld
-                    if hasattr(dld, "ion_table"):
-                        self._writer.set_meta("ion_table", [list(t) for t in dld.ion_table])
+                    sim_dld = dld if isinstance(dld, SimulatedDetector) else None
+                    if sim_dld is not None:
+                        self._writer.set_meta("ion_table", [list(t) for t in sim_dld.ion_table])
                     ctl = RateController(r.target_detection_rate, r.feedback, min(hv.limit_v, (
                         r.stop.max_voltage_v or math.inf)), hv.ramp_v_per_s, hv.max_step_v)
                     self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
@@ -346,8 +352,8 @@ class Session:
                             "dropped", 0)
                         raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
                         truth = lost = None
-                        if hasattr(dld, "read_truth"):
-                            truth, lost = dld.read_truth()
+                        if sim_dld is not None:
+                            truth, lost = sim_dld.read_truth()
                         block_pulses = int(dld.counters["pulses"] - pulses_before)
                         dec = decode_chunk(raw, cfg.instrument, ranges, lookup=lookup)
                         counters["records"] += dec.counters["records"]
@@ -473,6 +479,7 @@ class Session:
 
     def _check_suspenders_and_pause(self, ctl: RateController) -> None:
         ins = self._ins
+        assert ins is not None  # called only inside the instruments' block
         failing = [s for s in self.suspenders if not s.ok(ins)]
         if not failing and not self._pause.is_set():
             return
@@ -497,14 +504,14 @@ class Session:
         ctl.reset()
         self._to(State.ACQUIRING, f"resumed after {why}")
 
-    def _make_safe(self, ins: Any, pulses: int, ions: int, step: int) -> None:
+    def _make_safe(self, ins: Instruments, pulses: int, ions: int, step: int) -> None:
         ins.laser.safe_off()
         ins.hv.safe_off()
         self._v_set = 0.0
         self._to(State.SAFE, "HV and laser off")
         self._log_row(rate=0.0, pulses=pulses, ions=ions, step=step)
 
-    def _off_after_fault(self, ins: Any, pulses: int, ions: int) -> None:
+    def _off_after_fault(self, ins: Instruments, pulses: int, ions: int) -> None:
         """Any way out but the normal one (a fault, an abort, a signal): HV and laser off while
         the instruments are still open, then a /log row read back from them. Never raises (the
         fault is the error to report); a safe-off failure is logged and kept in /meta."""

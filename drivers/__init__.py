@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apt_daq.drivers.base import (
     BadReply,
@@ -42,6 +42,11 @@ from apt_daq.drivers.base import (
 )
 from apt_daq.drivers.config import DldConfig, DriversConfig, HvConfig, LaserConfig
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from apt_daq.drivers.sim_backends import DeviceHost, PulsedInstrument
+
+    from apt_daq.config import RunFile
 
 __all__ = [
     "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DldConfig", "DriverError",
@@ -126,7 +131,7 @@ def _connected(drv: Any) -> Any:
     return drv
 
 
-def _bench(leap: Any) -> Any:
+def _bench(leap: DeviceHost | None) -> DeviceHost:
     if leap is not None:
         return leap
     from apt_daq.drivers.sim_backends import DeviceBench
@@ -137,7 +142,7 @@ def _bench(leap: Any) -> Any:
 # --------------------------------------------------------------------------- factories
 
 
-def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVoltageSupply:
+def open_hv(cfg: Any, *, leap: DeviceHost | None = None, clock: Clock | None = None) -> HighVoltageSupply:
     """A connected HV supply driver. ``leap``: the virtual instrument for ``sim`` (else a
     device bench of its own); ``clock``: for ``scpi``/``serial`` (wall clock by default)."""
     c: HvConfig = load_config(cfg, "hv")
@@ -165,7 +170,7 @@ def open_hv(cfg: Any, *, leap: Any = None, clock: Clock | None = None) -> HighVo
     return _connected(_plugin("hv", c.backend)(c, leap=leap, clock=clock))
 
 
-def open_laser(cfg: Any, *, leap: Any = None, hv: HighVoltageSupply | None = None,
+def open_laser(cfg: Any, *, leap: DeviceHost | None = None, hv: HighVoltageSupply | None = None,
                clock: Clock | None = None) -> Laser:
     """A connected laser driver; with ``hv`` given, emission is refused while it is tripped."""
     c: LaserConfig = load_config(cfg, "laser")
@@ -184,7 +189,7 @@ def open_laser(cfg: Any, *, leap: Any = None, hv: HighVoltageSupply | None = Non
     return _connected(_plugin("laser", c.backend)(c, leap=leap, hv=hv, clock=clock))
 
 
-def open_dld(cfg: Any, *, leap: Any = None, chunk_pulses: int | None = None,
+def open_dld(cfg: Any, *, leap: PulsedInstrument | None = None, chunk_pulses: int | None = None,
              clock: Clock | None = None) -> DelayLineDetector:
     """A connected DLD driver. ``sim`` needs ``leap`` (use :func:`open_instruments`)."""
     c: DldConfig = load_config(cfg, "dld")
@@ -216,7 +221,7 @@ class Instruments:
     laser: Laser
     hv: HighVoltageSupply
     dld: DelayLineDetector
-    virtual: Any = None  # the shared apt_daq.sim.instrument.VirtualLeap when any backend is sim
+    virtual: PulsedInstrument | None = None  # the shared VirtualLeap when any backend is sim
 
     def safe_off(self) -> None:
         """HV output off, then laser emission off (each sent first on its link, no handshake
@@ -268,7 +273,7 @@ class Instruments:
         return False
 
 
-def open_instruments(run_file: Any) -> Instruments:
+def open_instruments(run_file: RunFile) -> Instruments:
     """Open laser, HV supply and DLD of ``run_file`` (an ``apt_daq.config.RunFile``).
 
     If any backend is ``sim``, ONE ``apt_daq.sim.instrument.VirtualLeap`` is built from the run file and
@@ -277,7 +282,7 @@ def open_instruments(run_file: Any) -> Instruments:
     emission is refused while the supply reports a trip.
     """
     d = run_file.drivers
-    leap = None
+    leap: PulsedInstrument | None = None
     if "sim" in (d.laser.backend, d.hv.backend, d.dld.backend):
         from apt_daq.drivers.sim_backends import virtual_leap
 

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -621,6 +621,11 @@ class DelayLineDetector(Instrument):
     def stop(self) -> None:
         """Stop acquiring (idempotent)."""
 
+    def overflow(self) -> bool:
+        """True while the front end reports that it is dropping records. A front end that
+        cannot tell says False (its drops, if it counts any, are in ``counters["dropped"]``)."""
+        return False
+
     def safe_off(self) -> None:
         if self.connected and self.running:
             self.stop()
@@ -638,6 +643,22 @@ class DelayLineDetector(Instrument):
                 return
             _, n = np.unique(p, return_counts=True)
             self.counters["multi_hits"] += int(np.count_nonzero(n > 1))
+
+
+@runtime_checkable
+class SimulatedDetector(Protocol):
+    """What a simulated detector offers beyond a real one (``sim_backends.SimDld``): the truth
+    behind each chunk and the specimen's ion table. The run engine asks
+    ``isinstance(dld, SimulatedDetector)`` and stores both; a real front end has neither."""
+
+    @property
+    def ion_table(self) -> list[tuple[str, float, int]]:
+        """(name, main m/n Da, charge) of every ion species; the truth's species index it."""
+        ...
+
+    def read_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """(truth aligned row for row with the last chunk, ions lost in it), TRUTH_DTYPE."""
+        ...
 
 
 def describe(obj: Any) -> str:

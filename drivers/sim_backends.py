@@ -15,8 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from apt_daq.drivers.base import (
@@ -31,12 +30,41 @@ from apt_daq.sim.devices import DeviceError, HvSupplyModel, LaserModel
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
 
 if TYPE_CHECKING:
-    from apt_daq.sim.instrument import VirtualLeap
+    from apt_daq.sim.instrument import SimBlock, VirtualLeap
+
+    from apt_daq.config import RunFile
 
 T = TypeVar("T")
 
 
-def virtual_leap(run_file: Any) -> VirtualLeap:
+class DeviceHost(Protocol):
+    """What the HV and laser backends and :class:`LeapClock` use of a virtual instrument: the
+    two device models and its clock (a :class:`apt_daq.sim.instrument.VirtualLeap` or a
+    :class:`DeviceBench`). ``lock`` is given to a stand-in that lacks one (:func:`leap_lock`)."""
+
+    @property
+    def hv(self) -> HvSupplyModel: ...
+
+    @property
+    def laser(self) -> LaserModel: ...
+
+    @property
+    def now_s(self) -> float: ...
+
+    def idle(self, dt_s: float) -> None: ...
+
+
+class PulsedInstrument(DeviceHost, Protocol):
+    """What the sim DLD uses besides: pulses fired in instrument time, and the ion species
+    (a :class:`apt_daq.sim.instrument.VirtualLeap`)."""
+
+    @property
+    def ion_table(self) -> list[tuple[str, float, int]]: ...
+
+    def advance(self, n_pulses: int, max_records: int | None = None) -> SimBlock: ...
+
+
+def virtual_leap(run_file: RunFile) -> VirtualLeap:
     """The one virtual LEAP the ``sim`` backends of a run share, built from its run file (an
     :class:`apt_daq.config.RunFile`): instrument, specimen, base temperature and seed."""
     from apt_daq.sim.instrument import VirtualLeap
@@ -62,20 +90,21 @@ class DeviceBench:
             self.laser.now_s = self.now_s
 
 
-def leap_lock(leap: Any) -> AbstractContextManager:
+def leap_lock(leap: DeviceHost) -> threading.RLock:
     """The lock that serialises every access to one virtual instrument: a chunk being fired
     in the background (:meth:`SimDld.arm`) holds it, so an HV or laser command waits for the
     chunk to end and the chunk sees the settings it was armed with (determinism)."""
     lock = getattr(leap, "lock", None)
     if lock is None:  # a stand-in leap (tests): give it one
-        lock = leap.lock = threading.RLock()
+        lock = threading.RLock()
+        leap.lock = lock  # type: ignore[attr-defined]  # not part of DeviceHost: optional
     return lock
 
 
 class LeapClock:
     """The instrument's clock: reads ``leap.now_s``; ``sleep`` is ``leap.idle`` (no wall time)."""
 
-    def __init__(self, leap: Any):
+    def __init__(self, leap: DeviceHost):
         self.leap = leap
         self.lock = leap_lock(leap)
 
@@ -103,7 +132,7 @@ def _call(drv: Any, command: str, fn: Callable[..., T], *args: Any) -> T:
 class SimHv(HighVoltageSupply):
     """HV supply backend on ``leap.hv`` (an :class:`apt_daq.sim.devices.HvSupplyModel`)."""
 
-    def __init__(self, leap: Any, *, limit_v: float, ramp_v_per_s: float,
+    def __init__(self, leap: DeviceHost, *, limit_v: float, ramp_v_per_s: float,
                  ramp_step_s: float = 0.5, max_step_v: float | None = None,
                  hardware_ramp: bool = False, resource: str = "sim"):
         super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
@@ -156,7 +185,7 @@ class SimHv(HighVoltageSupply):
 class SimLaser(Laser):
     """Laser backend on ``leap.laser`` (a :class:`apt_daq.sim.devices.LaserModel`)."""
 
-    def __init__(self, leap: Any, *, max_energy_pj: float = 100.0,
+    def __init__(self, leap: DeviceHost, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, resource: str = "sim"):
         super().__init__(resource, max_energy_pj=max_energy_pj, hv=hv, clock=LeapClock(leap))
         self.leap = leap
@@ -207,7 +236,7 @@ class SimDld(DelayLineDetector):
     The chunk holds the instrument's lock, so it is the same chunk as without ``arm``.
     """
 
-    def __init__(self, leap: Any, *, chunk_pulses: int = 2_000_000, resource: str = "sim",
+    def __init__(self, leap: PulsedInstrument, *, chunk_pulses: int = 2_000_000, resource: str = "sim",
                  max_chunk_records: int = 65536):
         super().__init__(resource, clock=LeapClock(leap))
         if chunk_pulses <= 0:
@@ -217,7 +246,7 @@ class SimDld(DelayLineDetector):
         self.max_chunk_records = int(max_chunk_records)
         self._truth = np.zeros(0, TRUTH_DTYPE)
         self._lost = np.zeros(0, TRUTH_DTYPE)
-        self.last_block: Any = None
+        self.last_block: SimBlock | None = None
         self._armed: Future | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -253,8 +282,8 @@ class SimDld(DelayLineDetector):
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-fire")
             self._armed = self._pool.submit(self._fire)
 
-    def _fire(self) -> Any:
-        with self.clock.lock:
+    def _fire(self) -> SimBlock:
+        with leap_lock(self.leap):  # the instrument's lock, the one LeapClock holds
             return self.leap.advance(self.chunk_pulses, max_records=self.max_chunk_records)
 
     def read_chunk(self, timeout_s: float = 0.0) -> np.ndarray:
