@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from apt_daq.drivers.base import (
     BadReply,
@@ -125,6 +125,12 @@ def _plugin(kind: str, backend: str):
                        f"({ENTRY_POINT_GROUP}): {', '.join(others) or 'none'}"])
 
 
+def _given(value: str | None) -> str:
+    """A field the config requires for the backend at hand (``resource``, ``url``)."""
+    assert value is not None, "the driver config validates it for this backend"
+    return value
+
+
 def _connected(drv: Any) -> Any:
     if not getattr(drv, "connected", True):
         drv.connect()
@@ -157,15 +163,15 @@ def open_hv(cfg: Any, *, leap: DeviceHost | None = None, clock: Clock | None = N
         from apt_daq.drivers.hv import ScpiHv
         from apt_daq.drivers.scpi import make_transport
 
-        t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
-        return _connected(ScpiHv(t, c.resource, retries=c.retries, clock=clock,
+        t = make_transport(_given(c.resource), c.timeout_s, c.options.get("transport", "visa"))
+        return _connected(ScpiHv(t, _given(c.resource), retries=c.retries, clock=clock,
                                  reconnect_deadline_s=c.reconnect_deadline_s, **kw))
     if c.backend == "serial":
         from apt_daq.drivers.hv import SerialHv
         from apt_daq.drivers.serial_line import SerialTransport
 
-        t = SerialTransport(c.url, baudrate=c.baudrate, timeout_s=c.timeout_s)
-        return _connected(SerialHv(t, c.url, retries=c.retries, clock=clock,
+        t = SerialTransport(_given(c.url), baudrate=c.baudrate, timeout_s=c.timeout_s)
+        return _connected(SerialHv(t, _given(c.url), retries=c.retries, clock=clock,
                                    reconnect_deadline_s=c.reconnect_deadline_s, **kw))
     return _connected(_plugin("hv", c.backend)(c, leap=leap, clock=clock))
 
@@ -182,8 +188,8 @@ def open_laser(cfg: Any, *, leap: DeviceHost | None = None, hv: HighVoltageSuppl
         from apt_daq.drivers.laser import ScpiLaser
         from apt_daq.drivers.scpi import make_transport
 
-        t = make_transport(c.resource, c.timeout_s, c.options.get("transport", "visa"))
-        return _connected(ScpiLaser(t, c.resource, max_energy_pj=c.max_energy_pj, hv=hv,
+        t = make_transport(_given(c.resource), c.timeout_s, c.options.get("transport", "visa"))
+        return _connected(ScpiLaser(t, _given(c.resource), max_energy_pj=c.max_energy_pj, hv=hv,
                                     retries=c.retries, clock=clock,
                                     reconnect_deadline_s=c.reconnect_deadline_s))
     return _connected(_plugin("laser", c.backend)(c, leap=leap, hv=hv, clock=clock))
@@ -204,7 +210,7 @@ def open_dld(cfg: Any, *, leap: PulsedInstrument | None = None, chunk_pulses: in
     if c.backend == "stream":
         from apt_daq.drivers.dld import StreamDld
 
-        return _connected(StreamDld(c.url, timeout_s=c.timeout_s,
+        return _connected(StreamDld(_given(c.url), timeout_s=c.timeout_s,
                                     max_chunk_records=c.max_chunk_records, clock=clock))
     return _connected(_plugin("dld", c.backend)(c, leap=leap, chunk_pulses=chunk_pulses,
                                                 clock=clock))
@@ -257,7 +263,7 @@ class Instruments:
     def __enter__(self) -> Instruments:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         """Safe off, then close. If we are leaving because of an exception and safe-off fails
         too (a dead link, say), the original exception goes on (it is the cause the user must
         see) and the safe-off failure is logged and attached as a note."""

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -153,7 +153,7 @@ class Instrument(abc.ABC):
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         try:
             self.safe_off()
         finally:

@@ -77,6 +77,7 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
     """An HV supply behind a text link (SCPI session or line session) and a command table."""
 
     commands: HvCommands = SCPI_HV
+    session: ScpiSession | LineSession
 
     def __init__(self, session: ScpiSession | LineSession, resource: str, *, limit_v: float,
                  ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,

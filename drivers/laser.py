@@ -41,6 +41,7 @@ class ScpiLaser(SessionLifecycle, Laser):
     """A pulsed laser speaking the SCPI set of ``docs/protocols.md``."""
 
     commands = SCPI_LASER
+    session: ScpiSession
 
     def __init__(self, transport: Transport, resource: str, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, retries: int = 2,

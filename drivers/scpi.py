@@ -212,7 +212,7 @@ class VisaTransport:
         self.resource = resource
         self.timeout_s = timeout_s
         self.termination = termination
-        self._inst = None
+        self._inst: Any = None  # a pyvisa resource once open (pyvisa's types: too loose to help)
 
     def open(self) -> None:
         import pyvisa
@@ -499,7 +499,8 @@ class ScpiSession(Link):
                                   text, code=code)
             raise err
 
-    def ask(self, command: str, parse: Callable[[str], T] = parse_str) -> T:
+    def ask(self, command: str,
+            parse: Callable[[str], T] = parse_str) -> T:  # type: ignore[assignment]  # T is str when parse is left out: mypy cannot tie a default to a TypeVar
         return self.query(command, parse, idempotent=True)
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 from apt_daq.drivers.base import BadReply, InstrumentError
-from apt_daq.drivers.scpi import Link
+from apt_daq.drivers.scpi import Link, T
 
 from apt_daq.wire.hv_line import (  # noqa: F401  (re-exported: the codes' old home)
     EOL,
@@ -53,7 +55,7 @@ class SerialTransport:
         self.url = url
         self.baudrate = baudrate
         self.timeout_s = timeout_s
-        self._port = None
+        self._port: Any = None  # a serial.Serial once open (pyserial ships no type hints)
 
     def open(self) -> None:
         import serial
@@ -142,5 +144,5 @@ class LineSession(Link):
             raise InstrumentError(self.name, command, f"instrument error {err[0]}: {err[1]}",
                                   text, code=err[0])
 
-    def ask(self, command: str, parse) -> object:
+    def ask(self, command: str, parse: Callable[[str], T]) -> T:
         return self.query(command, parse, idempotent=True)

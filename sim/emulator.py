@@ -456,7 +456,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self.servers: dict[str, Any] = {}
         self.interfaces: dict[str, Any] = {}
-        self.env = None
+        self.env: Any = None  # the realtime simpy Environment while started
 
     # -- logging
     def event(self, what: str) -> None:
@@ -466,7 +466,7 @@ class Emulator:
     def start(self) -> Emulator:
         if self.warm_up:
             _warm_up(self.instrument, self.specimen)
-        remote = {"allow_remote": self.allow_remote, "on_event": self.event}
+        remote: dict[str, Any] = {"allow_remote": self.allow_remote, "on_event": self.event}
         self.servers["hv"] = TcpLineServer(lambda line: None, self.host, name="hv",
                                            **remote).start()
         self.servers["laser"] = TcpLineServer(lambda line: None, self.host, name="laser",

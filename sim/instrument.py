@@ -279,6 +279,7 @@ class VirtualLeap:
             d = depletion
             amp = li.modulation(tip.li_amplitudes_coated[ph], tip.coated)
             if ph == tip.shell_phase:
+                assert self.specimen.coating is not None  # a shell phase exists only if coated
                 fixed = {self.specimen.coating.material: self.specimen.coating.oxide_fraction}
                 d = 0.0
                 amp = 0.0

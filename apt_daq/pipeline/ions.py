@@ -33,6 +33,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +210,7 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
         raise DataFileError(f"{path}: the hits carry no TOF and voltage: m/n cannot be computed "
                             "(an imported file's own m/n is used unless you recalibrate)")
     t0, lf = float(inst.t0_ns), float(inst.flight_path_mm)
-    base = dict(t0_ns=t0, flight_path_mm=lf, source="analyze", created=now_iso(),
+    base: dict[str, Any] = dict(t0_ns=t0, flight_path_mm=lf, source="analyze", created=now_iso(),
                 version=__version__)
     if not (analysis.voltage_correction or analysis.bowl_correction):
         return Calibration(notes=["corrections disabled in analysis config"], **base)
@@ -348,6 +349,7 @@ class IonStream:
 
     def _mass(self, hits: np.ndarray, derived: np.ndarray | None) -> np.ndarray:
         if self.calibration.mode == "file":
+            assert derived is not None  # mode "file" reads /derived
             return np.ascontiguousarray(derived["mass"], np.float32)
         cal = self.calibration
         out = np.empty(len(hits), np.float32)
@@ -375,6 +377,7 @@ class IonStream:
             out["mass"] = self._mass(hits, stored)
             out["ion"] = range_masses(out["mass"], self.ranges)
             if self.positions == "stored":
+                assert stored is not None  # positions "stored" read /derived
                 out["x"], out["y"], out["z"] = stored["x"], stored["y"], stored["z"]
             elif rec is not None:
                 out["x"], out["y"], out["z"] = rec.process(hits)

@@ -53,7 +53,7 @@ def find_peaks(
     idx = idx[np.argsort(-s[idx])]
     centres = 0.5 * (edges[1:] + edges[:-1])
     taken: list[int] = []
-    for i in idx:
+    for i in map(int, idx):
         if all(abs(centres[i] - centres[j]) >= min_separation_da for j in taken):
             taken.append(i)
     out = []

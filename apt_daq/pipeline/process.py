@@ -224,7 +224,7 @@ def decode_chunk(
             raw["v_dc"], raw["v_pulse"])  # fmt: skip
     if threads > 1 and n >= 100_000:
         counts = np.zeros((threads, 3), dtype=np.int64)
-        fused_parallel(*cols, *_args(instrument, calibration, lookup), threads,
+        fused_parallel(*cols, *_args(instrument, calibration, lookup), threads,  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
                        keep, tof, x, y, mass, ion, counts)  # fmt: skip
         step = (n + threads - 1) // threads
         parts = [np.arange(p * step, p * step + counts[p, 0]) for p in range(threads)]
@@ -232,7 +232,7 @@ def decode_chunk(
         keep, tof, x, y, mass, ion = (a[idx] for a in (keep, tof, x, y, mass, ion))
         k, inc, bad = len(idx), int(counts[:, 1].sum()), int(counts[:, 2].sum())
     else:
-        k, inc, bad = fused_kernel(*cols, *_args(instrument, calibration, lookup),
+        k, inc, bad = fused_kernel(*cols, *_args(instrument, calibration, lookup),  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
                                    keep, tof, x, y, mass, ion)  # fmt: skip
     counters = {"records": int(n), "rejected": int(inc + bad), "incomplete": int(inc),
                 "bad_time_sum": int(bad)}

@@ -191,7 +191,7 @@ class _Problem:
         if not sel:
             return np.zeros(0), self.total
         r = np.nonzero(self.nz[:, sel].any(1))[0]
-        a, y, det = self.aw[np.ix_(r, sel)], self.yw[r], self.det[r]
+        a, y, det = self.aw[np.ix_(r, np.asarray(sel))], self.yw[r], self.det[r]
         it = 50 * len(sel) + 100
         x, _ = nnls(a, y, maxiter=it)
         res = y - a @ x
@@ -282,7 +282,7 @@ def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 4):
     improved = True
     while improved:
         improved = False
-        best = (cost, None)
+        best: tuple[float, tuple[list[int], np.ndarray, float] | None] = (cost, None)
         r_all = yw - aw[:, sel] @ x
         for i, k in enumerate(sel):
             rows_k = pb.nz[:nd, k]
@@ -321,7 +321,7 @@ def select(rows: Rows, a_mat: np.ndarray, cands: list[Candidate],
     x_err = np.zeros(len(sel))
     if sel:
         r = np.nonzero(pb.nz[:, sel].any(1))[0]
-        m = pb.aw[np.ix_(r, sel)]
+        m = pb.aw[np.ix_(r, np.asarray(sel))]
         try:
             cov = np.linalg.inv(m.T @ m)
             x_err = np.sqrt(np.clip(np.diag(cov), 0, None))
