@@ -219,7 +219,9 @@ def test_ctrl_c_cancels_cleanly(tmp_path: Path):
     """SIGINT to the whole process group (what a terminal's Ctrl-C does): the campaign stops
     within seconds, writes the table of what finished (the rest "pending") and leaves no
     worker process behind."""
-    p = _start_campaign(tmp_path, sleep_s=1.5)
+    # 8 points of 4 s on 2 workers: >= 16 s of work, so the Ctrl-C after the first row lands
+    # mid-campaign even when the machine is slow to start the workers
+    p = _start_campaign(tmp_path, sleep_s=4.0)
     try:
         _wait_for_rows(tmp_path / "out", 1, p)
         t0 = time.monotonic()
