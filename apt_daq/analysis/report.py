@@ -279,15 +279,8 @@ def step_select(path: str | Path, step: str | int) -> tuple[Callable[[np.ndarray
     """A ``select`` for :func:`analyze`: the hits of one schedule step, by index (``2``) or by
     its laser energy (``10pJ``, ``10``... as the schedule lists it), and a label for it. The
     step's pulses are read from /log (each row carries its step index and the pulse count)."""
-    from apt_daq.io.store import RunReader
-
-    with RunReader(path) as r:
-        rf = r.run_file
-        if not r.has("log") or rf is None:
-            raise DataFileError(f"{path}: no {'/log' if rf else 'run file in /meta'}: cannot "
-                                "tell its schedule steps apart")
-        log = r.read("log")
-        steps = rf.run.steps()
+    log, rf = _log_and_run(path, "tell its schedule steps apart")
+    steps = rf.run.steps()
     text = str(step).strip().lower().removesuffix("pj").strip()
     index: int | None = None
     if text.isdigit() and int(text) < len(steps) and not str(step).lower().endswith("pj"):
@@ -319,20 +312,15 @@ def step_select(path: str | Path, step: str | int) -> tuple[Callable[[np.ndarray
 def ramp_up_share(path: str | Path, fraction: float = 0.5) -> float | None:
     """The share of the run's pulses fired before the detection rate first reached
     ``fraction`` of its target (the ramp-up), from /log; None without a log or a run file."""
-    from apt_daq.io.store import RunReader
-
-    with RunReader(path) as r:
-        rf = r.run_file
-        if not r.has("log") or rf is None:
-            return None
-        log = r.read("log")
-        target = rf.run.target_detection_rate
+    try:
+        log, rf = _log_and_run(path, "")
+    except DataFileError:
+        return None
     total = int(log["pulses"].max()) if len(log) else 0
     if total <= 0:
         return None
-    ok = np.nonzero(log["rate"] >= fraction * target)[0]
-    first = total if len(ok) == 0 else (int(log["pulses"][ok[0] - 1]) if ok[0] > 0 else 0)
-    return first / total
+    first = _settled_pulse(log, rf.run.target_detection_rate, fraction)
+    return (total if first is None else first) / total
 
 
 def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndarray], np.ndarray]:
@@ -340,25 +328,34 @@ def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndar
     rate reached ``fraction`` of the run's target on, i.e. without the ramp-up, whose hits are
     mostly detector background at ~0.03 % per pulse (AP Suite users crop it the same way).
     A run that never settled keeps all its hits."""
+    log, rf = _log_and_run(path, "tell the ramp-up from the acquisition")
+    first = _settled_pulse(log, rf.run.target_detection_rate, fraction) or 0
+
+    def sel(hits: np.ndarray) -> np.ndarray:
+        return hits["pulse"] >= first
+
+    return sel
+
+
+def _log_and_run(path: str | Path, what: str) -> tuple[np.ndarray, Any]:
+    """A run's /log and run file, or a DataFileError saying it cannot ``what`` without them."""
     from apt_daq.io.store import RunReader
 
     with RunReader(path) as r:
         rf = r.run_file
         if not r.has("log") or rf is None:
             raise DataFileError(f"{path}: no {'/log' if rf else 'run file in /meta'}: cannot "
-                                "tell the ramp-up from the acquisition")
-        log = r.read("log")
-        target = rf.run.target_detection_rate
+                                f"{what}")
+        return r.read("log"), rf
+
+
+def _settled_pulse(log: np.ndarray, target: float, fraction: float) -> int | None:
+    """The first pulse of the first readout block whose rate reached ``fraction`` of
+    ``target`` (the previous /log row's pulse count), None if none did."""
     ok = np.nonzero(log["rate"] >= fraction * target)[0]
     if len(ok) == 0:
-        first = 0
-    else:  # the block's first pulse: the previous log row's count
-        first = int(log["pulses"][ok[0] - 1]) if ok[0] > 0 else 0
-
-    def sel(hits: np.ndarray) -> np.ndarray:
-        return hits["pulse"] >= first
-
-    return sel
+        return None
+    return int(log["pulses"][ok[0] - 1]) if ok[0] > 0 else 0
 
 
 def analyze_run(
