@@ -133,7 +133,11 @@ def test_external_scheduler_on_loopback(tmp_path: Path):
 
 
 SCRIPT = textwrap.dedent("""
-    import functools, sys
+    import functools, signal, sys
+    # a terminal's Ctrl-C reaches a process with the default SIGINT handling; a child of the
+    # test process inherits whatever an earlier test left ignored or blocked: restore it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {here!r})
     import campaign_points
     from apt_daq.campaign import run_campaign
