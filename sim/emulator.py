@@ -20,24 +20,23 @@ the next pulse block (the latency of real hardware). Every accepted setting is i
 models' ``received`` logs (instrument time), the emulator's own record of what the
 instrument got, whatever the drivers believe.
 
-Faults (:class:`Fault`, from a YAML list, ``--fault`` or the control port) are documented in
-``docs/hil.md`` (:data:`FAULT_KINDS`).
+Faults (:class:`~apt_daq.sim.faults.Fault`, from a YAML list, ``--fault`` or the control port)
+are documented in ``docs/hil.md`` (:data:`~apt_daq.sim.faults.FAULT_KINDS`); the DLD endpoint
+is :class:`~apt_daq.sim.dld_server.DldStreamServer`.
 
 Exposure and limits (``docs/hil.md``): every endpoint listens on loopback unless
 ``allow_remote=True`` (the CLI's ``--allow-remote``); lines are capped at
 :data:`~apt_daq.sim.scpi_server.MAX_LINE` bytes, connections at :data:`~apt_daq.sim.scpi_server.MAX_CLIENTS`
 per server, logs at :data:`~apt_daq.sim.devices.HISTORY_MAX` entries, pending faults at
-:data:`MAX_PENDING_FAULTS`; replies are ASCII whatever a client sent.
+:data:`~apt_daq.sim.faults.MAX_PENDING_FAULTS`; replies are ASCII whatever a client sent.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import queue
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -48,6 +47,19 @@ from typing import Any
 
 import numpy as np
 from apt_daq.sim.devices import History
+from apt_daq.sim.dld_server import MAX_COMMAND_FRAME, DldStreamServer
+from apt_daq.sim.faults import (
+    DEFAULT_DURATION_S,
+    FAULT_KINDS,
+    MAX_PENDING_FAULTS,
+    TARGETS,
+    WIRE_TARGETS,
+    Fault,
+    WireState,
+    garbage_line,
+    load_faults,
+    parse_fault,
+)
 from apt_daq.sim.instrument import SimBlock, VirtualLeap, make_environment
 from apt_daq.sim.scpi_server import (
     MAX_LINE,
@@ -62,325 +74,16 @@ from apt_daq.sim.serial_server import HvLineInterface, PtyServer
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig
 from apt_daq.hits import RAW_DTYPE
-from apt_daq.wire import dld_stream as fr
 
-FAULT_KINDS: dict[str, str] = {
-    "drop": "close the open connections of the target (the instrument stays up)",
-    "stall": "the target's open links stop answering for duration_s; commands received "
-             "meanwhile are lost; links opened later are served (the pty: all traffic stalls; "
-             "DLD: frames held back)",
-    "garbage": "the target answers garbage bytes: every reply for duration_s, at least the next "
-               "one (DLD: a burst of bytes that is not a frame)",
-    "slow": "every reply on the target's open links is delayed by delay_s for duration_s "
-            "(links opened later are served at full speed; the pty: all replies)",
-    "hv_trip": "the HV supply's over-current protection trips (output off, latched)",
-    "interlock": "the laser safety interlock opens for duration_s (emission off), then closes",
-    "overflow": "the DLD front end overflows for duration_s: it drops every record and reports "
-                "the drops in its frames (dropped > 0), also while the laser is off",
-    "reboot": "the whole instrument reboots: links dropped, devices reset (HV output off, "
-              "setpoint 0, laser emission off), no service for duration_s",
-}
-TARGETS = ("laser", "hv", "hv_serial", "dld", "all")
-DEFAULT_DURATION_S = {"stall": 1.0, "garbage": 0.0, "slow": 5.0, "interlock": 1.0,
-                      "overflow": 1.0, "reboot": 1.0}
-WIRE_TARGETS = ("laser", "hv", "hv_serial", "dld")
-MAX_PENDING_FAULTS = 1000  # scheduled faults waiting; one more is refused
-MAX_COMMAND_FRAME = 65536  # bytes of a DLD client's frame (START/STOP are header only)
+# the emulator's public names, and those of the modules split from it (apt_daq.sim.faults,
+# apt_daq.sim.dld_server), which callers import from here
+__all__ = [
+    "DEFAULT_DURATION_S", "FAULT_KINDS", "MAX_COMMAND_FRAME", "MAX_PENDING_FAULTS", "TARGETS",
+    "WIRE_TARGETS", "DldStreamServer", "Emulator", "EmulatorStatus", "Fault", "WireState",
+    "env_timeout", "garbage_line", "load_faults", "load_target", "parse_fault", "serve",
+]
 
 
-# ------------------------------------------------------------------------------- faults
-@dataclass
-class Fault:
-    """One fault. ``at_s`` (instrument time since the emulator started) or ``at_pulse`` (laser
-    pulses fired since it started) schedule it; neither: at once. ``duration_s`` and ``delay_s``
-    are wall seconds (the time scale of links and driver timeouts)."""
-
-    kind: str
-    target: str = "all"
-    at_s: float | None = None
-    at_pulse: int | None = None
-    duration_s: float | None = None
-    delay_s: float = 0.2
-    records: int = 100_000  # overflow: records of the burst that flooded the front end
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind {self.kind!r}: expected one of "
-                             f"{', '.join(FAULT_KINDS)}")
-        if self.target not in TARGETS:
-            raise ValueError(f"fault target {self.target!r}: expected one of "
-                             f"{', '.join(TARGETS)}")
-        if self.duration_s is None:
-            self.duration_s = DEFAULT_DURATION_S.get(self.kind, 0.0)
-        for name in ("at_s", "duration_s", "delay_s"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"fault {self.kind}: {name} must be a number, "
-                                 f"got {value!r}") from None
-            if not math.isfinite(number):
-                raise ValueError(f"fault {self.kind}: {name} must be a finite number, "
-                                 f"got {value!r}")
-            setattr(self, name, number)
-        for name in ("at_pulse", "records"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"fault {self.kind}: {name} must be an integer >= 0, "
-                                 f"got {value!r}")
-            setattr(self, name, value)
-        if self.duration_s < 0 or self.delay_s < 0:
-            raise ValueError("fault duration_s and delay_s must be >= 0")
-
-    def targets(self) -> tuple[str, ...]:
-        return WIRE_TARGETS if self.target == "all" else (self.target,)
-
-
-_FIELDS = {"target": str, "at_s": float, "at_pulse": int, "duration_s": float,
-           "delay_s": float, "records": int}
-
-
-def parse_fault(spec: str) -> Fault:
-    """``KIND[:key=value,...]`` or ``KIND key=value ...`` -> :class:`Fault`.
-
-    ``stall:target=dld,duration_s=3``, ``interlock at_pulse=400000 duration_s=0.5``.
-    """
-    spec = spec.strip()
-    kind, _, rest = spec.replace(":", " ", 1).partition(" ")
-    kw: dict[str, Any] = {}
-    for item in rest.replace(",", " ").split():
-        key, eq, value = item.partition("=")
-        if not eq or key not in _FIELDS:
-            raise ValueError(f"fault {spec!r}: {item!r} is not key=value with key one of "
-                             f"{', '.join(_FIELDS)}")
-        try:
-            kw[key] = _FIELDS[key](value)
-        except ValueError:
-            raise ValueError(f"fault {spec!r}: {key}={value!r} is not a "
-                             f"{_FIELDS[key].__name__}") from None
-    return Fault(kind.lower(), **kw)
-
-
-def load_faults(path: str | Path) -> list[Fault]:
-    """A YAML list of faults (each a mapping of :class:`Fault` fields)."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text()) or []
-    if isinstance(data, dict):
-        data = data.get("faults", [])
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of faults (or a faults: key)")
-    out = []
-    for i, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise ValueError(f"{path}: fault {i}: expected a mapping, got {item!r}")
-        try:
-            out.append(Fault(**item))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: fault {i}: {e}") from None
-    return out
-
-
-@dataclass
-class WireState:
-    """Fault state of one link, in wall time (``time.monotonic``)."""
-
-    stall_until: float = 0.0
-    slow_until: float = 0.0
-    delay_s: float = 0.0
-    garbage_until: float = 0.0
-    garbage_next: int = 0
-    down_until: float = 0.0
-    # TCP links are served one thread each: the links open when a stall or slow fault fired
-    # are the ones it hits (a hung session); links opened later are served normally
-    threads: set[threading.Thread] = field(default_factory=set)
-    hit: set[threading.Thread] | None = None  # None: every link (the pty has only one)
-
-    def clear(self) -> None:
-        self.stall_until = self.slow_until = self.garbage_until = self.down_until = 0.0
-        self.delay_s = 0.0
-        self.garbage_next = 0
-        self.hit = None
-
-    def hits_me(self) -> bool:
-        return self.hit is None or threading.current_thread() in self.hit
-
-
-def garbage_line(rng: random.Random, n: int = 24) -> str:
-    """ASCII junk without a line end: control characters and symbols, not a number."""
-    alphabet = "".join(chr(c) for c in range(1, 128) if chr(c) not in "\n\r0123456789")
-    return "".join(rng.choice(alphabet) for _ in range(n)) + "#!"
-
-
-# ------------------------------------------------------------------------------- DLD stream
-class DldStreamServer:
-    """The DLD front end's TCP endpoint: one client; START/STOP in, DATA/END frames out.
-
-    Outgoing frames go through a bounded queue and a sender thread, so a slow client never
-    stalls the pulse clock: when the queue is full the block's records are dropped and
-    counted in the next frame's ``dropped`` (what a real front end does on overflow).
-    """
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_queued: int = 4,
-                 on_event: Callable[[str], None] | None = None, *,
-                 allow_remote: bool = False):
-        check_host(host, allow_remote)
-        self._sock = socket.create_server((host, port))
-        self._sock.settimeout(0.1)  # here, not in the thread: stop() may close it first
-        self.host, self.port = self._sock.getsockname()[:2]
-        self.running = False
-        self.on_event = on_event or (lambda text: None)
-        self._client: socket.socket | None = None
-        self._q: queue.Queue[bytes | None] = queue.Queue(max_queued)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.stall_until = 0.0
-        self.down_until = 0.0
-        self.overflow_dropped = 0  # records dropped because the queue was full
-        self.frames_sent = 0
-        self._threads = [threading.Thread(target=self._accept, daemon=True, name="dld-accept"),
-                         threading.Thread(target=self._send_loop, daemon=True, name="dld-send")]
-
-    @property
-    def url(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
-
-    def start(self) -> DldStreamServer:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            if time.monotonic() < self.down_until:
-                conn.close()
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.drop("a new client connected")
-            with self._lock:
-                self._client = conn
-            self.on_event("dld client connected")
-            threading.Thread(target=self._read_loop, args=(conn,), daemon=True,
-                             name="dld-read").start()
-
-    def _read_loop(self, conn: socket.socket) -> None:
-        dec = fr.FrameDecoder()
-        try:
-            while not self._stop.is_set():
-                data = conn.recv(4096)
-                if not data:
-                    break
-                frames = dec.feed(data)
-                if dec.pending > MAX_COMMAND_FRAME:
-                    raise fr.FrameError(f"client frame over {MAX_COMMAND_FRAME} bytes")
-                for f in frames:
-                    if f.kind == fr.START:
-                        self.running = True
-                        self.on_event("dld START")
-                    elif f.kind == fr.STOP:
-                        self.running = False
-                        self.on_event("dld STOP")
-                        self._put(fr.encode(fr.END), block=True)
-        except (OSError, fr.FrameError) as e:
-            self.on_event(f"dld client link ended: {e}")
-        finally:
-            with self._lock:
-                if self._client is conn:
-                    self._client = None
-                    self.running = False
-            conn.close()
-
-    def _put(self, data: bytes, block: bool = False) -> bool:
-        try:
-            self._q.put(data, block=block, timeout=1.0 if block else None)
-            return True
-        except queue.Full:
-            return False
-
-    def send_block(self, records: np.ndarray, first_pulse: int, n_pulses: int,
-                   dropped: int = 0) -> int:
-        """Queue one DATA frame; if the queue is full the records are dropped and counted in
-        the next frame. Returns the drops the queued frame reports (-1: not queued)."""
-        if self._client is None:
-            return 0
-        dropped += self.overflow_dropped
-        frame = fr.encode_data(records, first_pulse=first_pulse, n_pulses=n_pulses,
-                               dropped=dropped)
-        if self._put(frame):
-            self.overflow_dropped = 0
-            return dropped
-        self.overflow_dropped = dropped + len(records)
-        return -1
-
-    def send_raw(self, data: bytes) -> None:
-        """Bytes straight onto the wire (fault injection)."""
-        self._put(data)
-
-    def _send_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if data is None:
-                break
-            while time.monotonic() < self.stall_until and not self._stop.is_set():
-                time.sleep(0.01)
-            with self._lock:
-                conn = self._client
-            if conn is None:
-                continue
-            try:
-                conn.sendall(data)
-                self.frames_sent += 1
-            except OSError:
-                self.drop("send failed")
-
-    def drop(self, why: str = "dropped") -> None:
-        with self._lock:
-            conn, self._client = self._client, None
-            self.running = False
-        if conn is not None:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-            self.on_event(f"dld link closed: {why}")
-        while True:  # frames for the old client are void
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                break
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.drop("emulator stopping")
-        try:
-            self._q.put_nowait(None)
-        except queue.Full:
-            pass
-        self._sock.close()
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=2)
-
-
-# ------------------------------------------------------------------------------- emulator
 @dataclass
 class EmulatorStatus:
     now_s: float
