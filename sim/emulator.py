@@ -118,7 +118,8 @@ class Emulator:
                  base_temperature_k: float = 60.0, seed: int = 0, speed: float = 1.0,
                  host: str = "127.0.0.1", block_pulses: int = 200_000,
                  tick_wall_s: float = 0.01, faults: list[Fault] | None = None,
-                 serial: bool = True, warm_up: bool = True, allow_remote: bool = False):
+                 serial: bool = True, warm_up: bool = True, allow_remote: bool = False,
+                 on_block: Callable[[SimBlock, EmulatorStatus], None] | None = None):
         self.remote = check_host(host, allow_remote)  # refuses a remote host by default
         self.allow_remote = allow_remote
         if faults is not None and len(faults) > MAX_PENDING_FAULTS:
@@ -128,6 +129,10 @@ class Emulator:
         if block_pulses <= 0:
             raise ValueError(f"block_pulses must be > 0, got {block_pulses}")
         self.instrument, self.specimen = instrument, specimen
+        # called on the pulse clock's thread after each delivered readout block with the block
+        # (its records emptied if the front end dropped them) and the model state; None (the
+        # default): nothing is done. It must return at once (a live view queues the block).
+        self.on_block = on_block
         self.base_temperature_k, self.seed, self.speed = base_temperature_k, seed, speed
         self.host = host
         self.block_pulses = int(block_pulses)
@@ -467,8 +472,21 @@ class Emulator:
                                            blk.first_pulse, blk.pulses, sent,
                                            self.leap.hv.measured_v(),
                                            self.leap.laser.energy_pj))
+                    if self.on_block is not None:
+                        self._notify(blk, sent)
             elif not fire and dld.running and (overflow or self._overflow_reported):
                 self._status_frame(dld, overflow, dt)
+
+    def _notify(self, blk: SimBlock, sent: int) -> None:
+        """``on_block`` for a delivered block; an observer's failure never stops the clock."""
+        if not sent and len(blk.raw):  # dropped by the front end: nothing was measured
+            blk = SimBlock(raw=blk.raw[:0], truth=blk.truth[:0], lost=blk.lost,
+                           pulses=blk.pulses, first_pulse=blk.first_pulse,
+                           duration_s=blk.duration_s)
+        try:
+            self.on_block(blk, self.status())  # type: ignore[misc]
+        except Exception as e:
+            self.event(f"on_block failed: {type(e).__name__}: {e}")
 
     def _burst_share(self, dt_instr_s: float) -> int:
         f = self._overflow_fault
@@ -629,13 +647,17 @@ def load_target(path: str | Path, specimen: str | Path | None = None
 def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path | None = None,
           speed: float = 1.0, seed: int | None = None, faults: list[Fault] | None = None,
           specimen: str | Path | None = None, block_pulses: int | None = None,
-          out: Any = None, allow_remote: bool = False, err: Any = None) -> int:
+          out: Any = None, allow_remote: bool = False, err: Any = None,
+          attach: Callable[[Emulator], Callable[[], None]] | None = None) -> int:
     """Build the emulator from ``target``, serve until SIGTERM/SIGINT or ``shutdown`` on the
     control port; writes the resource strings to ``ports_file`` (JSON) and prints them.
 
     A ``host`` that is not loopback raises :class:`~apt_daq.sim.scpi_server.RemoteHostRefused` (a
     ValueError) unless ``allow_remote``; with it, a one-line warning goes to ``err``
-    (default stderr): there is no authentication on any port."""
+    (default stderr): there is no authentication on any port.
+
+    ``attach``, if given, is called with the emulator once it serves (before the ports are
+    announced) and returns what to call when it has stopped (``--serve``: the live view)."""
     out = out or sys.stdout
     if check_host(host, allow_remote):
         print(remote_warning(host), file=err or sys.stderr, flush=True)
@@ -649,8 +671,11 @@ def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path
         emu.request_stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    detach: Callable[[], None] | None = None
     try:
         emu.start()
+        if attach is not None:
+            detach = attach(emu)
         ports = emu.ports
         text = json.dumps(ports)
         if ports_file:
@@ -662,6 +687,8 @@ def serve(target: str | Path, *, host: str = "127.0.0.1", ports_file: str | Path
         emu.wait()
     finally:
         emu.stop()
+        if detach is not None:
+            detach()
         for s, h in old.items():
             signal.signal(s, h)
         if ports_file:

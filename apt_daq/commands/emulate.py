@@ -1,6 +1,7 @@
 """``apt-daq emulate INSTRUMENT_OR_RUN.yaml [--host H [--allow-remote]] [--ports-file F]
-[--speed X] [--seed S] [--fault SPEC ...] [--faults FILE]``: the virtual LEAP on real sockets
-and a pty (HIL).
+[--speed X] [--seed S] [--fault SPEC ...] [--faults FILE] [--serve [HOST:]PORT]``: the virtual
+LEAP on real sockets and a pty (HIL); ``--serve``: a read-only live web view of it
+(docs/live.md).
 
 Prints the resource strings as one JSON line (and writes them to ``--ports-file``), then serves
 until SIGTERM/SIGINT or ``shutdown`` on the control port. A ``--host`` that is not loopback is
@@ -11,6 +12,7 @@ nothing on the ports is authenticated. See ``docs/hil.md`` ("Exposure and limits
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -52,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(repeatable; kinds: drop stall garbage slow hv_trip interlock overflow "
                    "reboot)")
     p.add_argument("--faults", metavar="YAML", help="a YAML list of faults")
+    p.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="a read-only live web view of the emulated instrument (spectrum, hit "
+                   "map, HV, laser, pulses); loopback needs no token, any other host one "
+                   "(docs/live.md)")
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -82,9 +88,29 @@ def _emulate(args: argparse.Namespace) -> int:
     if not config.exists():
         raise UserError(f"{args.config}: file not found (nor a shipped config's name)")
     args.config = str(config)
+    attach = None
+    if args.serve:
+        # imported by name: this module is reached from apt_daq.sim.emulator's __main__, and the
+        # typed seams' mypy run (tests/foundation/test_types.py) stops short of the web package
+        web = importlib.import_module("apt_daq.web")
+        web.parse_address(args.serve)  # a bad address fails before anything listens
+
+        def attach(emu: Any) -> Any:
+            server, feed = web.serve_emulator(emu, args.serve, config=args.config)
+            # stderr: stdout's first line is the ports JSON that scripts parse
+            print(f"live view (read-only) of the emulator: {server.url}", file=sys.stderr,
+                  flush=True)
+
+            def detach() -> None:
+                server.close(linger_s=0.0)
+                feed.stop()
+
+            return detach
+
     return serve(args.config, host=args.host, ports_file=args.ports_file, speed=args.speed,
                  seed=args.seed, faults=faults, specimen=args.specimen,
-                 block_pulses=args.block_pulses, allow_remote=args.allow_remote)
+                 block_pulses=args.block_pulses, allow_remote=args.allow_remote,
+                 attach=attach)
 
 
 def read_ports(path: str | Path) -> dict[str, str]:

@@ -187,3 +187,96 @@ def _run_file(reader: Any) -> Any:
         return reader.run_file
     except Exception:  # an imported run may carry a partial config
         return None
+
+
+# ------------------------------------------------------------------------------ the emulator
+class EmulatorFeed:
+    """What ``apt-daq emulate --serve`` shows: the emulated instrument's readout blocks, decoded
+    as the real pipeline decodes the DLD records (``apt_daq.pipeline.process.decode_chunk``:
+    time sum, detector x/y, m/n from ``apt_daq.tof``'s kernel, uncalibrated), and its model
+    state (HV setpoint and output, laser energy, pulses).
+
+    ``on_block`` (the emulator's hook, on its pulse clock thread) only queues the block; a
+    worker thread decodes it and fills the snapshot, so the clock never waits for the view. A
+    block that finds the queue full is counted in the pulses but not binned."""
+
+    QUEUE_BLOCKS = 8
+
+    def __init__(self, emulator: Any, title: str = "emulator", ranges: Any = None):
+        import queue
+
+        self.emu = emulator
+        self.snap = LiveSnapshot(title=title,
+                                 detector_radius_mm=emulator.instrument.detector_diameter_mm / 2,
+                                 ranges=ranges, has_v_dc=True)
+        self._queue: queue.Queue[Any] = queue.Queue(self.QUEUE_BLOCKS)
+        self._full = queue.Full
+        self.ions = self.blocks = self.skipped = 0
+        self._thread = threading.Thread(target=self._work, name="apt-daq-emulator-view",
+                                         daemon=True)
+
+    def start(self) -> EmulatorFeed:
+        self._thread.start()
+        self.emu.on_block = self.on_block
+        return self
+
+    def stop(self) -> None:
+        if getattr(self.emu, "on_block", None) == self.on_block:
+            self.emu.on_block = None
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def on_block(self, blk: Any, state: Any) -> None:
+        try:
+            self._queue.put_nowait((blk, state))
+        except self._full:
+            self.skipped += 1
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._add(*item)
+            except Exception as e:  # the view goes without this block; the instrument runs on
+                log.warning("live view: emulator block not shown (%s)", e)
+
+    def _add(self, blk: Any, st: Any) -> None:
+        from apt_daq.pipeline.process import decode_chunk
+
+        n = 0
+        if len(blk.raw):
+            dec = decode_chunk(blk.raw, self.emu.instrument, None)
+            n = len(dec.keep)
+            self.snap.add_hits(dec.mass, dec.det_x, dec.det_y)
+        self.ions += n
+        self.blocks += 1
+        rate = n / blk.pulses if blk.pulses else 0.0
+        self.snap.add_trace(time_s=st.now_s, v_dc=st.hv_measured_v, v_setpoint=st.hv_setpoint_v,
+                            rate=rate, laser_pj=st.laser_energy_pj)
+        self.snap.update_status(ions=self.ions, rate=rate, blocks=self.blocks)
+        self._state(st)
+
+    def _state(self, st: Any) -> None:
+        if st.fractured:
+            state = "fractured"
+        elif st.hv_tripped:
+            state = "hv tripped"
+        elif st.rebooting:
+            state = "rebooting"
+        elif st.dld_running and st.laser_emission_on:
+            state = "acquiring"
+        else:
+            state = "idle"
+        why = ", ".join(st.faults_fired[-3:])
+        self.snap.update_status(state=state, pulses=int(st.pulses),
+                                v_setpoint=float(st.hv_setpoint_v), v_dc=float(st.hv_measured_v),
+                                laser_pj=float(st.laser_energy_pj), hv_on=int(st.hv_output_on),
+                                laser_on=int(st.laser_emission_on),
+                                end_reason=f"faults fired: {why}" if why else "")
+
+    def poll(self) -> None:
+        """The server thread, before each refresh: the model state between blocks too (the HV
+        ramping with the laser off)."""
+        self._state(self.emu.status())
