@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from apav_reference import rrng_atoms
 
 from apt_daq.analysis.mrp import mrp
 from apt_daq.analysis.report import analyze
@@ -35,20 +36,6 @@ def epos_mass(path: Path) -> np.ndarray:
 def stream_mass(run: Path) -> np.ndarray:
     with RunReader(run) as r:
         return np.concatenate([c.mass for c in open_stream(r)])
-
-
-def rrng_atoms(mass: np.ndarray, rrng: Path) -> dict[str, float]:
-    """Atoms per element of ``mass`` ranged by ``rrng``: apav parses, numpy counts."""
-    import apav
-
-    m = np.asarray(mass, np.float64)
-    atoms: dict[str, float] = {}
-    for rg in apav.RangeCollection.from_rrng(str(rrng)):
-        inside = int(np.count_nonzero((m >= rg.lower) & (m < rg.upper)))
-        for el, k in rg.ion.comp_dict.items():
-            sym = getattr(el, "symbol", str(el))
-            atoms[sym] = atoms.get(sym, 0.0) + inside * int(k)
-    return atoms
 
 
 @pytest.fixture(scope="module")

@@ -11,28 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apav_reference import rrng_composition
 
 from apt_daq.analysis.report import analyze
 from apt_daq.cli import main
 from apt_daq.commands.import_ import import_file
 
 SI_IONS = 945211
-
-
-def rrng_composition(mass: np.ndarray, rrng: Path) -> dict[str, float]:
-    """Atomic fractions of ``mass`` ranged by ``rrng``, independently of apt-daq: apav parses
-    the RRNG, numpy counts lower <= m < upper per range (apav's Range.contains_mass)."""
-    import apav
-
-    m = np.asarray(mass, np.float64)
-    atoms: dict[str, float] = {}
-    for rg in apav.RangeCollection.from_rrng(str(rrng)):
-        inside = int(np.count_nonzero((m >= rg.lower) & (m < rg.upper)))
-        for el, k in rg.ion.comp_dict.items():
-            sym = getattr(el, "symbol", str(el))
-            atoms[sym] = atoms.get(sym, 0.0) + inside * int(k)
-    total = sum(atoms.values())
-    return {el: n / total for el, n in atoms.items()}
 
 
 def epos_mass(path: Path) -> np.ndarray:
