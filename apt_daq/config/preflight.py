@@ -1,0 +1,200 @@
+"""Loading a run file: what kind of file it is, and everything that would fail or be
+dangerous when it runs, found before anything is switched on (:func:`preflight`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from apt_daq.config.errors import ConfigError, Problems
+from apt_daq.config.loader import Lines, _load_tree, compose_yaml, validation_problems, where
+from apt_daq.config.models import (
+    InstrumentConfig,
+    RunConfig,
+    RunFile,
+    SpecimenConfig,
+    StepConfig,
+    _Model,
+    _partial_instrument_problems,
+)
+
+#: the kinds of apt-daq YAML file, as ``config check`` and a wrong ``run`` name them
+KIND_WORDS = {"run": "a run file", "instrument": "an instrument file",
+              "specimen": "a specimen file", "campaign": "a campaign (sweep) file"}
+#: what a target detection rate above this most likely is: a percentage
+RATE_PERCENT_SUSPECT = 0.05
+
+
+def file_kind(data: Any) -> str:
+    """Which kind of apt-daq YAML a loaded file is, from its keys."""
+    if not isinstance(data, dict) or "run" in data:
+        return "run"
+    if "base" in data and ("axes" in data or "ions" in data):
+        return "campaign"
+    if "phases" in data or "matrix" in data:
+        return "specimen"
+    if "flight_path_mm" in data or "model" in data or "detector_diameter_mm" in data:
+        return "instrument"
+    return "run"
+
+
+def _not_a_run_file(path: Path, kind: str) -> str:
+    use = {"instrument": f"name it in a run file (instrument: {path})",
+           "specimen": f"name it in a run file (specimen: {path})",
+           "campaign": f"apt-daq campaign {path}"}[kind]
+    return f"{path}:1: this is {KIND_WORDS[kind]}, not a run file: {use}"
+
+
+def _get(data: Any, loc: tuple[str, ...]) -> Any:
+    for k in loc:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(k)
+    return data
+
+
+def _data_problems(data: dict[str, Any], path: Path, lines: Lines) -> dict[tuple, str]:
+    """What is wrong in the tree whether or not the models accept the rest: files that do not
+    exist, ROI syntax, a detection rate given in percent."""
+    found: dict[tuple, str] = {}
+    ranges = _get(data, ("analysis", "ranges"))
+    if isinstance(ranges, str):
+        p = Path(ranges) if Path(ranges).is_absolute() else path.parent / ranges
+        if not p.is_file():
+            found[("analysis", "ranges")] = f"range file not found: {p}"
+    roi = _get(data, ("analysis", "roi"))
+    if isinstance(roi, str):
+        from apt_daq.errors import UserError
+        from apt_daq.roi import parse_roi
+
+        try:
+            parse_roi(roi)
+        except UserError as e:
+            found[("analysis", "roi")] = f"{e} (analyze would fail after the acquisition)"
+    rate = _get(data, ("run", "target_detection_rate"))
+    if isinstance(rate, int | float) and not isinstance(rate, bool) \
+            and rate > RATE_PERCENT_SUSPECT:
+        found[("run", "target_detection_rate")] = (
+            f"{rate:g} ions per pulse means {100 * rate:g} % of pulses detect an ion: percent? "
+            f"{rate:g} % is {rate / 100:g} (above {RATE_PERCENT_SUSPECT:g} the feedback drives "
+            "the specimen to evaporate in bursts and fracture)")
+    return found
+
+
+def _model_problems(rf: RunFile) -> dict[tuple, str]:
+    """What the models accept but the run would trip over."""
+    r = rf.run
+    found: dict[tuple, str] = {}
+    if r.stop.max_voltage_v is not None and r.stop.max_voltage_v <= r.start_voltage_v:
+        found[("run", "stop", "max_voltage_v")] = (
+            f"{r.stop.max_voltage_v:g} V is not above run.start_voltage_v "
+            f"{r.start_voltage_v:g} V: the run would stop at its first block")
+    return found
+
+
+def _warnings(rf: RunFile) -> dict[tuple, str]:
+    """What runs, but likely not as meant."""
+    r, found = rf.run, {}
+    cut = schedule_cut_short(r)
+    if cut:
+        found[("run", "stop", "ions")] = f"{r.stop.ions} {cut}"
+    if rf.drivers.hv.limit_v > rf.instrument.max_voltage_v:
+        found[("drivers", "hv", "limit_v")] = (
+            f"{rf.drivers.hv.limit_v:g} V is above instrument.max_voltage_v "
+            f"{rf.instrument.max_voltage_v:g} V (the supply's own ceiling): the supply will "
+            "refuse what the driver allows")
+    return found
+
+
+def schedule_cut_short(run: RunConfig) -> str | None:
+    """In words, which schedule steps the stop ion count leaves out (``ends the run in step 0
+    (5 pJ, after 2000 of its 200000 ions): steps 1-3 (10 pJ, 15 pJ, 20 pJ) will not run``);
+    None when every step runs or when a step ends on time (then nobody can tell)."""
+    steps = run.schedule
+    if not steps or not run.stop.ions:
+        return None
+
+    def name(s: StepConfig) -> str:
+        return s.label or f"{s.laser_pj:g} pJ"
+
+    before = 0
+    for i, step in enumerate(steps):
+        if step.ions is None:
+            return None
+        if before + step.ions >= run.stop.ions:
+            if i == len(steps) - 1:
+                return None
+            rest = steps[i + 1:]
+            which = f"step {i + 1}" if len(rest) == 1 else f"steps {i + 1}-{len(steps) - 1}"
+            return (f"ends the run in step {i} ({name(step)}, after {run.stop.ions - before} "
+                    f"of its {step.ions} ions): {which} ({', '.join(map(name, rest))}) will "
+                    "not run")
+        before += step.ions
+    return None
+
+
+def preflight(path: str | Path, overrides: dict[str, Any] | None = None,
+              set_by: dict[str, str] | None = None) -> tuple[RunFile, list[str]]:
+    """Everything that would fail or be dangerous when ``path`` runs, found before anything
+    is switched on: the run file (with ``overrides``, dotted paths, e.g. ``{"run.stop.ions":
+    1000}``; ``set_by`` names what set each, e.g. ``{"run.stop.ions": "--ions"}``) and its
+    include files, validated; its range file present; its ROI parsed; energies, rates and
+    voltages within the instruments'; a detection rate given in percent. Raises one
+    ConfigError with every problem (``file:line path: what``); returns the run file and the
+    warnings (``file:line path: what``: it runs, but likely not as meant)."""
+    path = Path(path)
+    data, lines = compose_yaml(path)
+    kind = file_kind(data)
+    if kind != "run":
+        raise ConfigError([_not_a_run_file(path, kind)])
+    missing: dict[str, str] = {}
+    data, lines = _load_tree(path, missing)
+    problems = list(missing.values())
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+        key = tuple(dotted.split("."))
+        for k in [k for k in lines if k[:len(key)] == key]:
+            del lines[k]
+        lines[key] = ((set_by or {}).get(dotted, "override"), 0)
+    data["source"] = str(path.resolve())  # so relative paths in it resolve from anywhere
+    found = _data_problems(data, path, lines)
+    problems += [f"{where(lines, loc, str(path))}: {msg}" for loc, msg in found.items()]
+    skip = {(k,) for k in missing} | set(found)
+    rf = None
+    try:
+        rf = RunFile.model_validate(data)
+    except ValidationError as e:
+        problems += validation_problems(e, lines, str(path), skip)
+        if not any(isinstance((err.get("ctx") or {}).get("error"), Problems)
+                   for err in e.errors()):  # not reached: check from the parts that validate
+            problems += [f"{where(lines, loc, str(path))}: {msg}"
+                         for loc, msg in _partial_instrument_problems(data)
+                         if not any(loc[:len(k)] == k for k in skip)]
+    if rf is not None:
+        problems += [f"{where(lines, loc, str(path))}: {msg}"
+                     for loc, msg in _model_problems(rf).items()]
+    if problems:
+        raise ConfigError(problems)
+    assert rf is not None
+    return rf, [f"{where(lines, loc, str(path))}: {msg}" for loc, msg in _warnings(rf).items()]
+
+
+def load_run(path: str | Path, overrides: dict[str, Any] | None = None) -> RunFile:
+    """Load a run file with its included instrument/specimen files, checked as by
+    :func:`preflight` (every problem in one ConfigError, each naming file:line).
+
+    ``overrides`` maps dotted paths to values, e.g. ``{"run.seed": 3, "run.stop.ions": 1000}``.
+    """
+    return preflight(path, overrides)[0]
+
+
+def detect_model(data: dict[str, Any]) -> type[_Model]:
+    """Guess which model a YAML file holds, from its keys."""
+    return {"specimen": SpecimenConfig, "instrument": InstrumentConfig}.get(
+        file_kind(data), RunFile)
