@@ -33,8 +33,6 @@ ALLOW: dict[str, str] = {
                                      "matching and fit in one module; not yet split",
     "apt_daq/run.py": "the acquisition engine; Session.run into named steps tracked in issue 21 "
                       "item 2",
-    "drivers/base.py": "the typed driver interfaces of all three instruments plus the driver "
-                       "errors and Clock; not yet split",
     "drivers/scpi.py": "SCPI transports, number formatting, reply parsing and SYST:ERR? checks; "
                        "not yet split",
     "sim/emulator.py": "the Emulator class alone is ~460 lines (lifecycle, wire fault wrapping, "

@@ -1,0 +1,51 @@
+"""The driver errors: every failure names the instrument (kind and resource), the command and
+the reply. Re-exported by :mod:`apt_daq.drivers.base` and :mod:`apt_daq.drivers`."""
+
+from __future__ import annotations
+
+
+class DriverError(Exception):
+    """A driver failure naming the instrument (kind and resource), the command and the reply.
+
+    ``str(e)`` reads e.g. ``HV supply TCPIP::127.0.0.1::5025::SOCKET: 'SOUR:VOLT 7000'
+    refused: above limit_v 6000``.
+    """
+
+    def __init__(self, instrument: str, command: str | None, detail: str,
+                 reply: str | None = None):
+        self.instrument = instrument
+        self.command = command
+        self.detail = detail
+        self.reply = reply
+        text = f"{instrument}: "
+        if command is not None:
+            text += f"{command!r} "
+        text += detail
+        if reply is not None:
+            text += f" (reply {reply!r})"
+        super().__init__(text)
+
+
+class DriverTimeout(DriverError):
+    """No (complete) reply within ``timeout_s``."""
+
+
+class BadReply(DriverError):
+    """A reply that does not parse as what the command returns."""
+
+
+class InstrumentError(DriverError):
+    """The instrument reported an error (SCPI error queue, ``ERR n msg`` line). ``code``."""
+
+    def __init__(self, instrument: str, command: str | None, detail: str,
+                 reply: str | None = None, code: int = 0):
+        self.code = code
+        super().__init__(instrument, command, detail, reply)
+
+
+class ConnectionLost(DriverError):
+    """The link to the instrument failed (closed socket, unplugged cable, gave up reconnecting)."""
+
+
+class SafetyError(DriverError):
+    """A setting the driver refused before sending it (limit, ramp rate, interlock, trip)."""
