@@ -1,0 +1,250 @@
+"""A :class:`Link`: a transport with driver errors, deadline-bounded reconnects and retries of
+idempotent queries, and :class:`SessionLifecycle`, the ``connect``/``close`` of a driver that
+talks through one. The SCPI rules (:class:`apt_daq.drivers.scpi.ScpiSession`) and the line
+protocol's (:class:`apt_daq.drivers.serial_line.LineSession`) are built on it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from apt_daq.drivers.clock import Clock, WallClock
+from apt_daq.drivers.errors import BadReply, ConnectionLost, DriverError, DriverTimeout
+from apt_daq.drivers.transports import Transport
+
+T = TypeVar("T")
+
+
+class Link:
+    """A transport with driver errors, deadline-bounded reconnects and retries of idempotent
+    queries.
+
+    After any failure mid-exchange the link is marked ``broken`` (a reply may still be in
+    flight); the next exchange first reconnects and then calls ``on_reconnect`` (the driver's
+    handshake: identity, limit, state). Reconnecting is a loop, never a recursion: an exchange
+    made by the handshake itself does not reconnect again, and the loop gives up at
+    ``reconnect_deadline_s`` (wall time: link timeouts are wall time) after it began.
+
+    :meth:`send_now` is the safe-off path: the command goes out as the first bytes on the
+    link (a fresh connection if the old one is broken), with no handshake before it.
+    """
+
+    def __init__(self, transport: Transport, name: str, *, retries: int = 2,
+                 reconnect_deadline_s: float = 10.0, clock: Clock | None = None,
+                 on_reconnect: Callable[[], None] | None = None):
+        self.transport = transport
+        self.name = name
+        self.retries = retries
+        if not reconnect_deadline_s > 0:
+            raise ValueError("reconnect_deadline_s must be > 0")
+        self.reconnect_deadline_s = float(reconnect_deadline_s)
+        self.clock = clock or WallClock()
+        self.on_reconnect = on_reconnect
+        self.broken = False
+        self.is_open = False
+        self.needs_handshake = False  # opened by send_now: state not re-read yet
+        self.reconnects = 0  # total, for logs and tests
+        self.opens = 0  # transport opens after the first, for logs and tests
+        self._in_handshake = False
+
+    def open(self) -> None:
+        try:
+            self.transport.open()
+        except (ConnectionError, OSError, TimeoutError) as e:
+            raise ConnectionLost(self.name, None, f"cannot connect: {e}") from e
+        self.is_open = True
+        self.broken = False
+        self.needs_handshake = False
+
+    def close(self) -> None:
+        self.is_open = False
+        self.transport.close()
+
+    def _reopen(self, deadline: float, why: str) -> None:
+        """Close and open the transport until it opens or ``deadline`` (time.monotonic)."""
+        attempt = 0
+        while True:
+            self.transport.close()
+            self.opens += 1
+            try:
+                self.transport.open()
+            except (ConnectionError, OSError, TimeoutError) as e:
+                wait = min(0.05 * 2**attempt, 1.0)
+                if time.monotonic() + wait >= deadline:
+                    self.broken = True
+                    raise ConnectionLost(self.name, None, f"{why}: no connection within "
+                                         f"reconnect_deadline_s {self.reconnect_deadline_s:g}"
+                                         f" ({e})") from e
+                time.sleep(wait)
+                attempt += 1
+                continue
+            self.is_open = True
+            self.broken = False
+            self.needs_handshake = self.on_reconnect is not None
+            return
+
+    def reconnect(self) -> None:
+        """Reopen the link and run the handshake, retried until ``reconnect_deadline_s``."""
+        deadline = time.monotonic() + self.reconnect_deadline_s
+        attempt = 0
+        while True:
+            if self.broken or not self.is_open:
+                self._reopen(deadline, "gave up reconnecting")
+            try:
+                self.handshake()
+            except DriverError as e:
+                self.broken = True
+                wait = min(0.05 * 2**attempt, 1.0)
+                if time.monotonic() + wait >= deadline:
+                    raise ConnectionLost(
+                        self.name, None, f"gave up reconnecting after reconnect_deadline_s "
+                        f"{self.reconnect_deadline_s:g}: the handshake failed: {e}") from e
+                time.sleep(wait)
+                attempt += 1
+                continue
+            self.reconnects += 1
+            return
+
+    def handshake(self) -> None:
+        """Run ``on_reconnect`` (the driver's handshake) with reconnects suspended."""
+        if self.on_reconnect is None:
+            self.needs_handshake = False
+            return
+        self._in_handshake = True
+        try:
+            self.on_reconnect()
+        finally:
+            self._in_handshake = False
+        self.needs_handshake = False
+
+    def ensure(self) -> None:
+        """Reconnect (and re-run the handshake) first if the link is broken or was reopened
+        without one. Inside the handshake the link is used as it is (no recursion)."""
+        if not self.is_open:
+            raise ConnectionLost(self.name, None, "not connected (call connect() or open_*())")
+        if self._in_handshake:
+            if self.broken:
+                raise ConnectionLost(self.name, None, "link lost during the handshake")
+            return
+        if self.broken or self.needs_handshake:
+            self.reconnect()
+
+    def exchange(self, command: str, reply: bool) -> str | None:
+        """Write ``command``; read one reply line if ``reply``. One attempt, errors mapped."""
+        self.ensure()
+        return self._raw_exchange(command, reply)
+
+    def _raw_exchange(self, command: str, reply: bool) -> str | None:
+        try:
+            self.transport.write(command)
+            return self.transport.read() if reply else None
+        except TimeoutError as e:
+            self.broken = True
+            raise DriverTimeout(self.name, command, f"no reply ({e})") from e
+        except (ConnectionError, OSError) as e:
+            self.broken = True
+            raise ConnectionLost(self.name, command, f"link lost: {e}") from e
+        except BaseException:  # Ctrl-C mid-exchange: a reply may be pending, resync next time
+            self.broken = True
+            raise
+
+    def send_now(self, command: str, reply: bool = False) -> None:
+        """Send ``command`` as the first bytes on the link: on the open link if it is sound,
+        else on a fresh connection with NO handshake before it (the safe-off path: nothing
+        the instrument says can hold the command back). Retried on a fresh connection until
+        ``reconnect_deadline_s``. With ``reply`` one line is read and discarded (a garbled or
+        missing reply only marks the link broken: the command went out; verify separately).
+        """
+        if not self.is_open:
+            raise ConnectionLost(self.name, command, "not connected")
+        deadline = time.monotonic() + self.reconnect_deadline_s
+        while True:
+            if self.broken:
+                self._reopen(deadline, f"could not send {command!r}")
+            try:
+                self.transport.write(command)
+            except (ConnectionError, OSError, TimeoutError) as e:
+                self.broken = True
+                if time.monotonic() >= deadline:
+                    raise ConnectionLost(self.name, command, f"link lost: {e}") from e
+                continue
+            except BaseException:
+                self.broken = True
+                raise
+            break
+        if reply:
+            try:
+                self.transport.read()
+            except (ConnectionError, OSError, TimeoutError):
+                self.broken = True
+
+    def ask_now(self, command: str, parse: Callable[[str], T]) -> T:
+        """One query on the link as it is (reopened without handshake if broken): verifying
+        a safe-off must not depend on the instrument passing its handshake."""
+        if not self.is_open:
+            raise ConnectionLost(self.name, command, "not connected")
+        if self.broken:
+            self._reopen(time.monotonic() + self.reconnect_deadline_s,
+                         f"could not send {command!r}")
+        text = self._raw_exchange(command, True)
+        assert text is not None
+        try:
+            return parse(text)
+        except ValueError as e:
+            self.broken = True
+            raise BadReply(self.name, command, f"unexpected reply: {e}", text) from e
+
+    def query(self, command: str, parse: Callable[[str], T], *, idempotent: bool = True) -> T:
+        """Ask and parse; idempotent queries are retried ``retries`` times on a fresh link
+        (not inside the handshake, whose caller retries the whole handshake)."""
+        attempts = 1 + (self.retries if idempotent and not self._in_handshake else 0)
+        for i in range(attempts):
+            self.ensure()  # a reconnect that gives up is final: it had its own deadline
+            try:
+                text = self._raw_exchange(command, True)
+                assert text is not None
+                try:
+                    return parse(text)
+                except ValueError as e:
+                    self.check_reply_error(command, text)
+                    self.broken = True
+                    raise BadReply(self.name, command, f"unexpected reply: {e}", text) from e
+            except (DriverTimeout, ConnectionLost, BadReply):
+                if i == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def check_reply_error(self, command: str, text: str) -> None:
+        """Hook: line protocols that answer errors inline raise InstrumentError here."""
+
+
+class SessionLifecycle:
+    """``connect``/``close`` of a driver that talks through a :class:`Link` session (``self.
+    session``) and re-runs ``self._handshake`` after every reconnect. Mixed in before the
+    instrument interface, which supplies ``lock`` and ``connected``."""
+
+    session: Link
+    lock: Any
+    connected: bool
+
+    def _handshake(self) -> None:
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        with self.lock:
+            self.session.open()
+            try:
+                self.session.handshake()
+            except BaseException:
+                self.session.close()
+                raise
+            self.connected = True
+
+    def close(self) -> None:
+        with self.lock:
+            self.connected = False
+            self.session.close()
+
+    def _mark_broken(self) -> None:
+        self.session.broken = True
