@@ -250,3 +250,17 @@ def test_progress_running_count_tolerates_late_start_events():
     assert bar.running == {0} and bar.errors == 1
     bar.done(0, error=False)
     assert bar.running == set()
+
+
+def test_point_functions_keep_the_names_recorded_rows_carry():
+    """A result row records its point function by name and is reused only when the name
+    matches: the campaign's own point functions are named as ``apt_daq.campaign`` exports them
+    (as before it became a package), so a re-run skips the points already recorded."""
+    import functools
+
+    from apt_daq.campaign import simulate_and_analyze, synthetic_point
+
+    assert fn_name(simulate_and_analyze) == "apt_daq.campaign.simulate_and_analyze"
+    assert (fn_name(functools.partial(synthetic_point, work=10))
+            == "apt_daq.campaign.synthetic_point(work=10)")
+    assert fn_name(flatten_report) == "apt_daq.campaign.points.flatten_report"

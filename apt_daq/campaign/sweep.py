@@ -1,0 +1,229 @@
+"""The sweep model: a sweep file (base run file, axes, mode), its points, and the validated
+run file of every point (:func:`build_tasks`), checked in the client before anything runs."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from apt_daq.config import (
+    AnalysisConfig,
+    ConfigError,
+    InstrumentConfig,
+    RunFile,
+    SpecimenConfig,
+    _Model,
+    compose_yaml,
+    load_run,
+    load_yaml_model,
+    validation_problems,
+)
+from apt_daq.drivers.config import DriversConfig
+
+_INCLUDE_MODELS: dict[str, type[_Model]] = {
+    "instrument": InstrumentConfig, "specimen": SpecimenConfig,
+    "drivers": DriversConfig, "analysis": AnalysisConfig,  # type: ignore[dict-item]
+}
+
+
+# ------------------------------------------------------------------------------ sweep model
+class RangeAxis(_Model):
+    """Evenly spaced values from ``start`` to ``stop`` (inclusive when it is on the grid),
+    by ``step`` or in ``num`` values."""
+
+    start: float
+    stop: float
+    step: float | None = Field(None, gt=0, description="spacing; give step or num")
+    num: int | None = Field(None, ge=1, description="number of values; give step or num")
+
+    @model_validator(mode="after")
+    def _one(self) -> RangeAxis:
+        if (self.step is None) == (self.num is None):
+            raise ValueError("give exactly one of step or num")
+        if self.stop < self.start:
+            raise ValueError(f"stop {self.stop:g} is below start {self.start:g}")
+        return self
+
+    def values(self) -> list[float]:
+        if self.num is not None:
+            if self.num == 1:
+                return [self.start]
+            d = (self.stop - self.start) / (self.num - 1)
+            return [_tidy(self.start + i * d) for i in range(self.num)]
+        n = math.floor((self.stop - self.start) / self.step + 1e-9) + 1
+        return [_tidy(self.start + i * self.step) for i in range(n)]
+
+
+class ValuesAxis(_Model):
+    """An explicit list of values."""
+
+    values: list[Any] = Field(..., min_length=1)
+
+
+def _tidy(x: float) -> float | int:
+    """5.000000001 -> 5 and 0.30000000000000004 -> 0.3, so names and tables read well."""
+    r = round(x, 10)
+    return int(r) if r == int(r) else r
+
+
+class Sweep(_Model):
+    """A campaign: a base run file and the axes to vary."""
+
+    name: str = Field(..., description="campaign name; default out folder runs/campaigns/NAME")
+    base: str = Field(..., description="base run file, relative to the sweep file")
+    mode: Literal["product", "zip"] = Field("product", description="combine axes: product|zip")
+    axes: dict[str, list[Any] | RangeAxis | ValuesAxis] = Field(
+        default_factory=dict, description="dotted run-file path -> values (list, range, values)")
+    set: dict[str, Any] = Field(default_factory=dict, description="overrides for every point")
+    ions: int | None = Field(None, gt=0, description="detected ions per point (run.stop.ions)")
+    out: str | None = Field(None, description="out folder, relative to the current directory")
+    source: str | None = Field(None, description="the file this was loaded from")
+
+    @model_validator(mode="after")
+    def _axes(self) -> Sweep:
+        for k, v in self.axes.items():
+            if isinstance(v, list) and not v:
+                raise ValueError(f"axis {k!r} has no values")
+        if self.mode == "zip":
+            lengths = {k: len(self.axis_values(k)) for k in self.axes}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"mode zip needs axes of equal length, got {lengths}")
+        return self
+
+    def axis_values(self, key: str) -> list[Any]:
+        v = self.axes[key]
+        if isinstance(v, RangeAxis):
+            return v.values()
+        if isinstance(v, ValuesAxis):
+            return list(v.values)
+        return list(v)
+
+    def points(self) -> list[Point]:
+        """Every point in order (product: the first axis varies slowest)."""
+        keys = list(self.axes)
+        columns = [self.axis_values(k) for k in keys]
+        combos = zip(*columns, strict=True) if self.mode == "zip" else itertools.product(*columns)
+        return [Point(i, dict(zip(keys, c, strict=True))) for i, c in enumerate(combos)]
+
+    def resolve(self, relative: str | Path) -> Path:
+        p = Path(relative)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Load and validate a sweep file; errors name the file, line and field."""
+    path = Path(path)
+    data, lines = compose_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: expected a mapping at the top level"])
+    data["source"] = str(path)
+    try:
+        sweep = Sweep.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_problems(e, lines, str(path))) from None
+    if not sweep.resolve(sweep.base).exists():
+        f, line = lines.get(("base",), (str(path), 1))
+        raise ConfigError([f"{f}:{line} base: run file not found: {sweep.resolve(sweep.base)}"])
+    return sweep
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep: its index and the axis values (as written in the sweep)."""
+
+    index: int
+    params: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """A file stem that reads as the parameters and cannot collide (a hash of them)."""
+        parts = []
+        for k, v in self.params.items():
+            name = k.rsplit(".", 1)[-1]
+            if isinstance(v, str):
+                val = Path(v).stem
+            elif isinstance(v, float | int):
+                val = f"{v:g}"
+            else:
+                val = "x"
+            parts.append(f"{name}={val}")
+        slug = "_".join(parts)[:80] or "point"
+        slug = "".join(c if c.isalnum() or c in "=_.+-" else "-" for c in slug)
+        digest = hashlib.sha1(json.dumps(self.params, sort_keys=True, default=str).encode())
+        return f"{slug}-{digest.hexdigest()[:6]}"
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """What a worker gets for one point: the validated run file and where to write."""
+
+    index: int
+    key: str
+    params: dict[str, Any]
+    run_file: RunFile
+    out_path: Path
+    config_sha: str
+
+    @property
+    def json_path(self) -> Path:
+        return self.out_path.with_suffix(".json")
+
+
+PointFn = Callable[[PointTask], dict[str, Any]]
+
+
+def config_sha(run_file: RunFile) -> str:
+    """A fingerprint of what a run does (not of where its file came from)."""
+    d = run_file.model_dump(mode="json", exclude={"source"})
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resolve_value(sweep: Sweep, key: str, value: Any) -> Any:
+    """An include key given as a path: load and validate that file (errors name it)."""
+    if key in _INCLUDE_MODELS and isinstance(value, str):
+        path = sweep.resolve(value)
+        if not path.exists():
+            raise ConfigError([f"{sweep.source}: {key}: file not found: {path}"])
+        return load_yaml_model(path, _INCLUDE_MODELS[key]).model_dump(mode="json")
+    return value
+
+
+def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
+    """Every point's run file, validated in the client before anything runs."""
+    base = sweep.resolve(sweep.base).resolve()
+    fixed = dict(sweep.set)
+    if sweep.ions is not None:
+        fixed.setdefault("run.stop.ions", sweep.ions)
+    cache: dict[tuple[str, str], Any] = {}
+    tasks, problems = [], []
+    for point in sweep.points():
+        overrides: dict[str, Any] = {}
+        for k, v in {**fixed, **point.params}.items():
+            ck = (k, json.dumps(v, sort_keys=True, default=str))
+            if ck not in cache:
+                cache[ck] = _resolve_value(sweep, k, v)
+            overrides[k] = cache[ck]
+        overrides.setdefault("run.name", point.key)
+        try:
+            rf = load_run(base, overrides)
+        except ConfigError as e:
+            problems += [f"{sweep.source}: point {point.index} {point.params}: {p}"
+                         for p in e.problems]
+            if len(problems) > 20:
+                break
+            continue
+        out = (out_dir / f"{point.key}.h5").resolve()
+        tasks.append(PointTask(point.index, point.key, point.params, rf, out, config_sha(rf)))
+    if problems:
+        raise ConfigError(problems)
+    return tasks

@@ -1,0 +1,78 @@
+"""The results table: column order and types, written as CSV and Parquet, read back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+_FIRST = ["point", "key"]
+_AFTER = ["state", "reason", "error", "ions", "ranged_ions", "pulses", "duration_s",
+          "specimen_name", "coated", "laser_pj", "seed"]
+_GROUPS = ["comp.", "ratio.", "mrp", "fda_mu.", "count."]
+_LAST = ["v_min_v", "v_max_v", "path", "host", "pid", "finished", "config_sha", "point_fn"]
+_JSON_ONLY = {"traceback", "warnings"}
+
+
+def table_columns(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update(dict.fromkeys(k for k in r if k not in _JSON_ONLY))
+    cols = [c for c in _FIRST + params + _AFTER if c in seen or c in params]
+    rest = [c for c in seen if c not in cols and c not in _LAST]
+    for g in _GROUPS:
+        cols += sorted(c for c in rest if c.startswith(g))
+    cols += [c for c in rest if not any(c.startswith(g) for g in _GROUPS)]
+    return cols + [c for c in _LAST if c in seen]
+
+
+def _column_type(values: list[Any]) -> str:
+    vals = [v for v in values if v is not None]
+    if vals and all(isinstance(v, bool) for v in vals):
+        return "bool"
+    if vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        return "int"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return "float"
+    return "str"
+
+
+def write_table(rows: list[dict[str, Any]], out_dir: Path, params: list[str],
+                stem: str = "results") -> tuple[Path, Path]:
+    """The results table as CSV and Parquet (one row per point, point order)."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = sorted(rows, key=lambda r: r.get("point", 0))
+    cols = table_columns(rows, params)
+    arrays = []
+    for c in cols:
+        vals = [r.get(c) for r in rows]
+        kind = _column_type(vals)
+        if kind == "str":
+            arrays.append(pa.array([None if v is None else str(v) for v in vals], pa.string()))
+        else:
+            typ = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}[kind]
+            arrays.append(pa.array([None if v is None else (float(v) if kind == "float" else v)
+                                    for v in vals], typ))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq_path, csv_path = out_dir / f"{stem}.parquet", out_dir / f"{stem}.csv"
+    pq.write_table(pa.table(arrays, names=cols), pq_path.with_suffix(".parquet.tmp"))
+    os.replace(pq_path.with_suffix(".parquet.tmp"), pq_path)
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    os.replace(tmp, csv_path)
+    return csv_path, pq_path
+
+
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """A results table (Parquet) back as a list of row dicts."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
