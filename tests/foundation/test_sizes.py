@@ -29,11 +29,6 @@ ALLOW: dict[str, str] = {
                            "readers; not yet split",
     "apt_daq/pipeline/calibrate.py": "t0/flight length/voltage/bowl calibration model, peak "
                                      "matching and fit in one module; not yet split",
-    "apt_daq/run.py": "the acquisition engine; Session.run into named steps tracked in issue 21 "
-                      "item 2",
-    "sim/emulator.py": "the Emulator class alone is ~460 lines (lifecycle, wire fault wrapping, "
-                       "fault firing, pulse clock, control port); further split tracked in "
-                       "issue 21 item 2",
     "sim/instrument.py": "the virtual LEAP plus its channel cache and thread pool; split tracked "
                          "in issue 21 item 2",
     "sim/physics.py": "field-evaporation closed forms and the numba kernels that use them; "
@@ -61,8 +56,6 @@ ALLOW: dict[str, str] = {
                                             "not yet split",
     "apt_daq/reproduce/fig7.py::reproduce": "one figure's reproduction in one function; "
                                             "not yet split",
-    "apt_daq/run.py::Session._run": "the acquisition loop (ramp, schedule, stop conditions, "
-                                    "fracture, feedback); split tracked in issue 21 item 2",
 }
 
 
