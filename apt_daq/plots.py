@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from apt_daq.analysis.fda import FdaResult
+from apt_daq.analysis.multihit import saxey_plot
 from apt_daq.analysis.profile import ProfileAccumulator
 from apt_daq.rangetable import RangeTable
 
@@ -33,6 +34,7 @@ FIGURES: dict[str, str] = {
     "fda": "frequency distribution analysis against the binomial (when the run has FDA ions)",
     "profile": "concentration profile along z in the ROI, with counting errors",
     "slices": "XZ and XY slices, ions coloured by species, with a colour key",
+    "multihit": "correlation (Saxey) histogram of multi-hit pairs; events by multiplicity",
 }
 """Figure names (``apt-daq plot --only NAME``) and what each shows."""
 
@@ -398,7 +400,6 @@ def slices_plot(slices: dict[str, np.ndarray], ranges: RangeTable,
 
 # ---------------------------------------------------------------- a whole run
 
-
 def _roi_mask(res, roi: str | None, sl: dict[str, np.ndarray]) -> np.ndarray | bool | None:
     """The analysis' ROI over the slice sample: a mask, None (all ions), or False when the
     ROI the analysis used cannot be known."""
@@ -472,6 +473,8 @@ def figures(res, only: list[str] | tuple[str, ...] | None = None,
                 raise UserError("no profile: no ranged ions in the ROI")
         elif name == "slices":
             out[name] = slices_plot(res.slices, res.ranges)
+        elif name == "multihit" and res.extras.get("multihit") is not None:
+            out[name] = saxey_plot(res.extras["multihit"], Path(res.summary["file"]).name, RunFigure)
     return out
 
 
@@ -492,8 +495,6 @@ def plot_all(res, out: str | Path, fmt: str = "png", only: list[str] | None = No
     return files
 
 
-__all__ = [
-    "FIGURES", "FORMATS", "RunFigure", "depth_profile", "fda_plot", "figures", "hit_map", "ion_colours",
-    "ion_label", "mass_spectrum", "plot_all", "profile_bins", "profile_plot", "run_profile",
-    "slices_plot",
-]  # fmt: skip
+__all__ = ["FIGURES", "FORMATS", "RunFigure", "depth_profile", "fda_plot", "figures", "hit_map",
+           "ion_colours", "ion_label", "mass_spectrum", "plot_all", "profile_bins", "profile_plot",
+           "run_profile", "slices_plot"]  # fmt: skip

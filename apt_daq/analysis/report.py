@@ -29,6 +29,7 @@ import numpy as np
 from apt_daq.analysis.composition import Composition, composition
 from apt_daq.analysis.fda import FdaResult, fda
 from apt_daq.analysis.mrp import main_peaks, mrp, mrp_window, peak_table
+from apt_daq.analysis.multihit import MultiHitAccumulator
 from apt_daq.analysis.profile import ProfileAccumulator
 from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
@@ -165,6 +166,7 @@ def analyze(
         slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
         sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
         scorer = TruthScorer(ion_table, ranges) if stream.with_truth and ion_table else None
+        multihit = MultiHitAccumulator(min(max_da, 200.0))  # events, correlation histogram
         n_roi = 0
         n_selected = 0
         for c in stream:
@@ -178,6 +180,7 @@ def analyze(
                 n_selected += len(hits)
             hist.add(m)
             fine.add(m)
+            multihit.add(hits["pulse"], m)
             rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=len(ranges))
             inside = roi_obj.mask(x, y, z) if roi_obj is not None else np.ones(len(m), bool)
             sel = inside & (ion >= 0)
@@ -254,6 +257,8 @@ def analyze(
             "evaporation_field_v_per_nm": recon.f_e,
             "depth_nm": recon.z_nm,
         }
+    mh = multihit.result()
+    summary["multihit"] = mh.as_dict()
     if meta_counters:
         summary["counters"] = meta_counters
     if select is not None:
@@ -262,7 +267,8 @@ def analyze(
         summary["truth"] = scorer.result({el: comp.fraction(el) for el in comp.atoms})
     slices = {k: np.concatenate(v) if v else np.zeros(0) for k, v in sl.items()}
     return RunAnalysis(summary, ranges, hist, (hitmap, hm_edges, hm_edges), fda_res,
-                       profile.result(min_atoms=20), slices, cal, comp)  # fmt: skip
+                       profile.result(min_atoms=20), slices, cal, comp,
+                       {"multihit": mh})  # fmt: skip
 
 
 def laser_pj_select(laser_pj: float, tol_pj: float = 0.01) -> Callable[[np.ndarray], np.ndarray]:

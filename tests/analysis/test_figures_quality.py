@@ -180,7 +180,7 @@ def test_plot_formats_and_only(run: Path, tmp_path: Path) -> None:
         out = tmp_path / fmt
         assert main(["plot", str(run), "-o", str(out), "--format", fmt]) == 0
         files = sorted(p.name for p in out.iterdir())
-        assert files == sorted(f"{n}.{fmt}" for n in ("spectrum", "hitmap", "fda", "profile",
+        assert files == sorted(f"{n}.{fmt}" for n in ("spectrum", "hitmap", "fda", "profile", "multihit",
                                                       "slices"))  # fmt: skip
         for p in out.iterdir():
             assert p.stat().st_size > 5_000 and p.read_bytes().startswith(magic), p

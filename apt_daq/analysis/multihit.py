@@ -1,0 +1,207 @@
+"""Multi-hit events: how many ions each detected event holds, and the correlation (Saxey)
+histogram of the ions that arrive together.
+
+An *event* is every hit recorded on one pulse (hits share ``pulse``; a run and an imported
+EPOS/APT file keep them in pulse order, arrival order within the pulse). Per event of ``k``
+hits the ``k (k - 1) / 2`` pairs (hit i, hit j), i before j in arrival order, go into a 2-D
+histogram of (m/n of hit i, m/n of hit j): the correlation histogram of Saxey,
+Ultramicroscopy 111, 473 (2011), the convention of apav's ``CorrelationHistogram`` (pairs in
+file order, ``multiplicity="multiples"``). Ions of one evaporation event sit on points;
+molecular ions that dissociate in flight draw a curved track between the products' own m/n
+and the parent's (:func:`dissociation_track`).
+
+The statistics: events by multiplicity (1, 2, 3, ...), the share of events that hold more
+than one hit, and the share of ions that arrive in such events (per ion: a double counts two
+ions). Streaming: :class:`MultiHitAccumulator` takes chunks of (pulse, m/n) in pulse order
+and carries the last, possibly unfinished, event to the next chunk; memory is the histogram.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BIN_DA = 0.1  # the correlation histogram's bins (apav's default)
+MAX_PAIR_OFFSET = 64  # pairs formed among the first 65 hits of an event at most
+
+
+@dataclass
+class MultiHitResult:
+    """Events by multiplicity (``events[k]``: events of k hits, k >= 1; the last entry holds
+    every larger event) and the correlation histogram ``saxey[i, j]``: pairs with the earlier
+    hit's m/n in bin i and the later hit's in bin j (``edges`` in Da, on both axes)."""
+
+    events: np.ndarray
+    saxey: np.ndarray
+    edges: np.ndarray
+
+    @property
+    def n_events(self) -> int:
+        return int(self.events[1:].sum())
+
+    @property
+    def n_ions(self) -> int:
+        k = np.arange(len(self.events))
+        return int((k * self.events).sum())
+
+    @property
+    def multi_event_fraction(self) -> float:
+        """Share of events with two or more hits."""
+        n = self.n_events
+        return float(self.events[2:].sum() / n) if n else math.nan
+
+    @property
+    def multi_ion_fraction(self) -> float:
+        """Share of ions that arrived in an event with two or more hits."""
+        n = self.n_ions
+        k = np.arange(len(self.events))
+        return float((k[2:] * self.events[2:]).sum() / n) if n else math.nan
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.saxey.sum())
+
+    def as_dict(self) -> dict[str, Any]:
+        last = int(np.max(np.nonzero(self.events)[0])) if self.events.any() else 1
+        n = max(self.n_events, 1)
+        return {
+            "events": self.n_events,
+            "ions": self.n_ions,
+            "multi_event_fraction": self.multi_event_fraction,
+            "multi_ion_fraction": self.multi_ion_fraction,
+            "events_by_multiplicity": {str(k): int(self.events[k]) for k in range(1, last + 1)
+                                       if self.events[k]},
+            "event_fraction_by_multiplicity": {str(k): float(self.events[k] / n)
+                                               for k in range(1, last + 1) if self.events[k]},
+            "pairs": self.n_pairs,
+            "pairs_bin_da": float(self.edges[1] - self.edges[0]),
+        }
+
+
+class MultiHitAccumulator:
+    """Event statistics and the correlation histogram over chunks of hits (see module doc).
+    ``max_da``: the histogram's extent on both axes (0 to max_da); ``max_multiplicity``: the
+    largest multiplicity counted on its own (larger events are counted in the last entry)."""
+
+    def __init__(self, max_da: float = 200.0, bin_da: float = BIN_DA,
+                 max_multiplicity: int = 32) -> None:
+        self.nb = max(1, math.ceil(max_da / bin_da - 1e-9))
+        self.bin_da = float(bin_da)
+        self.edges = np.arange(self.nb + 1) * self.bin_da
+        self.saxey = np.zeros((self.nb, self.nb), dtype=np.int64)
+        self.events = np.zeros(max_multiplicity + 1, dtype=np.int64)
+        self._pulse = np.zeros(0, dtype=np.int64)
+        self._mass = np.zeros(0, dtype=np.float64)
+
+    def add(self, pulse: np.ndarray, mass: np.ndarray) -> None:
+        """A chunk of hits in pulse order (arrival order within a pulse)."""
+        p = np.concatenate([self._pulse, np.asarray(pulse, dtype=np.int64)])
+        m = np.concatenate([self._mass, np.asarray(mass, dtype=np.float64)])
+        if len(p) == 0:
+            return
+        if np.any(p[1:] < p[:-1]):
+            order = np.argsort(p, kind="stable")
+            p, m = p[order], m[order]
+        k = int(np.searchsorted(p, p[-1], side="left"))  # the last event may go on
+        self._pulse, self._mass = p[k:], m[k:]
+        self._events(p[:k], m[:k])
+
+    def result(self) -> MultiHitResult:
+        """The totals so far, the carried last event included (it is then final)."""
+        self._events(self._pulse, self._mass)
+        self._pulse, self._mass = self._pulse[:0], self._mass[:0]
+        return MultiHitResult(self.events.copy(), self.saxey.copy(), self.edges.copy())
+
+    def _events(self, p: np.ndarray, m: np.ndarray) -> None:
+        if len(p) == 0:
+            return
+        new = np.concatenate([[True], p[1:] != p[:-1]])
+        gid = np.cumsum(new) - 1
+        sizes = np.bincount(gid)
+        top = len(self.events) - 1
+        self.events += np.bincount(np.minimum(sizes, top), minlength=top + 1)[: top + 1]
+        for d in range(1, min(int(sizes.max()), MAX_PAIR_OFFSET + 1)):
+            same = gid[:-d] == gid[d:]
+            if not same.any():
+                break
+            self._pairs(m[:-d][same], m[d:][same])
+
+    def _pairs(self, m1: np.ndarray, m2: np.ndarray) -> None:
+        i = np.floor(m1 / self.bin_da).astype(np.int64)
+        j = np.floor(m2 / self.bin_da).astype(np.int64)
+        ok = (i >= 0) & (i < self.nb) & (j >= 0) & (j < self.nb)
+        flat = np.bincount(i[ok] * self.nb + j[ok], minlength=self.nb * self.nb)
+        self.saxey += flat.reshape(self.nb, self.nb)
+
+
+def multihit_stats(pulse: np.ndarray, mass: np.ndarray, max_da: float = 200.0,
+                   bin_da: float = BIN_DA) -> MultiHitResult:
+    """:class:`MultiHitResult` of one array of hits (pulse numbers, m/n in Da)."""
+    acc = MultiHitAccumulator(max_da, bin_da)
+    acc.add(pulse, mass)
+    return acc.result()
+
+
+def dissociation_track(parent_mn: float, product_mn: float, partner_mn: float,
+                       n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Where the two products of a molecular ion that dissociates in flight land in the
+    correlation histogram: (m/n of ``product``, m/n of ``partner``) for a dissociation after
+    the parent fell through a share a = 0..1 of the accelerating potential (a = 0: at the
+    surface, the products' own m/n; a = 1: after the acceleration, both at the parent's m/n).
+    A product of mass m and charge q keeps the parent's velocity and gains q (1 - a) V, so in
+    the drift region ``1 / (m/n)_apparent = a / (m/n)_parent + (1 - a) / (m/n)_product``
+    (Saxey 2011; the acceleration region's share of the flight time is neglected)."""
+    a = np.linspace(0.0, 1.0, n)
+
+    def apparent(mn: float) -> np.ndarray:
+        return 1.0 / (a / parent_mn + (1.0 - a) / mn)
+
+    return apparent(product_mn), apparent(partner_mn)
+
+
+def saxey_plot(res: MultiHitResult, title: str = "", figure_class: type | None = None,
+               tracks: list[tuple[float, float, float]] | None = None):
+    """The correlation histogram (log colour) beside the events by multiplicity; a
+    :class:`matplotlib.figure.Figure` (``figure_class``, e.g. plots.RunFigure) not registered
+    with pyplot. ``tracks``: (parent, product, partner) m/n of dissociations to overlay."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    fig = (figure_class or Figure)(figsize=(11, 4.8))
+    a, b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
+    h = res.saxey
+    used = np.nonzero(h.sum(axis=0) + h.sum(axis=1))[0]
+    hi = res.edges[min(int(used.max()) + 2, len(res.edges) - 1)] if len(used) else res.edges[-1]
+    if h.any():
+        im = a.imshow(np.where(h > 0, h, np.nan).T, origin="lower", aspect="equal",
+                      extent=(res.edges[0], res.edges[-1], res.edges[0], res.edges[-1]),
+                      norm=LogNorm(vmin=1, vmax=max(h.max(), 2)), cmap="viridis",
+                      interpolation="nearest")
+        fig.colorbar(im, ax=a, label="pairs per bin")
+    else:
+        a.text(0.5, 0.5, "no multi-hit events", ha="center", transform=a.transAxes)
+    a.plot([0, hi], [0, hi], color="grey", lw=0.5, ls=":")
+    for parent, p1, p2 in tracks or []:
+        x, y = dissociation_track(parent, p1, p2)
+        a.plot(x, y, color="red", lw=0.8, ls="--")
+    a.set_xlim(0, hi)
+    a.set_ylim(0, hi)
+    a.set_xlabel("m/n of the earlier hit (Da)")
+    a.set_ylabel("m/n of the later hit (Da)")
+    a.set_title(f"correlation histogram ({res.n_pairs} pairs, {res.edges[1]:.2g} Da bins)")
+    k = np.arange(len(res.events))
+    sel = (k >= 1) & (res.events > 0)
+    if sel.any():
+        b.bar(k[sel], res.events[sel] / max(res.n_events, 1), color="#446688")
+        b.set_yscale("log")
+    b.set_xlabel("hits per event (multiplicity)")
+    b.set_ylabel("share of events")
+    b.set_title(f"{res.n_events} events: {100 * res.multi_event_fraction:.2f} % multiple, "
+                f"{100 * res.multi_ion_fraction:.2f} % of ions", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
