@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from apt_daq.drivers import dld_stream as fr
-from apt_daq.sim.devices import HISTORY_MAX, History, HvSupplyModel
+from apt_daq.sim.devices import HISTORY_MAX, History, HvSupplyModel, LaserModel
 from apt_daq.sim.emulator import (
     DldStreamServer,
     Emulator,
@@ -375,7 +375,7 @@ def test_loopback_detection():
 @pytest.mark.parametrize("start", [
     lambda: TcpLineServer(lambda line: None, "0.0.0.0"),
     lambda: serve_hv(HvSupplyModel(), "0.0.0.0"),
-    lambda: serve_laser(__import__("sim.devices").devices.LaserModel(), "0.0.0.0"),
+    lambda: serve_laser(LaserModel(), "0.0.0.0"),
     lambda: serve_hv_tcp(HvSupplyModel(), "0.0.0.0"),
     lambda: DldStreamServer("0.0.0.0"),
     lambda: Emulator(*load_target(HIL_RUN)[:2], host="0.0.0.0", warm_up=False),
