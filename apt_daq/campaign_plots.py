@@ -52,10 +52,11 @@ def element_ratio(row: dict[str, Any], name: str) -> tuple[float | None, float |
         return direct, _num(row.get(f"ratio.{name}.err"))
     f = {el: _num(row.get(f"comp.{el}")) for el in den_el}
     err = {el: _num(row.get(f"comp.{el}.err")) or 0.0 for el in den_el}
-    if any(v is None for v in f.values()):
+    known = {el: v for el, v in f.items() if v is not None}
+    if len(known) < len(f):
         return direct, None
-    num = sum(f[e] for e in num_el)
-    den = sum(f.values())
+    num = sum(known[e] for e in num_el)
+    den = sum(known.values())
     if den <= 0:
         return direct, None
     r = num / den

@@ -7,9 +7,12 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from apt_daq.errors import UserError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def worker_env() -> dict[str, str]:
@@ -25,7 +28,7 @@ def worker_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def connect(workers: int | None = None, scheduler: str | None = None,
-            timeout_s: float = 30.0) -> Iterator[Any]:
+            timeout_s: float = 30.0) -> Iterator[Client]:
     """A dask client: on ``scheduler`` (``tcp://HOST:PORT``) if given, else on a new
     LocalCluster of ``workers`` processes with one thread each. Closed on the way out."""
     from distributed import Client, LocalCluster

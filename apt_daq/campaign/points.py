@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from apt_daq.campaign.sweep import (
     PointTask,
+    Row,
     config_sha,
 )
 from apt_daq.config import (
@@ -21,11 +22,11 @@ from apt_daq.config import (
 FINISHED_STATES = ("done", "failed")
 
 
-def flatten_report(report: dict[str, Any]) -> dict[str, Any]:
+def flatten_report(report: Mapping[str, Any]) -> Row:
     """The table columns of an ``analyze_run`` report: ``comp.El`` (+ ``.err``),
     ``ratio.NAME`` (+ ``.err``), ``count.ION``, ``mrp50``/``mrp10`` (the most counted peak)
     and ``mrp50.PEAK``/``mrp10.PEAK``, ``fda_mu.ION``."""
-    row: dict[str, Any] = {}
+    row: dict[str, object] = {}
     for k in ("ions", "ranged_ions"):
         if k in report:
             row[k] = report[k]
@@ -60,9 +61,14 @@ def flatten_report(report: dict[str, Any]) -> dict[str, Any]:
     return {k: _scalar(v) for k, v in row.items()}
 
 
-def _scalar(v: Any) -> Any:
-    if hasattr(v, "item") and callable(v.item):
-        v = v.item()
+#: what a table cell holds
+Scalar = bool | int | float | str | None
+
+
+def _scalar(v: object) -> Scalar:
+    item = getattr(v, "item", None)
+    if callable(item):  # a numpy scalar
+        v = item()
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v if v is None or isinstance(v, bool | int | float | str) else str(v)
@@ -83,7 +89,7 @@ def _run_state(path: Path) -> tuple[str | None, str | None]:
         return None, None
 
 
-def simulate_and_analyze(task: PointTask) -> dict[str, Any]:
+def simulate_and_analyze(task: PointTask) -> Row:
     """The default point: the run engine on the point's run file, then the analysis.
 
     A run file that already ended by itself with the same configuration (a campaign killed
@@ -92,7 +98,7 @@ def simulate_and_analyze(task: PointTask) -> dict[str, Any]:
     from apt_daq.run import Session
 
     state, sha = _run_state(task.out_path)
-    row: dict[str, Any]
+    row: Row
     if state in FINISHED_STATES and sha == task.config_sha:
         from apt_daq.io.store import RunReader
 
@@ -115,7 +121,7 @@ def simulate_and_analyze(task: PointTask) -> dict[str, Any]:
     return row
 
 
-def synthetic_point(task: PointTask, *, work: int = 40, size: int = 100_000) -> dict[str, Any]:
+def synthetic_point(task: PointTask, *, work: int = 40, size: int = 100_000) -> Row:
     """A stand-in point that burns a fixed amount of single-threaded CPU and simulates nothing:
     for benchmarks and for checking that a cluster reaches its workers (``--dry-run``).
 
@@ -131,7 +137,7 @@ def synthetic_point(task: PointTask, *, work: int = 40, size: int = 100_000) -> 
             "synthetic_median": acc / max(work, 1)}
 
 
-def fn_name(fn: Callable[..., Any]) -> str:
+def fn_name(fn: Callable[..., object]) -> str:
     """A stable name of a point function (a partial includes its keywords)."""
     if isinstance(fn, functools.partial):
         kw = ",".join(f"{k}={v!r}" for k, v in sorted(fn.keywords.items()))

@@ -9,7 +9,9 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from pydantic import JsonValue
 
 from apt_daq.campaign.cluster import connect
 from apt_daq.campaign.points import (
@@ -20,6 +22,7 @@ from apt_daq.campaign.points import (
 from apt_daq.campaign.sweep import (
     PointFn,
     PointTask,
+    Row,
     Sweep,
     build_tasks,
     load_sweep,
@@ -38,11 +41,14 @@ from apt_daq.config import (
     SpecimenConfig,
 )
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 @dataclass
 class CampaignResult:
     out_dir: Path
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     csv_path: Path | None = None
     parquet_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
@@ -89,11 +95,12 @@ class _Progress:
             status = f"running {len(self.running)}  errors {self.errors}  skipped {self.skipped}"
             self.p.update(self.task, status=status)
 
-    def event(self, ev: tuple[float, dict[str, Any]]) -> None:
+    def event(self, ev: tuple[float, dict[str, JsonValue]]) -> None:
         msg = ev[1]
+        index = msg.get("index")
         # events and results travel apart: a start may arrive after its point's result
-        if msg.get("event") == "start" and int(msg["index"]) not in self.finished:
-            self.running.add(int(msg["index"]))
+        if msg.get("event") == "start" and isinstance(index, int) and index not in self.finished:
+            self.running.add(index)
             self._show()
 
     def done(self, index: int, error: bool) -> None:
@@ -133,7 +140,7 @@ def run_campaign(
     *,
     workers: int | None = None,
     scheduler: str | None = None,
-    client: Any = None,
+    client: Client | None = None,
     point_fn: PointFn = simulate_and_analyze,
     progress: bool = False,
     plots: bool = True,
@@ -154,7 +161,7 @@ def run_campaign(
     fn_id = fn_name(point_fn)
     (out / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=1))
 
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[int, Row] = {}
     todo = []
     for t in tasks:
         row = recorded_row(t, fn_id)
@@ -187,8 +194,8 @@ def run_campaign(
     return result
 
 
-def _submit_and_collect(client: Any, todo: list[PointTask], point_fn: PointFn, fn_id: str,
-                        rows: dict[int, dict[str, Any]], bar: _Progress,
+def _submit_and_collect(client: Client, todo: list[PointTask], point_fn: PointFn, fn_id: str,
+                        rows: dict[int, Row], bar: _Progress,
                         result: CampaignResult) -> None:
     from distributed import as_completed
 

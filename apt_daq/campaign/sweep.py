@@ -10,9 +10,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from apt_daq.config import (
     AnalysisConfig,
@@ -58,14 +58,16 @@ class RangeAxis(_Model):
                 return [self.start]
             d = (self.stop - self.start) / (self.num - 1)
             return [_tidy(self.start + i * d) for i in range(self.num)]
-        n = math.floor((self.stop - self.start) / self.step + 1e-9) + 1
-        return [_tidy(self.start + i * self.step) for i in range(n)]
+        step = self.step
+        assert step is not None  # _one: step or num
+        n = math.floor((self.stop - self.start) / step + 1e-9) + 1
+        return [_tidy(self.start + i * step) for i in range(n)]
 
 
 class ValuesAxis(_Model):
     """An explicit list of values."""
 
-    values: list[Any] = Field(..., min_length=1)
+    values: list[JsonValue] = Field(..., min_length=1)
 
 
 def _tidy(x: float) -> float | int:
@@ -80,9 +82,9 @@ class Sweep(_Model):
     name: str = Field(..., description="campaign name; default out folder runs/campaigns/NAME")
     base: str = Field(..., description="base run file, relative to the sweep file")
     mode: Literal["product", "zip"] = Field("product", description="combine axes: product|zip")
-    axes: dict[str, list[Any] | RangeAxis | ValuesAxis] = Field(
+    axes: dict[str, list[JsonValue] | RangeAxis | ValuesAxis] = Field(
         default_factory=dict, description="dotted run-file path -> values (list, range, values)")
-    set: dict[str, Any] = Field(default_factory=dict, description="overrides for every point")
+    set: dict[str, JsonValue] = Field(default_factory=dict, description="overrides for every point")
     ions: int | None = Field(None, gt=0, description="detected ions per point (run.stop.ions)")
     out: str | None = Field(None, description="out folder, relative to the current directory")
     source: str | None = Field(None, description="the file this was loaded from")
@@ -98,10 +100,10 @@ class Sweep(_Model):
                 raise ValueError(f"mode zip needs axes of equal length, got {lengths}")
         return self
 
-    def axis_values(self, key: str) -> list[Any]:
+    def axis_values(self, key: str) -> list[JsonValue]:
         v = self.axes[key]
         if isinstance(v, RangeAxis):
-            return v.values()
+            return [x for x in v.values()]  # a list of JSON values, as the other axes
         if isinstance(v, ValuesAxis):
             return list(v.values)
         return list(v)
@@ -142,7 +144,7 @@ class Point:
     """One point of a sweep: its index and the axis values (as written in the sweep)."""
 
     index: int
-    params: dict[str, Any]
+    params: dict[str, JsonValue]
 
     @property
     def key(self) -> str:
@@ -169,7 +171,7 @@ class PointTask:
 
     index: int
     key: str
-    params: dict[str, Any]
+    params: dict[str, JsonValue]
     run_file: RunFile
     out_path: Path
     config_sha: str
@@ -179,7 +181,11 @@ class PointTask:
         return self.out_path.with_suffix(".json")
 
 
-PointFn = Callable[[PointTask], dict[str, Any]]
+#: a result row: the point's parameters, its outcome and its metrics, as JSON and the table
+#: hold them (:func:`apt_daq.campaign.points.flatten_report` makes metrics scalars)
+Row = dict[str, JsonValue]
+#: runs one point on a worker and returns its row (picklable)
+PointFn = Callable[[PointTask], Row]
 
 
 def config_sha(run_file: RunFile) -> str:
@@ -188,7 +194,7 @@ def config_sha(run_file: RunFile) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _resolve_value(sweep: Sweep, key: str, value: Any) -> Any:
+def _resolve_value(sweep: Sweep, key: str, value: JsonValue) -> JsonValue:
     """An include key given as a path: load and validate that file (errors name it)."""
     if key in _INCLUDE_MODELS and isinstance(value, str):
         path = sweep.resolve(value)
@@ -204,10 +210,10 @@ def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
     fixed = dict(sweep.set)
     if sweep.ions is not None:
         fixed.setdefault("run.stop.ions", sweep.ions)
-    cache: dict[tuple[str, str], Any] = {}
+    cache: dict[tuple[str, str], JsonValue] = {}
     tasks, problems = [], []
     for point in sweep.points():
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, JsonValue] = {}
         for k, v in {**fixed, **point.params}.items():
             ck = (k, json.dumps(v, sort_keys=True, default=str))
             if ck not in cache:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from pydantic import JsonValue
+
+from apt_daq.campaign.sweep import Row
 
 _FIRST = ["point", "key"]
 _AFTER = ["state", "reason", "error", "ions", "ranged_ions", "pulses", "duration_s",
@@ -14,7 +18,7 @@ _LAST = ["v_min_v", "v_max_v", "path", "host", "pid", "finished", "config_sha", 
 _JSON_ONLY = {"traceback", "warnings"}
 
 
-def table_columns(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
+def table_columns(rows: Sequence[Row], params: list[str]) -> list[str]:
     seen: dict[str, None] = {}
     for r in rows:
         seen.update(dict.fromkeys(k for k in r if k not in _JSON_ONLY))
@@ -26,7 +30,7 @@ def table_columns(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
     return cols + [c for c in _LAST if c in seen]
 
 
-def _column_type(values: list[Any]) -> str:
+def _column_type(values: list[JsonValue]) -> str:
     vals = [v for v in values if v is not None]
     if vals and all(isinstance(v, bool) for v in vals):
         return "bool"
@@ -37,7 +41,12 @@ def _column_type(values: list[Any]) -> str:
     return "str"
 
 
-def write_table(rows: list[dict[str, Any]], out_dir: Path, params: list[str],
+def _point_index(row: Row) -> int:
+    index = row.get("point", 0)
+    return index if isinstance(index, int) else 0
+
+
+def write_table(rows: Sequence[Row], out_dir: Path, params: list[str],
                 stem: str = "results") -> tuple[Path, Path]:
     """The results table as CSV and Parquet (one row per point, point order)."""
     import csv
@@ -45,7 +54,7 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, params: list[str],
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = sorted(rows, key=lambda r: r.get("point", 0))
+    rows = sorted(rows, key=_point_index)
     cols = table_columns(rows, params)
     arrays = []
     for c in cols:
@@ -55,8 +64,8 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, params: list[str],
             arrays.append(pa.array([None if v is None else str(v) for v in vals], pa.string()))
         else:
             typ = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}[kind]
-            arrays.append(pa.array([None if v is None else (float(v) if kind == "float" else v)
-                                    for v in vals], typ))
+            arrays.append(pa.array([float(v) if kind == "float" and isinstance(v, int | float)
+                                    else v for v in vals], typ))
     out_dir.mkdir(parents=True, exist_ok=True)
     pq_path, csv_path = out_dir / f"{stem}.parquet", out_dir / f"{stem}.csv"
     pq.write_table(pa.table(arrays, names=cols), pq_path.with_suffix(".parquet.tmp"))
@@ -71,7 +80,7 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, params: list[str],
     return csv_path, pq_path
 
 
-def read_table(path: str | Path) -> list[dict[str, Any]]:
+def read_table(path: str | Path) -> list[Row]:
     """A results table (Parquet) back as a list of row dicts."""
     import pyarrow.parquet as pq
 

@@ -10,7 +10,8 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+
+from pydantic import JsonValue
 
 from apt_daq.campaign.points import (
     FINISHED_STATES,
@@ -20,12 +21,13 @@ from apt_daq.campaign.points import (
 from apt_daq.campaign.sweep import (
     PointFn,
     PointTask,
+    Row,
 )
 
 log = logging.getLogger(__name__)
 
 
-def _base_row(task: PointTask) -> dict[str, Any]:
+def _base_row(task: PointTask) -> Row:
     r = task.run_file.run
     laser = r.laser_pj if r.laser_pj is not None else (r.schedule[0].laser_pj if r.schedule
                                                        else None)
@@ -38,7 +40,7 @@ def _base_row(task: PointTask) -> dict[str, Any]:
     }
 
 
-def _announce(topic: str | None, msg: dict[str, Any]) -> None:
+def _announce(topic: str | None, msg: dict[str, JsonValue]) -> None:
     if not topic:
         return
     try:
@@ -49,7 +51,7 @@ def _announce(topic: str | None, msg: dict[str, Any]) -> None:
         pass
 
 
-def _write_json(path: Path, row: dict[str, Any]) -> None:
+def _write_json(path: Path, row: Row) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(row, indent=1, default=str))
@@ -57,7 +59,7 @@ def _write_json(path: Path, row: dict[str, Any]) -> None:
 
 
 def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
-                  topic: str | None = None) -> dict[str, Any]:
+                  topic: str | None = None) -> Row:
     """Run one point and record its row beside its run file. Never raises for the point's
     own errors: they go into the row's ``error`` (the other points go on)."""
     _announce(topic, {"event": "start", "index": task.index})
@@ -74,7 +76,8 @@ def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
             row.update(state="error", error=f"{type(e).__name__}: {e}",
                        traceback=traceback.format_exc(limit=20))
     if caught:
-        row["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+        warned = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+        row["warnings"] = [m for m in warned]  # list[str] is not a list of JSON values
     row["duration_s"] = round(time.perf_counter() - t0, 4)
     row.update(config_sha=task.config_sha, point_fn=fn_id, host=os.uname().nodename,
                pid=os.getpid(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -85,7 +88,7 @@ def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
     return row
 
 
-def read_row(task: PointTask, fn_id: str) -> dict[str, Any] | None:
+def read_row(task: PointTask, fn_id: str) -> Row | None:
     """The JSON row beside a point's run file if it belongs to this configuration and point
     function (whatever its state), else None."""
     try:
@@ -97,7 +100,7 @@ def read_row(task: PointTask, fn_id: str) -> dict[str, Any] | None:
     return row
 
 
-def recorded_row(task: PointTask, fn_id: str) -> dict[str, Any] | None:
+def recorded_row(task: PointTask, fn_id: str) -> Row | None:
     """The recorded row of a finished point, or None if the point must (re)run."""
     row = read_row(task, fn_id)
     if row is None or row.get("error") or row.get("state") not in FINISHED_STATES:
