@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TREE = ROOT / ".mypy-tree"
 TARGETS = ["-p", "apt_daq.drivers", "-p", "apt_daq.sim", "-p", "apt_daq.pipeline",
-           "-m", "apt_daq.run"]
+           "-m", "apt_daq.run", "-p", "apt_daq.engine"]
 
 
 def build_tree() -> Path:

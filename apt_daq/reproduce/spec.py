@@ -78,11 +78,13 @@ def code_digest() -> str:
     """A digest of the code that makes a simulated run (simulator, sim drivers, engine), so a
     cached run is not reused after the physics changed."""
     import apt_daq.drivers.sim_backends
+    import apt_daq.engine
     import apt_daq.run
     import apt_daq.sim
 
     files = [*sorted(Path(apt_daq.sim.__file__).parent.glob("*.py")),
-             Path(apt_daq.drivers.sim_backends.__file__), Path(apt_daq.run.__file__)]
+             Path(apt_daq.drivers.sim_backends.__file__), Path(apt_daq.run.__file__),
+             *sorted(Path(apt_daq.engine.__file__).parent.glob("*.py"))]
     h = hashlib.sha1()
     for f in files:
         if f.exists():

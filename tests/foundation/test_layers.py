@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                     "apt_daq.wire", "apt_daq.shipped"]),
     ("instruments", ["apt_daq.drivers", "apt_daq.sim"]),
     ("pipeline, store and formats", ["apt_daq.pipeline", "apt_daq.io"]),
+    ("engine parts", ["apt_daq.engine"]),
     ("run engine", ["apt_daq.run", "apt_daq.live"]),
     ("analysis", ["apt_daq.analysis"]),
     ("applications", ["apt_daq.plots", "apt_daq.campaign", "apt_daq.campaign_plots",

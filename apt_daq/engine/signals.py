@@ -1,0 +1,101 @@
+"""The signals a lab sends during a run: SIGHUP, SIGQUIT, SIGTERM abort; SIGINT pauses."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from apt_daq.engine.states import RunAborted, State
+
+log = logging.getLogger("apt_daq.run")
+
+
+class Controlled(Protocol):
+    """What the handler needs of a session."""
+
+    state: State
+    signal: int | None
+    sigint_pauses: bool
+    _pause: threading.Event
+
+    def pause(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def _abort_why(self) -> str: ...
+
+
+#: the signals that end a run, and the exit code of a CLI run each of them ended (128 + n)
+END_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM,
+                                           signal.SIGINT)
+
+
+def install_signals(session: Controlled) -> Callable[[], None]:
+    """Handle the signals a lab sends for the run's duration; returns the restorer.
+
+    SIGHUP (the SSH session dropped), SIGQUIT and SIGTERM abort the run; SIGINT pauses it at
+    the next block if ``session.sigint_pauses`` (Ctrl-C again aborts), else aborts. An abort
+    ends like every other way out: HV output and laser emission off, a last /log row showing
+    both off, /meta state ``aborted``. While the run is connecting or ramping (long blocking
+    driver calls) the handler raises :class:`RunAborted` at once; while acquiring it takes
+    effect at the next readout block. After SIGHUP the terminal is gone: stdout and stderr
+    are pointed at /dev/null so a late print cannot fail the safe shutdown.
+
+    Does nothing off the main thread (Python delivers signals there only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    presses = [0]
+
+    def on_signal(signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and session.sigint_pauses:
+            if not session._pause.is_set():
+                presses[0] = 0  # resumed since the last Ctrl-C: this one pauses again
+            presses[0] += 1
+            if presses[0] == 1:
+                session.pause()
+                log.warning("Ctrl-C: pausing at the next block (Ctrl-C again aborts safely)")
+                return
+        if signum == signal.SIGHUP:
+            _detach_terminal()
+        first = session.signal is None
+        if first:
+            session.signal = signum
+        session.abort()
+        if first and session.state in (State.CONNECTING, State.RAMPING):
+            raise RunAborted(session._abort_why())
+
+    old = {s: signal.signal(s, on_signal) for s in END_SIGNALS}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
+
+
+def install_sigint(session: Controlled) -> Callable[[], None]:
+    """Kept for scripts written against the old name: :func:`install_signals`."""
+    return install_signals(session)
+
+
+def _detach_terminal() -> None:
+    """Point stdout and stderr at /dev/null if they are a terminal (after SIGHUP it is gone)."""
+    import os
+    import sys
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                stream.flush()
+                os.dup2(null, stream.fileno())
+        except (OSError, ValueError):
+            pass
+    os.close(null)
