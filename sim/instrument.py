@@ -151,7 +151,6 @@ class VirtualLeap:
         self._channel_cache: dict[int, tuple] = {}
         self._same_channels: dict[int, bool] = {}
         self._barrier_cache: dict[int, tuple] = {}
-        self._time_grids: dict[float, np.ndarray] = {}
         self._charges = self.tip.species.charges
         self._static: tuple | None = None
 
@@ -182,7 +181,8 @@ class VirtualLeap:
         f = physics.field_v_per_nm(volts, self.specimen.field_factor, r) if volts > 0 else 0.0
         energy = self.laser.energy_pj
         peak = physics.peak_temperature_k(self.base_temperature_k, energy)
-        tau = tip.tau_ns()
+        cool = tip.cooling(peak)
+        tau, tau_c = cool.tau_1_ns, cool.tau_cone_ns
         period_s = 1.0 / self.laser.pulse_rate_hz
         rho_fov = self.detector.radius_mm * self.specimen.image_compression * r / (
             ins.flight_path_mm)
@@ -191,14 +191,14 @@ class VirtualLeap:
         sites = physics.THERMAL.site_density_per_nm2 * math.pi * rho_s ** 2
         # area-weighted evaporation probability of core and shell (numba, one pass each)
         base = self.base_temperature_k
-        prof = self._profile(tip.matrix_phase, f, base, peak - base, tau, period_s)
+        prof = self._profile(tip.matrix_phase, f, base, peak - base, tau, tau_c, period_s)
         p_site, p_dc = prof.p_pulse, prof.p_dc
         if tip.shell_phase >= 0:
             rho_b = tip.core_boundary_nm()
             shell_share = max(0.0, 1.0 - (min(rho_b, rho_s) / rho_s) ** 2)
             if shell_share > 0:
-                sh = self._profile(tip.shell_phase, f, base, peak - base, tau, period_s,
-                                   quantiles=False)
+                sh = self._profile(tip.shell_phase, f, base, peak - base, tau, tau_c,
+                                   period_s, quantiles=False)
                 p_site = (1 - shell_share) * p_site + shell_share * sh.p_pulse
                 p_dc = (1 - shell_share) * p_dc + shell_share * sh.p_dc
         depl = physics.li_depletion(f, tip.coated)
@@ -221,16 +221,14 @@ class VirtualLeap:
         return physics.barrier_ev(q0, fe, field), frac
 
     def _profile(self, phase: int, field: float, base_k: float, rise_k: float, tau_ns: float,
-                 period_s: float, quantiles: bool = True) -> _Profile:
+                 tau_cone_ns: float, period_s: float, quantiles: bool = True) -> _Profile:
         """:func:`apt_daq.sim.physics.evaporation_profile` and its quantile table, by the numba twin
         :func:`apt_daq.sim.physics.profile_kernel` (exact, not cached: the rate is steep in F)."""
-        grid = self._time_grids.get(tau_ns)
-        if grid is None:
-            grid = self._time_grids[tau_ns] = physics._time_grid(tau_ns)
         q, frac = self._barriers(phase, field)
         p_pulse, p_dc, mean_t, quant = physics.profile_kernel(
-            q, frac, base_k, rise_k, tau_ns, period_s, physics.THERMAL.attempt_frequency_hz,
-            grid, N_QUANTILES if quantiles else 0)
+            q, frac, base_k, rise_k, tau_ns, tau_cone_ns, period_s,
+            physics.THERMAL.attempt_frequency_hz, physics._time_grid(tau_ns),
+            N_QUANTILES if quantiles else 0)
         return _Profile(p_pulse, p_dc, mean_t, quant)
 
     def _channel_tables(self, field: float, depletion: float | None = None):

@@ -7,7 +7,10 @@ nothing here runs per pulse or per ion in Python. Equations, parameter values an
 
 Geometry:   R(z) = R0 + z sin(a) / (1 - sin(a));  F = V / (k_f R)
 Laser:      U(T_peak) = U(T_base) + A (1 - exp(-E / E_s)),  U the Debye lattice energy;
-            T(t) = T_base + dT exp(-t / tau),  dT = T_peak - T_base
+Cooling:    heat diffusion along the shank: T(t) = T_base + dT (1 + t / tau_1)^(-1/2)
+            (1 + t / tau_c)^(-1), dT = T_peak - T_base; tau_1 = l^2 / (2 D(T_peak)) (1-D spread
+            of the heated length l), tau_c ~ 1.55 l (R / tan a) / D (the cone's widening turns
+            it 3-D); D = kappa(T) / C(T) of the cross-section (oxide core, Cr shell in parallel)
 Evaporation per site and pulse:  P = int nu exp(-Q(F) / k T(t)) dt,  Q = q0 (1 - F / F_e),
             combined over the phase's elements as the harmonic mean of their rates weighted by
             composition (a steady-state surface: the slowest species sets the pace).
@@ -40,9 +43,20 @@ class ThermalParams:
     # the lattice heat capacity is Debye's: at 60-150 K an oxide's is a fraction of 3 k_B,
     # so the first pJ raises T far more than a linear law fitted at 5-50 pJ says
     debye_temperature_k: float = 400.0
-    tau_uncoated_ns: float = 10.0  # cooling time constant of the bare oxide apex
-    coated_tau_floor: float = 0.2  # thick-shell limit of tau_coated / tau_uncoated
-    coating_saturation_nm: float = 3.0  # shell thickness over which the shortening saturates
+    # heat flow along the shank (docs/physics.md, "cooling"): D(T) = kappa(T) / C(T), C the
+    # Debye heat capacity of the lattice, kappa = kappa_300 (300 K / T)^m (Umklapp, m = 1 for
+    # a crystalline insulator); hotter apexes diffuse their heat more slowly
+    heated_length_nm: float = 150.0  # l: the apex length the pulse heats (calibrated)
+    oxide_conductivity_w_per_mk: float = 5.0  # kappa_300 of the layered oxide
+    oxide_conductivity_exponent: float = 1.0  # m of the oxide
+    shell_conductivity_w_per_mk: float = 30.0  # kappa_300 of the sputtered Cr shell (bulk 94)
+    shell_conductivity_exponent: float = 0.4  # m of Cr (bulk: 158 / 94 / ~80 at 100/300/600 K)
+    shell_debye_temperature_k: float = 630.0  # Cr
+    lateral_mode: float = 5.78  # j_0,1^2: the core's slowest radial mode into the shell
+    # tau_c = l (2.9 x_c + 1.0 l) / (2 D), x_c = R / tan(a): fitted to a finite-difference
+    # solution of the heat equation in a cone (tests/sim/test_heat_flow.py), x_c / l = 0.5-8
+    cone_crossover_slope: float = 2.9
+    cone_crossover_offset: float = 1.0
     attempt_frequency_hz: float = 1e13  # nu
     site_density_per_nm2: float = 0.4  # kink sites able to evaporate, per nm^2 of apex
 
@@ -109,17 +123,70 @@ def maxwell_stress_gpa(field: float) -> float:
     return 0.5 * EPS0_F_PER_M * (field * 1e9) ** 2 / 1e9
 
 
-def cooling_tau_ns(coating_thickness_nm: float | None, p: ThermalParams = THERMAL) -> float:
-    """Cooling time constant: a metal shell conducts heat away from the apex and shortens tau.
+def conductivity_w_per_mk(temp_k: float, kappa_300: float, exponent: float) -> float:
+    """kappa(T) = kappa_300 (300 K / T)^m: phonon-phonon (Umklapp) scattering above ~Theta/4."""
+    return kappa_300 * (300.0 / max(temp_k, 1.0)) ** exponent
 
-    tau_c = tau_u (f + (1 - f) exp(-t / t_sat)): saturates within a few nm, consistent with the
-    paper's "no significant effect of the coating thickness (10-50 nm) on the mass resolution".
+
+def heat_capacity_j_per_m3k(temp_k: float, theta_k: float, atoms_per_nm3: float) -> float:
+    """Volumetric heat capacity 3 k_B n c_D(T / Theta) of a Debye lattice, J / (m^3 K)."""
+    _, u = _debye_energy_table(float(theta_k))
+    i = int(min(max(temp_k, 2.0), 4000.0))  # the table is exact to ~1e-3 below 4000 K
+    c = (u[i + 1] - u[i - 1]) / 2.0  # dU/dT per 3 k_B and atom (1 K grid)
+    return 3.0 * 1.380649e-23 * atoms_per_nm3 * 1e27 * c
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """The apex's temperature after a pulse: T_base + dT (1 + t/tau_1)^(-1/2) (1 + t/tau_c)^(-1)."""
+
+    tau_1_ns: float  # 1-D diffusion of the heated length along the shank
+    tau_cone_ns: float  # when the spreading heat reaches the cone's widening (-> 3-D decay)
+    diffusivity_nm2_per_ns: float  # D of the apex cross-section at T_peak
+
+    def shape(self, t_ns: np.ndarray) -> np.ndarray:
+        """(T(t) - T_base) / dT."""
+        t = np.asarray(t_ns, float)
+        return 1.0 / (np.sqrt(1.0 + t / self.tau_1_ns) * (1.0 + t / self.tau_cone_ns))
+
+
+def cooling(peak_k: float, radius_nm: float, shank_half_angle_deg: float,
+            oxide_atoms_per_nm3: float, shell_nm: float = 0.0,
+            shell_atoms_per_nm3: float = 83.3, p: ThermalParams = THERMAL) -> Cooling:
+    """Heat flow out of the apex after a pulse (docs/physics.md, "cooling").
+
+    1-D diffusion of a heated zone of rms length l along the shank: the apex temperature falls
+    as (1 + t / tau_1)^(-1/2), tau_1 = l^2 / (2 D) (exact for a Gaussian zone); once the heat
+    has spread over the length x_c = R / tan(a) the cone's cross-section widens and the decay
+    turns 3-D: the factor (1 + t / tau_c)^(-1), tau_c = l (2.9 x_c + 1.0 l) / (2 D), fitted to
+    the heat equation in a cone (within a few % of the rise up to 3 tau_1). D = kappa / C at
+    the peak temperature (the evaporation happens within the first few % of the cooling): it
+    falls as T rises (kappa ~ 1/T, C rising to Dulong-Petit), so the tails lengthen with the
+    laser energy. A shell conducts in parallel with the oxide (area shares of the cross-section
+    1 - (1 - t/R)^2 and (1 - t/R)^2) and the core's heat reaches it laterally in
+    r_c^2 / (j_01^2 D_oxide), r_c = R - t: a Cr shell shortens tau_1 several-fold, and the
+    shortening saturates with its thickness.
     """
-    if not coating_thickness_nm:
-        return p.tau_uncoated_ns
-    f = p.coated_tau_floor
-    return p.tau_uncoated_ns * (f + (1 - f) * math.exp(-coating_thickness_nm
-                                                       / p.coating_saturation_nm))
+    tp = max(peak_k, 1.0)
+    k_ox = conductivity_w_per_mk(tp, p.oxide_conductivity_w_per_mk, p.oxide_conductivity_exponent)
+    c_ox = heat_capacity_j_per_m3k(tp, p.debye_temperature_k, oxide_atoms_per_nm3)
+    d_ox = k_ox / c_ox * 1e9  # m^2/s -> nm^2/ns
+    lateral = 0.0
+    if shell_nm > 0:
+        share = 1.0 - max(0.0, 1.0 - shell_nm / radius_nm) ** 2
+        k_sh = conductivity_w_per_mk(tp, p.shell_conductivity_w_per_mk,
+                                     p.shell_conductivity_exponent)
+        c_sh = heat_capacity_j_per_m3k(tp, p.shell_debye_temperature_k, shell_atoms_per_nm3)
+        d = (share * k_sh + (1 - share) * k_ox) / (share * c_sh + (1 - share) * c_ox) * 1e9
+        r_core = max(radius_nm - shell_nm, 0.0)
+        lateral = r_core ** 2 / (p.lateral_mode * d_ox)
+    else:
+        d = d_ox
+    x_cone = radius_nm / math.tan(math.radians(shank_half_angle_deg))
+    hl = p.heated_length_nm
+    return Cooling(hl ** 2 / (2 * d) + lateral,
+                   hl * (p.cone_crossover_slope * x_cone + p.cone_crossover_offset * hl) / (2 * d),
+                   d)
 
 
 @functools.lru_cache(maxsize=8)
@@ -183,8 +250,12 @@ class EvaporationProfile:
         return np.interp(np.linspace(0.0, 1.0, n + 1), c, self.t_ns[idx])
 
 
-def _time_grid(tau_ns: float, n: int = 320) -> np.ndarray:
-    return np.concatenate([[0.0], np.geomspace(1e-5 * tau_ns, 60.0 * tau_ns, n - 1)])
+_UNIT_GRID = np.concatenate([[0.0], np.geomspace(1e-5, 200.0, 319)])
+
+
+def _time_grid(tau_ns: float) -> np.ndarray:
+    """Times after the pulse, ns: 0 and a geometric grid from 1e-5 to 200 tau_1."""
+    return _UNIT_GRID * tau_ns
 
 
 def log_site_rate(q_ev: np.ndarray, fractions: np.ndarray, temp_k: np.ndarray,
@@ -204,12 +275,13 @@ def log_site_rate(q_ev: np.ndarray, fractions: np.ndarray, temp_k: np.ndarray,
 
 
 def evaporation_profile(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_k: float,
-                        tau_ns: float, period_s: float,
+                        tau_ns: float, period_s: float, tau_cone_ns: float = math.inf,
                         p: ThermalParams = THERMAL) -> EvaporationProfile:
-    """Integrate the Arrhenius rate over T(t) = T_base + dT exp(-t / tau) (trapezoid on a
-    geometric time grid reaching 60 tau), plus the DC term at T_base for the rest of the period."""
+    """Integrate the Arrhenius rate over T(t) = T_base + dT (1 + t/tau)^(-1/2)
+    (1 + t/tau_c)^(-1) (:class:`Cooling`; trapezoid on a geometric time grid reaching
+    200 tau), plus the DC term at T_base for the rest of the period."""
     t = _time_grid(tau_ns)
-    temp = base_k + rise_k * np.exp(-t / tau_ns)
+    temp = base_k + rise_k * Cooling(tau_ns, tau_cone_ns, 0.0).shape(t)
     lk = log_site_rate(q_ev, fractions, temp, p.attempt_frequency_hz)
     lk_dc = float(log_site_rate(q_ev, fractions, np.array([base_k]), p.attempt_frequency_hz)[0])
     ref = lk.max()
@@ -534,12 +606,13 @@ def _log_site_rate_at(q_ev: np.ndarray, log_c: np.ndarray, log_nu: float, temp_k
 
 @njit(cache=True, nogil=True)
 def profile_kernel(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_k: float,
-                   tau_ns: float, period_s: float, nu_hz: float, t: np.ndarray,
-                   n_quant: int):
+                   tau_ns: float, tau_cone_ns: float, period_s: float, nu_hz: float,
+                   t: np.ndarray, n_quant: int):
     """:func:`evaporation_profile` followed by :meth:`EvaporationProfile.quantiles`, in one
     numba pass (the per-sub-block cost drops from ~1 ms of numpy calls to ~20 us).
 
-    ``t``: the time grid (:func:`_time_grid` of ``tau_ns``). Returns
+    ``t``: the time grid (:func:`_time_grid` of ``tau_ns``); the cooling law is
+    :class:`Cooling`'s (``tau_ns`` its tau_1). Returns
     (p_pulse, p_dc, tau_eff_ns, quantiles[n_quant + 1]); ``n_quant = 0``: no quantile table
     (an empty array). Tests hold the numpy twin.
     """
@@ -550,8 +623,8 @@ def profile_kernel(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, rise_
     terms = np.empty(q_ev.shape[0])
     ref = -np.inf
     for i in range(n):
-        lk[i] = _log_site_rate_at(q_ev, log_c, log_nu,
-                                  base_k + rise_k * math.exp(-t[i] / tau_ns), terms)
+        g = 1.0 / (math.sqrt(1.0 + t[i] / tau_ns) * (1.0 + t[i] / tau_cone_ns))
+        lk[i] = _log_site_rate_at(q_ev, log_c, log_nu, base_k + rise_k * g, terms)
         if lk[i] > ref:
             ref = lk[i]
     lk_dc = _log_site_rate_at(q_ev, log_c, log_nu, base_k, terms)

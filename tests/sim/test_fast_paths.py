@@ -13,13 +13,14 @@ from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.floats(0.0, 24.0), st.floats(0.0, 600.0), st.floats(1.0, 10.0))
-def test_profile_kernel_matches_numpy(field, rise, tau):
+@given(st.floats(0.0, 24.0), st.floats(0.0, 600.0), st.floats(1.0, 10.0),
+       st.floats(0.5, 100.0))
+def test_profile_kernel_matches_numpy(field, rise, tau, tau_cone):
     q = physics.barrier_ev(np.array([2.55, 2.45, 1.6]), np.array([24.5, 24.0, 17.0]), field)
     frac = np.array([0.3, 0.5, 0.2])
-    prof = physics.evaporation_profile(q, frac, 60.0, rise, tau, 1e-5)
+    prof = physics.evaporation_profile(q, frac, 60.0, rise, tau, 1e-5, tau_cone)
     p, pdc, mean_t, quant = physics.profile_kernel(
-        q, frac, 60.0, rise, tau, 1e-5, physics.THERMAL.attempt_frequency_hz,
+        q, frac, 60.0, rise, tau, tau_cone, 1e-5, physics.THERMAL.attempt_frequency_hz,
         physics._time_grid(tau), 2048)
     assert np.isclose(p, prof.p_pulse, rtol=1e-9, atol=1e-300)
     assert np.isclose(pdc, prof.p_dc, rtol=1e-9, atol=1e-300)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from apt_daq.sim import physics
 from apt_daq.sim.detector import detect_mask, encode_delay_line, project_and_time, record_order
 from hypothesis import given, settings
@@ -171,15 +172,19 @@ def test_record_order_twin(na, nb):
     np.testing.assert_array_equal(t[got], t[want])
 
 
-def test_evaporation_profile_closed_form():
-    """For Q >> kT the pulse integral is nu exp(-Q/kT_p) tau kT_p^2 / (Q dT) (Laplace)."""
-    q = np.array([0.5])
-    prof = physics.evaporation_profile(q, np.array([1.0]), 60.0, 300.0, 2.0, 1e-5)
+@pytest.mark.parametrize("tau_cone", [math.inf, 3.0])
+def test_evaporation_profile_closed_form(tau_cone):
+    """For Q >> kT the pulse integral is nu exp(-Q/kT_p) tau_e kT_p^2 / (Q dT) (Laplace), with
+    tau_e = 1 / |g'(0)| = 1 / (1 / (2 tau_1) + 1 / tau_c) of the cooling law g(t) =
+    (1 + t/tau_1)^(-1/2) (1 + t/tau_c)^(-1)."""
+    q = np.array([1.0])
+    prof = physics.evaporation_profile(q, np.array([1.0]), 60.0, 300.0, 2.0, 1e-5, tau_cone)
     kt = physics.K_B_EV_PER_K * 360.0
-    approx = 1e13 * math.exp(-0.5 / kt) * 2e-9 * kt * 360.0 / (0.5 * 300.0)
+    tau_e = 1.0 / (1.0 / 4.0 + 1.0 / tau_cone)
+    approx = 1e13 * math.exp(-1.0 / kt) * tau_e * 1e-9 * kt * 360.0 / (1.0 * 300.0)
     assert abs(prof.p_pulse / approx - 1) < 0.1
     # the tail's mean departure time is the same effective tau
-    assert abs(prof.tau_eff_ns / (2.0 * kt * 360.0 / (0.5 * 300.0)) - 1) < 0.15
+    assert abs(prof.tau_eff_ns / (tau_e * kt * 360.0 / (1.0 * 300.0)) - 1) < 0.15
 
 
 def test_combined_rate_is_harmonic_mean():
