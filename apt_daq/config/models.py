@@ -229,7 +229,11 @@ class RunConfig(_Model):
         0.005, gt=0, lt=1, description="ions detected per pulse (0.005 = 0.5 %)"
     )
     start_voltage_v: float = Field(2000.0, ge=0, description="V_dc before the feedback takes over")
-    chunk_pulses: int = Field(1_000_000, gt=0, description="pulses per DLD readout block")
+    chunk_pulses: int = Field(
+        1_000_000, gt=0, description="pulses per DLD readout block while the rate is off target")
+    max_block_pulses: int | None = Field(None, gt=0, description=(
+        "largest readout block once settled, pulses (None: as the detector buffer and the "
+        "feedback allow; = chunk_pulses: fixed blocks)"))
     store_raw: bool = Field(True, description="also store the raw DLD records in /raw")
     fracture_rate_fraction: float = Field(
         0.02, gt=0, lt=1, description="rate below this fraction of target after settling ..."
