@@ -5,6 +5,9 @@ the formulas are every element alone, as a homonuclear dimer or trimer, or bound
 of the light ligands H, C, N, O (XO, XO2, X2O, XOH, XN...; the molecular ions atom probes see);
 with an element list, every formula of up to ``max_atoms`` atoms of those elements.
 
+Atomic 4+ ions are candidates only for the refractory metals that reach 4+ at atom-probe
+fields (``FOUR_PLUS``); molecular ions only up to 2+.
+
 Prior costs are in chi-square units (-2 ln prior): an ion costs ``ION_COST`` plus terms for
 a high charge and for being molecular; an element costs by how commonly it turns up in atom
 probe data (``ELEMENT_TIERS``), paid once for all its ions. A lone peak that a common element
@@ -43,6 +46,10 @@ def element_cost(el: str) -> float:
 
 
 MAX_MOLECULAR_CHARGE = 2
+# elements whose atoms reach 4+ at atom-probe fields (Kingham's post-ionisation curves: the
+# refractory metals); any other element's 4+ is not a candidate (apav's Si run: Ni4+, which
+# no atom probe sees, took the dead-time excess of 29Si2+/30Si2+)
+FOUR_PLUS = ("Zr Nb Mo Hf Ta W Re Os Ir").split()
 
 
 def ion_cost(formula: dict[str, int], charge: int) -> float:
@@ -162,6 +169,8 @@ def candidates(elements: list[str] | None = None, charges: tuple[int, ...] = (1,
         for z in charges:
             if molecular and z > MAX_MOLECULAR_CHARGE:
                 continue  # molecular ions of 3+ and 4+ are not seen (Coulomb explosion)
+            if z >= 4 and not (set(cf) <= set(FOUR_PLUS)):
+                continue
             out.append(Candidate(key, z, m / z, a, ion_cost(cf, z), tuple(cf)))
     return out
 

@@ -18,7 +18,12 @@ residual gains most, net of its cost), each followed by a non-negative refit and
 elimination (drop a selected ion when the refit without it costs less), until no candidate
 gains. A detected peak that no selected ion explains costs at most ``UNKNOWN_COST`` (an ion
 outside the candidates is an explanation too), so one lone peak never pulls in an element
-whose prior costs more than that: it stays unranged. Overlapping ions on one peak (O2+ and 64Ni2+ at 32 Da) share it by the fit: the
+whose prior costs more than that: it stays unranged. A trace element (its ions < 0.1 % of
+the fitted counts) that holds a major share (>= 30 %) of fewer than two detected peaks pays
+``LONE_TRACE_COST`` more: with no second isotope or charge state its one peak's position is
+all the evidence, and at trace level a hydride or molecular ion of the major elements, a
+detector artefact or a calibration wobble is as likely (apav's Si run: P2+ at 15.5 Da, its P+
+a 15 % share of 62Ni2+). A major lone peak (Al+ alone) is still named. Overlapping ions on one peak (O2+ and 64Ni2+ at 32 Da) share it by the fit: the
 decomposed counts and their errors come from the covariance of the final fit.
 """
 
@@ -35,6 +40,9 @@ from apt_daq.pipeline.autorange.spectrum import LogSpectrum, Peak
 
 SYSTEMATIC = 0.02
 UNKNOWN_COST = 30.0  # chi2 units: what leaving one detected peak unexplained costs at most
+TRACE_SHARE = 1e-3  # an element with less than this share of the fitted counts is a trace
+SUPPORT_SHARE = 0.3  # ... and needs this share of two peaks (isotopes or charge states)
+LONE_TRACE_COST = 20.0  # or pays this on top of its element cost
 ABSENT_CAP = 0.0  # chi2 units: what counts left unexplained at an absent row cost at most
 MIN_ABUNDANCE = 2e-4
 
@@ -184,6 +192,7 @@ class _Problem:
         self.nz = a_mat != 0
         self.cands = cands
         self.n_detected = int(rows.detected.sum())
+        self.a_det = a_mat[: self.n_detected]
 
     @staticmethod
     def _capped(res: np.ndarray, det: np.ndarray) -> np.ndarray:
@@ -207,14 +216,36 @@ class _Problem:
         chi2 = float(self._capped(res, det).sum()) + self.total - float(self.yw2[r].sum())
         return x, chi2
 
-    def cost(self, sel: list[int], chi2: float) -> float:
+    def cost(self, sel: list[int], chi2: float, x: np.ndarray) -> float:
         els = {e for k in sel for e in self.cands[k].elements}
         return (chi2 + float(self.ion_cost[sel].sum() if sel else 0.0)
-                + sum(element_cost(e) for e in els))
+                + sum(element_cost(e) for e in els)
+                + LONE_TRACE_COST * len(self.lone_traces(sel, x)))
+
+    def lone_traces(self, sel: list[int], x: np.ndarray) -> list[str]:
+        """Trace elements (their ions < ``TRACE_SHARE`` of the fitted counts) that hold a
+        major share (>= ``SUPPORT_SHARE``) of fewer than two detected peaks."""
+        if not sel:
+            return []
+        contrib = self.a_det[:, sel] * x[None, :]
+        tot = contrib.sum(1)
+        x_tot = float(x.sum())
+        by_el: dict[str, list[int]] = {}
+        for i, k in enumerate(sel):
+            for e in self.cands[k].elements:
+                by_el.setdefault(e, []).append(i)
+        out = []
+        for e, cols in by_el.items():
+            if float(x[cols].sum()) >= TRACE_SHARE * x_tot:
+                continue
+            share = contrib[:, cols].sum(1)
+            if int(np.count_nonzero((share >= SUPPORT_SHARE * tot) & (share > 0))) < 2:
+                out.append(e)
+        return out
 
     def evaluate(self, sel: list[int]) -> tuple[np.ndarray, float, float]:
         x, chi2 = self.fit(sel)
-        return x, chi2, self.cost(sel, chi2)
+        return x, chi2, self.cost(sel, chi2, x)
 
 
 def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float):
