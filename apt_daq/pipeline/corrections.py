@@ -135,9 +135,19 @@ class Calibration:
         return np.asarray(self.bowl_coeffs, dtype=np.float64)
 
 
+def coeffs(c: np.ndarray, n: int) -> tuple[float, ...]:
+    """Correction coefficients as the tuple the kernels take (``n`` of them, zero-padded):
+    a tuple is a value to numba, so a kernel keeps it in registers (an array it must reload
+    after every store to an output it might alias)."""
+    c = np.asarray(c, dtype=np.float64)
+    if len(c) > n:
+        raise ValueError(f"{len(c)} correction coefficients, at most {n} expected")
+    return tuple(float(v) for v in c) + (0.0,) * (n - len(c))
+
+
 @njit(cache=True, nogil=True, inline="always")
 def correction_factor(v, x, y, vc, bc):
-    """f_V(V) f_B(x, y) for one hit (see module doc)."""
+    """f_V(V) f_B(x, y) for one hit (see module doc); ``vc``, ``bc`` arrays or tuples."""
     u = v * 1e-3
     fv = vc[0] + u * (vc[1] + u * vc[2])
     xs = x * (1.0 / BOWL_SCALE_MM)

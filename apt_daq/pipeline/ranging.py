@@ -57,16 +57,25 @@ def range_kernel(mass, lo, hi, out):
 class RangeLookup:
     """Edges and a direct lookup table of a range table, ready for the kernels.
 
-    ``table[b]`` answers every m/n in bucket b = [b w, (b + 1) w) directly (range index or -1)
-    unless an edge falls in or next to that bucket (``EDGE``), where the exact binary search
-    decides. With w = 0.002 Da the table of a 0-250 Da spectrum is 250 kB (L2-resident), and
-    almost every ion is ranged with one load and no unpredictable branch.
+    The m/n axis from 0 is cut into cells of width w; ``table[b]`` answers every m/n in cell
+    b = [b w, (b + 1) w) directly (range index or -1) unless a range edge falls in that cell
+    or in a neighbour (``EDGE``): there the exact binary search decides. A neighbour is
+    marked too, so a cell index off by one (rounding of m / w) still never gives a wrong
+    answer: the lookup equals ``np.searchsorted`` for every m/n (tested with random tables).
+    Negative and NaN m/n go to the search as well; m/n beyond the table are unranged.
+
+    w is 0.002 Da, or finer when an interval between consecutive edges (a range's width, a
+    gap between ranges) is narrower than 4 w, so each such interval keeps a directly
+    answered cell; the table stays <= 2^20 cells (2 MB; 0.002 Da over 0-250 Da is 250 kB,
+    L2-resident). Almost every ion is ranged with one load and no unpredictable branch.
     """
 
     lo: np.ndarray  # float64, sorted lower edges
     hi: np.ndarray  # float64 upper edges
-    table: np.ndarray  # int16 bucket answers, EDGE where the binary search must decide
-    inv_width: float  # 1 / bucket width, 1/Da
+    table: np.ndarray  # int16 cell answers, EDGE where the binary search must decide
+    inv_width: float  # 1 / cell width, 1/Da
+
+    MAX_CELLS = 1 << 20
 
     @classmethod
     def build(cls, ranges: RangeTable | None, bucket_da: float = 0.002) -> RangeLookup:
@@ -75,15 +84,36 @@ class RangeLookup:
             return cls(z, z, np.full(1, -1, dtype=np.int16), 1.0 / bucket_da)
         lo = np.ascontiguousarray(ranges.lo_da, dtype=np.float64)
         hi = np.ascontiguousarray(ranges.hi_da, dtype=np.float64)
-        inv = 1.0 / bucket_da
-        nb = int(np.ceil(hi.max() * inv)) + 2
-        centres = (np.arange(nb) + 0.5) / inv
-        table = range_kernel(centres, lo, hi, np.empty(nb, dtype=np.int16))
-        edge_b = np.floor(np.concatenate([lo, hi]) * inv).astype(np.int64)
-        for d in (-1, 0, 1):
-            idx = np.clip(edge_b + d, 0, nb - 1)
-            table[idx] = EDGE
-        return cls(lo, hi, table, inv)
+        return cls(lo, hi, *lookup_table(lo, hi, bucket_da, cls.MAX_CELLS))
+
+
+def cell_width(lo: np.ndarray, hi: np.ndarray, bucket_da: float = 0.002,
+               max_cells: int = 1 << 20) -> float:
+    """The lookup's cell width: ``bucket_da``, or a quarter of the narrowest interval between
+    distinct consecutive edges, but no finer than the top edge / ``max_cells``."""
+    e = np.unique(np.concatenate([lo, hi]))
+    e = e[np.isfinite(e)]
+    top = float(max(e.max(), 0.0)) if len(e) else 0.0
+    w = float(bucket_da)
+    if len(e) > 1:
+        w = min(w, float(np.diff(e).min()) / 4.0)
+    return max(w, top / (max_cells - 3), 1e-12)
+
+
+def lookup_table(lo: np.ndarray, hi: np.ndarray, bucket_da: float = 0.002,
+                 max_cells: int = 1 << 20) -> tuple[np.ndarray, float]:
+    """(table, 1 / w) of :class:`RangeLookup` for sorted edges ``lo``, ``hi``."""
+    inv = 1.0 / cell_width(lo, hi, bucket_da, max_cells)
+    edges = np.concatenate([lo, hi])
+    edges = edges[np.isfinite(edges) & (edges >= 0)]
+    top = float(edges.max()) if len(edges) else 0.0
+    nb = int(np.ceil(top * inv)) + 2
+    centres = (np.arange(nb) + 0.5) / inv
+    table = range_kernel(centres, lo, hi, np.empty(nb, dtype=np.int16))
+    edge_b = np.floor(edges * inv).astype(np.int64)
+    for d in (-1, 0, 1):
+        table[np.clip(edge_b + d, 0, nb - 1)] = EDGE
+    return table, inv
 
 
 EDGE = -2
@@ -101,13 +131,12 @@ def exact_range(m, lo, hi):
 @njit(cache=True, nogil=True, inline="always")
 def lookup_range(m, lo, hi, table, inv_width):
     """Range index of one m/n via the lookup table (the same answer as the binary search)."""
-    r = -1
-    if m >= 0.0:  # also rejects NaN
-        b = int(m * inv_width)
-        if b < table.shape[0]:
-            r = table[b]
-            if r == EDGE:
-                r = exact_range(m, lo, hi)
+    r = EDGE
+    if m >= 0.0:  # False for NaN too
+        q = m * inv_width  # compared before the conversion: 1e30 or inf would not fit
+        r = table[int(q)] if q < table.shape[0] else -1
+    if r == EDGE:
+        r = exact_range(m, lo, hi)
     return r
 
 
@@ -118,12 +147,17 @@ def range_bucket_kernel(mass, lo, hi, table, inv_width, out):
     return out
 
 
-def range_masses(mass: np.ndarray, ranges: RangeTable | None) -> np.ndarray:
-    """Range index (int16, -1 unranged) of each m/n."""
+def range_masses(mass: np.ndarray, ranges: RangeTable | None,
+                 lookup: RangeLookup | None = None) -> np.ndarray:
+    """Range index (int16, -1 unranged) of each m/n: by ``lookup`` (the table of the same
+    ranges, built once by a caller that ranges many chunks) when given, else by search."""
     out = np.empty(len(mass), dtype=np.int16)
     if ranges is None or len(ranges) == 0:
         out[:] = -1
         return out
+    if lookup is not None:
+        return range_bucket_kernel(np.asarray(mass), lookup.lo, lookup.hi, lookup.table,
+                                   lookup.inv_width, out)
     return range_kernel(np.asarray(mass), ranges.lo_da, ranges.hi_da, out)
 
 
