@@ -116,7 +116,7 @@ class _StderrHandler(logging.StreamHandler):
     """Log lines to whatever ``sys.stderr`` is now: above a progress bar (which redirects it)
     instead of glued to it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 

@@ -173,7 +173,7 @@ def table_from_meta(stored: dict) -> RangeTable:
     """The inverse of :func:`table_to_meta`."""
     rows = stored["rows"]
     return RangeTable(
-        names=[r["name"] for r in rows], lo_da=[r["lo_da"] for r in rows],
-        hi_da=[r["hi_da"] for r in rows], composition=[dict(r["composition"]) for r in rows],
+        names=[r["name"] for r in rows], lo_da=np.array([r["lo_da"] for r in rows], float),
+        hi_da=np.array([r["hi_da"] for r in rows], float), composition=[dict(r["composition"]) for r in rows],
         charge=[int(r["charge"]) for r in rows], colour=[r["colour"] for r in rows],
         volume_nm3=[float(r["volume_nm3"]) for r in rows], source=stored.get("source", ""))

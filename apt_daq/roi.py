@@ -57,8 +57,9 @@ def parse_roi(spec: str | None) -> Roi | None:
         centre = (nums[1], nums[2], None) if len(nums) == 3 else (0.0, 0.0, None)
         return Roi("cylinder", (nums[0],), centre)
     if kind == "box" and len(nums) in (3, 6) and min(nums[:3]) > 0:
-        centre = tuple(nums[3:]) if len(nums) == 6 else (0.0, 0.0, None)
-        return Roi("box", tuple(nums[:3]), centre)  # type: ignore[arg-type]
+        at: tuple[float | None, float | None, float | None] = (
+            (nums[3], nums[4], nums[5]) if len(nums) == 6 else (0.0, 0.0, None))
+        return Roi("box", tuple(nums[:3]), at)
     raise UserError(
         f"ROI {spec!r}: expected 'cylinder:DIAMETER_NM[,X,Y]' or 'box:WX,WY,WZ[,X,Y,Z]' (nm, > 0)"
     )

@@ -1,4 +1,5 @@
-"""Run mypy on the typed seams: the drivers, the simulator, the pipeline and the run engine.
+"""Run mypy on the typed seams: the drivers, the simulator, the pipeline, the run engine, the
+config models and loader, the ROI and range models, the campaign and the CLI entry.
 
     python tools/typecheck.py            # what tests/foundation/test_types.py runs
     python tools/typecheck.py -v         # extra arguments go to mypy
@@ -9,7 +10,7 @@ and ``apt_daq.sim`` to ``sim/`` with an import hook (pyproject.toml
 the package as the interpreter sees it, a tree of symlinks in ``.mypy-tree/`` (``apt_daq/*``
 plus ``apt_daq/drivers -> drivers`` and ``apt_daq/sim -> sim``), and runs
 
-    mypy -p apt_daq.drivers -p apt_daq.sim -p apt_daq.pipeline -m apt_daq.run
+    mypy -p apt_daq.drivers -p apt_daq.sim -p apt_daq.pipeline -m apt_daq.run ... (TARGETS)
 
 from inside it with the settings of pyproject.toml ``[tool.mypy]``. Paths in mypy's messages
 read ``apt_daq/drivers/base.py`` for ``drivers/base.py`` and so on.
@@ -26,7 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TREE = ROOT / ".mypy-tree"
 TARGETS = ["-p", "apt_daq.drivers", "-p", "apt_daq.sim", "-p", "apt_daq.pipeline",
-           "-m", "apt_daq.run", "-p", "apt_daq.engine"]
+           "-m", "apt_daq.run", "-p", "apt_daq.engine",
+           # the foundation's config, ROI and range models, the campaign and the CLI's entry
+           "-p", "apt_daq.config", "-m", "apt_daq.roi", "-m", "apt_daq.rangetable",
+           "-p", "apt_daq.campaign", "-m", "apt_daq.campaign_plots", "-m", "apt_daq.cli"]
 
 
 def build_tree() -> Path:

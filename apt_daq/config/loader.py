@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from apt_daq.config.errors import ConfigError, Problems
 from apt_daq.config.models import _Model
@@ -74,7 +75,7 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
     return data, lines
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: ErrorDetails) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     words = {
         "greater_than": "must be > {gt}",

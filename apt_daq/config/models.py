@@ -63,6 +63,37 @@ class MoNeutralConfig(_Model):
         return self
 
 
+class DissociationConfig(_Model):
+    """(MO)2+ -> M+ + O+ in flight: a share d0 exp((F - F_d) / w_d) (at most 0.95) of the
+    element's detected MO molecules (docs/physics.md, "Molecular ions")."""
+
+    element: str
+    share: float = Field(..., ge=0, le=1, description="d0, the share at F_d")
+    field_v_per_nm: float = Field(19.0, gt=0, description="F_d, V/nm")
+    scale_v_per_nm: float = Field(3.0, gt=0, description="w_d, V/nm: grows with the field")
+
+
+class DirectChargeConfig(_Model):
+    """Direct evaporation of the element's atoms as 2+ (not by post-ionisation of a 1+ ion),
+    a share d_max / (1 + exp(-(T_peak - T_d) / w_T)) growing with the laser pulse's peak
+    temperature (Schreiber et al. 2014, Fe in magnetite; docs/physics.md, "Charge states")."""
+
+    element: str
+    share_max: float = Field(..., ge=0, lt=1, description="d_max")
+    temperature_k: float = Field(..., gt=0, description="T_d, K: half of d_max")
+    scale_k: float = Field(..., gt=0, description="w_T, K")
+
+
+def _default_dissociation() -> list[DissociationConfig]:
+    return [DissociationConfig(element="Mn", share=0.30, field_v_per_nm=19.0,
+                               scale_v_per_nm=3.0)]
+
+
+def _default_direct_2plus() -> list[DirectChargeConfig]:
+    return [DirectChargeConfig(element="Mn", share_max=0.97, temperature_k=150.0,
+                               scale_k=60.0)]
+
+
 def _default_mo_neutral() -> list[MoNeutralConfig]:
     return [MoNeutralConfig(element="Ni", share=0.05, field_scale_v_per_nm=1e9),
             MoNeutralConfig(element="Co", share=0.015, field_scale_v_per_nm=3.4),
@@ -83,6 +114,13 @@ class PhaseChemistryConfig(_Model):
     mo_neutral: list[MoNeutralConfig] = Field(
         default_factory=_default_mo_neutral,
         description="element-specific neutral MO losses (NiO, CoO, MnO, ...)")
+    dissociation: list[DissociationConfig] = Field(
+        default_factory=_default_dissociation,
+        description="(MO)2+ -> M+ + O+ dissociation per element (NMC811's: Mn)")
+    direct_2plus: list[DirectChargeConfig] = Field(
+        default_factory=_default_direct_2plus,
+        description="direct evaporation as 2+ per element, growing with the peak temperature "
+        "(NMC811's: Mn)")
 
 
 class PhaseConfig(_Model):
@@ -329,9 +367,9 @@ def instrument_problems(run: RunConfig, drivers: DriversConfig,
             f"{run.pulse_rate_hz:g} Hz is above instrument.max_pulse_rate_hz "
             f"{instrument.max_pulse_rate_hz:g} ({instrument.name})")))
     if run.start_voltage_v > hv.limit_v:
-        loc = (("drivers", "hv", "limit_v") if "limit_v" in hv.model_fields_set
-               else ("run", "start_voltage_v"))
-        found.append((loc, f"drivers.hv.limit_v {hv.limit_v:g} V is below "
+        at: tuple[str, ...] = (("drivers", "hv", "limit_v") if "limit_v" in hv.model_fields_set
+                               else ("run", "start_voltage_v"))
+        found.append((at, f"drivers.hv.limit_v {hv.limit_v:g} V is below "
                            f"run.start_voltage_v {run.start_voltage_v:g} V (the ramp to the "
                            "start voltage is refused)"))
     return found

@@ -196,5 +196,5 @@ def load_run(path: str | Path, overrides: dict[str, Any] | None = None) -> RunFi
 
 def detect_model(data: dict[str, Any]) -> type[_Model]:
     """Guess which model a YAML file holds, from its keys."""
-    return {"specimen": SpecimenConfig, "instrument": InstrumentConfig}.get(
-        file_kind(data), RunFile)
+    models: dict[str, type[_Model]] = {"specimen": SpecimenConfig, "instrument": InstrumentConfig}
+    return models.get(file_kind(data), RunFile)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+from pydantic import BaseModel
+
 from apt_daq.config.models import (
     AnalysisConfig,
     CoatingConfig,
@@ -31,7 +33,7 @@ def markdown_reference() -> str:
     """The config reference (docs/config.md), generated from the models' fields."""
     from apt_daq.driver_config import DldConfig, HvConfig, LaserConfig
 
-    sections = [
+    sections: list[tuple[str, type[BaseModel]]] = [
         ("Run file (top level)", RunFile), ("instrument", InstrumentConfig),
         ("specimen", SpecimenConfig), ("specimen.phases[]", PhaseConfig),
         ("specimen.grains[]", GrainConfig), ("specimen.coating", CoatingConfig),
