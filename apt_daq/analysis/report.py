@@ -255,6 +255,8 @@ def analyze(
             "k_f": recon.k_f,
             "xi": recon.xi,
             "evaporation_field_v_per_nm": recon.f_e,
+            "field_source": getattr(recon, "field_source", "configured"),
+            "step_fields": {f"{k:g}": v for k, v in getattr(recon, "step_fields", {}).items()},
             "depth_nm": recon.z_nm,
         }
     mh = multihit.result()

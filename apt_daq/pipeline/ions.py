@@ -141,7 +141,8 @@ def position_source(reader) -> str:
 
 def reconstructor_for(reader):
     """The streaming Reconstructor configured from the run: its instrument, its
-    analysis.reconstruction config and the specimen's k_f and xi."""
+    analysis.reconstruction config, the specimen's k_f and xi, and the run's evaporation
+    field (:func:`apt_daq.pipeline.reconstruction.run_fields`)."""
     from apt_daq.pipeline.reconstruction import Reconstructor
 
     inst = reader.instrument
@@ -151,10 +152,15 @@ def reconstructor_for(reader):
         rf = None
     if rf is None:
         return Reconstructor(inst)
+    from apt_daq.pipeline.reconstruction import run_fields
+
     rc = rf.analysis.reconstruction
-    return Reconstructor(inst, rc, inst.detection_efficiency,
-                         rc.field_factor or rf.specimen.field_factor,
-                         rc.image_compression or rf.specimen.image_compression)
+    f_e, source = run_fields(reader.meta, rf)
+    rec = Reconstructor(inst, rc, inst.detection_efficiency,
+                        rc.field_factor or rf.specimen.field_factor,
+                        rc.image_compression or rf.specimen.image_compression, f_e)
+    rec.field_source = source
+    return rec
 
 
 # ------------------------------------------------------------------------------ calibration

@@ -20,6 +20,8 @@ The :class:`Reconstructor` streams: it keeps the cumulative depth across chunks.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 
 import numpy as np
@@ -90,6 +92,7 @@ class Reconstructor:
         detection_efficiency: float | None = None,
         k_f: float | None = None,
         xi: float | None = None,
+        f_e: float | dict[float, float] | None = None,
     ):
         cfg = recon_cfg or ReconstructionConfig()
         self.method = cfg.method
@@ -97,6 +100,13 @@ class Reconstructor:
         self.k_f = float(k_f if k_f is not None else (cfg.field_factor or 3.3))
         self.xi = float(xi if xi is not None else (cfg.image_compression or 1.65))
         self.f_e = float(cfg.evaporation_field_v_per_nm)
+        self.step_fields: dict[float, float] = {}  # laser pJ -> F_e (a schedule's steps)
+        self.field_source = "configured"
+        if isinstance(f_e, dict) and f_e:
+            self.step_fields = {float(k): float(v) for k, v in f_e.items()}
+            self.f_e = next(iter(self.step_fields.values()))
+        elif f_e is not None and not isinstance(f_e, dict):
+            self.f_e = float(f_e)
         self.omega_nm3 = float(cfg.atomic_volume_nm3)
         self.eta = float(detection_efficiency if detection_efficiency is not None
                          else instrument.detection_efficiency)  # fmt: skip
@@ -110,10 +120,72 @@ class Reconstructor:
         y = np.empty(n, dtype=np.float32)
         z = np.empty(n, dtype=np.float32)
         v = hits["v_dc"].astype(np.float64) + hits["v_pulse"]
-        self.z_nm = bas_kernel(
-            hits["det_x"], hits["det_y"], v, self.flight_path_mm, self.k_f, self.f_e, self.xi,
-            self.omega_nm3, self.area_mm2, self.eta, self.z_nm,
-            0 if self.method == "bas" else 1, x, y, z,
-        )  # fmt: skip
+        # one field per stretch of hits at one laser energy (a schedule's steps run in turn)
+        bounds = [0, n]
+        if self.step_fields and n and "laser_pj" in (hits.dtype.names or ()):
+            lp = hits["laser_pj"]
+            bounds = [0, *(np.flatnonzero(lp[1:] != lp[:-1]) + 1).tolist(), n]
+        for a, b in itertools.pairwise(bounds):
+            f_e = self.field_at(float(hits["laser_pj"][a])) if self.step_fields else self.f_e
+            self.z_nm = bas_kernel(
+                hits["det_x"][a:b], hits["det_y"][a:b], v[a:b], self.flight_path_mm, self.k_f,
+                f_e, self.xi, self.omega_nm3, self.area_mm2, self.eta, self.z_nm,
+                0 if self.method == "bas" else 1, x[a:b], y[a:b], z[a:b],
+            )  # fmt: skip
         self.ions += n
         return x, y, z
+
+    def field_at(self, laser_pj: float) -> float:
+        """F_e of the step at ``laser_pj`` (the nearest step's; f_e without steps)."""
+        if not self.step_fields:
+            return self.f_e
+        return min(self.step_fields.items(), key=lambda kv: abs(kv[0] - laser_pj))[1]
+
+
+def run_fields(meta: dict, run_file) -> tuple[float | dict[float, float] | None, str]:
+    """The evaporation field a run's reconstruction takes, and where it comes from:
+
+    1. the user's: ``analysis.reconstruction.evaporation_field_v_per_nm`` set to anything but
+       the default (``ReconstructionConfig``'s 28 V/nm);
+    2. the run's: /meta ``evaporation_field_v_per_nm``, a number or {laser pJ: V/nm} (written
+       by whatever acquired or imported the run);
+    3. a simulated run's (/meta ``simulated``, written by the run engine): the field the simulated specimen settles to at
+       each schedule step's laser energy, pulse rate, base temperature and target detection
+       rate (:func:`apt_daq.sim.instrument.settled_field_v_per_nm`, from the run file the run
+       stored), so that the ROI is the size it says at every energy;
+    4. otherwise None: the configured default.
+    """
+    if run_file is None:
+        return None, "configured"
+    rc = run_file.analysis.reconstruction
+    default = ReconstructionConfig.model_fields["evaporation_field_v_per_nm"].default
+    if float(rc.evaporation_field_v_per_nm) != float(default):
+        return float(rc.evaporation_field_v_per_nm), "the run file's"
+    stored = meta.get("evaporation_field_v_per_nm")
+    if isinstance(stored, dict) and stored:
+        return {float(k): float(v) for k, v in stored.items()}, "the run's (/meta)"
+    if isinstance(stored, int | float) and stored > 0:
+        return float(stored), "the run's (/meta)"
+    if meta.get("simulated"):
+        try:
+            return _simulated_fields(run_file.model_dump_json()), "the simulated specimen's"
+        except Exception:  # a run file the simulator cannot rebuild: the default
+            return None, "configured"
+    return None, "configured"
+
+
+@functools.lru_cache(maxsize=32)
+def _simulated_fields(run_json: str) -> dict[float, float]:
+    from apt_daq.config import RunFile
+    from apt_daq.sim.instrument import settled_field_v_per_nm
+
+    cfg = RunFile.model_validate_json(run_json)
+    rc = cfg.run
+    out: dict[float, float] = {}
+    for step in rc.steps():
+        if float(step.laser_pj) not in out:
+            out[float(step.laser_pj)] = round(settled_field_v_per_nm(
+                cfg.instrument, cfg.specimen, step.laser_pj,
+                base_temperature_k=rc.base_temperature_k, pulse_rate_hz=rc.pulse_rate_hz,
+                target_rate=rc.target_detection_rate, seed=rc.seed), 2)
+    return out

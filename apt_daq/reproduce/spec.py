@@ -29,12 +29,11 @@ class RunSpec:
 
     @classmethod
     def make(cls, key: str, run_file: str, **overrides: Any) -> RunSpec:
-        """A run file with dotted overrides (``run__seed=3``: ``run.seed``). Unless given, the
-        reconstruction's evaporation field is the field this specimen settles to at the run's
-        laser energy (the first step's for a schedule), detection rate and temperature:
-        :func:`run_field`."""
+        """A run file with dotted overrides (``run__seed=3``: ``run.seed``). The
+        reconstruction's evaporation field is the run's own unless given: a simulated run's is
+        the field its specimen settles to at each step's laser energy
+        (:func:`apt_daq.pipeline.reconstruction.run_fields`; :func:`run_field` here)."""
         ov = {k.replace("__", "."): v for k, v in overrides.items()}
-        ov.setdefault(RECON_FIELD, run_field(run_file, ov))
         return cls(key, run_file, tuple(sorted(ov.items())))
 
     def digest(self) -> str:
