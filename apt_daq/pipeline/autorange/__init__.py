@@ -12,7 +12,9 @@ entry point for ``analyze`` and ``apt-daq range``; :func:`autorange` returns the
    peak, over all elements H..U (or the given ones), with prior costs.
 4. :mod:`.identify`: the candidate set whose isotope patterns explain all peaks jointly, by
    penalised non-negative least squares; overlapping ions share a peak by the fit.
-5. One range per identified peak, named after the ion with the largest share of it.
+5. One range per identified peak, named after the ion with the largest share of it; a peak
+   shared by ions whose m/n differ by a bin or more is cut where one ion's expected counts
+   overtake the other's (:mod:`.split`), one range per ion, in m/n order.
 """
 
 from __future__ import annotations
@@ -26,7 +28,20 @@ import numpy as np
 from apt_daq.isotopes import mass_numbers
 from apt_daq.pipeline.autorange.candidates import Candidate, matching_candidates
 from apt_daq.pipeline.autorange.identify import Fit, build_design, select, tolerance_rel
-from apt_daq.pipeline.autorange.spectrum import LogSpectrum, Peak, background, find_peaks
+from apt_daq.pipeline.autorange.spectrum import (
+    LogSpectrum,
+    Peak,
+    background,
+    find_peaks,
+    net_counts,
+)
+from apt_daq.pipeline.autorange.split import (
+    CLEAN_SHARE,
+    MIN_TEMPLATE_COUNTS,
+    nearest_template,
+    split_peak,
+    template_of,
+)
 from apt_daq.rangetable import RangeTable
 
 __all__ = ["AutoRange", "LogSpectrum", "RangeReport", "auto_ranges", "autorange",
@@ -160,7 +175,7 @@ def autorange(source, elements: list[str] | None = None,
             continue
         rows, a_mat, pos_cost = build_design(spec, bg, peaks, cands, fwhm_rel, cal_rel)
         fit = select(rows, a_mat, cands, pos_cost)
-        res = _result(spec, peaks, cands, rows, a_mat, fit)
+        res = _result(spec, bg, peaks, cands, rows, a_mat, fit)
         res.calibration_rel = cal_rel
         if best is None or res.unexplained < best.unexplained - 0.01:
             best = res
@@ -169,52 +184,70 @@ def autorange(source, elements: list[str] | None = None,
     return best if best is not None else AutoRange(empty, [], list(peaks), {}, spec)
 
 
-def _result(spec: LogSpectrum, peaks: list[Peak], cands: list[Candidate], rows, a_mat,
-            fit: Fit) -> AutoRange:
+def _near_isotopologue(c: Candidate, shift: float, m_da: float) -> float:
+    """The m/n (unshifted) of ``c``'s isotopologue nearest ``m_da`` at offset ``shift``."""
+    return float(c.peaks_da[np.argmin(np.abs(c.peaks_da * (1.0 + shift) - m_da))])
+
+
+def _result(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], cands: list[Candidate],
+            rows, a_mat, fit: Fit) -> AutoRange:
     n_p = len(peaks)
     sel = fit.selected
     contrib = a_mat[:n_p][:, sel] * fit.x[None, :] if sel else np.zeros((n_p, 0))
     contrib_err = a_mat[:n_p][:, sel] * fit.x_err[None, :] if sel else np.zeros((n_p, 0))
     id_conf = {k: 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, 0.5 * fit.delta_cost.get(k, 0)))))
                for k in sel}
+    shift = rows.shift if rows.shift is not None else np.zeros(len(cands))
+    tot = contrib.sum(1)
+    templates = []
+    for p in range(n_p):
+        if sel and tot[p] >= MIN_TEMPLATE_COUNTS and contrib[p].max() >= CLEAN_SHARE * tot[p]:
+            k = sel[int(np.argmax(contrib[p]))]
+            true_da = _near_isotopologue(cands[k], shift[k], peaks[p].mass_da)
+            templates.append(template_of(spec, bg, peaks[p], true_da))
     reports, unidentified = [], []
     names, lo, hi, comp, charge = [], [], [], [], []
     for p in range(n_p):
         pk = peaks[p]
-        tot = contrib[p].sum() if sel else 0.0
-        if tot <= 0 or tot < MIN_EXPLAINED * max(rows.y[p], 0.0):
+        if tot[p] <= 0 or tot[p] < MIN_EXPLAINED * max(rows.y[p], 0.0):
             unidentified.append(pk)
             continue
-        i = int(np.argmax(contrib[p]))
-        k = sel[i]
-        c = cands[k]
-        share = contrib[p, i] / tot
-        shift = rows.shift[k] if rows.shift is not None else 0.0
-        near = c.peaks_da[np.argmin(np.abs(c.peaks_da * (1.0 + shift) - pk.mass_da))]
-        label = _isotope_label(c.formula_dict, _total_mass_number(c, near))
-        shares = {cands[sel[j]].name: (float(contrib[p, j]), float(contrib_err[p, j]))
-                  for j in np.argsort(-contrib[p]) if contrib[p, j] > 0.001 * tot}
-        reports.append(RangeReport(c.name, c.charge, [label], pk.lo_da, pk.hi_da, pk.mass_da,
-                                   pk.net + pk.background, pk.background,
-                                   float(share * id_conf[k]), shares))
-        names.append(c.name)
-        lo.append(round(pk.lo_da, 4))
-        hi.append(round(pk.hi_da, 4))
-        comp.append(c.formula_dict)
-        charge.append(c.charge)
+        there = [i for i in np.argsort(-contrib[p]) if contrib[p, i] > 0.001 * tot[p]]
+        trues = [_near_isotopologue(cands[sel[i]], shift[sel[i]], pk.mass_da) for i in there]
+        ions = [(float(contrib[p, i]), float(contrib_err[p, i]), t)
+                for i, t in zip(there, trues, strict=True)]
+        for seg in split_peak(spec, pk, ions, nearest_template(templates, pk.mass_da)):
+            i = there[seg.ion]
+            k = sel[i]
+            c = cands[k]
+            seg_tot = sum(v[0] for v in seg.shares.values())
+            share = seg.shares[seg.ion][0] / seg_tot if seg_tot > 0 else 0.0
+            label = _isotope_label(c.formula_dict, _total_mass_number(c, trues[seg.ion]))
+            shares = {cands[sel[there[j]]].name: v for j, v in
+                      sorted(seg.shares.items(), key=lambda kv: -kv[1][0])}
+            lo_da, hi_da = float(spec.mass_at(seg.lo_bin)), float(spec.mass_at(seg.hi_bin))
+            n_seg, bg_seg = net_counts(spec, bg, lo_da, hi_da)
+            reports.append(RangeReport(c.name, c.charge, [label], lo_da, hi_da, pk.mass_da,
+                                       n_seg + bg_seg, bg_seg, float(share * id_conf[k]),
+                                       shares))
+            names.append(c.name)
+            lo.append(round(lo_da, 4))
+            hi.append(round(hi_da, 4))
+            comp.append(c.formula_dict)
+            charge.append(c.charge)
     # rounding to 4 decimals must not make neighbours overlap
     for j in range(1, len(lo)):
         if lo[j] < hi[j - 1]:
             lo[j] = hi[j - 1]
     table = RangeTable(names, np.array(lo), np.array(hi), comp, charge,
                        source="apt_daq autorange")
-    ions = {}
+    ions_out = {}
     for i, k in enumerate(sel):
-        ions[cands[k].name] = {"counts": round(float(fit.x[i]), 1),
-                               "error": round(float(fit.x_err[i]), 1),
-                               "confidence": round(id_conf[k], 4),
-                               "delta_cost": round(float(fit.delta_cost.get(k, 0.0)), 1)}
-    return AutoRange(table, reports, unidentified, ions, spec, fit)
+        ions_out[cands[k].name] = {"counts": round(float(fit.x[i]), 1),
+                                   "error": round(float(fit.x_err[i]), 1),
+                                   "confidence": round(id_conf[k], 4),
+                                   "delta_cost": round(float(fit.delta_cost.get(k, 0.0)), 1)}
+    return AutoRange(table, reports, unidentified, ions_out, spec, fit)
 
 
 def auto_ranges(stream_or_spectrum, elements: list[str] | None = None,
