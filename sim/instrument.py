@@ -149,6 +149,7 @@ class VirtualLeap:
         self.fracture_event = self.env.event()
         self.channel_step_v_per_nm = CHANNEL_STEP_V_PER_NM
         self._channel_cache: dict[int, tuple] = {}
+        self._channel_peak_k = -1.0  # peak temperature the cached channel tables are for
         self._same_channels: dict[int, bool] = {}
         self._barrier_cache: dict[int, tuple] = {}
         self._charges = self.tip.species.charges
@@ -181,6 +182,10 @@ class VirtualLeap:
         f = physics.field_v_per_nm(volts, self.specimen.field_factor, r) if volts > 0 else 0.0
         energy = self.laser.energy_pj
         peak = physics.peak_temperature_k(self.base_temperature_k, energy)
+        if peak != self._channel_peak_k:  # the charge states depend on it: new tables
+            self._channel_peak_k = peak
+            self._channel_cache.clear()
+            self._same_channels.clear()
         cool = tip.cooling(peak)
         tau, tau_c = cool.tau_1_ns, cool.tau_cone_ns
         period_s = 1.0 / self.laser.pulse_rate_hz
@@ -289,7 +294,8 @@ class VirtualLeap:
                 # (Li-poor: less conducting, the field penetrates, lower surface field)
                 sign = 1.0 if mod == 0 else -1.0
                 ch = phase_channels(comp, field, tip.species, chem, d, fixed,
-                                    math.exp(sign * li.o2_episode_coupling * amp))
+                                    math.exp(sign * li.o2_episode_coupling * amp),
+                                    self._channel_peak_k)
                 w0 = np.array(ch.weight, np.float64)
                 is_li = np.array(ch.li, bool)
                 p_li = w0[is_li].sum() / w0.sum() if len(w0) else 0.0

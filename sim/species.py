@@ -4,9 +4,11 @@ Three things live here, all plain data computed once per specimen (or per sub-bl
 field-dependent branching), never per ion:
 
 - :data:`ELEMENTS`: per element, the field-evaporation barrier ``Q(F) = q0 (1 - F / fe)`` of the
-  element bound in the oxide (or in the Cr shell), the Kingham-like 2+/1+ crossing field and
-  slope, and the molecular-ion parameters (share of ``MO+``, neutral loss weight, dissociation
-  of ``(MO)2+`` into ``M+ + O+``). Sources and calibrations are in ``docs/physics.md``.
+  element bound in the oxide (or in the Cr shell), its Kingham post-ionisation curve (the 2+
+  fraction, a sigmoid in F through the 2+/1+ crossing field) and the molecular-ion parameters
+  (share of ``MO+``, neutral loss weight). What depends on the compound (dissociation of
+  ``(MO)2+`` into ``M+ + O+``, direct evaporation as 2+) is the phase's
+  (:class:`Chemistry`). Sources and calibrations are in ``docs/physics.md``.
 - :class:`SpeciesTable`: the run's ion table (names by the project's convention, main m/n,
   charge) and the flattened isotopologue arrays the numba kernels sample from.
 - :func:`phase_channels`: for one phase at one field, the evaporation *channels* (what one
@@ -32,13 +34,10 @@ class ElementParams:
     q0_ev: float  # zero-field evaporation barrier of the bound atom, eV
     fe_v_per_nm: float  # field at which the barrier vanishes, V/nm
     csr_field_v_per_nm: float | None  # Kingham 2+/1+ = 1 crossing field; None: only 1+
-    csr_slope_dec: float = 0.75  # d log10(2+/1+) / dF near the crossing, decades per V/nm
+    kingham_width_v_per_nm: float = 1.5  # w of the 2+ fraction 1 / (1 + exp(-(F - F_x) / w))
     oxide_share: float = 0.0  # share of atoms leaving as MO+ at the reference field
     oxide_field_scale_v_per_nm: float = 8.0  # MO+ share grows as exp(-(F - F_ref) / scale)
     neutral_weight: float = 0.0  # weight of the neutral-molecule loss of MO (O2 is 1)
-    dissociation_ref: float = 0.0  # (MO)2+ -> M+ + O+ share of MO at the reference field
-    dissociation_scale_v_per_nm: float = 2.5  # ... growing as exp((F - F_diss) / scale)
-    dissociation_field_v_per_nm: float = 19.0
 
 
 # Barriers: effective values for the element bound in the oxide, calibrated so that the field
@@ -49,9 +48,7 @@ ELEMENTS: dict[str, ElementParams] = {
     "O": ElementParams(2.45, 24.0, None),
     "Ni": ElementParams(2.55, 24.5, 20.1, oxide_share=0.10, neutral_weight=0.30),
     "Co": ElementParams(2.55, 24.5, 18.1, oxide_share=0.10, neutral_weight=0.15),
-    "Mn": ElementParams(2.50, 24.0, 15.4, oxide_share=0.12, neutral_weight=0.15,
-                        dissociation_ref=0.30, dissociation_field_v_per_nm=19.0,
-                        dissociation_scale_v_per_nm=3.0),
+    "Mn": ElementParams(2.50, 24.0, 15.4, oxide_share=0.12, neutral_weight=0.15),
     "Cr": ElementParams(2.50, 24.0, 17.1),
     "Ga": ElementParams(1.30, 15.0, 24.9),
 }
@@ -84,6 +81,10 @@ class Chemistry:
     loss_scale_v_per_nm: float = 1.0
     lio_share: float = 0.01
     mo_neutral: tuple[tuple[str, float, float], ...] = ()
+    # (element, d0, F_d, w_d): (MO)2+ -> M+ + O+, share d0 exp((F - F_d) / w_d) of MO (<= 0.95)
+    dissociation: tuple[tuple[str, float, float, float], ...] = ()
+    # (element, d_max, T_d, w_T): direct 2+ share d_max / (1 + exp(-(T_peak - T_d) / w_T))
+    direct_2plus: tuple[tuple[str, float, float, float], ...] = ()
 
     def mo_neutral_share(self, element: str, field_v_per_nm: float) -> float:
         """Share of ``element``'s atoms leaving in neutral MO molecules at this field."""
@@ -93,6 +94,20 @@ class Chemistry:
                 return min(0.9, s0 * math.exp(max(-60.0, min(60.0, x))))
         return 0.0
 
+    def dissociation_share(self, element: str, field_v_per_nm: float) -> float:
+        """Share of the element's detected MO molecules that dissociate into M+ + O+."""
+        for el, d0, fd, wd in self.dissociation:
+            if el == element:
+                x = (field_v_per_nm - fd) / wd
+                return min(0.95, d0 * math.exp(max(-60.0, min(60.0, x))))
+        return 0.0
+
+    def direct_2plus_share(self, element: str, peak_k: float) -> float:
+        """Share of the element's atomic ions that leave the surface directly as 2+."""
+        for el, dmax, td, wt in self.direct_2plus:
+            if el == element:
+                return dmax / (1.0 + math.exp(max(-60.0, min(60.0, -(peak_k - td) / wt))))
+        return 0.0
 
     @classmethod
     def from_config(cls, c) -> Chemistry:
@@ -101,7 +116,11 @@ class Chemistry:
                    loss_field_v_per_nm=c.o2_loss_field_v_per_nm,
                    loss_scale_v_per_nm=c.o2_loss_scale_v_per_nm, lio_share=c.lio_share,
                    mo_neutral=tuple((m.element, m.share, m.field_scale_v_per_nm)
-                                    for m in c.mo_neutral))
+                                    for m in c.mo_neutral),
+                   dissociation=tuple((d.element, d.share, d.field_v_per_nm, d.scale_v_per_nm)
+                                      for d in c.dissociation),
+                   direct_2plus=tuple((d.element, d.share_max, d.temperature_k, d.scale_k)
+                                      for d in c.direct_2plus))
 
 
 # The chemistry of a phase is a property of the phase in the specimen YAML (``chemistry:``,
@@ -112,11 +131,21 @@ SHELL_CHEMISTRY = Chemistry(mo_neutral=(("Ni", 0.05, 1e9), ("Co", 0.015, 3.4),
                                         ("Mn", 0.015, 3.4)))
 
 
-def csr21(field_v_per_nm: float, el: ElementParams) -> float:
-    """Kingham-like 2+/1+ ratio: log-linear through the crossing field (1 at the crossing)."""
+def kingham_fraction(field_v_per_nm: float, el: ElementParams) -> float:
+    """Kingham post-ionisation: the share of the element's ions that leave the field as 2+,
+    a sigmoid in F through the 2+/1+ crossing F_x that saturates at 0 and 1:
+    f2 = 1 / (1 + exp(-(F - F_x) / w)) (3+ neglected: its crossings lie at 45-60 V/nm)."""
     if el.csr_field_v_per_nm is None:
         return 0.0
-    x = el.csr_slope_dec * (field_v_per_nm - el.csr_field_v_per_nm) * math.log(10.0)
+    x = (field_v_per_nm - el.csr_field_v_per_nm) / el.kingham_width_v_per_nm
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+def csr21(field_v_per_nm: float, el: ElementParams) -> float:
+    """Kingham 2+/1+ ratio f2 / (1 - f2) of :func:`kingham_fraction` (1 at the crossing)."""
+    if el.csr_field_v_per_nm is None:
+        return 0.0
+    x = (field_v_per_nm - el.csr_field_v_per_nm) / el.kingham_width_v_per_nm
     return math.exp(max(-60.0, min(60.0, x)))
 
 
@@ -233,7 +262,7 @@ class Channels:
 def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: SpeciesTable,
                    chem: Chemistry, li_depletion: float = 0.0,
                    fixed_oxide_share: dict[str, float] | None = None,
-                   o2_ratio_factor: float = 1.0) -> Channels:
+                   o2_ratio_factor: float = 1.0, peak_k: float = 0.0) -> Channels:
     """Evaporation channels of a phase with ``composition`` (atoms per formula unit) at a field.
 
     ``li_depletion``: share of the phase's Li that migrated away before the surface reached it
@@ -241,6 +270,9 @@ def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: 
     shell's CrO, whose O is part of its composition) rather than the field law.
     ``o2_ratio_factor``: multiplies the intrinsic O2+/O+ (a local field excursion, e.g. during
     Li-rich/Li-poor episodes of the surface: see ``apt_daq.sim.instrument``).
+    ``peak_k``: the laser pulse's peak temperature (direct evaporation as 2+).
+    Charge states of the atomic ions: a share d(T_peak) leaves directly as 2+, the rest as 1+
+    that Kingham post-ionises to 2+ with :func:`kingham_fraction`.
     """
     f = field_v_per_nm
     ch = Channels()
@@ -277,17 +309,16 @@ def phase_channels(composition: dict[str, float], field_v_per_nm: float, table: 
         if mol > 0:
             lost = mol * min(1.0, loss * p.neutral_weight)
             diss = 0.0
-            if p.dissociation_ref > 0 and idx("O+") >= 0:
-                diss = (mol - lost) * min(0.95, p.dissociation_ref * math.exp(
-                    (f - p.dissociation_field_v_per_nm) / p.dissociation_scale_v_per_nm))
+            if idx("O+") >= 0 and el not in fixed:
+                diss = (mol - lost) * chem.dissociation_share(el, f)
             ch.add(lost, mo, neutral=1, atoms=2)
             ch.add(diss, idx(f"{el}+"), idx("O+"), atoms=2)
             ch.add(mol - lost - diss, mo, atoms=2)
             if el not in fixed:
                 o_used += mol
         atomic = n - mol
-        r = csr21(f, p)
-        p2 = r / (1.0 + r)
+        direct = chem.direct_2plus_share(el, peak_k)
+        p2 = direct + (1.0 - direct) * kingham_fraction(f, p)
         ch.add(atomic * p2, idx(f"{el}2+"))
         ch.add(atomic * (1 - p2), idx(f"{el}+"))
     n_o = composition.get("O", 0.0) - o_used
