@@ -216,7 +216,8 @@ def score(table, mass: np.ndarray, truth: np.ndarray, ion_table: list) -> dict:
                 by_ion[int(canon[s])] = by_ion.get(int(canon[s]), 0) + int(n)
             best += max(by_ion.values())
     return {"correct": res["ranged_as_true"], "oracle": best / int(real.sum()),
-            "composition_error": res["composition_error_vs_detected"]}
+            "composition_error": res["composition_error_vs_detected"],
+            "true_composition": res["composition_detected"]}
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +289,14 @@ def test_range_command_writes_rrng_and_json(simulated, tmp_path, capsys):
     # the O2+ range reports its decomposition with errors
     o2 = next(r for r in rep["ranges"] if r["ion"] == "O2+" and abs(r["peak_da"] - 32) < 0.1)
     assert o2["decomposed"]["O2+"]["error"] > 0
+    # the composition is that of the decomposed counts: Ga (under CrO+ at 69 Da and MnO+
+    # at 71 Da) is in it, within 3 errors + 0.1 at.% of the truth
+    mass, truth, it, _ = simulated["lmo-cr"]
+    true = score(auto_ranges(mass), mass, truth, it)["true_composition"]
+    comp = rep["composition"]
+    assert abs(sum(c["fraction"] for c in comp.values()) - 1.0) < 1e-4
+    for el, f in true.items():
+        assert abs(comp[el]["fraction"] - f) < 3 * comp[el]["error"] + 0.001, (el, comp[el], f)
 
 
 # ------------------------------------------------------------------------------ real data

@@ -98,9 +98,28 @@ class AutoRange:
             max(p.net, 0.0) for p in self.unidentified)
         return sum(max(p.net, 0.0) for p in self.unidentified) / tot if tot > 0 else 0.0
 
+    def composition(self) -> dict[str, tuple[float, float]]:
+        """Atomic fractions (and their errors) from the fit's decomposed ion counts, overlaps
+        included (69Ga+ under 53Cr16O+ counts as Ga whichever range it falls in); errors from
+        each ion's count error, covariances between ions ignored."""
+        from apt_daq.isotopes import parse_ion
+
+        atoms: dict[str, float] = {}
+        var: dict[str, float] = {}
+        for name, d in self.ions.items():
+            for el, n in parse_ion(name)[0].items():
+                atoms[el] = atoms.get(el, 0.0) + n * d["counts"]
+                var[el] = var.get(el, 0.0) + (n * d["error"]) ** 2
+        tot = sum(atoms.values())
+        if tot <= 0:
+            return {}
+        return {el: (a / tot, math.sqrt(var[el]) / tot) for el, a in sorted(atoms.items())}
+
     def as_dict(self) -> dict:
         return {"ranges": [r.as_dict() for r in self.ranges],
                 "ions": self.ions,
+                "composition": {el: {"fraction": round(f, 6), "error": round(e, 6)}
+                                for el, (f, e) in self.composition().items()},
                 "unidentified": [{"peak_da": round(p.mass_da, 4),
                                   "window_da": [round(p.lo_da, 4), round(p.hi_da, 4)],
                                   "net_counts": round(p.net, 1)} for p in self.unidentified],
