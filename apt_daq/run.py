@@ -31,14 +31,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from apt_daq.config import RunFile, load_run
+from apt_daq.engine.blocks import BlockSizer, PacedDetector
 from apt_daq.engine.feedback import RateController
 from apt_daq.engine.loop import Acquisition, Block, load_ranges, run_meta
 from apt_daq.engine.progress import Progress as _Progress
 from apt_daq.engine.progress import clock_text as _clock_text
 from apt_daq.engine.record import UNKNOWN_FLAG, RunRecord
+from apt_daq.engine.rowbuffer import RowBuffer
 from apt_daq.engine.signals import END_SIGNALS, _detach_terminal, install_sigint, install_signals
 from apt_daq.engine.states import RunAborted, RunResult, State
 from apt_daq.engine.suspenders import Suspender, default_suspenders
+from apt_daq.engine.tally import RunTally
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, empty
 from apt_daq.io.store import RunWriter
 
@@ -76,6 +79,7 @@ class Session(RunRecord):
         on_block: Callable[[Session, dict[str, Any]], None] | None = None,
         handle_signals: bool = True,
         sigint_pauses: bool = True,
+        summary: bool = False,
     ):
         self.cfg = run_file
         self.out = Path(out) if out else Path("runs") / f"{run_file.run.name}.h5"
@@ -96,6 +100,11 @@ class Session(RunRecord):
         self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
         self._v_seen = [math.inf, -math.inf]  # range of V_dc of the stored hits
         self._ins: Instruments | None = None
+        self._rowbuf = RowBuffer()
+        self.summary = summary  # tally the end-of-run summary from the stream (RunResult.tally)
+        self._tally: RunTally | None = None
+        self._paced: PacedDetector | None = None  # a detector whose blocks the engine sizes
+        self._sizer = BlockSizer(run_file.run.chunk_pulses, None, None, 1.0)
         self._fault_logged = False
         self._t0_wall = time.monotonic()
 
@@ -146,6 +155,8 @@ class Session(RunRecord):
         self._v_set = 0.0
         self._fault_logged = False
         self._pending = None
+        self._rowbuf = RowBuffer()
+        self._tally = self._new_tally(ranges)
         counters = self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
         self._v_seen = [math.inf, -math.inf]
         self._to(State.CONNECTING)
@@ -162,7 +173,29 @@ class Session(RunRecord):
             raise
         self._finish(end, acq.reason, acq.ions, acq.pulses, counters)
         vr = (self._v_seen[0], self._v_seen[1]) if acq.ions else (0.0, 0.0)
-        return RunResult(end, acq.reason, acq.ions, acq.pulses, self.out, vr, counters)
+        return RunResult(end, acq.reason, acq.ions, acq.pulses, self.out, vr, counters,
+                         self._finish_tally())
+
+    def _new_tally(self, ranges: Any) -> RunTally | None:
+        """The summary's tally when asked for and the run has ranges (without, ``analyze``
+        finds ranges on the whole spectrum: the summary reads the file back)."""
+        if not self.summary or ranges is None or not len(ranges):
+            return None
+        try:
+            return RunTally(self.cfg, ranges, run_meta(self.cfg, ranges))
+        except Exception as e:  # an ROI the analysis would refuse: the file is read back
+            log.warning("no end-of-run summary from the stream: %s", e)
+            return None
+
+    def _finish_tally(self) -> RunTally | None:
+        tally, self._tally = self._tally, None
+        if tally is None:
+            return None
+        try:
+            return tally.finish()
+        except Exception as e:
+            log.warning("end-of-run summary from the stream dropped (%s)", e)
+            return None
 
     def _open_writer(self, ranges: Any) -> None:
         self._writer = RunWriter(self.out, run_meta(self.cfg, ranges), overwrite=self.overwrite)
@@ -200,6 +233,10 @@ class Session(RunRecord):
             self._writer.set_meta("ion_table", [list(t) for t in acq.sim_dld.ion_table])
         ctl = RateController(r.target_detection_rate, r.feedback, min(hv.limit_v, (
             r.stop.max_voltage_v or math.inf)), hv.ramp_v_per_s, hv.max_step_v)
+        self._paced = dld if isinstance(dld, PacedDetector) else None
+        buffer = self._paced.max_chunk_records if self._paced is not None else None
+        self._sizer = BlockSizer(r.chunk_pulses, r.max_block_pulses, buffer,
+                                 r.target_detection_rate)
         self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
         laser.set_pulse_rate(r.pulse_rate_hz)
         hv.output(True)
@@ -237,9 +274,10 @@ class Session(RunRecord):
             # the next chunk fires (a simulator: on its own thread) while the last one's rows
             # are built and stored; nothing touches the instruments
             dld.arm()
-            self._store_pending()
+            self._store_pending(everything=False)
         pulses_before, dropped_before = dld.counters["pulses"], dld.counters.get("dropped", 0)
-        raw = dld.read_chunk(timeout_s=max(5.0, 3 * r.chunk_pulses / r.pulse_rate_hz))
+        block = self._paced.chunk_pulses if self._paced is not None else r.chunk_pulses
+        raw = dld.read_chunk(timeout_s=max(5.0, 3 * block / r.pulse_rate_hz))
         truth = lost = None
         if acq.sim_dld is not None:
             truth, lost = acq.sim_dld.read_truth()
@@ -258,7 +296,7 @@ class Session(RunRecord):
         # a rate collapse is a fracture only if the detector saw the pulses: a block with
         # dropped records (overflow) or no pulses says nothing
         blind = block_pulses == 0 or dld.counters.get("dropped", 0) > dropped_before
-        return Block(rate, block_pulses, blind, self._now_s())
+        return Block(rate, block_pulses, blind, self._now_s(), dec.counters["records"])
 
     def _tell_watchers(self, ins: Instruments, acq: Acquisition, rate: float, row: np.ndarray,
                        raw: np.ndarray, dec: Decoded) -> None:
@@ -318,21 +356,51 @@ class Session(RunRecord):
             ins.hv.ramp_to(self._v_set)
         ins.laser.set_energy(new)
         ctl.reset()
+        self._base_block()
         self._to(State.ACQUIRING, f"step {acq.step_i}: {new:g} pJ")
         return True
 
     def _feedback_step(self, ins: Instruments, ctl: RateController, acq: Acquisition,
                        blk: Block) -> None:
-        """The next setpoint; the step is bounded by what the HV driver allows now, on ITS
-        clock (a real supply's is wall time even beside a sim DLD)."""
+        """The next setpoint (with the drift carried forward over a settled block) and the
+        next block's size; the step is bounded by what the HV driver allows now, on ITS clock
+        (a real supply's is wall time even beside a sim DLD), and by the feedback's step."""
         hv, r = ins.hv, self.cfg.run
         since_set = hv.allowed_step_v() / hv.ramp_v_per_s
-        v_next = hv.within_ramp(ctl.update(blk.rate, since_set, self._v_set))
+        v_fb = ctl.update(blk.rate, since_set, self._v_set)
+        if self._paced is not None:
+            self._paced.chunk_pulses = self._next_pulses(acq, ctl, blk)
+            step = min(r.feedback.max_step_v, hv.max_step_v)
+            v_ff = min(ctl.limit_v, v_fb * math.exp(self._sizer.feed_forward(blk.pulses)))
+            v_fb = max(self._v_set - step, min(self._v_set + step, v_ff))
+        v_next = hv.within_ramp(v_fb)
         if r.stop.max_voltage_v and v_next >= r.stop.max_voltage_v:
             acq.reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
             return
         hv.set_voltage(v_next)
+        if self._paced is not None:
+            self._sizer.record(self._v_set, v_next, blk.pulses)
         self._v_set = v_next
+
+    def _next_pulses(self, acq: Acquisition, ctl: RateController, blk: Block) -> int:
+        """The next block's pulses (:mod:`apt_daq.engine.blocks`): what is left of the stop
+        count, the instrument time and the schedule step bounds it."""
+        r = self.cfg.run
+        step = r.steps()[acq.step_i]
+        ions_left = min(x for x in (r.stop.ions and r.stop.ions - acq.ions, step.ions and
+                                    step.ions - acq.step_ions, math.inf) if x)
+        s_left = min(x for x in (r.stop.instrument_time_s and r.stop.instrument_time_s -
+                                 blk.now_s, step.duration_s and step.duration_s -
+                                 (blk.now_s - acq.step_t0), math.inf) if x)
+        return self._sizer.next(rate=blk.rate, pulses=blk.pulses, records=blk.records,
+                                sensitivity=ctl.sensitivity, ions_left=ions_left,
+                                pulses_left=s_left * r.pulse_rate_hz)
+
+    def _base_block(self) -> None:
+        """Back to the base block: the plant changed (a laser step, a pause)."""
+        self._sizer.reset()
+        if self._paced is not None:
+            self._paced.chunk_pulses = self._sizer.pulses
 
     def _wind_down(self, ins: Instruments, acq: Acquisition) -> State:
         """After a stop reason: the last rows stored, the live PNG redrawn, HV and laser off."""
@@ -374,6 +442,7 @@ class Session(RunRecord):
             time.sleep(0.05)  # paused: do not spin, whatever clock the instruments run on
         ins.laser.emission(True)
         ctl.reset()
+        self._base_block()
         self._to(State.ACQUIRING, f"resumed after {why}")
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apt_daq.cli import console as cli_console
 from apt_daq.cli import non_negative_int, positive_int
@@ -14,7 +14,7 @@ from apt_daq.cli import non_negative_int, positive_int
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from apt_daq.run import Session
+    from apt_daq.run import RunResult, Session
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         if cold_kernels(sim=run_file.drivers.dld.backend == "sim"):
             err.print(NOTICE, markup=False)
     session = Session(run_file, out=args.out, overwrite=args.overwrite,
-                      progress=not args.quiet, live_png=args.live)
+                      progress=not args.quiet, live_png=args.live, summary=True)
     server = None
     if getattr(args, "serve", None):
         from apt_daq.web import serve_session
@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
                   f"-> {Path(result.path)}")
     if session.signal is not None:
         return 128 + session.signal  # 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM
-    _summary(result.path, console)
+    _summary(result, console)
     return 0 if result.state == State.DONE else 1
 
 
@@ -101,13 +101,17 @@ def _resume_on_enter(session: Session) -> None:
             session.resume()
 
 
-def _summary(path: Path | None, console: Console) -> None:
-    """Composition of the main species and O2+/O+ of the run just written."""
-    from apt_daq.analysis.report import analyze_run
-
-    if path is None:
+def _summary(result: RunResult, console: Console) -> None:
+    """Composition of the main species and O2+/O+ of the run just written: from the counts
+    the engine took as it stored the blocks (``RunResult.tally``, no second pass over the
+    file), else (no ranges, or the tally failed) from ``analyze`` reading the file back."""
+    if result.path is None:
         return
-    s = analyze_run(path)
+    s = _tally_summary(result.tally) if result.tally is not None else None
+    if s is None:
+        from apt_daq.analysis.report import analyze_run
+
+        s = analyze_run(result.path)
     comp = sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0))
     main = ", ".join(f"{el} {100 * v['fraction']:.1f}+-{100 * v['error']:.1f}"
                      for el, v in comp[:7] if v["fraction"])
@@ -116,3 +120,17 @@ def _summary(path: Path | None, console: Console) -> None:
                                                             "Ni/(Ni+Co+Mn)", "Mn2+/Mn+")}
     if ratios:
         console.print("  ".join(f"{k} = {v:.3g}" for k, v in ratios.items()))
+
+
+def _tally_summary(tally: Any) -> dict[str, Any] | None:
+    """``analyze``'s composition, ranged ions and ratios from the engine's counts."""
+    from apt_daq.analysis.composition import composition
+    from apt_daq.analysis.ratios import ratios
+
+    if tally.calibration is None:
+        return None
+    comp, counts_by_ion = composition(tally.counts_roi, tally.ranges)
+    rat, _err = ratios(counts_by_ion, comp.atoms)
+    return {"composition": {el: {"fraction": comp.fraction(el), "error": comp.error(el)}
+                            for el in comp.atoms},
+            "ranged_ions": int(tally.counts_roi.sum()), "ratios": rat}

@@ -40,6 +40,7 @@ class Block:
     pulses: int
     blind: bool  # no pulses, or records dropped: the rate says nothing of the specimen
     now_s: float
+    records: int = 0  # DLD records read (kept or not): the detector buffer's fill
 
 
 def load_ranges(cfg: RunFile) -> Any:

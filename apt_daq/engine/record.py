@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from apt_daq.engine.rowbuffer import RowBuffer
 from apt_daq.engine.states import UNKNOWN_FLAG, State
+from apt_daq.engine.tally import RunTally
 from apt_daq.io.store import LOG_DTYPE, RunWriter
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ class RunRecord:
     _v_set: float
     _fault_logged: bool
     _t0_wall: float
+    _tally: RunTally | None  # the end-of-run summary's counts, block by block
+    _rowbuf: RowBuffer  # rows built, not yet appended (whole HDF5 chunks go out)
 
     def _now_s(self) -> float:
         virtual = self._ins.virtual if self._ins is not None else None
@@ -75,23 +79,40 @@ class RunRecord:
         return row
 
 
-    def _store_pending(self) -> None:
-        """Build the last chunk's rows and append them to the store (once, even if the append
-        fails)."""
+    def _store_pending(self, everything: bool = True) -> None:
+        """Build the last block's rows and hand them to the store: whole HDF5 chunks, or
+        ``everything`` buffered (:mod:`apt_daq.engine.rowbuffer`); once, even if the append
+        fails."""
         pending, self._pending = self._pending, None
-        if pending is None or self._writer is None:
+        if self._writer is None:
             return
-        raw, truth, lost, dec = pending
-        hits, derived = dec.records(raw)
-        self._counters["multi_hits"] += dec.counters["multi_hits"]
-        if len(hits):
-            v = hits["v_dc"]
-            self._v_seen[:] = min(self._v_seen[0], float(v.min())), max(self._v_seen[1],
-                                                                        float(v.max()))
-        self._writer.append(raw=raw if self.cfg.run.store_raw else None, hits=hits,
-                            derived=derived, lost=lost,
-                            truth=None if truth is None else np.take(truth, dec.keep))
+        if pending is not None:
+            raw, truth, lost, dec = pending
+            hits, derived = dec.records(raw)
+            self._counters["multi_hits"] += dec.counters["multi_hits"]
+            if len(hits):
+                v = hits["v_dc"]
+                self._v_seen[:] = min(self._v_seen[0], float(v.min())), max(self._v_seen[1],
+                                                                            float(v.max()))
+            if self._tally is not None:
+                self._tally_add(hits)
+            blocks = dict(raw=raw if self.cfg.run.store_raw else None, hits=hits,
+                          derived=derived, lost=lost,
+                          truth=None if truth is None else np.take(truth, dec.keep))
+        else:
+            blocks = {}
+        for name, rows in self._rowbuf.put(everything, **blocks):
+            self._writer.append(**{name: rows})
 
+    def _tally_add(self, hits: np.ndarray) -> None:
+        """The summary's counts of the block; a failure drops the tally, never the run."""
+        assert self._tally is not None
+        try:
+            self._tally.add(hits)
+        except Exception as e:
+            log.warning("end-of-run summary from the stream dropped (%s): it is read back from "
+                        "the file", e)
+            self._tally = None
 
     def _make_safe(self, ins: Instruments, pulses: int, ions: int, step: int) -> None:
         ins.laser.safe_off()

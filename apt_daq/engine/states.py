@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class State(enum.IntEnum):
@@ -30,6 +31,7 @@ class RunResult:
     path: Path | None
     voltage_range_v: tuple[float, float] = (0.0, 0.0)
     counters: dict[str, int] = field(default_factory=dict)
+    tally: Any = None  # the summary's counts (engine.tally.RunTally), when asked for
 
 
 class RunAborted(Exception):
