@@ -29,7 +29,7 @@ import simpy.rt
 from apt_daq.sim import physics
 from apt_daq.sim.detector import BLUR_MM, Detector, assemble_block, detect_seeded
 from apt_daq.sim.devices import HvSupplyModel, LaserModel
-from apt_daq.sim.species import phase_channels
+from apt_daq.sim.species import ELEMENTS, phase_channels
 from apt_daq.sim.specimen import Specimen
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig
@@ -214,7 +214,10 @@ class VirtualLeap:
         st.li_depletion, st.li_burst_ratio, st.events_per_pulse = depl, burst, lam
         st.hazard_per_s = physics.fracture_hazard_per_s(f, tip.strength_gpa)
         st.tail_mean_ns = prof.tau_eff_ns
-        return {"profile": prof, "rho_s": rho_s, "lam": lam, "burst": burst, "depl": depl,
+        li = ELEMENTS["Li"]
+        q_li = float(physics.barrier_ev(np.array([li.q0_ev]), np.array([li.fe_v_per_nm]), f)[0])
+        li_t, li_cum, li_base = physics.li_wait_table(q_li, base, peak - base, cool)
+        return {"profile": prof, "li_wait": (li_t, li_cum, li_base), "rho_s": rho_s, "lam": lam, "burst": burst, "depl": depl,
                 "dc_share": p_dc / (p_site + p_dc) if p_site + p_dc > 0 else 0.0,
                 "field": f, "period_ns": period_s * 1e9}
 
@@ -407,8 +410,10 @@ class VirtualLeap:
         p_start = phi / ((1.0 - phi) * li.burst_mean_events) if phi < 1 else 1.0
         prof = ph["profile"]
         if self._static is None:
-            self._static = (np.array(tip.densities, np.float64), sp.index("Li+"))
-        densities, li_ion = self._static
+            self._static = (np.array(tip.densities, np.float64), sp.index("Li+"),
+                            sp.index("LiO+"))
+        densities, li_ion, lio_ion = self._static
+        li_t, li_cum, li_base = ph["li_wait"]
         out = physics.generate_events(
             pulses, seed_events, tip.depth_nm, self.specimen.apex_radius_nm, tip.sin_shank,
             ph["rho_s"], densities, tip.shell_phase, tip.matrix_phase,
@@ -418,7 +423,8 @@ class VirtualLeap:
             li_ion, p_start, p_end, li.burst_spot_fraction,
             1.0 / li.modulation_mean_events, self._burst_state,
             sp.iso_start, sp.iso_mass, sp.iso_cdf,
-            prof.quantiles(), ph["dc_share"], ph["period_ns"])
+            prof.quantiles(), ph["dc_share"], ph["period_ns"],
+            lio_ion, li_t, li_cum, li_base)
         *events, depth_end, n_atoms = out
         tip.depth_nm = float(depth_end)
         self.evaporated_atoms += int(n_atoms)

@@ -299,6 +299,20 @@ def evaporation_profile(q_ev: np.ndarray, fractions: np.ndarray, base_k: float, 
     return EvaporationProfile(min(p_pulse, 50.0), min(p_dc, 50.0), t, cdf, mean_t)
 
 
+def li_wait_table(q_ev: float, base_k: float, rise_k: float, cool: Cooling,
+                  p: ThermalParams = THERMAL) -> tuple[np.ndarray, np.ndarray, float]:
+    """Li's own departure after its site opens (:func:`li_departure`): the times ``t`` (ns),
+    the integral of its rate k_Li = nu exp(-Q_Li / k T(t)) over the cooling from the pulse
+    (per ns: the expected number of escapes of an exposed Li atom), and its rate at the base
+    temperature, per ns. Q_Li(F) = q0 (1 - F / F_e) is Li's own barrier (docs/physics.md)."""
+    t = _time_grid(cool.tau_1_ns)
+    temp = base_k + rise_k * cool.shape(t)
+    k = p.attempt_frequency_hz * 1e-9 * np.exp(-q_ev / (K_B_EV_PER_K * temp))
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (k[1:] + k[:-1]) * np.diff(t))])
+    base = p.attempt_frequency_hz * 1e-9 * math.exp(-q_ev / (K_B_EV_PER_K * base_k))
+    return t, cum, base
+
+
 def li_depletion(field: float, coated: bool, p: LiMigrationParams = LI_MIGRATION) -> float:
     """Share of the Li ahead of the surface that field-driven migration carries away."""
     x = (field - p.depletion_field_v_per_nm) / p.depletion_scale_v_per_nm
@@ -433,6 +447,7 @@ def generate_events(
     p_mod_flip: float, state: np.ndarray,
     iso_start: np.ndarray, iso_mass: np.ndarray, iso_cdf: np.ndarray,
     t_quant: np.ndarray, dc_share: float, period_ns: float,
+    lio_ion: int, li_t: np.ndarray, li_cum: np.ndarray, li_rate_base_per_ns: float,
 ):
     """Turn evaporation events into ions with species, m/n, origin and departure time.
 
@@ -440,7 +455,10 @@ def generate_events(
     on/off, Li modulation low/high, burst spot x, y (nm); it carries over between blocks.
     Channel tables are indexed by phase * 2 + modulation.
     The surface recedes by each event's atoms / (density * pi rho_s^2); R follows the depth.
-    ``t_quant``: departure-time quantiles on a regular probability grid (ns).
+    ``t_quant``: departure-time quantiles on a regular probability grid (ns): when the event's
+    site opens. Li (``li_ion``, ``lio_ion``) then leaves after its own thermally activated
+    wait (:func:`li_departure`; ``li_t``, ``li_cum``: the integral of Li's rate over the
+    cooling, ``li_rate_base_per_ns`` its rate at the base temperature).
     Returns (pulse, species, mass, x0, y0, z0, t_dep_ns, neutral, depth_end_nm, atoms).
     """
     n = pulses.shape[0]
@@ -542,6 +560,9 @@ def generate_events(
             q = counter_uniform(seed, i, 8) * (t_quant.shape[0] - 1)
             iq = int(q)
             td = t_quant[iq] + (q - iq) * (t_quant[iq + 1] - t_quant[iq])
+            if (a == li_ion or a == lio_ion) and a >= 0 and li_cum.shape[0] > 0:
+                td = li_departure(td, counter_uniform(seed, i, 11), counter_uniform(seed, i, 12),
+                                  li_t, li_cum, li_rate_base_per_ns, period_ns)
         for prod in range(2):
             s = a if prod == 0 else b
             if s < 0:
@@ -564,6 +585,31 @@ def generate_events(
     state[3] = spot_y
     return (o_pulse[:k], o_sp[:k], o_mass[:k], o_x[:k], o_y[:k], o_z[:k], o_t[:k], o_neu[:k],
             depth, atoms_total)
+
+
+@njit(cache=True, nogil=True)
+def li_departure(t_open: float, u: float, u_dc: float, t: np.ndarray, cum: np.ndarray,
+                 rate_base_per_ns: float, period_ns: float) -> float:
+    """When a Li atom exposed at ``t_open`` (its neighbours left) leaves: after a wait with
+    its own rate k_Li(T(t)), i.e. where the integrated rate ``cum`` (on the times ``t``)
+    has grown by an Exp(1) draw -ln(1 - u) from ``t_open``; past the table's end at the
+    base-temperature rate, and beyond the pulse period at a uniform time (uncorrelated)."""
+    n = t.shape[0]
+    lo, hi = 0, n - 1
+    while hi - lo > 1:  # cum at t_open
+        mid = (lo + hi) // 2
+        if t[mid] <= t_open:
+            lo = mid
+        else:
+            hi = mid
+    f = (t_open - t[lo]) / (t[hi] - t[lo]) if t[hi] > t[lo] else 0.0
+    target = cum[lo] + f * (cum[hi] - cum[lo]) - math.log(1.0 - u)
+    if target >= cum[n - 1]:
+        if rate_base_per_ns <= 0.0:
+            return u_dc * period_ns
+        td = t[n - 1] + (target - cum[n - 1]) / rate_base_per_ns
+        return td if td < period_ns else u_dc * period_ns
+    return sample_cdf(target, t, cum)
 
 
 @njit(cache=True, nogil=True)

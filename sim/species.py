@@ -44,7 +44,7 @@ class ElementParams:
 # settles near the paper's conditions (docs/physics.md, "evaporation"); crossing fields of the
 # 2+/1+ Kingham curves from PHYSICS-NOTES (port of a public Kingham-curve script).
 ELEMENTS: dict[str, ElementParams] = {
-    "Li": ElementParams(1.6, 17.0, None, oxide_share=0.01),
+    "Li": ElementParams(0.8, 22.5, None, oxide_share=0.01),
     "O": ElementParams(2.45, 24.0, None),
     "Ni": ElementParams(2.55, 24.5, 20.1, oxide_share=0.10, neutral_weight=0.30),
     "Co": ElementParams(2.55, 24.5, 18.1, oxide_share=0.10, neutral_weight=0.15),
