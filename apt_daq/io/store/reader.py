@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from apt_daq.config import InstrumentConfig, RunFile
 from apt_daq.errors import DataFileError
-from apt_daq.io.store.layout import (
-    _ALIASES,
-    DATASETS,
-    _name,
-)
-from apt_daq.io.store.meta import (
-    read_meta,
-)
+from apt_daq.io.store.layout import _ALIASES, DATASETS, _name
+from apt_daq.io.store.meta import read_meta
+
+if TYPE_CHECKING:  # the config models (pydantic) load when a run's config is read
+    from apt_daq.config import InstrumentConfig, RunFile
 
 
 class RunReader:
@@ -41,11 +37,15 @@ class RunReader:
     @property
     def run_file(self) -> RunFile | None:
         cfg = self.meta.get("config")
+        from apt_daq.config import RunFile
+
         return RunFile.model_validate(cfg) if cfg else None
 
     @property
     def instrument(self) -> InstrumentConfig | None:
         if self.meta.get("instrument"):
+            from apt_daq.config import InstrumentConfig
+
             return InstrumentConfig.model_validate(self.meta["instrument"])
         rf = self.run_file
         return rf.instrument if rf else None
