@@ -9,14 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from apt_daq.campaign.sweep import (
-    PointTask,
-    Row,
-    config_sha,
-)
-from apt_daq.config import (
-    RunFile,
-)
+from apt_daq.campaign.sweep import PointTask, Row, config_sha
+from apt_daq.config import RunFile
 
 #: Run states after which a point counts as finished (a fracture is a result, not an error).
 FINISHED_STATES = ("done", "failed")

@@ -14,32 +14,11 @@ from typing import TYPE_CHECKING
 from pydantic import JsonValue
 
 from apt_daq.campaign.cluster import connect
-from apt_daq.campaign.points import (
-    FINISHED_STATES,
-    fn_name,
-    simulate_and_analyze,
-)
-from apt_daq.campaign.sweep import (
-    PointFn,
-    PointTask,
-    Row,
-    Sweep,
-    build_tasks,
-    load_sweep,
-)
-from apt_daq.campaign.table import (
-    write_table,
-)
-from apt_daq.campaign.worker import (
-    _base_row,
-    _write_json,
-    execute_point,
-    read_row,
-    recorded_row,
-)
-from apt_daq.config import (
-    SpecimenConfig,
-)
+from apt_daq.campaign.points import FINISHED_STATES, fn_name, simulate_and_analyze
+from apt_daq.campaign.sweep import PointFn, PointTask, Row, Sweep, build_tasks, load_sweep
+from apt_daq.campaign.table import write_table
+from apt_daq.campaign.worker import _base_row, _write_json, execute_point, read_row, recorded_row
+from apt_daq.config import SpecimenConfig
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -13,16 +13,8 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from apt_daq.campaign.points import (
-    FINISHED_STATES,
-    _run_state,
-    _scalar,
-)
-from apt_daq.campaign.sweep import (
-    PointFn,
-    PointTask,
-    Row,
-)
+from apt_daq.campaign.points import FINISHED_STATES, _run_state, _scalar
+from apt_daq.campaign.sweep import PointFn, PointTask, Row
 
 log = logging.getLogger(__name__)
 
