@@ -157,27 +157,20 @@ def _smooth(c: np.ndarray, sigma_bins: float) -> np.ndarray:
     return gaussian_filter1d(c.astype(np.float64), sigma_bins, mode="constant")
 
 
-def find_peaks(spec: LogSpectrum, bg: np.ndarray | None = None, *, sigma_bins: float = 2.0,
-               min_counts: float = 10.0, n_sigma: float = 5.0,
-               max_tail_rel: float = 0.04, max_front_rel: float = 0.01) -> list[Peak]:
-    """Significant peaks of ``spec`` with their windows (see module doc), by position."""
+def _significant_maxima(c: np.ndarray, s: np.ndarray, bg: np.ndarray, sigma_bins: float,
+                        min_counts: float, n_sigma: float) -> list[tuple[int, float, float, int]]:
+    """(top bin, smoothed height, net counts, FWHM bins) of each local maximum of ``s`` whose
+    counts within +-FWHM above the higher of the background and its base are significant."""
     from scipy.signal import find_peaks as sp_find_peaks
 
-    c = spec.counts.astype(np.float64)
-    if bg is None:
-        bg = background(spec)
-    s = _smooth(c, sigma_bins)
-    wide = _smooth(c, 3.0 * sigma_bins)
-    bgs = np.maximum(bg, 1e-9)
     idx, props = sp_find_peaks(s, prominence=0.5 / (2.5 * sigma_bins))
     if len(idx) == 0:
         return []
-    prom = props["prominences"]
-    base = s[idx] - prom
+    base = s[idx] - props["prominences"]
     cs = np.concatenate([[0.0], np.cumsum(c)])
     bs = np.concatenate([[0.0], np.cumsum(bg)])
-    cand = []
     n = len(c)
+    out = []
     for i, p_idx in enumerate(idx):
         h = s[p_idx]
         lvl = max(base[i], bg[p_idx])
@@ -190,15 +183,17 @@ def find_peaks(spec: LogSpectrum, bg: np.ndarray | None = None, *, sigma_bins: f
             b += 1
         w = max(2, (b - a + 1))
         lo, hi = max(0, p_idx - w), min(n, p_idx + w + 1)
-        tot = cs[hi] - cs[lo]
         ref = max(lvl * (hi - lo), bs[hi] - bs[lo])
-        net = tot - ref
+        net = cs[hi] - cs[lo] - ref
         if net >= min_counts and net >= n_sigma * math.sqrt(ref + 1.0):
-            cand.append((p_idx, h, net, b - a + 1))
-    if not cand:
-        return []
-    # merge maxima closer than a FWHM (noise on a flat top): keep the highest
-    cand.sort(key=lambda t: t[0])
+            out.append((int(p_idx), float(h), float(net), b - a + 1))
+    return out
+
+
+def _merge_close(cand: list[tuple[int, float, float, int]], s: np.ndarray) -> list[int]:
+    """Tops of the maxima, those closer than a FWHM (noise on a flat top) merged into the
+    highest."""
+    cand = sorted(cand, key=lambda t: t[0])
     merged = [cand[0]]
     for t in cand[1:]:
         prev = merged[-1]
@@ -208,52 +203,69 @@ def find_peaks(spec: LogSpectrum, bg: np.ndarray | None = None, *, sigma_bins: f
                 merged[-1] = t
         else:
             merged.append(t)
-    tops = [t[0] for t in merged]
+    return [t[0] for t in merged]
+
+
+def _peak_at(spec: LogSpectrum, s: np.ndarray, wide: np.ndarray, bg: np.ndarray, t: int,
+             left_limit: int, right_limit: int, sigma_bins: float) -> Peak:
+    """The peak with its top at bin ``t``: its window (down to where it falls into the
+    background or 1e-3 of its height below, along its tail on the smoother ``wide`` above,
+    within the limits), counts, position (parabola through the smoothed top) and FWHM."""
+    c = spec.counts
+    h = s[t]
+    bgs = np.maximum(bg, 1e-9)
+
+    def level_at(j: int) -> float:
+        nb = max(bgs[j], 1e-9)
+        return nb + max(nb, 2.0 * math.sqrt(nb / (7.5 * sigma_bins)), 1e-3 * h)
+
+    a = t
+    while a > left_limit and s[a - 1] > level_at(a - 1):
+        a -= 1
+    b = t
+    while b < right_limit and wide[b + 1] > level_at(b + 1):
+        b += 1
+    lo_bin, hi_bin = a, b + 1
+    tot = float(c[lo_bin:hi_bin].sum())
+    bgw = float(bg[lo_bin:hi_bin].sum())
+    off = 0.0
+    if 0 < t < len(c) - 1:
+        y0, y1, y2 = s[t - 1], s[t], s[t + 1]
+        den = y0 - 2 * y1 + y2
+        off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+    half = max(bg[t], 0.0) + 0.5 * (h - max(bg[t], 0.0))  # FWHM above the local level
+    aa = t
+    while aa > lo_bin and s[aa - 1] > half:
+        aa -= 1
+    bb = t
+    while bb < hi_bin - 1 and s[bb + 1] > half:
+        bb += 1
+    return Peak(float(spec.mass_at(t + 0.5 + off)), float(spec.mass_at(lo_bin)),
+                float(spec.mass_at(hi_bin)), tot - bgw, bgw,
+                float(max(1, bb - aa + 1) * spec.dl), float(h), lo_bin, hi_bin, t)
+
+
+def find_peaks(spec: LogSpectrum, bg: np.ndarray | None = None, *, sigma_bins: float = 2.0,
+               min_counts: float = 10.0, n_sigma: float = 5.0,
+               max_tail_rel: float = 0.04, max_front_rel: float = 0.01) -> list[Peak]:
+    """Significant peaks of ``spec`` with their windows (see module doc), by position."""
+    c = spec.counts.astype(np.float64)
+    if bg is None:
+        bg = background(spec)
+    s = _smooth(c, sigma_bins)
+    wide = _smooth(c, 3.0 * sigma_bins)
+    cand = _significant_maxima(c, s, bg, sigma_bins, min_counts, n_sigma)
+    if not cand:
+        return []
+    tops = _merge_close(cand, s)
     # valleys between neighbours: the minimum of the smoothed spectrum between their tops
     valleys = [int(tops[k] + np.argmin(s[tops[k]:tops[k + 1] + 1])) for k in range(len(tops) - 1)]
+    front, tail = int(max_front_rel / spec.dl), int(max_tail_rel / spec.dl)
     peaks = []
     for k, t in enumerate(tops):
-        h = s[t]
-        left_limit = valleys[k - 1] + 1 if k > 0 else 0
-        right_limit = valleys[k] if k < len(tops) - 1 else n - 1
-        front = int(max_front_rel / spec.dl)
-        tail = int(max_tail_rel / spec.dl)
-        left_limit = max(left_limit, t - front)
-        right_limit = min(right_limit, t + tail)
-
-        def level_at(j: int, h: float = h) -> float:
-            nb = max(bgs[j], 1e-9)
-            return nb + max(nb, 2.0 * math.sqrt(nb / (7.5 * sigma_bins)), 1e-3 * h)
-
-        a = t
-        while a > left_limit and s[a - 1] > level_at(a - 1):
-            a -= 1
-        b = t
-        while b < right_limit and wide[b + 1] > level_at(b + 1):
-            b += 1
-        lo_bin, hi_bin = a, b + 1
-        tot = cs[hi_bin] - cs[lo_bin]
-        bgw = bs[hi_bin] - bs[lo_bin]
-        # position: parabola through the smoothed top
-        if 0 < t < n - 1:
-            y0, y1, y2 = s[t - 1], s[t], s[t + 1]
-            den = y0 - 2 * y1 + y2
-            off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
-        else:
-            off = 0.0
-        # FWHM above the local level
-        lvl = max(bg[t], 0.0)
-        half = lvl + 0.5 * (h - lvl)
-        aa = t
-        while aa > lo_bin and s[aa - 1] > half:
-            aa -= 1
-        bb = t
-        while bb < hi_bin - 1 and s[bb + 1] > half:
-            bb += 1
-        fwhm_rel = max(1, bb - aa + 1) * spec.dl
-        peaks.append(Peak(float(spec.mass_at(t + 0.5 + off)), float(spec.mass_at(lo_bin)),
-                          float(spec.mass_at(hi_bin)), float(tot - bgw), float(bgw),
-                          float(fwhm_rel), float(h), lo_bin, hi_bin, t))
+        left = max(valleys[k - 1] + 1 if k > 0 else 0, t - front)
+        right = min(valleys[k] if k < len(tops) - 1 else len(c) - 1, t + tail)
+        peaks.append(_peak_at(spec, s, wide, bg, t, left, right, sigma_bins))
     return peaks
 
 

@@ -106,14 +106,14 @@ def split_peak(spec: LogSpectrum, pk: Peak, ions: list[tuple[float, float, float
     for i in range(1, len(b) + 1):
         if i < len(b) and owner[i] == owner[start]:
             continue
-        shares = {}
-        for k, j in enumerate(big):
+        shares: dict[int, tuple[float, float]] = {}
+        for k, jb in enumerate(big.tolist()):
             f = float(frac[k, start:i].sum())
             if f > 0:
-                shares[int(j)] = (float(n[j]) * f, float(err[j]) * f)
+                shares[jb] = (float(n[jb]) * f, float(err[jb]) * f)
         f_all = float(all_frac[start:i].sum())
-        for j in small:  # too small to place: spread like the peak
-            shares[j] = (float(n[j]) * f_all, float(err[j]) * f_all)
+        for js in small:  # too small to place: spread like the peak
+            shares[js] = (float(n[js]) * f_all, float(err[js]) * f_all)
         out.append(Segment(pk.lo_bin + start, pk.lo_bin + i, int(big[owner[start]]), shares))
         start = i
     return out
