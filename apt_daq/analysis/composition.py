@@ -12,10 +12,15 @@ of a laser-pulsed run is flat between peaks; counts_net = counts - level * width
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from apt_daq.rangetable import RangeTable
+
+if TYPE_CHECKING:
+    from apt_daq.pipeline.histogram import MassHistogram
+    from apt_daq.pipeline.ions import IonStream
 
 
 @dataclass
@@ -92,3 +97,37 @@ def composition(
         rc = np.maximum(rc - background_counts(*spectrum, ranges, bg_window_da), 0.0)
     counts = ion_counts(rc, ranges)
     return decompose(counts, ranges), counts
+
+
+@dataclass
+class StreamComposition:
+    """What one streamed pass over a run gives: ``ions`` read, ``range_counts`` per range,
+    the mass ``spectrum``, the element ``composition`` and ``ion_counts`` per ion name."""
+
+    ions: int
+    range_counts: np.ndarray
+    spectrum: MassHistogram
+    composition: Composition
+    ion_counts: dict[str, float]
+
+
+def stream_composition(stream: IonStream, bin_da: float = 0.01, max_da: float | None = None,
+                       subtract_background: bool = False) -> StreamComposition:
+    """Composition, counts per range and the mass spectrum of a whole run in one pass over
+    its ion stream, chunk by chunk: memory is the stream's chunk (:data:`ION_CHUNK` ions)
+    plus the spectrum and the counts, whatever the run's size. ``max_da``: the spectrum's
+    top (default 20 Da above the highest range)."""
+    from apt_daq.pipeline.histogram import MassHistogram, count_kernel
+
+    ranges = stream.ranges
+    if ranges is None or len(ranges) == 0:
+        raise ValueError("stream_composition needs a stream with ranges")
+    spec = MassHistogram(bin_da, float(ranges.hi_da.max()) + 20.0 if max_da is None else max_da)
+    rc = np.zeros(len(ranges), dtype=np.int64)
+    n = 0
+    for c in stream:
+        spec.add(c.mass)
+        count_kernel(c.ion, rc)
+        n += len(c)
+    comp, counts = composition(rc, ranges, (spec.counts, spec.edges), subtract_background)
+    return StreamComposition(n, rc, spec, comp, counts)

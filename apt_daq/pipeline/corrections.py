@@ -176,7 +176,7 @@ def corrected_mass(hits: np.ndarray, t0_ns: float, flight_path_mm: float,
     out = np.empty(len(hits), dtype=np.float64)
     corrected_mass_kernel(hits["tof"], hits["det_x"], hits["det_y"], hits["v_dc"],
                           hits["v_pulse"], float(t0_ns), float(flight_path_mm), float(beta),
-                          cal.vc, cal.bc, out)  # fmt: skip
+                          coeffs(cal.vc, 3), coeffs(cal.bc, 6), out)  # fmt: skip
     return out
 
 

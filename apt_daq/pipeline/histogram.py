@@ -13,9 +13,21 @@ def hist_kernel(values, lo, inv_width, counts):
     for i in range(values.shape[0]):
         v = values[i]
         if v >= lo:
-            b = int((v - lo) * inv_width)
-            if b < nb:
-                counts[b] += 1
+            q = (v - lo) * inv_width  # compared before the conversion: 1e30 would not fit
+            if q < nb:
+                counts[int(q)] += 1
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def count_kernel(index, counts):
+    """``counts[j] += 1`` for each ``index`` value j in [0, len(counts)) (a range index; -1,
+    unranged, and anything beyond are dropped): ``np.bincount`` without its temporaries."""
+    nb = counts.shape[0]
+    for i in range(index.shape[0]):
+        j = index[i]
+        if j >= 0 and j < nb:
+            counts[j] += 1
     return counts
 
 

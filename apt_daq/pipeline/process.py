@@ -16,7 +16,7 @@ from apt_daq.config import InstrumentConfig
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
 from apt_daq.pipeline.corrections import Calibration, coeffs, correction_factor
 from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
-from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range
+from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range, fix_edges, table_cell
 from apt_daq.pipeline.tof import mass_da as mn_kernel
 from apt_daq.rangetable import RangeTable
 
@@ -79,17 +79,12 @@ def range_pass(mass_da, k, lo, hi, table, inv_width, ion):
     nb = table.shape[0]
     edges = 0
     for j in range(k):
-        x = np.float64(mass_da[j])
-        r = EDGE
-        if x >= 0.0:  # False for NaN too
-            q = x * inv_width  # compared before the conversion: 1e30 or inf would not fit
-            r = table[int(q)] if q < nb else -1
+        c = table_cell(np.float64(mass_da[j]), inv_width, nb)
+        r = table[c] if c >= 0 else c
         ion[j] = r
         edges += r == EDGE
     if edges:
-        for j in range(k):
-            if ion[j] == EDGE:
-                ion[j] = exact_range(np.float64(mass_da[j]), lo, hi)
+        fix_edges(mass_da, k, lo, hi, ion)
 
 
 @njit(cache=True, parallel=True)
@@ -265,3 +260,49 @@ def process_chunk(
                        threads=threads)
     hits, derived = dec.records(raw)
     return hits, derived, dec.keep, dec.counters
+
+
+@njit(cache=True, nogil=True)
+def derive_kernel(hits, t0_ns, flight_path_mm, beta, vc, bc, lo, hi, table, inv_width, out):
+    """The ion stream's pass over stored hits: for each HIT_DTYPE record, the calibrated m/n
+    (the one m/n kernel over TOF, detector position and V_dc + beta V_pulse, over the voltage
+    and bowl corrections), stored float32, its range index (table lookup of that float32
+    value, exact search at edges) and x, y, z NaN, written into DERIVED_DTYPE ``out`` in
+    one pass (the records read once, each output row written once)."""
+    nb = table.shape[0]
+    edges = 0
+    for i in range(hits.shape[0]):
+        h = hits[i]
+        x = np.float64(h.det_x)
+        y = np.float64(h.det_y)
+        v = np.float64(h.v_dc) + beta * h.v_pulse
+        m = mn_kernel(np.float64(h.tof), x, y, v, t0_ns, flight_path_mm) / correction_factor(
+            v, x, y, vc, bc)
+        mf = np.float32(m)
+        d = out[i]
+        d.mass = mf
+        c = table_cell(np.float64(mf), inv_width, nb)
+        r = table[c] if c >= 0 else c
+        d.ion = r
+        d.x = np.nan
+        d.y = np.nan
+        d.z = np.nan
+        edges += r == EDGE
+    if edges:  # edge cells by the search, in a second loop (see fix_edges)
+        for i in range(out.shape[0]):
+            if out[i].ion == EDGE:
+                out[i].ion = exact_range(np.float64(out[i].mass), lo, hi)
+    return out
+
+
+def derive(hits: np.ndarray, calibration: Calibration, t0_ns: float, flight_path_mm: float,
+           lookup: RangeLookup) -> np.ndarray:
+    """DERIVED_DTYPE rows of a HIT_DTYPE chunk (:func:`derive_kernel`): calibrated m/n,
+    range index (-1 unranged), x, y, z NaN."""
+    check(hits, HIT_DTYPE, "derive hits")
+    out = np.empty(len(hits), DERIVED_DTYPE)
+    cal = calibration
+    derive_kernel(hits, float(t0_ns), float(flight_path_mm), float(cal.beta),  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
+                  coeffs(cal.vc, 3), coeffs(cal.bc, 6), lookup.lo, lookup.hi, lookup.table,
+                  float(lookup.inv_width), out)  # fmt: skip
+    return out

@@ -129,21 +129,40 @@ def exact_range(m, lo, hi):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def lookup_range(m, lo, hi, table, inv_width):
-    """Range index of one m/n via the lookup table (the same answer as the binary search)."""
-    r = EDGE
+def table_cell(m, inv_width, n_cells):
+    """The lookup-table cell of one m/n, or -1 (beyond the table: unranged) or ``EDGE`` (a
+    negative or NaN m/n: the search decides). The caller answers ``table[c] if c >= 0 else
+    c`` itself: an inlined helper that takes an array costs numba reference counting on
+    every call (measured 12 ns per m/n against 1 ns)."""
     if m >= 0.0:  # False for NaN too
         q = m * inv_width  # compared before the conversion: 1e30 or inf would not fit
-        r = table[int(q)] if q < table.shape[0] else -1
-    if r == EDGE:
-        r = exact_range(m, lo, hi)
-    return r
+        return int(q) if q < n_cells else -1
+    return EDGE
+
+
+@njit(cache=True, nogil=True)
+def fix_edges(mass, k, lo, hi, ion):
+    """Replace each ``EDGE`` among the first k answers by the binary search's. (A second
+    loop, not a call inside the lookup loop: each call of a compiled function that takes
+    arrays costs numba reference counting, more than the lookup itself.)"""
+    for j in range(k):
+        if ion[j] == EDGE:
+            ion[j] = exact_range(np.float64(mass[j]), lo, hi)
 
 
 @njit(cache=True, nogil=True)
 def range_bucket_kernel(mass, lo, hi, table, inv_width, out):
-    for i in range(mass.shape[0]):
-        out[i] = lookup_range(mass[i], lo, hi, table, inv_width)
+    """Range index of each m/n by the lookup table (the binary search's answer, exactly)."""
+    n = mass.shape[0]
+    nb = table.shape[0]
+    edges = 0
+    for i in range(n):
+        c = table_cell(np.float64(mass[i]), inv_width, nb)
+        r = table[c] if c >= 0 else c
+        out[i] = r
+        edges += r == EDGE
+    if edges:
+        fix_edges(mass, n, lo, hi, out)
     return out
 
 
