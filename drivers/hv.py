@@ -28,6 +28,8 @@ from apt_daq.drivers.scpi import (
 )
 from apt_daq.drivers.serial_line import LineSession
 
+from apt_daq.wire.scpi_commands import HV
+
 
 @dataclass(frozen=True)
 class HvCommands:
@@ -52,15 +54,17 @@ class HvCommands:
 
 
 SCPI_HV = HvCommands(
-    idn="*IDN?", clear_status="*CLS",
-    set_limit="SOUR:VOLT:LIM {}", get_limit="SOUR:VOLT:LIM?",
-    set_voltage="SOUR:VOLT {}", get_voltage="SOUR:VOLT?",
-    output_on="OUTP ON", output_off="OUTP OFF", get_output="OUTP?",
-    measure_voltage="MEAS:VOLT?", measure_current="MEAS:CURR?",
-    get_trip="OUTP:PROT:TRIP?", clear_trip="OUTP:PROT:CLE", reset="*RST",
-    set_slew="SOUR:VOLT:SLEW {}", get_slew="SOUR:VOLT:SLEW?",
+    idn=HV.idn.text, clear_status=HV.clear_status.text,
+    set_limit=HV.set_limit.text, get_limit=HV.get_limit.text,
+    set_voltage=HV.set_voltage.text, get_voltage=HV.get_voltage.text,
+    output_on=HV.set_output.format(True), output_off=HV.set_output.format(False),
+    get_output=HV.get_output.text,
+    measure_voltage=HV.measure_voltage.text, measure_current=HV.measure_current.text,
+    get_trip=HV.get_trip.text, clear_trip=HV.clear_trip.text, reset=HV.reset.text,
+    set_slew=HV.set_slew.text, get_slew=HV.get_slew.text,
 )
-"""The standard SCPI subset (LF terminated, over a TCP socket or any VISA resource)."""
+"""The standard SCPI subset (LF terminated, over a TCP socket or any VISA resource), as
+:data:`apt_daq.wire.scpi_commands.HV` declares it."""
 
 LINE_HV = HvCommands(
     idn="ID?", clear_status=None,

@@ -18,6 +18,8 @@ from apt_daq.drivers.instrument import (
     quantize_mv,
 )
 
+from apt_daq.wire.scpi_commands import HV
+
 log = logging.getLogger("apt_daq.drivers.base")
 
 
@@ -127,10 +129,10 @@ class HighVoltageSupply(Instrument):
 
     def _cmd_setpoint(self, volts: float) -> str:
         """The command text naming a setpoint in messages (backends use their wire form)."""
-        return f"SOUR:VOLT {_fmt_v(volts)}"
+        return HV.set_voltage.format(volts)
 
     def _cmd_output(self, on: bool) -> str:
-        return f"OUTP {'ON' if on else 'OFF'}"
+        return HV.set_output.format(on)
 
     def _ensure(self) -> None:
         """Reconnect (and resync) if the link is known to be broken. Backends override."""

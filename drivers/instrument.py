@@ -12,6 +12,8 @@ from typing import Any, Literal
 from apt_daq.drivers.clock import Clock, WallClock
 from apt_daq.drivers.errors import BadReply, ConnectionLost, DriverError
 
+from apt_daq.wire.scpi_commands import fmt_number
+
 log = logging.getLogger("apt_daq.drivers.base")
 
 
@@ -64,8 +66,7 @@ class Instrument(abc.ABC):
         return f"<{type(self).__name__} {self.name}>"
 
 
-def _fmt_v(v: float) -> str:
-    return f"{v:.3f}".rstrip("0").rstrip(".")
+_fmt_v = fmt_number  # the wire's number format, in messages too
 
 
 def quantize_mv(volts: float) -> float:

@@ -18,20 +18,25 @@ from apt_daq.drivers.scpi import (
     parse_str,
 )
 
+from apt_daq.wire.scpi_commands import LASER
+
 
 @dataclass(frozen=True)
 class LaserCommands:
-    idn: str = "*IDN?"
-    clear_status: str = "*CLS"
-    reset: str = "*RST"
-    set_energy: str = "SOUR:PULS:ENER {}"  # pJ
-    get_energy: str = "SOUR:PULS:ENER?"
-    set_rate: str = "SOUR:PULS:FREQ {}"  # Hz
-    get_rate: str = "SOUR:PULS:FREQ?"
-    emission_on: str = "OUTP ON"
-    emission_off: str = "OUTP OFF"
-    get_emission: str = "OUTP?"
-    get_interlock: str = "SYST:INTL?"  # 1 open, 0 closed
+    """The laser's command texts, as :data:`apt_daq.wire.scpi_commands.LASER` declares them
+    (``{}`` is a number formatted by ``fmt_number``)."""
+
+    idn: str = LASER.idn.text
+    clear_status: str = LASER.clear_status.text
+    reset: str = LASER.reset.text
+    set_energy: str = LASER.set_energy.text  # pJ
+    get_energy: str = LASER.get_energy.text
+    set_rate: str = LASER.set_rate.text  # Hz
+    get_rate: str = LASER.get_rate.text
+    emission_on: str = LASER.set_emission.format(True)
+    emission_off: str = LASER.set_emission.format(False)
+    get_emission: str = LASER.get_emission.text
+    get_interlock: str = LASER.get_interlock.text  # 1 open, 0 closed
 
 
 SCPI_LASER = LaserCommands()

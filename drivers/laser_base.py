@@ -11,6 +11,8 @@ from apt_daq.drivers.errors import ConnectionLost, DriverError, SafetyError
 from apt_daq.drivers.hv_base import HighVoltageSupply
 from apt_daq.drivers.instrument import Instrument, _fmt_v, _read_back_off, quantize_mv
 
+from apt_daq.wire.scpi_commands import LASER
+
 
 class Laser(Instrument):
     """The pulsed UV laser. Emission is refused while the attached HV supply reports a trip."""
@@ -49,10 +51,10 @@ class Laser(Instrument):
         """True while the safety interlock is open (emission impossible)."""
 
     def _cmd_energy(self, pj: float) -> str:
-        return f"SOUR:PULS:ENER {_fmt_v(pj)}"
+        return LASER.set_energy.format(pj)
 
     def _cmd_emission(self, on: bool) -> str:
-        return f"OUTP {'ON' if on else 'OFF'}"
+        return LASER.set_emission.format(on)
 
     def set_energy(self, pj: float) -> None:
         """Pulse energy, pJ; refused outside ``0..max_energy_pj``."""
@@ -68,7 +70,7 @@ class Laser(Instrument):
         """Pulse repetition rate, Hz (> 0)."""
         with self.lock:
             if not (math.isfinite(hz) and hz > 0):
-                raise self.error(SafetyError, f"SOUR:PULS:FREQ {hz:g}", "refused: must be > 0 Hz")
+                raise self.error(SafetyError, LASER.set_rate.format(hz), "refused: must be > 0 Hz")
             self._send_pulse_rate(float(hz))
 
     def emission(self, on: bool) -> None:

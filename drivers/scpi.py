@@ -10,14 +10,13 @@ Layers:
 - :class:`ScpiSession` adds the SCPI rules: a setting is followed by ``SYST:ERR?`` and a
   non-zero code raises :class:`~apt_daq.drivers.base.InstrumentError`.
 
-The transports live in :mod:`apt_daq.drivers.transports` and the link in
+The number format, the reply parsers and the command table live in
+:mod:`apt_daq.wire.scpi_commands` (the emulator's server reads them too); the transports live in :mod:`apt_daq.drivers.transports` and the link in
 :mod:`apt_daq.drivers.link`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
 
 from apt_daq.drivers.errors import BadReply, ConnectionLost, DriverTimeout, InstrumentError
@@ -33,54 +32,21 @@ from apt_daq.drivers.transports import (
     split_resource,
 )
 
+from apt_daq.wire.scpi_commands import (
+    COMMON,
+    fmt_number,
+    parse_bool,
+    parse_error,
+    parse_float,
+    parse_str,
+)
+
 __all__ = [
     "Link", "ScpiSession", "SessionLifecycle", "SocketTransport", "T", "Transport",
     "VisaTransport", "_nodelay", "_resource_manager", "fmt_number", "make_transport",
     "parse_bool", "parse_error", "parse_float", "parse_socket_resource", "parse_str",
     "split_resource",
 ]
-
-# --------------------------------------------------------------------------- formats
-
-
-def fmt_number(x: float) -> str:
-    """A number as the wire carries it: fixed point, at most 3 decimals, no trailing zeros."""
-    return f"{float(x):.3f}".rstrip("0").rstrip(".")
-
-
-def parse_float(reply: str) -> float:
-    """A finite number. ``nan``/``inf`` (which ``float`` accepts) are refused: a read-back the
-    safety rules rely on must be a real value."""
-    value = float(reply.strip())
-    if not math.isfinite(value):
-        raise ValueError(f"not a finite number: {reply.strip()!r}")
-    return value
-
-
-def parse_bool(reply: str) -> bool:
-    """``1``/``0`` (also ``ON``/``OFF``, as some instruments answer ``OUTP?``)."""
-    r = reply.strip().upper()
-    if r in ("1", "ON"):
-        return True
-    if r in ("0", "OFF"):
-        return False
-    raise ValueError(f"not 1/0/ON/OFF: {reply!r}")
-
-
-def parse_str(reply: str) -> str:
-    return reply.strip()
-
-
-_ERR = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
-
-
-def parse_error(reply: str) -> tuple[int, str]:
-    """``SYST:ERR?`` reply ``code,"message"`` -> (code, message); ``0,"No error"`` is (0, ...)."""
-    m = _ERR.match(reply)
-    if not m:
-        raise ValueError(f'not code,"message": {reply!r}')
-    return int(m.group(1)), m.group(2)
-
 
 class ScpiSession(Link):
     """SCPI rules on a link: settings are checked with ``SYST:ERR?``."""
@@ -100,7 +66,7 @@ class ScpiSession(Link):
 
     def check_error(self, after: str) -> None:
         """Read ``SYST:ERR?``; a non-zero code raises InstrumentError naming ``after``."""
-        text = self.exchange("SYST:ERR?", True)
+        text = self.exchange(COMMON.error.header, True)
         assert text is not None
         try:
             code, message = parse_error(text)

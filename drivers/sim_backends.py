@@ -26,8 +26,10 @@ from apt_daq.drivers.base import (
     Laser,
 )
 from apt_daq.sim.devices import DeviceError, HvSupplyModel, LaserModel
+from apt_daq.sim.scpi_server import HvScpiInterface, LaserScpiInterface
 
 from apt_daq.hits import RAW_DTYPE, TRUTH_DTYPE
+from apt_daq.wire.scpi_commands import HV, LASER, format_error
 
 if TYPE_CHECKING:
     from apt_daq.sim.instrument import SimBlock, VirtualLeap
@@ -126,7 +128,7 @@ def _call(drv: Any, command: str, fn: Callable[..., T], *args: Any) -> T:
             return fn(*args)
     except DeviceError as e:
         raise InstrumentError(drv.name, command, f"instrument error {e.code}: {e.message}",
-                              f'{e.code},"{e.message}"', code=e.code) from e
+                              format_error(e.code, e.message), code=e.code) from e
 
 
 class SimHv(HighVoltageSupply):
@@ -140,14 +142,15 @@ class SimHv(HighVoltageSupply):
                          hardware_ramp=hardware_ramp, clock=LeapClock(leap))
         self.leap = leap
         self.model: HvSupplyModel = leap.hv
-        self.idn = "apt-daq,HV-SIM,0,1.0"
+        self.idn = HvScpiInterface.idn  # what the emulator answers
 
     def connect(self) -> None:
         with self.lock:
             self.connected = True
-            _call(self, f"SOUR:VOLT:LIM {self.limit_v:g}", self.model.set_limit, self.limit_v)
+            _call(self, HV.set_limit.format(self.limit_v), self.model.set_limit,
+                  self.limit_v)
             if self.hardware_ramp:
-                _call(self, f"SOUR:VOLT:SLEW {self.ramp_v_per_s:g}", self.model.set_slew,
+                _call(self, HV.set_slew.format(self.ramp_v_per_s), self.model.set_slew,
                       self.ramp_v_per_s)
             self._sync(first=True)
 
@@ -161,22 +164,22 @@ class SimHv(HighVoltageSupply):
         _call(self, self._cmd_output(on), self.model.set_output, on)
 
     def _read_setpoint(self) -> float:
-        return _call(self, "SOUR:VOLT?", lambda: self.model.setpoint_v)
+        return _call(self, HV.get_voltage.text, lambda: self.model.setpoint_v)
 
     def _read_output(self) -> bool:
-        return _call(self, "OUTP?", lambda: self.model.output_on)
+        return _call(self, HV.get_output.text, lambda: self.model.output_on)
 
     def _send_clear_trip(self) -> None:
-        _call(self, "OUTP:PROT:CLE", self.model.clear_trip)
+        _call(self, HV.clear_trip.text, self.model.clear_trip)
 
     def voltage(self) -> float:
-        return _call(self, "MEAS:VOLT?", self.model.measured_v)
+        return _call(self, HV.measure_voltage.text, self.model.measured_v)
 
     def current(self) -> float:
-        return _call(self, "MEAS:CURR?", lambda: self.model.current_a)
+        return _call(self, HV.measure_current.text, lambda: self.model.current_a)
 
     def tripped(self) -> bool:
-        t = _call(self, "OUTP:PROT:TRIP?", lambda: self.model.tripped)
+        t = _call(self, HV.get_trip.text, lambda: self.model.tripped)
         if t:
             self._on = False
         return t
@@ -190,7 +193,7 @@ class SimLaser(Laser):
         super().__init__(resource, max_energy_pj=max_energy_pj, hv=hv, clock=LeapClock(leap))
         self.leap = leap
         self.model: LaserModel = leap.laser
-        self.idn = "apt-daq,LASER-SIM,0,1.0"
+        self.idn = LaserScpiInterface.idn
 
     def connect(self) -> None:
         self.connected = True
@@ -202,22 +205,22 @@ class SimLaser(Laser):
         _call(self, self._cmd_energy(pj), self.model.set_energy, pj)
 
     def _send_pulse_rate(self, hz: float) -> None:
-        _call(self, f"SOUR:PULS:FREQ {hz:g}", self.model.set_pulse_rate, hz)
+        _call(self, LASER.set_rate.format(hz), self.model.set_pulse_rate, hz)
 
     def _send_emission(self, on: bool) -> None:
         _call(self, self._cmd_emission(on), self.model.set_emission, on)
 
     def energy(self) -> float:
-        return _call(self, "SOUR:PULS:ENER?", lambda: self.model.energy_pj)
+        return _call(self, LASER.get_energy.text, lambda: self.model.energy_pj)
 
     def pulse_rate(self) -> float:
-        return _call(self, "SOUR:PULS:FREQ?", lambda: self.model.pulse_rate_hz)
+        return _call(self, LASER.get_rate.text, lambda: self.model.pulse_rate_hz)
 
     def emission_on(self) -> bool:
-        return _call(self, "OUTP?", lambda: self.model.emission_on)
+        return _call(self, LASER.get_emission.text, lambda: self.model.emission_on)
 
     def interlock_open(self) -> bool:
-        return _call(self, "SYST:INTL?", lambda: self.model.interlock_open)
+        return _call(self, LASER.get_interlock.text, lambda: self.model.interlock_open)
 
 
 class SimDld(DelayLineDetector):

@@ -31,8 +31,26 @@ from collections.abc import Callable
 
 from apt_daq.sim.devices import DeviceError, History, HvSupplyModel, LaserModel
 
-NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-BOOL = r"(ON|OFF|1|0)"
+from apt_daq.wire.scpi_commands import (
+    BOOL_RE,
+    COMMON,
+    DATA_TYPE_ERROR,
+    ERROR_MESSAGES,
+    HV,
+    LASER,
+    NO_ERROR,
+    NUMBER_RE,
+    PARAMETER_NOT_ALLOWED,
+    QUEUE_OVERFLOW,
+    TOO_MUCH_DATA,
+    UNDEFINED_HEADER,
+    ScpiCommand,
+    arg_is_on,
+    format_error,
+)
+
+NUMBER = NUMBER_RE  # the old names of the argument patterns
+BOOL = BOOL_RE
 QUEUE_DEPTH = 16  # SCPI error queue entries; a full queue ends in -350 "Queue overflow"
 MAX_LINE = 4096  # bytes of one command line (without its newline)
 MAX_CLIENTS = 8  # concurrent connections per server; one more is closed at once
@@ -88,7 +106,7 @@ def remote_warning(host: str) -> str:
             "authentication: anyone who can reach these ports can drive the HV supply (kV), "
             "the laser and the emulator's control port")
 
-Handler = Callable[..., str | None]
+Handler = Callable[..., float | bool | str | None]  # a value the reply format turns into text
 
 
 def mnemonic(short: str, long: str) -> str:
@@ -96,28 +114,6 @@ def mnemonic(short: str, long: str) -> str:
     assert long.upper().startswith(short.upper())
     rest = long[len(short):]
     return re.escape(short) + (f"(?:{re.escape(rest)})?" if rest else "")
-
-
-def header(*parts: tuple[str, str]) -> str:
-    return ":".join(mnemonic(s, lg) for s, lg in parts)
-
-
-SOUR = ("SOUR", "SOURCE")
-VOLT = ("VOLT", "VOLTAGE")
-LIM = ("LIM", "LIMIT")
-OUTP = ("OUTP", "OUTPUT")
-MEAS = ("MEAS", "MEASURE")
-CURR = ("CURR", "CURRENT")
-PROT = ("PROT", "PROTECTION")
-PULS = ("PULS", "PULSE")
-ENER = ("ENER", "ENERGY")
-FREQ = ("FREQ", "FREQUENCY")
-SYST = ("SYST", "SYSTEM")
-ERR = ("ERR", "ERROR")
-
-
-def _on(text: str) -> bool:
-    return text.upper() in ("ON", "1")
 
 
 class ScpiInterface:
@@ -131,33 +127,41 @@ class ScpiInterface:
         self.errors: deque[tuple[int, str]] = deque(maxlen=QUEUE_DEPTH)
         self.commands_seen = History()  # the last lines received, for tests and logs
         self._table: list[tuple[re.Pattern[str], Handler]] = []
-        self.add(r"\*IDN\?", lambda: self.idn)
-        self.add(r"\*RST", self._reset)
-        self.add(r"\*CLS", self.errors.clear)
-        self.add(r"\*OPC\?", lambda: "1")
-        self.add(header(SYST, ERR) + r"(?::NEXT)?\?", self._next_error)
+        c = COMMON
+        self.add(c.idn, lambda: self.idn)
+        self.add(c.reset, self._reset)
+        self.add(c.clear_status, self.errors.clear)
+        self.add(c.operation_complete, lambda: "1")
+        self.add(c.error, self._next_error)
 
-    def add(self, pattern: str, handler: Handler) -> None:
-        self._table.append((re.compile(pattern, re.IGNORECASE), handler))
+    def add(self, command: ScpiCommand, handler: Handler) -> None:
+        """Serve ``command`` (its pattern from :mod:`apt_daq.wire.scpi_commands`): ``handler``
+        gets the argument (a number as float, a boolean as bool) and returns the value the
+        command's reply format turns into the reply line (None: no reply)."""
+        def call(*groups: str) -> str | None:
+            args: list[float | bool] = [_arg(command, g) for g in groups]
+            out = handler(*args)
+            return None if out is None else command.reply(out)
+        self._table.append((re.compile(command.pattern(), re.IGNORECASE), call))
 
     def push_error(self, code: int, message: str) -> None:
         """Queue an error (message stored as printable ASCII). A full queue keeps its oldest
         entries and its last becomes -350 "Queue overflow" (SCPI-99 21.8)."""
         entry = (int(code), printable(str(message)))
         if len(self.errors) >= QUEUE_DEPTH:
-            self.errors[-1] = (-350, "Queue overflow")
+            self.errors[-1] = (QUEUE_OVERFLOW, ERROR_MESSAGES[QUEUE_OVERFLOW])
         else:
             self.errors.append(entry)
 
     def too_long(self) -> None:
         """A line over :data:`MAX_LINE` bytes arrived (and was discarded)."""
-        self.push_error(-223, f"Too much data: command line over {MAX_LINE} bytes")
+        self.push_error(TOO_MUCH_DATA, f"{ERROR_MESSAGES[TOO_MUCH_DATA]}: command line over "
+                        f"{MAX_LINE} bytes")
 
     def _next_error(self) -> str:
         if not self.errors:
-            return '0,"No error"'
-        code, message = self.errors.popleft()
-        return '{},"{}"'.format(code, message.replace('"', '""'))
+            return format_error(NO_ERROR, ERROR_MESSAGES[NO_ERROR])
+        return format_error(*self.errors.popleft())
 
     def _reset(self) -> None:
         self.model.reset()
@@ -191,62 +195,60 @@ class ScpiInterface:
                 self.push_error(e.code, e.message)
                 return None
             except ValueError as e:
-                self.push_error(-104, f"Data type error: {e}")
+                self.push_error(DATA_TYPE_ERROR, f"{ERROR_MESSAGES[DATA_TYPE_ERROR]}: {e}")
                 return None
             return None if out is None else str(out)
         head = line.split(" ", 1)[0]
         if re.search(r"\s", line) and any(p.fullmatch(head) for p, _ in self._table):
-            self.push_error(-108, f"Parameter not allowed: {line}")
+            self.push_error(PARAMETER_NOT_ALLOWED,
+                            f"{ERROR_MESSAGES[PARAMETER_NOT_ALLOWED]}: {line}")
         else:
-            self.push_error(-113, f"Undefined header: {line}")
+            self.push_error(UNDEFINED_HEADER, f"{ERROR_MESSAGES[UNDEFINED_HEADER]}: {line}")
         return None
 
 
-def _num(text: str) -> float:
-    return float(text)
+def _arg(command: ScpiCommand, text: str) -> float | bool:
+    """A captured argument as the handler takes it."""
+    return arg_is_on(text) if command.arg == "bool" else float(text)
 
 
 class HvScpiInterface(ScpiInterface):
-    """The HV supply's SCPI subset (see ``docs/protocols.md``)."""
+    """The HV supply's SCPI subset (:data:`apt_daq.wire.scpi_commands.HV`)."""
 
     idn = "apt-daq,HV-SIM,0,1.0"
 
     def __init__(self, model: HvSupplyModel, clock: Callable[[], float] | None = None):
         super().__init__(model, clock)
-        m = model
-        self.add(header(SOUR, VOLT, LIM) + r"\s+" + NUMBER, lambda v: m.set_limit(_num(v)))
-        self.add(header(SOUR, VOLT, LIM) + r"\?", lambda: f"{m.limit_v:.3f}")
-        self.add(header(SOUR, VOLT) + ":SLEW" + r"\s+" + NUMBER, lambda v: m.set_slew(_num(v)))
-        self.add(header(SOUR, VOLT) + ":SLEW" + r"\?", lambda: f"{m.slew_v_per_s:.3f}")
-        self.add(header(SOUR, VOLT) + r"\s+" + NUMBER, lambda v: m.set_voltage(_num(v)))
-        self.add(header(SOUR, VOLT) + r"\?", lambda: f"{m.setpoint_v:.3f}")
-        self.add(header(OUTP, PROT) + ":TRIP\\?", lambda: "1" if m.tripped else "0")
-        self.add(header(OUTP, PROT) + ":" + mnemonic("CLE", "CLEAR"), m.clear_trip)
-        self.add(header(OUTP) + r"\s+" + BOOL, lambda s: m.set_output(_on(s)))
-        self.add(header(OUTP) + r"(?::" + mnemonic("STAT", "STATE") + r")?\?",
-                 lambda: "1" if m.output_on else "0")
-        self.add(header(MEAS, VOLT) + r"\?", lambda: f"{m.measured_v():.3f}")
-        self.add(header(MEAS, CURR) + r"\?", lambda: f"{m.current_a:.6e}")
+        m, c = model, HV
+        self.add(c.set_limit, m.set_limit)
+        self.add(c.get_limit, lambda: m.limit_v)
+        self.add(c.set_slew, m.set_slew)
+        self.add(c.get_slew, lambda: m.slew_v_per_s)
+        self.add(c.set_voltage, m.set_voltage)
+        self.add(c.get_voltage, lambda: m.setpoint_v)
+        self.add(c.get_trip, lambda: m.tripped)
+        self.add(c.clear_trip, m.clear_trip)
+        self.add(c.set_output, m.set_output)
+        self.add(c.get_output, lambda: m.output_on)
+        self.add(c.measure_voltage, m.measured_v)
+        self.add(c.measure_current, lambda: m.current_a)
 
 
 class LaserScpiInterface(ScpiInterface):
-    """The laser's SCPI set (see ``docs/protocols.md``)."""
+    """The laser's SCPI set (:data:`apt_daq.wire.scpi_commands.LASER`)."""
 
     idn = "apt-daq,LASER-SIM,0,1.0"
 
     def __init__(self, model: LaserModel, clock: Callable[[], float] | None = None):
         super().__init__(model, clock)
-        m = model
-        self.add(header(SOUR, PULS, ENER) + r"\s+" + NUMBER, lambda v: m.set_energy(_num(v)))
-        self.add(header(SOUR, PULS, ENER) + r"\?", lambda: f"{m.energy_pj:.3f}")
-        self.add(header(SOUR, PULS, FREQ) + r"\s+" + NUMBER,
-                 lambda v: m.set_pulse_rate(_num(v)))
-        self.add(header(SOUR, PULS, FREQ) + r"\?", lambda: f"{m.pulse_rate_hz:.3f}")
-        self.add(header(OUTP) + r"\s+" + BOOL, lambda s: m.set_emission(_on(s)))
-        self.add(header(OUTP) + r"(?::" + mnemonic("STAT", "STATE") + r")?\?",
-                 lambda: "1" if m.emission_on else "0")
-        self.add(header(SYST) + r":(?:INTL|INTERLOCK)\?",
-                 lambda: "1" if m.interlock_open else "0")
+        m, c = model, LASER
+        self.add(c.set_energy, m.set_energy)
+        self.add(c.get_energy, lambda: m.energy_pj)
+        self.add(c.set_rate, m.set_pulse_rate)
+        self.add(c.get_rate, lambda: m.pulse_rate_hz)
+        self.add(c.set_emission, m.set_emission)
+        self.add(c.get_emission, lambda: m.emission_on)
+        self.add(c.get_interlock, lambda: m.interlock_open)
 
 
 class LineBuffer:
