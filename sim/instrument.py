@@ -17,19 +17,20 @@ Public API used by the drivers' ``sim`` backends and by the emulator:
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import simpy
 import simpy.rt
 from apt_daq.sim import physics
+from apt_daq.sim.assembly import _assembler, _BlockBuffer, _wait
+from apt_daq.sim.channel_tables import ChannelTablesMixin
 from apt_daq.sim.detector import BLUR_MM, Detector, assemble_block, detect_seeded
 from apt_daq.sim.devices import HvSupplyModel, LaserModel
-from apt_daq.sim.species import ELEMENTS, phase_channels
+from apt_daq.sim.species import ELEMENTS
 from apt_daq.sim.specimen import Specimen
 
 from apt_daq.config import InstrumentConfig, SpecimenConfig
@@ -78,14 +79,6 @@ class _Profile:
         return self.t_quant
 
 
-def _cdf_tables(rows):
-    wn, a, b, neu, atoms, nch = rows
-    cdf = np.cumsum(wn, axis=1)
-    for i, k in enumerate(nch):
-        cdf[i, k:] = 1.0
-    return cdf, a, b, neu, atoms, nch
-
-
 @dataclass
 class PhysicsState:
     """The physics of the current sub-block, for logging, tests and the docs."""
@@ -104,7 +97,7 @@ class PhysicsState:
     tail_mean_ns: float = 0.0
 
 
-class VirtualLeap:
+class VirtualLeap(ChannelTablesMixin):
     """A LEAP 5000 XS/XR with a specimen in it, driven by its HV supply and laser models.
 
     ``advance(n)`` splits the block into sub-blocks in which V, R and F are nearly constant
@@ -238,95 +231,6 @@ class VirtualLeap:
             physics.THERMAL.attempt_frequency_hz, physics._time_grid(tau_ns),
             N_QUANTILES if quantiles else 0)
         return _Profile(p_pulse, p_dc, mean_t, quant)
-
-    def _channel_tables(self, field: float, depletion: float | None = None):
-        """Channel tables (cdf, ion a, ion b, neutral, atoms, n channels) at ``field``.
-
-        The tables are smooth in F, so they are computed exactly on a grid of
-        ``channel_step_v_per_nm`` (cached) and interpolated linearly in F between the two
-        neighbouring grid points (error ~ step^2: below 1e-4 of any channel weight at 0.01
-        V/nm); ``channel_step_v_per_nm = 0`` computes them exactly at ``field`` every time.
-        The Li depletion is the field's own (:func:`apt_daq.sim.physics.li_depletion`).
-        """
-        step = self.channel_step_v_per_nm
-        if step <= 0 or depletion is not None:
-            d = physics.li_depletion(field, self.tip.coated) if depletion is None else depletion
-            return _cdf_tables(self._channel_rows(field, d))
-        x = field / step
-        k = math.floor(x)
-        w = x - k
-        lo, hi = self._grid_rows(k), self._grid_rows(k + 1)
-        same = self._same_channels.get(k)
-        if same is None:
-            same = self._same_channels[k] = all(
-                np.array_equal(u, v) for u, v in zip(lo[1:], hi[1:], strict=True))
-        if not same:  # the channel set changes between the grid points: exact
-            return self._channel_tables(field, physics.li_depletion(field, self.tip.coated))
-        return _cdf_tables(((1.0 - w) * lo[0] + w * hi[0], *lo[1:]))
-
-    def _grid_rows(self, k: int):
-        rows = self._channel_cache.get(k)
-        if rows is None:
-            if len(self._channel_cache) > 256:
-                self._channel_cache.clear()
-                self._same_channels.clear()
-            f = k * self.channel_step_v_per_nm
-            rows = self._channel_rows(f, physics.li_depletion(f, self.tip.coated))
-            self._channel_cache[k] = rows
-        return rows
-
-    def _channel_rows(self, field: float, depletion: float):
-        """Normalised channel weights per (phase, Li modulation) row and the channel products."""
-        tip = self.tip
-        li = physics.LI_MIGRATION
-        rows = []
-        for ph, comp in enumerate(tip.compositions):
-            fixed = None
-            d = depletion
-            amp = li.modulation(tip.li_amplitudes_coated[ph], tip.coated)
-            if ph == tip.shell_phase:
-                assert self.specimen.coating is not None  # a shell phase exists only if coated
-                fixed = {self.specimen.coating.material: self.specimen.coating.oxide_fraction}
-                d = 0.0
-                amp = 0.0
-            chem = tip.chemistries[ph]
-            for mod in (0, 1):
-                # Li-poor (0) / Li-rich (1) episode: Li share p (1 -/+ a), the rest rescaled so
-                # that the two episodes average to the phase's own Li share. The episode moves
-                # the local surface field and the O pairing follows it: O2+/O+ x exp(+/- c a)
-                # (Li-poor: less conducting, the field penetrates, lower surface field)
-                sign = 1.0 if mod == 0 else -1.0
-                ch = phase_channels(comp, field, tip.species, chem, d, fixed,
-                                    math.exp(sign * li.o2_episode_coupling * amp),
-                                    self._channel_peak_k)
-                w0 = np.array(ch.weight, np.float64)
-                is_li = np.array(ch.li, bool)
-                p_li = w0[is_li].sum() / w0.sum() if len(w0) else 0.0
-                p_mod = min(p_li * ((1.0 - amp) if mod == 0 else (1.0 + amp)), 0.999)
-                w = w0.copy()
-                if 0 < p_li < 1:
-                    w[is_li] *= p_mod / p_li
-                    w[~is_li] *= (1 - p_mod) / (1 - p_li)
-                rows.append((w, ch))
-        m = max(len(w) for w, _ in rows)
-        n = len(rows)
-        wn = np.zeros((n, m))
-        a = np.full((n, m), -1, np.int64)
-        b = np.full((n, m), -1, np.int64)
-        neu = np.zeros((n, m), np.int64)
-        atoms = np.ones((n, m), np.int64)
-        nch = np.zeros(n, np.int64)
-        for i, (w, ch) in enumerate(rows):
-            k = len(w)
-            nch[i] = k
-            if k == 0:
-                continue
-            wn[i, :k] = w / w.sum()
-            a[i, :k] = ch.ion_a
-            b[i, :k] = ch.ion_b
-            neu[i, :k] = ch.neutral
-            atoms[i, :k] = ch.atoms
-        return wn, a, b, neu, atoms, nch
 
     def _sub_block_pulses(self, remaining: int, lam: float, max_records: int | None) -> int:
         hv = self.hv
@@ -527,83 +431,4 @@ def settled_field_v_per_nm(instrument: InstrumentConfig, specimen: SpecimenConfi
 
 
 ASSEMBLE_ASIDE_EVENTS = 2_000  # smaller sub-blocks are assembled inline (handover ~50 us)
-_ASSEMBLER: ThreadPoolExecutor | None = None
-_ASSEMBLER_LOCK = threading.Lock()
-
-
-def _assembler() -> ThreadPoolExecutor:
-    """One worker thread that detects and assembles sub-blocks while the next one's events
-    are generated (the kernels release the GIL); FIFO, so each block's sub-blocks land in
-    order. Shared by every VirtualLeap of the process."""
-    global _ASSEMBLER
-    with _ASSEMBLER_LOCK:
-        if _ASSEMBLER is None:
-            _ASSEMBLER = ThreadPoolExecutor(1, thread_name_prefix="leap-assemble")
-        return _ASSEMBLER
-
-
-def _forget_assembler() -> None:
-    """A forked child has no worker thread: it makes its own."""
-    global _ASSEMBLER
-    _ASSEMBLER = None
-
-
-os.register_at_fork(after_in_child=_forget_assembler)
-
-
-def _wait(pending: list[Future]) -> None:
-    """Wait for the sub-blocks in flight (re-raising their errors), in order."""
-    try:
-        for f in pending:
-            f.result()
-    finally:
-        pending.clear()
-
-
-class _BlockBuffer:
-    """The RAW, TRUTH (aligned) and lost-TRUTH rows of one :meth:`VirtualLeap.advance`.
-
-    Sub-blocks are assembled straight into views of it (no concatenation). It is sized on the
-    first sub-block's expected rate for the whole block; untouched pages of ``np.empty`` cost
-    nothing, and it grows by doubling if a burst outruns the estimate.
-    """
-
-    def __init__(self, n_pulses: int, max_records: int | None):
-        self.n_pulses = n_pulses
-        self.max_records = max_records or 1 << 22  # first-allocation bound; it grows beyond
-        self.rows = self.lost_rows = 0
-        self.raw = empty(RAW_DTYPE)
-        self.truth = empty(TRUTH_DTYPE)
-        self.lost = empty(TRUTH_DTYPE)
-
-    def take(self, rows: int, lost_rows: int, per_pulse: tuple[float, float]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Views for the next sub-block's ``rows`` records and ``lost_rows`` lost ions;
-        ``per_pulse``: the expected records and lost ions per pulse, to size the first
-        allocation for the whole block."""
-        if self.rows + rows > len(self.raw):
-            expect = min(1.25 * per_pulse[0] * self.n_pulses, self.max_records + rows)
-            cap = max(2 * len(self.raw), self.rows + rows, int(expect) + 1024)
-            self.raw = _grown(self.raw, self.rows, cap)
-            self.truth = _grown(self.truth, self.rows, cap)
-        if self.lost_rows + lost_rows > len(self.lost):
-            expect = min(1.25 * per_pulse[1] * self.n_pulses, self.max_records + lost_rows)
-            cap = max(2 * len(self.lost), self.lost_rows + lost_rows, int(expect) + 1024)
-            self.lost = _grown(self.lost, self.lost_rows, cap)
-        a, b = self.rows, self.lost_rows
-        self.rows, self.lost_rows = a + rows, b + lost_rows
-        return self.raw[a:a + rows], self.truth[a:a + rows], self.lost[b:b + lost_rows]
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.raw[:self.rows], self.truth[:self.rows], self.lost[:self.lost_rows]
-
-
-def _grown(a: np.ndarray, used: int, cap: int) -> np.ndarray:
-    """A new array of ``cap`` rows holding the first ``used`` rows of ``a`` (a byte copy)."""
-    out = np.empty(cap, a.dtype)
-    if used:
-        out[:used].view(np.uint8)[:] = a[:used].view(np.uint8)
-    return out
-
-
 _NO_PULSES = np.zeros(0, np.int64)
