@@ -215,7 +215,17 @@ def score(table, mass: np.ndarray, truth: np.ndarray, ion_table: list) -> dict:
             for s, n in zip(k[sel] % 1000, c[sel], strict=True):
                 by_ion[int(canon[s])] = by_ion.get(int(canon[s]), 0) + int(n)
             best += max(by_ion.values())
+    # the best naming by m/n alone: every 0.002 Da bin named after its most frequent true ion
+    b = np.floor(mass[real].astype(np.float64) / 0.002).astype(np.int64)
+    t_ion = canon[sp[real]] + 2  # >= 0 (-2: an ion the table does not name)
+    n_ion = int(t_ion.max()) + 1
+    per_bin = np.unique(b * n_ion + t_ion, return_counts=True)
+    bins = per_bin[0] // n_ion
+    top = np.zeros(int(bins.max()) + 1 if len(bins) else 0, np.int64)
+    np.maximum.at(top, bins, per_bin[1])
+    # (an ion the table does not name counts in its bins too: the bound names every ion)
     return {"correct": res["ranged_as_true"], "oracle": best / int(real.sum()),
+            "bound": float(top.sum()) / int(real.sum()),
             "composition_error": res["composition_error_vs_detected"],
             "true_composition": res["composition_detected"]}
 
@@ -254,6 +264,9 @@ def test_simulated_runs_ranged_with_no_input(simulated, name):
     # what is lost is lost to overlaps (Ga+ under CrO+ at 69 Da, 64Ni2+ under O2+, MnO+
     # under 71Ga+) and tails, not to naming: within 0.1 % of the best naming of these windows
     assert s["correct"] > s["oracle"] - 0.001, s
+    # and within 0.2 % of the best naming by m/n alone (0.002 Da bins; it also credits true
+    # ions scattered among the background, ~0.08 % here)
+    assert s["correct"] > s["bound"] - 0.002, s
 
 
 @pytest.mark.parametrize("name", list(SPECIMENS))
@@ -262,9 +275,10 @@ def test_simulated_runs_ranged_with_the_element_list(simulated, name):
     table = auto_ranges(mass, elements=SPECIMENS[name][1])
     s = score(table, mass, truth, it)
     assert set(table.elements) <= set(SPECIMENS[name][1])
-    # the issue asks >= 99.5 %: out of reach where overlaps cost more than 0.5 % (coated
-    # NMC811 and LMO: Ga+ / CrO+ at 69 Da alone is ~0.4 %), see docs/analysis.md
-    assert s["correct"] >= 0.99, s
+    # the issue asks >= 99.5 %: met for bare NMC811; the bound of naming by m/n alone is
+    # below it for LMO (Ga+ under CrO+ and MnO+) and 0.1 % above it for coated NMC811, see
+    # docs/analysis.md
+    assert s["correct"] >= min(0.995, s["bound"] - 0.002), s
     assert s["correct"] > s["oracle"] - 0.001, s
 
 
