@@ -147,52 +147,12 @@ def fit_reference(s: Sample, ref: Candidate, t0_ns: float, flight_path_mm: float
                          f"the {ref.isotope} window")
             break
         if voltage:
-            # the bowl-corrected masses of the window, by voltage bins of equal counts
-            mv = m_raw / fb
-            v = s.v[inw]
-            n_bins = int(min(12, n_w // min_ions))
-            edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
-            us, rs, ws = [], [], []
-            for a, b in itertools.pairwise(edges):
-                k = (s.v >= a) & (s.v <= b)
-                kk = k & inw
-                if kk.sum() < min_ions:
-                    continue
-                guess = ref_da * float(np.median(fv[kk]))
-                top, n, _ = apex(mv[k], guess, half_rel * ref_da)
-                if np.isfinite(top):
-                    us.append(float(np.median(s.v[kk])) * 1e-3)
-                    rs.append(top / ref_da)
-                    ws.append(math.sqrt(n))
-            if len(us) >= 3 and np.ptp(us) > 1e-3:
-                vc = np.polynomial.polynomial.polyfit(us, rs, 2, w=ws)
-            elif us:
-                vc = np.array([float(np.average(rs, weights=ws)), 0.0, 0.0])
+            vc = _voltage_poly(s, m_raw / fb, fv, inw, n_w, ref, vc, min_ions)
             fv = vc[0] + u_all * (vc[1] + u_all * vc[2])
         if bowl:
-            mb = m_raw / fv
-            g = _grid_for(n_w, min_ions)
-            cell = 2 * radius_mm / g
-            ix = np.clip(((s.x + radius_mm) / cell).astype(np.int64), 0, g - 1)
-            iy = np.clip(((s.y + radius_mm) / cell).astype(np.int64), 0, g - 1)
-            key = ix * g + iy
-            cnt = np.bincount(key[inw], minlength=g * g)
-            xs, ys, rs, ws = [], [], [], []
-            for kk in np.flatnonzero(cnt >= min_ions):
-                sel = key == kk
-                guess = ref_da * float(np.median(fb[sel & inw]))
-                top, n, _ = apex(mb[sel], guess, half_rel * ref_da)
-                if np.isfinite(top):
-                    xs.append(float(np.mean(s.x[sel & inw])))
-                    ys.append(float(np.mean(s.y[sel & inw])))
-                    rs.append(top / ref_da)
-                    ws.append(math.sqrt(n))
-            if len(xs) >= 6:
-                a = _bowl_terms(np.array(xs), np.array(ys)) * np.array(ws)[:, None]
-                bc, *_ = np.linalg.lstsq(a, np.array(rs) * np.array(ws), rcond=None)
-            else:
-                notes.append(f"bowl kept from the t0 / L fit: {len(xs)} detector cells hold "
-                             f">= {min_ions} {ref.isotope} ions")
+            bc, note = _bowl_surface(s, m_raw / fv, fb, inw, n_w, ref, bc, radius_mm, min_ions)
+            if note:
+                notes.append(note)
     # f_V = 1 at the median voltage, f_B = 1 on the axis: the scale belongs to L ...
     u_m = float(np.median(s.v)) * 1e-3
     vc = vc / (vc[0] + u_m * (vc[1] + u_m * vc[2]))
@@ -203,6 +163,64 @@ def fit_reference(s: Sample, ref: Candidate, t0_ns: float, flight_path_mm: float
         if np.isfinite(top):
             vc = vc * (top / ref_da)
     return Calibration(tuple(float(c) for c in vc), tuple(float(c) for c in bc)), notes
+
+
+def _voltage_poly(s: Sample, mv: np.ndarray, fv: np.ndarray, inw: np.ndarray, n_w: int,
+                  ref: Candidate, vc: np.ndarray, min_ions: int) -> np.ndarray:
+    """f_V's quadratic in kV from the apex of the bowl-corrected masses ``mv`` in voltage bins
+    of equal counts of the window ``inw``; ``vc`` as it was when too few bins hold a peak."""
+    ref_da, half_rel = ref.mass_da, _half_rel(ref)
+    v = s.v[inw]
+    n_bins = int(min(12, n_w // min_ions))
+    edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
+    us, rs, ws = [], [], []
+    for a, b in itertools.pairwise(edges):
+        k = (s.v >= a) & (s.v <= b)
+        kk = k & inw
+        if kk.sum() < min_ions:
+            continue
+        guess = ref_da * float(np.median(fv[kk]))
+        top, n, _ = apex(mv[k], guess, half_rel * ref_da)
+        if np.isfinite(top):
+            us.append(float(np.median(s.v[kk])) * 1e-3)
+            rs.append(top / ref_da)
+            ws.append(math.sqrt(n))
+    if len(us) >= 3 and np.ptp(us) > 1e-3:
+        return np.polynomial.polynomial.polyfit(us, rs, 2, w=ws)
+    if us:
+        return np.array([float(np.average(rs, weights=ws)), 0.0, 0.0])
+    return vc
+
+
+def _bowl_surface(s: Sample, mb: np.ndarray, fb: np.ndarray, inw: np.ndarray, n_w: int,
+                  ref: Candidate, bc: np.ndarray, radius_mm: float, min_ions: int
+                  ) -> tuple[np.ndarray, str | None]:
+    """f_B's surface from the apex of the voltage-corrected masses ``mb`` in detector cells
+    holding >= ``min_ions`` ions of the window ``inw``; ``bc`` as it was, and why, when fewer
+    than 6 cells do."""
+    ref_da, half_rel = ref.mass_da, _half_rel(ref)
+    g = _grid_for(n_w, min_ions)
+    cell = 2 * radius_mm / g
+    ix = np.clip(((s.x + radius_mm) / cell).astype(np.int64), 0, g - 1)
+    iy = np.clip(((s.y + radius_mm) / cell).astype(np.int64), 0, g - 1)
+    key = ix * g + iy
+    cnt = np.bincount(key[inw], minlength=g * g)
+    xs, ys, rs, ws = [], [], [], []
+    for kk in np.flatnonzero(cnt >= min_ions):
+        sel = key == kk
+        guess = ref_da * float(np.median(fb[sel & inw]))
+        top, n, _ = apex(mb[sel], guess, half_rel * ref_da)
+        if np.isfinite(top):
+            xs.append(float(np.mean(s.x[sel & inw])))
+            ys.append(float(np.mean(s.y[sel & inw])))
+            rs.append(top / ref_da)
+            ws.append(math.sqrt(n))
+    if len(xs) < 6:
+        return bc, (f"bowl kept from the t0 / L fit: {len(xs)} detector cells hold "
+                    f">= {min_ions} {ref.isotope} ions")
+    a = _bowl_terms(np.array(xs), np.array(ys)) * np.array(ws)[:, None]
+    fitted, *_ = np.linalg.lstsq(a, np.array(rs) * np.array(ws), rcond=None)
+    return fitted, None
 
 
 def voltage_residual_ppm(m: np.ndarray, v: np.ndarray, ref: Candidate,
