@@ -5,7 +5,8 @@ INPUT is a run file (its calibrated ion stream: the stored calibration, an impor
 m/n, or the fitted corrections) or any file ``apt-daq import`` reads (POS, EPOS, APT: its m/n
 as is). The RRNG carries, in its header comment, per range: ion, charge, isotope(s), window,
 counts, background and confidence (the ion name of each range also in the usual ``# RangeN
-name:`` line); ``--json`` prints the same and the decomposed counts of overlapping ions."""
+name:`` line), and the element composition from the fit's decomposed ion counts; ``--json``
+prints the same and the decomposed counts of overlapping ions."""
 
 from __future__ import annotations
 
@@ -95,7 +96,13 @@ def range_report_comment(res, source: str) -> str:
                      f"background {r.background:.1f} confidence {r.confidence:.3f}")
     for p in res.unidentified:
         lines.append(f"unidentified peak at {p.mass_da:.3f} Da ({p.net:.0f} counts): not ranged")
+    lines.append("composition from the decomposed counts (at.%): " + composition_text(res))
     return "\n".join(lines)
+
+
+def composition_text(res) -> str:
+    return ", ".join(f"{el} {100 * f:.2f} +- {100 * e:.2f}"
+                     for el, (f, e) in res.composition().items())
 
 
 def _range(args: argparse.Namespace) -> int:
@@ -135,6 +142,7 @@ def _range(args: argparse.Namespace) -> int:
     con.print(t)
     for p in res.unidentified:
         con.print(f"unidentified peak at {p.mass_da:.3f} Da ({p.net:.0f} counts): not ranged")
+    con.print(f"composition from the decomposed counts (at.%): {composition_text(res)}")
     if out is not None:
         con.print(f"{out}: {len(res.table)} ranges written")
     return 0
