@@ -52,7 +52,7 @@ def reproduce(figures: list[str], ctx: Context) -> tuple[list[Row], list[Path]]:
 def null_context(ctx: Context) -> Context:
     """The context of the null-model pass: ``ctx.out / "null"``, in-process."""
     return Context(ctx.out / "null", ions=ctx.ions, seed=ctx.seed, workers=1, log=ctx.log,
-                   null=True, null_model=False)
+                   null=True, null_model=False, profile_ions=ctx.profile_ions)
 
 
 def null_rows(rows: list[Row], null: list[Row]) -> None:

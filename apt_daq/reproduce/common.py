@@ -49,6 +49,7 @@ class Context:
     null: bool = False
     null_model: bool = True
     null_specs: dict[str, RunSpec] = field(default_factory=dict, repr=False)
+    profile_ions: int | None = None  # Fig. 3's 5 pJ step (its depth profile); None: ions
 
     @property
     def runs_dir(self) -> Path:

@@ -4,8 +4,9 @@ configs/runs/nmc811-cr-5-20pj.yaml, first three steps).
 Top: XY slices with all ions (Cr and CrO at the rim); bottom: XZ slices with Li throughout;
 d) Ni, Li, O along the depth in the 25 nm cylinder ROI at 5 pJ (equal-count depth bins, since a
 reduced run is only nanometres deep). Measured rows: the core ROI holds no shell ions at any
-step; the ROI composition at 10 and 15 pJ is consistent with 5 pJ; the 5 pJ profile is flat.
-(That the rim is shell ions is Fig. 2's row.)
+step; the ROI composition at 10 and 15 pJ is consistent with 5 pJ (one row); the 5 pJ Li profile
+is flat where the uncoated one (Fig. 4's dataset) is not. (That the rim is shell ions is Fig. 2's
+row.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from apt_daq.reproduce import draw
+from apt_daq.reproduce import draw, fig4
 from apt_daq.reproduce.common import Context, RunSpec, analyze_many, simulate
 from apt_daq.reproduce.paper import V
 from apt_daq.reproduce.table import Row, fmt
@@ -23,18 +24,26 @@ from apt_daq.reproduce.table import Row, fmt
 ENERGIES_PJ = (5.0, 10.0, 15.0)
 PROFILE_BINS = 8
 CONSISTENT_AT_PCT = 2.0  # our reading of "consistent" (Fig. 5/6 scatter is of this order)
+# "homogeneous" against the uncoated specimen: the uncoated Li profile's spread beyond counting
+# at least twice the coated one's, and at least 1 at.% (a random stream: ~0). Both fall with
+# the ion count (more Li episodes per bin), so the comparison, not a level, is the test
+HOMOGENEOUS_FACTOR = 2.0
+NOT_FLAT_AT_PCT = 1.0
 
 
 def profile_equal_count(res, roi_d_nm: float = 25.0, bins: int = PROFILE_BINS) -> dict:
-    """Li, Ni, O atomic fractions in ``bins`` equal-ion-count depth bins inside the ROI."""
+    """Li, Ni, O atomic fractions in ``bins`` equal-ion-count bins of the ROI's ions in
+    evaporation order (``z_nm``: each bin's median reconstructed depth). Evaporation order is
+    the depth with the cap's curvature taken out: over a 25 nm ROI the cap sags ~1.8 nm, more
+    than the ~1.6 nm that 200 000 ions evaporate, so bins sorted by reconstructed z would sort
+    by radius, not by time, and average any change along the depth away."""
     s = res.slices
     x, y, z, ion = s["x"], s["y"], s["z"], s["ion"].astype(int)
     ok = (ion >= 0) & np.isfinite(z) & (np.hypot(x, y) <= roi_d_nm / 2)
     els = ("Li", "Ni", "O")
     per_range = np.array([[c.get(e, 0) for e in els] for c in res.ranges.composition], float)
     all_atoms = np.array([sum(c.values()) for c in res.ranges.composition], float)
-    order = np.argsort(z[ok])
-    zs, ions = z[ok][order], ion[ok][order]
+    zs, ions = z[ok], ion[ok]  # the slices are in evaporation order
     out = {"z_nm": [], "atoms": [], **{e: [] for e in els}}
     for p in np.array_split(np.arange(len(zs)), bins):
         counts = np.bincount(ions[p], minlength=len(all_atoms)).astype(float)
@@ -46,17 +55,22 @@ def profile_equal_count(res, roi_d_nm: float = 25.0, bins: int = PROFILE_BINS) -
     return {k: np.array(v) for k, v in out.items()}
 
 
-def flatness_chi2(frac: np.ndarray, atoms: np.ndarray) -> tuple[float, int]:
-    """chi2 of the binned fractions against their mean, with binomial errors; (chi2, dof)."""
+def excess_rms(frac: np.ndarray, atoms: np.ndarray) -> float:
+    """The bin-to-bin rms of the fractions beyond counting: sqrt(max(var - <p (1-p) / N>, 0)),
+    in the fraction's units; ~0 for a homogeneous stream at any ion count."""
     p = float(np.sum(frac * atoms) / np.sum(atoms))
-    var = p * (1 - p) / atoms
-    return float(np.sum((frac - p) ** 2 / var)), len(frac) - 1
+    var = float(np.mean((frac - p) ** 2)) * len(frac) / max(len(frac) - 1, 1)
+    return math.sqrt(max(var - float(np.mean(p * (1 - p) / atoms)), 0.0))
 
 
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
-    sched = [{"laser_pj": e, "ions": ctx.ions, "label": f"{e:g} pJ"} for e in ENERGIES_PJ]
-    spec = RunSpec.make("fig3-cr-5-15pj", "nmc811-cr-5-20pj.yaml", run__schedule=sched,
-                        run__stop__ions=100 * ctx.ions, run__seed=ctx.seed + 1)
+    # the 5 pJ step sets the depth profile: ctx.profile_ions (~3.3 M ions reach 25 nm)
+    sched = [{"laser_pj": e, "ions": (ctx.profile_ions or ctx.ions) if e == 5.0 else ctx.ions,
+              "label": f"{e:g} pJ"} for e in ENERGIES_PJ]
+    spec = RunSpec.make("fig3-cr-5-15pj" + (f"-p{ctx.profile_ions}" if ctx.profile_ions else ""),
+                        "nmc811-cr-5-20pj.yaml", run__schedule=sched,
+                        run__stop__ions=100 * max(ctx.ions, ctx.profile_ions or 0),
+                        run__seed=ctx.seed + 1)
     out = simulate(ctx, [spec])[spec.key]
     res = dict(zip(ENERGIES_PJ, analyze_many(ctx, [(out.path, "none", e) for e in ENERGIES_PJ]
                                              + []), strict=True))
@@ -65,40 +79,46 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     rows: list[Row] = []
     cr_roi = {en: 100 * roi[en].composition.fraction("Cr") for en in ENERGIES_PJ}
     worst_cr = max(cr_roi.values())
-    rows.append(Row("3", "Cr in the 25 nm ROI at 5/10/15 pJ (at.%, background-subtracted)",
-                    "ROI avoids the coating",
-                    ", ".join(f"{en:g}pJ {fmt(v)}" for en, v in cr_roi.items()), "< 1 at.% each",
-                    worst_cr < 1.0, V["fig3.rim"].source, worst_cr,
-                    provenance="by construction: the configured shell radius and the ROI"))
     c5 = {e: 100 * roi[5.0].composition.fraction(e) for e in ("Li", "Ni", "O")}
     diffs = {en: {e: 100 * roi[en].composition.fraction(e) - c5[e] for e in c5}
              for en in ENERGIES_PJ[1:]}
     worst = max(((en, e) for en in diffs for e in c5), key=lambda k: abs(diffs[k[0]][k[1]]))
-    # one statement ("10 and 15 pJ consistent with 5 pJ"), so one row over both steps
-    rows.append(Row("3", "ROI composition at 10 and 15 pJ minus 5 pJ (Li, Ni, O at.%)",
-                    "consistent with the 5 pJ data",
-                    "; ".join(f"{en:g} pJ: " + ", ".join(f"{k} {v:+.1f}" for k, v in d.items())
-                              for en, d in diffs.items()),
-                    f"/diff/ <= {CONSISTENT_AT_PCT:g} at.%",
-                    abs(diffs[worst[0]][worst[1]]) <= CONSISTENT_AT_PCT,
-                    V["fig3.consistent"].source, diffs[worst[0]][worst[1]],
-                    provenance="calibrated: the coated compositions at 5-50 pJ (Fig. 5: "
-                    "screening, neutral NiO/CoO/MnO, O2 loss)"))
-    rows.append(Row("3", "ROI composition at 5 pJ (Li, Ni, O at.%)",
-                    "nominal 25, 20, 50 (Experimental)",
-                    ", ".join(f"{k} {v:.1f}" for k, v in c5.items()), "each within 3 at.%",
-                    all(abs(c5[k] - n) <= 3 for k, n in (("Li", 25), ("Ni", 20), ("O", 50))),
-                    "Experimental; Fig. 3d", c5["Li"],
-                    provenance="calibrated: neutral NiO share, Li screening, O2 loss field"))
+    nominal = all(abs(c5[k] - n) <= 3 for k, n in (("Li", 25), ("Ni", 20), ("O", 50)))
+    consistent = abs(diffs[worst[0]][worst[1]]) <= CONSISTENT_AT_PCT
+    # Fig. 3d: the core's composition at 5 pJ (nominal, Experimental) and at 10 and 15 pJ
+    # ("consistent with the 5 pJ data"), measured in a 25 nm ROI that holds no shell ions at
+    # any step (each step reconstructed with its own field): one panel, one row
+    rows.append(Row("3", "ROI composition (Li, Ni, O at.%) at 5 pJ; 10 and 15 pJ minus 5 pJ; "
+                    "Cr in the 25 nm ROI at each step (background-subtracted)",
+                    "nominal 25, 20, 50 (Experimental); 10 and 15 pJ 'consistent with the 5 pJ "
+                    "data'", ", ".join(f"{k} {v:.1f}" for k, v in c5.items()) + "; "
+                    + "; ".join(f"{en:g} pJ: " + ", ".join(f"{k} {v:+.1f}" for k, v in d.items())
+                                for en, d in diffs.items())
+                    + "; Cr " + ", ".join(f"{en:g}pJ {fmt(v)}" for en, v in cr_roi.items()),
+                    f"5 pJ each within 3 at.%; /diff/ <= {CONSISTENT_AT_PCT:g} at.%; Cr < 1 at.%",
+                    nominal and consistent and worst_cr < 1.0,
+                    f"Experimental; {V['fig3.consistent'].source}", diffs[worst[0]][worst[1]],
+                    provenance="calibrated: neutral NiO share, Li screening, O2 loss field (the "
+                    "coated compositions at 5-50 pJ, Fig. 5)"))
     prof = profile_equal_count(roi[5.0])
-    chi2, dof = flatness_chi2(prof["Li"], prof["atoms"])
-    # allowance for the Li-episode clustering that FDA measures (mu ~ 0.5 coated): a flat
-    # profile within 3x the counting variance
-    rows.append(Row("3", f"Li depth profile flatness at 5 pJ, chi2/dof ({PROFILE_BINS} bins)",
-                    "flat profile (homogeneous evaporation)", f"{chi2:.1f}/{dof}",
-                    "chi2/dof <= 3", chi2 / dof <= 3, V["fig3.homogeneous"].source, chi2 / dof,
-                    provenance="predicted: no parameter set on it (the 3x allowance was chosen "
-                    "knowing the coated Li episodes)"))
+    # "the Cr-coating enables homogeneous field evaporation ... particularly of Li-ions": the
+    # coated Li profile is flatter than the uncoated one (Fig. 4's 5 pJ dataset). A flat coated
+    # profile alone is what any random stream gives (the null model passes it). Spread: the
+    # bin-to-bin rms beyond counting, in at.% (a chi2 against counting alone grows with the
+    # ion count for any real structure, e.g. the coated Li episodes FDA measures)
+    bare = analyze_many(ctx, [(fig4.uncoated_dataset(ctx).path, "cylinder:25", None, True)])[0]
+    prof_b = profile_equal_count(bare)
+    ex_c = 100 * excess_rms(prof["Li"], prof["atoms"])
+    ex_b = 100 * excess_rms(prof_b["Li"], prof_b["atoms"])
+    rows.append(Row("3", f"Li depth profile ({PROFILE_BINS} equal-count bins, 5 pJ, 25 nm ROI): "
+                    "spread beyond counting, Cr-coated, uncoated (at.%)",
+                    "the coating 'enables homogeneous field evaporation ... particularly of "
+                    "Li-ions'", f"{ex_c:.2f}, {ex_b:.2f}",
+                    f"uncoated >= {HOMOGENEOUS_FACTOR:g} x coated and > {NOT_FLAT_AT_PCT:g}",
+                    ex_b >= HOMOGENEOUS_FACTOR * ex_c and ex_b > NOT_FLAT_AT_PCT,
+                    V["fig3.homogeneous"].source, ex_b / ex_c if ex_c > 0 else math.inf,
+                    provenance="predicted: no parameter was set on a depth profile (the Li "
+                    "episodes and bursts behind it were set on FDA mu and Fig. 1's Li shares)"))
 
     # ---- figure
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))

@@ -65,7 +65,7 @@ SPECIMEN_TRIES = 8  # uncoated specimens tried until one gives a usable dataset
 USABLE_SHARE = 0.25  # ... at least this share of the set ion count before it breaks
 
 
-def _uncoated_dataset(ctx: Context) -> RunOutcome:
+def uncoated_dataset(ctx: Context) -> RunOutcome:
     """Most uncoated specimens break (Fig. 1); like the paper's, the uncoated dataset is the
     first specimen (seed + 1, + 2, ...) that gave at least a quarter of the set ion count
     before breaking, or the longest one tried."""
@@ -85,7 +85,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     sp = specs(ctx)
     outs = simulate(ctx, sp.values())
     paths = {"cr": outs[sp["cr"].key].path,
-             "bare": _uncoated_dataset(ctx).path}
+             "bare": uncoated_dataset(ctx).path}
     res = dict(zip(paths, analyze_many(ctx, [(p, None, None) for p in paths.values()]),
                    strict=True))
     rows: list[Row] = []

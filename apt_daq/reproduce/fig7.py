@@ -21,8 +21,10 @@ from apt_daq.analysis.composition import background_counts
 from apt_daq.reproduce import draw
 from apt_daq.reproduce.common import (
     Context,
+    RunOutcome,
     RunSpec,
     analyze_many,
+    first_specimen,
     ratio,
     ratio_err,
     simulate,
@@ -68,10 +70,40 @@ def lmo_specs(ctx: Context) -> list[RunSpec]:
             for i, e in enumerate(ENERGIES_PJ)]
 
 
-def lmo_results(ctx: Context) -> list:
+LMO_TRIES = 3  # specimens per energy: a lab mounts another one when a specimen breaks early
+LMO_USABLE_SHARE = 0.5  # ... before half the set ion count
+
+
+def lmo_outcomes(ctx: Context) -> list[RunOutcome]:
+    """One dataset per energy. A specimen that fractures before half the set ion count (e.g.
+    seed 7's 1 pJ specimen, during the ramp-up: at 1 pJ the field is highest, 22.4 V/nm, a
+    Maxwell stress of 2.2 GPa, and a weak Weibull draw fails there) is replaced by the next
+    one (seed + 1000 k), as a lab would; after LMO_TRIES the longest dataset is used."""
     specs = lmo_specs(ctx)
     outs = simulate(ctx, specs)
-    return analyze_many(ctx, [(outs[s.key].path, None, None) for s in specs])
+    chosen = []
+    for i, s in enumerate(specs):
+        e = ENERGIES_PJ[i]
+
+        def spec_for(seed: int, s=s, e=e, i=i) -> RunSpec:
+            if seed == ctx.seed + 1:
+                return s
+            k = seed - ctx.seed - 1
+            return RunSpec.make(f"{s.key}-try{k}", "lmo-cr.yaml", run__laser_pj=e,
+                                run__stop__ions=LMO_IONS_FACTOR * ctx.ions,
+                                run__seed=ctx.seed + 301 + i + 1000 * k)
+
+        out = outs[s.key]
+        if out.fractured and out.ions < LMO_USABLE_SHARE * LMO_IONS_FACTOR * ctx.ions:
+            out = first_specimen(ctx, spec_for, lambda o: not o.fractured or o.ions
+                                 >= LMO_USABLE_SHARE * LMO_IONS_FACTOR * ctx.ions,
+                                 LMO_TRIES)[0]
+        chosen.append(out)
+    return chosen
+
+
+def lmo_results(ctx: Context) -> list:
+    return analyze_many(ctx, [(o.path, None, None) for o in lmo_outcomes(ctx)])
 
 
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
@@ -96,18 +128,20 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     o2 = np.array([ratio(r.summary, "O2+/O+") for r in lmo])
     en = np.array(ENERGIES_PJ)
     rho = spearman(en, mn)
-    rows.append(Row("7", "LMO Mn2+/Mn+ against laser energy (Spearman rho)",
-                    "'monotonous decrease ... with decrease in laser energy'",
-                    ", ".join(f"{e:g}:{m:.1f}" for e, m in zip(en, mn, strict=True))
-                    + f"; rho {fmt(rho)}", "rho >= 0.8", rho >= 0.8, V["fig7.mn_csr"].source,
-                    rho, provenance="calibrated: (MnO)2+ -> Mn+ + O+ dissociation (d0, F_d, "
-                    "scale)"))
     spread = float((o2.max() - o2.min()) / o2.mean())
-    rows.append(Row("7", "LMO O2+/O+ over 1-20 pJ: (max - min) / mean",
-                    "'no particular trend ... only small variations'",
-                    f"{fmt(o2.min())}-{fmt(o2.max())}: {fmt(spread)}", "< 0.3", spread < 0.3,
-                    V["fig7.o2_csr"].source, spread,
-                    provenance="calibrated: LiMn2O4 O2+/O+ field scale (60 V/nm)"))
+    # one sentence of the paper ("a monotonous decrease in Mn2+/Mn+ ... but no particular
+    # trend in the O2+/O+ ratios"), so one row: the contrast is the statement (a constant
+    # O2+/O+ alone is what a stream without field physics gives)
+    rows.append(Row("7", "LMO Mn2+/Mn+ against laser energy (Spearman rho); O2+/O+ over 1-20 pJ: "
+                    "(max - min) / mean",
+                    "'monotonous decrease in Mn2+/Mn+ ... with decrease in laser energy, but no "
+                    "particular trend in the O2+/O+ ratios, with only small variations'",
+                    ", ".join(f"{e:g}:{m:.1f}" for e, m in zip(en, mn, strict=True))
+                    + f"; rho {fmt(rho)}; O2+/O+ {fmt(o2.min())}-{fmt(o2.max())}: {fmt(spread)}",
+                    "rho >= 0.8 and O2+/O+ spread < 0.3", rho >= 0.8 and spread < 0.3,
+                    f"{V['fig7.mn_csr'].source}; {V['fig7.o2_csr'].source}", rho,
+                    provenance="calibrated: (MnO)2+ -> Mn+ + O+ dissociation (d0, F_d, scale) "
+                    "and the LiMn2O4 O2+/O+ field scale (60 V/nm)"))
     mnf = np.array([ratio(r.summary, "Mn/(Li+Mn)") for r in lmo])
     lif = np.array([ratio(r.summary, "Li/(Li+Mn)") for r in lmo])
     # Mn/(Li+Mn) + Li/(Li+Mn) = 1: one number, one row

@@ -84,24 +84,28 @@ def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
 
 def test_fig2_shell_continuous_ga_in_shell_only(ctx) -> None:
     rows, _ = fig2.reproduce(ctx)
-    assert row(rows, "shell ions").passed
-    assert row(rows, "Ga / (Cr + Ga) ions in the rim; Ga in the 25 nm core").passed
-    assert row(rows, "Ga / (Cr + Ga)").value < 5e-4  # the core's Ga
+    r = row(rows, "shell: shell-ion (Cr, CrO, Ga) share")
+    assert r.passed, r.simulated  # every sector, Ga in the rim, no Ga or Cr in the core ROI
+    assert r.label == "by construction"
 
 
 def test_fig3_coated_steps_consistent(ctx) -> None:
     rows, _ = fig3.reproduce(ctx)
-    assert row(rows, "Cr in the 25 nm ROI").value < 1.0  # at every step
+    r = row(rows, "ROI composition (Li, Ni, O at.%) at 5 pJ")
+    cr = {kv.split()[0]: float(kv.split()[1]) for kv in r.simulated.split("; Cr ")[1].split(", ")}
+    assert max(cr.values()) < 1.0, cr  # at every step, each with its own field
     # Li, Ni, O near nominal: the table's tolerance is 3 at.% at 200 000 ions; here the 25 nm
-    # ROI (25 nm since the reconstruction uses the run's field; 33 nm before) holds ~3 300 ions
-    # a step, ruled by the Li episodes (~1 at.%): 4 at.%
-    c5 = dict(kv.split() for kv in row(rows, "ROI composition at 5 pJ").simulated.split(", "))
+    # ROI holds ~3 300 ions a step, ruled by the Li episodes (~1 at.%): 4 at.%
+    c5 = dict(kv.split() for kv in r.simulated.split("; ")[0].split(", "))
     for el, nominal in (("Li", 25.0), ("Ni", 20.0), ("O", 50.0)):
         assert abs(float(c5[el]) - nominal) <= 4.0, c5
     # ~6e3 ROI ions per step: O counting error ~0.65 at.% per step, ~0.9 on the difference;
     # 3 sigma of it (full size: 2 at.%, the table's tolerance)
-    assert abs(row(rows, "ROI composition at 10 and 15 pJ").value) <= 3.0
-    assert row(rows, "Li depth profile flatness").value <= 3.0
+    assert abs(r.value) <= 3.0
+    flat = row(rows, "Li depth profile (8 equal-count bins")
+    coated, bare = (float(v) for v in flat.simulated.split(", "))
+    assert bare >= 2 * coated and bare > 1.0, flat.simulated  # the coated one is flatter
+    assert flat.label == "predicted"
 
 
 def test_fig4_o2_ratio_and_mrp(f4) -> None:
@@ -134,6 +138,8 @@ def test_fig5_ratios(f5) -> None:
     assert row(f5, "O/(Li+O+Ni+Co+Mn) where O2+/O+ > 4").value < 0.47
     # O2+/O+ rises with laser energy through 50 pJ (rank correlation over 8 energies)
     assert row(f5, "O2+/O+ against laser energy").value >= 0.8
+    # Kingham: Ni and Co charge states fall as the laser energy rises (held out: predicted)
+    assert row(f5, "Ni2+/Ni+ and Co2+/Co+").value <= -0.8
 
 
 def test_fig5_ni_deviation_at_high_o2(f5) -> None:
@@ -151,8 +157,8 @@ def test_fig6_particles_narrow_band(ctx56) -> None:
 
 def test_fig7_grain_and_lmo_csr(f7) -> None:
     assert row(f7, "grain: largest Ni/Co/NiO/CoO peak").passed  # < 5 sigma, Mn/(Li+Mn) > 0.5
-    assert row(f7, "LMO Mn2+/Mn+ against laser energy").value >= 0.8
-    assert row(f7, "LMO O2+/O+ over 1-20 pJ").value < 0.3
+    r = row(f7, "LMO Mn2+/Mn+ against laser energy")
+    assert r.passed and r.value >= 0.8, r.simulated  # and O2+/O+ without a trend
 
 
 def test_fig7_lmo_off_stoichiometry(f7) -> None:
