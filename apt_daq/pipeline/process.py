@@ -21,7 +21,7 @@ from apt_daq.pipeline.tof import mass_da as mn_kernel
 from apt_daq.rangetable import RangeTable
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fused_kernel(
     pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
     bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
@@ -38,7 +38,9 @@ def fused_kernel(
     branch to mispredict); the status test of :func:`~apt_daq.pipeline.decode.record_status`
     is spelled out branch-free here (the numpy twin in the tests checks it); the correction
     coefficients come as tuples (values, not arrays the outputs might alias, so LLVM keeps
-    them in registers); ranging is a second tight loop (:func:`range_pass`).
+    them in registers); numpy's error model (a division by zero gives inf, as in the numpy
+    twin, instead of a test and branch per division); ranging is a second tight loop
+    (:func:`range_pass`).
     """
     n = t_x1.shape[0]
     k = 0
@@ -262,7 +264,7 @@ def process_chunk(
     return hits, derived, dec.keep, dec.counters
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def derive_kernel(hits, t0_ns, flight_path_mm, beta, vc, bc, lo, hi, table, inv_width, out):
     """The ion stream's pass over stored hits: for each HIT_DTYPE record, the calibrated m/n
     (the one m/n kernel over TOF, detector position and V_dc + beta V_pulse, over the voltage
