@@ -8,10 +8,13 @@ Per readout block (one tick of the detection-rate feedback):
 
     raw = dld.read_chunk()  ->  pipeline.decode_chunk  ->  /log row
     rate = ions / pulses    ->  RateController  ->  hv.set_voltage (within limit and ramp)
+                            ->  BlockSizer      ->  the next block's pulses (engine.blocks)
     dld.arm()               ->  Decoded.records  ->  store.append  (while the next chunk fires)
 
 Only the rows' assembly and the store overlap the next chunk: the decision that chunk is fired
-with is already taken, so a run is byte-identical with or without the overlap.
+with (its voltage and its size) is already taken, so a run is byte-identical with or without
+the overlap. Rows reach the store in whole HDF5 chunks (engine.rowbuffer); with
+``summary=True`` the end-of-run summary is counted from them as they go (engine.tally).
 
 Every way out, normal or not, ends in ``_make_safe``: laser emission off, HV output off, a last
 /log row showing both off, the end state in /meta, the file closed.
@@ -64,7 +67,8 @@ class Session(RunRecord):
     ...     result = s.run()
 
     ``pause()``, ``resume()`` and ``abort()`` may be called from any thread (or a signal
-    handler); they take effect at the next readout block.
+    handler); they take effect at the next readout block. ``summary=True``: count the
+    end-of-run summary (composition in the ROI) from the stream, ``RunResult.tally``.
     """
 
     def __init__(
