@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apt_daq.io.ranges import read_rrng
 from apt_daq.isotopes import isotopologues, parse_ion
@@ -362,3 +364,25 @@ def test_apav_si_ranged_with_no_input(apav_data):
     # the 14 Da peak holds 72 % of the ions: it and its isotopes are ranged
     ranged = sum(r.counts for r in res.ranges)
     assert ranged > 0.85 * res.spectrum.counts.sum()
+
+
+# ------------------------------------------------------------------------------ splitting
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda n_ion: st.lists(
+    st.lists(st.floats(0.0, 100.0), min_size=n_ion, max_size=n_ion), min_size=1, max_size=7)))
+def test_ordered_owner_is_the_best_ordered_assignment(cols):
+    # the dynamic programme against every assignment of bins to ions that gives each ion at
+    # most one run, the runs in m/n order (owners non-decreasing along the bins)
+    import itertools
+
+    from apt_daq.pipeline.autorange.split import _ordered_owner
+
+    expect = np.array(cols).T  # ions x bins
+    n_ion, n_bin = expect.shape
+    owner = _ordered_owner(expect)
+    assert np.all(np.diff(owner) >= 0)
+    got = expect[owner, np.arange(n_bin)].sum()
+    best = max(expect[list(a), np.arange(n_bin)].sum()
+               for a in itertools.product(range(n_ion), repeat=n_bin)
+               if all(x <= y for x, y in itertools.pairwise(a)))
+    assert got == pytest.approx(best, rel=1e-12, abs=1e-9)
