@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from apt_daq.drivers.base import (
     BadReply,
@@ -38,6 +38,7 @@ from apt_daq.drivers.base import (
     InstrumentError,
     Laser,
     SafetyError,
+    SwitchedInstrument,
     WallClock,
 )
 from apt_daq.drivers.config import DldConfig, DriversConfig, HvConfig, LaserConfig
@@ -70,15 +71,15 @@ def load_config(cfg: Any, kind: str) -> Any:
     A dict or YAML may hold the driver config itself, or a mapping with a ``<kind>`` key (a
     drivers file), or a ``drivers:`` section (a run file). Errors name file, line and field.
     """
-    from apt_daq.config import ConfigError, validation_problems
+    from apt_daq.config import ConfigError, RunFile, validation_problems
 
     model = _MODELS[kind]
     if isinstance(cfg, model):
         return cfg
+    if isinstance(cfg, RunFile):
+        cfg = cfg.drivers
     if isinstance(cfg, DriversConfig):
         return getattr(cfg, kind)
-    if isinstance(cfg, BaseModel) and hasattr(cfg, "drivers"):  # a RunFile
-        return getattr(cfg.drivers, kind)
     lines: dict = {}
     where = "<dict>"
     prefix: tuple = ()
@@ -131,8 +132,18 @@ def _given(value: str | None) -> str:
     return value
 
 
+@runtime_checkable
+class _Connectable(Protocol):
+    """A driver that says whether it is connected (every built-in one; a plug-in may not)."""
+
+    connected: bool
+
+    def connect(self) -> None: ...
+
+
 def _connected(drv: Any) -> Any:
-    if not getattr(drv, "connected", True):
+    """``drv``, connected: a plug-in factory may return it connected or not."""
+    if isinstance(drv, _Connectable) and not drv.connected:
         drv.connect()
     return drv
 
@@ -234,8 +245,9 @@ class Instruments:
         before it), DLD stopped, then both read back off. Each is tried even if another fails;
         the first failure is raised afterwards."""
         errors: list[BaseException] = []
-        sent: list[Any] = []
-        for drv in (self.hv, self.laser):
+        sent: list[SwitchedInstrument] = []
+        switched: tuple[SwitchedInstrument, ...] = (self.hv, self.laser)
+        for drv in switched:
             try:
                 drv.send_off()
                 sent.append(drv)

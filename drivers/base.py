@@ -34,6 +34,7 @@ from apt_daq.drivers.errors import (
 from apt_daq.drivers.hv_base import HighVoltageSupply
 from apt_daq.drivers.instrument import (
     Instrument,
+    SwitchedInstrument,
     _finite,
     _fmt_v,
     _read_back_off,
@@ -46,6 +47,6 @@ from apt_daq.drivers.laser_base import Laser
 __all__ = [
     "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DriverError", "DriverTimeout",
     "FakeClock", "HighVoltageSupply", "Instrument", "InstrumentError", "Laser", "SafetyError",
-    "SimulatedDetector", "WallClock", "_finite", "_fmt_v", "_read_back_off", "describe", "log",
+    "SimulatedDetector", "SwitchedInstrument", "WallClock", "_finite", "_fmt_v", "_read_back_off", "describe", "log",
     "quantize_mv",
 ]

@@ -171,31 +171,31 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
             self._handshake()
 
 
-class ScpiHv(LinkedHv):
+class _TransportHv(LinkedHv):
+    """A LinkedHv that builds its session (``session_class``) on a transport."""
+
+    session_class: type[ScpiSession] | type[LineSession]
+
+    def __init__(self, transport: Transport, resource: str, *, limit_v: float,
+                 ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
+                 retries: int = 2, reconnect_deadline_s: float = 10.0,
+                 hardware_ramp: bool = False, clock: Clock | None = None):
+        super().__init__(self.session_class(transport, resource, retries=retries,
+                                            reconnect_deadline_s=reconnect_deadline_s),
+                         resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
+                         ramp_step_s=ramp_step_s, max_step_v=max_step_v,
+                         hardware_ramp=hardware_ramp, clock=clock)
+
+
+class ScpiHv(_TransportHv):
     """HV supply speaking the SCPI subset of ``docs/protocols.md``."""
 
     commands = SCPI_HV
-
-    def __init__(self, transport: Transport, resource: str, *, limit_v: float,
-                 ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
-                 retries: int = 2, reconnect_deadline_s: float = 10.0,
-                 hardware_ramp: bool = False, clock: Clock | None = None):
-        super().__init__(ScpiSession(transport, resource, retries=retries,
-                                reconnect_deadline_s=reconnect_deadline_s), resource,
-                         limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
-                         max_step_v=max_step_v, hardware_ramp=hardware_ramp, clock=clock)
+    session_class = ScpiSession
 
 
-class SerialHv(LinkedHv):
+class SerialHv(_TransportHv):
     """HV supply speaking the terse line protocol of ``drivers/serial_line.py``."""
 
     commands = LINE_HV
-
-    def __init__(self, transport: Transport, resource: str, *, limit_v: float,
-                 ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
-                 retries: int = 2, reconnect_deadline_s: float = 10.0,
-                 hardware_ramp: bool = False, clock: Clock | None = None):
-        super().__init__(LineSession(transport, resource, retries=retries,
-                                reconnect_deadline_s=reconnect_deadline_s), resource,
-                         limit_v=limit_v, ramp_v_per_s=ramp_v_per_s, ramp_step_s=ramp_step_s,
-                         max_step_v=max_step_v, hardware_ramp=hardware_ramp, clock=clock)
+    session_class = LineSession

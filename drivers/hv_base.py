@@ -9,9 +9,9 @@ import logging
 import math
 
 from apt_daq.drivers.clock import Clock
-from apt_daq.drivers.errors import ConnectionLost, DriverError, SafetyError
+from apt_daq.drivers.errors import DriverError, SafetyError
 from apt_daq.drivers.instrument import (
-    Instrument,
+    SwitchedInstrument,
     _finite,
     _fmt_v,
     _read_back_off,
@@ -23,7 +23,7 @@ from apt_daq.wire.scpi_commands import HV
 log = logging.getLogger("apt_daq.drivers.base")
 
 
-class HighVoltageSupply(Instrument):
+class HighVoltageSupply(SwitchedInstrument):
     """The specimen DC HV supply, with the safety rules every backend inherits.
 
     Rules (checked before anything is sent; judged against what the instrument receives):
@@ -297,17 +297,7 @@ class HighVoltageSupply(Instrument):
             except DriverError as e:
                 log.warning("%s: output off, but setting 0 V failed: %s", self.name, e)
 
-    def safe_off(self) -> None:
-        """Output off first, then verified off, then setpoint 0 V."""
-        with self.lock:
-            if not self.connected:
-                return
-            try:
-                self.send_off()
-            except DriverError as e:
-                raise self.error(ConnectionLost, self._cmd_output(False),
-                                 f"could not turn the output off: {e.detail}") from e
-            self.verify_off()
+    def _cmd_off(self) -> str:
+        return self._cmd_output(False)
 
-    def _mark_broken(self) -> None:
-        """Backends with a link mark it for reconnection."""
+    # safe_off (SwitchedInstrument): output off first, then verified off, then setpoint 0 V

@@ -7,6 +7,7 @@ import abc
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 from apt_daq.drivers.clock import Clock, WallClock
@@ -66,6 +67,41 @@ class Instrument(abc.ABC):
         return f"<{type(self).__name__} {self.name}>"
 
 
+class SwitchedInstrument(Instrument):
+    """An instrument with a switch that makes it safe (the HV output, the laser emission):
+    ``safe_off`` is ``send_off`` (first on the link) then ``verify_off`` (read back)."""
+
+    #: what the switch is called in messages ("could not turn <it> off")
+    switch_name = "the output"
+
+    @abc.abstractmethod
+    def _cmd_off(self) -> str:
+        """The command text that switches off, naming it in messages."""
+
+    @abc.abstractmethod
+    def send_off(self) -> None:
+        """Switch off, sent before anything else; a DriverError if it could not be sent."""
+
+    @abc.abstractmethod
+    def verify_off(self) -> None:
+        """A DriverError unless the instrument reports the switch off."""
+
+    def safe_off(self) -> None:
+        """Switched off first, then verified off."""
+        with self.lock:
+            if not self.connected:
+                return
+            try:
+                self.send_off()
+            except DriverError as e:
+                raise self.error(ConnectionLost, self._cmd_off(),
+                                 f"could not turn {self.switch_name} off: {e.detail}") from e
+            self.verify_off()
+
+    def _mark_broken(self) -> None:
+        """Backends with a link mark it for reconnection."""
+
+
 _fmt_v = fmt_number  # the wire's number format, in messages too
 
 
@@ -74,7 +110,8 @@ def quantize_mv(volts: float) -> float:
     return round(float(volts), 3)
 
 
-def _read_back_off(inst: Any, read: Any, send_off: Any) -> bool:
+def _read_back_off(inst: SwitchedInstrument, read: Callable[[], bool],
+                   send_off: Callable[[], None]) -> bool:
     """Read an off state back. A link that fails the read (the off command may have gone into
     a dead connection) is reopened, the off command sent again and the state read once more."""
     try:

@@ -7,17 +7,18 @@ import abc
 import math
 
 from apt_daq.drivers.clock import Clock
-from apt_daq.drivers.errors import ConnectionLost, DriverError, SafetyError
+from apt_daq.drivers.errors import DriverError, SafetyError
 from apt_daq.drivers.hv_base import HighVoltageSupply
-from apt_daq.drivers.instrument import Instrument, _fmt_v, _read_back_off, quantize_mv
+from apt_daq.drivers.instrument import SwitchedInstrument, _fmt_v, _read_back_off, quantize_mv
 
 from apt_daq.wire.scpi_commands import LASER
 
 
-class Laser(Instrument):
+class Laser(SwitchedInstrument):
     """The pulsed UV laser. Emission is refused while the attached HV supply reports a trip."""
 
     kind = "laser"
+    switch_name = "emission"
 
     def __init__(self, resource: str, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, clock: Clock | None = None):
@@ -103,17 +104,7 @@ class Laser(Instrument):
     def _read_emission_now(self) -> bool:
         return self.emission_on()
 
-    def safe_off(self) -> None:
-        """Emission off first, then verified off."""
-        with self.lock:
-            if not self.connected:
-                return
-            try:
-                self.send_off()
-            except DriverError as e:
-                raise self.error(ConnectionLost, self._cmd_emission(False),
-                                 f"could not turn emission off: {e.detail}") from e
-            self.verify_off()
+    def _cmd_off(self) -> str:
+        return self._cmd_emission(False)
 
-    def _mark_broken(self) -> None:
-        """Backends with a link mark it for reconnection."""
+    # safe_off (SwitchedInstrument): emission off first, then verified off

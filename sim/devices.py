@@ -13,9 +13,13 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from apt_daq.wire.scpi_commands import DATA_OUT_OF_RANGE, DEVICE_SPECIFIC, ERROR_MESSAGES
 
 HISTORY_MAX = 100_000  # entries kept in every log (received, commands seen, events)
+_RANGE = ERROR_MESSAGES[DATA_OUT_OF_RANGE]
+_DEVICE = ERROR_MESSAGES[DEVICE_SPECIFIC]
 
 
 class History(deque):
@@ -35,6 +39,17 @@ class History(deque):
 
     def __reduce__(self) -> Any:
         return (type(self), (list(self), self.maxlen))
+
+
+class DeviceModel(Protocol):
+    """What a wire interface uses of a device model: its instrument time, moving it on, and
+    the reset (``*RST``)."""
+
+    now_s: float
+
+    def advance(self, dt_s: float) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class DeviceError(Exception):
@@ -69,13 +84,13 @@ class HvSupplyModel:
 
     def set_voltage(self, volts: float) -> None:
         if not (0.0 <= volts <= self.limit_v):
-            raise DeviceError(-222, f"Data out of range: {volts:g} V above limit {self.limit_v:g}")
+            raise DeviceError(DATA_OUT_OF_RANGE, f"{_RANGE}: {volts:g} V above limit {self.limit_v:g}")
         self.setpoint_v = float(volts)
         self.received.append((self.now_s, "setpoint_v", self.setpoint_v))
 
     def set_limit(self, volts: float) -> None:
         if not (0.0 < volts <= self.max_voltage_v):
-            raise DeviceError(-222, f"Data out of range: limit {volts:g} V")
+            raise DeviceError(DATA_OUT_OF_RANGE, f"{_RANGE}: limit {volts:g} V")
         self.limit_v = float(volts)
         self.received.append((self.now_s, "limit_v", self.limit_v))
         if self.setpoint_v > self.limit_v:
@@ -84,13 +99,13 @@ class HvSupplyModel:
     def set_slew(self, v_per_s: float) -> None:
         """The supply's own ramp: the output follows a setpoint change at most this fast."""
         if not (0.0 < v_per_s <= self.max_slew_v_per_s):
-            raise DeviceError(-222, f"Data out of range: slew {v_per_s:g} V/s")
+            raise DeviceError(DATA_OUT_OF_RANGE, f"{_RANGE}: slew {v_per_s:g} V/s")
         self.slew_v_per_s = float(v_per_s)
         self.received.append((self.now_s, "slew_v_per_s", self.slew_v_per_s))
 
     def set_output(self, on: bool) -> None:
         if on and self.tripped:
-            raise DeviceError(-300, "Device-specific error: output tripped, clear protection first")
+            raise DeviceError(DEVICE_SPECIFIC, f"{_DEVICE}: output tripped, clear protection first")
         self.output_on = bool(on)
         self.received.append((self.now_s, "output", float(self.output_on)))
         if not on:
@@ -143,21 +158,25 @@ class LaserModel:
 
     def set_energy(self, pj: float) -> None:
         if not (0.0 <= pj <= self.max_energy_pj):
-            raise DeviceError(-222, f"Data out of range: energy {pj:g} pJ")
+            raise DeviceError(DATA_OUT_OF_RANGE, f"{_RANGE}: energy {pj:g} pJ")
         self.energy_pj = float(pj)
         self.received.append((self.now_s, "energy_pj", self.energy_pj))
 
     def set_pulse_rate(self, hz: float) -> None:
         if not (0.0 < hz <= self.max_pulse_rate_hz):
-            raise DeviceError(-222, f"Data out of range: pulse rate {hz:g} Hz")
+            raise DeviceError(DATA_OUT_OF_RANGE, f"{_RANGE}: pulse rate {hz:g} Hz")
         self.pulse_rate_hz = float(hz)
         self.received.append((self.now_s, "pulse_rate_hz", self.pulse_rate_hz))
 
     def set_emission(self, on: bool) -> None:
         if on and self.interlock_open:
-            raise DeviceError(-300, "Device-specific error: interlock open, emission refused")
+            raise DeviceError(DEVICE_SPECIFIC, f"{_DEVICE}: interlock open, emission refused")
         self.emission_on = bool(on)
         self.received.append((self.now_s, "emission", float(self.emission_on)))
+
+    def advance(self, dt_s: float) -> None:
+        """Move on in instrument time (the laser's settings act at once: nothing slews)."""
+        self.now_s += dt_s
 
     def open_interlock(self) -> None:
         self.interlock_open = True

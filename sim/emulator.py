@@ -1,39 +1,11 @@
-"""Hardware-in-the-loop emulator: one virtual LEAP served over the instruments' real wires.
+"""The HIL emulator's entry point: :func:`serve` (what ``apt-daq emulate`` runs),
+:func:`load_target` and ``python -m apt_daq.sim.emulator``.
 
-The device models are the simulator's (:class:`apt_daq.sim.instrument.VirtualLeap`); the wire
-interfaces are thin (Lewis style) and documented in ``docs/protocols.md``:
-
-- laser: SCPI on a TCP socket (``TCPIP::host::port::SOCKET``, LF terminated);
-- HV supply: SCPI on a TCP socket, and its terse line protocol on a pseudo-terminal
-  (``/dev/pts/N``, CR LF), both on the same model;
-- delay-line detector: raw records in the binary framing of ``drivers/dld_stream.py`` on TCP
-  (``tcp://host:port``). After START the front end fires the laser in readout blocks of
-  ``block_pulses`` pulses while emission is on, paced in real time, and sends one DATA frame
-  per block at the block's end;
-- control: a text line protocol on TCP (``status``, ``log``, ``fault KIND key=value ...``,
-  ``clear``, ``shutdown``), replies are one JSON line.
-
-Time: a ``simpy.rt.RealtimeEnvironment`` (``make_environment(realtime=True, speed=X)``) paces
-the pulse clock, so one second of instrument time takes ``1/speed`` s of wall time; the
-virtual LEAP's own clock advances by the same amounts. Settings arriving over any wire act at
-the next pulse block (the latency of real hardware). Every accepted setting is in the device
-models' ``received`` logs (instrument time), the emulator's own record of what the
-instrument got, whatever the drivers believe.
-
-Faults (:class:`~apt_daq.sim.faults.Fault`, from a YAML list, ``--fault`` or the control port)
-are documented in ``docs/hil.md`` (:data:`~apt_daq.sim.faults.FAULT_KINDS`); the DLD endpoint
-is :class:`~apt_daq.sim.dld_server.DldStreamServer`.
-
-Exposure and limits (``docs/hil.md``): every endpoint listens on loopback unless
-``allow_remote=True`` (the CLI's ``--allow-remote``); lines are capped at
-:data:`~apt_daq.sim.scpi_server.MAX_LINE` bytes, connections at :data:`~apt_daq.sim.scpi_server.MAX_CLIENTS`
-per server, logs at :data:`~apt_daq.sim.devices.HISTORY_MAX` entries, pending faults at
-:data:`~apt_daq.sim.faults.MAX_PENDING_FAULTS`; replies are ASCII whatever a client sent.
-
-This module is the entry point (:func:`serve`, :func:`load_target`, ``python -m``) and
-re-exports the emulator's names: :class:`Emulator` lives in :mod:`apt_daq.sim.hil_emulator`,
-its fault machinery in :mod:`apt_daq.sim.fault_firing`, its pulse clock in
-:mod:`apt_daq.sim.pulse_clock`.
+The emulator itself (wires, time, faults, limits) is described in
+:mod:`apt_daq.sim.hil_emulator`, where :class:`Emulator` lives; its fault machinery is in
+:mod:`apt_daq.sim.fault_firing`, its pulse clock in :mod:`apt_daq.sim.pulse_clock`, the fault
+model in :mod:`apt_daq.sim.faults` and the DLD endpoint in :mod:`apt_daq.sim.dld_server`. Every
+name callers imported from here before the split is re-exported (``__all__``).
 """
 
 from __future__ import annotations

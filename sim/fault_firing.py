@@ -21,6 +21,7 @@ from apt_daq.sim.faults import (
     garbage_line,
 )
 from apt_daq.sim.instrument import VirtualLeap
+from apt_daq.sim.scpi_server import LineInterface, ScpiInterface
 
 
 class FaultFiring:
@@ -29,7 +30,7 @@ class FaultFiring:
     lock: threading.RLock
     leap: VirtualLeap
     servers: dict[str, Any]
-    interfaces: dict[str, Any]
+    interfaces: dict[str, LineInterface]
     wire: dict[str, WireState]
     fired: History
     event: Callable[[str], None]
@@ -150,7 +151,7 @@ class FaultFiring:
             if leap.laser.interlock_open:
                 leap.laser.close_interlock()
             for iface in self.interfaces.values():
-                if hasattr(iface, "errors"):
+                if isinstance(iface, ScpiInterface):  # a power cycle empties the error queue
                     iface.errors.clear()
 
     def _scope(self, target: str) -> None:

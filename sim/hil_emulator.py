@@ -59,6 +59,7 @@ from apt_daq.sim.scpi_server import (
     MAX_LINE,
     HvScpiInterface,
     LaserScpiInterface,
+    LineInterface,
     TcpLineServer,
     check_host,
     printable,
@@ -147,7 +148,7 @@ class Emulator(FaultFiring, PulseClock):
         self._stopped = False
         self._thread: threading.Thread | None = None
         self.servers: dict[str, Any] = {}
-        self.interfaces: dict[str, Any] = {}
+        self.interfaces: dict[str, LineInterface] = {}
         self.env: Any = None  # the realtime simpy Environment while started
 
     # -- logging

@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from apt_daq.sim.devices import DeviceError, History, HvSupplyModel, LaserModel
+from apt_daq.sim.devices import DeviceError, DeviceModel, History, HvSupplyModel, LaserModel
 
 from apt_daq.wire.scpi_commands import (
     BOOL_RE,
@@ -116,16 +116,50 @@ def mnemonic(short: str, long: str) -> str:
     return re.escape(short) + (f"(?:{re.escape(rest)})?" if rest else "")
 
 
-class ScpiInterface:
+class LineInterface:
+    """What every wire interface of a device model shares (the SCPI ones here, the HV line
+    protocol's in :mod:`apt_daq.sim.serial_server`): the model, the clock that moves it on,
+    the log of the lines received."""
+
+    def __init__(self, model: DeviceModel, clock: Callable[[], float] | None = None):
+        self.model = model
+        self.clock = clock
+        self.commands_seen = History()  # the last lines received, for tests and logs
+
+    def sync(self) -> None:
+        """Move the model on to the clock's time."""
+        if self.clock is None:
+            return
+        dt = self.clock() - self.model.now_s
+        if dt > 0:
+            self.model.advance(dt)
+
+    def received(self, line: str) -> str | None:
+        """A received line stripped, logged and the model synced; None for a blank line."""
+        line = line.strip()
+        if not line:
+            return None
+        self.commands_seen.append(printable(line, MAX_LOGGED))
+        self.sync()
+        return line
+
+    def handle(self, line: str) -> str | None:
+        """One command line -> the reply line (None for no reply)."""
+        raise NotImplementedError
+
+    def too_long(self) -> str | None:
+        """A line over :data:`MAX_LINE` bytes arrived (and was discarded): the reply, if any."""
+        raise NotImplementedError
+
+
+class ScpiInterface(LineInterface):
     """Common commands and the error queue; subclasses add their command table."""
 
     idn = "apt-daq,SIM,0,1.0"
 
-    def __init__(self, model, clock: Callable[[], float] | None = None):
-        self.model = model
-        self.clock = clock
+    def __init__(self, model: DeviceModel, clock: Callable[[], float] | None = None):
+        super().__init__(model, clock)
         self.errors: deque[tuple[int, str]] = deque(maxlen=QUEUE_DEPTH)
-        self.commands_seen = History()  # the last lines received, for tests and logs
         self._table: list[tuple[re.Pattern[str], Handler]] = []
         c = COMMON
         self.add(c.idn, lambda: self.idn)
@@ -154,7 +188,7 @@ class ScpiInterface:
             self.errors.append(entry)
 
     def too_long(self) -> None:
-        """A line over :data:`MAX_LINE` bytes arrived (and was discarded)."""
+        """A line over :data:`MAX_LINE` bytes arrived (and was discarded): queued, no reply."""
         self.push_error(TOO_MUCH_DATA, f"{ERROR_MESSAGES[TOO_MUCH_DATA]}: command line over "
                         f"{MAX_LINE} bytes")
 
@@ -166,25 +200,12 @@ class ScpiInterface:
     def _reset(self) -> None:
         self.model.reset()
 
-    def sync(self) -> None:
-        """Move the model on to the clock's time."""
-        if self.clock is None:
-            return
-        now = self.clock()
-        dt = now - self.model.now_s
-        if dt > 0:
-            if hasattr(self.model, "advance"):
-                self.model.advance(dt)
-            else:
-                self.model.now_s = now
-
     def handle(self, line: str) -> str | None:
         """One command line -> the reply line (None for a command without reply)."""
-        line = line.strip()
-        if not line:
+        got = self.received(line)
+        if got is None:
             return None
-        self.commands_seen.append(printable(line, MAX_LOGGED))
-        self.sync()
+        line = got
         for pattern, fn in self._table:
             m = pattern.fullmatch(line)
             if m is None:
@@ -291,6 +312,15 @@ class LineBuffer:
         return len(self._buf)
 
 
+def answer(handler: Callable[[str], str | None],
+           on_overlong: Callable[[], str | None] | None, line: str | None) -> str | None:
+    """The reply to one item of :meth:`LineBuffer.feed`: ``handler(line)``, or for a line
+    that was too long (None) ``on_overlong()`` if there is one."""
+    if line is not None:
+        return handler(line)
+    return on_overlong() if on_overlong is not None else None
+
+
 def encode_reply(reply: str, eol: str) -> bytes:
     """A reply line as bytes: ASCII, any other character replaced (never raises)."""
     return (reply + eol).encode("ascii", "replace")
@@ -384,12 +414,7 @@ class TcpLineServer:
                     break
                 for line in lines.feed(data):
                     with self.lock:
-                        if line is not None:
-                            reply = self.handler(line)
-                        elif self.on_overlong is not None:
-                            reply = self.on_overlong()
-                        else:
-                            reply = None
+                        reply = answer(self.handler, self.on_overlong, line)
                     if reply is not None:
                         conn.sendall(encode_reply(reply, self.eol))
         except OSError:

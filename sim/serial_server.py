@@ -21,12 +21,13 @@ import threading
 import tty
 from collections.abc import Callable
 
-from apt_daq.sim.devices import DeviceError, History, HvSupplyModel
+from apt_daq.sim.devices import DeviceError, HvSupplyModel
 from apt_daq.sim.scpi_server import (
     MAX_LINE,
-    MAX_LOGGED,
     LineBuffer,
+    LineInterface,
     TcpLineServer,
+    answer,
     encode_reply,
     printable,
 )
@@ -39,26 +40,20 @@ from apt_daq.wire.hv_line import (
     ERR_TRIPPED,
     ERR_UNKNOWN,
 )
+from apt_daq.wire.scpi_commands import DATA_OUT_OF_RANGE
 
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-class HvLineInterface:
+class HvLineInterface(LineInterface):
     """One command line in, one reply line out."""
 
     idn = "APT-DAQ,HV-SIM,0,1.0"
+    model: HvSupplyModel
 
     def __init__(self, model: HvSupplyModel, clock: Callable[[], float] | None = None):
-        self.model = model
-        self.clock = clock
+        super().__init__(model, clock)
         self.last_error: tuple[int, str] = (0, "No error")
-        self.commands_seen = History()  # the last lines received
-
-    def _sync(self) -> None:
-        if self.clock is not None:
-            dt = self.clock() - self.model.now_s
-            if dt > 0:
-                self.model.advance(dt)
 
     def _err(self, code: int, message: str) -> str:
         message = printable(message)
@@ -70,11 +65,10 @@ class HvLineInterface:
         return self._err(ERR_ARGUMENT, f"line too long (over {MAX_LINE} bytes)")
 
     def handle(self, line: str) -> str | None:
-        line = line.strip()
-        if not line:
+        got = self.received(line)
+        if got is None:
             return None
-        self.commands_seen.append(printable(line, MAX_LOGGED))
-        self._sync()
+        line = got
         m = self.model
         parts = line.split()
         cmd, args = parts[0].upper(), parts[1:]
@@ -115,7 +109,7 @@ class HvLineInterface:
                 return "OK"
         except DeviceError as e:
             code = ERR_TRIPPED if "tripped" in e.message else (
-                ERR_RANGE if e.code == -222 else ERR_OTHER)
+                ERR_RANGE if e.code == DATA_OUT_OF_RANGE else ERR_OTHER)
             return self._err(code, e.message)
         return self._err(ERR_UNKNOWN, f"unknown command {line!r}")
 
@@ -161,12 +155,7 @@ class PtyServer:
             for line in lines.feed(data):
                 try:
                     with self.lock:
-                        if line is not None:
-                            reply = self.handler(line)
-                        elif self.on_overlong is not None:
-                            reply = self.on_overlong()
-                        else:
-                            reply = None
+                        reply = answer(self.handler, self.on_overlong, line)
                 except Exception as e:  # the pty has one client: keep serving it
                     try:
                         self.on_event(f"hv_serial: {type(e).__name__}: {printable(str(e))}")
