@@ -207,10 +207,7 @@ class VirtualLeap(ChannelTablesMixin):
         st.li_depletion, st.li_burst_ratio, st.events_per_pulse = depl, burst, lam
         st.hazard_per_s = physics.fracture_hazard_per_s(f, tip.strength_gpa)
         st.tail_mean_ns = prof.tau_eff_ns
-        li = ELEMENTS["Li"]
-        q_li = float(physics.barrier_ev(np.array([li.q0_ev]), np.array([li.fe_v_per_nm]), f)[0])
-        li_t, li_cum, li_base = physics.li_wait_table(q_li, base, peak - base, cool)
-        return {"profile": prof, "li_wait": (li_t, li_cum, li_base), "rho_s": rho_s, "lam": lam, "burst": burst, "depl": depl,
+        return {"profile": prof, "cooling": (base, peak - base, cool), "rho_s": rho_s, "lam": lam, "burst": burst, "depl": depl,
                 "dc_share": p_dc / (p_site + p_dc) if p_site + p_dc > 0 else 0.0,
                 "field": f, "period_ns": period_s * 1e9}
 
@@ -317,7 +314,9 @@ class VirtualLeap(ChannelTablesMixin):
             self._static = (np.array(tip.densities, np.float64), sp.index("Li+"),
                             sp.index("LiO+"))
         densities, li_ion, lio_ion = self._static
-        li_t, li_cum, li_base = ph["li_wait"]
+        li_el = ELEMENTS["Li"]
+        q_li = max(li_el.q0_ev * (1.0 - ph["field"] / li_el.fe_v_per_nm), 0.0)
+        li_t, li_cum, li_base = physics.li_wait_table(q_li, *ph["cooling"])
         out = physics.generate_events(
             pulses, seed_events, tip.depth_nm, self.specimen.apex_radius_nm, tip.sin_shank,
             ph["rho_s"], densities, tip.shell_phase, tip.matrix_phase,
