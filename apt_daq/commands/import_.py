@@ -217,15 +217,7 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
                 field_map: str | Path | None = None, simulated: bool = False,
                 overwrite: bool = False, chunk: int = 1 << 20) -> dict:
     """Import ``path`` into the run file ``out``; returns the /meta "imported" summary."""
-    import numpy as np
-
-    from apt_daq import __version__
     from apt_daq.config import InstrumentConfig
-    from apt_daq.io._common import atomic_output
-    from apt_daq.io.epos import implied_flight_path_m
-    from apt_daq.io.ranges import table_to_meta
-    from apt_daq.io.store import RunWriter, now_iso
-    from apt_daq.pipeline.corrections import Calibration
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -233,8 +225,35 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     fmt = source_format(path, fmt, table=bool(fields or field_map))
     src = open_source(path, fmt, voltage_unit, fields=fields, field_map=field_map)
     table = read_range_file(ranges) if ranges else None
+    summary = _summary(src, path, fmt)
+    inst = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
+    t0 = float(inst.get("t0_ns", 0.0))
+    if flight_path_mm is not None:
+        summary["flight_path"] = "given (--flight-path-mm)"
+    elif instrument:
+        summary["flight_path"] = f"from {instrument}"
+    else:
+        summary["flight_path"] = _implied_flight_path(src, inst, t0, min(chunk, 200_000))
+    if summary["flight_path"] is None:
+        del summary["flight_path"]
+    inst_cfg = InstrumentConfig(**inst)
+    has_mass = "mass" in src.present
+    if inst_cfg.reflectron and not has_mass:
+        log.warning("%s: a reflectron instrument: m/n from TOF assumes a straight flight path "
+                    "(reflectron instruments are not modelled)", path)
+    meta = _import_meta(summary, inst_cfg, simulated, table, fmt, path, has_mass)
+    _write_run(src, out, meta, table, chunk, path)
+    if not has_mass and flight_path_mm is None and not instrument:
+        log.warning("%s: no flight length given (--flight-path-mm or --instrument): m/n from "
+                    "TOF uses the nominal %.0f mm and t0 = %g ns until `apt-daq calibrate` fits "
+                    "them", out, inst_cfg.flight_path_mm, t0)
+    return summary
+
+
+def _summary(src, path: str | Path, fmt: str) -> dict:
+    """The /meta "imported" summary of an opened source: file, format, ions, fields, voltage
+    and what the reader noted or skipped."""
     present = set(src.present)
-    has_mass = "mass" in present
     summary = {
         "file": str(path), "format": fmt, "ions": src.n, "fields": list(src.present),
         "voltage": getattr(src, "voltage_note", "no voltage in the file"
@@ -246,32 +265,47 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
         summary["table_format"] = src.format
     if getattr(src, "notes", None):
         summary["notes"] = list(src.notes)
-    inst = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
-    t0 = float(inst.get("t0_ns", 0.0))
-    if flight_path_mm is not None:
-        summary["flight_path"] = "given (--flight-path-mm)"
-    elif instrument:
-        summary["flight_path"] = f"from {instrument}"
-    elif has_mass and {"tof", "v_dc"} <= present and src.n:
-        first = next(src.iter(min(chunk, 200_000)), None)
-        if first is not None:
-            det = {"det_x", "det_y"} <= present
-            v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
-            l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
-                                        first["det_x"] if det else None,
-                                        first["det_y"] if det else None)
-            if np.isfinite(l_m):
-                inst["flight_path_mm"] = round(l_m * 1000.0, 3)
-                summary["flight_path"] = ("implied by TOF, V and m/n (median of "
-                                          "sqrt(k V (t - t0)^2 / m - x^2 - y^2)); give "
-                                          "--flight-path-mm if known")
-    elif not has_mass:
-        summary["flight_path"] = ("not given: nominal; give --flight-path-mm/--t0-ns or "
-                                  "--instrument, or fit them with apt-daq calibrate")
-    inst_cfg = InstrumentConfig(**inst)
-    if inst_cfg.reflectron and not has_mass:
-        log.warning("%s: a reflectron instrument: m/n from TOF assumes a straight flight path "
-                    "(reflectron instruments are not modelled)", path)
+    return summary
+
+
+def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:
+    """With none given: the flight length a file with m/n, TOF and V implies (set in ``inst``),
+    or a note that the nominal one is used (no m/n); what the summary says of it (None: say
+    nothing)."""
+    import numpy as np
+
+    from apt_daq.io.epos import implied_flight_path_m
+
+    present = set(src.present)
+    if "mass" not in present:
+        return ("not given: nominal; give --flight-path-mm/--t0-ns or "
+                "--instrument, or fit them with apt-daq calibrate")
+    if not ({"tof", "v_dc"} <= present and src.n):
+        return None
+    first = next(src.iter(sample), None)
+    if first is None:
+        return None
+    det = {"det_x", "det_y"} <= present
+    v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
+    l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
+                                first["det_x"] if det else None,
+                                first["det_y"] if det else None)
+    if not np.isfinite(l_m):
+        return None
+    inst["flight_path_mm"] = round(l_m * 1000.0, 3)
+    return ("implied by TOF, V and m/n (median of sqrt(k V (t - t0)^2 / m - x^2 - y^2)); give "
+            "--flight-path-mm if known")
+
+
+def _import_meta(summary: dict, inst_cfg, simulated: bool, table, fmt: str,
+                 path: str | Path, has_mass: bool) -> dict:
+    """The run's /meta: the summary, the instrument, the file's own calibration when it holds
+    m/n (else none: the stream computes m/n from TOF), the range table."""
+    from apt_daq import __version__
+    from apt_daq.io.ranges import table_to_meta
+    from apt_daq.io.store import now_iso
+    from apt_daq.pipeline.corrections import Calibration
+
     meta = {
         "imported": summary,
         "simulated": bool(simulated),
@@ -288,9 +322,19 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     if table is not None:
         meta["ranges"] = table_to_meta(table)
         meta["ion_table"] = ion_table(table)
-    positions = {"x", "y", "z"} <= present
-    with_derived = has_mass or positions
+    return meta
 
+
+def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) -> None:
+    """Stream the source into the run file ``out`` (atomically), ranged with ``table`` when the
+    file holds m/n; a CSV's ion count is recorded once read."""
+    from apt_daq.io._common import atomic_output
+    from apt_daq.io.store import RunWriter
+
+    present = set(src.present)
+    has_mass = "mass" in present
+    with_derived = has_mass or {"x", "y", "z"} <= present
+    summary = meta["imported"]
     n = 0
     with atomic_output(out, overwrite=True) as tmp, RunWriter(tmp, meta, overwrite=True) as w:
         for ions in src.iter(chunk):
@@ -305,11 +349,6 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
         elif n != src.n:
             raise DataFileError(f"{path}: read {n} ions of {src.n}")
         w.finish("imported")
-    if not has_mass and flight_path_mm is None and not instrument:
-        log.warning("%s: no flight length given (--flight-path-mm or --instrument): m/n from "
-                    "TOF uses the nominal %.0f mm and t0 = %g ns until `apt-daq calibrate` fits "
-                    "them", out, inst_cfg.flight_path_mm, t0)
-    return summary
 
 
 def _import(args: argparse.Namespace) -> int:
