@@ -72,7 +72,7 @@ class DissociationConfig(_Model):
     field_v_per_nm: float = Field(19.0, gt=0, description="F_d, V/nm")
     scale_v_per_nm: float = Field(3.0, gt=0, description="w_d, V/nm: grows with the field")
     lifetime_ps: float = Field(
-        0.3, ge=0, description="mean lifetime of the parent ion, ps: where it dissociates on "
+        0.05, ge=0, description="mean lifetime of the parent ion, ps: where it dissociates on "
         "its way out sets the fragments' apparent m/n along the dissociation track (Saxey 2011)")
 
 
