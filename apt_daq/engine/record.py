@@ -101,8 +101,14 @@ class RunRecord:
                           truth=None if truth is None else np.take(truth, dec.keep))
         else:
             blocks = {}
+        rounds: list[dict[str, np.ndarray]] = []  # one append (one flush) per round
         for name, rows in self._rowbuf.put(everything, **blocks):
-            self._writer.append(**{name: rows})
+            free = next((r for r in rounds if name not in r), None)
+            if free is None:
+                rounds.append(free := {})
+            free[name] = rows
+        for due in rounds:
+            self._writer.append(**due)
 
     def _tally_add(self, hits: np.ndarray) -> None:
         """The summary's counts of the block; a failure drops the tally, never the run."""
