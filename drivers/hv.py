@@ -28,6 +28,7 @@ from apt_daq.drivers.scpi import (
 )
 from apt_daq.drivers.serial_line import LineSession
 
+from apt_daq.wire.hv_line import LINE
 from apt_daq.wire.scpi_commands import HV
 
 
@@ -67,14 +68,17 @@ SCPI_HV = HvCommands(
 :data:`apt_daq.wire.scpi_commands.HV` declares it."""
 
 LINE_HV = HvCommands(
-    idn="ID?", clear_status=None,
-    set_limit="L {}", get_limit="L?",
-    set_voltage="V {}", get_voltage="V?",
-    output_on="O 1", output_off="O 0", get_output="O?",
-    measure_voltage="M?", measure_current="I?",
-    get_trip="T?", clear_trip="C", reset="R", set_slew="S {}", get_slew="S?",
+    idn=LINE.idn.text, clear_status=None,
+    set_limit=LINE.set_limit.text, get_limit=LINE.get_limit.text,
+    set_voltage=LINE.set_voltage.text, get_voltage=LINE.get_voltage.text,
+    output_on=LINE.set_output.text.format(1), output_off=LINE.set_output.text.format(0),
+    get_output=LINE.get_output.text,
+    measure_voltage=LINE.measure_voltage.text, measure_current=LINE.measure_current.text,
+    get_trip=LINE.get_trip.text, clear_trip=LINE.clear_trip.text, reset=LINE.reset.text,
+    set_slew=LINE.set_slew.text, get_slew=LINE.get_slew.text,
 )
-"""The terse serial line protocol (CR LF terminated), see ``drivers/serial_line.py``."""
+"""The terse serial line protocol (CR LF terminated), as :data:`apt_daq.wire.hv_line.LINE`
+declares it; see ``drivers/serial_line.py``."""
 
 
 class LinkedHv(SessionLifecycle, HighVoltageSupply):

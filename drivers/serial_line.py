@@ -2,7 +2,8 @@
 
 ASCII lines terminated by CR LF both ways. Every command gets exactly one reply line:
 a setting answers ``OK``, a query answers its value, any refused command answers
-``ERR <code> <message>``. Commands (see ``docs/protocols.md`` for the full table)::
+``ERR <code> <message>``. Commands (declared in :mod:`apt_daq.wire.hv_line`, the table both
+this driver and the emulator read; ``docs/protocols.md`` has the full table)::
 
     ID?        -> APT-DAQ,HV-SIM,0,1.0        identity
     V <volts>  -> OK                          setpoint, V
@@ -37,6 +38,7 @@ from apt_daq.wire.hv_line import (  # noqa: F401  (re-exported: the codes' old h
     ERR_RANGE,
     ERR_TRIPPED,
     ERR_UNKNOWN,
+    OK,
 )
 
 _ERR = re.compile(r"^ERR\s+(-?\d+)\s*(.*)$")
@@ -132,7 +134,7 @@ class LineSession(Link):
         """A setting: sent once (never retried); ``OK`` or InstrumentError/BadReply."""
         text = self.exchange(command, True)
         assert text is not None
-        if text.strip() == "OK":
+        if text.strip() == OK:
             return
         self.check_reply_error(command, text)
         self.broken = True

@@ -39,10 +39,10 @@ from apt_daq.wire.hv_line import (
     ERR_RANGE,
     ERR_TRIPPED,
     ERR_UNKNOWN,
+    LINE,
+    OK,
 )
-from apt_daq.wire.scpi_commands import DATA_OUT_OF_RANGE
-
-_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+from apt_daq.wire.scpi_commands import DATA_OUT_OF_RANGE, NUMBER_RE
 
 
 class HvLineInterface(LineInterface):
@@ -69,44 +69,42 @@ class HvLineInterface(LineInterface):
         if got is None:
             return None
         line = got
-        m = self.model
+        m, c = self.model, LINE
         parts = line.split()
         cmd, args = parts[0].upper(), parts[1:]
         queries: dict[str, Callable[[], str]] = {
-            "ID?": lambda: self.idn,
-            "V?": lambda: f"{m.setpoint_v:.3f}",
-            "L?": lambda: f"{m.limit_v:.3f}",
-            "O?": lambda: "1" if m.output_on else "0",
-            "M?": lambda: f"{m.measured_v():.3f}",
-            "I?": lambda: f"{m.current_a:.6e}",
-            "T?": lambda: "1" if m.tripped else "0",
-            "S?": lambda: f"{m.slew_v_per_s:.3f}",
+            c.idn.head: lambda: self.idn,
+            c.get_voltage.head: lambda: f"{m.setpoint_v:.3f}",
+            c.get_limit.head: lambda: f"{m.limit_v:.3f}",
+            c.get_output.head: lambda: "1" if m.output_on else "0",
+            c.measure_voltage.head: lambda: f"{m.measured_v():.3f}",
+            c.measure_current.head: lambda: f"{m.current_a:.6e}",
+            c.get_trip.head: lambda: "1" if m.tripped else "0",
+            c.get_slew.head: lambda: f"{m.slew_v_per_s:.3f}",
         }
+        actions: dict[str, Callable[[], None]] = {c.clear_trip.head: m.clear_trip,
+                                                  c.reset.head: m.reset}
+        settings: dict[str, Callable[[float], None]] = {
+            c.set_voltage.head: m.set_voltage, c.set_limit.head: m.set_limit,
+            c.set_slew.head: m.set_slew, c.set_output.head: lambda x: m.set_output(x == 1.0)}
         try:
             if cmd in queries and not args:
                 return queries[cmd]()
-            if cmd == "E?" and not args:
+            if cmd == c.get_error.head and not args:
                 code, msg = self.last_error
                 self.last_error = (0, "No error")
                 return f"{code} {msg}"
-            if cmd in ("C", "R") and not args:
-                (m.clear_trip if cmd == "C" else m.reset)()
-                return "OK"
-            if cmd in ("V", "L", "O", "S") and len(args) == 1:
-                if not _NUM.fullmatch(args[0]):
+            if cmd in actions and not args:
+                actions[cmd]()
+                return OK
+            if cmd in settings and len(args) == 1:
+                if not re.fullmatch(NUMBER_RE, args[0]):
                     return self._err(ERR_ARGUMENT, f"bad number {args[0]!r}")
                 x = float(args[0])
-                if cmd == "V":
-                    m.set_voltage(x)
-                elif cmd == "L":
-                    m.set_limit(x)
-                elif cmd == "S":
-                    m.set_slew(x)
-                else:
-                    if x not in (0.0, 1.0):
-                        return self._err(ERR_ARGUMENT, "O takes 1 or 0")
-                    m.set_output(x == 1.0)
-                return "OK"
+                if cmd == c.set_output.head and x not in (0.0, 1.0):
+                    return self._err(ERR_ARGUMENT, f"{cmd} takes 1 or 0")
+                settings[cmd](x)
+                return OK
         except DeviceError as e:
             code = ERR_TRIPPED if "tripped" in e.message else (
                 ERR_RANGE if e.code == DATA_OUT_OF_RANGE else ERR_OTHER)

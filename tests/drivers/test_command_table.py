@@ -110,3 +110,26 @@ def test_the_protocol_docs_list_every_command():
         for cmd in commands(table).values():
             shown = cmd.header + (" <" if cmd.arg == "number" else " ON" if cmd.arg else "")
             assert f"`{shown}" in doc, f"docs/protocols.md: no row for {shown!r} ({name})"
+
+
+def test_the_line_interface_answers_every_line_command():
+    """The HV line protocol's table (apt_daq/wire/hv_line.py): the serial driver sends only
+    its texts, and the emulator's line interface answers each one (OK for a setting, a value
+    for a query), never ERR."""
+    from apt_daq.drivers.hv import LINE_HV
+    from apt_daq.sim.serial_server import HvLineInterface
+
+    from apt_daq.wire.hv_line import line_commands
+
+    table = line_commands()
+    texts = {c.text for c in table.values()} | {table["set_output"].text.format(v)
+                                                for v in (0, 1)}
+    sent = {getattr(LINE_HV, f) for f in LINE_HV.__dataclass_fields__} - {None}
+    assert sent <= texts, sorted(sent - texts)
+    iface = HvLineInterface(HvSupplyModel())
+    for name, cmd in table.items():
+        line = cmd.text.format(1) if cmd.takes_number else cmd.text
+        reply = iface.handle(line)
+        assert reply is not None and not reply.startswith("ERR"), (line, reply)
+        assert (reply == "OK") == (not cmd.head.endswith("?")), (name, reply)
+    assert iface.handle("O 2").startswith("ERR 2 ")
