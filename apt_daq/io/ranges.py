@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,25 +92,63 @@ def _err(path: Path | str, line: int, msg: str) -> DataFileError:
     return DataFileError(f"{path}:{line}: {msg}")
 
 
-def read_rrng(path: str | Path) -> RangeTable:
-    """Read an AP Suite/IVAS ``.rrng`` file. Errors name the file and line."""
+# ---------------------------------------------------------------------------- the skeleton
+class _Range(NamedTuple):
+    """One range as a file gives it: its line, edges and composition, and what the format may
+    add (a name that carries the charge, a colour, a volume)."""
+
+    lineno: int
+    lo_da: float
+    hi_da: float
+    composition: dict[str, int]
+    name: str | None = None
+    colour: str | None = None
+    volume_nm3: float = 0.0
+
+
+#: a format's parser: (the file, its non-empty lines as (number, stripped text)) -> its ranges
+_Parser = Callable[[Path, list[tuple[int, str]]], list[_Range]]
+
+
+def _read_range_file(path: str | Path, parse: _Parser) -> RangeTable:
+    """What both range formats share: read the text (errors name the file), hand its non-empty
+    lines to the format's parser, then build the table (sorted, no overlap, each range's charge
+    from its name or inferred: :func:`_table`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise DataFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    rows = [(i, s) for i, ln in enumerate(text.splitlines(), 1) if (s := ln.strip())]
+    return _table(path, parse(path, rows))
+
+
+def _checked(path: Path, r: _Range) -> _Range:
+    """A range with a composition and ``lo < hi`` (what both formats require of every range)."""
+    if not r.composition:
+        raise _err(path, r.lineno, "range has no composition (e.g. 'Ni:1')")
+    if not r.hi_da > r.lo_da:
+        raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) is empty or inverted")
+    return r
+
+
+# ---------------------------------------------------------------------------- RRNG
+def read_rrng(path: str | Path) -> RangeTable:
+    """Read an AP Suite/IVAS ``.rrng`` file. Errors name the file and line."""
+    return _read_range_file(path, _parse_rrng)
+
+
+def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
     section = None
     ions: dict[int, str] = {}
-    ranges: list[tuple[int, float, float, dict[str, int], str | None, str | None, float]] = []
+    ranges: list[_Range] = []
     n_ions = n_ranges = None
-    known = set(elements())
     comment_names: dict[int, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    for lineno, line in rows:
         if line.startswith("#") and (m := _NAME_COMMENT.fullmatch(line)):
             comment_names[int(m.group(1))] = m.group(2)
             continue
-        if not line or line.startswith(("#", ";")):
+        if line.startswith(("#", ";")):
             continue
         if line.startswith("["):
             section = line.strip("[]").strip().lower()
@@ -130,43 +170,8 @@ def read_rrng(path: str | Path) -> RangeTable:
                 continue
             if not re.fullmatch(r"range\d+", kl):
                 raise _err(path, lineno, f"unknown key {key!r} in [Ranges]")
-            parts = value.replace(",", ".").split()
-            if len(parts) < 3:
-                raise _err(path, lineno, "expected 'lo hi [Vol:v] El:n ... [Color:RRGGBB]'")
-            try:
-                lo, hi = float(parts[0]), float(parts[1])
-            except ValueError:
-                raise _err(
-                    path, lineno, f"range edges {parts[0]!r} {parts[1]!r} are not numbers"
-                ) from None
-            comp: dict[str, int] = {}
-            colour = name = None
-            vol = 0.0
-            for tok in parts[2:]:
-                if ":" not in tok:
-                    raise _err(path, lineno, f"expected Key:value, got {tok!r}")
-                k, v = tok.split(":", 1)
-                if k.lower() == "vol":
-                    vol = _float(v, path, lineno)
-                elif k.lower() == "color":
-                    colour = v.upper()
-                    if not re.fullmatch(r"[0-9A-F]{6}", colour):
-                        raise _err(path, lineno, f"colour {v!r} is not RRGGBB hex")
-                elif k.lower() == "name":
-                    name = v or None
-                else:
-                    if k not in known:
-                        raise _err(path, lineno, f"unknown element {k!r}")
-                    count = _int(v, path, lineno)
-                    if count < 1:
-                        raise _err(path, lineno, f"atom count of {k} must be >= 1, got {count}")
-                    comp[k] = comp.get(k, 0) + count
-            if not comp:
-                raise _err(path, lineno, "range has no composition (e.g. 'Ni:1')")
-            if not hi > lo:
-                raise _err(path, lineno, f"range [{lo}, {hi}) is empty or inverted")
-            name = name or comment_names.get(int(kl[5:]))
-            ranges.append((lineno, lo, hi, comp, name, colour, vol))
+            r = _rrng_range(path, lineno, value)
+            ranges.append(r._replace(name=r.name or comment_names.get(int(kl[5:]))))
         else:
             raise _err(path, lineno, f"{key!r} outside [Ions]/[Ranges]")
     if n_ranges is None and not ranges:
@@ -175,44 +180,79 @@ def read_rrng(path: str | Path) -> RangeTable:
         raise DataFileError(f"{path}: [Ranges] Number={n_ranges} but {len(ranges)} ranges listed")
     if n_ions is not None and n_ions != len(ions):
         raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
-    return _table(path, ranges)
+    return ranges
 
 
-def _table(
-    path: Path,
-    ranges: list[tuple[int, float, float, dict[str, int], str | None, str | None, float]],
-) -> RangeTable:
-    ranges = sorted(
-        [(r[0], r[1], r[2], canonical_formula(r[3]), *r[4:]) for r in ranges], key=lambda r: r[1]
-    )
+def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
+    """``lo hi [Vol:v] El:n ... [Name:ion] [Color:RRGGBB]``, the value of a ``RangeN=`` line."""
+    parts = value.replace(",", ".").split()
+    if len(parts) < 3:
+        raise _err(path, lineno, "expected 'lo hi [Vol:v] El:n ... [Color:RRGGBB]'")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise _err(
+            path, lineno, f"range edges {parts[0]!r} {parts[1]!r} are not numbers"
+        ) from None
+    known = set(elements())
+    comp: dict[str, int] = {}
+    colour = name = None
+    vol = 0.0
+    for tok in parts[2:]:
+        if ":" not in tok:
+            raise _err(path, lineno, f"expected Key:value, got {tok!r}")
+        k, v = tok.split(":", 1)
+        if k.lower() == "vol":
+            vol = _float(v, path, lineno)
+        elif k.lower() == "color":
+            colour = v.upper()
+            if not re.fullmatch(r"[0-9A-F]{6}", colour):
+                raise _err(path, lineno, f"colour {v!r} is not RRGGBB hex")
+        elif k.lower() == "name":
+            name = v or None
+        else:
+            if k not in known:
+                raise _err(path, lineno, f"unknown element {k!r}")
+            count = _int(v, path, lineno)
+            if count < 1:
+                raise _err(path, lineno, f"atom count of {k} must be >= 1, got {count}")
+            comp[k] = comp.get(k, 0) + count
+    return _checked(path, _Range(lineno, lo, hi, comp, name, colour, vol))
+
+
+def _table(path: Path, ranges: list[_Range]) -> RangeTable:
+    ranges = sorted((r._replace(composition=canonical_formula(r.composition)) for r in ranges),
+                    key=lambda r: r.lo_da)
     for a, b in itertools.pairwise(ranges):
-        if a[2] > b[1]:
+        if a.hi_da > b.lo_da:
             raise _err(
                 path,
-                b[0],
-                f"range [{b[1]}, {b[2]}) overlaps the range of line {a[0]} [{a[1]}, {a[2]})",
+                b.lineno,
+                f"range [{b.lo_da}, {b.hi_da}) overlaps the range of line {a.lineno} "
+                f"[{a.lo_da}, {a.hi_da})",
             )
     names, charges = [], []
-    for lineno, lo, hi, comp, name, _c, _v in ranges:
-        if name:
+    for r in ranges:
+        if r.name:
             try:
-                f, z = parse_ion(name)
+                f, z = parse_ion(r.name)
             except ValueError as e:
-                raise _err(path, lineno, str(e)) from None
-            if f != comp:
-                raise _err(path, lineno, f"Name:{name} does not match the composition {comp}")
+                raise _err(path, r.lineno, str(e)) from None
+            if f != r.composition:
+                raise _err(path, r.lineno,
+                           f"Name:{r.name} does not match the composition {r.composition}")
         else:
-            z = infer_charge(comp, lo, hi)
-        names.append(ion_name(comp, z))
+            z = infer_charge(r.composition, r.lo_da, r.hi_da)
+        names.append(ion_name(r.composition, z))
         charges.append(z)
     return RangeTable(
         names=names,
-        lo_da=np.array([r[1] for r in ranges]),
-        hi_da=np.array([r[2] for r in ranges]),
-        composition=[r[3] for r in ranges],
+        lo_da=np.array([r.lo_da for r in ranges]),
+        hi_da=np.array([r.hi_da for r in ranges]),
+        composition=[r.composition for r in ranges],
         charge=charges,
-        colour=[r[5] or default_colour(r[3]) for r in ranges],
-        volume_nm3=[r[6] for r in ranges],
+        colour=[r.colour or default_colour(r.composition) for r in ranges],
+        volume_nm3=[r.volume_nm3 for r in ranges],
         source=str(path),
     )
 
@@ -257,13 +297,11 @@ def write_rrng(table: RangeTable, path: str | Path, comment: str = "") -> None:
 
 def read_rng(path: str | Path) -> RangeTable:
     """Read an Oak Ridge/Oxford ``.rng`` file. Errors name the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise DataFileError(f"{path}: cannot read: {e.strerror or e}") from None
-    rows = [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1)]
-    rows = [(i, ln) for i, ln in rows if ln and not ln.startswith("#")]
+    return _read_range_file(path, _parse_rng)
+
+
+def _parse_rng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
+    rows = [(i, ln) for i, ln in rows if not ln.startswith("#")]
     if not rows:
         raise DataFileError(f"{path}: empty RNG file")
     lineno, first = rows[0]
@@ -309,15 +347,11 @@ def read_rng(path: str | Path) -> RangeTable:
                 raise _err(path, lineno, f"negative atom count for {el}")
             if n:
                 comp[el] = n
-        if not comp:
-            raise _err(path, lineno, "range has no composition")
-        if not hi > lo:
-            raise _err(path, lineno, f"range [{lo}, {hi}) is empty or inverted")
         colour = colours.get(next(iter(comp))) if len(comp) == 1 else None
-        ranges.append((lineno, lo, hi, comp, None, colour, 0.0))
+        ranges.append(_checked(path, _Range(lineno, lo, hi, comp, None, colour)))
     if len(ranges) != n_ranges:
         raise DataFileError(f"{path}: declares {n_ranges} ranges but holds {len(ranges)}")
-    return _table(path, ranges)
+    return ranges
 
 
 def write_rng(table: RangeTable, path: str | Path) -> None:

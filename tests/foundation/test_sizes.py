@@ -31,8 +31,6 @@ ALLOW: dict[str, str] = {
                                            "tracked in issue 21",
     "apt_daq/commands/analyze.py::_analyze": "the analyze command's option handling and output; "
                                              "not yet split",
-    "apt_daq/io/ranges.py::read_rrng": "RRNG parser; one range-file skeleton tracked in issue "
-                                       "21 item 3",
     "apt_daq/reproduce/fig1.py::reproduce": "one figure's reproduction in one function; "
                                             "not yet split",
     "apt_daq/reproduce/fig4.py::reproduce": "one figure's reproduction in one function; "
