@@ -22,7 +22,9 @@ from apt_daq.pipeline.autorange.spectrum import LogSpectrum, Peak
 
 CLEAN_SHARE = 0.99  # a template peak: one ion holds at least this share of it
 MIN_TEMPLATE_COUNTS = 300.0
-MIN_SHARE = 0.003  # ions below this share of a peak do not get bins of their own
+MIN_SHARE = 0.003  # ions below this share of a peak do not get bins of their own,
+MIN_COUNTS = 20.0  # nor below these counts (too few to be worth a range)
+TAIL_SHARE = 0.01
 
 
 @dataclass
@@ -70,13 +72,14 @@ class Segment:
 def split_peak(spec: LogSpectrum, pk: Peak, ions: list[tuple[float, float, float]],
                tpl: Template | None) -> list[Segment]:
     """``ions``: (counts, error, true m/n Da) of each ion in the peak. One segment for the
-    whole window unless two or more ions hold >= ``MIN_SHARE`` and a template is known."""
+    whole window unless two or more ions hold >= ``MIN_SHARE`` of it and >= ``MIN_COUNTS``,
+    and a template is known."""
     n = np.array([c for c, _, _ in ions])
     err = np.array([e for _, e, _ in ions])
     tot = n.sum()
     whole = Segment(pk.lo_bin, pk.hi_bin, int(np.argmax(n)),
                     {j: (float(n[j]), float(err[j])) for j in range(len(ions))})
-    big = np.nonzero(n >= MIN_SHARE * tot)[0]
+    big = np.nonzero(n >= max(MIN_SHARE * tot, MIN_COUNTS))[0]
     if tpl is None or len(big) < 2 or tot <= 0:
         return [whole]
     pos = np.array([float(spec.bin_of(ions[j][2] * (1.0 + tpl.offset_rel))) for j in big])
@@ -98,6 +101,12 @@ def split_peak(spec: LogSpectrum, pk: Peak, ions: list[tuple[float, float, float
     if not expect.any():
         return [whole]
     owner = _ordered_owner(expect)
+    # a bin in the far tails (expected counts < TAIL_SHARE of the top bin's, where the
+    # template's end, not the ions' shapes, decides) keeps the nearest informed bin's owner
+    # (the order along m/n stays)
+    tot_b = expect.sum(0)
+    known = np.nonzero(tot_b >= TAIL_SHARE * tot_b.max())[0]
+    owner = owner[known[np.clip(np.searchsorted(known, np.arange(len(b))), 0, len(known) - 1)]]
     frac = expect / np.maximum(expect.sum(1, keepdims=True), 1e-300)  # of each ion, per bin
     all_frac = expect.sum(0) / expect.sum()
     small = [j for j in range(len(ions)) if j not in set(big.tolist())]
