@@ -302,7 +302,7 @@ class VirtualLeap(ChannelTablesMixin):
         if len(pulses) == 0:
             z32 = np.zeros(0, np.float32)
             return (_NO_PULSES, np.zeros(0, np.int16), z32, z32, z32, z32, z32,
-                    np.zeros(0, np.uint8)), mag
+                    np.zeros(0, np.uint8), z32), mag
         li = physics.LI_MIGRATION
         cdf, a, b, neu, atoms, nch = self._channel_tables(ph["field"])
         burst = ph["burst"]
@@ -327,7 +327,8 @@ class VirtualLeap(ChannelTablesMixin):
             1.0 / li.modulation_mean_events, self._burst_state,
             sp.iso_start, sp.iso_mass, sp.iso_cdf,
             prof.quantiles(), ph["dc_share"], ph["period_ns"],
-            lio_ion, li_t, li_cum, li_base)
+            lio_ion, li_t, li_cum, li_base,
+            self._charges, tip.dissociation_lifetime_ps, ph["field"])
         *events, depth_end, n_atoms = out
         tip.depth_nm = float(depth_end)
         self.evaporated_atoms += int(n_atoms)
@@ -338,12 +339,12 @@ class VirtualLeap(ChannelTablesMixin):
                   per_pulse: tuple[float, float], out: _BlockBuffer) -> None:
         """Detection of a sub-block's events and its RAW / TRUTH / lost rows, written into the
         next rows of ``out`` (sub-blocks must be assembled in order)."""
-        e_pulse, e_sp, e_mass, e_x, e_y, e_z, e_t, e_neu = events
+        e_pulse, e_sp, e_mass, e_x, e_y, e_z, e_t, e_neu, e_tof = events
         ins = self.instrument
         if len(e_pulse):
             volts = v0 + (v1 - v0) * e_pulse.astype(np.float64) / n
             dx, dy, t, keep = detect_seeded(
-                seed_detect, e_pulse, e_x, e_y, e_mass, e_t, volts, e_neu, mag,
+                seed_detect, e_pulse, e_x, e_y, e_tof, e_t, volts, e_neu, mag,
                 ins.flight_path_mm, ins.t0_ns, ins.timing_jitter_ns, BLUR_MM,
                 ins.detection_efficiency, self.detector.radius_mm, ins.dead_time_ns,
                 ins.dead_zone_mm)

@@ -448,6 +448,7 @@ def generate_events(
     iso_start: np.ndarray, iso_mass: np.ndarray, iso_cdf: np.ndarray,
     t_quant: np.ndarray, dc_share: float, period_ns: float,
     lio_ion: int, li_t: np.ndarray, li_cum: np.ndarray, li_rate_base_per_ns: float,
+    charges: np.ndarray, diss_life_ps: np.ndarray, field_v_per_nm: float,
 ):
     """Turn evaporation events into ions with species, m/n, origin and departure time.
 
@@ -459,6 +460,10 @@ def generate_events(
     site opens. Li (``li_ion``, ``lio_ion``) then leaves after its own thermally activated
     wait (:func:`li_departure`; ``li_t``, ``li_cum``: the integral of Li's rate over the
     cooling, ``li_rate_base_per_ns`` its rate at the base temperature).
+    A two-product event is a dissociation (MO)2+ -> M+ + O+ on the way out: the parent
+    (mean lifetime ``diss_life_ps[phase, M+]``) breaks after an exponential time, and each
+    fragment's apparent m/n (``tof_mass``, what its flight time says) lies on the dissociation
+    track between its own and the parent's (:func:`track_mass`).
     Returns (pulse, species, mass, x0, y0, z0, t_dep_ns, neutral, depth_end_nm, atoms).
     """
     n = pulses.shape[0]
@@ -471,6 +476,7 @@ def generate_events(
     o_z = np.empty(cap, np.float32)
     o_t = np.empty(cap, np.float32)
     o_neu = np.empty(cap, np.uint8)
+    o_tof = np.empty(cap, np.float32)
     k = 0
     depth = depth0_nm
     slope = sin_shank / (1.0 - sin_shank)
@@ -571,12 +577,22 @@ def generate_events(
             o_pulse[k] = pulses[i]
             o_sp[k] = s
             o_mass[k] = sample_isotope(uu, s, iso_start, iso_mass, iso_cdf)
+            o_tof[k] = o_mass[k]
             o_x[k] = x
             o_y[k] = y
             o_z[k] = zc
             o_t[k] = td
             o_neu[k] = neu
             k += 1
+        if b >= 0 and neu == 0 and diss_life_ps[phase, a] > 0.0:
+            phi = dissociation_potential_share(
+                -math.log(1.0 - counter_uniform(seed, i, 13)) * diss_life_ps[phase, a],
+                o_mass[k - 2] * charges[a] + o_mass[k - 1] * charges[b],
+                charges[a] + charges[b], field_v_per_nm, r)
+            m_p = o_mass[k - 2] * charges[a] + o_mass[k - 1] * charges[b]
+            n_p = charges[a] + charges[b]
+            o_tof[k - 2] = track_mass(o_mass[k - 2] * charges[a], charges[a], m_p, n_p, phi)
+            o_tof[k - 1] = track_mass(o_mass[k - 1] * charges[b], charges[b], m_p, n_p, phi)
         depth += nat / (phase_density[phase] * area)
         atoms_total += nat
     state[0] = burst
@@ -584,7 +600,44 @@ def generate_events(
     state[2] = spot_x
     state[3] = spot_y
     return (o_pulse[:k], o_sp[:k], o_mass[:k], o_x[:k], o_y[:k], o_z[:k], o_t[:k], o_neu[:k],
-            depth, atoms_total)
+            o_tof[:k], depth, atoms_total)
+
+
+@njit(cache=True)
+def dissociation_potential_share(t_ps: float, mass_da: float, charge: int, field_v_per_nm: float,
+                                 radius_nm: float) -> float:
+    """Share phi of the accelerating potential a parent ion has crossed when it dissociates
+    ``t_ps`` after leaving the apex: radial flight from rest out of a sphere of radius R whose
+    surface field is F (potential F R^2 / r), so t = tau0 (sqrt(x (x - 1)) + acosh(sqrt(x))),
+    x = r / R, tau0 = sqrt(m R / (2 n e F)); phi = 1 - 1 / x. Solved for x by bisection
+    (d = n e F t^2 / 2m for t << tau0)."""
+    if t_ps <= 0.0:
+        return 0.0
+    tau0 = math.sqrt(mass_da * 1.66053906660e-27 * radius_nm * 1e-9
+                     / (2.0 * charge * 1.602176634e-19 * field_v_per_nm * 1e9))
+    g = t_ps * 1e-12 / tau0
+    lo, hi = 0.0, 1.0  # y = x - 1 on a doubling bracket
+    while math.sqrt((1.0 + hi) * hi) + math.acosh(math.sqrt(1.0 + hi)) < g:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if math.sqrt((1.0 + mid) * mid) + math.acosh(math.sqrt(1.0 + mid)) < g:
+            lo = mid
+        else:
+            hi = mid
+    y = 0.5 * (lo + hi)
+    return y / (1.0 + y)
+
+
+@njit(cache=True, inline="always")
+def track_mass(m_frag_da: float, n_frag: int, m_parent_da: float, n_parent: int,
+               phi: float) -> float:
+    """Apparent m/n of a fragment (mass m_f, charge n_f) of a parent (m_p, n_p) that broke
+    after crossing the share phi of the potential: its energy is n_p e V phi m_f / m_p +
+    n_f e V (1 - phi), so m/n = m_f / (n_f (1 - phi) + n_p phi m_f / m_p): the fragment's own
+    m/n at phi = 0, the parent's at phi = 1 (the dissociation track; Saxey, Ultramicroscopy
+    111, 473, 2011)."""
+    return m_frag_da / (n_frag * (1.0 - phi) + n_parent * phi * m_frag_da / m_parent_da)
 
 
 @njit(cache=True, nogil=True)

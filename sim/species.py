@@ -81,8 +81,9 @@ class Chemistry:
     loss_scale_v_per_nm: float = 1.0
     lio_share: float = 0.01
     mo_neutral: tuple[tuple[str, float, float], ...] = ()
-    # (element, d0, F_d, w_d): (MO)2+ -> M+ + O+, share d0 exp((F - F_d) / w_d) of MO (<= 0.95)
-    dissociation: tuple[tuple[str, float, float, float], ...] = ()
+    # (element, d0, F_d, w_d, lifetime ps): (MO)2+ -> M+ + O+, share d0 exp((F - F_d) / w_d)
+    # of MO (<= 0.95); the parent's mean lifetime places the fragments on the track
+    dissociation: tuple[tuple[str, float, float, float, float], ...] = ()
     # (element, d_max, T_d, w_T): direct 2+ share d_max / (1 + exp(-(T_peak - T_d) / w_T))
     direct_2plus: tuple[tuple[str, float, float, float], ...] = ()
 
@@ -96,7 +97,7 @@ class Chemistry:
 
     def dissociation_share(self, element: str, field_v_per_nm: float) -> float:
         """Share of the element's detected MO molecules that dissociate into M+ + O+."""
-        for el, d0, fd, wd in self.dissociation:
+        for el, d0, fd, wd, _ in self.dissociation:
             if el == element:
                 x = (field_v_per_nm - fd) / wd
                 return min(0.95, d0 * math.exp(max(-60.0, min(60.0, x))))
@@ -117,8 +118,8 @@ class Chemistry:
                    loss_scale_v_per_nm=c.o2_loss_scale_v_per_nm, lio_share=c.lio_share,
                    mo_neutral=tuple((m.element, m.share, m.field_scale_v_per_nm)
                                     for m in c.mo_neutral),
-                   dissociation=tuple((d.element, d.share, d.field_v_per_nm, d.scale_v_per_nm)
-                                      for d in c.dissociation),
+                   dissociation=tuple((d.element, d.share, d.field_v_per_nm, d.scale_v_per_nm,
+                                       d.lifetime_ps) for d in c.dissociation),
                    direct_2plus=tuple((d.element, d.share_max, d.temperature_k, d.scale_k)
                                       for d in c.direct_2plus))
 

@@ -62,6 +62,15 @@ class Specimen:
         self.grain_phase = np.array([self.phase_names.index(g.phase) for g in cfg.grains],
                                     np.int64)
         self.strength_gpa = physics.draw_strength_gpa(rng, self.coated)
+        # mean lifetime (ps) of the parent of each dissociation channel, by phase and the
+        # species of its metal fragment (M+ of (MO)2+ -> M+ + O+)
+        self.dissociation_lifetime_ps = np.zeros((len(self.compositions),
+                                                  len(self.species.ions)))
+        for ph, chem in enumerate(self.chemistries):
+            for el, *_, life in chem.dissociation:
+                s = self.species.index(f"{el}+")
+                if s >= 0:
+                    self.dissociation_lifetime_ps[ph, s] = life
 
     # -- geometry
     @property
