@@ -104,7 +104,7 @@ def test_fig3_coated_steps_consistent(ctx) -> None:
     assert abs(r.value) <= 3.0
     flat = row(rows, "Li depth profile (8 equal-count bins")
     coated, bare = (float(v) for v in flat.simulated.split(", "))
-    assert bare >= 2 * coated and bare > 1.0, flat.simulated  # the coated one is flatter
+    assert bare >= 2 * coated and bare > 0.05, flat.simulated  # the coated one is flatter
     assert flat.label == "predicted"
 
 
