@@ -36,29 +36,9 @@ def _f(v, spec: str) -> str:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from apt_daq.analysis.report import _jsonable, analyze
 
-    from apt_daq.analysis.report import (
-        _jsonable,
-        analyze,
-        ramp_up_share,
-        settled_select,
-        step_select,
-    )
-    from apt_daq.cli import console as cli_console
-
-    err = cli_console(stderr=True)
-    sel = settled_select(args.run) if args.settled else None
-    label = None
-    if args.step is not None:
-        step_sel, label = step_select(args.run, args.step)
-        sel = step_sel if sel is None else (lambda h, a=sel, b=step_sel: a(h) & b(h))
-    elif not args.settled:
-        share = ramp_up_share(args.run)
-        if share is not None and share > 0.5:
-            err.print(f"warning: {args.run}: {100 * share:.0f} % of its pulses were fired "
-                      "before the detection rate first reached half its target (ramp-up); "
-                      "--settled leaves them out", markup=False)
+    sel, label = _selection(args)
     res = analyze(args.run, args.ranges, args.roi, subtract_background=args.background,
                   select=sel, recalibrate=args.recalibrate, store=not args.no_store)
     s = _jsonable(res.summary)
@@ -67,6 +47,35 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
+    _print_report(s, stored=not args.no_store)
+    return 0
+
+
+def _selection(args: argparse.Namespace):
+    """The hit selection of ``--settled`` and ``--step`` (None: every hit) and the step's label;
+    without either, a warning when most pulses were fired during the ramp-up."""
+    from apt_daq.analysis.report import ramp_up_share, settled_select, step_select
+    from apt_daq.cli import console as cli_console
+
+    sel = settled_select(args.run) if args.settled else None
+    label = None
+    if args.step is not None:
+        step_sel, label = step_select(args.run, args.step)
+        sel = step_sel if sel is None else (lambda h, a=sel, b=step_sel: a(h) & b(h))
+    elif not args.settled:
+        share = ramp_up_share(args.run)
+        if share is not None and share > 0.5:
+            cli_console(stderr=True).print(
+                f"warning: {args.run}: {100 * share:.0f} % of its pulses were fired before the "
+                "detection rate first reached half its target (ramp-up); --settled leaves them "
+                "out", markup=False)
+    return sel, label
+
+
+def _print_report(s: dict, stored: bool) -> None:
+    """The analysis summary ``s`` (JSON-able) as text and tables."""
+    from apt_daq.cli import console as cli_console
+
     con = cli_console()
     con.print(f"[bold]{s['file']}[/bold]: {s['ions']} ions in {s['roi']} "
               f"({s['ranged_ions']} ranged) of {s['ions_total']}; ranges: {s['ranges']}; "
@@ -76,43 +85,11 @@ def _analyze(args: argparse.Namespace) -> int:
         con.print(f"calibration: t0 {c['t0_ns']} ns, flight path {c['flight_path_mm']} mm, "
                   f"reference {c['reference'] or 'none'}, residual "
                   f"{_f(c['residual_ppm'], '.0f')} ppm over voltage bins "
-                  f"({c['source'] or 'stored'}{'' if args.no_store else ', stored in the run'})")
+                  f"({c['source'] or 'stored'}{', stored in the run' if stored else ''})")
     for note in c["notes"]:
         con.print(f"calibration: {note}")
-    t = Table(title="composition (at. fraction, counting error)")
-    t.add_column("element")
-    t.add_column("fraction", justify="right")
-    t.add_column("error", justify="right")
-    for el, v in sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0)):
-        t.add_row(el, _f(v["fraction"], ".4f"), _f(v["error"], ".4f"))
-    con.print(t)
-    t = Table(title="ion counts")
-    t.add_column("ion")
-    t.add_column("count", justify="right")
-    for k, v in sorted(s["ion_counts"].items(), key=lambda kv: -kv[1]):
-        if v:
-            t.add_row(k, str(v))
-    con.print(t)
-    t = Table(title="ratios")
-    t.add_column("ratio")
-    t.add_column("value", justify="right")
-    t.add_column("error", justify="right")
-    for k, v in s["ratios"].items():
-        t.add_row(k, _f(v, ".4g"), _f(s["ratio_errors"].get(k, 0), ".2g"))
-    con.print(t)
-    t = Table(title="mass resolving power")
-    for c in ("peak", "m/n Da", "FWHM Da", "FW10%M Da", "m/dm 50%", "m/dm 10%"):
-        t.add_column(c, justify="right")
-    for m in s["mrp"]:
-        t.add_row(m["peak"], _f(m["mass"], ".3f"), _f(m["fwhm"], ".4f"), _f(m["fw10m"], ".4f"),
-                  _f(m["mrp50"], ".0f"), _f(m["mrp10"], ".0f"))  # fmt: skip
-    con.print(t)
-    t = Table(title="frequency distribution analysis (Moody 2008)")
-    for c in ("species", "blocks", "chi2", "mu"):
-        t.add_column(c, justify="right")
-    for k, v in s["fda"].items():
-        t.add_row(k, str(v["blocks"]), _f(v["chi2"], ".1f"), _f(v["mu"], ".3f"))
-    con.print(t)
+    for table in _tables(s):
+        con.print(table)
     if "truth" in s:
         tr = s["truth"]
         con.print(f"truth: ranged as true species {_f(tr['ranged_as_true'], '.4f')}; "
@@ -121,4 +98,37 @@ def _analyze(args: argparse.Namespace) -> int:
             pe = tr["position_error"]
             con.print(f"truth: reconstruction rms error xy {pe['rms_xy_nm']:.3f} nm, "
                       f"z {pe['rms_z_nm']:.3f} nm")  # fmt: skip
-    return 0
+
+
+def _table(title: str, columns: tuple[str, ...], rows, left: int = 0):
+    """A rich table: the first ``left`` columns left-aligned, the rest right-aligned."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i < left else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def _tables(s: dict) -> list:
+    """Composition, ion counts, ratios, mass resolving power and FDA, as rich tables."""
+    comp = sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0))
+    counts = sorted(s["ion_counts"].items(), key=lambda kv: -kv[1])
+    return [
+        _table("composition (at. fraction, counting error)", ("element", "fraction", "error"),
+               [(el, _f(v["fraction"], ".4f"), _f(v["error"], ".4f")) for el, v in comp],
+               left=1),
+        _table("ion counts", ("ion", "count"), [(k, str(v)) for k, v in counts if v], left=1),
+        _table("ratios", ("ratio", "value", "error"),
+               [(k, _f(v, ".4g"), _f(s["ratio_errors"].get(k, 0), ".2g"))
+                for k, v in s["ratios"].items()], left=1),
+        _table("mass resolving power",
+               ("peak", "m/n Da", "FWHM Da", "FW10%M Da", "m/dm 50%", "m/dm 10%"),
+               [(m["peak"], _f(m["mass"], ".3f"), _f(m["fwhm"], ".4f"), _f(m["fw10m"], ".4f"),
+                 _f(m["mrp50"], ".0f"), _f(m["mrp10"], ".0f")) for m in s["mrp"]]),
+        _table("frequency distribution analysis (Moody 2008)", ("species", "blocks", "chi2", "mu"),
+               [(k, str(v["blocks"]), _f(v["chi2"], ".1f"), _f(v["mu"], ".3f"))
+                for k, v in s["fda"].items()]),
+    ]
