@@ -65,6 +65,28 @@ def element_ratio(row: dict[str, Any], name: str) -> tuple[float | None, float |
     return (direct if direct is not None else r), sigma
 
 
+RAMP_UP_LIMIT = 0.5  # a point with more of its pulses in the ramp-up measures the ramp-up
+
+
+def mostly_ramp_up(row: dict[str, Any]) -> bool:
+    """True if more than half the point's ions were detected before the detection rate first
+    reached half its target (``ramp_up_share``, from the run's log): they are mostly the
+    ramp-up's (detector background, the field still rising), not the acquisition's."""
+    share = _num(row.get("ramp_up_share"))
+    return share is not None and share > RAMP_UP_LIMIT
+
+
+def ramp_up_warning(rows: list[dict[str, Any]]) -> str | None:
+    """One line naming the points that are mostly ramp-up, or None."""
+    bad = [r for r in rows if mostly_ramp_up(r)]
+    if not bad:
+        return None
+    names = ", ".join(str(r.get("point", "?")) for r in bad)
+    return (f"{len(bad)} of {len(rows)} points mostly ramp-up (> {RAMP_UP_LIMIT:.0%} of "
+            f"their ions before the rate reached half its target; points {names}): their "
+            "ratios are the ramp-up's; run more ions per point")
+
+
 def usable(row: dict[str, Any]) -> bool:
     return (not row.get("error") and row.get("state") in ("done", "failed")
             and molecular_ratio(row) is not None)
@@ -138,14 +160,36 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
         handles, _ = ax.get_legend_handles_labels()
         if handles:
             ax.legend(fontsize=7, loc="lower right")
+    _mark_ramp_up(good, panels)
     axes[0].set_title("a) Li/(Li+Ni+Co+Mn)", loc="left", fontsize=10)
     axes[1].set_title("b) Ni/(Ni+Co+Mn), O/(Li+O+Ni+Co+Mn)", loc="left", fontsize=10)
     if lasers_ok:
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=axes, label="laser pulse energy (pJ)", shrink=0.9)
-    if title:
+    warning = ramp_up_warning(good)
+    if warning:
+        fig.suptitle("\n".join(t for t in (title, f"WARNING: {warning}") if t),
+                     color="firebrick", fontsize=9)
+    elif title:
         fig.suptitle(title)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120)
     return fig
+
+
+def _mark_ramp_up(rows: list[dict[str, Any]], panels: list[tuple[Any, list[str]]]) -> None:
+    """A red cross over every point that is mostly ramp-up, labelled once per panel."""
+    bad = [r for r in rows if mostly_ramp_up(r)]
+    for ax, names in panels:
+        xs, ys = [], []
+        for r in bad:
+            for name in names:
+                y, _ = element_ratio(r, name)
+                if y is not None:
+                    xs.append(molecular_ratio(r))
+                    ys.append(y)
+        if xs:
+            ax.scatter(xs, ys, marker="x", s=90, c="firebrick", zorder=3,
+                       label="mostly ramp-up (> 50 % of ions)")
+            ax.legend(fontsize=7, loc="lower right")

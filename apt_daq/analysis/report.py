@@ -317,18 +317,23 @@ def step_select(path: str | Path, step: str | int) -> tuple[Callable[[np.ndarray
     return sel, f"step {index} ({steps[index].laser_pj:g} pJ)"
 
 
-def ramp_up_share(path: str | Path, fraction: float = 0.5) -> float | None:
-    """The share of the run's pulses fired before the detection rate first reached
-    ``fraction`` of its target (the ramp-up), from /log; None without a log or a run file."""
+def ramp_up_share(path: str | Path, fraction: float = 0.5, per: str = "pulses") -> float | None:
+    """The share of the run's pulses (``per="pulses"``) or detected ions (``per="ions"``)
+    before the detection rate first reached ``fraction`` of its target (the ramp-up), from
+    /log; None without a log or a run file."""
+    if per not in ("pulses", "ions"):
+        raise ValueError(f"per: 'pulses' or 'ions', not {per!r}")
     try:
         log, rf = _log_and_run(path, "")
     except DataFileError:
         return None
-    total = int(log["pulses"].max()) if len(log) else 0
+    total = int(log[per].max()) if len(log) else 0
     if total <= 0:
         return None
-    first = _settled_pulse(log, rf.run.target_detection_rate, fraction)
-    return (total if first is None else first) / total
+    ok = np.nonzero(log["rate"] >= fraction * rf.run.target_detection_rate)[0]
+    if len(ok) == 0:
+        return 1.0
+    return (int(log[per][ok[0] - 1]) if ok[0] > 0 else 0) / total
 
 
 def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndarray], np.ndarray]:

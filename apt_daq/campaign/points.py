@@ -107,11 +107,16 @@ def simulate_and_analyze(task: PointTask) -> Row:
                "v_max_v": res.voltage_range_v[1]}
     row["path"] = task.out_path.name
     if row.get("ions"):
-        from apt_daq.analysis.report import analyze_run
+        from apt_daq.analysis.report import analyze_run, ramp_up_share
 
         metrics = flatten_report(analyze_run(task.out_path))
         metrics.pop("ions", None)
         row.update(metrics)
+        share = ramp_up_share(task.out_path, per="ions")
+        # the share of its ions detected before the rate first reached half its target: a
+        # point whose ions are mostly the ramp-up's measures the ramp-up; the plot and the
+        # CLI say so
+        row["ramp_up_share"] = None if share is None else round(share, 4)
     return row
 
 

@@ -11,8 +11,8 @@ from pydantic import JsonValue
 from apt_daq.campaign.sweep import Row
 
 _FIRST = ["point", "key"]
-_AFTER = ["state", "reason", "error", "ions", "ranged_ions", "pulses", "duration_s",
-          "specimen_name", "coated", "laser_pj", "seed"]
+_AFTER = ["state", "reason", "error", "ions", "ranged_ions", "pulses", "ramp_up_share",
+          "duration_s", "specimen_name", "coated", "laser_pj", "seed"]
 _GROUPS = ["comp.", "ratio.", "mrp", "fda_mu.", "count."]
 _LAST = ["v_min_v", "v_max_v", "path", "host", "pid", "finished", "config_sha", "point_fn"]
 _JSON_ONLY = {"traceback", "warnings"}
