@@ -7,8 +7,8 @@ the streaming reconstruction, counts per range inside the ROI. Reading the file 
 cost as much as the run itself. :class:`RunTally` does it block by block instead:
 
 - the first ``FIT_SAMPLE`` hits are held in memory (bounded: ~66 MB) and the calibration is
-  fitted on them, with the same function ``analyze`` uses, when they are complete (or at the
-  end of a shorter run: then on every hit, as ``analyze`` does; a longer run's fit is on its
+  fitted on them, with the same function ``analyze`` uses, on a thread when they are complete
+  (or at the end of a shorter run: then on every hit, as ``analyze`` does; a longer run's fit is on its
   first ``FIT_SAMPLE`` hits, ``analyze``'s on a sample strided over the whole run);
 - from then on each block is calibrated, ranged, reconstructed (in evaporation order, so the
   depths are the same) and counted as it goes by.
@@ -20,6 +20,7 @@ composition with :mod:`apt_daq.analysis` (the engine sits below it).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -61,19 +62,29 @@ class _HeldHits:
 
 
 class RunTally:
-    """Counts per range of all hits and of those in the ROI, block by block."""
+    """Counts per range of all hits and of those in the ROI, block by block.
 
-    def __init__(self, run_file: RunFile, ranges: RangeTable, meta: dict[str, Any]):
+    ``background``: fit the calibration on a thread once the sample is complete (the engine's
+    thread is the run's critical path); blocks that arrive meanwhile are held and counted, in
+    order, once the fit is in. The fit sees the same hits either way, so the counts are the
+    same."""
+
+    def __init__(self, run_file: RunFile, ranges: RangeTable, meta: dict[str, Any], *,
+                 fit_sample: int = FIT_SAMPLE, background: bool = True):
         from apt_daq.roi import parse_roi
 
         self.run_file = run_file
         self.ranges = ranges
         self.meta = meta
         self.roi = parse_roi(run_file.analysis.roi)
+        self.fit_sample = int(fit_sample)
+        self.background = background
         self.held: list[np.ndarray] = []
         self.n_held = 0
         self.calibration: Any = None
         self._rec: Any = None
+        self._fit: threading.Thread | None = None
+        self._fitted: list[Any] = []  # (calibration, reconstructor) or the fit's exception
         self.hits = 0  # every hit
         self.in_roi = 0  # hits inside the ROI, ranged or not
         self.counts = np.zeros(len(ranges), np.int64)  # per range, every hit
@@ -84,30 +95,55 @@ class RunTally:
         if not len(hits):
             return
         self.hits += len(hits)
+        if self._fit is not None and not self._fit.is_alive():
+            self._adopt()
         if self.calibration is not None:
             self._count(hits)
             return
         self.held.append(hits)
         self.n_held += len(hits)
-        if self.n_held >= FIT_SAMPLE:
-            self._calibrate()
+        if self._fit is None and self.n_held >= self.fit_sample:
+            sample = list(self.held)
+            if self.background:
+                self._fit = threading.Thread(target=self._fit_on, args=(sample,), daemon=True,
+                                             name="tally-fit")
+                self._fit.start()
+            else:
+                self._fit_on(sample)
+                self._adopt()
 
     def finish(self) -> RunTally:
-        """Fit on what is held if the run was shorter than the sample; the tally."""
-        if self.calibration is None and self.held:
-            self._calibrate()
+        """The fit's result, or a fit on what is held if the run was shorter than the
+        sample; the tally."""
+        if self._fit is not None:
+            self._fit.join()
+            self._adopt()
+        elif self.calibration is None and self.held:
+            self._fit_on(list(self.held))
+            self._adopt()
         return self
 
-    def _calibrate(self) -> None:
+    def _fit_on(self, sample: list[np.ndarray]) -> None:
         from apt_daq.pipeline.ions import fit_run_calibration, reconstructor_for
 
-        reader = _HeldHits(self.held, self.run_file, self.meta)
-        self.calibration = fit_run_calibration(reader, self.ranges, self.run_file.analysis)
-        self._rec = reconstructor_for(reader)
+        try:
+            reader = _HeldHits(sample, self.run_file, self.meta)
+            cal = fit_run_calibration(reader, self.ranges, self.run_file.analysis)
+            self._fitted.append((cal, reconstructor_for(reader)))
+        except Exception as e:  # raised on the engine's thread by _adopt
+            self._fitted.append(e)
+
+    def _adopt(self) -> None:
+        """Take the fit, then count what was held, in order."""
+        if self.calibration is not None or not self._fitted:
+            return
+        got = self._fitted[0]
+        if isinstance(got, Exception):
+            raise got
+        self.calibration, self._rec = got
         held, self.held, self.n_held = self.held, [], 0
         for h in held:
             self._count(h)
-
     def _count(self, hits: np.ndarray) -> None:
         from apt_daq.pipeline.corrections import corrected_mass_kernel
         from apt_daq.pipeline.ranging import range_masses

@@ -301,3 +301,30 @@ def test_summary_tally_is_the_analysis_of_the_file(tmp_path):
     for el, v in want["composition"].items():
         assert got["composition"][el]["fraction"] == pytest.approx(v["fraction"], abs=1e-12)
     assert got["ratios"]["O2+/O+"] == pytest.approx(want["ratios"]["O2+/O+"], rel=1e-12)
+
+
+def test_tally_fit_on_a_thread_counts_the_same(tmp_path):
+    """The calibration fitted on a thread once the sample is complete, the blocks that arrive
+    meanwhile held and counted after it: the same calibration and counts as fitting on the
+    engine's thread; every hit counted once."""
+    from apt_daq.engine.loop import load_ranges, run_meta
+    from apt_daq.engine.tally import RunTally
+
+    rf = small(**{"run.stop.ions": 30_000})
+    Session(rf, out=tmp_path / "a.h5").run()
+    ranges = load_ranges(rf)
+    with RunReader(tmp_path / "a.h5") as r:
+        blocks = list(r.iter("hits", 1_500))
+    tallies = [RunTally(rf, ranges, run_meta(rf, ranges), fit_sample=10_000, background=bg)
+               for bg in (True, False)]
+    for t in tallies:
+        for b in blocks:
+            t.add(b)
+        t.finish()
+    bg, fg = tallies
+    a, b = bg.calibration.as_dict(), fg.calibration.as_dict()
+    a.pop("created", None), b.pop("created", None)  # when it was fitted
+    assert a == b
+    assert np.array_equal(bg.counts, fg.counts) and np.array_equal(bg.counts_roi, fg.counts_roi)
+    assert bg.in_roi == fg.in_roi and bg.hits == fg.hits == sum(len(b) for b in blocks)
+    assert bg.counts.sum() <= bg.hits and not bg.held
