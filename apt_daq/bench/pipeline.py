@@ -90,13 +90,7 @@ def run(quick: bool = False) -> list[Result]:
             np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.int16))  # fmt: skip
     fused_kernel(*cols[:100], *args, *outs)  # compile / load cache
     repeat = 3 if quick else 5
-    src = raw.view(np.uint8)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    t_nb = t_cp = float("inf")
-    for _ in range(3):  # kernel and copy alternated: the machine's load falls on both
-        t_nb = min(t_nb, best_time_s(lambda: fused_kernel(*cols, *args, *outs), repeat))
-        t_cp = min(t_cp, best_time_s(lambda: np.copyto(dst, src), repeat))
+    t_nb, t_cp = kernel_and_copy_s(raw, lambda: fused_kernel(*cols, *args, *outs), repeat)
     t_np = best_time_s(
         lambda: numpy_pipeline(raw, inst, cal, lookup.lo, lookup.hi), 2 if quick else 3
     )
@@ -159,6 +153,19 @@ def run(quick: bool = False) -> list[Result]:
                       "numba block counts + chi2 vs numpy reshape-sum alone"))  # fmt: skip
     out.append(autorange_result(quick))
     return out
+
+
+def kernel_and_copy_s(raw: np.ndarray, kernel, repeat: int) -> tuple[float, float]:
+    """Best times of ``kernel()`` and of np.copyto of ``raw``'s bytes, timed alternately (the
+    machine's load falls on both)."""
+    src = raw.view(np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    t_nb = t_cp = float("inf")
+    for _ in range(3):
+        t_nb = min(t_nb, best_time_s(kernel, repeat))
+        t_cp = min(t_cp, best_time_s(lambda: np.copyto(dst, src), repeat))
+    return t_nb, t_cp
 
 
 def lookup_result(quick: bool, repeat: int) -> Result:

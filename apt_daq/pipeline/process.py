@@ -308,7 +308,7 @@ def derive(hits: np.ndarray, calibration: Calibration, t0_ns: float, flight_path
     check(hits, HIT_DTYPE, "derive hits")
     out = np.empty(len(hits), DERIVED_DTYPE)
     cal = calibration
-    derive_kernel(hits, float(t0_ns), float(flight_path_mm), float(cal.beta),  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
+    derive_kernel(hits, float(t0_ns), float(flight_path_mm), float(cal.beta),
                   coeffs(cal.vc, 3), coeffs(cal.bc, 6), lookup.lo, lookup.hi, lookup.table,
                   float(lookup.inv_width), out)  # fmt: skip
     return out
