@@ -40,7 +40,7 @@ from apt_daq.drivers.instrument import (
     _read_back_off,
     describe,
     log,
-    quantize_mv,
+    quantize_wire,
 )
 from apt_daq.drivers.laser_base import Laser
 
@@ -48,5 +48,5 @@ __all__ = [
     "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DriverError", "DriverTimeout",
     "FakeClock", "HighVoltageSupply", "Instrument", "InstrumentError", "Laser", "SafetyError",
     "SimulatedDetector", "SwitchedInstrument", "WallClock", "_finite", "_fmt_v", "_read_back_off", "describe", "log",
-    "quantize_mv",
+    "quantize_wire",
 ]

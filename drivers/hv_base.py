@@ -15,7 +15,7 @@ from apt_daq.drivers.instrument import (
     _finite,
     _fmt_v,
     _read_back_off,
-    quantize_mv,
+    quantize_wire,
 )
 
 from apt_daq.wire.scpi_commands import HV
@@ -184,9 +184,9 @@ class HighVoltageSupply(SwitchedInstrument):
             if math.isfinite(step):
                 base = self._base_v()
                 v = min(max(v, base - step), base + step)
-            v = quantize_mv(v)
+            v = quantize_wire(v)
             if self._ramp_applies() and abs(v - self._base_v()) > step + self.ramp_tolerance_v:
-                v = quantize_mv(self._base_v() + math.copysign(
+                v = quantize_wire(self._base_v() + math.copysign(
                     math.floor(step * 1000.0) / 1000.0, v - self._base_v()))
             return min(max(v, 0.0), self._limit_v)
 
@@ -194,7 +194,7 @@ class HighVoltageSupply(SwitchedInstrument):
         """Send one setpoint, V. Refused (SafetyError, nothing sent) above ``limit_v``, below 0,
         or, with the output on, a step above ``max_step_v`` or faster than ``ramp_v_per_s``
         since the last setpoint."""
-        v = quantize_mv(volts)
+        v = quantize_wire(volts)
         with self.lock:
             cmd = self._cmd_setpoint(v)
             if not math.isfinite(v) or v < 0:
@@ -220,7 +220,7 @@ class HighVoltageSupply(SwitchedInstrument):
     def ramp_to(self, volts: float) -> None:
         """Step the setpoint to ``volts`` within the ramp rule; blocks (on the driver's clock)
         until the last setpoint is sent. Steps of at most ``max_step_v`` every ``ramp_step_s``."""
-        target = quantize_mv(volts)
+        target = quantize_wire(volts)
         with self.lock:
             if not (0 <= target <= self._limit_v):
                 self.set_voltage(target)  # raises the SafetyError with the standard message

@@ -105,9 +105,10 @@ class SwitchedInstrument(Instrument):
 _fmt_v = fmt_number  # the wire's number format, in messages too
 
 
-def quantize_mv(volts: float) -> float:
-    """Round to the 1 mV resolution of the wire formats, so what is checked is what is sent."""
-    return round(float(volts), 3)
+def quantize_wire(value: float) -> float:
+    """Round to the 3 decimals the wire formats carry (1 mV for a voltage, 1 fJ for a pulse
+    energy in pJ), so what is checked is what is sent."""
+    return round(float(value), 3)
 
 
 def _read_back_off(inst: SwitchedInstrument, read: Callable[[], bool],

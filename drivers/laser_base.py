@@ -9,7 +9,7 @@ import math
 from apt_daq.drivers.clock import Clock
 from apt_daq.drivers.errors import DriverError, SafetyError
 from apt_daq.drivers.hv_base import HighVoltageSupply
-from apt_daq.drivers.instrument import SwitchedInstrument, _fmt_v, _read_back_off, quantize_mv
+from apt_daq.drivers.instrument import SwitchedInstrument, _fmt_v, _read_back_off, quantize_wire
 
 from apt_daq.wire.scpi_commands import LASER
 
@@ -59,7 +59,7 @@ class Laser(SwitchedInstrument):
 
     def set_energy(self, pj: float) -> None:
         """Pulse energy, pJ; refused outside ``0..max_energy_pj``."""
-        pj = quantize_mv(pj)
+        pj = quantize_wire(pj)
         with self.lock:
             cmd = self._cmd_energy(pj)
             if not (math.isfinite(pj) and 0 <= pj <= self.max_energy_pj):
