@@ -25,6 +25,7 @@ MIN_TEMPLATE_COUNTS = 300.0
 MIN_SHARE = 0.003  # ions below this share of a peak do not get bins of their own,
 MIN_COUNTS = 20.0  # nor below these counts (too few to be worth a range)
 TAIL_SHARE = 0.01
+DOMINANT = 0.9
 
 
 @dataclass
@@ -53,9 +54,12 @@ def template_of(spec: LogSpectrum, bg: np.ndarray, pk: Peak, true_da: float) -> 
 
 
 def nearest_template(templates: list[Template], mass_da: float) -> Template | None:
-    if not templates:
+    """The template nearest ``mass_da`` in log(m), not the peak at ``mass_da`` itself (a
+    shared peak's shape carries its minor ion, the very thing to be placed)."""
+    others = [t for t in templates if abs(t.mass_da / mass_da - 1.0) > 1e-6]
+    if not others:
         return None
-    return min(templates, key=lambda t: abs(np.log(t.mass_da / mass_da)))
+    return min(others, key=lambda t: abs(np.log(t.mass_da / mass_da)))
 
 
 @dataclass
@@ -82,7 +86,12 @@ def split_peak(spec: LogSpectrum, pk: Peak, ions: list[tuple[float, float, float
     big = np.nonzero(n >= max(MIN_SHARE * tot, MIN_COUNTS))[0]
     if tpl is None or len(big) < 2 or tot <= 0:
         return [whole]
-    pos = np.array([float(spec.bin_of(ions[j][2] * (1.0 + tpl.offset_rel))) for j in big])
+    # the ions' calibration offset: the peak's own when one ion dominates it (its mode is
+    # that ion's), else the template's
+    main = int(np.argmax(n))
+    offset = (pk.mass_da / ions[main][2] - 1.0 if n[main] >= DOMINANT * tot
+              else tpl.offset_rel)
+    pos = np.array([float(spec.bin_of(ions[j][2] * (1.0 + offset))) for j in big])
     # ions less than a bin apart cannot be told by m/n: the larger stands for both
     order = np.argsort(pos)
     keep: list[int] = []
@@ -101,11 +110,11 @@ def split_peak(spec: LogSpectrum, pk: Peak, ions: list[tuple[float, float, float
     if not expect.any():
         return [whole]
     owner = _ordered_owner(expect)
-    # a bin in the far tails (expected counts < TAIL_SHARE of the top bin's, where the
-    # template's end, not the ions' shapes, decides) keeps the nearest informed bin's owner
-    # (the order along m/n stays)
-    tot_b = expect.sum(0)
-    known = np.nonzero(tot_b >= TAIL_SHARE * tot_b.max())[0]
+    # a bin in every ion's far tail (each expects < TAIL_SHARE of its own top bin's counts
+    # there: the template's end, not the ions' shapes, decides) keeps the nearest informed
+    # bin's owner (the order along m/n stays)
+    rel = expect / np.maximum(expect.max(1, keepdims=True), 1e-300)
+    known = np.nonzero(rel.max(0) >= TAIL_SHARE)[0]
     owner = owner[known[np.clip(np.searchsorted(known, np.arange(len(b))), 0, len(known) - 1)]]
     frac = expect / np.maximum(expect.sum(1, keepdims=True), 1e-300)  # of each ion, per bin
     all_frac = expect.sum(0) / expect.sum()
