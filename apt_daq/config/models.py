@@ -94,7 +94,7 @@ def _default_dissociation() -> list[DissociationConfig]:
 
 def _default_direct_2plus() -> list[DirectChargeConfig]:
     return [DirectChargeConfig(element="Mn", share_max=0.97, temperature_k=150.0,
-                               scale_k=60.0)]
+                               scale_k=100.0)]
 
 
 def _default_mo_neutral() -> list[MoNeutralConfig]:
