@@ -9,11 +9,11 @@ from collections import deque
 from urllib.parse import urlparse
 
 import numpy as np
-from apt_daq.drivers.base import (
+from apt_daq.drivers.clock import Clock
+from apt_daq.drivers.dld_base import DelayLineDetector
+from apt_daq.drivers.errors import (
     BadReply,
-    Clock,
     ConnectionLost,
-    DelayLineDetector,
     DriverError,
     DriverTimeout,
     InstrumentError,

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from apt_daq.drivers.base import Clock, HighVoltageSupply, SafetyError
-from apt_daq.drivers.scpi import (
-    ScpiSession,
-    SessionLifecycle,
-    Transport,
-    fmt_number,
-    parse_bool,
-    parse_float,
-    parse_str,
-)
+from apt_daq.drivers.clock import Clock
+from apt_daq.drivers.errors import SafetyError
+from apt_daq.drivers.hv_base import HighVoltageSupply
+from apt_daq.drivers.link import SessionLifecycle
+from apt_daq.drivers.scpi import ScpiSession
 from apt_daq.drivers.serial_line import LineSession
+from apt_daq.drivers.transports import Transport
 
 from apt_daq.wire.hv_line import LINE
-from apt_daq.wire.scpi_commands import HV
+from apt_daq.wire.scpi_commands import HV, fmt_number, parse_bool, parse_float, parse_str
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,7 @@ from typing import Any
 from apt_daq.drivers.base import BadReply, InstrumentError
 from apt_daq.drivers.scpi import Link, T
 
-from apt_daq.wire.hv_line import (  # noqa: F401  (re-exported: the codes' old home)
-    EOL,
-    ERR_ARGUMENT,
-    ERR_OTHER,
-    ERR_RANGE,
-    ERR_TRIPPED,
-    ERR_UNKNOWN,
-    OK,
-)
+from apt_daq.wire.hv_line import EOL, OK  # the error codes are there too (ERR_*)
 
 _ERR = re.compile(r"^ERR\s+(-?\d+)\s*(.*)$")
 
