@@ -112,7 +112,6 @@ def analyze(
     """
     from apt_daq.io.store import RunReader
 
-    proposed = None
     with RunReader(path) as r:
         acfg = run_analysis_config(r)
         ranges, ranges_src = _load_ranges(r, ranges_path)
@@ -123,87 +122,30 @@ def analyze(
             raise UserError(f"{path}: the range table is empty")
         ion_table = r.meta.get("ion_table") or []
         cal = run_calibration(r, ranges, acfg, recalibrate=recalibrate)
-
         # ---- pass 2: the calibrated spectrum of every hit; ranges proposed on it
         spec = MassHistogram(0.01, 300.0)
         for c in IonStream(r, cal, None, positions="none"):
             spec.add(c.mass)
+        proposed = None
         if ranges is None:
-            # no range file: the unsupervised engine of `apt-daq range` on the calibrated
-            # spectrum; a simulated run names its elements (as a user names a specimen's)
-            elements = sorted({el for row in ion_table
-                               for el in parse_ion(str(row[0]))[0]}) or None
-            ranges = auto_ranges(IonStream(r, cal, None, positions="none"), elements)
-            ranges_src = ("found on the calibrated spectrum with no range file (apt-daq range"
-                          + (f", elements {','.join(elements)})" if elements else ", no input)"))
-            if len(ranges) == 0:
-                raise UserError(f"{path}: no peak identified in its spectrum "
-                                "(give --ranges FILE)")
+            ranges, ranges_src = _proposed_ranges(r, path, cal, ion_table)
             proposed = ranges
-        max_da = float(ranges.hi_da.max()) + 20.0
-        rc_spec = _counts_in_ranges(spec.counts, spec.edges, ranges)
-
         # ---- pass 3: the stream with ranges and positions
-        rf_roi = roi if roi is not None else acfg.roi
-        roi_obj: Roi | None = parse_roi(rf_roi)
+        roi_obj: Roi | None = parse_roi(roi if roi is not None else acfg.roi)
         stream = IonStream(r, cal, ranges, truth=True)
-        hist = MassHistogram(0.001, max_da)
-        rc_all = np.zeros(len(ranges), dtype=np.int64)
-        rc_roi = np.zeros(len(ranges), dtype=np.int64)
-        roi_ions: list[np.ndarray] = []
-        profile = ProfileAccumulator(ranges, 1.0)
         inst = r.instrument
-        det_r = 0.5 * (inst.detector_diameter_mm if inst is not None else 80.0)
-        hm_edges = np.linspace(-det_r, det_r, 129)
-        hitmap = np.zeros((128, 128), dtype=np.int64)
-        counts_by_ion_spec = {n: 0.0 for n in ranges.ions}
-        for i, n in enumerate(ranges.names):
-            counts_by_ion_spec[n] += float(rc_spec[i])
-        mrp_peaks = main_peaks(ranges, counts_by_ion_spec, top=5)
-        mrp_win = [mrp_window(m0, n) for n, m0 in mrp_peaks]
-        fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
-        mrp_mass: list[list[np.ndarray]] = [[] for _ in mrp_peaks]
-        slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
-        sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
-        scorer = TruthScorer(ion_table, ranges) if stream.with_truth and ion_table else None
-        multihit = MultiHitAccumulator(min(max_da, 200.0))  # events, correlation histogram
-        n_roi = 0
-        n_selected = 0
+        acc = _IonPass(ranges, roi_obj, 0.5 * (inst.detector_diameter_mm if inst is not None
+                                               else 80.0),
+                       _counts_in_ranges(spec.counts, spec.edges, ranges), n_hits,
+                       TruthScorer(ion_table, ranges) if stream.with_truth and ion_table
+                       else None)
         for c in stream:
-            hits, m, ion = c.hits, c.mass, c.ion
-            x, y, z = c.derived["x"], c.derived["y"], c.derived["z"]
-            truth = c.truth
-            if select is not None:
-                keep = np.asarray(select(hits), dtype=bool)
-                hits, m, ion, x, y, z = hits[keep], m[keep], ion[keep], x[keep], y[keep], z[keep]
-                truth = truth[keep] if truth is not None else None
-                n_selected += len(hits)
-            hist.add(m)
-            fine.add(m)
-            multihit.add(hits["pulse"], m)
-            rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=len(ranges))
-            inside = roi_obj.mask(x, y, z) if roi_obj is not None else np.ones(len(m), bool)
-            sel = inside & (ion >= 0)
-            n_roi += int(inside.sum())
-            rc_roi += np.bincount(ion[sel].astype(np.int64), minlength=len(ranges))
-            roi_ions.append(ion[sel])
-            profile.add(z[inside], ion[inside])
-            hitmap += np.histogram2d(hits["det_x"], hits["det_y"], [hm_edges, hm_edges])[0].astype(
-                np.int64
-            )
-            m64 = m.astype(np.float64)  # compared in float64, as mrp() does
-            for j, (lo, hi) in enumerate(mrp_win):
-                mrp_mass[j].append(m64[(m64 > lo) & (m64 < hi) & inside])
-            s = slice(None, None, slice_stride)
-            for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
-                sl[k].append(a[s])
-            if scorer is not None:
-                scorer.add(truth, ion, x, y, z)
-        if select is not None and n_selected == 0:
+            acc.add(c, select)
+        if select is not None and acc.n_selected == 0:
             raise UserError(f"{path}: the selection keeps no hits")
-        if scorer is not None and r.has("lost") and select is None:
+        if acc.scorer is not None and r.has("lost") and select is None:
             for lost in r.iter("lost", CHUNK):
-                scorer.add_lost(lost)
+                acc.scorer.add_lost(lost)
         meta_counters = r.meta.get("counters")
         positions = stream.positions
         recon = stream.reconstructor
@@ -211,27 +153,31 @@ def analyze(
     if store:
         store_calibration(path, cal, proposed)
 
-    # ---- results
-    spectrum = (hist.counts, hist.edges)
-    comp, counts_by_ion = composition(rc_roi, ranges, spectrum, subtract_background)
+    return _results(path, acc, cal, acfg, ranges_src, roi_obj, n_hits, subtract_background,
+                    select is not None, (meta_counters, positions, recon))
+
+
+def _results(path: str | Path, acc: _IonPass, cal: Calibration, acfg, ranges_src: str,
+             roi_obj: Roi | None, n_hits: int, subtract_background: bool, selected: bool,
+             run: tuple) -> RunAnalysis:
+    """The RunAnalysis of what the pass accumulated: composition, ratios, FDA, MRP, the JSON
+    summary; ``run`` is (meta counters, positions, reconstructor) of the run read."""
+    meta_counters, positions, recon = run
+    ranges = acc.ranges
+    spectrum = (acc.hist.counts, acc.hist.edges)
+    comp, counts_by_ion = composition(acc.rc_roi, ranges, spectrum, subtract_background)
     rat, rat_err = ratios(counts_by_ion, comp.atoms)
-    seq = np.concatenate(roi_ions) if roi_ions else np.zeros(0, np.int16)
-    ion_of_range = ranges.ion_index()
-    fda_res: dict[str, FdaResult] = {}
-    ion_names = ranges.ions
-    for sp in acfg.fda_ions:
-        if sp in ion_names and len(seq):
-            is_sp = ion_of_range[seq.astype(np.int64)] == ion_names.index(sp)
-            fda_res[sp] = fda(is_sp, acfg.fda_block_ions, sp)
+    fda_res = _fda_results(acc.roi_ions, ranges, acfg)
     mrp_list = []
-    for j, peak in enumerate(mrp_peaks):
-        mrp_list += mrp(np.concatenate(mrp_mass[j]) if mrp_mass[j] else np.zeros(0), [peak])
+    for j, peak in enumerate(acc.mrp_peaks):
+        mrp_list += mrp(np.concatenate(acc.mrp_mass[j]) if acc.mrp_mass[j] else np.zeros(0),
+                        [peak])
     summary: dict[str, Any] = {
         "file": str(path),
-        "ions": int(n_roi),
+        "ions": int(acc.n_roi),
         "ions_total": int(n_hits),
-        "ranged_ions": int(rc_roi.sum()),
-        "ranged_ions_total": int(rc_all.sum()),
+        "ranged_ions": int(acc.rc_roi.sum()),
+        "ranged_ions_total": int(acc.rc_all.sum()),
         "roi": roi_obj.describe() if roi_obj is not None else "all ions",
         "ranges": ranges_src,
         "mass_source": ("the imported file's m/n" if cal.mode == "file"
@@ -243,34 +189,126 @@ def analyze(
         "ratios": rat,
         "ratio_errors": rat_err,
         "mrp": mrp_list,
-        "peaks": peak_table(ranges, fine.counts, fine.edges),
+        "peaks": peak_table(ranges, acc.fine.counts, acc.fine.edges),
         "fda": {k: v.as_dict() for k, v in fda_res.items()},
         "calibration": cal.as_dict(),
         "positions": positions,
         "background_subtracted": bool(subtract_background),
     }
     if recon is not None:
-        summary["reconstruction"] = {
-            "method": recon.method,
-            "k_f": recon.k_f,
-            "xi": recon.xi,
-            "evaporation_field_v_per_nm": recon.f_e,
-            "field_source": getattr(recon, "field_source", "configured"),
-            "step_fields": {f"{k:g}": v for k, v in getattr(recon, "step_fields", {}).items()},
-            "depth_nm": recon.z_nm,
-        }
-    mh = multihit.result()
+        summary["reconstruction"] = _reconstruction_summary(recon)
+    mh = acc.multihit.result()
     summary["multihit"] = mh.as_dict()
     if meta_counters:
         summary["counters"] = meta_counters
-    if select is not None:
-        summary["ions_selected"] = int(n_selected)
-    if scorer is not None:
-        summary["truth"] = scorer.result({el: comp.fraction(el) for el in comp.atoms})
-    slices = {k: np.concatenate(v) if v else np.zeros(0) for k, v in sl.items()}
-    return RunAnalysis(summary, ranges, hist, (hitmap, hm_edges, hm_edges), fda_res,
-                       profile.result(min_atoms=20), slices, cal, comp,
+    if selected:
+        summary["ions_selected"] = int(acc.n_selected)
+    if acc.scorer is not None:
+        summary["truth"] = acc.scorer.result({el: comp.fraction(el) for el in comp.atoms})
+    slices = {k: np.concatenate(v) if v else np.zeros(0) for k, v in acc.sl.items()}
+    return RunAnalysis(summary, ranges, acc.hist, (acc.hitmap, acc.hm_edges, acc.hm_edges),
+                       fda_res, acc.profile.result(min_atoms=20), slices, cal, comp,
                        {"multihit": mh})  # fmt: skip
+
+
+def _proposed_ranges(r, path: str | Path, cal: Calibration, ion_table: list
+                     ) -> tuple[RangeTable, str]:
+    """No range file: the unsupervised engine of `apt-daq range` on the calibrated spectrum;
+    a simulated run names its elements (as a user names a specimen's)."""
+    elements = sorted({el for row in ion_table for el in parse_ion(str(row[0]))[0]}) or None
+    ranges = auto_ranges(IonStream(r, cal, None, positions="none"), elements)
+    src = ("found on the calibrated spectrum with no range file (apt-daq range"
+           + (f", elements {','.join(elements)})" if elements else ", no input)"))
+    if len(ranges) == 0:
+        raise UserError(f"{path}: no peak identified in its spectrum (give --ranges FILE)")
+    return ranges, src
+
+
+class _IonPass:
+    """What analyze's pass over the ranged, positioned stream accumulates: the spectra, range
+    counts (all, in the ROI) and the ROI's ion sequence, the depth profile, the hit map, the
+    MRP windows' masses, subsampled slices, the truth score and the multi-hit events."""
+
+    def __init__(self, ranges: RangeTable, roi: Roi | None, det_r: float, rc_spec: np.ndarray,
+                 n_hits: int, scorer: TruthScorer | None):
+        max_da = float(ranges.hi_da.max()) + 20.0
+        self.ranges, self.roi, self.scorer = ranges, roi, scorer
+        self.hist = MassHistogram(0.001, max_da)
+        self.fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
+        self.rc_all = np.zeros(len(ranges), dtype=np.int64)
+        self.rc_roi = np.zeros(len(ranges), dtype=np.int64)
+        self.roi_ions: list[np.ndarray] = []
+        self.profile = ProfileAccumulator(ranges, 1.0)
+        self.hm_edges = np.linspace(-det_r, det_r, 129)
+        self.hitmap = np.zeros((128, 128), dtype=np.int64)
+        counts_by_ion_spec = {n: 0.0 for n in ranges.ions}
+        for i, n in enumerate(ranges.names):
+            counts_by_ion_spec[n] += float(rc_spec[i])
+        self.mrp_peaks = main_peaks(ranges, counts_by_ion_spec, top=5)
+        self.mrp_win = [mrp_window(m0, n) for n, m0 in self.mrp_peaks]
+        self.mrp_mass: list[list[np.ndarray]] = [[] for _ in self.mrp_peaks]
+        self.slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
+        self.sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
+        self.multihit = MultiHitAccumulator(min(max_da, 200.0))  # events, correlation histogram
+        self.n_roi = 0
+        self.n_selected = 0
+
+    def add(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """One IonChunk, less the hits ``select`` leaves out."""
+        hits, m, ion = c.hits, c.mass, c.ion
+        x, y, z = c.derived["x"], c.derived["y"], c.derived["z"]
+        truth = c.truth
+        if select is not None:
+            keep = np.asarray(select(hits), dtype=bool)
+            hits, m, ion, x, y, z = hits[keep], m[keep], ion[keep], x[keep], y[keep], z[keep]
+            truth = truth[keep] if truth is not None else None
+            self.n_selected += len(hits)
+        n_ranges = len(self.ranges)
+        self.hist.add(m)
+        self.fine.add(m)
+        self.multihit.add(hits["pulse"], m)
+        self.rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=n_ranges)
+        inside = self.roi.mask(x, y, z) if self.roi is not None else np.ones(len(m), bool)
+        sel = inside & (ion >= 0)
+        self.n_roi += int(inside.sum())
+        self.rc_roi += np.bincount(ion[sel].astype(np.int64), minlength=n_ranges)
+        self.roi_ions.append(ion[sel])
+        self.profile.add(z[inside], ion[inside])
+        self.hitmap += np.histogram2d(hits["det_x"], hits["det_y"],
+                                      [self.hm_edges, self.hm_edges])[0].astype(np.int64)
+        m64 = m.astype(np.float64)  # compared in float64, as mrp() does
+        for j, (lo, hi) in enumerate(self.mrp_win):
+            self.mrp_mass[j].append(m64[(m64 > lo) & (m64 < hi) & inside])
+        s = slice(None, None, self.slice_stride)
+        for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
+            self.sl[k].append(a[s])
+        if self.scorer is not None:
+            self.scorer.add(truth, ion, x, y, z)
+
+
+def _fda_results(roi_ions: list[np.ndarray], ranges: RangeTable, acfg) -> dict[str, FdaResult]:
+    """The frequency distribution analysis of each of ``acfg.fda_ions`` on the ROI's ions."""
+    seq = np.concatenate(roi_ions) if roi_ions else np.zeros(0, np.int16)
+    ion_of_range = ranges.ion_index()
+    out: dict[str, FdaResult] = {}
+    ion_names = ranges.ions
+    for sp in acfg.fda_ions:
+        if sp in ion_names and len(seq):
+            is_sp = ion_of_range[seq.astype(np.int64)] == ion_names.index(sp)
+            out[sp] = fda(is_sp, acfg.fda_block_ions, sp)
+    return out
+
+
+def _reconstruction_summary(recon) -> dict[str, Any]:
+    return {
+        "method": recon.method,
+        "k_f": recon.k_f,
+        "xi": recon.xi,
+        "evaporation_field_v_per_nm": recon.f_e,
+        "field_source": getattr(recon, "field_source", "configured"),
+        "step_fields": {f"{k:g}": v for k, v in getattr(recon, "step_fields", {}).items()},
+        "depth_nm": recon.z_nm,
+    }
 
 
 def laser_pj_select(laser_pj: float, tol_pj: float = 0.01) -> Callable[[np.ndarray], np.ndarray]:

@@ -27,8 +27,6 @@ ALLOW: dict[str, str] = {
     "sim/physics.py": "field-evaporation closed forms and the numba kernels that use them; "
                       "kept together with the equations of docs/physics.md",
     # functions over 80 lines
-    "apt_daq/analysis/report.py::analyze": "the whole analysis report in one function; split "
-                                           "tracked in issue 21",
     "apt_daq/reproduce/fig1.py::reproduce": "one figure's reproduction in one function; "
                                             "not yet split",
     "apt_daq/reproduce/fig4.py::reproduce": "one figure's reproduction in one function; "
