@@ -222,15 +222,19 @@ def test_run_file_carries_its_ranges(tmp_path):
 
     from apt_daq.analysis.report import analyze_run
 
-    res = Session(small(**{"run.stop.ions": 8_000}), out=tmp_path / "a.h5").run()
+    rf = small(**{"run.stop.ions": 8_000})
+    res = Session(rf, out=tmp_path / "a.h5").run()
     assert res.state == State.DONE
+    # in place, with the configured range file named explicitly
+    here = analyze_run(tmp_path / "a.h5", ROOT / "configs/ranges/nmc811.rrng", roi="none",
+                       store=False)
     moved = tmp_path / "elsewhere" / "a.h5"
     moved.parent.mkdir()
     shutil.move(tmp_path / "a.h5", moved)
-    s = analyze_run(moved, roi="none")
+    s = analyze_run(moved, roi="none")  # far from the range file, and not told of it
     assert "stored in the run" in s["ranges"]
-    assert s["ranged_ions"] > 0.4 * s["ions"]  # the rest: background of the approach phase
-    assert s["ion_counts"]["O2+"] > 0
+    assert s["ranged_ions"] == here["ranged_ions"] > 0
+    assert s["ion_counts"] == here["ion_counts"] and s["ion_counts"]["O2+"] > 0
 
 
 def test_background_firing_gives_the_same_run(tmp_path, monkeypatch):
