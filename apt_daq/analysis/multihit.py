@@ -26,6 +26,7 @@ import numpy as np
 
 BIN_DA = 0.1  # the correlation histogram's bins (apav's default)
 MAX_PAIR_OFFSET = 64  # pairs formed among the first 65 hits of an event at most
+DISPLAY_BINS = 400  # the plot pools bins to at most this many a side
 
 
 @dataclass
@@ -172,12 +173,19 @@ def saxey_plot(res: MultiHitResult, title: str = "", figure_class: type | None =
 
     fig = (figure_class or Figure)(figsize=(11, 4.8))
     a, b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
-    h = res.saxey
-    used = np.nonzero(h.sum(axis=0) + h.sum(axis=1))[0]
-    hi = res.edges[min(int(used.max()) + 2, len(res.edges) - 1)] if len(used) else res.edges[-1]
+    used = np.nonzero(res.saxey.sum(axis=0) + res.saxey.sum(axis=1))[0]
+    n_used = min(int(used.max()) + 2, len(res.edges) - 1) if len(used) else len(res.edges) - 1
+    hi = res.edges[n_used]
+    # pooled to <= DISPLAY_BINS a side: finer bins than the screen's pixels would not be drawn
+    k = max(1, math.ceil(n_used / DISPLAY_BINS))
+    m = n_used // k * k or n_used
+    h = res.saxey[:m, :m]
+    if k > 1 and m % k == 0:
+        h = h.reshape(m // k, k, m // k, k).sum(axis=(1, 3))
+    hi = res.edges[m]
     if h.any():
         im = a.imshow(np.where(h > 0, h, np.nan).T, origin="lower", aspect="equal",
-                      extent=(res.edges[0], res.edges[-1], res.edges[0], res.edges[-1]),
+                      extent=(0.0, hi, 0.0, hi),
                       norm=LogNorm(vmin=1, vmax=max(h.max(), 2)), cmap="viridis",
                       interpolation="nearest")
         fig.colorbar(im, ax=a, label="pairs per bin")
@@ -191,7 +199,7 @@ def saxey_plot(res: MultiHitResult, title: str = "", figure_class: type | None =
     a.set_ylim(0, hi)
     a.set_xlabel("m/n of the earlier hit (Da)")
     a.set_ylabel("m/n of the later hit (Da)")
-    a.set_title(f"correlation histogram ({res.n_pairs} pairs, {res.edges[1]:.2g} Da bins)")
+    a.set_title(f"correlation histogram ({res.n_pairs} pairs, {k * res.edges[1]:.2g} Da bins)")
     k = np.arange(len(res.events))
     sel = (k >= 1) & (res.events > 0)
     if sel.any():
