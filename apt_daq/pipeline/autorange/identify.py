@@ -16,7 +16,10 @@ Selection minimises ``chi2 + sum of prior costs`` (ion and element costs,
 :mod:`.candidates`): greedy forward steps (the candidate whose best amplitude on the current
 residual gains most, net of its cost), each followed by a non-negative refit and backward
 elimination (drop a selected ion when the refit without it costs less), until no candidate
-gains. A detected peak that no selected ion explains costs at most ``UNKNOWN_COST`` (an ion
+gains; then swaps of one ion for another sharing a peak, and, for each minor element (< 5 % of
+the fitted counts), the removal of all its ions with a refill from the ions sharing their
+peaks (an element whose ions sit on several peaks, MnN+ and (MnN)2+ where Ga+ and Ga2+
+belong, is not undone one ion at a time). A detected peak that no selected ion explains costs at most ``UNKNOWN_COST`` (an ion
 outside the candidates is an explanation too), so one lone peak never pulls in an element
 whose prior costs more than that: it stays unranged. A trace element (its ions < 0.1 % of
 the fitted counts) that holds a major share (>= 30 %) of fewer than two detected peaks pays
@@ -43,6 +46,7 @@ UNKNOWN_COST = 30.0  # chi2 units: what leaving one detected peak unexplained co
 TRACE_SHARE = 1e-3  # an element with less than this share of the fitted counts is a trace
 SUPPORT_SHARE = 0.3  # ... and needs this share of two peaks (isotopes or charge states)
 LONE_TRACE_COST = 20.0  # or pays this on top of its element cost
+DOUBT_SHARE = 0.05  # elements below this share of the fitted counts may be swapped out whole
 ABSENT_CAP = 0.0  # chi2 units: what counts left unexplained at an absent row cost at most
 MIN_ABUNDANCE = 2e-4
 
@@ -288,11 +292,14 @@ def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float
     return sel, x, chi2, cost
 
 
-def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int):
+def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int,
+             banned: np.ndarray | None = None):
     aw, yw = pb.aw, pb.yw
     cands = pb.cands
     norm2 = (aw * aw).sum(0)
     usable = norm2 > 0
+    if banned is not None:
+        usable &= ~banned
     ion_costs = pb.ion_cost
     el_names = sorted({e for c in cands for e in c.elements})
     el_index = {e: i for i, e in enumerate(el_names)}
@@ -324,7 +331,8 @@ def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int):
     return sel, x, chi2, cost
 
 
-def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 32):
+def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 32,
+          banned: np.ndarray | None = None):
     """Replace one selected ion by another that shares a detected peak with it, while that
     lowers the cost (a greedy path can settle on MnN+ where Ga+ explains 69 and 71 Da). The
     alternatives are ranked by their one-column gain on the residual without the ion; the
@@ -344,6 +352,8 @@ def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 32):
             rows_k = pb.nz[:nd, k]
             alts = np.nonzero(pb.nz[:nd][rows_k].any(0))[0]
             alts = alts[~np.isin(alts, sel)]
+            if banned is not None:
+                alts = alts[~banned[alts]]
             if len(alts) == 0:
                 continue
             r = r_all + aw[:, k] * x[i]
@@ -361,6 +371,38 @@ def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 32):
     return sel, x, chi2, cost
 
 
+def _drop_element(pb: _Problem, sel, x, chi2, cost, max_steps: int):
+    """Remove every ion of one element and refill without it (forward steps and swaps), while
+    that lowers the cost: one-ion swaps cannot replace an element whose ions share several
+    peaks with another's (MnN+ and (MnN)2+ on 69 and 34.5 Da where Ga+ and Ga2+ explain
+    69, 71, 34.5 and 35.5 Da)."""
+    nd = pb.n_detected
+    improved = True
+    while improved:
+        improved = False
+        best = None
+        x_el: dict[str, float] = {}
+        for i, k in enumerate(sel):
+            for e in pb.cands[k].elements:
+                x_el[e] = x_el.get(e, 0.0) + float(x[i])
+        for el in sorted(e for e, v in x_el.items() if v < DOUBT_SHARE * float(x.sum())):
+            of_el = np.array([el in c.elements for c in pb.cands])
+            gone = [k for k in sel if of_el[k]]
+            # the refill looks only at ions sharing a detected peak with those removed
+            near = pb.nz[:nd][pb.nz[:nd][:, gone].any(1)].any(0)
+            banned = of_el | ~near
+            trial = [k for k in sel if not of_el[k]]
+            xt, c2t, ct = pb.evaluate(trial)
+            trial, xt, c2t, ct = _forward(pb, trial, xt, c2t, ct, max_steps, banned)
+            trial, xt, c2t, ct = _swap(pb, trial, xt, c2t, ct, banned=banned)
+            if ct < cost - 1e-9 and (best is None or ct < best[3]):
+                best = (trial, xt, c2t, ct)
+        if best is not None:
+            sel, x, chi2, cost = best
+            improved = True
+    return sel, x, chi2, cost
+
+
 def select(rows: Rows, a_mat: np.ndarray, cands: list[Candidate],
            extra_cost: np.ndarray | None = None, max_steps: int = 200) -> Fit:
     """Greedy forward selection with backward elimination and swaps (see module doc);
@@ -373,7 +415,9 @@ def select(rows: Rows, a_mat: np.ndarray, cands: list[Candidate],
         sel, x, chi2, cost = _forward(pb, sel, x, chi2, cost, max_steps)
         sel, x, chi2, cost = _swap(pb, sel, x, chi2, cost)
         if cost >= before - 1e-9:
-            break
+            sel, x, chi2, cost = _drop_element(pb, sel, x, chi2, cost, max_steps)
+            if cost >= before - 1e-9:
+                break
     x_err = np.zeros(len(sel))
     if sel:
         r = np.nonzero(pb.nz[:, sel].any(1))[0]
