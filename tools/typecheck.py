@@ -1,5 +1,6 @@
 """Run mypy on the typed seams: the drivers, the simulator, the pipeline, the run engine, the
-config models and loader, the ROI and range models, the campaign and the CLI entry.
+config models and loader, the ROI and range models, the store and file formats (io), the
+campaign and the CLI entry.
 
     python tools/typecheck.py            # what tests/foundation/test_types.py runs
     python tools/typecheck.py -v         # extra arguments go to mypy
@@ -28,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TREE = ROOT / ".mypy-tree"
 TARGETS = ["-p", "apt_daq.drivers", "-p", "apt_daq.sim", "-p", "apt_daq.pipeline",
            "-m", "apt_daq.run", "-p", "apt_daq.engine",
-           # the foundation's config, ROI and range models, the campaign and the CLI's entry
+           # the foundation's config, ROI and range models, the store and file formats, the
+           # campaign and the CLI's entry
            "-p", "apt_daq.config", "-m", "apt_daq.roi", "-m", "apt_daq.rangetable",
+           "-p", "apt_daq.io",
            "-p", "apt_daq.campaign", "-m", "apt_daq.campaign_plots", "-m", "apt_daq.cli"]
 
 

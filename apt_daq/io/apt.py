@@ -135,7 +135,7 @@ class Section:
     offset: int  # of the section header
     data_offset: int
     header: np.ndarray
-    dtype: np.dtype | None
+    dtype: np.dtype
     columns: int
     count: int
     extra: bytes
@@ -246,6 +246,7 @@ class AptFile:
                 if count != self.n:
                     raise self._fail(offset, f"{where} has {count} records for {self.n} ions")
             if decodable:
+                assert dtype is not None  # decodable says so
                 fh.seek(offset + SECTION_HEADER.itemsize)
                 extra = fh.read(hsize - SECTION_HEADER.itemsize)
                 self.sections[name] = Section(name, offset, data, s, dtype,
@@ -416,6 +417,7 @@ def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
         views = {}
         for spec, _hoff, doff, _h in layout:
             dt = _numpy_type(spec.kind, spec.bits)
+            assert dt is not None  # the writer's own section specs
             shape = (n, spec.columns) if spec.columns > 1 else (n,)
             views[spec.name] = mm[doff : doff + n * spec.bits // 8 * spec.columns].view(dt).reshape(shape)
         i = 0

@@ -331,7 +331,7 @@ class EposWriter:
 
     def _flush(self) -> None:
         if self._fill:
-            self._fh.write(memoryview(self._buf[: self._fill]))
+            self._fh.write(self._buf[: self._fill].data)
             self._fill = 0
 
     def close(self) -> None:

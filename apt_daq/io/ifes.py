@@ -141,11 +141,10 @@ def _import(module: str):
 
 @contextlib.contextmanager
 def _captured() -> Iterator[_Capture]:
-    lib = logging.getLogger("ifes-apt-tc-data-modeling")
     try:
         from ifes_apt_tc_data_modeling.utils.custom_logging import logger as lib
     except ImportError:
-        pass
+        lib = logging.getLogger("ifes-apt-tc-data-modeling")
     h = _Capture()
     lib.addHandler(h)
     try:

@@ -128,8 +128,9 @@ def _entry_header(e: h5py.Group, meta: dict) -> None:
     _str(e, "definition", "NXapm")
     start = _iso(meta.get("started")) or "1970-01-01T00:00:00+00:00"
     _str(e, "start_time", start)
-    if meta.get("ended"):
-        _str(e, "end_time", _iso(meta["ended"]))
+    ended = _iso(meta.get("ended"))
+    if ended:
+        _str(e, "end_time", ended)
     _str(e, "operation_mode", "apt")
     imported = meta.get("imported")
     desc = (f"imported from {imported['file']} ({imported['format']})" if imported

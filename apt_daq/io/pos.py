@@ -90,6 +90,6 @@ def write_pos(path: str | Path, chunks: Iterable[np.ndarray], overwrite: bool = 
         for ions in chunks:
             if ions.dtype != ION_DTYPE:
                 raise TypeError(f"write_pos: chunk dtype {ions.dtype} is not ION_DTYPE")
-            fh.write(memoryview(pos_bytes(ions)))
+            fh.write(pos_bytes(ions).data)
             n += len(ions)
     return n

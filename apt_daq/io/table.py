@@ -129,7 +129,7 @@ class TableFile:
         self._arr = (np.memmap(self.path, dtype=rec, mode="r", offset=hb, shape=(self.n,))
                      if self.n else np.zeros(0, rec))
         self._offset0 = hb
-        self.columns = list(rec.names)
+        self.columns = list(rec.names or ())
 
     def _open_npy(self) -> None:
         try:
@@ -173,7 +173,8 @@ class TableFile:
         """Each field's column -> a name in the file (or an index into a 2-D array)."""
         self._col: dict[str, str | int] = {}
         by_index = self.format == "npy" and not self.columns
-        ncols = self._arr.shape[1] if by_index else len(self.columns)
+        ncols = (self._arr.shape[1] if by_index and self._arr is not None
+                 else len(self.columns))
         for key, spec in self.fmap.fields.items():
             c = spec.column
             if not by_index and isinstance(c, str) and c in self.columns:
@@ -193,8 +194,10 @@ class TableFile:
         """(first row, :data:`ION_DTYPE` chunk converted to apt-daq units); the file's own
         columns are dropped before the chunk is handed on (bounded memory)."""
         if self.format in ("binary", "npy"):
-            for i in range(0, self.n, chunk):
-                block = self._block(i, min(i + chunk, self.n))
+            n = self.n
+            assert n is not None  # counted when opened
+            for i in range(0, n, chunk):
+                block = self._block(i, min(i + chunk, n))
                 cols = {k: np.array(block[:, c] if isinstance(c, int) else block[c])
                         for k, c in self._col.items()}
                 del block  # unmap: the pages read do not stay resident
@@ -205,7 +208,7 @@ class TableFile:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        names = list(dict.fromkeys(self._col.values()))
+        names = [str(c) for c in dict.fromkeys(self._col.values())]  # a CSV's: names
         conv = pacsv.ConvertOptions(include_columns=names,
                                     column_types={c: pa.float64() for c in names})
         start = 0
@@ -217,7 +220,7 @@ class TableFile:
                     continue
                 cols = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in names}
                 del batch
-                ions = self._convert(start, {k: cols[c] for k, c in self._col.items()})
+                ions = self._convert(start, {k: cols[str(c)] for k, c in self._col.items()})
                 del cols
                 yield start, ions
                 start += len(ions)
@@ -230,6 +233,7 @@ class TableFile:
         """Rows ``i:j`` through a memory map of just those rows (a C-ordered file), so the
         pages read are released with it; else a slice of the whole file's map."""
         arr = self._arr
+        assert arr is not None  # binary and npy files are mapped when opened
         if not isinstance(arr, np.memmap) or not (arr.flags.c_contiguous or arr.ndim == 1):
             return arr[i:j]
         row = arr.dtype.itemsize * (arr.shape[1] if arr.ndim == 2 else 1)
@@ -249,6 +253,7 @@ class TableFile:
 
     def _where(self, row: int) -> str:
         if self.format == "binary":
+            assert self.fmap.record is not None  # a binary file has a record
             rec = self.fmap.record.itemsize
             return f"record {row} (byte offset {self._offset0 + row * rec})"
         if self.format == "npy":

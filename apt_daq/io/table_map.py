@@ -74,7 +74,7 @@ class FieldMap:
                            "to": KIND_UNIT[FIELDS[k]] or "-"} for k, s in self.fields.items()},
         }
         if self.record is not None:
-            out["record"] = [[n, self.record[n].str] for n in self.record.names]
+            out["record"] = [[n, self.record[n].str] for n in self.record.names or ()]
             out["header_bytes"] = self.header_bytes
         return out
 
@@ -158,7 +158,7 @@ def _record_dtype(spec: Any, where: str) -> np.dtype:
         dt = np.dtype([(str(n), np.dtype(str(t))) for n, t in items])
     except (TypeError, ValueError) as e:
         raise UserError(f"{where}: record: not a numpy dtype ({e})") from None
-    for n in dt.names:
+    for n in dt.names or ():
         if dt[n].kind not in "biuf" or dt[n].shape:
             raise UserError(f"{where}: record field {n!r} has dtype {dt[n].str}: only "
                             "scalar integers and floats (e.g. '>f4', '<u8')")

@@ -1,5 +1,6 @@
 """mypy passes on the typed seams: the drivers, the simulator, the pipeline, the run engine, the
-config models and loader, the ROI and range models, the campaign and the CLI entry.
+config models and loader, the ROI and range models, the store and file formats (io), the
+campaign and the CLI entry.
 
 The command is ``python tools/typecheck.py``, which runs
 

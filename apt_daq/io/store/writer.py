@@ -40,8 +40,9 @@ log = logging.getLogger("apt_daq.store")
 
 
 def _errno_of(e: BaseException) -> int | None:
-    if isinstance(getattr(e, "errno", None), int):
-        return e.errno
+    code = getattr(e, "errno", None)
+    if isinstance(code, int):
+        return code
     m = re.search(r"errno = (\d+)", str(e))
     return int(m.group(1)) if m else None
 
@@ -175,7 +176,7 @@ class RunWriter:
             rows = _LOG_CHUNK_ROWS if name == "log" else _CHUNK_ROWS
             d = self._f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
                                        chunks=(rows,))
-            d.attrs["fields"] = list(dtype.names)
+            d.attrs["fields"] = list(dtype.names or ())
             d.attrs["units"] = units_of(dtype)  # aligned with "fields"; "" has no unit
             self._ds[name] = (d, d.id.get_type())
         self.set_meta("started", now_iso())
@@ -289,6 +290,7 @@ class RunWriter:
 
     def _set_state(self, text: str) -> None:
         data = text.encode()
+        assert self._meta is not None  # open: _ensure_open said so
         attrs = self._meta.attrs
         if "state" in attrs:
             a = h5py.h5a.open(self._meta.id, b"state")
@@ -317,6 +319,7 @@ class RunWriter:
         """Write what is buffered (after a state change a reader of the file should see)."""
         if not self._ensure_open():
             return
+        assert self._f is not None
         with self._io():
             self._f.flush()
 
@@ -345,6 +348,7 @@ class RunWriter:
         with self._io():
             for name, rows in chunks:
                 self._extend(name, rows)
+            assert self._f is not None
             self._f.flush()
         self._flushed = dict(self._rows)
 
@@ -383,6 +387,7 @@ class RunWriter:
         try:
             with self._io():
                 self._set_state(str(self._state))
+                assert self._f is not None and self._meta is not None
                 write_meta(self._meta, "ended", now_iso())
                 self._f.flush()
         except DataFileError:
