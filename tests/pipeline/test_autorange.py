@@ -258,8 +258,12 @@ def simulated(tmp_path_factory):
 def test_simulated_runs_ranged_with_no_input(simulated, name):
     mass, truth, it, _ = simulated[name]
     assert len(mass) >= 290_000
-    table = auto_ranges(mass)
+    res = autorange(mass)
+    table = res.table
     s = score(table, mass, truth, it)
+    # no element the specimen does not hold, in the ranges or among the fitted ions
+    assert {e for ion in res.ions for e in read_formula(ion)} <= set(SPECIMENS[name][1]), \
+        sorted(res.ions)
     # the bar: >= 99 % of ions ranged as their true ion, every element within 1 at.%
     assert s["correct"] >= 0.99, s
     assert max(abs(v) for v in s["composition_error"].values()) < 0.01, s
