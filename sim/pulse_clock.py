@@ -9,7 +9,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,7 @@ class PulseClock:
             print(f"emulator: pulse clock failed: {e}", file=sys.stderr)
             raise
 
-    def _clock(self):
+    def _clock(self) -> Generator[Any, Any, None]:
         """The pulse clock: while the DLD acquires and the laser emits, fire pieces of
         ``piece_pulses`` pulses, each paced in real time, and deliver a readout block every
         ``block_pulses``; settings that arrive meanwhile act from the next piece on (as on the
