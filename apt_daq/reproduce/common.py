@@ -123,8 +123,10 @@ def _analyze(args: tuple[str, str | None, float | None, bool, bool]):
     default_numba_cache()
     from apt_daq.analysis.report import analyze, laser_pj_select, settled_select
 
-    sel = (laser_pj_select(laser_pj) if laser_pj is not None
-           else settled_select(path) if settled else None)
+    sel = laser_pj_select(laser_pj) if laser_pj is not None else None
+    if settled:  # without the ramp-up (of the run's first step)
+        st = settled_select(path)
+        sel = st if sel is None else (lambda h, a=sel, b=st: a(h) & b(h))
     return analyze(path, roi=roi, select=sel, subtract_background=background)
 
 
