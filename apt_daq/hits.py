@@ -66,7 +66,9 @@ TRUTH_DTYPE = np.dtype(
 DERIVED_DTYPE = np.dtype(
     [
         ("mass", "<f4"),  # mass-to-charge, Da
-        ("ion", "<i2"),  # range index, -1 unranged
+        # range index, -1 unranged; stored as range_index, "ion" (its name in files written
+        # before) is a title: an alias that reads and writes the same field
+        (("ion", "range_index"), "<i2"),
         ("x", "<f4"),  # reconstructed position, nm
         ("y", "<f4"),
         ("z", "<f4"),

@@ -81,3 +81,37 @@ def test_sigkill_mid_write_keeps_every_flushed_chunk(tmp_path, delay_s):
     # the chunk being written when killed may be lost, no other
     assert len(raw) // 20000 >= n_meta >= len(raw) // 20000 - 1
     assert n_meta >= 1
+
+
+def test_derived_range_index_reads_under_both_names_in_new_and_old_files(tmp_path):
+    """/derived stores the range index as ``range_index``; files written before name it
+    ``ion`` (same layout) and still open: both names read the same values from either."""
+    import h5py
+
+    from apt_daq.hits import DERIVED_DTYPE
+
+    rows = np.zeros(5, DERIVED_DTYPE)
+    rows["mass"] = [1.0, 16.0, 27.0, 58.0, 60.0]
+    rows["range_index"] = [-1, 0, 2, 1, -1]
+    new = tmp_path / "new.h5"
+    with RunWriter(new, {"simulated": True}) as w:
+        w.append(hits=np.zeros(5, HIT_DTYPE), derived=rows)
+        w.finish("done")
+    with h5py.File(new, "r") as f:
+        assert f["derived"].dtype.names == ("mass", "range_index", "x", "y", "z")
+    old = tmp_path / "old.h5"  # the same run as written before the rename
+    with h5py.File(new, "r") as f, h5py.File(old, "w") as g:
+        for key in f:
+            f.copy(key, g)
+        legacy = np.dtype([("mass", "<f4"), ("ion", "<i2"), ("x", "<f4"), ("y", "<f4"),
+                           ("z", "<f4")])
+        del g["derived"]
+        g.create_dataset("derived", data=f["derived"][()].view(np.void).view(legacy))
+        assert g["derived"].dtype.names[1] == "ion"
+    for path in (new, old):
+        with RunReader(path) as r:
+            d = r.read("derived")
+            assert d.dtype == DERIVED_DTYPE
+            assert d["range_index"].tolist() == [-1, 0, 2, 1, -1]
+            assert d["ion"].tolist() == [-1, 0, 2, 1, -1]
+            assert d["mass"].tolist() == [1.0, 16.0, 27.0, 58.0, 60.0]

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from apt_daq.errors import DataFileError
+from apt_daq.hits import DERIVED_DTYPE
 from apt_daq.io.store.layout import _ALIASES, DATASETS, _name
 from apt_daq.io.store.meta import read_meta
 
@@ -62,7 +63,8 @@ class RunReader:
         name = _ALIASES.get(name, name)
         if name not in self._f:
             return np.zeros(0, dtype=DATASETS[_name(name)])
-        return self._f[name][start:stop]
+        rows = self._f[name][start:stop]
+        return as_derived(rows) if name == "derived" else rows
 
     def iter(self, name: str, chunk: int = 1_000_000) -> Iterator[np.ndarray]:
         n = self.count(name)
@@ -82,3 +84,18 @@ class RunReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def as_derived(rows: np.ndarray) -> np.ndarray:
+    """/derived rows as :data:`~apt_daq.hits.DERIVED_DTYPE` (its ``range_index`` also reads as
+    ``ion``): HDF5 keeps no alias, and files written before the rename name the field ``ion``
+    (same layout); rows of another layout are returned as they are."""
+    dt, want = rows.dtype, DERIVED_DTYPE
+    if dt == want or dt.names is None or dt.fields is None or want.names is None \
+            or want.fields is None:
+        return rows
+    renamed = ["range_index" if n == "ion" else n for n in dt.names]
+    same = (renamed == list(want.names) and dt.itemsize == want.itemsize
+            and all(dt.fields[a][:2] == want.fields[b][:2]
+                    for a, b in zip(dt.names, want.names, strict=True)))
+    return rows.view(DERIVED_DTYPE) if same else rows
