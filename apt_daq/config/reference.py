@@ -45,7 +45,7 @@ def markdown_reference() -> str:
     out = [
         "# Config reference",
         "",
-        "Generated from the pydantic models in `apt_daq/config.py` and `drivers/config.py`",
+        "Generated from the pydantic models in `apt_daq/config/` and `drivers/config.py`",
         "(`python -m apt_daq.config > docs/config.md`). Units are in the key names. Unknown keys",
         "are errors. A run file may give `instrument`, `specimen`, `drivers` and `analysis` as a",
         "path to another YAML file (relative to the run file) or inline.",
