@@ -77,13 +77,15 @@ def _probe_tree(tmp_path: Path, edits: dict[str, str]) -> Path:
 
 
 def test_the_contracts_can_fail(tmp_path):
-    """An upward lazy import in the foundation, a simulator module importing a driver and the
-    store importing the analysis are each reported."""
+    """An upward lazy import in the foundation, a simulator module importing a driver, the
+    store importing the analysis and a circle inside a package are each reported."""
     lazy = "\n\ndef _probe():\n    from apt_daq.commands import info  # noqa: F401\n"
     tree = _probe_tree(tmp_path, {
         "errors.py": lazy,
         "sim/faults.py": "\nfrom apt_daq.drivers import base  # noqa: E402,F401\n",
         "io/pos.py": "\nfrom apt_daq.analysis import report  # noqa: E402,F401\n",
+        # runner imports table: a circle between two modules of apt_daq.campaign
+        "campaign/table.py": "\nfrom apt_daq.campaign import runner  # noqa: E402,F401\n",
     })
     proc = lint(tree)
     out = proc.stdout + proc.stderr
@@ -91,4 +93,5 @@ def test_the_contracts_can_fail(tmp_path):
     assert "apt_daq.errors -> apt_daq.commands.info" in out
     assert "apt_daq.sim.faults -> apt_daq.drivers.base" in out
     assert "apt_daq.io.pos -> apt_daq.analysis.report" in out
-    assert "Contracts: 1 kept, 3 broken." in out
+    assert "No circle between the modules and subpackages of any package BROKEN" in out
+    assert "Contracts: 1 kept, 4 broken." in out
