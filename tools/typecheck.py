@@ -33,7 +33,12 @@ TARGETS = ["-p", "apt_daq.drivers", "-p", "apt_daq.sim", "-p", "apt_daq.pipeline
            # campaign and the CLI's entry
            "-p", "apt_daq.config", "-m", "apt_daq.roi", "-m", "apt_daq.rangetable",
            "-p", "apt_daq.io",
-           "-p", "apt_daq.campaign", "-m", "apt_daq.campaign_plots", "-m", "apt_daq.cli"]
+           "-p", "apt_daq.campaign", "-m", "apt_daq.campaign_plots", "-m", "apt_daq.cli",
+           "-m", "apt_daq.config_check", "-m", "apt_daq.analysis.report",
+           # the commands over the store, the formats, the configs and the analysis report
+           "-m", "apt_daq.commands.analyze", "-m", "apt_daq.commands.config",
+           "-m", "apt_daq.commands.configs", "-m", "apt_daq.commands.export",
+           "-m", "apt_daq.commands.import_", "-m", "apt_daq.commands.info"]
 
 
 def build_tree() -> Path:
