@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, JsonValue, ValidationError, model_validator
+from pydantic import BaseModel, Field, JsonValue, ValidationError, model_validator
 
 from apt_daq.config import (
     AnalysisConfig,
@@ -28,9 +28,9 @@ from apt_daq.config import (
 )
 from apt_daq.drivers.config import DriversConfig
 
-_INCLUDE_MODELS: dict[str, type[_Model]] = {
+_INCLUDE_MODELS: dict[str, type[BaseModel]] = {
     "instrument": InstrumentConfig, "specimen": SpecimenConfig,
-    "drivers": DriversConfig, "analysis": AnalysisConfig,  # type: ignore[dict-item]
+    "drivers": DriversConfig, "analysis": AnalysisConfig,
 }
 
 

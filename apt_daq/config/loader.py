@@ -4,14 +4,15 @@ a validation error reads ``configs/runs/x.yaml:12 run.laser_pj: must be > 0, got
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from apt_daq.config.errors import ConfigError, Problems
-from apt_daq.config.models import _Model
+
+M = TypeVar("M", bound=BaseModel)
 
 # --------------------------------------------------------------------------- YAML loading
 Lines = dict[tuple[Any, ...], tuple[str, int]]
@@ -121,7 +122,7 @@ def validation_problems(e: ValidationError, lines: Lines, default_file: str,
     return out
 
 
-def load_yaml_model(path: str | Path, model: type[_Model]) -> Any:
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
     """Load ``path`` as ``model`` (e.g. an InstrumentConfig file), errors with file:line."""
     path = Path(path)
     data, lines = _load_tree(path)
