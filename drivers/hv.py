@@ -144,12 +144,10 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
 
     # queries ----------------------------------------------------------------
     def voltage(self) -> float:
-        with self.lock:
-            return self.session.ask(self.commands.measure_voltage, parse_float)
+        return self._query(self.commands.measure_voltage, parse_float)
 
     def current(self) -> float:
-        with self.lock:
-            return self.session.ask(self.commands.measure_current, parse_float)
+        return self._query(self.commands.measure_current, parse_float)
 
     def tripped(self) -> bool:
         with self.lock:
@@ -160,8 +158,7 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
 
     def instrument_limit_v(self) -> float:
         """The limit the instrument itself enforces, V."""
-        with self.lock:
-            return self.session.ask(self.commands.get_limit, parse_float)
+        return self._query(self.commands.get_limit, parse_float)
 
     def reset(self) -> None:
         """Instrument reset (output off, setpoint 0), then the connect handshake again."""

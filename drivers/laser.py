@@ -76,17 +76,13 @@ class ScpiLaser(SessionLifecycle, Laser):
         return self.session.ask_now(self.commands.get_emission, parse_bool)
 
     def energy(self) -> float:
-        with self.lock:
-            return self.session.ask(self.commands.get_energy, parse_float)
+        return self._query(self.commands.get_energy, parse_float)
 
     def pulse_rate(self) -> float:
-        with self.lock:
-            return self.session.ask(self.commands.get_rate, parse_float)
+        return self._query(self.commands.get_rate, parse_float)
 
     def emission_on(self) -> bool:
-        with self.lock:
-            return self.session.ask(self.commands.get_emission, parse_bool)
+        return self._query(self.commands.get_emission, parse_bool)
 
     def interlock_open(self) -> bool:
-        with self.lock:
-            return self.session.ask(self.commands.get_interlock, parse_bool)
+        return self._query(self.commands.get_interlock, parse_bool)

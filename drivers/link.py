@@ -246,5 +246,10 @@ class SessionLifecycle:
             self.connected = False
             self.session.close()
 
+    def _query(self, command: str, parse: Callable[[str], T]) -> T:
+        """One query under the driver's lock (reconnecting as the link's rules allow)."""
+        with self.lock:
+            return self.session.ask(command, parse)
+
     def _mark_broken(self) -> None:
         self.session.broken = True
