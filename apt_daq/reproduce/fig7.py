@@ -88,7 +88,7 @@ def lmo_outcomes(ctx: Context) -> list[RunOutcome]:
         def spec_for(seed: int, s=s, e=e, i=i) -> RunSpec:
             if seed == ctx.seed + 1:
                 return s
-            k = seed - ctx.seed - 1
+            k = seed - 1000 * (ctx.seed + 1)  # specimen_seed's k
             return RunSpec.make(f"{s.key}-try{k}", "lmo-cr.yaml", run__laser_pj=e,
                                 run__stop__ions=LMO_IONS_FACTOR * ctx.ions,
                                 run__seed=ctx.seed + 301 + i + 1000 * k)
