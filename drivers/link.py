@@ -249,7 +249,7 @@ class SessionLifecycle:
     def _query(self, command: str, parse: Callable[[str], T]) -> T:
         """One query under the driver's lock (reconnecting as the link's rules allow)."""
         with self.lock:
-            return self.session.ask(command, parse)
+            return self.session.query(command, parse, idempotent=True)
 
     def _mark_broken(self) -> None:
         self.session.broken = True

@@ -97,15 +97,19 @@ def decode_kernel(
     return k, incomplete, bad
 
 
+def decode_columns(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The output columns of a decode pass over ``n`` records, filled by the kernels: kept
+    record indices (int64), TOF (ns), x and y (mm) (float32)."""
+    return (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32),
+            np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32))
+
+
 def decode(raw: np.ndarray, instrument: InstrumentConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     """Decode a RAW_DTYPE chunk: (hits HIT_DTYPE, keep indices into raw, counters)."""
     from apt_daq.hits import HIT_DTYPE
 
     n = len(raw)
-    keep = np.empty(n, dtype=np.int64)
-    tof = np.empty(n, dtype=np.float32)
-    x = np.empty(n, dtype=np.float32)
-    y = np.empty(n, dtype=np.float32)
+    keep, tof, x, y = decode_columns(n)
     mult = np.empty(n, dtype=np.uint8)
     k, inc, bad = decode_kernel(
         raw["pulse"], raw["t_x1"], raw["t_x2"], raw["t_y1"], raw["t_y2"], raw["t_mcp"],

@@ -75,11 +75,16 @@ class PeakShape:
 
     @property
     def mrp50(self) -> float:
-        return self.position_da / self.fwhm_da if self.fwhm_da > 0 else float("nan")
+        return resolving_power(self.position_da, self.fwhm_da)
 
     @property
     def mrp10(self) -> float:
-        return self.position_da / self.fw10m_da if self.fw10m_da > 0 else float("nan")
+        return resolving_power(self.position_da, self.fw10m_da)
+
+
+def resolving_power(position_da: float, width_da: float) -> float:
+    """m / dm of a peak at ``position_da`` of full width ``width_da`` (NaN for no width)."""
+    return position_da / width_da if width_da > 0 else float("nan")
 
 
 def full_width(counts: np.ndarray, edges: np.ndarray, i_max: int, fraction: float) -> float:
@@ -165,11 +170,11 @@ class PeakRow:
 
     @property
     def mrp50(self) -> float:
-        return self.apex_da / self.fwhm_da if self.fwhm_da > 0 else float("nan")
+        return resolving_power(self.apex_da, self.fwhm_da)
 
     @property
     def mrp10(self) -> float:
-        return self.apex_da / self.fw10m_da if self.fw10m_da > 0 else float("nan")
+        return resolving_power(self.apex_da, self.fw10m_da)
 
 
 def flank_background(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,

@@ -8,6 +8,7 @@ what limits this stage).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from numba import njit, prange
@@ -15,10 +16,13 @@ from numba import njit, prange
 from apt_daq.config import InstrumentConfig
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
 from apt_daq.pipeline.corrections import Calibration, coeffs, correction_factor
-from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
+from apt_daq.pipeline.decode import decode_columns, time_sum_bins, time_sum_tolerance_bins
 from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range, fix_edges, table_cell
 from apt_daq.pipeline.tof import mass_da as mn_kernel
 from apt_daq.rangetable import RangeTable
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -218,10 +222,7 @@ def decode_chunk(
     check(raw, RAW_DTYPE, "process_chunk raw")
     lookup = lookup or RangeLookup.build(ranges)
     n = len(raw)
-    keep = np.empty(n, dtype=np.int64)
-    tof = np.empty(n, dtype=np.float32)
-    x = np.empty(n, dtype=np.float32)
-    y = np.empty(n, dtype=np.float32)
+    keep, tof, x, y = decode_columns(n)
     mass = np.empty(n, dtype=np.float32)
     ion = np.empty(n, dtype=np.int16)
     cols = (raw["pulse"], raw["t_x1"], raw["t_x2"], raw["t_y1"], raw["t_y2"], raw["t_mcp"],
@@ -243,14 +244,17 @@ def decode_chunk(
     return Decoded(keep[:k], tof[:k], x[:k], y[:k], mass[:k], ion[:k], counters)
 
 
+class DecodeOptions(TypedDict, total=False):
+    """The keyword options of :func:`decode_chunk` and :func:`process_chunk`."""
+
+    calibration: Calibration | None
+    lookup: RangeLookup | None
+    threads: int
+
+
 def process_chunk(
-    raw: np.ndarray,
-    instrument: InstrumentConfig,
-    ranges: RangeTable | None,
-    *,
-    calibration: Calibration | None = None,
-    lookup: RangeLookup | None = None,
-    threads: int = 1,
+    raw: np.ndarray, instrument: InstrumentConfig, ranges: RangeTable | None,
+    **options: Unpack[DecodeOptions],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Raw DLD records -> (hits, derived, keep, counters): :func:`decode_chunk` then
     :meth:`Decoded.records` (the run engine calls the two apart, to overlap the second).
@@ -262,8 +266,7 @@ def process_chunk(
     ``calibration`` applies fitted voltage/bowl corrections (identity by default);
     ``threads`` > 1 splits the chunk over numba threads.
     """
-    dec = decode_chunk(raw, instrument, ranges, calibration=calibration, lookup=lookup,
-                       threads=threads)
+    dec = decode_chunk(raw, instrument, ranges, **options)
     hits, derived = dec.records(raw)
     return hits, derived, dec.keep, dec.counters
 
