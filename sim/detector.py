@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from apt_daq.sim.physics import counter_uniform
+from apt_daq.sim.sampling import counter_uniform
 from numba import njit
 
 from apt_daq.config import InstrumentConfig

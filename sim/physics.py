@@ -20,90 +20,47 @@ Fracture:   Maxwell stress sigma = eps0 F^2 / 2; hazard h = h0 (sigma / sigma_c)
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+from apt_daq.sim.dissociation import dissociation_potential_share, track_mass
+from apt_daq.sim.fracture import (  # noqa: F401  (re-exported: their home until Dec 2026)
+    EPS0_F_PER_M,
+    FRACTURE,
+    FractureParams,
+    draw_strength_gpa,
+    fracture_hazard_per_s,
+    maxwell_stress_gpa,
+)
+from apt_daq.sim.lithium import (  # noqa: F401  (re-exported)
+    LI_MIGRATION,
+    LiMigrationParams,
+    li_burst_ratio,
+    li_depletion,
+)
+from apt_daq.sim.sampling import (  # noqa: F401  (re-exported)
+    counter_uniform,
+    event_pulses,
+    event_pulses_seeded,
+    sample_cdf,
+    sample_isotope,
+)
+from apt_daq.sim.thermal import (  # noqa: F401  (re-exported)
+    K_B_EV_PER_K,
+    THERMAL,
+    Cooling,
+    ThermalParams,
+    absorbed_energy_k,
+    conductivity_w_per_mk,
+    cooling,
+    debye_energy_k,
+    heat_capacity_j_per_m3k,
+    peak_temperature_k,
+)
 from numba import njit
 
-K_B_EV_PER_K = 8.617333262e-5
-EPS0_F_PER_M = 8.8541878128e-12
-
-
 # ------------------------------------------------------------------------------ parameters
-@dataclass(frozen=True)
-class ThermalParams:
-    """Laser heating and cooling of the apex (docs/physics.md, "laser")."""
-
-    # absorbed pulse energy per apex atom, in kelvin of a Dulong-Petit (3 k_B per atom)
-    # lattice: A (1 - exp(-E / E_s)); reflectivity and conduction losses saturate it
-    absorbed_rise_k: float = 1400.0  # A
-    saturation_pj: float = 110.0  # E_s
-    # the lattice heat capacity is Debye's: at 60-150 K an oxide's is a fraction of 3 k_B,
-    # so the first pJ raises T far more than a linear law fitted at 5-50 pJ says
-    debye_temperature_k: float = 400.0
-    # heat flow along the shank (docs/physics.md, "cooling"): D(T) = kappa(T) / C(T), C the
-    # Debye heat capacity of the lattice, kappa = kappa_300 (300 K / T)^m (Umklapp, m = 1 for
-    # a crystalline insulator); hotter apexes diffuse their heat more slowly
-    heated_length_nm: float = 150.0  # l: the apex length the pulse heats (calibrated)
-    oxide_conductivity_w_per_mk: float = 5.0  # kappa_300 of the layered oxide
-    oxide_conductivity_exponent: float = 1.0  # m of the oxide
-    shell_conductivity_w_per_mk: float = 30.0  # kappa_300 of the sputtered Cr shell (bulk 94)
-    shell_conductivity_exponent: float = 0.4  # m of Cr (bulk: 158 / 94 / ~80 at 100/300/600 K)
-    shell_debye_temperature_k: float = 630.0  # Cr
-    lateral_mode: float = 5.78  # j_0,1^2: the core's slowest radial mode into the shell
-    # tau_c = l (2.9 x_c + 1.0 l) / (2 D), x_c = R / tan(a): fitted to a finite-difference
-    # solution of the heat equation in a cone (tests/sim/test_heat_flow.py), x_c / l = 0.5-8
-    cone_crossover_slope: float = 2.9
-    cone_crossover_offset: float = 1.0
-    attempt_frequency_hz: float = 1e13  # nu
-    site_density_per_nm2: float = 0.4  # kink sites able to evaporate, per nm^2 of apex
-
-
-@dataclass(frozen=True)
-class LiMigrationParams:
-    """Phenomenological field-driven Li migration in oxides (docs/physics.md, "lithium")."""
-
-    depletion_field_v_per_nm: float = 20.4  # field at which half the Li migrates away
-    depletion_scale_v_per_nm: float = 0.45
-    depletion_max: float = 0.92
-    burst_prefactor: float = 630.0  # Li released in bursts per matrix event, T -> infinity
-    burst_barrier_ev: float = 0.147  # thermal activation of the Li supply
-    burst_field_ref_v_per_nm: float = 20.0  # supply scales with F / F_ref (drift ~ field)
-    burst_max: float = 30.0  # saturation of the burst ratio (finite supply rate)
-    burst_mean_events: float = 1500.0  # mean burst length, evaporation events
-    burst_spot_fraction: float = 0.35  # burst spot rms radius / core radius
-    modulation_uncoated: float = 0.6  # amplitude of Li-rich/Li-poor episodes
-    # under a shell the residual Li agglomeration is the phase's own property (the specimen
-    # YAML's li_episode_amplitude_coated: layered NMC811 0.14, Li mu ~0.5, paper Fig 4c;
-    # spinel LiMn2O4 0.19, mu 0.4-0.6, Table S1)
-    # Li-rich/Li-poor episodes shift the local surface field; the O pairing follows it:
-    # intrinsic O2+/O+ x exp(-/+ c a) in Li-rich/poor episodes (a: the episode amplitude)
-    o2_episode_coupling: float = 0.5
-    modulation_mean_events: float = 2500.0  # mean episode length, events
-    coating_screening: float = 1e-5  # factor on depletion and burst supply under a shell
-
-    def modulation(self, amplitude_coated: float, coated: bool) -> float:
-        """Amplitude a of the Li-rich/Li-poor episodes of a phase whose amplitude under a
-        shell is ``amplitude_coated`` (PhaseConfig.li_episode_amplitude_coated)."""
-        return amplitude_coated if coated else self.modulation_uncoated
-
-
-@dataclass(frozen=True)
-class FractureParams:
-    """Subcritical-crack-growth fracture under Maxwell stress (docs/physics.md, "fracture")."""
-
-    strength_uncoated_gpa: float = 1.9  # Weibull scale of the flaw-limited strength
-    strength_coated_gpa: float = 4.5  # the Cr shell carries load and closes surface flaws
-    weibull_modulus: float = 4.0
-    hazard_at_strength_per_s: float = 2e-3  # h0
-    stress_exponent: float = 20.0  # n of the slow-crack-growth law
-
-
-THERMAL = ThermalParams()
-LI_MIGRATION = LiMigrationParams()
-FRACTURE = FractureParams()
 
 
 # ------------------------------------------------------------------------------ closed forms
@@ -116,117 +73,6 @@ def apex_radius_nm(r0_nm: float, depth_nm: float, shank_half_angle_deg: float) -
 def field_v_per_nm(voltage_v: float, field_factor: float, radius_nm: float) -> float:
     """Apex field F = V / (k_f R), V/nm."""
     return voltage_v / (field_factor * radius_nm)
-
-
-def maxwell_stress_gpa(field: float) -> float:
-    """sigma = eps0 F^2 / 2, GPa (F in V/nm)."""
-    return 0.5 * EPS0_F_PER_M * (field * 1e9) ** 2 / 1e9
-
-
-def conductivity_w_per_mk(temp_k: float, kappa_300: float, exponent: float) -> float:
-    """kappa(T) = kappa_300 (300 K / T)^m: phonon-phonon (Umklapp) scattering above ~Theta/4."""
-    return kappa_300 * (300.0 / max(temp_k, 1.0)) ** exponent
-
-
-def heat_capacity_j_per_m3k(temp_k: float, theta_k: float, atoms_per_nm3: float) -> float:
-    """Volumetric heat capacity 3 k_B n c_D(T / Theta) of a Debye lattice, J / (m^3 K)."""
-    _, u = _debye_energy_table(float(theta_k))
-    i = int(min(max(temp_k, 2.0), 4000.0))  # the table is exact to ~1e-3 below 4000 K
-    c = (u[i + 1] - u[i - 1]) / 2.0  # dU/dT per 3 k_B and atom (1 K grid)
-    return 3.0 * 1.380649e-23 * atoms_per_nm3 * 1e27 * c
-
-
-@dataclass(frozen=True)
-class Cooling:
-    """The apex's temperature after a pulse: T_base + dT (1 + t/tau_1)^(-1/2) (1 + t/tau_c)^(-1)."""
-
-    tau_1_ns: float  # 1-D diffusion of the heated length along the shank
-    tau_cone_ns: float  # when the spreading heat reaches the cone's widening (-> 3-D decay)
-    diffusivity_nm2_per_ns: float  # D of the apex cross-section at T_peak
-
-    def shape(self, t_ns: np.ndarray) -> np.ndarray:
-        """(T(t) - T_base) / dT."""
-        t = np.asarray(t_ns, float)
-        return 1.0 / (np.sqrt(1.0 + t / self.tau_1_ns) * (1.0 + t / self.tau_cone_ns))
-
-
-def cooling(peak_k: float, radius_nm: float, shank_half_angle_deg: float,
-            oxide_atoms_per_nm3: float, shell_nm: float = 0.0,
-            shell_atoms_per_nm3: float = 83.3, p: ThermalParams = THERMAL) -> Cooling:
-    """Heat flow out of the apex after a pulse (docs/physics.md, "cooling").
-
-    1-D diffusion of a heated zone of rms length l along the shank: the apex temperature falls
-    as (1 + t / tau_1)^(-1/2), tau_1 = l^2 / (2 D) (exact for a Gaussian zone); once the heat
-    has spread over the length x_c = R / tan(a) the cone's cross-section widens and the decay
-    turns 3-D: the factor (1 + t / tau_c)^(-1), tau_c = l (2.9 x_c + 1.0 l) / (2 D), fitted to
-    the heat equation in a cone (within a few % of the rise up to 3 tau_1). D = kappa / C at
-    the peak temperature (the evaporation happens within the first few % of the cooling): it
-    falls as T rises (kappa ~ 1/T, C rising to Dulong-Petit), so the tails lengthen with the
-    laser energy. A shell conducts in parallel with the oxide (area shares of the cross-section
-    1 - (1 - t/R)^2 and (1 - t/R)^2) and the core's heat reaches it laterally in
-    r_c^2 / (j_01^2 D_oxide), r_c = R - t: a Cr shell shortens tau_1 several-fold, and the
-    shortening saturates with its thickness.
-    """
-    tp = max(peak_k, 1.0)
-    k_ox = conductivity_w_per_mk(tp, p.oxide_conductivity_w_per_mk, p.oxide_conductivity_exponent)
-    c_ox = heat_capacity_j_per_m3k(tp, p.debye_temperature_k, oxide_atoms_per_nm3)
-    d_ox = k_ox / c_ox * 1e9  # m^2/s -> nm^2/ns
-    lateral = 0.0
-    if shell_nm > 0:
-        share = 1.0 - max(0.0, 1.0 - shell_nm / radius_nm) ** 2
-        k_sh = conductivity_w_per_mk(tp, p.shell_conductivity_w_per_mk,
-                                     p.shell_conductivity_exponent)
-        c_sh = heat_capacity_j_per_m3k(tp, p.shell_debye_temperature_k, shell_atoms_per_nm3)
-        d = (share * k_sh + (1 - share) * k_ox) / (share * c_sh + (1 - share) * c_ox) * 1e9
-        r_core = max(radius_nm - shell_nm, 0.0)
-        lateral = r_core ** 2 / (p.lateral_mode * d_ox)
-    else:
-        d = d_ox
-    x_cone = radius_nm / math.tan(math.radians(shank_half_angle_deg))
-    hl = p.heated_length_nm
-    return Cooling(hl ** 2 / (2 * d) + lateral,
-                   hl * (p.cone_crossover_slope * x_cone + p.cone_crossover_offset * hl) / (2 * d),
-                   d)
-
-
-@functools.lru_cache(maxsize=8)
-def _debye_energy_table(theta_k: float) -> tuple[np.ndarray, np.ndarray]:
-    """Debye lattice energy per 3 k_B and atom, U(T) = T D3(Theta / T) in K, on a 1 K grid.
-
-    D3(x) = 3 / x^3 int_0^x y^3 / (e^y - 1) dy (the zero-point energy cancels in differences).
-    c = dU/dT tends to 1 (Dulong-Petit) for T >> Theta and to (4 pi^4 / 5) (T / Theta)^3 below
-    Theta / 10."""
-    y = np.linspace(0.0, 200.0, 200_001)
-    f = y ** 3 / np.expm1(np.maximum(y, 1e-12))
-    f[0] = 0.0
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(y))])
-    t = np.arange(0.0, 5001.0)
-    x = theta_k / np.maximum(t, 1e-9)
-    d3 = 3.0 / x ** 3 * np.interp(x, y, cum)
-    return t, t * d3
-
-
-def debye_energy_k(temp_k: float | np.ndarray, theta_k: float) -> np.ndarray:
-    """Lattice energy per 3 k_B and atom (K) of a Debye solid at ``temp_k``."""
-    t, u = _debye_energy_table(float(theta_k))
-    return np.interp(temp_k, t, u)
-
-
-def absorbed_energy_k(energy_pj: float, p: ThermalParams = THERMAL) -> float:
-    """Pulse energy deposited per apex atom, in K of a Dulong-Petit lattice:
-    A (1 - exp(-E / E_s)) (linear at low E; reflectivity and conduction saturate it)."""
-    return p.absorbed_rise_k * (1.0 - math.exp(-max(energy_pj, 0.0) / p.saturation_pj))
-
-
-def peak_temperature_k(base_k: float, energy_pj: float, p: ThermalParams = THERMAL) -> float:
-    """T_peak from U(T_peak) = U(T_base) + A (1 - exp(-E / E_s)), U the Debye lattice energy.
-
-    The absorbed energy heats a lattice whose heat capacity at cryogenic temperature is far
-    below 3 k_B per atom (c ~ T^3 below Theta / 10), so the rise per pJ is largest at low
-    energy and the base temperature matters (docs/physics.md, "laser")."""
-    t, u = _debye_energy_table(float(p.debye_temperature_k))
-    target = float(np.interp(base_k, t, u)) + absorbed_energy_k(energy_pj, p)
-    return float(np.interp(target, u, t))
 
 
 def barrier_ev(q0_ev: np.ndarray, fe_v_per_nm: np.ndarray, field: float) -> np.ndarray:
@@ -313,106 +159,7 @@ def li_wait_table(q_ev: float, base_k: float, rise_k: float, cool: Cooling,
     return t, cum, base
 
 
-def li_depletion(field: float, coated: bool, p: LiMigrationParams = LI_MIGRATION) -> float:
-    """Share of the Li ahead of the surface that field-driven migration carries away."""
-    x = (field - p.depletion_field_v_per_nm) / p.depletion_scale_v_per_nm
-    d = p.depletion_max / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
-    return d * (p.coating_screening if coated else 1.0)
-
-
-def li_burst_ratio(field: float, peak_k: float, coated: bool,
-                   p: LiMigrationParams = LI_MIGRATION) -> float:
-    """Li ions released in bursts per matrix evaporation event.
-
-    b = A (F / F_ref) exp(-E_b / k T_peak): a thermally activated, field-driven supply of Li to
-    the apex from the specimen's volume (the shank is an unlimited reservoir here).
-    """
-    if field <= 0:
-        return 0.0
-    b = p.burst_prefactor * (field / p.burst_field_ref_v_per_nm) * math.exp(
-        -p.burst_barrier_ev / (K_B_EV_PER_K * peak_k))
-    b *= p.coating_screening if coated else 1.0
-    return b / (1.0 + b / p.burst_max)
-
-
-def fracture_hazard_per_s(field: float, strength_gpa: float,
-                          p: FractureParams = FRACTURE) -> float:
-    """h = h0 (sigma / sigma_c)^n: slow crack growth from a flaw under the Maxwell stress."""
-    s = maxwell_stress_gpa(field) / strength_gpa
-    return p.hazard_at_strength_per_s * s ** p.stress_exponent
-
-
-def draw_strength_gpa(rng: np.random.Generator, coated: bool,
-                      p: FractureParams = FRACTURE) -> float:
-    """The specimen's flaw-limited strength, Weibull distributed (one draw per specimen)."""
-    scale = p.strength_coated_gpa if coated else p.strength_uncoated_gpa
-    return float(scale * rng.weibull(p.weibull_modulus))
-
-
 # ------------------------------------------------------------------------------ kernels
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-@njit(cache=True, inline="always")
-def counter_uniform(seed: np.uint64, i: int, j: int) -> float:
-    """Uniform in [0, 1) from a counter-based generator: SplitMix64 of (seed, i, j).
-
-    Deterministic for (seed, ion index, draw), needs no state or arrays, and is the same in
-    numpy (tests hold a twin): the kernels draw what they need where they need it."""
-    z = seed + np.uint64(i * 16 + j + 1) * _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    z = z ^ (z >> np.uint64(31))
-    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True)
-def event_pulses(u: np.ndarray, rate_per_pulse: float, n_pulses: int) -> np.ndarray:
-    """Pulse index of each evaporation event: a Poisson process in pulse time.
-
-    Gaps are exponential (-ln u / rate); the event lands on pulse floor(t). Empty pulses are
-    skipped, never visited. Returns the pulses of the events before ``n_pulses`` (the caller
-    provides enough uniforms; it checks that the last one overran the block).
-    """
-    out = np.empty(u.shape[0], np.int64)
-    t = 0.0
-    k = 0
-    for i in range(u.shape[0]):
-        t += -math.log(1.0 - u[i]) / rate_per_pulse
-        if t >= n_pulses:
-            break
-        out[k] = int(t)
-        k += 1
-    return out[:k]
-
-
-@njit(cache=True)
-def sample_cdf(u: float, x: np.ndarray, cdf: np.ndarray) -> float:
-    """Inverse of a tabulated CDF by binary search and linear interpolation."""
-    lo, hi = 0, cdf.shape[0] - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if cdf[mid] <= u:
-            lo = mid
-        else:
-            hi = mid
-    d = cdf[hi] - cdf[lo]
-    f = (u - cdf[lo]) / d if d > 0 else 0.0
-    return x[lo] + f * (x[hi] - x[lo])
-
-
-@njit(cache=True)
-def sample_isotope(u: float, s: int, iso_start: np.ndarray, iso_mass: np.ndarray,
-                   iso_cdf: np.ndarray) -> float:
-    a, b = iso_start[s], iso_start[s + 1]
-    for j in range(a, b):
-        if u <= iso_cdf[j]:
-            return iso_mass[j]
-    return iso_mass[b - 1]
-
-
 @njit(cache=True)
 def core_boundary_nm(depth_nm: float, radius_nm: float, cos_a: float, shell_nm: float,
                      apex_shell_nm: float, core_cap_nm: float) -> float:
@@ -603,43 +350,6 @@ def generate_events(
             o_tof[:k], depth, atoms_total)
 
 
-@njit(cache=True)
-def dissociation_potential_share(t_ps: float, mass_da: float, charge: int, field_v_per_nm: float,
-                                 radius_nm: float) -> float:
-    """Share phi of the accelerating potential a parent ion has crossed when it dissociates
-    ``t_ps`` after leaving the apex: radial flight from rest out of a sphere of radius R whose
-    surface field is F (potential F R^2 / r), so t = tau0 (sqrt(x (x - 1)) + acosh(sqrt(x))),
-    x = r / R, tau0 = sqrt(m R / (2 n e F)); phi = 1 - 1 / x. Solved for x by bisection
-    (d = n e F t^2 / 2m for t << tau0)."""
-    if t_ps <= 0.0:
-        return 0.0
-    tau0 = math.sqrt(mass_da * 1.66053906660e-27 * radius_nm * 1e-9
-                     / (2.0 * charge * 1.602176634e-19 * field_v_per_nm * 1e9))
-    g = t_ps * 1e-12 / tau0
-    lo, hi = 0.0, 1.0  # y = x - 1 on a doubling bracket
-    while math.sqrt((1.0 + hi) * hi) + math.acosh(math.sqrt(1.0 + hi)) < g:
-        hi *= 2.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if math.sqrt((1.0 + mid) * mid) + math.acosh(math.sqrt(1.0 + mid)) < g:
-            lo = mid
-        else:
-            hi = mid
-    y = 0.5 * (lo + hi)
-    return y / (1.0 + y)
-
-
-@njit(cache=True, inline="always")
-def track_mass(m_frag_da: float, n_frag: int, m_parent_da: float, n_parent: int,
-               phi: float) -> float:
-    """Apparent m/n of a fragment (mass m_f, charge n_f) of a parent (m_p, n_p) that broke
-    after crossing the share phi of the potential: its energy is n_p e V phi m_f / m_p +
-    n_f e V (1 - phi), so m/n = m_f / (n_f (1 - phi) + n_p phi m_f / m_p): the fragment's own
-    m/n at phi = 0, the parent's at phi = 1 (the dissociation track; Saxey, Ultramicroscopy
-    111, 473, 2011)."""
-    return m_frag_da / (n_frag * (1.0 - phi) + n_parent * phi * m_frag_da / m_parent_da)
-
-
 @njit(cache=True, nogil=True)
 def li_departure(t_open: float, u: float, u_dc: float, t: np.ndarray, cum: np.ndarray,
                  rate_base_per_ns: float, period_ns: float) -> float:
@@ -663,27 +373,6 @@ def li_departure(t_open: float, u: float, u_dc: float, t: np.ndarray, cum: np.nd
         td = t[n - 1] + (target - cum[n - 1]) / rate_base_per_ns
         return td if td < period_ns else u_dc * period_ns
     return sample_cdf(target, t, cum)
-
-
-@njit(cache=True, nogil=True)
-def event_pulses_seeded(seed: np.uint64, rate_per_pulse: float, n_pulses: int) -> np.ndarray:
-    """:func:`event_pulses` with uniforms from the counter generator (``seed``, k, 15)."""
-    mean = rate_per_pulse * n_pulses
-    cap = int(mean + 10.0 * math.sqrt(mean) + 32.0)
-    out = np.empty(cap, np.int64)
-    t = 0.0
-    k = 0
-    while True:
-        t += -math.log(1.0 - counter_uniform(seed, k, 15)) / rate_per_pulse
-        if t >= n_pulses:
-            break
-        if k == out.shape[0]:
-            grown = np.empty(2 * k, np.int64)
-            grown[:k] = out
-            out = grown
-        out[k] = int(t)
-        k += 1
-    return out[:k]
 
 
 # ------------------------------------------------------------------------------ fast profile

@@ -24,8 +24,6 @@ KERNEL_DECORATORS = {"njit", "jit"}
 
 ALLOW: dict[str, str] = {
     # modules over 500 lines
-    "sim/physics.py": "field-evaporation closed forms and the numba kernels that use them; "
-                      "kept together with the equations of docs/physics.md",
     # functions over 80 lines
     "apt_daq/reproduce/fig1.py::reproduce": "one figure's reproduction in one function; "
                                             "not yet split",
