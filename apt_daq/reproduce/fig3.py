@@ -69,6 +69,28 @@ def excess_rms(frac: np.ndarray, atoms: np.ndarray) -> float:
     return math.sqrt(max(var - float(np.mean(p * (1 - p) / atoms)), 0.0))
 
 
+def profile_row(ctx: Context, prof: dict) -> Row:
+    """Fig. 3d's Li profile against the uncoated specimen's (see the module doc)."""
+    # "the Cr-coating enables homogeneous field evaporation ... particularly of Li-ions": the
+    # coated Li profile is flatter than the uncoated one (Fig. 4's 5 pJ dataset). A flat coated
+    # profile alone is what any random stream gives (the null model passes it). Spread: the
+    # bin-to-bin rms beyond counting over the Li level (a chi2 against counting alone grows with
+    # ion count for any real structure, e.g. the coated Li episodes FDA measures)
+    bare = analyze_many(ctx, [(fig4.uncoated_dataset(ctx).path, "cylinder:25", None, True)])[0]
+    prof_b = profile_equal_count(bare)
+    ex_c = excess_rms(prof["Li"], prof["atoms"]) / _mean(prof)
+    ex_b = excess_rms(prof_b["Li"], prof_b["atoms"]) / _mean(prof_b)
+    return Row("3", f"Li depth profile ({PROFILE_BINS} equal-count bins, 5 pJ, 25 nm ROI): "
+                    "relative spread beyond counting, Cr-coated, uncoated",
+                    "the coating 'enables homogeneous field evaporation ... particularly of "
+                    "Li-ions'", f"{ex_c:.3f}, {ex_b:.3f}",
+                    f"uncoated >= {HOMOGENEOUS_FACTOR:g} x coated and > {NOT_FLAT:g}",
+                    ex_b >= HOMOGENEOUS_FACTOR * ex_c and ex_b > NOT_FLAT,
+                    V["fig3.homogeneous"].source, ex_b / ex_c if ex_c > 0 else math.inf,
+                    provenance="predicted: no parameter was set on a depth profile (the Li "
+                    "episodes and bursts behind it were set on FDA mu and Fig. 1's Li shares)")
+
+
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
     # the 5 pJ step sets the depth profile: ctx.profile_ions (~3.3 M ions reach 25 nm)
     sched = [{"laser_pj": e, "ions": (ctx.profile_ions or ctx.ions) if e == 5.0 else ctx.ions,
@@ -109,24 +131,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                     provenance="calibrated: neutral NiO share, Li screening, O2 loss field (the "
                     "coated compositions at 5-50 pJ, Fig. 5)"))
     prof = profile_equal_count(roi[5.0])
-    # "the Cr-coating enables homogeneous field evaporation ... particularly of Li-ions": the
-    # coated Li profile is flatter than the uncoated one (Fig. 4's 5 pJ dataset). A flat coated
-    # profile alone is what any random stream gives (the null model passes it). Spread: the
-    # bin-to-bin rms beyond counting, in at.% (a chi2 against counting alone grows with the
-    # ion count for any real structure, e.g. the coated Li episodes FDA measures)
-    bare = analyze_many(ctx, [(fig4.uncoated_dataset(ctx).path, "cylinder:25", None, True)])[0]
-    prof_b = profile_equal_count(bare)
-    ex_c = excess_rms(prof["Li"], prof["atoms"]) / _mean(prof)
-    ex_b = excess_rms(prof_b["Li"], prof_b["atoms"]) / _mean(prof_b)
-    rows.append(Row("3", f"Li depth profile ({PROFILE_BINS} equal-count bins, 5 pJ, 25 nm ROI): "
-                    "relative spread beyond counting, Cr-coated, uncoated",
-                    "the coating 'enables homogeneous field evaporation ... particularly of "
-                    "Li-ions'", f"{ex_c:.3f}, {ex_b:.3f}",
-                    f"uncoated >= {HOMOGENEOUS_FACTOR:g} x coated and > {NOT_FLAT:g}",
-                    ex_b >= HOMOGENEOUS_FACTOR * ex_c and ex_b > NOT_FLAT,
-                    V["fig3.homogeneous"].source, ex_b / ex_c if ex_c > 0 else math.inf,
-                    provenance="predicted: no parameter was set on a depth profile (the Li "
-                    "episodes and bursts behind it were set on FDA mu and Fig. 1's Li shares)"))
+    rows.append(profile_row(ctx, prof))
 
     # ---- figure
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))
