@@ -57,8 +57,17 @@ def schedule(ions: int) -> list[dict]:
 
 
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
+    rows, by_e, li, het = schedule_rows(ctx)
+    row, share, ions_at = fracture_row(ctx)
+    rows.append(row)
+    return rows, [figure(ctx, by_e, li, het, share, ions_at)]
+
+
+def schedule_rows(ctx: Context) -> tuple[list[Row], dict, dict, dict]:
+    """The schedule on one uncoated specimen (the first seed that survives all steps): the Li
+    share at 5 and 20 pJ and the heterogeneity trend; and the analyses, Li shares and
+    heterogeneities by energy (for the figure)."""
     rows: list[Row] = []
-    # ---- the schedule on one uncoated specimen: the first seed that survives all steps
     # uncoated datasets are short (most specimens break): the schedule shares ctx.ions
     step_ions = max(ctx.ions // len(ENERGIES_PJ), 1000)
     chosen, tried = first_specimen(
@@ -92,8 +101,12 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                     V["fig1.heterogeneity"].source, rho,
                     provenance="calibrated: Li bursts from a spot (burst_spot_fraction)"))
     rows[-1].source += f" ({note})"
+    return rows, by_e, li, het
 
-    # ---- fracture statistics over specimens (seeds), 5 pJ, up to the set ion count
+
+def fracture_row(ctx: Context) -> tuple[Row, dict, dict]:
+    """Fracture statistics over specimens (seeds), 5 pJ, up to the set ion count: the row, the
+    share fractured and the ions at fracture by kind (for the figure)."""
     specs = []
     for kind, run_file in (("bare", "nmc811-bare-5pj.yaml"), ("cr", "nmc811-cr-5pj.yaml")):
         for k in range(FRACTURE_SEEDS):
@@ -109,17 +122,20 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                for kind in ("bare", "cr")}
     share = {k: float(np.mean(v)) for k, v in frac.items()}
     # one comparison (the coating's effect), so one row: uncoated most, coated (almost) none
-    rows.append(Row("1", f"specimens fractured before {ctx.ions} ions (5 pJ): uncoated, "
-                    "Cr-coated", "'Most specimens faced premature fracture'; coated: "
-                    "'virtually eliminated premature specimen failures'",
-                    f"{sum(frac['bare'])}/{len(frac['bare'])}, "
-                    f"{sum(frac['cr'])}/{len(frac['cr'])}", "uncoated > 1/2, coated <= 1/8",
-                    share["bare"] > 0.5 and share["cr"] <= 0.125,
-                    f"{V['fig1.fracture_uncoated'].source}; {V['fig1.fracture_coated'].source}",
-                    share["bare"] - share["cr"],
-                    provenance="calibrated: Weibull strength scales uncoated / coated"))
+    row = Row("1", f"specimens fractured before {ctx.ions} ions (5 pJ): uncoated, "
+              "Cr-coated", "'Most specimens faced premature fracture'; coated: "
+              "'virtually eliminated premature specimen failures'",
+              f"{sum(frac['bare'])}/{len(frac['bare'])}, "
+              f"{sum(frac['cr'])}/{len(frac['cr'])}", "uncoated > 1/2, coated <= 1/8",
+              share["bare"] > 0.5 and share["cr"] <= 0.125,
+              f"{V['fig1.fracture_uncoated'].source}; {V['fig1.fracture_coated'].source}",
+              share["bare"] - share["cr"],
+              provenance="calibrated: Weibull strength scales uncoated / coated")
+    return row, share, ions_at
 
-    # ---- figure
+
+def figure(ctx: Context, by_e: dict, li: dict, het: dict, share: dict, ions_at: dict):
+    """Hit maps and slices per step, the fracture shares and ions at fracture; the PNG path."""
     n = len(ENERGIES_PJ)
     fig, axes = plt.subplots(3, n + 1, figsize=(3.2 * (n + 1), 9.5))
     for j, e in enumerate(ENERGIES_PJ):
@@ -154,5 +170,5 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     fig.suptitle("Fig. 1 (simulated): uncoated NMC811, one specimen, 5-20 pJ")
     png = ctx.out / "fig1.png"
     draw.save(fig, png)
-    return rows, [png]
+    return png
 

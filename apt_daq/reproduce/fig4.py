@@ -88,6 +88,11 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
              "bare": uncoated_dataset(ctx).path}
     res = dict(zip(paths, analyze_many(ctx, [(p, None, None) for p in paths.values()]),
                    strict=True))
+    return table_rows(res), [figure(ctx, res)]
+
+
+def table_rows(res: dict) -> list[Row]:
+    """O2+/O+ of both, the MRP gain, Li+ FDA mu of each, the O2+ FDA trend."""
     rows: list[Row] = []
     paper_o = V["fig4.o2_o"].value
     # "approx. 2.61 for both measurements": one statement, one row
@@ -128,8 +133,11 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                     f"{fmt(mb)} vs {fmt(mc)}", "uncoated > coated", mb > mc,
                     V["fig4.mu_o2"].source, mb - mc,
                     provenance="calibrated: O pairing follows the Li episodes (c = 0.5)"))
+    return rows
 
-    # ---- figure: a) spectra b) FDA uncoated c) FDA coated
+
+def figure(ctx: Context, res: dict):
+    """a) spectra, b) FDA uncoated, c) FDA coated; the PNG path."""
     fig = plt.figure(figsize=(13, 8))
     ax = fig.add_subplot(2, 1, 1)
     for kind, c, label in (("bare", "grey", "uncoated"), ("cr", "#996633", "Cr-coated")):
@@ -164,4 +172,4 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     fig.suptitle("Fig. 4 / S5 (simulated)")
     png = ctx.out / "fig4.png"
     draw.save(fig, png)
-    return rows, [png]
+    return png

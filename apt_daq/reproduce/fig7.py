@@ -112,19 +112,28 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     gout = simulate(ctx, [g])[g.key]
     grain, grain_all = analyze_many(ctx, [(gout.path, None, None), (gout.path, "none", None)])
     lmo = lmo_results(ctx)
-    rows: list[Row] = []
+    rows = [grain_row(grain, grain_all), *lmo_rows(lmo)]
+    return rows, [figure(ctx, grain, grain_all, lmo)]
+
+
+def grain_row(grain, grain_all) -> Row:
+    """Fig. 7a: no Ni/Co peak in the grain's spectrum, and it is Mn-rich."""
     z5, worst = nmc_peak_significance(grain_all)
     mn_g = ratio(grain.summary, "Mn/(Li+Mn)")
     # one statement (a Li-Mn-O particle: no Ni/Co peaks), so one row
-    rows.append(Row("7", "grain: largest Ni/Co/NiO/CoO peak (net counts / sigma of the local "
-                    "background); Mn/(Li+Mn) vs the NMC811 matrix (0.09)",
-                    "no Ni, Co, Ni-O, Co-O peaks (a Li-Mn-O particle)",
-                    f"{fmt(z5)} sigma ({worst}); Mn/(Li+Mn) {fmt(mn_g)}",
-                    "< 5 sigma (no peak) and Mn/(Li+Mn) > 0.5", z5 < 5 and mn_g > 0.5,
-                    V["fig7.grain"].source, z5,
-                    provenance="by construction: the grain is configured as LiMn2O4"))
+    return Row("7", "grain: largest Ni/Co/NiO/CoO peak (net counts / sigma of the local "
+                "background); Mn/(Li+Mn) vs the NMC811 matrix (0.09)",
+                "no Ni, Co, Ni-O, Co-O peaks (a Li-Mn-O particle)",
+                f"{fmt(z5)} sigma ({worst}); Mn/(Li+Mn) {fmt(mn_g)}",
+                "< 5 sigma (no peak) and Mn/(Li+Mn) > 0.5", z5 < 5 and mn_g > 0.5,
+                V["fig7.grain"].source, z5,
+                provenance="by construction: the grain is configured as LiMn2O4")
+
+
+def lmo_rows(lmo: list) -> list[Row]:
+    """Fig. 7b, c: Mn2+/Mn+ against laser energy with O2+/O+ flat; Mn/(Li+Mn) off 2/3."""
+    rows: list[Row] = []
     mn = np.array([ratio(r.summary, "Mn2+/Mn+") for r in lmo])
-    mn_e = np.array([ratio_err(r.summary, "Mn2+/Mn+") for r in lmo])
     o2 = np.array([ratio(r.summary, "O2+/O+") for r in lmo])
     en = np.array(ENERGIES_PJ)
     rho = spearman(en, mn)
@@ -153,8 +162,18 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                     "/mean dev/ >= 0.05", abs(dev) >= 0.05,
                     f"{V['fig7.mn_frac'].source}; {V['fig7.li_frac'].source}", dev,
                     provenance="calibrated: neutral MnO share in LiMn2O4 (0.45, -10 V/nm)"))
+    return rows
 
-    # ---- figure
+
+def figure(ctx: Context, grain, grain_all, lmo: list):
+    """a) the grain (XY slice, ROI spectrum), b) CSRs against energy, c) fractions; the PNG."""
+    mn = np.array([ratio(r.summary, "Mn2+/Mn+") for r in lmo])
+    mn_e = np.array([ratio_err(r.summary, "Mn2+/Mn+") for r in lmo])
+    o2 = np.array([ratio(r.summary, "O2+/O+") for r in lmo])
+    mnf = np.array([ratio(r.summary, "Mn/(Li+Mn)") for r in lmo])
+    lif = np.array([ratio(r.summary, "Li/(Li+Mn)") for r in lmo])
+    en = np.array(ENERGIES_PJ)
+    mn_g = ratio(grain.summary, "Mn/(Li+Mn)")
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     a = axes[0]
     draw.slice_scatter(a, grain_all, "xy", ["Mn", "Ni", "Li", "Cr"], size=0.6, roi_d_nm=20)
@@ -201,7 +220,4 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
     fig.suptitle("Fig. 7 (simulated): Li-Mn-O grain in NMC811 and Cr-coated LiMn2O4")
     png = ctx.out / "fig7.png"
     draw.save(fig, png)
-    return rows, [png]
-
-
-
+    return png

@@ -25,12 +25,6 @@ KERNEL_DECORATORS = {"njit", "jit"}
 ALLOW: dict[str, str] = {
     # modules over 500 lines
     # functions over 80 lines
-    "apt_daq/reproduce/fig1.py::reproduce": "one figure's reproduction in one function; "
-                                            "not yet split",
-    "apt_daq/reproduce/fig4.py::reproduce": "one figure's reproduction in one function; "
-                                            "not yet split",
-    "apt_daq/reproduce/fig7.py::reproduce": "one figure's reproduction in one function; "
-                                            "not yet split",
 }
 
 
