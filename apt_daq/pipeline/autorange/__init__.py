@@ -32,6 +32,7 @@ from apt_daq.pipeline.autorange.spectrum import (
     LogSpectrum,
     Peak,
     background,
+    extend_windows,
     find_peaks,
     net_counts,
 )
@@ -194,7 +195,7 @@ def autorange(source, elements: list[str] | None = None,
             continue
         rows, a_mat, pos_cost = build_design(spec, bg, peaks, cands, fwhm_rel, cal_rel)
         fit = select(rows, a_mat, cands, pos_cost)
-        res = _result(spec, bg, peaks, cands, rows, a_mat, fit)
+        res = _result(spec, bg, extend_windows(spec, bg, peaks), cands, rows, a_mat, fit)
         res.calibration_rel = cal_rel
         if best is None or res.unexplained < best.unexplained - 0.01:
             best = res
