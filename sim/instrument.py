@@ -179,7 +179,7 @@ class VirtualLeap(ChannelTablesMixin):
             self._channel_peak_k = peak
             self._channel_cache.clear()
             self._same_channels.clear()
-        cool = tip.cooling(peak)
+        cool = tip.cooling(peak, energy)
         tau, tau_c = cool.tau_1_ns, cool.tau_cone_ns
         period_s = 1.0 / self.laser.pulse_rate_hz
         rho_fov = self.detector.radius_mm * self.specimen.image_compression * r / (

@@ -104,13 +104,15 @@ class Specimen:
         return physics.core_boundary_nm(d, r, cos_a, self.shell_nm, self.apex_shell_nm,
                                         self.core_cap_nm)
 
-    def cooling(self, peak_k: float) -> physics.Cooling:
-        """How the apex cools after a pulse that heated it to ``peak_k`` (the matrix oxide's
-        cross-section at today's radius, with the shell in parallel if coated)."""
+    def cooling(self, peak_k: float, energy_pj: float | None = None) -> physics.Cooling:
+        """How the apex cools after a pulse of ``energy_pj`` that heated it to ``peak_k`` (the
+        matrix oxide's cross-section at today's radius, with the shell in parallel if coated;
+        the heated length grows with the energy: :func:`thermal.heated_length_nm`)."""
         c = self.cfg.coating
         return physics.cooling(peak_k, self.radius_nm(), self.cfg.shank_half_angle_deg,
                                self.densities[self.matrix_phase], self.shell_nm,
-                               c.atomic_density_per_nm3 if c is not None else 83.3)
+                               c.atomic_density_per_nm3 if c is not None else 83.3,
+                               energy_pj=energy_pj)
 
     # -- evaporation parameters of a phase
     def barrier_arrays(self, phase: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

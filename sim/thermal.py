@@ -4,7 +4,8 @@ Laser:      U(T_peak) = U(T_base) + A (1 - exp(-E / E_s)),  U the Debye lattice 
 Cooling:    heat diffusion along the shank: T(t) = T_base + dT (1 + t / tau_1)^(-1/2)
             (1 + t / tau_c)^(-1), dT = T_peak - T_base; tau_1 = l^2 / (2 D(T_peak)), tau_c the
             cone's widening; D = kappa(T) / C(T) of the cross-section (oxide core, Cr shell in
-            parallel). Closed forms in numpy, called once per sub-block of pulses.
+            parallel); l = l_0 x / (1 - exp(-x)), x = E / E_s, grows with the pulse energy.
+            Closed forms in numpy, called once per sub-block of pulses.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ThermalParams:
     # heat flow along the shank (docs/physics.md, "cooling"): D(T) = kappa(T) / C(T), C the
     # Debye heat capacity of the lattice, kappa = kappa_300 (300 K / T)^m (Umklapp, m = 1 for
     # a crystalline insulator); hotter apexes diffuse their heat more slowly
-    heated_length_nm: float = 150.0  # l: the apex length the pulse heats (calibrated)
+    heated_length_nm: float = 150.0  # l_0: the apex length a weak pulse heats (calibrated)
     oxide_conductivity_w_per_mk: float = 5.0  # kappa_300 of the layered oxide
     oxide_conductivity_exponent: float = 1.0  # m of the oxide
     shell_conductivity_w_per_mk: float = 30.0  # kappa_300 of the sputtered Cr shell (bulk 94)
@@ -77,9 +78,24 @@ class Cooling:
         return 1.0 / (np.sqrt(1.0 + t / self.tau_1_ns) * (1.0 + t / self.tau_cone_ns))
 
 
+def heated_length_nm(energy_pj: float | None, p: ThermalParams = THERMAL) -> float:
+    """rms length of the zone a pulse of ``energy_pj`` heats: l_0 x / (1 - exp(-x)),
+    x = E / E_s (docs/physics.md, "cooling").
+
+    The apex's rise A (1 - exp(-E / E_s)) saturates while the pulse still brings E: the energy
+    the apex cannot take (its absorption saturates) is deposited further down the shank, so the
+    heated volume, i.e. its length at a given cross-section, grows as E over the apex's rise.
+    ``None``: l_0 (the weak-pulse limit)."""
+    if energy_pj is None or energy_pj <= 0.0:
+        return p.heated_length_nm
+    x = energy_pj / p.saturation_pj
+    return p.heated_length_nm * x / -math.expm1(-x)
+
+
 def cooling(peak_k: float, radius_nm: float, shank_half_angle_deg: float,
             oxide_atoms_per_nm3: float, shell_nm: float = 0.0,
-            shell_atoms_per_nm3: float = 83.3, p: ThermalParams = THERMAL) -> Cooling:
+            shell_atoms_per_nm3: float = 83.3, p: ThermalParams = THERMAL,
+            energy_pj: float | None = None) -> Cooling:
     """Heat flow out of the apex after a pulse (docs/physics.md, "cooling").
 
     1-D diffusion of a heated zone of rms length l along the shank: the apex temperature falls
@@ -92,7 +108,8 @@ def cooling(peak_k: float, radius_nm: float, shank_half_angle_deg: float,
     laser energy. A shell conducts in parallel with the oxide (area shares of the cross-section
     1 - (1 - t/R)^2 and (1 - t/R)^2) and the core's heat reaches it laterally in
     r_c^2 / (j_01^2 D_oxide), r_c = R - t: a Cr shell shortens tau_1 several-fold, and the
-    shortening saturates with its thickness.
+    shortening saturates with its thickness. The heated length l grows with the pulse energy
+    (:func:`heated_length_nm`; ``energy_pj`` None: l_0).
     """
     tp = max(peak_k, 1.0)
     k_ox = conductivity_w_per_mk(tp, p.oxide_conductivity_w_per_mk, p.oxide_conductivity_exponent)
@@ -110,7 +127,7 @@ def cooling(peak_k: float, radius_nm: float, shank_half_angle_deg: float,
     else:
         d = d_ox
     x_cone = radius_nm / math.tan(math.radians(shank_half_angle_deg))
-    hl = p.heated_length_nm
+    hl = heated_length_nm(energy_pj, p)
     return Cooling(hl ** 2 / (2 * d) + lateral,
                    hl * (p.cone_crossover_slope * x_cone + p.cone_crossover_offset * hl) / (2 * d),
                    d)
