@@ -175,6 +175,34 @@ def test_windows_follow_the_peak_width():
     assert abs((t.peak_da - t.lo_da) - (n.peak_da - n.lo_da)) < 0.3 * (n.peak_da - n.lo_da)
 
 
+def test_a_window_reaches_along_the_tail_while_it_holds_more_ions_than_background():
+    # 200k Al+ ions with a thermal tail on a thin background: the tail stays above the
+    # background well past 1e-3 of the top (where find_peaks stops following it); the
+    # widened window collects those ions, and stops before the background dominates
+    rng = np.random.default_rng(11)
+    al = synthetic_masses({"Al+": 200_000}, n_bg=0, seed=9, tail=0.3)
+    bg = rng.uniform(math.sqrt(0.3), math.sqrt(500.0), 20_000) ** 2
+    m = np.concatenate([al, bg]).astype(np.float32)
+    spec = LogSpectrum.of(m)
+    from apt_daq.pipeline.autorange.spectrum import background, extend_windows, find_peaks
+
+    b = background(spec)
+    pk = [p for p in find_peaks(spec, b, min_counts=20) if abs(p.mass_da - 26.98) < 0.1]
+    wide = extend_windows(spec, b, pk)[0]
+    narrow = pk[0]
+
+    def inside(x, p):
+        return np.count_nonzero((x >= p.lo_da) & (x < p.hi_da))
+
+    assert wide.hi_da > narrow.hi_da
+    gained, bg_taken = inside(al, wide) - inside(al, narrow), inside(bg, wide) - inside(bg, narrow)
+    assert gained > 2 * bg_taken + 20, (gained, bg_taken)
+    # at the new edge, the tail's density is of the order of the background's (not 10 x)
+    edge = (al >= wide.hi_da) & (al < wide.hi_da * 1.002)
+    edge_bg = (bg >= wide.hi_da) & (bg < wide.hi_da * 1.002)
+    assert edge.sum() < 5 * edge_bg.sum() + 10, (edge.sum(), edge_bg.sum())
+
+
 # ------------------------------------------------------------------------------ harness
 SPECIMENS = {  # run config, seed that reaches 300k ions (bare NMC811 fractures on most seeds)
     "nmc811-cr-5pj": (1, ["Li", "O", "Mn", "Co", "Ni", "Cr", "Ga"]),
@@ -363,8 +391,11 @@ def test_apav_si_ranged_with_no_input(apav_data):
     assert set(res.table.elements) <= plausible, res.table.elements
     fitted = {e for ion in res.ions for e in read_formula(ion)}
     assert fitted <= plausible, sorted(res.ions)
-    # 14.42 Da (a multi-hit artefact of Si2+ pairs) and 2.04 Da (H2+ 1.2 % off) unranged
+    # 14.42 Da (a multi-hit artefact of Si2+ pairs) and 2.04 Da (H2+ 1.2 % off) unranged,
+    # and no neighbour's widened window takes them in
     assert {round(p.mass_da, 1) for p in res.unidentified} >= {2.0, 14.4}
+    for p in res.unidentified:
+        assert not any(r.lo_da <= p.mass_da < r.hi_da for r in res.ranges), p
     # the 14 Da peak holds 72 % of the ions: it and its isotopes are ranged
     ranged = sum(r.counts for r in res.ranges)
     assert ranged > 0.85 * res.spectrum.counts.sum()

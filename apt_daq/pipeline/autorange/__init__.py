@@ -195,7 +195,7 @@ def autorange(source, elements: list[str] | None = None,
             continue
         rows, a_mat, pos_cost = build_design(spec, bg, peaks, cands, fwhm_rel, cal_rel)
         fit = select(rows, a_mat, cands, pos_cost)
-        res = _result(spec, bg, extend_windows(spec, bg, peaks), cands, rows, a_mat, fit)
+        res = _result(spec, bg, peaks, cands, rows, a_mat, fit)
         res.calibration_rel = cal_rel
         if best is None or res.unexplained < best.unexplained - 0.01:
             best = res
@@ -219,6 +219,11 @@ def _result(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], cands: list[Ca
                for k in sel}
     shift = rows.shift if rows.shift is not None else np.zeros(len(cands))
     tot = contrib.sum(1)
+    named = [p for p in range(n_p)
+             if tot[p] > 0 and tot[p] >= MIN_EXPLAINED * max(rows.y[p], 0.0)]
+    # the windows of the peaks to be ranged widened over the background (an unidentified
+    # peak keeps its own window, unranged, and bounds its neighbours')
+    peaks = extend_windows(spec, bg, peaks, [p in named for p in range(n_p)])
     templates = []
     for p in range(n_p):
         if sel and tot[p] >= MIN_TEMPLATE_COUNTS and contrib[p].max() >= CLEAN_SHARE * tot[p]:
@@ -229,7 +234,7 @@ def _result(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], cands: list[Ca
     names, lo, hi, comp, charge = [], [], [], [], []
     for p in range(n_p):
         pk = peaks[p]
-        if tot[p] <= 0 or tot[p] < MIN_EXPLAINED * max(rows.y[p], 0.0):
+        if p not in named:
             unidentified.append(pk)
             continue
         there = [i for i in np.argsort(-contrib[p]) if contrib[p, i] > 0.001 * tot[p]]

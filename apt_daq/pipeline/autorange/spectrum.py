@@ -289,8 +289,9 @@ def _reach(gain: np.ndarray, limit: int) -> np.ndarray:
     return np.concatenate([best, np.full(len(gain) - limit, best[-1])])
 
 
-def extend_windows(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], *,
-                   max_front_rel: float = 0.03, max_tail_rel: float = 0.06) -> list[Peak]:
+def extend_windows(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak],
+                   grow: list[bool] | None = None, *, max_front_rel: float = 0.03,
+                   max_tail_rel: float = 0.06) -> list[Peak]:
     """Each window widened, bin by bin, while the bins it takes hold more peak ions than
     background: a bin of ``c`` counts over a background ``B`` holds ~``c - B`` ions of the
     peak's tail, so taking it names ``c - B`` ions right and ``B`` background hits wrongly.
@@ -298,9 +299,14 @@ def extend_windows(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], *,
     noise excursion is not followed: the sum over a bare stretch falls by ``B`` a bin).
     The gap between two neighbours is shared at the cut maximising both reaches together;
     a window reaches at most ``max_front_rel`` below its top and ``max_tail_rel`` above
-    (a thermal tail is long on the high side, a dissociation track on the low side)."""
+    (a thermal tail is long on the high side, a dissociation track on the low side).
+    A peak with ``grow`` False (one left unidentified) keeps its window and bounds its
+    neighbours' (apav's Si run: the 14.42 Da multi-hit artefact between 28Si2+ and 29Si2+,
+    15.53 Da on 30Si2+'s tail)."""
     if not peaks:
         return []
+    if grow is None:
+        grow = [True] * len(peaks)
     c = spec.counts.astype(np.float64)
     gain = c - 2.0 * bg
     n = len(c)
@@ -315,8 +321,9 @@ def extend_windows(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], *,
         b = lo[right] if right is not None else min(n, peaks[order[-1]].top_bin + tail)
         if b <= a:
             continue
-        lim_up = 0 if left is None else peaks[left].top_bin + tail - a
-        lim_dn = 0 if right is None else b - (peaks[right].top_bin - front)
+        lim_up = 0 if left is None or not grow[left] else peaks[left].top_bin + tail - a
+        lim_dn = 0 if right is None or not grow[right] else \
+            b - (peaks[right].top_bin - front)
         up = _reach(gain[a:b], lim_up)  # the left peak's tail, upwards from its window
         dn = _reach(gain[a:b][::-1], lim_dn)[::-1]  # the right peak's front, downwards
         cut = int(np.argmax(up + dn))  # the left peak reaches within [a, a + cut)
