@@ -321,16 +321,18 @@ def extend_windows(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak],
         b = lo[right] if right is not None else min(n, peaks[order[-1]].top_bin + tail)
         if b <= a:
             continue
-        lim_up = 0 if left is None or not grow[left] else peaks[left].top_bin + tail - a
-        lim_dn = 0 if right is None or not grow[right] else \
-            b - (peaks[right].top_bin - front)
-        up = _reach(gain[a:b], lim_up)  # the left peak's tail, upwards from its window
-        dn = _reach(gain[a:b][::-1], lim_dn)[::-1]  # the right peak's front, downwards
-        cut = int(np.argmax(up + dn))  # the left peak reaches within [a, a + cut)
-        if left is not None:
-            hi[left] = a + int(np.argmax(_reach(gain[a:a + cut], lim_up)))
-        if right is not None:
-            lo[right] = b - int(np.argmax(_reach(gain[a + cut:b][::-1], lim_dn)))
+        top_up = 0 if left is None or not grow[left] else peaks[left].top_bin + tail
+        top_dn = n if right is None or not grow[right] else peaks[right].top_bin - front
+        # the bigger neighbour reaches first (at a given distance its tail is the bigger),
+        # the other takes what it leaves
+        left_first = left is not None and (right is None or peaks[left].net >= peaks[right].net)
+        for side in ("up", "dn") if left_first else ("dn", "up"):
+            if side == "up" and left is not None:
+                hi[left] = a + int(np.argmax(_reach(gain[a:b], top_up - a)))
+                a = hi[left]
+            elif side == "dn" and right is not None:
+                lo[right] = b - int(np.argmax(_reach(gain[a:b][::-1], b - top_dn)))
+                b = lo[right]
     out = []
     for i, p in enumerate(peaks):
         if lo[i] == p.lo_bin and hi[i] == p.hi_bin:
