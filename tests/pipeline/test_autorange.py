@@ -298,8 +298,10 @@ def test_simulated_runs_ranged_with_no_input(simulated, name):
     # what is lost is lost to overlaps (Ga+ under CrO+ at 69 Da, 64Ni2+ under O2+, MnO+
     # under 71Ga+) and tails, not to naming: within 0.1 % of the best naming of these windows
     assert s["correct"] > s["oracle"] - 0.001, s
-    # and within 0.2 % of the best naming by m/n alone (0.002 Da bins; it also credits true
-    # ions scattered among the background, ~0.08 % here)
+    # and within 0.2 % of the best naming by m/n alone (0.002 Da bins, named from this run's
+    # truth: it also credits lone true ions among the background). Over 15 runs (5 seeds per
+    # specimen) the gap is 0.08-0.13 %, mean 0.10, seed-to-seed sd 0.015: 0.2 % is the
+    # mean + 6 sd (docs/analysis.md, "CI tolerances")
     assert s["correct"] > s["bound"] - 0.002, s
 
 
@@ -309,8 +311,10 @@ def test_simulated_runs_ranged_with_the_element_list(simulated, name):
     table = auto_ranges(mass, elements=SPECIMENS[name][1])
     s = score(table, mass, truth, it)
     assert set(table.elements) <= set(SPECIMENS[name][1])
-    # the issue asks >= 99.5 %: met for bare NMC811; the bound of naming by m/n alone is
-    # below it for LMO (Ga+ under CrO+ and MnO+) and 0.1 % above it for coated NMC811, see
+    # the issue asks >= 99.5 %: asserted where the bound less 0.2 % reaches it (bare
+    # NMC811: 99.73-99.78 % on 5 seeds); the bound of naming by m/n alone is below it for
+    # LMO (99.42-99.46 %: Ga+ under CrO+ and MnO+); coated NMC811 reads 99.505-99.537 %,
+    # within one seed-to-seed sd (0.014 %) of 99.5, so its floor is the bound's, see
     # docs/analysis.md
     assert s["correct"] >= min(0.995, s["bound"] - 0.002), s
     assert s["correct"] > s["oracle"] - 0.001, s
