@@ -30,6 +30,7 @@ from apt_daq.reproduce.common import (
     spearman,
 )
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 ENERGIES_PJ = (5.0, 10.0, 15.0, 20.0)
@@ -86,11 +87,11 @@ def schedule_rows(ctx: Context) -> tuple[list[Row], dict, dict, dict]:
     rows.append(Row("1", "Li/(Li+Ni+Co+Mn), uncoated, 5 pJ (all ions)",
                     "'only few Li-ions' (nominal 0.5)", fmt(li5), "< 0.25 (half of nominal)",
                     li5 < 0.25, V["fig1.li_5pj"].source, li5,
-                    provenance="calibrated: Li depletion field F_d, d_max"))
+                    provenance=provenance("fig1.li_5pj")))
     rows.append(Row("1", "Li/(Li+Ni+Co+Mn), uncoated, 20 pJ (all ions)",
                     "'exclusively ... Li-ions'", fmt(li20), f">= {LI_20PJ_MIN:g}",
                     li20 >= LI_20PJ_MIN, V["fig1.li_20pj"].source, li20,
-                    provenance="calibrated: Li burst supply A, E_b, b_max"))
+                    provenance=provenance("fig1.li_20pj")))
     es = sorted(het)
     rho = spearman(es, [het[e] for e in es]) if len(es) >= 3 else math.nan
     rows.append(Row("1", "hit-map heterogeneity vs laser energy (Spearman rho)",
@@ -99,7 +100,7 @@ def schedule_rows(ctx: Context) -> tuple[list[Row], dict, dict, dict]:
                     "rho >= 0.8 and 20 pJ > 5 pJ",
                     bool(rho >= 0.8 and het.get(20.0, 0) > het.get(5.0, math.inf)),
                     V["fig1.heterogeneity"].source, rho,
-                    provenance="calibrated: Li bursts from a spot (burst_spot_fraction)"))
+                    provenance=provenance("fig1.heterogeneity")))
     rows[-1].source += f" ({note})"
     return rows, by_e, li, het
 
@@ -130,7 +131,7 @@ def fracture_row(ctx: Context) -> tuple[Row, dict, dict]:
               share["bare"] > 0.5 and share["cr"] <= 0.125,
               f"{V['fig1.fracture_uncoated'].source}; {V['fig1.fracture_coated'].source}",
               share["bare"] - share["cr"],
-              provenance="calibrated: Weibull strength scales uncoated / coated")
+              provenance=provenance("fig1.fracture"))
     return row, share, ions_at
 
 

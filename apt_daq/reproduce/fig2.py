@@ -21,6 +21,7 @@ from apt_daq.config import load_run
 from apt_daq.reproduce import draw, fig4
 from apt_daq.reproduce.common import RUNS, Context, analyze_many, simulate
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 SECTORS = 12
@@ -68,8 +69,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
             "every sector >= 0.5; rim Ga > 0.005; core Ga < 5e-4, Cr < 0.01",
             share >= 0.5 and ga_rim > 0.005 and ga_core < 5e-4 and cr_core < 0.01,
             f"{V['fig2.shell'].source}; {V['fig2.ga'].source}", share,
-            provenance="by construction: the configured shell all around the core, Ga in the "
-            "shell only (ga_fraction)"),
+            provenance=provenance("fig2.shell")),
     ]
     # ---- figure
     spc = load_run(RUNS / spec.run_file).specimen

@@ -19,6 +19,7 @@ import numpy as np
 from apt_daq.reproduce import draw, fig4
 from apt_daq.reproduce.common import Context, RunSpec, analyze_many, simulate
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 ENERGIES_PJ = (5.0, 10.0, 15.0)
@@ -87,8 +88,7 @@ def profile_row(ctx: Context, prof: dict) -> Row:
                     f"uncoated >= {HOMOGENEOUS_FACTOR:g} x coated and > {NOT_FLAT:g}",
                     ex_b >= HOMOGENEOUS_FACTOR * ex_c and ex_b > NOT_FLAT,
                     V["fig3.homogeneous"].source, ex_b / ex_c if ex_c > 0 else math.inf,
-                    provenance="predicted: no parameter was set on a depth profile (the Li "
-                    "episodes and bursts behind it were set on FDA mu and Fig. 1's Li shares)")
+                    provenance=provenance("fig3.homogeneous"))
 
 
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
@@ -128,8 +128,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                     f"5 pJ each within 3 at.%; /diff/ <= {CONSISTENT_AT_PCT:g} at.%; Cr < 1 at.%",
                     nominal and consistent and worst_cr < 1.0,
                     f"Experimental; {V['fig3.consistent'].source}", diffs[worst[0]][worst[1]],
-                    provenance="calibrated: neutral NiO share, Li screening, O2 loss field (the "
-                    "coated compositions at 5-50 pJ, Fig. 5)"))
+                    provenance=provenance("fig3.composition")))
     prof = profile_equal_count(roi[5.0])
     rows.append(profile_row(ctx, prof))
 

@@ -28,6 +28,7 @@ from apt_daq.reproduce.common import (
     simulate,
 )
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt, fmt_pm
 
 MRP_PEAK = "O2+"  # present in both, isolated, strong
@@ -103,19 +104,16 @@ def table_rows(res: dict) -> list[Row]:
                     f"{fmt_pm(*o2['cr'])}, {fmt_pm(*o2['bare'])}",
                     f"each +-{O2_TOL:.0%} (paper: 'approx.')", dev <= O2_TOL,
                     V["fig4.o2_o"].source, dev,
-                    provenance="calibrated: O2+/O+ reference r_ref (2.45) and the heating law"))
+                    provenance=provenance("fig4.o2_o")))
     m_cr, m_bare = _mrp10(res["cr"].summary, MRP_PEAK), _mrp10(res["bare"].summary, MRP_PEAK)
     gain = m_cr / m_bare
     rows.append(Row("4", f"MRP (m/dm at 10 %) of {MRP_PEAK}, coated / uncoated",
                     "> 1 ('improvement in the mass resolving power')",
                     f"{fmt(m_cr)} / {fmt(m_bare)} = {fmt(gain)}", "> 1.2", gain > 1.2,
                     V["fig4.mrp"].source, gain,
-                    provenance="calibrated: cooling time under the shell (coated_tau_floor)"))
-    for kind, label, key, prov in (
-            ("bare", "uncoated", "fig4.mu_li_uncoated",
-             "calibrated: Li episode amplitude a, uncoated (0.6)"),
-            ("cr", "Cr-coated", "fig4.mu_li_coated",
-             "calibrated: Li episode amplitude a of the coated phase (0.14)")):
+                    provenance=provenance("fig4.mrp")))
+    for kind, label, key in (("bare", "uncoated", "fig4.mu_li_uncoated"),
+                             ("cr", "Cr-coated", "fig4.mu_li_coated")):
         f = res[kind].fda.get("Li+")
         mu = f.mu if f else math.nan
         pv = V[key].value
@@ -126,13 +124,13 @@ def table_rows(res: dict) -> list[Row]:
             rule = f"+-{tol:.2f} (0.1 or chi2 noise)"
         rows.append(Row("4", f"Li+ FDA mu, {label} (100-ion blocks, {f.blocks if f else 0} "
                         "blocks)", f"{pv}", fmt(mu), rule, abs(mu - pv) <= tol, V[key].source,
-                        mu, provenance=prov))
+                        mu, provenance=provenance(key)))
     fo_b, fo_c = res["bare"].fda.get("O2+"), res["cr"].fda.get("O2+")
     mb, mc = (fo_b.mu if fo_b else math.nan), (fo_c.mu if fo_c else math.nan)
     rows.append(Row("4", "O2+ FDA mu, uncoated vs Cr-coated", "same trend as Li+ (uncoated >)",
                     f"{fmt(mb)} vs {fmt(mc)}", "uncoated > coated", mb > mc,
                     V["fig4.mu_o2"].source, mb - mc,
-                    provenance="calibrated: O pairing follows the Li episodes (c = 0.5)"))
+                    provenance=provenance("fig4.mu_o2")))
     return rows
 
 

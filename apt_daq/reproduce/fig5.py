@@ -25,6 +25,7 @@ from apt_daq.reproduce.common import (
     spearman,
 )
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 ENERGIES_PJ = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0)
@@ -101,19 +102,18 @@ def ratio_rows(figure: str, pts: list[dict]) -> list[Row]:
                     f"{fmt(li.min())}-{fmt(li.max())}; span {fmt(span)}",
                     f"/dev/ <= 0.05 at every point, over a span >= {O2_SPAN_MIN:g}",
                     worst <= 0.05 and span >= O2_SPAN_MIN, V["fig5.li"].source, worst,
-                    provenance="calibrated: Li screening under the shell (1e-5), neutral "
-                    "CoO/MnO shares"))
+                    provenance=provenance("fig5.li")))
     lo, hi = int(np.argmin(o2)), int(np.argmax(o2))
     rows.append(Row(figure, f"Ni/(Ni+Co+Mn) at the lowest O2+/O+ ({fmt(o2[lo])})", "~0.78",
                     f"{fmt(ni[lo])} +- {fmt(ni_e[lo], 2)}", "+-0.03", abs(ni[lo] - 0.78) <= 0.03,
                     V["fig5.ni_low"].source, float(ni[lo]),
-                    provenance="calibrated: neutral NiO share (0.05)"))
+                    provenance=provenance("fig5.ni_low")))
     d = float(ni[hi] - ni[lo])
     sig = float(math.hypot(ni_e[hi], ni_e[lo]))
     rows.append(Row(figure, f"Ni/(Ni+Co+Mn) deviation at the highest O2+/O+ ({fmt(o2[hi])})",
                     "'a slight deviation at high O2+/O+'", f"{d:+.3f} +- {sig:.3f}",
                     "3 sigma < /dev/ <= 0.1", 3 * sig < abs(d) <= 0.1, V["fig5.ni_high"].source,
-                    d, provenance="calibrated: neutral CoO/MnO shares at low field"))
+                    d, provenance=provenance("fig5.ni_high")))
     below = o2 < 4
     wb = float(np.max(np.abs(ox[below] - 0.5))) if below.any() else math.nan
     rows.append(Row(figure, "O/(Li+O+Ni+Co+Mn) where O2+/O+ < 4 (max /dev/ from 0.5)",
@@ -121,20 +121,19 @@ def ratio_rows(figure: str, pts: list[dict]) -> list[Row]:
                     f"{fmt(ox[below].min())}-{fmt(ox[below].max())}" if below.any()
                     else "no point below 4", "/dev/ <= 0.03", bool(wb <= 0.03),
                     V["fig5.o"].source, wb,
-                    provenance="calibrated: neutral O2 loss field F_l, w_l"))
+                    provenance=provenance("fig5.o_low")))
     above = ~below
     rows.append(Row(figure, "O/(Li+O+Ni+Co+Mn) where O2+/O+ > 4 (mean)",
                     "lower than 0.5 (O lost as neutrals)",
                     fmt(float(ox[above].mean())) if above.any() else "no point above 4",
                     "< 0.47", bool(above.any() and ox[above].mean() < 0.47), V["fig5.o"].source,
                     float(ox[above].mean()) if above.any() else None,
-                    provenance="calibrated: neutral O2 loss field F_l, w_l"))
+                    provenance=provenance("fig5.o_high")))
     rho = spearman(en, o2)
     rows.append(Row(figure, "O2+/O+ against laser energy (Spearman rho)",
                     "rises with laser energy", f"{fmt(o2.min())}-{fmt(o2.max())}, rho {fmt(rho)}",
                     "rho >= 0.8", rho >= 0.8, V["fig5.o2_vs_laser"].source, rho,
-                    provenance="calibrated: heating law A, E_s (F over 5-50 pJ) and O2+/O+ "
-                    "field scale w_O"))
+                    provenance=provenance("fig5.o2_vs_laser")))
     # not a statement of the paper's text: post-ionisation (Kingham, Surf. Sci. 116, 273,
     # 1982) makes the 2+/1+ ratio of a metal fall as the field falls, i.e. as the laser energy
     # rises at a constant detection rate. No parameter was set on a metal's charge-state
@@ -150,8 +149,7 @@ def ratio_rows(figure: str, pts: list[dict]) -> list[Row]:
                               for k, v in csr.items()), "rho <= -0.8 each",
                     all(r <= -0.8 for r in rhos.values()), "Kingham 1982 (post-ionisation)",
                     worst_rho,
-                    provenance="predicted: no parameter set on a metal's charge states in NMC811 "
-                    "(Kingham crossings, assumed slope; the field is calibrated on O2+/O+)"))
+                    provenance=provenance("fig5.charge_states")))
     return rows
 
 

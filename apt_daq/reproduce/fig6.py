@@ -14,6 +14,7 @@ import numpy as np
 from apt_daq.reproduce import draw, fig5
 from apt_daq.reproduce.common import Context
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 ENERGIES_PJ = (5.0, 10.0, 15.0, 20.0, 30.0, 40.0)  # one particle each ("separate particles
@@ -37,8 +38,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                 f"Ni {fmt(ni.min())}-{fmt(ni.max())} (sd {fmt(ni.std())})",
                 "all Li within 0.5 +- 0.05, all Ni within 0.79 +- 0.04", ok_li and ok_ni,
                 V["fig6.band"].source, float(ni.std()),
-                provenance="calibrated: Fig. 5's ratios; the particle spread is an input "
-                f"({SPREAD:g})")]
+                provenance=provenance("fig6.band"))]
     fig = fig5.plot(open_pts, pts, f"Fig. 6 (simulated): {PARTICLES} particles (filled) and "
                     "Fig. 5 (open)")
     png = ctx.out / "fig6.png"

@@ -31,6 +31,7 @@ from apt_daq.reproduce.common import (
     spearman,
 )
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 ENERGIES_PJ = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0)
@@ -127,7 +128,7 @@ def grain_row(grain, grain_all) -> Row:
                 f"{fmt(z5)} sigma ({worst}); Mn/(Li+Mn) {fmt(mn_g)}",
                 "< 5 sigma (no peak) and Mn/(Li+Mn) > 0.5", z5 < 5 and mn_g > 0.5,
                 V["fig7.grain"].source, z5,
-                provenance="by construction: the grain is configured as LiMn2O4")
+                provenance=provenance("fig7.grain"))
 
 
 def lmo_rows(lmo: list) -> list[Row]:
@@ -149,8 +150,7 @@ def lmo_rows(lmo: list) -> list[Row]:
                     + f"; rho {fmt(rho)}; O2+/O+ {fmt(o2.min())}-{fmt(o2.max())}: {fmt(spread)}",
                     "rho >= 0.8 and O2+/O+ spread < 0.3", rho >= 0.8 and spread < 0.3,
                     f"{V['fig7.mn_csr'].source}; {V['fig7.o2_csr'].source}", rho,
-                    provenance="calibrated: (MnO)2+ -> Mn+ + O+ dissociation (d0, F_d, scale) "
-                    "and the LiMn2O4 O2+/O+ field scale (60 V/nm)"))
+                    provenance=provenance("fig7.mn_csr")))
     mnf = np.array([ratio(r.summary, "Mn/(Li+Mn)") for r in lmo])
     lif = np.array([ratio(r.summary, "Li/(Li+Mn)") for r in lmo])
     # Mn/(Li+Mn) + Li/(Li+Mn) = 1: one number, one row
@@ -161,7 +161,7 @@ def lmo_rows(lmo: list) -> list[Row]:
                     f"{fmt(lif.min())}-{fmt(lif.max())}), mean dev {dev:+.3f}",
                     "/mean dev/ >= 0.05", abs(dev) >= 0.05,
                     f"{V['fig7.mn_frac'].source}; {V['fig7.li_frac'].source}", dev,
-                    provenance="calibrated: neutral MnO share in LiMn2O4 (0.45, -10 V/nm)"))
+                    provenance=provenance("fig7.mn_frac")))
     return rows
 
 

@@ -10,6 +10,7 @@ from apt_daq.reproduce import draw, fig7
 from apt_daq.reproduce.common import Context
 from apt_daq.reproduce.fig4 import mu_error
 from apt_daq.reproduce.paper import V
+from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt
 
 
@@ -28,7 +29,7 @@ def reproduce(ctx: Context) -> tuple[list[Row], list]:
                 ", ".join(f"{e:g}pJ {m:.2f}" for e, m in zip(fig7.ENERGIES_PJ, mus, strict=True)),
                 "every value in 0.4-0.6", bool(inside.all()), V["S1.mu_li"].source,
                 float(np.nanmean(mus)),
-                provenance="calibrated: Li episode amplitude a of coated LiMn2O4 (0.19)")]
+                provenance=provenance("S1.mu_li"))]
     rows[0].simulated += f" (noise floor ~{fmt(float(np.nanmean(errs)))}, {min(blocks)} blocks)"
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(fig7.ENERGIES_PJ, mus, errs, fmt="o", color="#9933FF")
