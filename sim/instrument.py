@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 import simpy.rt
-from apt_daq.sim import physics
+from apt_daq.sim import correlated, physics
 from apt_daq.sim.assembly import _assembler, _BlockBuffer, _wait
 from apt_daq.sim.channel_tables import ChannelTablesMixin
 from apt_daq.sim.detector import BLUR_MM, Detector, assemble_block, detect_seeded
@@ -134,6 +134,7 @@ class VirtualLeap(ChannelTablesMixin):
         self.detector = Detector(instrument)
         self.state = PhysicsState()
         self.evaporated_atoms = 0
+        self.correlated = correlated.CORRELATED  # neighbours on one pulse (a test may set it)
         self.fracture_time_s: float | None = None
         self._hazard_budget = float(np.random.default_rng([seed, 0xF7]).exponential())
         self._hazard = 0.0
@@ -202,6 +203,7 @@ class VirtualLeap(ChannelTablesMixin):
         depl = physics.li_depletion(f, tip.coated)
         burst = physics.li_burst_ratio(f, peak, tip.coated) if energy > 0 else 0.0
         lam = min(sites * (p_site + p_dc) * (1.0 + burst), MAX_EVENTS_PER_PULSE)
+        lam /= correlated.mean_chain_size(self.correlated)  # first events of the chains
         st.voltage_v, st.radius_nm, st.field_v_per_nm = volts, r, f
         st.peak_temperature_k, st.tau_ns, st.p_site, st.sites = peak, tau, p_site, sites
         st.li_depletion, st.li_burst_ratio, st.events_per_pulse = depl, burst, lam
@@ -328,7 +330,8 @@ class VirtualLeap(ChannelTablesMixin):
             sp.iso_start, sp.iso_mass, sp.iso_cdf,
             prof.quantiles(), ph["dc_share"], ph["period_ns"],
             lio_ion, li_t, li_cum, li_base,
-            self._charges, tip.dissociation_lifetime_ps, ph["field"])
+            self._charges, tip.dissociation_lifetime_ps, ph["field"],
+            self.correlated.share, self.correlated.max_neighbours, self.correlated.spacing_nm)
         *events, depth_end, n_atoms = out
         tip.depth_nm = float(depth_end)
         self.evaporated_atoms += int(n_atoms)

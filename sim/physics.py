@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from apt_daq.sim.correlated import emit_neighbours
 from apt_daq.sim.dissociation import dissociation_potential_share, track_mass
 from apt_daq.sim.fracture import (  # noqa: F401  (re-exported: their home until Dec 2026)
     EPS0_F_PER_M,
@@ -196,6 +197,7 @@ def generate_events(
     t_quant: np.ndarray, dc_share: float, period_ns: float,
     lio_ion: int, li_t: np.ndarray, li_cum: np.ndarray, li_rate_base_per_ns: float,
     charges: np.ndarray, diss_life_ps: np.ndarray, field_v_per_nm: float,
+    corr_share: float = 0.0, corr_max: int = 0, corr_spacing_nm: float = 0.3,
 ):
     """Turn evaporation events into ions with species, m/n, origin and departure time.
 
@@ -211,10 +213,11 @@ def generate_events(
     (mean lifetime ``diss_life_ps[phase, M+]``) breaks after an exponential time, and each
     fragment's apparent m/n (``tof_mass``, what its flight time says) lies on the dissociation
     track between its own and the parent's (:func:`track_mass`).
+    ``corr_*``: correlated neighbours on the same pulse (:mod:`apt_daq.sim.correlated`).
     Returns (pulse, species, mass, x0, y0, z0, t_dep_ns, neutral, depth_end_nm, atoms).
     """
     n = pulses.shape[0]
-    cap = 2 * n
+    cap = 2 * n * (1 + (corr_max if corr_share > 0.0 else 0))
     o_pulse = np.empty(cap, np.int64)
     o_sp = np.empty(cap, np.int16)
     o_mass = np.empty(cap, np.float32)
@@ -340,6 +343,13 @@ def generate_events(
             n_p = charges[a] + charges[b]
             o_tof[k - 2] = track_mass(o_mass[k - 2] * charges[a], charges[a], m_p, n_p, phi)
             o_tof[k - 1] = track_mass(o_mass[k - 1] * charges[b], charges[b], m_p, n_p, phi)
+        if corr_share > 0.0:
+            k, n_nb = emit_neighbours(seed, i, corr_share, corr_max, corr_spacing_nm,
+                                      phase * 2 + mod, pulses[i], x, y, zc, td, ch_cdf, ch_a,
+                                      ch_b, ch_neutral, ch_atoms, n_ch, iso_start, iso_mass,
+                                      iso_cdf, o_pulse, o_sp, o_mass, o_x, o_y, o_z, o_t,
+                                      o_neu, o_tof, k)
+            nat += n_nb
         depth += nat / (phase_density[phase] * area)
         atoms_total += nat
     state[0] = burst
