@@ -98,13 +98,22 @@ def fda(is_species: np.ndarray, block_ions: int = 100, species: str = "") -> Fda
     """FDA of a boolean sequence (species or not, in evaporation order)."""
     seq = np.asarray(is_species, dtype=np.uint8)
     k = block_counts_kernel(seq, int(block_ions))
-    n_blocks = len(k)
+    return fda_of_blocks(np.bincount(k, minlength=block_ions + 1), block_ions, species)
+
+
+def fda_of_blocks(block_histogram: np.ndarray, block_ions: int = 100,
+                  species: str = "") -> FdaResult:
+    """FDA from the histogram of the blocks' species counts (``block_histogram[k]``: blocks
+    holding k ions of the species, k = 0..block_ions): what :func:`fda` computes from the
+    sequence, and :class:`FdaAccumulator` from a stream."""
+    observed = np.asarray(block_histogram, dtype=np.int64)[: block_ions + 1]
+    n_blocks = int(observed.sum())
     nan = float("nan")
     if n_blocks == 0:
         z = np.zeros(block_ions + 1)
         return FdaResult(species, block_ions, 0, nan, nan, 0, nan, z, z)
-    p = float(k.sum()) / (n_blocks * block_ions)
-    observed = np.bincount(k, minlength=block_ions + 1).astype(float)
+    p = float((np.arange(len(observed)) * observed).sum()) / (n_blocks * block_ions)
+    observed = observed.astype(float)
     expected = n_blocks * binomial_pmf(block_ions, p)
     e, o = pool_bins(expected, observed)
     if len(e) < 2:
@@ -112,3 +121,28 @@ def fda(is_species: np.ndarray, block_ions: int = 100, species: str = "") -> Fda
     chi2 = float(np.sum((o - e) ** 2 / e))
     mu = math.sqrt(chi2 / (n_blocks + chi2))
     return FdaResult(species, block_ions, n_blocks, p, chi2, len(e) - 2, mu, observed, expected)
+
+
+class FdaAccumulator:
+    """:func:`fda` of a sequence that arrives in chunks (in evaporation order): the blocks
+    completed so far are counted, the unfinished last block carried to the next chunk, so
+    memory is one block and the histogram, not the sequence."""
+
+    def __init__(self, block_ions: int = 100, species: str = "") -> None:
+        self.block_ions = int(block_ions)
+        self.species = species
+        self.observed = np.zeros(self.block_ions + 1, dtype=np.int64)
+        self._carry = np.zeros(0, dtype=np.uint8)
+        self.n_ions = 0
+
+    def add(self, is_species: np.ndarray) -> None:
+        seq = np.asarray(is_species, dtype=np.uint8)
+        self.n_ions += len(seq)
+        if len(self._carry):
+            seq = np.concatenate([self._carry, seq])
+        k = block_counts_kernel(seq, self.block_ions)
+        self.observed += np.bincount(k, minlength=self.block_ions + 1)
+        self._carry = seq[len(k) * self.block_ions :].copy()
+
+    def result(self) -> FdaResult:
+        return fda_of_blocks(self.observed, self.block_ions, self.species)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from apt_daq.isotopes import isotopologues, parse_ion
 from apt_daq.pipeline.peaks import histogram_peak, peak_shape, peak_window_da
@@ -66,16 +67,20 @@ def main_peaks(
     return out
 
 
-def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200) -> list[dict]:
+def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200,
+        weights: np.ndarray | None = None) -> list[dict]:
     """Per peak: position, FWHM and FW10%M (Da) and m/dm at 50 % and 10 %, of that isotope
-    peak alone (:func:`mrp_window`)."""
+    peak alone (:func:`mrp_window`). ``weights``: ions per ``mass`` value (e.g. the distinct
+    values and counts of :class:`WindowCounts`)."""
     out = []
     mass = np.asarray(mass, dtype=np.float64)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     for name, m0 in peaks:
-        shape = peak_shape(mass, m0, bounds=mrp_window(m0, name))
+        shape = peak_shape(mass, m0, bounds=mrp_window(m0, name), weights=w)
         if shape is None or not np.isfinite(shape.fwhm_da):
             continue
-        n = int(np.count_nonzero(np.abs(mass - m0) < 3 * shape.fwhm_da))
+        near = np.abs(mass - m0) < 3 * shape.fwhm_da
+        n = int(np.count_nonzero(near) if w is None else w[near].sum())
         if n < min_ions:
             continue
         out.append({
@@ -88,6 +93,51 @@ def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200) -
             "mrp10": shape.mrp10,
         })  # fmt: skip
     return out
+
+
+@njit(cache=True, nogil=True)
+def window_count_kernel(bits, keep, base, counts):
+    """``counts[bits[i] - base] += 1`` where ``keep[i]`` and the index is in range (bits: the
+    float32 m/n viewed as int32; negative values and NaN fall outside)."""
+    n = counts.shape[0]
+    for i in range(bits.shape[0]):
+        if keep[i]:
+            j = bits[i] - base
+            if j >= 0 and j < n:
+                counts[j] += 1
+    return counts
+
+
+class WindowCounts:
+    """The float32 m/n values in the open interval (lo, hi) Da, streamed, kept exactly and in
+    bounded memory: one counter per float32 value the interval holds (bit patterns of
+    positive floats are ordered as their values), whatever the number of ions. ``values()``
+    gives the distinct values seen and their counts, for :func:`mrp` with ``weights``: the
+    answer of the ions' masses themselves. A window 6 % of its m/n wide holds ~0.5-1 M float32
+    values (8 M for the [0.75, 1.5) Da window of H+); untouched counters take no memory."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        lo = max(float(lo), 0.0)
+        a, b = np.float32(lo), np.float32(hi)
+        if float(a) <= lo:
+            a = np.nextafter(a, np.float32(np.inf))
+        if float(b) >= hi:
+            b = np.nextafter(b, np.float32(0.0))
+        self.base = int(np.array(a, np.float32).view(np.int32))
+        top = int(np.array(b, np.float32).view(np.int32))
+        self.counts = np.zeros(max(0, top - self.base + 1), dtype=np.int64)
+
+    def add(self, mass_f32: np.ndarray, keep: np.ndarray) -> None:
+        m = np.asarray(mass_f32)
+        if m.dtype != np.float32:
+            raise TypeError(f"WindowCounts takes float32 m/n, not {m.dtype}")
+        window_count_kernel(m.view(np.int32), keep, self.base, self.counts)
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct m/n values as float64, ions at each), in increasing m/n."""
+        nz = np.flatnonzero(self.counts)
+        v = (nz + self.base).astype(np.int32).view(np.float32).astype(np.float64)
+        return v, self.counts[nz]
 
 
 def _isotope_label(m: float, charge: int, formula: dict[str, int], ion: str) -> str:

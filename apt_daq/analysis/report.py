@@ -3,8 +3,11 @@
 ``analyze_run(path, ranges_path=None, roi=None) -> dict`` is what ``apt-daq analyze --json``
 prints. Every m/n comes from the run's ion stream (:mod:`apt_daq.pipeline.ions`): the stored
 calibration, an imported file's own m/n, or voltage and bowl corrections fitted on a
-reference peak; ``export`` writes the same masses. Bounded memory apart from the per-ion
-range index of the analysed region (2 bytes an ion, kept for FDA). Passes over the run:
+reference peak; ``export`` writes the same masses. Every pass streams the run in chunks, so
+memory does not grow with the run (tests/analysis/test_bounded_memory.py): FDA counts blocks
+as the ions come (:class:`~apt_daq.analysis.fda.FdaAccumulator`), the MRP peaks keep a
+counter per float32 m/n value of their windows (:class:`~apt_daq.analysis.mrp.WindowCounts`,
+exactly the masses), slices a strided subsample. Passes over the run:
 
 1. (only without a stored calibration, on a run with TOF) the fit of the corrections;
 2. the spectrum of the calibrated m/n of every hit: ranges are proposed on it when the run
@@ -27,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from apt_daq.analysis.composition import Composition, composition
-from apt_daq.analysis.fda import FdaResult, fda
-from apt_daq.analysis.mrp import main_peaks, mrp, mrp_window, peak_table
+from apt_daq.analysis.fda import FdaAccumulator, FdaResult
+from apt_daq.analysis.mrp import WindowCounts, main_peaks, mrp, mrp_window, peak_table
 from apt_daq.analysis.multihit import MultiHitAccumulator
 from apt_daq.analysis.profile import ProfileAccumulator
 from apt_daq.analysis.ratios import ratios
@@ -138,7 +141,7 @@ def analyze(
                                                else 80.0),
                        _counts_in_ranges(spec.counts, spec.edges, ranges), n_hits,
                        TruthScorer(ion_table, ranges) if stream.with_truth and ion_table
-                       else None)
+                       else None, acfg)
         for c in stream:
             acc.add(c, select)
         if select is not None and acc.n_selected == 0:
@@ -167,11 +170,11 @@ def _results(path: str | Path, acc: _IonPass, cal: Calibration, acfg, ranges_src
     spectrum = (acc.hist.counts, acc.hist.edges)
     comp, counts_by_ion = composition(acc.rc_roi, ranges, spectrum, subtract_background)
     rat, rat_err = ratios(counts_by_ion, comp.atoms)
-    fda_res = _fda_results(acc.roi_ions, ranges, acfg)
+    fda_res = {sp: a.result() for sp, (_, a) in acc.fda.items() if a.n_ions}
     mrp_list = []
-    for j, peak in enumerate(acc.mrp_peaks):
-        mrp_list += mrp(np.concatenate(acc.mrp_mass[j]) if acc.mrp_mass[j] else np.zeros(0),
-                        [peak])
+    for peak, win in zip(acc.mrp_peaks, acc.mrp_win, strict=True):
+        values, counts = win.values()
+        mrp_list += mrp(values, [peak], weights=counts)
     summary: dict[str, Any] = {
         "file": str(path),
         "ions": int(acc.n_roi),
@@ -230,14 +233,18 @@ class _IonPass:
     MRP windows' masses, subsampled slices, the truth score and the multi-hit events."""
 
     def __init__(self, ranges: RangeTable, roi: Roi | None, det_r: float, rc_spec: np.ndarray,
-                 n_hits: int, scorer: TruthScorer | None):
+                 n_hits: int, scorer: TruthScorer | None, acfg):
         max_da = float(ranges.hi_da.max()) + 20.0
         self.ranges, self.roi, self.scorer = ranges, roi, scorer
         self.hist = MassHistogram(0.001, max_da)
         self.fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
         self.rc_all = np.zeros(len(ranges), dtype=np.int64)
         self.rc_roi = np.zeros(len(ranges), dtype=np.int64)
-        self.roi_ions: list[np.ndarray] = []
+        # per FDA species: (its ion's index, the streaming FDA of the ROI's ranged ions)
+        ion_names = ranges.ions
+        self.ion_of_range = ranges.ion_index().astype(np.int64)
+        self.fda = {sp: (ion_names.index(sp), FdaAccumulator(acfg.fda_block_ions, sp))
+                    for sp in acfg.fda_ions if sp in ion_names}
         self.profile = ProfileAccumulator(ranges, 1.0)
         self.hm_edges = np.linspace(-det_r, det_r, 129)
         self.hitmap = np.zeros((128, 128), dtype=np.int64)
@@ -245,8 +252,7 @@ class _IonPass:
         for i, n in enumerate(ranges.names):
             counts_by_ion_spec[n] += float(rc_spec[i])
         self.mrp_peaks = main_peaks(ranges, counts_by_ion_spec, top=5)
-        self.mrp_win = [mrp_window(m0, n) for n, m0 in self.mrp_peaks]
-        self.mrp_mass: list[list[np.ndarray]] = [[] for _ in self.mrp_peaks]
+        self.mrp_win = [WindowCounts(*mrp_window(m0, n)) for n, m0 in self.mrp_peaks]
         self.slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
         self.sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
         self.multihit = MultiHitAccumulator(min(max_da, 200.0))  # events, correlation histogram
@@ -272,31 +278,20 @@ class _IonPass:
         sel = inside & (ion >= 0)
         self.n_roi += int(inside.sum())
         self.rc_roi += np.bincount(ion[sel].astype(np.int64), minlength=n_ranges)
-        self.roi_ions.append(ion[sel])
+        if self.fda:
+            roi_ion = self.ion_of_range[ion[sel]]
+            for index, fda_acc in self.fda.values():
+                fda_acc.add(roi_ion == index)
         self.profile.add(z[inside], ion[inside])
         self.hitmap += np.histogram2d(hits["det_x"], hits["det_y"],
                                       [self.hm_edges, self.hm_edges])[0].astype(np.int64)
-        m64 = m.astype(np.float64)  # compared in float64, as mrp() does
-        for j, (lo, hi) in enumerate(self.mrp_win):
-            self.mrp_mass[j].append(m64[(m64 > lo) & (m64 < hi) & inside])
+        for win in self.mrp_win:
+            win.add(m, inside)
         s = slice(None, None, self.slice_stride)
         for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
-            self.sl[k].append(a[s])
+            self.sl[k].append(a[s].copy())  # a copy: a view would keep the whole chunk
         if self.scorer is not None:
             self.scorer.add(truth, ion, x, y, z)
-
-
-def _fda_results(roi_ions: list[np.ndarray], ranges: RangeTable, acfg) -> dict[str, FdaResult]:
-    """The frequency distribution analysis of each of ``acfg.fda_ions`` on the ROI's ions."""
-    seq = np.concatenate(roi_ions) if roi_ions else np.zeros(0, np.int16)
-    ion_of_range = ranges.ion_index()
-    out: dict[str, FdaResult] = {}
-    ion_names = ranges.ions
-    for sp in acfg.fda_ions:
-        if sp in ion_names and len(seq):
-            is_sp = ion_of_range[seq.astype(np.int64)] == ion_names.index(sp)
-            out[sp] = fda(is_sp, acfg.fda_block_ions, sp)
-    return out
 
 
 def _reconstruction_summary(recon) -> dict[str, Any]:

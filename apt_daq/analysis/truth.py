@@ -15,6 +15,10 @@ import numpy as np
 from apt_daq.isotopes import ion_name, parse_ion
 from apt_daq.rangetable import RangeTable
 
+DISTANCE_SAMPLE = 1_000_000
+"""Most position errors kept for the median (8 MB): past it the sample is halved and later
+chunks give half as many, so memory stays bounded on any run."""
+
 
 class TruthScorer:
     def __init__(self, ion_table: list, ranges: RangeTable):
@@ -44,7 +48,8 @@ class TruthScorer:
         self.with_species = 0
         self.bg_ranged = 0
         self.bg = 0
-        self.d2 = []
+        self.d2: list[np.ndarray] = []
+        self._d_step = 1  # doubles each time the sample is halved
         self.dxy2 = 0.0
         self.dz2 = 0.0
         self.n_pos = 0
@@ -72,7 +77,10 @@ class TruthScorer:
             self.n_pos += int(ok.sum())
             d = np.sqrt(dx * dx + dy * dy + dz * dz)
             if len(d):
-                self.d2.append(d[:: max(1, len(d) // 20000)])
+                self.d2.append(d[:: max(1, len(d) // 20000) * self._d_step].copy())
+                if sum(len(a) for a in self.d2) > DISTANCE_SAMPLE:
+                    self.d2 = [np.concatenate(self.d2)[::2]]
+                    self._d_step *= 2
 
     def add_lost(self, lost: np.ndarray) -> None:
         sp = lost["species"].astype(np.int64)

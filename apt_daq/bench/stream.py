@@ -1,7 +1,10 @@
 """Analysis of a large run, streamed: the composition/spectrum/ranging pass over the ion stream
 of a 10^8-ion run file (10^7 with ``--quick``), beside a plain h5py read of the same hits in
 the same chunks, each measured in a fresh process after start-up (imports and the numba cache
-loaded, one chunk warmed), with that process's peak RSS.
+loaded, one chunk warmed), with that process's peak RSS. And ``apt-daq analyze`` of the same
+file as a whole process (start-up and every pass: spectrum, ranges, reconstruction, ROI,
+FDA, MRP, peaks, multi-hits), timed from outside with its peak RSS, beside a whole python
+process that reads the same hits with h5py in the same chunks.
 
 The file is built synthetically with numpy (not the simulator): eight distinct 2^20-hit
 blocks of NMC811-like ions (every isotopologue, RP ~ 2355, detector-wide positions, voltage
@@ -27,8 +30,9 @@ from apt_daq.bench import Result, result
 BLOCK = 1 << 20
 
 
-def build_run(path: Path, n: int, seed: int = 0) -> None:
-    """A run file of ``n`` hits (see module doc)."""
+def build_run(path: Path, n: int, seed: int = 0, calibrated: bool = True) -> None:
+    """A run file of ``n`` hits (see module doc); ``calibrated=False`` stores no calibration,
+    so an analysis fits one first (its pass 1)."""
     from apt_daq.bench.pipeline import IONS
     from apt_daq.config import InstrumentConfig
     from apt_daq.hits import HIT_DTYPE
@@ -63,6 +67,8 @@ def build_run(path: Path, n: int, seed: int = 0) -> None:
                       source="bench")  # fmt: skip
     meta = {"instrument": inst.model_dump(mode="json"), "calibration": cal.as_dict(),
             "ranges": table_to_meta(ranges_for_ions(IONS))}  # fmt: skip
+    if not calibrated:
+        del meta["calibration"]
     with RunWriter(path, meta) as wr:
         pulse0 = 0
         for i, s in enumerate(range(0, n, BLOCK)):
@@ -128,6 +134,55 @@ def _measure(path: Path, what: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+_HWM = ("from pathlib import Path\n"
+        "print([ln for ln in Path('/proc/self/status').read_text().splitlines()"
+        " if ln.startswith('VmHWM')][0], file=sys.stderr)\n")
+_WHOLE = {  # whole processes, timed from outside: start-up, imports and every pass included
+    "analyze": "import sys\nfrom apt_daq.cli import main\n"
+               "rc = main(['analyze', sys.argv[1], '--json', '--no-store'])\n" + _HWM
+               + "sys.exit(rc)\n",
+    "read": "import sys, h5py\nwith h5py.File(sys.argv[1], 'r', locking=False) as f:\n"
+            "    d = f['hits']\n    for i in range(0, d.shape[0], 1 << 19):\n"
+            "        d[i:i + (1 << 19)]\n" + _HWM,
+}
+
+
+def _whole_process(path: Path, what: str) -> dict:
+    """Wall seconds of a whole ``apt-daq analyze --json --no-store`` process (``analyze``) or
+    of a fresh python that reads the same hits in the same chunks with h5py (``read``), and
+    its peak RSS (VmHWM, printed by the process itself at exit)."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _WHOLE[what], str(path)], check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - t0
+    hwm = [ln for ln in res.stderr.splitlines() if ln.startswith("VmHWM")][-1]
+    return {"wall": wall, "rss_mb": int(hwm.split()[1]) / 1024}
+
+
+def _analyze_results(path: Path, n: int, size_gb: float, note: str,
+                     rounds: int = 1) -> list[Result]:
+    """`apt-daq analyze` as a whole process on the run, beside a whole python process that
+    reads the same hits with h5py (best of ``rounds``, alternated)."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for what in ("read", "analyze"):
+            m = _whole_process(path, what)
+            if what not in best or m["wall"] < best[what]["wall"]:
+                best[what] = m
+    a, b = best["analyze"], best["read"]
+    return [
+        result("apt-daq analyze, whole process, on a large run", n / a["wall"], "ions/s",
+               n / b["wall"],
+               f"{n:.0e} ions, {size_gb:.1f} GB file{note}: every pass (spectrum, ranges, "
+               f"reconstruction, ROI, FDA, MRP, peaks, multi-hits), start-up included, "
+               f"{a['wall']:.1f} s; baseline a whole python process reading the same hits "
+               f"with h5py in the same chunks, {b['wall']:.1f} s"),
+        result("apt-daq analyze peak RSS", a["rss_mb"], "MB", b["rss_mb"],
+               "the whole analyze process against the plain h5py read's (bounded: "
+               "tests/analysis/test_bounded_memory.py)"),
+    ]  # fmt: skip
+
+
 def run(quick: bool = False) -> list[Result]:
     n = 10**7 if quick else 10**8
     need = 33 * n * 1.2
@@ -146,8 +201,10 @@ def run(quick: bool = False) -> list[Result]:
                 if what not in best or m["wall"] < best[what]["wall"]:
                     best[what] = m
         size_gb = path.stat().st_size / 1e9
+        whole = _analyze_results(path, n, size_gb, note)  # one round: ~10 s at 10^7
     s, b = best["stream"], best["baseline"]
     return [
+        *whole,
         result("stream analysis of a large run (composition, spectrum, ranging)",
                s["ions"] / s["wall"], "ions/s", b["ions"] / b["wall"],
                f"{s['ions']:.0e} ions, {size_gb:.1f} GB file{note}; peak RSS {s['rss_mb']:.0f} MB "

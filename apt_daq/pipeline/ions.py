@@ -242,7 +242,8 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
                               coeffs(ident.bc, 6), m)
         raw_hist.add(m)
         s = slice(None, None, stride)
-        sample.append((m[s], (hits["v_dc"][s] + hits["v_pulse"][s]).astype(np.float64),
+        # m[s].copy(): a strided view would keep every chunk's whole m alive
+        sample.append((m[s].copy(), (hits["v_dc"][s] + hits["v_pulse"][s]).astype(np.float64),
                        hits["det_x"][s].astype(np.float64), hits["det_y"][s].astype(np.float64)))
     if not sample:
         return Calibration(notes=["no hits: nothing to fit"], **base)

@@ -120,7 +120,7 @@ def peak_window_da(centre_da: float) -> float:
 
 def peak_shape(
     mass: np.ndarray, centre_da: float, window_da: float | None = None, bins_per_fwhm: int = 12,
-    *, bounds: tuple[float, float] | None = None,
+    *, bounds: tuple[float, float] | None = None, weights: np.ndarray | None = None,
 ) -> PeakShape | None:  # fmt: skip
     """Position, FWHM and FW10%M of the peak near ``centre_da`` from the hit masses.
 
@@ -130,15 +130,18 @@ def peak_shape(
 
     The window is ``[c - w, c + 2 w)`` (``window_da`` = w), cut to ``bounds`` (lo, hi) when
     given: the midpoints to the neighbouring isotopes, so a peak is measured alone (the bins
-    keep the grid of the uncut window).
+    keep the grid of the uncut window). ``weights``: ions per ``mass`` value (distinct values
+    with their counts give the answer of the values repeated).
     """
     if window_da is None:
         window_da = peak_window_da(centre_da)
     a, b = centre_da - window_da, centre_da + 2 * window_da
     lo, hi = (a, b) if bounds is None else (max(a, bounds[0]), min(b, bounds[1]))
     mass = np.asarray(mass, dtype=np.float64)  # float32 or float64 input: the same answer
-    sel = mass[(mass > lo) & (mass < hi)]
-    if len(sel) < 100:
+    keep = (mass > lo) & (mass < hi)
+    sel = mass[keep]
+    w_sel = None if weights is None else np.asarray(weights, dtype=np.float64)[keep]
+    if (len(sel) if w_sel is None else w_sel.sum()) < 100:
         return None
     bin_da = max(centre_da / 5000.0, 1e-4)
     shape = None
@@ -146,7 +149,7 @@ def peak_shape(
         edges = np.arange(a, b + bin_da, bin_da)
         if bounds is not None:
             edges = edges[(edges >= lo - bin_da) & (edges <= hi + bin_da)]
-        counts, edges = np.histogram(sel, edges)
+        counts, edges = np.histogram(sel, edges, weights=w_sel)
         s = smooth(counts, 3)
         i = int(np.argmax(s))
         fwhm = full_width(s, edges, i, 0.5)
