@@ -42,7 +42,7 @@ from apt_daq.io.ranges import read_ranges, run_range_table
 from apt_daq.isotopes import parse_ion
 from apt_daq.pipeline.autorange import auto_ranges
 from apt_daq.pipeline.corrections import Calibration
-from apt_daq.pipeline.histogram import MassHistogram
+from apt_daq.pipeline.histogram import MassHistogram, hist2d_kernel
 from apt_daq.pipeline.ions import (
     ION_CHUNK,
     IonStream,
@@ -283,8 +283,7 @@ class _IonPass:
             for index, fda_acc in self.fda.values():
                 fda_acc.add(roi_ion == index)
         self.profile.add(z[inside], ion[inside])
-        self.hitmap += np.histogram2d(hits["det_x"], hits["det_y"],
-                                      [self.hm_edges, self.hm_edges])[0].astype(np.int64)
+        hist2d_kernel(hits["det_x"], hits["det_y"], self.hm_edges, self.hitmap)  # histogram2d
         for win in self.mrp_win:
             win.add(m, inside)
         s = slice(None, None, self.slice_stride)

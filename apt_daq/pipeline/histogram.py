@@ -31,6 +31,39 @@ def count_kernel(index, counts):
     return counts
 
 
+@njit(cache=True, nogil=True)
+def hist2d_kernel(x, y, edges, counts):
+    """``counts += np.histogram2d(x, y, [edges, edges])[0]`` for increasing ``edges`` (the
+    same bins on both axes, as numpy assigns them: edges[j] <= v < edges[j + 1], the last
+    edge in the last bin, outside and NaN dropped), without numpy's sorted searches: the
+    bin is guessed from the mean width and corrected against the edges themselves."""
+    nb = edges.shape[0] - 1
+    e0 = edges[0]
+    e1 = edges[nb]
+    inv = nb / (e1 - e0)
+    for i in range(x.shape[0]):
+        u = np.float64(x[i])
+        v = np.float64(y[i])
+        if not (u >= e0 and u <= e1 and v >= e0 and v <= e1):
+            continue
+        a = _bin_of(u, edges, e0, inv, nb)
+        b = _bin_of(v, edges, e0, inv, nb)
+        counts[a, b] += 1
+    return counts
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bin_of(v, edges, e0, inv, nb):
+    """The bin j of ``v`` (within the edges): edges[j] <= v < edges[j + 1], the last edge in
+    the last bin."""
+    g = min(max(int((v - e0) * inv), 0), nb - 1)
+    while g > 0 and edges[g] > v:
+        g -= 1
+    while g < nb - 1 and edges[g + 1] <= v:
+        g += 1
+    return g
+
+
 @njit(cache=True, parallel=True)
 def hist_kernel_parallel(values, lo, inv_width, nb, n_parts):
     """The same histogram with ``n_parts`` private histograms summed at the end."""
