@@ -1,13 +1,15 @@
 """The side-by-side table: quantity, paper value, simulated value, tolerance, pass/fail, the
 row's provenance and whether a physics-free null model passes it too.
 
-Provenance (``Row.provenance``, a label and what it rests on):
+Provenance (``Row.provenance``, a label and what it rests on), derived by
+:mod:`apt_daq.reproduce.provenance` from its declared parameter -> calibrated-on mapping:
 
 - ``by construction``: the simulated value follows from the configuration alone (a shell that
   is configured is found at the rim; a grain configured without Ni shows no Ni peak);
-- ``calibrated``: a simulator parameter was tuned so that this row (or the same number from
-  other runs) passes; the row shows the calibration holds, not that the physics predicts it;
-- ``predicted``: no parameter was set against this row's target.
+- ``calibrated``: a parameter the row depends on was fitted to this row or to data of one of
+  its conditions (material, laser energy); the row shows the calibration holds, not that the
+  physics predicts it;
+- ``predicted``: none of them was.
 
 ``Row.null_model``: True/False when the same criterion was evaluated on the physics-free
 stream of :mod:`apt_daq.reproduce.null` (None: not evaluated).
