@@ -127,6 +127,14 @@ class WindowCounts:
         top = int(np.array(b, np.float32).view(np.int32))
         self.counts = np.zeros(max(0, top - self.base + 1), dtype=np.int64)
 
+    @classmethod
+    def of_counts(cls, base: int, counts: np.ndarray) -> WindowCounts:
+        """Counters kept elsewhere: ``counts[j]`` ions at the float32 whose bits are
+        ``base + j``."""
+        w = cls.__new__(cls)
+        w.base, w.counts = int(base), np.asarray(counts, dtype=np.int64)
+        return w
+
     def add(self, mass_f32: np.ndarray, keep: np.ndarray) -> None:
         m = np.asarray(mass_f32)
         if m.dtype != np.float32:

@@ -10,13 +10,16 @@ counter per float32 m/n value of their windows (:class:`~apt_daq.analysis.mrp.Wi
 exactly the masses), slices a strided subsample. Passes over the run:
 
 1. (only without a stored calibration, on a run with TOF) the fit of the corrections;
-2. the spectrum of the calibrated m/n of every hit: ranges are proposed on it when the run
-   has none (ranging on the corrected spectrum, always), and its counts per range pick the
-   peaks whose resolving power is measured;
-3. the stream with ranges and positions: counts, spectrum, ROI, profile, hit map, slices, MRP
-   peak samples, the fine spectrum (0.5 mDa bins) of the per-peak table (``peaks``: per range
-   its isotope, apex, counts, flank background, FWHM, MRP at 50 and 10 % of that isotope peak
-   alone; :func:`apt_daq.analysis.mrp.peak_table`), FDA sequence and truth scoring.
+2. (only without ranges) ranges proposed on the calibrated spectrum (ranging on the corrected
+   spectrum, always);
+3. the stream with ranges and positions, one read of each chunk feeding every result at once
+   (:class:`~apt_daq.analysis.ionpass.IonPass`, one fused kernel): the spectrum of every hit
+   whose counts per range pick the peaks whose resolving power is measured (MRP window
+   counters are kept for every ion's main peak, the five are picked at the end), counts,
+   spectrum, ROI, profile, hit map, slices, the fine spectrum (0.5 mDa bins) of the per-peak
+   table (``peaks``: per range its isotope, apex, counts, flank background, FWHM, MRP at 50
+   and 10 % of that isotope peak alone; :func:`apt_daq.analysis.mrp.peak_table`), FDA blocks,
+   multi-hit events and truth scoring.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from apt_daq.analysis.composition import Composition, composition
-from apt_daq.analysis.fda import FdaAccumulator, FdaResult
-from apt_daq.analysis.mrp import WindowCounts, main_peaks, mrp, mrp_window, peak_table
-from apt_daq.analysis.multihit import MultiHitAccumulator
-from apt_daq.analysis.profile import ProfileAccumulator
+from apt_daq.analysis.fda import FdaResult
+from apt_daq.analysis.ionpass import SLICE_POINTS as SLICE_POINTS  # re-exported
+from apt_daq.analysis.ionpass import IonPass
+from apt_daq.analysis.mrp import mrp, peak_table
 from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
 from apt_daq.analysis.truth import TruthScorer
@@ -42,7 +45,7 @@ from apt_daq.io.ranges import read_ranges, run_range_table
 from apt_daq.isotopes import parse_ion
 from apt_daq.pipeline.autorange import auto_ranges
 from apt_daq.pipeline.corrections import Calibration
-from apt_daq.pipeline.histogram import MassHistogram, hist2d_kernel
+from apt_daq.pipeline.histogram import MassHistogram
 from apt_daq.pipeline.ions import (
     ION_CHUNK,
     IonStream,
@@ -54,8 +57,6 @@ from apt_daq.pipeline.ions import (
 from apt_daq.rangetable import RangeTable
 
 CHUNK = ION_CHUNK
-SLICE_POINTS = 300_000
-PEAK_BIN_DA = 0.0005  # bins of the spectrum the per-peak table is measured on
 _reference_range = reference_range  # kept for callers of the old name
 
 
@@ -79,15 +80,6 @@ def _load_ranges(reader, ranges_path: str | Path | None) -> tuple[RangeTable | N
     if ranges_path is not None:
         return read_ranges(ranges_path), str(ranges_path)
     return run_range_table(reader)
-
-
-def _counts_in_ranges(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable) -> np.ndarray:
-    """Spectrum counts whose bin centre lies in each range (to rank peaks, not to quantify)."""
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    a = np.searchsorted(centres, ranges.lo_da, side="left")
-    b = np.searchsorted(centres, ranges.hi_da, side="left")
-    cum = np.concatenate([[0], np.cumsum(counts)])
-    return cum[b] - cum[a]
 
 
 def analyze(
@@ -125,25 +117,23 @@ def analyze(
             raise UserError(f"{path}: the range table is empty")
         ion_table = r.meta.get("ion_table") or []
         cal = run_calibration(r, ranges, acfg, recalibrate=recalibrate)
-        # ---- pass 2: the calibrated spectrum of every hit; ranges proposed on it
-        spec = MassHistogram(0.01, 300.0)
-        for c in IonStream(r, cal, None, positions="none"):
-            spec.add(c.mass)
         proposed = None
-        if ranges is None:
+        if ranges is None:  # proposed on the calibrated spectrum (a pass of its own)
             ranges, ranges_src = _proposed_ranges(r, path, cal, ion_table)
             proposed = ranges
-        # ---- pass 3: the stream with ranges and positions
+        # ---- the pass: the stream with ranges and positions, every result at once
         roi_obj: Roi | None = parse_roi(roi if roi is not None else acfg.roi)
         stream = IonStream(r, cal, ranges, truth=True)
         inst = r.instrument
-        acc = _IonPass(ranges, roi_obj, 0.5 * (inst.detector_diameter_mm if inst is not None
-                                               else 80.0),
-                       _counts_in_ranges(spec.counts, spec.edges, ranges), n_hits,
-                       TruthScorer(ion_table, ranges) if stream.with_truth and ion_table
-                       else None, acfg)
-        for c in stream:
-            acc.add(c, select)
+        acc = IonPass(ranges, roi_obj, 0.5 * (inst.detector_diameter_mm if inst is not None
+                                              else 80.0), n_hits,
+                      TruthScorer(ion_table, ranges) if stream.with_truth and ion_table
+                      else None, acfg)
+        acc.consume(stream, select)
+        acc.finish()
+        if acc.missing is not None:  # the run's five main peaks were not the first chunk's
+            for c in IonStream(r, cal, ranges):
+                acc.add_windows(c, select)
         if select is not None and acc.n_selected == 0:
             raise UserError(f"{path}: the selection keeps no hits")
         if acc.scorer is not None and r.has("lost") and select is None:
@@ -160,7 +150,7 @@ def analyze(
                     select is not None, (meta_counters, positions, recon))
 
 
-def _results(path: str | Path, acc: _IonPass, cal: Calibration, acfg, ranges_src: str,
+def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src: str,
              roi_obj: Roi | None, n_hits: int, subtract_background: bool, selected: bool,
              run: tuple) -> RunAnalysis:
     """The RunAnalysis of what the pass accumulated: composition, ratios, FDA, MRP, the JSON
@@ -225,72 +215,6 @@ def _proposed_ranges(r, path: str | Path, cal: Calibration, ion_table: list
     if len(ranges) == 0:
         raise UserError(f"{path}: no peak identified in its spectrum (give --ranges FILE)")
     return ranges, src
-
-
-class _IonPass:
-    """What analyze's pass over the ranged, positioned stream accumulates: the spectra, range
-    counts (all, in the ROI) and the ROI's ion sequence, the depth profile, the hit map, the
-    MRP windows' masses, subsampled slices, the truth score and the multi-hit events."""
-
-    def __init__(self, ranges: RangeTable, roi: Roi | None, det_r: float, rc_spec: np.ndarray,
-                 n_hits: int, scorer: TruthScorer | None, acfg):
-        max_da = float(ranges.hi_da.max()) + 20.0
-        self.ranges, self.roi, self.scorer = ranges, roi, scorer
-        self.hist = MassHistogram(0.001, max_da)
-        self.fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
-        self.rc_all = np.zeros(len(ranges), dtype=np.int64)
-        self.rc_roi = np.zeros(len(ranges), dtype=np.int64)
-        # per FDA species: (its ion's index, the streaming FDA of the ROI's ranged ions)
-        ion_names = ranges.ions
-        self.ion_of_range = ranges.ion_index().astype(np.int64)
-        self.fda = {sp: (ion_names.index(sp), FdaAccumulator(acfg.fda_block_ions, sp))
-                    for sp in acfg.fda_ions if sp in ion_names}
-        self.profile = ProfileAccumulator(ranges, 1.0)
-        self.hm_edges = np.linspace(-det_r, det_r, 129)
-        self.hitmap = np.zeros((128, 128), dtype=np.int64)
-        counts_by_ion_spec = {n: 0.0 for n in ranges.ions}
-        for i, n in enumerate(ranges.names):
-            counts_by_ion_spec[n] += float(rc_spec[i])
-        self.mrp_peaks = main_peaks(ranges, counts_by_ion_spec, top=5)
-        self.mrp_win = [WindowCounts(*mrp_window(m0, n)) for n, m0 in self.mrp_peaks]
-        self.slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
-        self.sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
-        self.multihit = MultiHitAccumulator(min(max_da, 200.0))  # events, correlation histogram
-        self.n_roi = 0
-        self.n_selected = 0
-
-    def add(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
-        """One IonChunk, less the hits ``select`` leaves out."""
-        hits, m, ion = c.hits, c.mass, c.ion
-        x, y, z = c.derived["x"], c.derived["y"], c.derived["z"]
-        truth = c.truth
-        if select is not None:
-            keep = np.asarray(select(hits), dtype=bool)
-            hits, m, ion, x, y, z = hits[keep], m[keep], ion[keep], x[keep], y[keep], z[keep]
-            truth = truth[keep] if truth is not None else None
-            self.n_selected += len(hits)
-        n_ranges = len(self.ranges)
-        self.hist.add(m)
-        self.fine.add(m)
-        self.multihit.add(hits["pulse"], m)
-        self.rc_all += np.bincount(ion[ion >= 0].astype(np.int64), minlength=n_ranges)
-        inside = self.roi.mask(x, y, z) if self.roi is not None else np.ones(len(m), bool)
-        sel = inside & (ion >= 0)
-        self.n_roi += int(inside.sum())
-        self.rc_roi += np.bincount(ion[sel].astype(np.int64), minlength=n_ranges)
-        if self.fda:
-            roi_ion = self.ion_of_range[ion[sel]]
-            for index, fda_acc in self.fda.values():
-                fda_acc.add(roi_ion == index)
-        self.profile.add(z[inside], ion[inside])
-        hist2d_kernel(hits["det_x"], hits["det_y"], self.hm_edges, self.hitmap)  # histogram2d
-        for win in self.mrp_win:
-            win.add(m, inside)
-        s = slice(None, None, self.slice_stride)
-        for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
-            self.sl[k].append(a[s].copy())  # a copy: a view would keep the whole chunk
-        if self.scorer is not None:
-            self.scorer.add(truth, ion, x, y, z)
 
 
 def _reconstruction_summary(recon) -> dict[str, Any]:

@@ -1,0 +1,407 @@
+"""``analyze``'s one pass over the ranged, positioned ion stream, fused into one kernel.
+
+:class:`IonPass` takes the stream's chunks (:class:`~apt_daq.pipeline.ions.IonChunk`) and
+keeps: the calibrated spectrum of every hit (0.01 Da, to rank the peaks whose resolving power
+is measured: the pass that used to read the run once more for it), the spectra of the
+selected hits (1 mDa and the per-peak table's 0.5 mDa), range counts (all, in the ROI), the
+ROI's FDA blocks, the depth profile, the detector hit map, the MRP windows' float32 m/n
+counters (:class:`~apt_daq.analysis.mrp.WindowCounts`' counters, for the main peak of *every*
+ion: which five are measured is known only from the whole spectrum), subsampled slices, the
+truth score and the multi-hit events.
+
+:func:`pass_kernel` does all but the slices, truth and multi-hits in one loop over the chunk's
+ions, each result exactly what the separate passes computed (the same float arithmetic: the
+histograms of :func:`~apt_daq.pipeline.histogram.hist_kernel` and
+:func:`~apt_daq.pipeline.histogram.hist2d_kernel`, np.bincount's counts, the blocks of
+:func:`~apt_daq.analysis.fda.block_counts_kernel` over the concatenated sequence, the profile's
+float32 depth bins); tests/analysis/test_ionpass.py holds it to the numpy accumulators.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+from apt_daq.analysis.fda import FdaAccumulator
+from apt_daq.analysis.mrp import WindowCounts, main_peaks, mrp_window
+from apt_daq.analysis.multihit import MultiHitAccumulator
+from apt_daq.analysis.profile import ProfileAccumulator
+from apt_daq.analysis.roi import Roi
+from apt_daq.analysis.truth import TruthScorer
+from apt_daq.pipeline.histogram import MassHistogram
+from apt_daq.rangetable import RangeTable
+
+SLICE_POINTS = 300_000
+PEAK_BIN_DA = 0.0005  # bins of the spectrum the per-peak table is measured on
+WINDOW_CELL_DA = 0.05  # the cells that list which MRP windows may hold an m/n
+MRP_PEAKS = 5  # the most counted ions whose resolving power is measured
+TRACKED_PEAKS = 8
+"""Ions whose MRP windows the pass counts: the most counted in the first chunk. Should the
+whole run's five differ, :meth:`IonPass.finish` asks for the missing ones (a second read)."""
+
+
+@njit(cache=True, nogil=True)
+def pass_kernel(start, mass, mbits, ion, z, det_x, det_y, inside, has_roi,  # the chunk
+                spec, spec_inv, hist, hist_inv, fine, fine_inv,  # spectra (lo = 0)
+                rc_all, rc_roi, hm_edges, hitmap,  # range counts, hit map
+                ion_of_range, fda_index, fda_block, fda_obs, fda_state,  # FDA
+                cell_inv, cell_start, cell_win, win_base, win_n, win_off, win_low, win_high,  # MRP
+                prof_counts, prof_lo, bin_nm, atoms, prof_seen):  # profile
+    """Accumulate ions ``start:`` of one chunk (see module doc); ``spec`` empty: not counted
+    here; ``mbits``: ``mass`` viewed as int32. Returns the index of the first ion not taken: ``len(mass)`` when done, else the ion
+    whose depth bin (``prof_seen[2]``) lies outside ``prof_counts`` (rows from bin
+    ``prof_lo``): the caller grows it and calls again from there. ``fda_state``: [ions in the
+    open block, its count per species...]; ``prof_seen``: [lowest, highest bin taken,
+    the bin asked for]; ``inside``: the ROI mask when ``has_roi``. The bins are written out
+    in the loop, not taken from helpers: an array handed to a helper per ion costs numba's
+    reference counting (~40 ns an ion)."""
+    n = mass.shape[0]
+    nb_hm = hm_edges.shape[0] - 1
+    e0 = hm_edges[0]
+    e1 = hm_edges[nb_hm]
+    inv_hm = nb_hm / (e1 - e0)
+    n_ranges = rc_all.shape[0]
+    n_sp = fda_index.shape[0]
+    n_cell = cell_start.shape[0] - 1
+    n_el = atoms.shape[1]
+    n_rows = prof_counts.shape[0]
+    n_spec = spec.shape[0]
+    n_hist = hist.shape[0]
+    n_fine = fine.shape[0]
+    bin32 = np.float32(bin_nm)
+    for i in range(start, n):
+        r = np.int64(ion[i])
+        roi = inside[i] if has_roi else True
+        # the depth bin first: an ion outside the profile's rows is taken on the next call
+        b = 0
+        take_z = False
+        if roi and r >= 0:
+            zi = z[i]
+            if np.isfinite(zi):
+                b = int(np.floor(np.float32(zi) / bin32))
+                take_z = True
+                if b < prof_lo or b >= prof_lo + n_rows:
+                    prof_seen[2] = b
+                    return i
+        m = mass[i]
+        fm = np.float64(m)
+        if fm >= 0.0:  # hist_kernel's bins (lo = 0), written out: see the docstring
+            q = fm * spec_inv
+            if q < n_spec:
+                spec[int(q)] += 1
+            q = fm * hist_inv
+            if q < n_hist:
+                hist[int(q)] += 1
+            q = fm * fine_inv
+            if q < n_fine:
+                fine[int(q)] += 1
+        u = np.float64(det_x[i])
+        v = np.float64(det_y[i])
+        if u >= e0 and u <= e1 and v >= e0 and v <= e1:  # hist2d_kernel's bins
+            gu = min(max(int((u - e0) * inv_hm), 0), nb_hm - 1)
+            while gu > 0 and hm_edges[gu] > u:
+                gu -= 1
+            while gu < nb_hm - 1 and hm_edges[gu + 1] <= u:
+                gu += 1
+            gv = min(max(int((v - e0) * inv_hm), 0), nb_hm - 1)
+            while gv > 0 and hm_edges[gv] > v:
+                gv -= 1
+            while gv < nb_hm - 1 and hm_edges[gv + 1] <= v:
+                gv += 1
+            hitmap[gu, gv] += 1
+        if r >= 0 and r < n_ranges:
+            rc_all[r] += 1
+        if not roi:
+            continue
+        if r >= 0 and r < n_ranges:
+            rc_roi[r] += 1
+            if n_sp > 0:
+                k = ion_of_range[r]
+                for s in range(n_sp):
+                    if k == fda_index[s]:
+                        fda_state[1 + s] += 1
+                fda_state[0] += 1
+                if fda_state[0] == fda_block:
+                    for s in range(n_sp):
+                        fda_obs[s, fda_state[1 + s]] += 1
+                        fda_state[1 + s] = 0
+                    fda_state[0] = 0
+        if take_z:
+            row = b - prof_lo
+            for j in range(n_el):
+                prof_counts[row, j] += atoms[r, j]
+            if b < prof_seen[0]:
+                prof_seen[0] = b
+            if b > prof_seen[1]:
+                prof_seen[1] = b
+        if fm >= 0.0:
+            c = fm * cell_inv
+            if c < n_cell:
+                bits = np.int64(mbits[i])
+                ci = int(c)
+                for q in range(cell_start[ci], cell_start[ci + 1]):
+                    w = cell_win[q]
+                    j = bits - win_base[w]
+                    if j >= 0 and j < win_n[w]:
+                        k = win_off[w] + j
+                        c = win_low[k] + 1
+                        if c == 256:
+                            win_low[k] = 0
+                            win_high[k] += 256
+                        else:
+                            win_low[k] = c
+    return n
+
+
+@njit(cache=True, nogil=True)
+def window_kernel(mass, mbits, inside, has_roi, cell_inv, cell_start, cell_win, win_base, win_n,
+                  win_off, win_low, win_high):  # fmt: skip
+    """:func:`pass_kernel`'s MRP window counts alone (:class:`PeakWindows`)."""
+    n_cell = cell_start.shape[0] - 1
+    for i in range(mass.shape[0]):
+        if has_roi and not inside[i]:
+            continue
+        fm = np.float64(mass[i])
+        if fm >= 0.0:
+            c = fm * cell_inv
+            if c < n_cell:
+                bits = np.int64(mbits[i])
+                ci = int(c)
+                for q in range(cell_start[ci], cell_start[ci + 1]):
+                    w = cell_win[q]
+                    j = bits - win_base[w]
+                    if j >= 0 and j < win_n[w]:
+                        k = win_off[w] + j
+                        c = win_low[k] + 1
+                        if c == 256:
+                            win_low[k] = 0
+                            win_high[k] += 256
+                        else:
+                            win_low[k] = c
+
+
+def counts_in_ranges(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable) -> np.ndarray:
+    """Spectrum counts whose bin centre lies in each range (to rank peaks, not to quantify)."""
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    a = np.searchsorted(centres, ranges.lo_da, side="left")
+    b = np.searchsorted(centres, ranges.hi_da, side="left")
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    return cum[b] - cum[a]
+
+
+class PeakWindows:
+    """The MRP window counters (:class:`WindowCounts`) of the main peaks of ions ``names`` of
+    the range table, in one flat array, and the cells (:data:`WINDOW_CELL_DA`) that list which
+    windows may hold an m/n. Untouched counters take no memory."""
+
+    def __init__(self, ranges: RangeTable, names: list[str]) -> None:
+        self.peaks: dict[str, float] = {}
+        wins: list[WindowCounts] = []
+        for name in names:
+            try:
+                (peak,) = main_peaks(ranges, {name: 1.0}, top=1)
+            except (KeyError, ValueError):  # main_peaks will say so if the ion is measured
+                continue
+            self.peaks[name] = peak[1]
+            wins.append(WindowCounts(*mrp_window(peak[1], name)))
+        sizes = np.array([len(w.counts) for w in wins], dtype=np.int64)
+        self.off = (np.cumsum(sizes) - sizes).astype(np.int64)
+        self.n = sizes
+        self.base = np.array([w.base for w in wins], dtype=np.int64)
+        # a counter is low + high: a byte per float32 value, 256 carried to an int64 (a
+        # cache line holds 64 counters, the int64s are touched once per 256 ions)
+        self.low = np.zeros(int(sizes.sum()), dtype=np.uint8)
+        self.high = np.zeros(int(sizes.sum()), dtype=np.int64)
+        self._wins = dict(zip(self.peaks, wins, strict=True))
+        self.cell_inv = 1.0 / WINDOW_CELL_DA
+        lo = [float(np.array(w.base, np.int32).view(np.float32)) for w in wins]
+        hi = [float(np.array(w.base + k - 1, np.int32).view(np.float32)) if k else -1.0
+              for w, k in zip(wins, sizes, strict=True)]
+        n_cell = int(max(hi, default=0.0) * self.cell_inv) + 2
+        lists: list[list[int]] = [[] for _ in range(n_cell)]
+        for w, (a, b) in enumerate(zip(lo, hi, strict=True)):
+            for c in range(int(a * self.cell_inv), int(b * self.cell_inv) + 1):
+                lists[c].append(w)
+        self.cell_start = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(
+            np.int64)
+        self.cell_win = np.array([w for x in lists for w in x], dtype=np.int64)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._wins
+
+    def window(self, name: str) -> WindowCounts:
+        """Ion ``name``'s window with its counts (int64 over the span of values seen)."""
+        i = list(self._wins).index(name)
+        o, k = int(self.off[i]), int(self.n[i])
+        low, high = self.low[o : o + k], self.high[o : o + k]
+        seen = np.flatnonzero((low > 0) | (high > 0))
+        a, b = (int(seen[0]), int(seen[-1]) + 1) if len(seen) else (0, 0)
+        return WindowCounts.of_counts(int(self.base[i]) + a, high[a:b] + low[a:b])
+
+    def add(self, mass: np.ndarray, inside: np.ndarray | None) -> None:
+        """The float32 m/n ``mass`` (where ``inside``, if given) into the windows."""
+        window_kernel(mass, mass.view(np.int32), inside if inside is not None else mass[:0],
+                      inside is not None, *self.kernel_args())  # fmt: skip
+
+    def kernel_args(self) -> tuple:
+        return (self.cell_inv, self.cell_start, self.cell_win, self.base, self.n, self.off,
+                self.low, self.high)
+
+
+class IonPass:
+    """What analyze's pass over the ranged, positioned stream accumulates (see module doc):
+    ``add`` each chunk, then ``finish``."""
+
+    def __init__(self, ranges: RangeTable, roi: Roi | None, det_r: float, n_hits: int,
+                 scorer: TruthScorer | None, acfg):
+        max_da = float(ranges.hi_da.max()) + 20.0
+        self.ranges, self.roi, self.scorer = ranges, roi, scorer
+        self.spec = MassHistogram(0.01, 300.0)  # every hit's: ranks the peaks MRP measures
+        self.hist = MassHistogram(0.001, max_da)
+        self.fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
+        self.rc_all = np.zeros(len(ranges), dtype=np.int64)
+        self.rc_roi = np.zeros(len(ranges), dtype=np.int64)
+        # per FDA species: (its ion's index, the streaming FDA of the ROI's ranged ions)
+        ion_names = ranges.ions
+        self.ion_of_range = ranges.ion_index().astype(np.int64)
+        self.fda = {sp: (ion_names.index(sp), FdaAccumulator(acfg.fda_block_ions, sp))
+                    for sp in acfg.fda_ions if sp in ion_names}
+        self.fda_index = np.array([i for i, _ in self.fda.values()], dtype=np.int64)
+        self.fda_obs = np.zeros((len(self.fda), int(acfg.fda_block_ions) + 1), dtype=np.int64)
+        self.fda_state = np.zeros(1 + len(self.fda), dtype=np.int64)
+        self.profile = ProfileAccumulator(ranges, 1.0)
+        self.prof_counts = np.zeros((0, len(self.profile.elements)))
+        self.prof_lo = 0
+        self.prof_seen = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min, 0])
+        self.hm_edges = np.linspace(-det_r, det_r, 129)
+        self.hitmap = np.zeros((128, 128), dtype=np.int64)
+        self.windows = PeakWindows(ranges, [])  # the tracked ions', after the first chunk
+        self.tracked = False
+        self.missing: PeakWindows | None = None  # windows the pass did not count
+        self.mrp_peaks: list[tuple[str, float]] = []
+        self.slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
+        self.sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
+        self.multihit = MultiHitAccumulator(min(max_da, 200.0))  # events, correlation histogram
+        self.n_roi = 0
+        self.n_selected = 0
+        self._no_mask = np.ones(1, dtype=bool)
+
+    def add(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """One IonChunk, less the hits ``select`` leaves out (which still count in the
+        spectrum that ranks the MRP peaks, as every hit of the run does)."""
+        hits, m, ion = c.hits, c.mass, c.ion
+        x, y, z = c.derived["x"], c.derived["y"], c.derived["z"]
+        truth = c.truth
+        spec = self.spec.counts
+        if select is not None:
+            self.spec.add(m)
+            spec = spec[:0]
+            keep = np.asarray(select(hits), dtype=bool)
+            hits, m, ion, x, y, z = hits[keep], m[keep], ion[keep], x[keep], y[keep], z[keep]
+            truth = truth[keep] if truth is not None else None
+            self.n_selected += len(hits)
+        inside = self.roi.mask(x, y, z) if self.roi is not None else self._no_mask
+        self.n_roi += int(inside.sum()) if self.roi is not None else len(m)
+        self._kernel(m, ion, z, hits["det_x"], hits["det_y"], inside, spec)
+        if not self.tracked:  # the first chunk: which ions' MRP windows to count
+            self.tracked = True
+            by_ion = self._spectrum_counts_by_ion()
+            self.windows = PeakWindows(self.ranges, sorted(by_ion, key=lambda n: -by_ion[n])
+                                       [:TRACKED_PEAKS])  # fmt: skip
+            self.windows.add(m, inside if self.roi is not None else None)
+        self.multihit.add(hits["pulse"], m)
+        s = slice(None, None, self.slice_stride)
+        for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
+            self.sl[k].append(a[s].copy())  # a copy: a view would keep the whole chunk
+        if self.scorer is not None:
+            self.scorer.add(truth, ion, x, y, z)
+
+    def consume(self, chunks, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """:meth:`add` every chunk of the iterable ``chunks`` (a stream), in order, on a
+        second thread while this one reads and derives the next chunk (the kernels release
+        the GIL: on two cores the read, m/n and reconstruction overlap the accumulation). At
+        most two chunks are alive at once: the one added and the one read."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="apt-daq-ionpass") as pool:
+            pending = None
+            for c in chunks:
+                if pending is not None:
+                    pending.result()  # in order; re-raises the worker's error here
+                pending = pool.submit(self.add, c, select)
+            if pending is not None:
+                pending.result()
+
+    def _kernel(self, m, ion, z, det_x, det_y, inside, spec) -> None:
+        """:func:`pass_kernel` over the chunk, growing the profile's rows when it asks."""
+        mbits = m.view(np.int32)
+        i = 0
+        while True:
+            i = pass_kernel(
+                i, m, mbits, ion, z, det_x, det_y, inside, self.roi is not None,
+                spec, 1.0 / self.spec.bin_da, self.hist.counts, 1.0 / self.hist.bin_da,
+                self.fine.counts, 1.0 / self.fine.bin_da, self.rc_all, self.rc_roi,
+                self.hm_edges, self.hitmap, self.ion_of_range, self.fda_index,
+                self.fda_obs.shape[1] - 1, self.fda_obs, self.fda_state,
+                *self.windows.kernel_args(),
+                self.prof_counts, self.prof_lo, self.profile.bin_nm, self.profile.atoms,
+                self.prof_seen)  # fmt: skip
+            if i >= len(m):
+                return
+            self._grow_profile(int(self.prof_seen[2]))
+
+    def _grow_profile(self, b: int) -> None:
+        """Rows of the depth profile to hold bin ``b``, with room for the bins that follow."""
+        n = len(self.prof_counts)
+        margin = max(64, n // 4)
+        if n == 0:
+            lo, hi = b - 8, b + margin
+        elif b < self.prof_lo:
+            lo, hi = b - margin, self.prof_lo + n
+        else:
+            lo, hi = self.prof_lo, b + margin
+        grown = np.zeros((hi - lo, self.prof_counts.shape[1]))
+        s = self.prof_lo - lo
+        grown[s : s + n] = self.prof_counts
+        self.prof_counts, self.prof_lo = grown, lo
+
+    def finish(self) -> None:
+        """The profile's rows trimmed to the bins taken, the FDA accumulators' block counts,
+        and the five most counted ions' MRP windows (ranked on the spectrum of every hit)."""
+        a, b = int(self.prof_seen[0]), int(self.prof_seen[1])
+        if a <= b:
+            self.profile.counts = self.prof_counts[a - self.prof_lo : b - self.prof_lo + 1]
+            self.profile.z_min_bin = a
+        n_fda = int(self.rc_roi.sum())
+        for s, (_, fda_acc) in enumerate(self.fda.values()):
+            fda_acc.observed = self.fda_obs[s].copy()
+            fda_acc.n_ions = n_fda
+        self.mrp_peaks = main_peaks(self.ranges, self._spectrum_counts_by_ion(), top=MRP_PEAKS)
+        missing = [n for n, _ in self.mrp_peaks if n not in self.windows]
+        self.missing = PeakWindows(self.ranges, missing) if missing else None
+
+    def add_windows(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """One chunk of a second read, into the windows :meth:`finish` found missing."""
+        assert self.missing is not None
+        m, x, y, z = c.mass, c.derived["x"], c.derived["y"], c.derived["z"]
+        if select is not None:
+            keep = np.asarray(select(c.hits), dtype=bool)
+            m, x, y, z = m[keep], x[keep], y[keep], z[keep]
+        self.missing.add(m, self.roi.mask(x, y, z) if self.roi is not None else None)
+
+    @property
+    def mrp_win(self) -> list[WindowCounts]:
+        """The MRP peaks' windows (after :meth:`finish`, and :meth:`add_windows` if asked)."""
+        return [self.windows.window(n) if n in self.windows else self.missing.window(n)
+                for n, _ in self.mrp_peaks]  # type: ignore[union-attr]
+
+    def _spectrum_counts_by_ion(self) -> dict[str, float]:
+        """Counts per ion of the spectrum of every hit so far (bin centres in its ranges)."""
+        rc_spec = counts_in_ranges(self.spec.counts, self.spec.edges, self.ranges)
+        by_ion = {n: 0.0 for n in self.ranges.ions}
+        for i, n in enumerate(self.ranges.names):
+            by_ion[n] += float(rc_spec[i])
+        return by_ion
