@@ -403,7 +403,7 @@ class IonStream:
                 assert stored is not None  # positions "stored" read /derived
                 out["x"], out["y"], out["z"] = stored["x"], stored["y"], stored["z"]
             elif rec is not None:
-                out["x"], out["y"], out["z"] = rec.process(hits)
+                rec.process_into(hits, out)
             elif self.calibration.mode == "file":  # derive() wrote NaN already
                 out["x"] = out["y"] = out["z"] = np.nan
             truth = r.read("truth", start, start + k) if self.with_truth else None

@@ -28,6 +28,47 @@ import numpy as np
 from numba import njit
 
 from apt_daq.config import InstrumentConfig, ReconstructionConfig
+from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dz_const(flight_path_mm, k_f, f_e, xi, omega_nm3, area_mm2, eta):
+    """dz * V^2 (nm V^2): the depth increment's constant."""
+    lf = flight_path_mm
+    return omega_nm3 * lf * lf * k_f * k_f * f_e * f_e / (area_mm2 * eta * xi * xi)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _project(xd, yd, v, lf, k_f, f_e, xi, method):
+    """(x, y, cap depth) in nm of a hit at (xd, yd) mm on the detector under V > 0 (scalars
+    only: an array handed to an inlined helper per ion costs numba's reference counting)."""
+    r_nm = v / (k_f * f_e)
+    if method == 0:
+        scale = xi * r_nm / lf  # 1 / M, nm per mm
+        x = xd * scale
+        y = yd * scale
+        rho2 = (x * x + y * y) / (r_nm * r_nm)
+        if rho2 > 1.0:
+            rho2 = 1.0
+        cap = r_nm * (1.0 - math.sqrt(1.0 - rho2))
+    else:
+        rd = math.sqrt(xd * xd + yd * yd)
+        theta_p = math.atan2(rd, lf)
+        s = (xi - 1.0) * math.sin(theta_p)
+        if s > 1.0:
+            s = 1.0
+        theta = theta_p + math.asin(s)
+        if rd > 0.0:
+            c = xd / rd
+            sn = yd / rd
+        else:
+            c = 1.0
+            sn = 0.0
+        rs = r_nm * math.sin(theta)
+        x = rs * c
+        y = rs * sn
+        cap = r_nm * (1.0 - math.cos(theta))
+    return x, y, cap
 
 
 @njit(cache=True, nogil=True)
@@ -38,8 +79,7 @@ def bas_kernel(det_x_mm, det_y_mm, voltage_v, flight_path_mm, k_f, f_e, xi, omeg
     ``method`` 0: Bas point projection; 1: Geiser/Gault angular projection.
     """
     z_cum = z0_nm
-    lf = flight_path_mm
-    dz_const = omega_nm3 * lf * lf * k_f * k_f * f_e * f_e / (area_mm2 * eta * xi * xi)
+    dz_const = _dz_const(flight_path_mm, k_f, f_e, xi, omega_nm3, area_mm2, eta)
     for i in range(det_x_mm.shape[0]):
         v = np.float64(voltage_v[i])
         if v <= 0.0:
@@ -47,38 +87,37 @@ def bas_kernel(det_x_mm, det_y_mm, voltage_v, flight_path_mm, k_f, f_e, xi, omeg
             y_out[i] = np.nan
             z_out[i] = np.nan
             continue
-        r_nm = v / (k_f * f_e)
-        xd = np.float64(det_x_mm[i])
-        yd = np.float64(det_y_mm[i])
-        if method == 0:
-            scale = xi * r_nm / lf  # 1 / M, nm per mm
-            x = xd * scale
-            y = yd * scale
-            rho2 = (x * x + y * y) / (r_nm * r_nm)
-            if rho2 > 1.0:
-                rho2 = 1.0
-            cap = r_nm * (1.0 - math.sqrt(1.0 - rho2))
-        else:
-            rd = math.sqrt(xd * xd + yd * yd)
-            theta_p = math.atan2(rd, lf)
-            s = (xi - 1.0) * math.sin(theta_p)
-            if s > 1.0:
-                s = 1.0
-            theta = theta_p + math.asin(s)
-            if rd > 0.0:
-                c = xd / rd
-                sn = yd / rd
-            else:
-                c = 1.0
-                sn = 0.0
-            rs = r_nm * math.sin(theta)
-            x = rs * c
-            y = rs * sn
-            cap = r_nm * (1.0 - math.cos(theta))
+        x, y, cap = _project(np.float64(det_x_mm[i]), np.float64(det_y_mm[i]), v,
+                             flight_path_mm, k_f, f_e, xi, method)
         z_cum += dz_const / (v * v)
         x_out[i] = x
         y_out[i] = y
         z_out[i] = z_cum + cap
+    return z_cum
+
+
+@njit(cache=True, nogil=True)
+def bas_records_kernel(hits, flight_path_mm, k_f, f_e, xi, omega_nm3, area_mm2, eta, z0_nm,
+                       method, out):  # fmt: skip
+    """:func:`bas_kernel` over HIT_DTYPE records (V = V_dc + V_pulse, in float64), writing
+    x, y, z into the DERIVED_DTYPE rows ``out``: the records read once, no voltage array."""
+    z_cum = z0_nm
+    dz_const = _dz_const(flight_path_mm, k_f, f_e, xi, omega_nm3, area_mm2, eta)
+    for i in range(hits.shape[0]):
+        h = hits[i]
+        d = out[i]
+        v = np.float64(h.v_dc) + np.float64(h.v_pulse)
+        if v <= 0.0:
+            d.x = np.nan
+            d.y = np.nan
+            d.z = np.nan
+            continue
+        x, y, cap = _project(np.float64(h.det_x), np.float64(h.det_y), v, flight_path_mm, k_f,
+                             f_e, xi, method)
+        z_cum += dz_const / (v * v)
+        d.x = x
+        d.y = y
+        d.z = z_cum + cap
     return z_cum
 
 
@@ -134,6 +173,16 @@ class Reconstructor:
             )  # fmt: skip
         self.ions += n
         return x, y, z
+
+    def process_into(self, hits: np.ndarray, out: np.ndarray) -> None:
+        """:meth:`process`, the positions written into ``out``'s x, y, z (DERIVED_DTYPE)."""
+        if self.step_fields or hits.dtype != HIT_DTYPE or out.dtype != DERIVED_DTYPE:
+            out["x"], out["y"], out["z"] = self.process(hits)
+            return
+        self.z_nm = bas_records_kernel(
+            hits, self.flight_path_mm, self.k_f, self.f_e, self.xi, self.omega_nm3,
+            self.area_mm2, self.eta, self.z_nm, 0 if self.method == "bas" else 1, out)
+        self.ions += len(hits)
 
     def field_at(self, laser_pj: float) -> float:
         """F_e of the step at ``laser_pj`` (the nearest step's; f_e without steps)."""
