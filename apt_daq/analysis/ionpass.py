@@ -5,12 +5,15 @@ keeps: the calibrated spectrum of every hit (0.01 Da, to rank the peaks whose re
 is measured: the pass that used to read the run once more for it), the spectra of the
 selected hits (1 mDa and the per-peak table's 0.5 mDa), range counts (all, in the ROI), the
 ROI's FDA blocks, the depth profile, the detector hit map, the MRP windows' float32 m/n
-counters (:class:`~apt_daq.analysis.mrp.WindowCounts`' counters, for the main peak of *every*
-ion: which five are measured is known only from the whole spectrum), subsampled slices, the
-truth score and the multi-hit events.
+counters (:class:`~apt_daq.analysis.mrp.WindowCounts`' counters, for the main peaks of the
+:data:`TRACKED_PEAKS` ions most counted in the first chunk: which five are measured is known
+only from the whole spectrum, and a second read counts any the first chunk missed),
+subsampled slices, the truth score and the multi-hit events.
 
-:func:`pass_kernel` does all but the slices, truth and multi-hits in one loop over the chunk's
-ions, each result exactly what the separate passes computed (the same float arithmetic: the
+:func:`pass_kernel` does all but the MRP windows (:func:`window_kernel`), slices, truth and
+multi-hits (:func:`~apt_daq.analysis.multihit.events_kernel`) in one loop over the chunk's
+ions; the windows and multi-hits run beside it on a second thread (:meth:`IonPass.consume`).
+Each result is exactly what the separate passes computed (the same float arithmetic: the
 histograms of :func:`~apt_daq.pipeline.histogram.hist_kernel` and
 :func:`~apt_daq.pipeline.histogram.hist2d_kernel`, np.bincount's counts, the blocks of
 :func:`~apt_daq.analysis.fda.block_counts_kernel` over the concatenated sequence, the profile's
@@ -44,14 +47,13 @@ whole run's five differ, :meth:`IonPass.finish` asks for the missing ones (a sec
 
 
 @njit(cache=True, nogil=True)
-def pass_kernel(start, mass, mbits, ion, z, det_x, det_y, inside, has_roi,  # the chunk
+def pass_kernel(start, mass, ion, z, det_x, det_y, inside, has_roi,  # the chunk
                 spec, spec_inv, hist, hist_inv, fine, fine_inv,  # spectra (lo = 0)
                 rc_all, rc_roi, hm_edges, hitmap,  # range counts, hit map
                 ion_of_range, fda_index, fda_block, fda_obs, fda_state,  # FDA
-                cell_inv, cell_start, cell_win, win_base, win_n, win_off, win_low, win_high,  # MRP
                 prof_counts, prof_lo, bin_nm, atoms, prof_seen):  # profile
     """Accumulate ions ``start:`` of one chunk (see module doc); ``spec`` empty: not counted
-    here; ``mbits``: ``mass`` viewed as int32. Returns the index of the first ion not taken: ``len(mass)`` when done, else the ion
+    here. Returns the index of the first ion not taken: ``len(mass)`` when done, else the ion
     whose depth bin (``prof_seen[2]``) lies outside ``prof_counts`` (rows from bin
     ``prof_lo``): the caller grows it and calls again from there. ``fda_state``: [ions in the
     open block, its count per species...]; ``prof_seen``: [lowest, highest bin taken,
@@ -65,7 +67,6 @@ def pass_kernel(start, mass, mbits, ion, z, det_x, det_y, inside, has_roi,  # th
     inv_hm = nb_hm / (e1 - e0)
     n_ranges = rc_all.shape[0]
     n_sp = fda_index.shape[0]
-    n_cell = cell_start.shape[0] - 1
     n_el = atoms.shape[1]
     n_rows = prof_counts.shape[0]
     n_spec = spec.shape[0]
@@ -137,22 +138,6 @@ def pass_kernel(start, mass, mbits, ion, z, det_x, det_y, inside, has_roi,  # th
                 prof_seen[0] = b
             if b > prof_seen[1]:
                 prof_seen[1] = b
-        if fm >= 0.0:
-            c = fm * cell_inv
-            if c < n_cell:
-                bits = np.int64(mbits[i])
-                ci = int(c)
-                for q in range(cell_start[ci], cell_start[ci + 1]):
-                    w = cell_win[q]
-                    j = bits - win_base[w]
-                    if j >= 0 and j < win_n[w]:
-                        k = win_off[w] + j
-                        c = win_low[k] + 1
-                        if c == 256:
-                            win_low[k] = 0
-                            win_high[k] += 256
-                        else:
-                            win_low[k] = c
     return n
 
 
@@ -292,6 +277,44 @@ class IonPass:
     def add(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
         """One IonChunk, less the hits ``select`` leaves out (which still count in the
         spectrum that ranks the MRP peaks, as every hit of the run does)."""
+        job = self._prepare(c, select)
+        self._accumulate(job)
+        if not self.tracked:  # the first chunk: which ions' MRP windows to count
+            self.tracked = True
+            by_ion = self._spectrum_counts_by_ion()
+            self.windows = PeakWindows(self.ranges, sorted(by_ion, key=lambda n: -by_ion[n])
+                                       [:TRACKED_PEAKS])  # fmt: skip
+        self._windows_and_events(job)
+
+    def consume(self, chunks, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """:meth:`add` every chunk of the iterable ``chunks`` (a stream), in order: after the
+        first, each chunk's pass kernel on one thread and its MRP windows and multi-hit
+        events on another, while this one reads and derives the next chunk (the kernels
+        release the GIL: two cores share the three). At most two chunks are alive at once:
+        the one accumulated and the one read."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        it = iter(chunks)
+        first = next(it, None)
+        if first is None:
+            return
+        self.add(first, select)
+        with ThreadPoolExecutor(1, thread_name_prefix="apt-daq-ionpass") as a, \
+                ThreadPoolExecutor(1, thread_name_prefix="apt-daq-ionpass-mrp") as b:
+            pending: list = []
+            for c in it:
+                job = self._prepare(c, select)
+                for f in pending:
+                    f.result()  # in order; re-raises a worker's error here
+                pending = [a.submit(self._accumulate, job), b.submit(self._windows_and_events,
+                                                                     job)]
+            for f in pending:
+                f.result()
+
+    def _prepare(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> tuple:
+        """A chunk's selected hits, their m/n, range index, x, y, z, truth, ROI mask (None
+        without a ROI) and the spectrum the kernel counts every hit in (empty when
+        ``select`` is given: counted here, before the selection)."""
         hits, m, ion = c.hits, c.mass, c.ion
         x, y, z = c.derived["x"], c.derived["y"], c.derived["z"]
         truth = c.truth
@@ -303,50 +326,36 @@ class IonPass:
             hits, m, ion, x, y, z = hits[keep], m[keep], ion[keep], x[keep], y[keep], z[keep]
             truth = truth[keep] if truth is not None else None
             self.n_selected += len(hits)
-        inside = self.roi.mask(x, y, z) if self.roi is not None else self._no_mask
-        self.n_roi += int(inside.sum()) if self.roi is not None else len(m)
+        inside = self.roi.mask(x, y, z) if self.roi is not None else None
+        return hits, m, ion, x, y, z, truth, inside, spec
+
+    def _accumulate(self, job: tuple) -> None:
+        """The pass kernel, slices and truth of a prepared chunk."""
+        hits, m, ion, x, y, z, truth, inside, spec = job
+        self.n_roi += int(inside.sum()) if inside is not None else len(m)
         self._kernel(m, ion, z, hits["det_x"], hits["det_y"], inside, spec)
-        if not self.tracked:  # the first chunk: which ions' MRP windows to count
-            self.tracked = True
-            by_ion = self._spectrum_counts_by_ion()
-            self.windows = PeakWindows(self.ranges, sorted(by_ion, key=lambda n: -by_ion[n])
-                                       [:TRACKED_PEAKS])  # fmt: skip
-            self.windows.add(m, inside if self.roi is not None else None)
-        self.multihit.add(hits["pulse"], m)
         s = slice(None, None, self.slice_stride)
         for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
             self.sl[k].append(a[s].copy())  # a copy: a view would keep the whole chunk
         if self.scorer is not None:
             self.scorer.add(truth, ion, x, y, z)
 
-    def consume(self, chunks, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
-        """:meth:`add` every chunk of the iterable ``chunks`` (a stream), in order, on a
-        second thread while this one reads and derives the next chunk (the kernels release
-        the GIL: on two cores the read, m/n and reconstruction overlap the accumulation). At
-        most two chunks are alive at once: the one added and the one read."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1, thread_name_prefix="apt-daq-ionpass") as pool:
-            pending = None
-            for c in chunks:
-                if pending is not None:
-                    pending.result()  # in order; re-raises the worker's error here
-                pending = pool.submit(self.add, c, select)
-            if pending is not None:
-                pending.result()
+    def _windows_and_events(self, job: tuple) -> None:
+        """The MRP windows and multi-hit events of a prepared chunk."""
+        hits, m, inside = job[0], job[1], job[7]
+        self.windows.add(m, inside)
+        self.multihit.add(hits["pulse"], m)
 
     def _kernel(self, m, ion, z, det_x, det_y, inside, spec) -> None:
         """:func:`pass_kernel` over the chunk, growing the profile's rows when it asks."""
-        mbits = m.view(np.int32)
         i = 0
         while True:
             i = pass_kernel(
-                i, m, mbits, ion, z, det_x, det_y, inside, self.roi is not None,
-                spec, 1.0 / self.spec.bin_da, self.hist.counts, 1.0 / self.hist.bin_da,
-                self.fine.counts, 1.0 / self.fine.bin_da, self.rc_all, self.rc_roi,
-                self.hm_edges, self.hitmap, self.ion_of_range, self.fda_index,
+                i, m, ion, z, det_x, det_y, inside if inside is not None else self._no_mask,
+                inside is not None, spec, 1.0 / self.spec.bin_da, self.hist.counts,
+                1.0 / self.hist.bin_da, self.fine.counts, 1.0 / self.fine.bin_da, self.rc_all,
+                self.rc_roi, self.hm_edges, self.hitmap, self.ion_of_range, self.fda_index,
                 self.fda_obs.shape[1] - 1, self.fda_obs, self.fda_state,
-                *self.windows.kernel_args(),
                 self.prof_counts, self.prof_lo, self.profile.bin_nm, self.profile.atoms,
                 self.prof_seen)  # fmt: skip
             if i >= len(m):
