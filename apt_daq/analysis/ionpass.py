@@ -42,8 +42,9 @@ PEAK_BIN_DA = 0.0005  # bins of the spectrum the per-peak table is measured on
 WINDOW_CELL_DA = 0.05  # the cells that list which MRP windows may hold an m/n
 MRP_PEAKS = 5  # the most counted ions whose resolving power is measured
 TRACKED_PEAKS = 8
-"""Ions whose MRP windows the pass counts: the most counted in the first chunk. Should the
-whole run's five differ, :meth:`IonPass.finish` asks for the missing ones (a second read)."""
+"""Ions whose MRP windows the pass counts from the first chunk on: the most counted in it.
+An ion that rises into the five later (a coating's shell evaporates first) is counted from
+then on, and the chunks before by a second read of them alone (:meth:`IonPass.add_windows`)."""
 
 
 @njit(cache=True, nogil=True)
@@ -200,7 +201,7 @@ class PeakWindows:
         # cache line holds 64 counters, the int64s are touched once per 256 ions)
         self.low = np.zeros(int(sizes.sum()), dtype=np.uint8)
         self.high = np.zeros(int(sizes.sum()), dtype=np.int64)
-        self._wins = dict(zip(self.peaks, wins, strict=True))
+        self._index = {name: i for i, name in enumerate(self.peaks)}  # wins' counts unused
         self.cell_inv = 1.0 / WINDOW_CELL_DA
         lo = [float(np.array(w.base, np.int32).view(np.float32)) for w in wins]
         hi = [float(np.array(w.base + k - 1, np.int32).view(np.float32)) if k else -1.0
@@ -215,16 +216,24 @@ class PeakWindows:
         self.cell_win = np.array([w for x in lists for w in x], dtype=np.int64)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._wins
+        return name in self._index
 
-    def window(self, name: str) -> WindowCounts:
-        """Ion ``name``'s window with its counts (int64 over the span of values seen)."""
-        i = list(self._wins).index(name)
+    def counts(self, name: str) -> tuple[int, np.ndarray]:
+        """(bits of the first float32, int64 counts) of ion ``name``'s whole window."""
+        i = self._index[name]
         o, k = int(self.off[i]), int(self.n[i])
-        low, high = self.low[o : o + k], self.high[o : o + k]
-        seen = np.flatnonzero((low > 0) | (high > 0))
+        return int(self.base[i]), self.high[o : o + k] + self.low[o : o + k]
+
+    @staticmethod
+    def window_of(parts: list[PeakWindows], name: str) -> WindowCounts:
+        """Ion ``name``'s window, the sum of its counts in ``parts`` (which count the same
+        window over different chunks), over the span of values seen."""
+        base, total = parts[0].counts(name)
+        for p in parts[1:]:
+            total += p.counts(name)[1]
+        seen = np.flatnonzero(total)
         a, b = (int(seen[0]), int(seen[-1]) + 1) if len(seen) else (0, 0)
-        return WindowCounts.of_counts(int(self.base[i]) + a, high[a:b] + low[a:b])
+        return WindowCounts.of_counts(base + a, total[a:b])
 
     def add(self, mass: np.ndarray, inside: np.ndarray | None) -> None:
         """The float32 m/n ``mass`` (where ``inside``, if given) into the windows."""
@@ -263,9 +272,15 @@ class IonPass:
         self.prof_seen = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min, 0])
         self.hm_edges = np.linspace(-det_r, det_r, 129)
         self.hitmap = np.zeros((128, 128), dtype=np.int64)
-        self.windows = PeakWindows(ranges, [])  # the tracked ions', after the first chunk
-        self.tracked = False
-        self.missing: PeakWindows | None = None  # windows the pass did not count
+        # MRP windows counted: (the first chunk counted, the windows), the first group the
+        # most counted ions of the first chunk, later ones ions that rose into the five
+        self.groups: list[tuple[int, PeakWindows]] = []
+        self.n_chunks = 0
+        # windows of ions the pass counted from chunk k on, or not at all: ion -> (k, the
+        # windows of a second read of chunks 0..k-1); see add_windows
+        self.missing: dict[str, tuple[int, PeakWindows]] = {}
+        self._reread = 0
+        self._tried: set[str] = set()
         self.mrp_peaks: list[tuple[str, float]] = []
         self.slice_stride = max(1, math.ceil(n_hits / SLICE_POINTS))
         self.sl: dict[str, list[np.ndarray]] = {"x": [], "y": [], "z": [], "ion": []}
@@ -278,12 +293,11 @@ class IonPass:
         """One IonChunk, less the hits ``select`` leaves out (which still count in the
         spectrum that ranks the MRP peaks, as every hit of the run does)."""
         job = self._prepare(c, select)
+        if self.n_chunks:
+            self._track()
         self._accumulate(job)
-        if not self.tracked:  # the first chunk: which ions' MRP windows to count
-            self.tracked = True
-            by_ion = self._spectrum_counts_by_ion()
-            self.windows = PeakWindows(self.ranges, sorted(by_ion, key=lambda n: -by_ion[n])
-                                       [:TRACKED_PEAKS])  # fmt: skip
+        if not self.n_chunks:
+            self._track()
         self._windows_and_events(job)
 
     def consume(self, chunks, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
@@ -306,6 +320,7 @@ class IonPass:
                 job = self._prepare(c, select)
                 for f in pending:
                     f.result()  # in order; re-raises a worker's error here
+                self._track()  # the workers idle: the spectrum of the chunks before this
                 pending = [a.submit(self._accumulate, job), b.submit(self._windows_and_events,
                                                                      job)]
             for f in pending:
@@ -343,8 +358,23 @@ class IonPass:
     def _windows_and_events(self, job: tuple) -> None:
         """The MRP windows and multi-hit events of a prepared chunk."""
         hits, m, inside = job[0], job[1], job[7]
-        self.windows.add(m, inside)
+        for _, windows in self.groups:
+            windows.add(m, inside)
         self.multihit.add(hits["pulse"], m)
+        self.n_chunks += 1
+
+    def _track(self) -> None:
+        """Before a chunk's windows are counted: the windows of the ions most counted so far
+        (the first chunk: :data:`TRACKED_PEAKS` of them; later, any of the five not yet
+        counted), counted from this chunk on."""
+        by_ion = self._spectrum_counts_by_ion()
+        ranked = sorted(by_ion, key=lambda n: -by_ion[n])  # main_peaks' order
+        top = ranked[:TRACKED_PEAKS] if not self.n_chunks else ranked[:MRP_PEAKS]
+        new = [n for n in top if n not in self._tried and by_ion[n] > 0]
+        self._tried.update(new)  # (an ion main_peaks cannot name gets no window)
+        windows = PeakWindows(self.ranges, new)
+        if windows.peaks:
+            self.groups.append((self.n_chunks, windows))
 
     def _kernel(self, m, ion, z, det_x, det_y, inside, spec) -> None:
         """:func:`pass_kernel` over the chunk, growing the profile's rows when it asks."""
@@ -389,23 +419,37 @@ class IonPass:
             fda_acc.observed = self.fda_obs[s].copy()
             fda_acc.n_ions = n_fda
         self.mrp_peaks = main_peaks(self.ranges, self._spectrum_counts_by_ion(), top=MRP_PEAKS)
-        missing = [n for n, _ in self.mrp_peaks if n not in self.windows]
-        self.missing = PeakWindows(self.ranges, missing) if missing else None
+        first = {n: k for k, w in self.groups for n in w.peaks}
+        self.missing = {n: (first.get(n, self.n_chunks), PeakWindows(self.ranges, [n]))
+                        for n, _ in self.mrp_peaks if first.get(n) != 0}  # fmt: skip
+
+    def needs_reread(self) -> bool:
+        """True while a chunk of a second read is wanted (:meth:`add_windows`)."""
+        return any(self._reread < k for k, _ in self.missing.values())
 
     def add_windows(self, c, select: Callable[[np.ndarray], np.ndarray] | None) -> None:
-        """One chunk of a second read, into the windows :meth:`finish` found missing."""
-        assert self.missing is not None
+        """The next chunk of a second read (from the run's first), into the windows of the
+        five main ions the pass did not count from the first chunk on (:meth:`finish`)."""
         m, x, y, z = c.mass, c.derived["x"], c.derived["y"], c.derived["z"]
         if select is not None:
             keep = np.asarray(select(c.hits), dtype=bool)
             m, x, y, z = m[keep], x[keep], y[keep], z[keep]
-        self.missing.add(m, self.roi.mask(x, y, z) if self.roi is not None else None)
+        inside = self.roi.mask(x, y, z) if self.roi is not None else None
+        for k, windows in self.missing.values():
+            if self._reread < k:
+                windows.add(m, inside)
+        self._reread += 1
 
     @property
     def mrp_win(self) -> list[WindowCounts]:
         """The MRP peaks' windows (after :meth:`finish`, and :meth:`add_windows` if asked)."""
-        return [self.windows.window(n) if n in self.windows else self.missing.window(n)
-                for n, _ in self.mrp_peaks]  # type: ignore[union-attr]
+        out = []
+        for n, _ in self.mrp_peaks:
+            parts = [w for _, w in self.groups if n in w]
+            if n in self.missing:
+                parts.append(self.missing[n][1])
+            out.append(PeakWindows.window_of(parts, n))
+        return out
 
     def _spectrum_counts_by_ion(self) -> dict[str, float]:
         """Counts per ion of the spectrum of every hit so far (bin centres in its ranges)."""

@@ -131,9 +131,11 @@ def analyze(
                       else None, acfg)
         acc.consume(stream, select)
         acc.finish()
-        if acc.missing is not None:  # the run's five main peaks were not the first chunk's
+        if acc.needs_reread():  # a main peak's window was not counted from the first chunk
             for c in IonStream(r, cal, ranges):
                 acc.add_windows(c, select)
+                if not acc.needs_reread():
+                    break
         if select is not None and acc.n_selected == 0:
             raise UserError(f"{path}: the selection keeps no hits")
         if acc.scorer is not None and r.has("lost") and select is None:
