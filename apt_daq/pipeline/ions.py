@@ -396,14 +396,15 @@ class IonStream:
                 out = np.empty(k, DERIVED_DTYPE)
                 out["mass"] = self._mass(hits, stored)
                 out["ion"] = range_masses(out["mass"], self.ranges, self.lookup)
-            else:  # m/n, range and NaN positions in one kernel pass
+            else:  # m/n, range and positions (a schedule's per-step fields: apart)
                 out = derive(hits, self.calibration, self.t0_ns, self.flight_path_mm,
-                             self.lookup)
+                             self.lookup, rec if rec is not None and not rec.step_fields
+                             else None)  # fmt: skip
             if self.positions == "stored":
                 assert stored is not None  # positions "stored" read /derived
                 out["x"], out["y"], out["z"] = stored["x"], stored["y"], stored["z"]
-            elif rec is not None:
-                rec.process_into(hits, out)
+            elif rec is not None and (self.calibration.mode == "file" or rec.step_fields):
+                out["x"], out["y"], out["z"] = rec.process(hits)
             elif self.calibration.mode == "file":  # derive() wrote NaN already
                 out["x"] = out["y"] = out["z"] = np.nan
             truth = r.read("truth", start, start + k) if self.with_truth else None

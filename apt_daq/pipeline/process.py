@@ -18,6 +18,7 @@ from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
 from apt_daq.pipeline.corrections import Calibration, coeffs, correction_factor
 from apt_daq.pipeline.decode import decode_columns, time_sum_bins, time_sum_tolerance_bins
 from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range, fix_edges, table_cell
+from apt_daq.pipeline.reconstruction import Reconstructor, _dz_const, _project
 from apt_daq.pipeline.tof import mass_da as mn_kernel
 from apt_daq.rangetable import RangeTable
 
@@ -272,14 +273,23 @@ def process_chunk(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def derive_kernel(hits, t0_ns, flight_path_mm, beta, vc, bc, lo, hi, table, inv_width, out):
+def derive_kernel(hits, t0_ns, flight_path_mm, beta, vc, bc, lo, hi, table, inv_width, rec, out):
     """The ion stream's pass over stored hits: for each HIT_DTYPE record, the calibrated m/n
     (the one m/n kernel over TOF, detector position and V_dc + beta V_pulse, over the voltage
     and bowl corrections), stored float32, its range index (table lookup of that float32
-    value, exact search at edges) and x, y, z NaN, written into DERIVED_DTYPE ``out`` in
-    one pass (the records read once, each output row written once)."""
+    value, exact search at edges) and x, y, z, written into DERIVED_DTYPE ``out`` in one pass
+    (the records read once, each output row written once). Returns the cumulative depth.
+
+    ``rec``: the streaming reconstruction's (:func:`recon_params`) [method (0 Bas, 1 Geiser,
+    -1 none: x, y, z NaN), flight length mm, k_f, F_e, xi, atomic volume, detector area,
+    efficiency, depth so far], as :func:`~apt_daq.pipeline.reconstruction.bas_kernel`
+    computes them from V_dc + V_pulse."""
     nb = table.shape[0]
     edges = 0
+    method = int(rec[0])
+    lf, k_f, f_e, xi = rec[1], rec[2], rec[3], rec[4]
+    z_cum = rec[8]
+    dz_const = _dz_const(lf, k_f, f_e, xi, rec[5], rec[6], rec[7]) if method >= 0 else 0.0
     for i in range(hits.shape[0]):
         h = hits[i]
         x = np.float64(h.det_x)
@@ -293,25 +303,47 @@ def derive_kernel(hits, t0_ns, flight_path_mm, beta, vc, bc, lo, hi, table, inv_
         c = table_cell(np.float64(mf), inv_width, nb)
         r = table[c] if c >= 0 else c
         d.ion = r
-        d.x = np.nan
-        d.y = np.nan
-        d.z = np.nan
         edges += r == EDGE
+        vr = np.float64(h.v_dc) + np.float64(h.v_pulse)
+        if method < 0 or vr <= 0.0:
+            d.x = np.nan
+            d.y = np.nan
+            d.z = np.nan
+            continue
+        px, py, cap = _project(x, y, vr, lf, k_f, f_e, xi, method)
+        z_cum += dz_const / (vr * vr)
+        d.x = px
+        d.y = py
+        d.z = z_cum + cap
     if edges:  # edge cells by the search, in a second loop (see fix_edges)
         for i in range(out.shape[0]):
             if out[i].ion == EDGE:
                 out[i].ion = exact_range(np.float64(out[i].mass), lo, hi)
-    return out
+    return z_cum
+
+
+def recon_params(rec: Reconstructor | None) -> np.ndarray:
+    """:func:`derive_kernel`'s ``rec`` of a streaming reconstruction (None: no positions)."""
+    if rec is None:
+        return np.array([-1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    return np.array([0.0 if rec.method == "bas" else 1.0, rec.flight_path_mm, rec.k_f,
+                     rec.f_e, rec.xi, rec.omega_nm3, rec.area_mm2, rec.eta, rec.z_nm])
 
 
 def derive(hits: np.ndarray, calibration: Calibration, t0_ns: float, flight_path_mm: float,
-           lookup: RangeLookup) -> np.ndarray:
+           lookup: RangeLookup, reconstructor: Reconstructor | None = None) -> np.ndarray:
     """DERIVED_DTYPE rows of a HIT_DTYPE chunk (:func:`derive_kernel`): calibrated m/n,
-    range index (-1 unranged), x, y, z NaN."""
+    range index (-1 unranged), x, y, z by ``reconstructor`` in the same pass (its depth
+    carried on; one without per-step fields), else NaN."""
     check(hits, HIT_DTYPE, "derive hits")
     out = np.empty(len(hits), DERIVED_DTYPE)
     cal = calibration
-    derive_kernel(hits, float(t0_ns), float(flight_path_mm), float(cal.beta),
-                  coeffs(cal.vc, 3), coeffs(cal.bc, 6), lookup.lo, lookup.hi, lookup.table,
-                  float(lookup.inv_width), out)  # fmt: skip
+    if reconstructor is not None and reconstructor.step_fields:
+        raise ValueError("derive: a reconstruction with per-step fields runs apart (process)")
+    z = derive_kernel(hits, float(t0_ns), float(flight_path_mm), float(cal.beta),
+                      coeffs(cal.vc, 3), coeffs(cal.bc, 6), lookup.lo, lookup.hi, lookup.table,
+                      float(lookup.inv_width), recon_params(reconstructor), out)  # fmt: skip
+    if reconstructor is not None:
+        reconstructor.z_nm = z
+        reconstructor.ions += len(hits)
     return out

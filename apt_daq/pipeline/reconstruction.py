@@ -28,7 +28,6 @@ import numpy as np
 from numba import njit
 
 from apt_daq.config import InstrumentConfig, ReconstructionConfig
-from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -96,31 +95,6 @@ def bas_kernel(det_x_mm, det_y_mm, voltage_v, flight_path_mm, k_f, f_e, xi, omeg
     return z_cum
 
 
-@njit(cache=True, nogil=True)
-def bas_records_kernel(hits, flight_path_mm, k_f, f_e, xi, omega_nm3, area_mm2, eta, z0_nm,
-                       method, out):  # fmt: skip
-    """:func:`bas_kernel` over HIT_DTYPE records (V = V_dc + V_pulse, in float64), writing
-    x, y, z into the DERIVED_DTYPE rows ``out``: the records read once, no voltage array."""
-    z_cum = z0_nm
-    dz_const = _dz_const(flight_path_mm, k_f, f_e, xi, omega_nm3, area_mm2, eta)
-    for i in range(hits.shape[0]):
-        h = hits[i]
-        d = out[i]
-        v = np.float64(h.v_dc) + np.float64(h.v_pulse)
-        if v <= 0.0:
-            d.x = np.nan
-            d.y = np.nan
-            d.z = np.nan
-            continue
-        x, y, cap = _project(np.float64(h.det_x), np.float64(h.det_y), v, flight_path_mm, k_f,
-                             f_e, xi, method)
-        z_cum += dz_const / (v * v)
-        d.x = x
-        d.y = y
-        d.z = z_cum + cap
-    return z_cum
-
-
 class Reconstructor:
     """Streaming reconstruction: ``process(hits_chunk) -> (x, y, z)`` in nm, evaporation order."""
 
@@ -173,16 +147,6 @@ class Reconstructor:
             )  # fmt: skip
         self.ions += n
         return x, y, z
-
-    def process_into(self, hits: np.ndarray, out: np.ndarray) -> None:
-        """:meth:`process`, the positions written into ``out``'s x, y, z (DERIVED_DTYPE)."""
-        if self.step_fields or hits.dtype != HIT_DTYPE or out.dtype != DERIVED_DTYPE:
-            out["x"], out["y"], out["z"] = self.process(hits)
-            return
-        self.z_nm = bas_records_kernel(
-            hits, self.flight_path_mm, self.k_f, self.f_e, self.xi, self.omega_nm3,
-            self.area_mm2, self.eta, self.z_nm, 0 if self.method == "bas" else 1, out)
-        self.ions += len(hits)
 
     def field_at(self, laser_pj: float) -> float:
         """F_e of the step at ``laser_pj`` (the nearest step's; f_e without steps)."""
