@@ -41,7 +41,7 @@ SLICE_POINTS = 300_000
 PEAK_BIN_DA = 0.0005  # bins of the spectrum the per-peak table is measured on
 WINDOW_CELL_DA = 0.05  # the cells that list which MRP windows may hold an m/n
 MRP_PEAKS = 5  # the most counted ions whose resolving power is measured
-TRACKED_PEAKS = 8
+TRACKED_PEAKS = 6
 """Ions whose MRP windows the pass counts from the first chunk on: the most counted in it.
 An ion that rises into the five later (a coating's shell evaporates first) is counted from
 then on, and the chunks before by a second read of them alone (:meth:`IonPass.add_windows`)."""
