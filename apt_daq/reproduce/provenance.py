@@ -48,8 +48,8 @@ PARAMETERS: dict[str, Param] = {
     "evaporation barriers q0, F_e (O, Ni, Co, Mn)": Param(
         "O 2.45 eV, 24.0 V/nm", "sim/species.py: q0_ev", ("fig4.o2_o",),
         BOTH_5PJ),
-    "heated length l": Param("150 nm", "sim/thermal.py: heated_length", ("fig4.mrp",),
-                             at("nmc811-cr", 5)),
+    "heated length l": Param("l(5 pJ) = 150 nm (l_0 146.64 nm)", "sim/thermal.py: heated_length",
+                             ("fig4.mrp",), at("nmc811-cr", 5)),
     "Cr shell conductivity kappa_300": Param(
         "30 W/(m K)", "sim/thermal.py: shell_conductivity_w_per_mk", ("fig4.mrp",), BOTH_5PJ),
     "O2+/O+ r_ref, w_O (NMC811)": Param(

@@ -101,6 +101,9 @@ def test_heated_length_grows_with_the_energy_the_apex_cannot_take():
     assert heated_length_nm(1e-6) == pytest.approx(THERMAL.heated_length_nm, rel=1e-6)
     ls = [heated_length_nm(e) for e in (5.0, 10.0, 20.0, 35.0, 50.0)]
     assert np.all(np.diff(ls) > 0) and ls[-1] / ls[0] == pytest.approx(1.212, abs=0.005)
+    # l_0 is set so that the 5 pJ calibration of the heated length (150 nm, the coated O2+
+    # MRP of Fig. 4) holds with the growth
+    assert ls[0] == pytest.approx(150.0, abs=0.05)
     weak, strong = cooling(365, 45.0, 8.0, 118.0, 20.0), cooling(365, 45.0, 8.0, 118.0, 20.0,
                                                                  energy_pj=50.0)
     assert strong.tau_1_ns > weak.tau_1_ns and strong.tau_cone_ns > weak.tau_cone_ns
