@@ -24,7 +24,8 @@ SPREAD = 0.03  # relative 1-sigma particle-to-particle spread of Ni, Co, Mn amou
 
 def reproduce(ctx: Context) -> tuple[list[Row], list]:
     seeds5 = [ctx.seed + 11 + i for i in range(len(fig5.ENERGIES_PJ))]
-    open_pts = fig5.points(ctx, "fig5-cr", fig5.ENERGIES_PJ, seeds5)
+    open_pts = fig5.points(ctx, "fig5-cr", fig5.ENERGIES_PJ, seeds5,
+                           ions=fig5.IONS_FACTOR * ctx.ions)  # Fig. 5's runs, as they are
     seeds = [ctx.seed + 201 + k for k in range(PARTICLES)]  # a seed draws a particle
     pts = fig5.points(ctx, "fig6-cr", ENERGIES_PJ, seeds,
                       {"specimen__composition_spread": SPREAD})
