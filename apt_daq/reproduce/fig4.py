@@ -32,7 +32,13 @@ from apt_daq.reproduce.provenance import provenance
 from apt_daq.reproduce.table import Row, fmt, fmt_pm
 
 MRP_PEAK = "O2+"  # present in both, isolated, strong
-O2_TOL = 0.05  # relative, on O2+/O+ (counting error ~1.5 %; seeds 0-2: see docs/reproduction.md)
+O2_TOL = 0.05  # relative, on the coated O2+/O+ (counting error ~2 %; seeds 0-9 sd 2 %)
+# relative, on the uncoated O2+/O+: its scatter is the Li episodes' (a = 0.6: the O pairing
+# moves the ratio by exp(-/+ c a) = 0.74 / 1.35 in Li-rich / Li-poor stretches), not counting
+# (1.2 %): seeds 0-9 (Dec 2026, 200 000 ions) read 2.45-2.76, mean 2.59, sd 0.10 (4.0 %), and
+# 20 000-ion stretches of one run 2.31-3.27. +-5 % was 1.3 sd; 2 sd is 8 %. The paper's one
+# uncoated dataset carries the same scatter (its O2+ agglomerates, Fig. 4b). docs/reproduction.md
+O2_TOL_UNCOATED = 0.08
 # Li+ mu, coated and uncoated: the chi2 noise floor of ~300-900 blocks is ~0.2, but the seeds
 # scatter far less (the episodes, not counting, set mu): at 200 000 ions seeds 0-9 read
 # uncoated 0.857-0.955 (Dec 2026; the rule was max(0.1, chi2 floor), i.e. +-0.16-0.21) and
@@ -64,7 +70,10 @@ def _mrp10(summary: dict, peak: str) -> float:
     return math.nan
 
 
-SPECIMEN_TRIES = 8  # uncoated specimens tried until one gives a usable dataset
+# uncoated specimens tried until one gives a usable dataset: with 8, none of seed 2's did
+# (Dec 2026) and its O2+/O+ came from a fracture-cut dataset (2.90 +- 0.11); like Fig. 1's
+# schedule, a lab mounts specimens until one runs
+SPECIMEN_TRIES = 24
 USABLE_SHARE = 0.25  # ... at least this share of the set ion count before it breaks
 
 
@@ -101,11 +110,13 @@ def table_rows(res: dict) -> list[Row]:
     # "approx. 2.61 for both measurements": one statement, one row
     o2 = {kind: (ratio(res[kind].summary, "O2+/O+"), ratio_err(res[kind].summary, "O2+/O+"))
           for kind in ("cr", "bare")}
-    dev = max(abs(r - paper_o) / paper_o for r, _ in o2.values())
+    tol = {"cr": O2_TOL, "bare": O2_TOL_UNCOATED}
+    dev = {k: abs(r - paper_o) / paper_o for k, (r, _) in o2.items()}
     rows.append(Row("4", "O2+/O+ at 5 pJ (25 nm ROI): Cr-coated, uncoated", f"{paper_o} (both)",
                     f"{fmt_pm(*o2['cr'])}, {fmt_pm(*o2['bare'])}",
-                    f"each +-{O2_TOL:.0%} (paper: 'approx.')", dev <= O2_TOL,
-                    V["fig4.o2_o"].source, dev,
+                    f"+-{O2_TOL:.0%}, +-{O2_TOL_UNCOATED:.0%} (paper: 'approx.'; uncoated: "
+                    "the scatter of its Li episodes)", all(dev[k] <= tol[k] for k in tol),
+                    V["fig4.o2_o"].source, max(dev.values()),
                     provenance=provenance("fig4.o2_o")))
     m_cr, m_bare = _mrp10(res["cr"].summary, MRP_PEAK), _mrp10(res["bare"].summary, MRP_PEAK)
     gain = m_cr / m_bare
