@@ -281,13 +281,11 @@ def _run_cli(*argv: str) -> tuple[int, str]:
     from apt_daq import cli
 
     err = io.StringIO()
+    # the error console writes to whatever sys.stderr is at the time (rich resolves it per
+    # write), so redirecting stderr is enough; pinning its .file here once left it pointing at
+    # this StringIO for every later test in the process
     with contextlib.redirect_stderr(err):
-        old = cli.err_console.file
-        cli.err_console.file = err
-        try:
-            rc = cli.main(list(argv))
-        finally:
-            cli.err_console.file = old
+        rc = cli.main(list(argv))
     return rc, err.getvalue()
 
 
