@@ -53,12 +53,13 @@ WRITER = textwrap.dedent("""
     from apt_daq.hits import RAW_DTYPE
     w = RunWriter(sys.argv[1], overwrite=True)
     i = 0
-    print("started", flush=True)
     while True:
         c = np.zeros(20000, RAW_DTYPE)
         c["pulse"] = np.arange(i * 20000, (i + 1) * 20000)
         w.append(raw=c)
         w.set_meta("chunks_written", i + 1)
+        if i == 0:  # one chunk flushed: the kill comes after it, however loaded the machine
+            print("started", flush=True)
         i += 1
 """)
 
