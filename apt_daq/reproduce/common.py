@@ -72,6 +72,8 @@ def _simulate(args: tuple) -> dict:
             "overrides": [list(o) for o in spec.overrides], "state": res.state.name.lower(),
             "reason": res.reason, "ions": int(res.ions)}
     Path(out).with_suffix(".json").write_text(json.dumps(info, default=str))
+    if spec.outcome_only:
+        Path(out).unlink(missing_ok=True)
     return info
 
 
@@ -102,7 +104,7 @@ def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:
         path = ctx.runs_dir / f"{s.key}.h5"
         side = path.with_suffix(".json")
         digests[s.key] = s.digest()
-        if path.exists() and side.exists():
+        if side.exists() and (path.exists() or s.outcome_only):
             info = json.loads(side.read_text())
             if info.get("digest") == digests[s.key] and info.get("state") in ("done", "failed"):
                 done[s.key] = info

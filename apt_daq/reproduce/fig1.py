@@ -124,7 +124,8 @@ def fracture_row(ctx: Context) -> tuple[Row, dict, dict]:
             # 1 shared 7 of their 8 specimens); offset 0 keeps its 101-108 as its first 8
             seed = 101 + k + 1000 * ctx.seed
             specs.append(RunSpec.make(f"fig1-fracture-{kind}-s{seed}", run_file,
-                                      run__stop__ions=ctx.ions, run__seed=seed))
+                                      outcome_only=True, run__stop__ions=ctx.ions,
+                                      run__seed=seed))
     outs = simulate(ctx, specs)
     frac = {kind: [o.fractured for k, o in outs.items() if f"-{kind}-" in k]
             for kind in ("bare", "cr")}

@@ -77,6 +77,10 @@ def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
     assert li5 < 0.35 and li5 < 0.5 * row(rows, "Li/(Li+Ni+Co+Mn), uncoated, 20 pJ").value
     # most uncoated specimens break before the set count (> 1/2), coated ones do not (<= 1/8)
     assert row(rows, "specimens fractured").passed
+    # the fracture specimens only count: their outcomes are kept, not their run files
+    sides = list(ctx.runs_dir.glob("fig1-fracture-*.json"))
+    assert len(sides) == 2 * fig1.FRACTURE_SEEDS
+    assert not list(ctx.runs_dir.glob("fig1-fracture-*.h5"))
     # the hit maps grow more heterogeneous with laser energy over the steps reached (at 5k
     # ions per step one adjacent swap of 4 is allowed: rho = 0.8 exactly, 0.7999... in floats)
     assert row(rows, "hit-map heterogeneity").value >= 0.8 - 1e-9
