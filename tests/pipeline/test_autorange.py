@@ -74,6 +74,43 @@ def synthetic_masses(ions: dict[str, int], n_bg: int = 20_000, seed: int = 0,
     return np.concatenate(out).astype(np.float32)
 
 
+def featureless_masses(shape: str, lo_da: float, hi_da: float, n: int, seed: int) -> np.ndarray:
+    """m/n with no peak at all, ending at the edges of an acquisition window [lo, hi): flat
+    in m, in log m, in TOF (sqrt(m)) at one voltage, or in TOF over a voltage range (its
+    upper edge soft over a factor 2 in m)."""
+    rng = np.random.default_rng(seed)
+    if shape == "m":
+        m = rng.uniform(lo_da, hi_da, n)
+    elif shape == "log m":
+        m = np.exp(rng.uniform(math.log(lo_da), math.log(hi_da), n))
+    elif shape == "tof":
+        m = rng.uniform(math.sqrt(lo_da), math.sqrt(hi_da), n) ** 2
+    else:  # TOF window fixed, voltage 4-8 kV: m = K V t^2
+        m = rng.uniform(math.sqrt(lo_da), math.sqrt(hi_da / 2), n) ** 2 * rng.uniform(1, 2, n)
+    return m.astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", ["m", "log m", "tof", "tof, 4-8 kV"])
+@pytest.mark.parametrize("window", [(1.0, 100.0), (2.5, 250.0)])
+def test_a_spectrum_without_peaks_gets_no_ranges(shape, window):
+    # the null input: 300k hits and not one peak. The empty bins beyond the window's ends
+    # are not background: before Dec 2026 the last few per cent of such a spectrum were
+    # ranged as GeO+, W2+ and GaN2+ (flat in m, 1-100 Da) or H+, W+ and Au+ (flat in log m)
+    m = featureless_masses(shape, *window, 300_000, seed=len(shape))
+    res = autorange(m)
+    assert res.ranges == [], [(r.ion, round(r.peak_da, 2), round(r.counts)) for r in res.ranges]
+
+
+def test_peaks_at_the_edges_of_the_window_are_still_found():
+    # H+ at 1 Da and Ni+ at 58-64 Da sit at the ends of a 0.9-66 Da window whose TOF-flat
+    # background ends there too
+    ions = {"H+": 8_000, "Al2+": 20_000, "Al+": 30_000, "Ni+": 20_000}
+    m = synthetic_masses(ions, n_bg=0, seed=7)
+    m = np.concatenate([m, featureless_masses("tof", 0.9, 66.0, 100_000, seed=7)])
+    res = autorange(m[(m > 0.9) & (m < 66.0)])
+    assert set(res.table.names) == set(ions), res.table.names
+
+
 def test_overlaps_are_split_by_isotope_patterns():
     # 32 Da carries O2+ and 64Ni2+; Ni2+ is told by its 58/60/61/62 peaks, so 32 Da stays O2+
     # and is not called S+ or 64Ni2+ (or Zn2+); a peak at 27.47 alone is Mn2+, not exotic

@@ -110,7 +110,17 @@ def background(spec: LogSpectrum, group: int = 50, half_window: int = 40,
     e = spec.edges
     u = np.sqrt(e[: n * group + 1 : group])
     du = np.diff(u)
-    keep = np.ones(n, bool)
+    # The data's support: an acquisition's m/n window (or a file's) ends somewhere, and the
+    # empty bins beyond it are not background. Left in a window they halve the level at the
+    # edge and the last few per cent of a flat background become "peaks" (uniform noise over
+    # 1-100 Da was ranged as GeO+, W2+ and GaN2+ at 88-100 Da). The coarse bins holding the
+    # first and last hit are partly empty and are left out too; beyond the support the level
+    # is held at its edge value.
+    nz = np.flatnonzero(coarse)
+    inside = np.zeros(n, bool)
+    if len(nz):
+        inside[nz[0] + 1: nz[-1]] = True
+    keep = inside.copy()
     level = np.zeros(n)
     for _ in range(iterations):
         cs = np.concatenate([[0.0], np.cumsum(np.where(keep, coarse, 0.0))])
@@ -122,10 +132,14 @@ def background(spec: LogSpectrum, group: int = 50, half_window: int = 40,
         level = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
         expect = level * du
         hot = coarse > expect + 3.0 * np.sqrt(expect) + 2.0
-        new = ~(hot | np.r_[False, hot[:-1]] | np.r_[hot[1:], False])
+        new = inside & ~(hot | np.r_[False, hot[:-1]] | np.r_[hot[1:], False])
         if np.array_equal(new, keep):
             break
         keep = new
+    if inside.any():
+        first, last = np.flatnonzero(inside)[[0, -1]]
+        level[:first] = level[first]
+        level[last + 1:] = level[last]
     # the density at each fine bin (interpolated between coarse centres) times its width in u
     uc = 0.5 * (u[1:] + u[:-1])
     uf = np.sqrt(spec.centres)
