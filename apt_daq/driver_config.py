@@ -56,14 +56,26 @@ class _DriverConfig(BaseModel):
         return self
 
 
-class LaserConfig(_DriverConfig):
+class _SwitchedConfig(_DriverConfig):
+    """A laser or HV supply: an output that a lost controller must not leave on."""
+
+    watchdog_s: float = Field(
+        0.0, ge=0, le=3600,
+        description="arm the instrument's link watchdog on connect (SYST:COMM:WATC / W): "
+        "with no command for this long, wall s, the instrument turns its output off by "
+        "itself, so a killed or disconnected controller cannot leave it on; the driver "
+        "keeps it fed while connected. 0: not armed (instruments without the command); "
+        "ignored by the in-process sim backend")
+
+
+class LaserConfig(_SwitchedConfig):
     """The pulsed UV laser."""
 
     _kind = "laser"
     max_energy_pj: float = Field(100.0, gt=0, description="highest energy the driver will set, pJ")
 
 
-class HvConfig(_DriverConfig):
+class HvConfig(_SwitchedConfig):
     """The specimen DC high-voltage supply. Safety limits are enforced in the driver."""
 
     _kind = "hv"

@@ -176,14 +176,16 @@ def open_hv(cfg: Any, *, leap: DeviceHost | None = None, clock: Clock | None = N
 
         t = make_transport(_given(c.resource), c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiHv(t, _given(c.resource), retries=c.retries, clock=clock,
-                                 reconnect_deadline_s=c.reconnect_deadline_s, **kw))
+                                 reconnect_deadline_s=c.reconnect_deadline_s,
+                                 watchdog_s=c.watchdog_s, **kw))
     if c.backend == "serial":
         from apt_daq.drivers.hv import SerialHv
         from apt_daq.drivers.serial_line import SerialTransport
 
         t = SerialTransport(_given(c.url), baudrate=c.baudrate, timeout_s=c.timeout_s)
         return _connected(SerialHv(t, _given(c.url), retries=c.retries, clock=clock,
-                                   reconnect_deadline_s=c.reconnect_deadline_s, **kw))
+                                   reconnect_deadline_s=c.reconnect_deadline_s,
+                                   watchdog_s=c.watchdog_s, **kw))
     return _connected(_plugin("hv", c.backend)(c, leap=leap, clock=clock))
 
 
@@ -202,7 +204,8 @@ def open_laser(cfg: Any, *, leap: DeviceHost | None = None, hv: HighVoltageSuppl
         t = make_transport(_given(c.resource), c.timeout_s, c.options.get("transport", "visa"))
         return _connected(ScpiLaser(t, _given(c.resource), max_energy_pj=c.max_energy_pj, hv=hv,
                                     retries=c.retries, clock=clock,
-                                    reconnect_deadline_s=c.reconnect_deadline_s))
+                                    reconnect_deadline_s=c.reconnect_deadline_s,
+                                    watchdog_s=c.watchdog_s))
     return _connected(_plugin("laser", c.backend)(c, leap=leap, hv=hv, clock=clock))
 
 

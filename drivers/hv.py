@@ -8,13 +8,16 @@ On connect (and on every reconnect) the driver sends, in order (SCPI form)::
     *CLS                      clear the error queue (SCPI only)
     *IDN?                     identity, kept in .idn
     SOUR:VOLT:LIM <limit_v>   the instrument enforces the limit too; then SYST:ERR?
+    [SOUR:VOLT:SLEW <V/s>]    with hardware_ramp; then SYST:ERR?
+    [SYST:COMM:WATC <s>]      with watchdog_s > 0: the link watchdog; then SYST:ERR?
     SOUR:VOLT?                the setpoint in force
     OUTP?                     the output state in force
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from apt_daq.drivers.clock import Clock
 from apt_daq.drivers.errors import SafetyError
@@ -48,31 +51,23 @@ class HvCommands:
     reset: str
     set_slew: str | None = None  # the supply's own ramp, V/s (hardware_ramp)
     get_slew: str | None = None
+    set_watchdog: str | None = None  # the link watchdog, s (watchdog_s)
+    get_watchdog: str | None = None
 
 
-SCPI_HV = HvCommands(
-    idn=HV.idn.text, clear_status=HV.clear_status.text,
-    set_limit=HV.set_limit.text, get_limit=HV.get_limit.text,
-    set_voltage=HV.set_voltage.text, get_voltage=HV.get_voltage.text,
-    output_on=HV.set_output.format(True), output_off=HV.set_output.format(False),
-    get_output=HV.get_output.text,
-    measure_voltage=HV.measure_voltage.text, measure_current=HV.measure_current.text,
-    get_trip=HV.get_trip.text, clear_trip=HV.clear_trip.text, reset=HV.reset.text,
-    set_slew=HV.set_slew.text, get_slew=HV.get_slew.text,
-)
+def _commands(table: Any, **special: Any) -> HvCommands:
+    """An :class:`HvCommands` of ``table``'s commands of the same names, ``special`` given."""
+    names = [f.name for f in fields(HvCommands) if f.name not in special]
+    return HvCommands(**{n: getattr(table, n).text for n in names}, **special)
+
+
+SCPI_HV = _commands(HV, output_on=HV.set_output.format(True),
+                    output_off=HV.set_output.format(False))
 """The standard SCPI subset (LF terminated, over a TCP socket or any VISA resource), as
 :data:`apt_daq.wire.scpi_commands.HV` declares it."""
 
-LINE_HV = HvCommands(
-    idn=LINE.idn.text, clear_status=None,
-    set_limit=LINE.set_limit.text, get_limit=LINE.get_limit.text,
-    set_voltage=LINE.set_voltage.text, get_voltage=LINE.get_voltage.text,
-    output_on=LINE.set_output.text.format(1), output_off=LINE.set_output.text.format(0),
-    get_output=LINE.get_output.text,
-    measure_voltage=LINE.measure_voltage.text, measure_current=LINE.measure_current.text,
-    get_trip=LINE.get_trip.text, clear_trip=LINE.clear_trip.text, reset=LINE.reset.text,
-    set_slew=LINE.set_slew.text, get_slew=LINE.get_slew.text,
-)
+LINE_HV = _commands(LINE, clear_status=None, output_on=LINE.set_output.text.format(1),
+                    output_off=LINE.set_output.text.format(0))
 """The terse serial line protocol (CR LF terminated), as :data:`apt_daq.wire.hv_line.LINE`
 declares it; see ``drivers/serial_line.py``."""
 
@@ -85,10 +80,12 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
 
     def __init__(self, session: ScpiSession | LineSession, resource: str, *, limit_v: float,
                  ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
-                 hardware_ramp: bool = False, clock: Clock | None = None):
+                 hardware_ramp: bool = False, watchdog_s: float = 0.0,
+                 clock: Clock | None = None):
         super().__init__(resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
                          ramp_step_s=ramp_step_s, max_step_v=max_step_v,
                          hardware_ramp=hardware_ramp, clock=clock)
+        self.watchdog_s = float(watchdog_s)
         self.session = session
         session.name = self.name
         session.clock = self.clock
@@ -107,7 +104,13 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
                 raise self.error(SafetyError, None, "hardware_ramp: this command set has no "
                                  "slew command")
             self.session.write(c.set_slew.format(fmt_number(self.ramp_v_per_s)))
+        self._arm_watchdog()
         self._sync(first=not self.connected)
+
+    def _watchdog_commands(self) -> tuple[str, str] | None:
+        c = self.commands
+        return None if not (c.set_watchdog and c.get_watchdog) else (c.set_watchdog,
+                                                                     c.get_watchdog)
 
     def _ensure(self) -> None:
         self.session.ensure()
@@ -176,12 +179,13 @@ class _TransportHv(LinkedHv):
     def __init__(self, transport: Transport, resource: str, *, limit_v: float,
                  ramp_v_per_s: float, ramp_step_s: float = 0.5, max_step_v: float | None = None,
                  retries: int = 2, reconnect_deadline_s: float = 10.0,
-                 hardware_ramp: bool = False, clock: Clock | None = None):
+                 hardware_ramp: bool = False, watchdog_s: float = 0.0,
+                 clock: Clock | None = None):
         super().__init__(self.session_class(transport, resource, retries=retries,
                                             reconnect_deadline_s=reconnect_deadline_s),
                          resource, limit_v=limit_v, ramp_v_per_s=ramp_v_per_s,
                          ramp_step_s=ramp_step_s, max_step_v=max_step_v,
-                         hardware_ramp=hardware_ramp, clock=clock)
+                         hardware_ramp=hardware_ramp, watchdog_s=watchdog_s, clock=clock)
 
 
 class ScpiHv(_TransportHv):

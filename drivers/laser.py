@@ -1,6 +1,8 @@
 """Laser backend over SCPI (pyvisa). The command table is the manual.
 
-On connect: ``*CLS`` then ``*IDN?``. Every setting is followed by ``SYST:ERR?``.
+On connect: ``*CLS``, ``*IDN?``, and with ``watchdog_s`` > 0 ``SYST:COMM:WATC <s>`` (the
+link watchdog, fed by a keepalive while connected). Every setting is followed by
+``SYST:ERR?``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class LaserCommands:
     emission_off: str = LASER.set_emission.format(False)
     get_emission: str = LASER.get_emission.text
     get_interlock: str = LASER.get_interlock.text  # 1 open, 0 closed
+    set_watchdog: str = LASER.set_watchdog.text  # the link watchdog, s
+    get_watchdog: str = LASER.get_watchdog.text
 
 
 SCPI_LASER = LaserCommands()
@@ -46,8 +50,10 @@ class ScpiLaser(SessionLifecycle, Laser):
 
     def __init__(self, transport: Transport, resource: str, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, retries: int = 2,
-                 reconnect_deadline_s: float = 10.0, clock: Clock | None = None):
+                 reconnect_deadline_s: float = 10.0, watchdog_s: float = 0.0,
+                 clock: Clock | None = None):
         super().__init__(resource, max_energy_pj=max_energy_pj, hv=hv, clock=clock)
+        self.watchdog_s = float(watchdog_s)
         self.session = ScpiSession(transport, self.name, retries=retries, clock=self.clock,
                                    reconnect_deadline_s=reconnect_deadline_s,
                                    on_reconnect=self._handshake)
@@ -56,6 +62,10 @@ class ScpiLaser(SessionLifecycle, Laser):
     def _handshake(self) -> None:
         self.session.send(self.commands.clear_status)
         self.idn = self.session.ask(self.commands.idn, parse_str)
+        self._arm_watchdog()
+
+    def _watchdog_commands(self) -> tuple[str, str]:
+        return self.commands.set_watchdog, self.commands.get_watchdog
 
     def _cmd_emission(self, on: bool) -> str:
         return self.commands.emission_on if on else self.commands.emission_off

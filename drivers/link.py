@@ -5,15 +5,26 @@ protocol's (:class:`apt_daq.drivers.serial_line.LineSession`) are built on it.""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from apt_daq.drivers.clock import Clock, WallClock
-from apt_daq.drivers.errors import BadReply, ConnectionLost, DriverError, DriverTimeout
+from apt_daq.drivers.errors import (
+    BadReply,
+    ConnectionLost,
+    DriverError,
+    DriverTimeout,
+    SafetyError,
+)
 from apt_daq.drivers.transports import Transport
 
+from apt_daq.wire.scpi_commands import fmt_number
+
 T = TypeVar("T")
+log = logging.getLogger("apt_daq.drivers")
 
 
 class Link:
@@ -46,6 +57,7 @@ class Link:
         self.needs_handshake = False  # opened by send_now: state not re-read yet
         self.reconnects = 0  # total, for logs and tests
         self.opens = 0  # transport opens after the first, for logs and tests
+        self.last_io = time.monotonic()  # when a command last went out (the keepalive's clock)
         self._in_handshake = False
 
     def open(self) -> None:
@@ -135,7 +147,13 @@ class Link:
         self.ensure()
         return self._raw_exchange(command, reply)
 
+    @property
+    def sound(self) -> bool:
+        """Open, not broken and handshaken: an exchange needs no reconnect first."""
+        return self.is_open and not self.broken and not self.needs_handshake
+
     def _raw_exchange(self, command: str, reply: bool) -> str | None:
+        self.last_io = time.monotonic()
         try:
             self.transport.write(command)
             return self.transport.read() if reply else None
@@ -162,6 +180,7 @@ class Link:
         while True:
             if self.broken:
                 self._reopen(deadline, f"could not send {command!r}")
+            self.last_io = time.monotonic()
             try:
                 self.transport.write(command)
             except (ConnectionError, OSError, TimeoutError) as e:
@@ -219,17 +238,85 @@ class Link:
         """Hook: line protocols that answer errors inline raise InstrumentError here."""
 
 
+class Keepalive:
+    """Feeds an instrument's link watchdog while its driver is idle.
+
+    The instrument, armed by the driver's handshake (``SYST:COMM:WATC <s>``, line protocol
+    ``W <s>``), turns its output off when no command arrives for ``watchdog_s``: that is what
+    turns HV and the laser off when the controlling process is killed, hangs up or loses its
+    cable. While the process lives, this daemon thread sends ``query`` whenever the link has
+    been quiet for a quarter of the timeout, so a paused run or an idle script keeps its
+    output. It talks only on a sound link and only when it gets the driver's lock at once
+    (a caller holding it is talking); it never reconnects (the next call of the driver
+    does), and an error only leaves the link marked broken.
+    """
+
+    def __init__(self, session: Link, lock: Any, query: str, watchdog_s: float):
+        self.session, self.lock, self.query = session, lock, query
+        self.period_s = watchdog_s / 4.0
+        self.sent = 0  # keepalive queries sent, for tests and logs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"keepalive {session.name}")
+
+    def start(self) -> Keepalive:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s / 2.0):
+            if time.monotonic() - self.session.last_io < self.period_s:
+                continue
+            if not self.lock.acquire(blocking=False):
+                continue
+            try:
+                if self.session.sound and not self._stop.is_set():
+                    self.session._raw_exchange(self.query, True)
+                    self.sent += 1
+            except DriverError as e:
+                log.debug("%s: keepalive failed: %s", self.session.name, e)
+            finally:
+                self.lock.release()
+
+
 class SessionLifecycle:
     """``connect``/``close`` of a driver that talks through a :class:`Link` session (``self.
     session``) and re-runs ``self._handshake`` after every reconnect. Mixed in before the
-    instrument interface, which supplies ``lock`` and ``connected``."""
+    instrument interface, which supplies ``lock`` and ``connected``.
+
+    With ``watchdog_s`` > 0 the driver's handshake arms the instrument's link watchdog
+    (``_arm_watchdog``) and a :class:`Keepalive` runs while connected."""
 
     session: Link
     lock: Any
     connected: bool
+    error: Callable[..., DriverError]
+    watchdog_s: float = 0.0
+    _keepalive: Keepalive | None = None
 
     def _handshake(self) -> None:
         raise NotImplementedError
+
+    def _watchdog_commands(self) -> tuple[str, str] | None:
+        """(arm with ``{}`` for the seconds, the query that feeds it), or None if the command
+        set has no watchdog."""
+        return None
+
+    def _arm_watchdog(self) -> None:
+        """Arm the instrument's link watchdog (from the handshake; a setting, so an
+        instrument without the command fails the connect with its error)."""
+        if self.watchdog_s <= 0:
+            return
+        cmds = self._watchdog_commands()
+        if cmds is None:
+            raise self.error(SafetyError, None, "watchdog_s: this command set has no link "
+                             "watchdog")
+        self.session.write(cmds[0].format(fmt_number(self.watchdog_s)))  # type: ignore[attr-defined]
 
     def connect(self) -> None:
         with self.lock:
@@ -240,8 +327,15 @@ class SessionLifecycle:
                 self.session.close()
                 raise
             self.connected = True
+            cmds = self._watchdog_commands()
+            if self.watchdog_s > 0 and cmds is not None and self._keepalive is None:
+                self._keepalive = Keepalive(self.session, self.lock, cmds[1],
+                                            self.watchdog_s).start()
 
     def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.stop()
+            self._keepalive = None
         with self.lock:
             self.connected = False
             self.session.close()

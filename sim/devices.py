@@ -51,6 +51,8 @@ class DeviceModel(Protocol):
 
     def reset(self) -> None: ...
 
+    def watchdog_expired(self) -> None: ...
+
 
 class DeviceError(Exception):
     """A command the device refuses. ``code`` and ``message`` go to the SCPI error queue."""
@@ -111,6 +113,11 @@ class HvSupplyModel:
         if not on:
             self.output_v = 0.0
             self.current_a = 0.0
+
+    def watchdog_expired(self) -> None:
+        """The link watchdog ran out (no command line for its timeout): output off."""
+        self.set_output(False)
+        self.received.append((self.now_s, "watchdog", 1.0))
 
     def trip(self) -> None:
         """Over-current protection fires: output off, latched until cleared."""
@@ -173,6 +180,11 @@ class LaserModel:
             raise DeviceError(DEVICE_SPECIFIC, f"{_DEVICE}: interlock open, emission refused")
         self.emission_on = bool(on)
         self.received.append((self.now_s, "emission", float(self.emission_on)))
+
+    def watchdog_expired(self) -> None:
+        """The link watchdog ran out (no command line for its timeout): emission off."""
+        self.set_emission(False)
+        self.received.append((self.now_s, "watchdog", 1.0))
 
     def advance(self, dt_s: float) -> None:
         """Move on in instrument time (the laser's settings act at once: nothing slews)."""

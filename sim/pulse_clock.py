@@ -49,11 +49,20 @@ class PulseClock:
     _overflow_reported: bool
     _reboot_until: float
     _due_faults: Callable[[], None]
+    interfaces: dict[str, Any]  # name -> LineInterface (hv, laser, hv_serial)
 
     @property
     def overflowing(self) -> bool:
         """True while an overflow fault saturates the DLD front end."""
         return time.monotonic() < self._overflow_until
+
+    def _check_watchdogs(self) -> None:
+        """Each wire's link watchdog (wall time): one that ran out has turned its device off."""
+        now = time.monotonic()
+        for name, iface in self.interfaces.items():
+            if iface.check_watchdog(now):
+                self.event(f"{name}: watchdog: no command for {iface.watchdog_s:g} s, "
+                           "output off")
 
     # -- the pulse clock
     def _run_clock(self) -> None:
@@ -79,6 +88,7 @@ class PulseClock:
                 if self._reset_pieces:  # pieces of the instrument before a reset are void
                     parts, self._reset_pieces = [], False
                 self._due_faults()
+                self._check_watchdogs()
                 booting = self._reboot_until > 0
                 fire = dld.running and self.leap.laser.emission_on and not booting
                 overflow = self.overflowing

@@ -30,11 +30,13 @@ from collections import deque
 from collections.abc import Callable
 
 from apt_daq.sim.devices import DeviceError, DeviceModel, History, HvSupplyModel, LaserModel
+from apt_daq.sim.link_watchdog import LinkWatchdog
 
 from apt_daq.wire.scpi_commands import (
     BOOL_RE,
     COMMON,
     DATA_TYPE_ERROR,
+    DEVICE_SPECIFIC,
     ERROR_MESSAGES,
     HV,
     LASER,
@@ -116,12 +118,13 @@ def mnemonic(short: str, long: str) -> str:
     return re.escape(short) + (f"(?:{re.escape(rest)})?" if rest else "")
 
 
-class LineInterface:
+class LineInterface(LinkWatchdog):
     """What every wire interface of a device model shares (the SCPI ones here, the HV line
     protocol's in :mod:`apt_daq.sim.serial_server`): the model, the clock that moves it on,
-    the log of the lines received."""
+    the log of the lines received, and the link watchdog (:class:`LinkWatchdog`)."""
 
     def __init__(self, model: DeviceModel, clock: Callable[[], float] | None = None):
+        super().__init__()
         self.model = model
         self.clock = clock
         self.commands_seen = History()  # the last lines received, for tests and logs
@@ -139,6 +142,7 @@ class LineInterface:
         line = line.strip()
         if not line:
             return None
+        self.fed()
         self.commands_seen.append(printable(line, MAX_LOGGED))
         self.sync()
         return line
@@ -167,6 +171,11 @@ class ScpiInterface(LineInterface):
         self.add(c.clear_status, self.errors.clear)
         self.add(c.operation_complete, lambda: "1")
         self.add(c.error, self._next_error)
+        self.add(c.set_watchdog, self.set_watchdog)
+        self.add(c.get_watchdog, lambda: self.watchdog_s)
+
+    def watchdog_note(self, message: str) -> None:
+        self.push_error(DEVICE_SPECIFIC, message)
 
     def add(self, command: ScpiCommand, handler: Handler) -> None:
         """Serve ``command`` (its pattern from :mod:`apt_daq.wire.scpi_commands`): ``handler``

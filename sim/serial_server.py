@@ -55,6 +55,9 @@ class HvLineInterface(LineInterface):
         super().__init__(model, clock)
         self.last_error: tuple[int, str] = (0, "No error")
 
+    def watchdog_note(self, message: str) -> None:
+        self.last_error = (ERR_OTHER, printable(message))
+
     def _err(self, code: int, message: str) -> str:
         message = printable(message)
         self.last_error = (code, message)
@@ -81,12 +84,14 @@ class HvLineInterface(LineInterface):
             c.measure_current.head: lambda: f"{m.current_a:.6e}",
             c.get_trip.head: lambda: "1" if m.tripped else "0",
             c.get_slew.head: lambda: f"{m.slew_v_per_s:.3f}",
+            c.get_watchdog.head: lambda: f"{self.watchdog_s:.3f}",
         }
         actions: dict[str, Callable[[], None]] = {c.clear_trip.head: m.clear_trip,
                                                   c.reset.head: m.reset}
         settings: dict[str, Callable[[float], None]] = {
             c.set_voltage.head: m.set_voltage, c.set_limit.head: m.set_limit,
-            c.set_slew.head: m.set_slew, c.set_output.head: lambda x: m.set_output(x == 1.0)}
+            c.set_slew.head: m.set_slew, c.set_output.head: lambda x: m.set_output(x == 1.0),
+            c.set_watchdog.head: self.set_watchdog}
         try:
             if cmd in queries and not args:
                 return queries[cmd]()

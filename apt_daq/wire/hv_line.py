@@ -51,6 +51,9 @@ class LineHvCommands:
     set_slew = L("S", True, "the supply's own slew rate, V/s")
     get_slew = L("S?", doc="the supply's own slew rate, V/s")
     get_error = L("E?", doc="last error (0 No error | <code> <msg>), then cleared")
+    set_watchdog = L("W", True, "link watchdog, s: no command for this long turns the output "
+                                "off; 0 disarms")
+    get_watchdog = L("W?", doc="link watchdog, s (0: disarmed)")
 
 
 LINE = LineHvCommands()

@@ -207,6 +207,11 @@ class CommonCommands:
     operation_complete = C("*OPC?", reply_format="text", doc="operations complete: 1")
     error = C("SYSTem:ERRor[:NEXT]?", reply_format="text",
               doc='oldest queued error: code,"message" (0,"No error")')
+    set_watchdog = C("SYSTem:COMMunicate:WATChdog", "number", unit="s",
+                     doc="link watchdog: no command line for this long turns the output "
+                         "(emission) off; 0 disarms")
+    get_watchdog = C("SYSTem:COMMunicate:WATChdog?", reply_format="fixed", unit="s",
+                     doc="link watchdog timeout (0: disarmed)")
 
 
 class HvScpiCommands(CommonCommands):
