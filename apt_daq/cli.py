@@ -44,7 +44,11 @@ def console(*, stderr: bool = False) -> Console:
     what a command prints for people and for grep."""
     from rich.console import Console
 
-    return Console(stderr=stderr, soft_wrap=True, highlight=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1; ours ends as SIGPIPE (141)
+            raise BrokenPipeError("the reader of stdout went away")
+
+    return _Console(stderr=stderr, soft_wrap=True, highlight=False)
 
 
 def __getattr__(name: str):
@@ -133,6 +137,15 @@ def _default_numba_cache() -> None:
     default_numba_cache()
 
 
+def _print_error(lines: list[str]) -> int:
+    from rich.markup import escape
+
+    err = _err_console()
+    for line in lines:
+        err.print(f"[red]error:[/red] {escape(line)}", markup=True)
+    return 2
+
+
 def _reader_gone() -> int:
     """stdout's reader went away: point stdout at /dev/null so the interpreter's last flush
     cannot fail again, and exit as a shell reports SIGPIPE."""
@@ -164,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         if args.verbose:
             raise
-        from rich.markup import escape
-
-        err = _err_console()
-        for line in str(e).splitlines() or [type(e).__name__]:
-            err.print(f"[red]error:[/red] {escape(line)}", markup=True)
-        return 2
+        return _print_error(str(e).splitlines() or [type(e).__name__])
+    except OSError as e:  # the file system or the network said no: the user's to fix
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename is not None else ""
+        return _print_error([f"{where}{e.strerror or e}"])
     except KeyboardInterrupt:
         _err_console().print("interrupted")
         return 130

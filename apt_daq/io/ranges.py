@@ -38,6 +38,7 @@ Lines starting with ``#`` are comments in both formats.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -127,8 +128,12 @@ def _checked(path: Path, r: _Range) -> _Range:
     """A range with a composition and ``lo < hi`` (what both formats require of every range)."""
     if not r.composition:
         raise _err(path, r.lineno, "range has no composition (e.g. 'Ni:1')")
+    if not (math.isfinite(r.lo_da) and math.isfinite(r.hi_da)):
+        raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) has a non-finite edge")
     if not r.hi_da > r.lo_da:
         raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) is empty or inverted")
+    if r.lo_da < 0:
+        raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) starts below 0 Da")
     return r
 
 

@@ -25,11 +25,15 @@ class RunReader:
         self.path = Path(path)
         if not self.path.exists():
             raise DataFileError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise DataFileError(f"{self.path}: is a directory, not a run file")
         try:
             # locking=False: a run still being written can be read (info, live analysis)
             self._f = h5py.File(self.path, "r", locking=False)
         except OSError as e:
-            raise DataFileError(f"{self.path}: not a readable HDF5 run file ({e})") from None
+            # h5py's message spans lines (time, buffer addresses): keep its first part
+            why = " ".join(str(e).split("(file read failed")[0].split())
+            raise DataFileError(f"{self.path}: not a readable HDF5 run file ({why})") from None
         if "meta" not in self._f:
             self._f.close()
             raise DataFileError(f"{self.path}: no /meta group: not an apt-daq run file")
