@@ -11,12 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from apt_daq.config import compose_yaml, detect_model, file_kind, load_yaml_model, preflight
+from apt_daq.errors import UserError
 
 
 def check_file(path: str | Path) -> tuple[str, Any, list[str]]:
     """Validate any apt-daq YAML: a run file as :func:`~apt_daq.config.preflight` does, an
-    instrument, specimen or campaign file as what it is. Returns (kind, model, warnings)."""
-    data, _ = compose_yaml(Path(path))
+    instrument, specimen or campaign file as what it is. Returns (kind, model, warnings).
+    A file that is no apt-daq config at all (a range file, a pyvisa-sim device file) is
+    named as what it is, with where it belongs."""
+    p = Path(path)
+    if p.suffix.lower() in (".rrng", ".rng"):
+        raise UserError(f"{p}:1: this is a range file, not an apt-daq config: name it in a "
+                        f"run file (analysis: ranges: {p}) or give it to apt-daq analyze "
+                        "--ranges")
+    data, _ = compose_yaml(p)
+    if isinstance(data, dict) and "devices" in data and "spec" in data:
+        raise UserError(f"{p}:1: this is a pyvisa-sim device file, not an apt-daq config: "
+                        f"use it as a driver's resource (drivers: hv: {{backend: scpi, "
+                        f"resource: {p}@sim}})")
     kind = file_kind(data)
     if kind == "run":
         rf, warnings = preflight(path)

@@ -83,14 +83,48 @@ def _data_problems(data: dict[str, Any], path: Path, lines: Lines) -> dict[tuple
     return found
 
 
+#: the entry-point group third-party driver backends register in (``<kind>.<backend>``)
+DRIVER_ENTRY_POINTS = "apt_daq.drivers"
+
+
+def _backend_problems(rf: RunFile) -> dict[tuple, str]:
+    """A backend that is neither built in nor a registered plug-in (``run`` would refuse it
+    when it opens the instruments, without a file:line)."""
+    from importlib.metadata import entry_points
+
+    from apt_daq.driver_config import BUILTIN_BACKENDS
+
+    found: dict[tuple, str] = {}
+    plugins = {ep.name for ep in entry_points(group=DRIVER_ENTRY_POINTS)}
+    for kind in ("laser", "hv", "dld"):
+        backend = getattr(rf.drivers, kind).backend
+        if backend in BUILTIN_BACKENDS[kind] or f"{kind}.{backend}" in plugins:
+            continue
+        others = sorted(p for p in plugins if p.startswith(kind + "."))
+        found[("drivers", kind, "backend")] = (
+            f"unknown backend {backend!r}; built in: {', '.join(sorted(BUILTIN_BACKENDS[kind]))}"
+            f"; plug-ins ({DRIVER_ENTRY_POINTS}): {', '.join(others) or 'none'}")
+    return found
+
+
 def _model_problems(rf: RunFile) -> dict[tuple, str]:
     """What the models accept but the run would trip over."""
     r = rf.run
-    found: dict[tuple, str] = {}
+    found = _backend_problems(rf)
     if r.stop.max_voltage_v is not None and r.stop.max_voltage_v <= r.start_voltage_v:
         found[("run", "stop", "max_voltage_v")] = (
             f"{r.stop.max_voltage_v:g} V is not above run.start_voltage_v "
             f"{r.start_voltage_v:g} V: the run would stop at its first block")
+    ceiling = rf.instrument.max_voltage_v
+    if rf.drivers.hv.limit_v > ceiling:
+        found[("drivers", "hv", "limit_v")] = (
+            f"{rf.drivers.hv.limit_v:g} V is above instrument.max_voltage_v {ceiling:g} V (the "
+            "supply's own ceiling): the supply refuses this limit when the driver connects, "
+            "so the run cannot start")
+    if r.start_voltage_v > ceiling:
+        found[("run", "start_voltage_v")] = (
+            f"{r.start_voltage_v:g} V is above instrument.max_voltage_v {ceiling:g} V (the "
+            "supply's own ceiling)")
     return found
 
 
@@ -100,11 +134,6 @@ def _warnings(rf: RunFile) -> dict[tuple, str]:
     cut = schedule_cut_short(r)
     if cut:
         found[("run", "stop", "ions")] = f"{r.stop.ions} {cut}"
-    if rf.drivers.hv.limit_v > rf.instrument.max_voltage_v:
-        found[("drivers", "hv", "limit_v")] = (
-            f"{rf.drivers.hv.limit_v:g} V is above instrument.max_voltage_v "
-            f"{rf.instrument.max_voltage_v:g} V (the supply's own ceiling): the supply will "
-            "refuse what the driver allows")
     return found
 
 

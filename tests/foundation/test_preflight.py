@@ -214,12 +214,38 @@ def test_config_check_warns_when_the_stop_count_cuts_the_schedule(tmp_path: Path
     assert proc.stdout.strip() == f"{p}: ok (a run file, 1 warning)"
 
 
-def test_supply_limit_above_the_instruments_ceiling_is_a_warning(tmp_path: Path) -> None:
+def test_supply_limit_above_the_instruments_ceiling_is_an_error(tmp_path: Path) -> None:
+    # it was a warning until Dec 2026; `run` then failed at connect: the supply refuses
+    # 'SOUR:VOLT:LIM 20000' (-222), so the run cannot start (a new user's audit)
     p = write(tmp_path, ("limit_v: 12000", "limit_v: 20000"))
-    _, warnings = preflight(p)
-    assert warnings == [f"{p}:{line_of(p, 'limit_v')} drivers.hv.limit_v: 20000 V is above "
-                        "instrument.max_voltage_v 15000 V (the supply's own ceiling): the "
-                        "supply will refuse what the driver allows"]
+    with pytest.raises(ConfigError) as e:
+        preflight(p)
+    assert e.value.problems == [
+        f"{p}:{line_of(p, 'limit_v')} drivers.hv.limit_v: 20000 V is above "
+        "instrument.max_voltage_v 15000 V (the supply's own ceiling): the supply refuses this "
+        "limit when the driver connects, so the run cannot start"]
+    proc = cli("run", str(p), "--ions", "100", "-o", str(tmp_path / "x.h5"))
+    assert proc.returncode == 2, proc.stderr  # run refuses it the same way, before connecting
+    assert proc.stderr.splitlines() == [f"error: {e.value.problems[0]}"], proc.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_start_voltage_above_the_instruments_ceiling_is_an_error(tmp_path: Path) -> None:
+    p = write(tmp_path, ("limit_v: 12000", "limit_v: 20000"),
+              ("start_voltage_v: 2000", "start_voltage_v: 16000"))
+    with pytest.raises(ConfigError) as e:
+        preflight(p)
+    assert any(f"{p}:{line_of(p, 'start_voltage_v')} run.start_voltage_v: 16000 V is above "
+               "instrument.max_voltage_v 15000 V" in x for x in e.value.problems), e.value.problems
+
+
+def test_an_unknown_backend_is_found_before_the_run(tmp_path: Path) -> None:
+    p = write(tmp_path, ("hv: {backend: sim", "hv: {backend: simm"))
+    proc = cli("config", "check", str(p))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {p}:{line_of(p, 'simm')} drivers.hv.backend: unknown backend 'simm'; built "
+        "in: scpi, serial, sim; plug-ins (apt_daq.drivers): none"], proc.stderr
 
 
 def test_an_override_is_named_by_what_set_it(tmp_path: Path) -> None:
@@ -228,3 +254,12 @@ def test_an_override_is_named_by_what_set_it(tmp_path: Path) -> None:
         preflight(p, {"run.laser_pj": 5000}, {"run.laser_pj": "--energy"})
     assert e.value.problems == ["--energy run.laser_pj: 5000 pJ is above "
                                 "drivers.laser.max_energy_pj 100 (the laser driver refuses it)"]
+
+
+@pytest.mark.parametrize("name, says", [("pyvisa-sim/hv.yaml", "a pyvisa-sim device file"),
+                                        ("ranges/nmc811.rrng", "a range file")])
+def test_config_check_names_a_file_that_is_no_config(name, says) -> None:
+    proc = cli("config", "check", str(CFG / name))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and f"this is {says}, not an apt-daq config" in lines[0], lines
