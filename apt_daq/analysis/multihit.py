@@ -209,6 +209,18 @@ def events_kernel(cp, cm, pulse, mass, bin_da, events, saxey):
     return k
 
 
+def multihit_unavailable(meta: dict) -> str | None:
+    """Why a run's multi-hit events cannot be counted, or None when they can: a file imported
+    with neither pulse numbers nor multiplicities (POS) puts each ion on a pulse of its own,
+    so any statistics of its events would be the importer's, not the instrument's."""
+    imp = meta.get("imported") or {}
+    fields = imp.get("fields")
+    if fields is None or {"pulse", "multiplicity"} & set(fields):
+        return None
+    return (f"the imported {str(imp.get('format', '')).upper()} file records neither pulse "
+            "numbers nor multiplicities: which ions arrived together is unknown")
+
+
 def multihit_stats(pulse: np.ndarray, mass: np.ndarray, max_da: float = 200.0,
                    bin_da: float = BIN_DA) -> MultiHitResult:
     """:class:`MultiHitResult` of one array of hits (pulse numbers, m/n in Da)."""

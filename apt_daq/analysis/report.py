@@ -37,6 +37,7 @@ from apt_daq.analysis.fda import FdaResult
 from apt_daq.analysis.ionpass import SLICE_POINTS as SLICE_POINTS  # re-exported
 from apt_daq.analysis.ionpass import IonPass
 from apt_daq.analysis.mrp import mrp, peak_table
+from apt_daq.analysis.multihit import multihit_unavailable
 from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
 from apt_daq.analysis.truth import TruthScorer
@@ -142,6 +143,7 @@ def analyze(
             for lost in r.iter("lost", CHUNK):
                 acc.scorer.add_lost(lost)
         meta_counters = r.meta.get("counters")
+        no_events = multihit_unavailable(r.meta)
         positions = stream.positions
         recon = stream.reconstructor
 
@@ -149,15 +151,16 @@ def analyze(
         store_calibration(path, cal, proposed)
 
     return _results(path, acc, cal, acfg, ranges_src, roi_obj, n_hits, subtract_background,
-                    select is not None, (meta_counters, positions, recon))
+                    select is not None, (meta_counters, positions, recon, no_events))
 
 
 def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src: str,
              roi_obj: Roi | None, n_hits: int, subtract_background: bool, selected: bool,
              run: tuple) -> RunAnalysis:
     """The RunAnalysis of what the pass accumulated: composition, ratios, FDA, MRP, the JSON
-    summary; ``run`` is (meta counters, positions, reconstructor) of the run read."""
-    meta_counters, positions, recon = run
+    summary; ``run`` is (meta counters, positions, reconstructor, why multi-hits cannot be
+    counted or None) of the run read."""
+    meta_counters, positions, recon, no_events = run
     ranges = acc.ranges
     spectrum = (acc.hist.counts, acc.hist.edges)
     comp, counts_by_ion = composition(acc.rc_roi, ranges, spectrum, subtract_background)
@@ -192,8 +195,9 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
     }
     if recon is not None:
         summary["reconstruction"] = _reconstruction_summary(recon)
-    mh = acc.multihit.result()
-    summary["multihit"] = mh.as_dict()
+    mh = None if no_events else acc.multihit.result()
+    summary["multihit"] = ({"available": False, "reason": no_events} if mh is None
+                           else {"available": True, **mh.as_dict()})
     if meta_counters:
         summary["counters"] = meta_counters
     if selected:

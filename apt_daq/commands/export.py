@@ -4,7 +4,13 @@ and renamed at the end, so a failed export leaves nothing half-written.
 
 The ions come from the run's calibrated ion stream (:mod:`apt_daq.pipeline.ions`): the
 calibration stored by ``apt-daq analyze`` (or an imported file's own m/n), so an export holds
-exactly the masses the analysis reported."""
+exactly the masses the analysis reported.
+
+Only what the run has is written: an imported run holds the fields its file held (/meta
+"imported" "fields"). Without pulse numbers EPOS gets psl = 0 on every ion; without pulse
+numbers and multiplicities (a POS file) each ion is its own event (EPOS ipp = 1); APT leaves
+out the sections of the fields the run lacks (pulse, pulseDelta, Multiplicity, tof, Voltage,
+...) rather than filling them with NaN."""
 
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ def run_ranges(reader: RunReader):
 
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> int:
     """Export ``run`` to ``out`` in ``fmt``; returns the number of ions (or ranges) written."""
-    from apt_daq.io._common import atomic_output
+    from apt_daq.io._common import atomic_output, one_event_per_ion, run_fields
     from apt_daq.io.store import RunReader
     from apt_daq.pipeline.ions import open_stream
 
@@ -63,18 +69,22 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
         if not r.count("hits"):
             raise DataFileError(f"{r.path}: no hits to export")
         stream = open_stream(r)
+        fields = run_fields(r.meta)  # None: every field (a run apt-daq recorded)
+        records = stream.ion_records()
+        if fields is not None and not fields & {"pulse", "multiplicity"}:
+            records = one_event_per_ion(records)
         if fmt == "pos":
             from apt_daq.io.pos import write_pos
 
-            return write_pos(out, stream.ion_records())
+            return write_pos(out, records)
         if fmt == "epos":
             from apt_daq.io.epos import write_epos
 
-            return write_epos(out, stream.ion_records())
+            return write_epos(out, records, pulses=fields is None or "pulse" in fields)
         if fmt == "apt":
-            from apt_daq.io.apt import write_apt
+            from apt_daq.io.apt import ions_sections, write_apt
 
-            return write_apt(out, len(stream), stream.ion_records())
+            return write_apt(out, len(stream), records, ions_sections(fields))
         from apt_daq.io.nexus import write_nexus
 
         return write_nexus(r, out, stream)

@@ -4,7 +4,10 @@ dataset), a raw hit list of another instrument (``--format table`` with a field 
 into a run file, so ``apt-daq analyze`` works on it as on a simulated run.
 
 /hits gets what the file measured (pulse, TOF, detector x/y, V_dc, V_pulse, multiplicity; a
-quantity the file lacks is NaN, the laser energy always), /derived the file's m/n and
+quantity the file lacks is NaN, the laser energy always; a file without pulse numbers gets one
+pulse per multi-hit event, or per ion without multiplicities either, and /meta "imported"
+says so: "fields" lists what the file really held, "pulses" what the pulse numbers are,
+"skipped_sections" every section of an APT file that was not read), /derived the file's m/n and
 reconstructed positions and, with ``--ranges``, the range index of each ion. Detector
 coordinates and voltages are kept so the run can be reconstructed again. The run is written to
 a temporary file and renamed at the end: a bad input leaves no half-written run.
@@ -253,6 +256,8 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
 def _summary(src, path: str | Path, fmt: str) -> dict:
     """The /meta "imported" summary of an opened source: file, format, ions, fields, voltage
     and what the reader noted or skipped."""
+    from apt_daq.io._common import PULSES
+
     present = set(src.present)
     summary = {
         "file": str(path), "format": fmt, "ions": src.n, "fields": list(src.present),
@@ -260,6 +265,8 @@ def _summary(src, path: str | Path, fmt: str) -> dict:
                            if "v_dc" not in present else "V (converted at import)"),
         "skipped_sections": list(getattr(src, "skipped", [])),
     }
+    if getattr(src, "pulses", None) in PULSES:  # the readers that tell (POS, EPOS, APT)
+        summary["pulses"] = PULSES[src.pulses]
     if getattr(src, "fmap", None) is not None:
         summary["field_map"] = src.fmap.as_meta()
         summary["table_format"] = src.format
@@ -359,4 +366,8 @@ def _import(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite)
     print(f"{args.output}: {s['ions']} ions imported from {args.file} ({s['format']}; "
           f"fields {', '.join(s['fields'])}; voltage {s['voltage']})")
+    if "pulse" not in s["fields"] and s.get("pulses"):
+        print(f"  pulse numbers: {s['pulses']}")
+    if s["skipped_sections"]:
+        print(f"  sections not read: {', '.join(s['skipped_sections'])}")
     return 0

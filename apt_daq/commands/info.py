@@ -46,6 +46,7 @@ def summarize(path: str) -> dict:
             "specimen": (cfg.get("specimen") or {}).get("name"),
             "counts": {n: r.count(n) for n in ("raw", "hits", "derived", "truth", "lost", "log")},
             "pulses": int(log["pulses"][-1]) if len(log) else None,
+            "pulse_numbers": _pulse_numbers(meta),
             "instrument_time_s": round(float(log["time_s"][-1]), 3) if len(log) else None,
             "wall_time_s": _wall_time_s(meta.get("started"), meta.get("ended")),
             "voltage_v": ([round(float(log["v_dc"].min()), 1), round(float(log["v_dc"].max()), 1)]
@@ -56,6 +57,15 @@ def summarize(path: str) -> dict:
         }
     _live_state(path, out)
     return out
+
+
+def _pulse_numbers(meta: dict) -> str | None:
+    """What an imported run's pulse numbers are when its file had none (/meta "imported"
+    "pulses": numbered by the importer, so no pulse count or detection rate comes of them)."""
+    imp = meta.get("imported") or {}
+    if "pulse" in imp.get("fields", ("pulse",)):
+        return None
+    return imp.get("pulses") or "not in the imported file"
 
 
 def _live_state(path: str, out: dict) -> None:
@@ -122,6 +132,8 @@ def lines(info: dict) -> list[str]:
         ("simulated", ("yes" if info["simulated"] else "no") + (
             f", seed {info['seed']}" if info["simulated"] and info["seed"] is not None else "")),
         ("pulses", "-" if info["pulses"] is None else str(info["pulses"])),
+        *([("pulse numbers", "none in the imported file (no pulse count, no detection rate)")]
+          if info.get("pulse_numbers") else []),
         ("instrument time", duration_text(info["instrument_time_s"])),
         ("voltage", "-" if v is None else f"{v[0]:.0f}-{v[1]:.0f} V"),
         ("laser", ", ".join(f"{e:g}" for e in info["laser_pj"]) + " pJ"

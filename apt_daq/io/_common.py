@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +184,46 @@ def fill_multiplicity(ipp: np.ndarray) -> np.ndarray:
     ok = idx >= 0
     out[ok] = ipp[idx[ok]]
     return out
+
+
+PULSES = {
+    "file": "the file's own pulse numbers",
+    "events": ("not in the file: one per multi-hit event (the file's multiplicity groups), "
+               "counted in order; how many pulses lay between events is unknown"),
+    "ions": ("not in the file, nor multiplicities: one per ion (its index); which ions "
+             "arrived together is unknown"),
+}
+"""What a reader's ``pulse`` numbers are, by :func:`pulses_from`."""
+
+
+def pulses_from(present: Iterable[str]) -> str:
+    """"file" (the file holds pulse numbers), "events" (only multiplicities: one pulse per
+    multi-hit event) or "ions" (neither: one pulse per ion): the key of :data:`PULSES`."""
+    have = set(present)
+    return "file" if "pulse" in have else "events" if "multiplicity" in have else "ions"
+
+
+def run_fields(meta: dict) -> set[str] | None:
+    """The :data:`ION_DTYPE` fields a run really holds: an imported run's (the file's fields,
+    with m/n and positions, which its ion stream always gives), or None (all) for a run
+    apt-daq acquired or simulated, or imported before the fields were recorded."""
+    fields = (meta.get("imported") or {}).get("fields")
+    if fields is None:
+        return None
+    return set(fields) | {"mass", "x", "y", "z"}
+
+
+def one_event_per_ion(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """:data:`ION_DTYPE` chunks with pulse = the running ion index and multiplicity 1: the
+    exports of a run whose file recorded neither pulse numbers nor multiplicities (a run
+    imported from POS by an older apt-daq has every ion on pulse 0)."""
+    i = 0
+    for ions in chunks:
+        ions = ions.copy()
+        ions["pulse"] = np.arange(i, i + len(ions), dtype=np.uint64)
+        ions["multiplicity"] = 1
+        i += len(ions)
+        yield ions
 
 
 def split_trailing_group(pulse: np.ndarray) -> int:

@@ -31,9 +31,13 @@ Sections written and read here (name, type, unit): Position (3 x float32, nm), M
 Da), tof (float32, ns), Voltage (float32, V), Pulse Voltage (float32, V), XDet_mm and YDet_mm
 (float32, mm), Multiplicity (int32: the count on the first ion of a multi-hit, 0 on the rest),
 pulse (float32 pulse number, exact below 2^24) and pulseDelta (int16: pulses since the
-previous ion, saturating at 32767). Other well-formed one-to-one sections (tofc, freq, erate,
-...) are listed in ``skipped``; a section whose kind cannot be decoded (an unknown
-relationship, record or data type, or a bad signature) is a DataFileError naming its offset.
+previous ion, saturating at 32767); the writer leaves out the sections of fields the source
+does not hold (:func:`ions_sections`). Every section not read (tofc, freq, erate, a Detector
+Coordinates beside XDet_mm, one that is not one-to-one with the ions) is listed by name in
+``skipped``; a section whose kind cannot be decoded (an unknown relationship, record or data
+type, or a bad signature) is a DataFileError naming its offset. Without pulse or pulseDelta the
+pulse numbers are one per Multiplicity group, or one per ion (``pulses``; ``present`` lists
+``pulse`` only when the file has them).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from apt_daq.io._common import (
     empty_ions,
     fill_multiplicity,
     multiplicity_first_only,
+    pulses_from,
 )
 from apt_daq.io.epos import detect_voltage_scale
 
@@ -181,11 +186,14 @@ class AptFile:
             present += ["x", "y", "z"]
         if "det_x" not in present and "Detector Coordinates" in self.sections:
             present += ["det_x", "det_y"]
-        if self.sections.keys() & {"pulse", "pulseDelta", "Delta Pulse", "Multiplicity"}:
+        if self.sections.keys() & {"pulse", "pulseDelta", "Delta Pulse"}:
             present.append("pulse")
         if "Multiplicity" in self.sections:
             present.append("multiplicity")
-        self.present = tuple(present)
+        self.present, self.pulses = tuple(present), pulses_from(present)
+        used = {*SECTIONS, "Delta Pulse", *(() if "XDet_mm" in self.sections
+                                            else ("Detector Coordinates",))}
+        self.skipped += [s for s in self.sections if s not in used]
         self.voltage_scale, self.voltage_note = 1.0, "no voltage in the file"
         if "v_dc" in present:
             if voltage_unit == "auto":
@@ -390,23 +398,16 @@ def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
     every section through a memory map; the Position bounds are patched in at the end.
     """
     path = Path(path)
-    specs = [SECTIONS[s] for s in sections]
     layout = []
     off = FILE_HEADER.itemsize
-    for spec in specs:
+    for spec in (SECTIONS[s] for s in sections):
         h = _section_header(spec, n)
         layout.append((spec, off, off + int(h["iHeaderSize"]), h))
         off += int(h["iHeaderSize"]) + int(h["llByteCount"])
     total = off
-    head = np.zeros((), FILE_HEADER)
-    head["cSignature"] = MAGIC
-    head["iHeaderSize"] = FILE_HEADER.itemsize
-    head["iHeaderVersion"] = 2
-    head["wcFileName"] = _wchars(path.name, 256)
-    head["ftCreationTime"] = int((time.time() + _FILETIME_UNIX_OFFSET_S) * 1e7)
-    head["llIonCount"] = n
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
+    head = np.array((MAGIC, FILE_HEADER.itemsize, 2, _wchars(path.name, 256),
+                     int((time.time() + _FILETIME_UNIX_OFFSET_S) * 1e7), n), FILE_HEADER)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     with atomic_output(path, overwrite) as tmp:
         with open(tmp, "wb") as fh:
             fh.truncate(total)
@@ -480,20 +481,14 @@ def _multiplicity(view: np.ndarray, pulse: np.ndarray, i: int, last_pulse: int,
     return open_start
 
 
-def ions_sections(present: Iterable[str]) -> tuple[str, ...]:
-    """The sections to write for the fields a source really holds."""
+def ions_sections(present: Iterable[str] | None) -> tuple[str, ...]:
+    """The sections to write for the fields a source really holds (None: every section)."""
+    if present is None:
+        return DEFAULT_SECTIONS
     have = set(present)
-    out = []
-    for s in DEFAULT_SECTIONS:
-        if s == "Position":
-            ok = {"x", "y", "z"} <= have
-        elif s in _FIELD_OF:
-            ok = _FIELD_OF[s] in have
-        else:
-            ok = "pulse" in have
-        if ok:
-            out.append(s)
-    return tuple(out)
+    need = {"Position": {"x", "y", "z"}, "Multiplicity": {"multiplicity"}, "pulse": {"pulse"},
+            "pulseDelta": {"pulse"}}
+    return tuple(s for s in DEFAULT_SECTIONS if need.get(s, {_FIELD_OF.get(s)}) <= have)
 
 
 __all__ = ["FILE_HEADER", "FLOAT_FIELDS", "ION_DTYPE", "SECTIONS", "SECTION_HEADER", "AptFile",

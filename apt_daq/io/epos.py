@@ -10,6 +10,13 @@ Layout: no header; one 44-byte record per ion of eleven big-endian 4-byte fields
 others. We write psl[0] = the first ion's pulse number, so ``cumsum(psl)`` restores the pulse
 numbers exactly.
 
+Files without pulse numbers: psl = 0 on every ion after the first (IVAS exports, apav's
+Si.epos) carries no pulse numbers: the reader numbers one pulse per ipp group (``pulse`` is
+left out of ``present``), and a run that has no pulse numbers is exported with psl = 0 again
+(``EposWriter(pulses=False)``), so EPOS -> run -> EPOS gives the file back byte for byte. With
+psl all 0, ipp = 1 on every ion is what we write for a run that has no multiplicities either
+(from POS): read back, ``multiplicity`` is left out as well and each ion is its own event.
+
 Voltages: we write volts. Files in the wild hold V_dc in V (LEAP/IVAS) or, from some tools,
 in kV; the reader decides per file (:func:`detect_voltage_scale`): from the physics when TOF
 and m/n are present (the flight path implied by m/n = 1.9297e-10 V t^2 / L^2 must be a real
@@ -31,6 +38,7 @@ from apt_daq.io._common import (
     DEFAULT_CHUNK,
     ION_DTYPE,
     atomic_output,
+    pulses_from,
 )
 from apt_daq.io.pos import check_size
 from apt_daq.pipeline.tof import K_DA, implied_flight_path_mm
@@ -176,12 +184,15 @@ class EposFile:
         self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * WORDS,))
                     if self.n else np.zeros(0, ">u4"))
         sample = self.records_sample()
-        present = ["x", "y", "z", "mass", "v_pulse"]
-        for f, cols in (("tof", ("tof",)), ("v_dc", ("v_dc",)), ("det", ("det_x", "det_y"))):
-            if self.n == 0 or any(np.any(sample[c] != 0) for c in cols):
-                present += [f] if f != "det" else ["det_x", "det_y"]
-        present += ["pulse", "multiplicity"]
+        has = {f: self.n == 0 or bool(np.any(sample[f] != 0)) for f in sample.dtype.names}
+        has["v_pulse"] = has["v_pulse"] or has["v_dc"]  # V_pulse 0 without V_dc: not recorded
+        has["det_x"] = has["det_y"] = has["det_x"] or has["det_y"]
+        present = ["x", "y", "z", "mass"] + [f for f in ("tof", "v_dc", "v_pulse", "det_x",
+                                                          "det_y") if has[f]]
+        psl, ipp = self._pulse_columns(sample)
+        present += ["pulse"] * psl + ["multiplicity"] * ipp
         self.present = tuple(present)
+        self.pulses = pulses_from(present)
         if voltage_unit == "auto":
             self.voltage_scale, self.voltage_note = detect_voltage_scale(
                 sample["mass"], sample["tof"], sample["v_dc"])
@@ -197,6 +208,22 @@ class EposFile:
 
     def __len__(self) -> int:
         return self.n
+
+    def _pulse_columns(self, sample: np.ndarray) -> tuple[bool, bool]:
+        """(psl holds pulse numbers, ipp holds multiplicities). psl = 0 on every ion after the
+        first (a file written without pulse numbers, e.g. Si.epos of apav) is no pulse number;
+        with it, ipp = 1 on every ion (our export of a run that had neither) is no multiplicity.
+        A sample with a psl > 0 decides at once; otherwise the whole file is read to be sure."""
+        if self.n == 0 or np.any(sample["psl"][1:] != 0):
+            return True, True
+        rows = self._mm.reshape(self.n, WORDS)
+        single = True
+        for i in range(0, self.n, DEFAULT_CHUNK):
+            block = np.asarray(rows[i : i + DEFAULT_CHUNK, 9:11])
+            if np.any(block[1 if i == 0 else 0 :, 0] != 0):
+                return True, True
+            single = single and bool(np.all(block[:, 1] == 1))
+        return False, not single
 
     def records_sample(self, max_ions: int = 65536) -> np.ndarray:
         """Up to ``max_ions`` records spread evenly over the file (native byte order)."""
@@ -242,7 +269,7 @@ class EposFile:
         src = self._mm[start * WORDS : stop * WORDS].view("<u4")
         pulse0, last_ipp = epos_to_ion_words(src, n, pulse0, last_ipp, start == 0,
                                              out.view("<u4").reshape(n, 12))
-        for f in ("tof", "v_dc", "det_x", "det_y"):
+        for f in ("tof", "v_dc", "v_pulse", "det_x", "det_y"):
             if f not in self.present:
                 out[f] = np.nan
         if self.voltage_scale != 1.0:
@@ -273,8 +300,9 @@ class EposWriter:
 
     BUFFER_IONS = 1 << 16  # 2.9 MB of records per write
 
-    def __init__(self, fh, *, buffer_ions: int = BUFFER_IONS):
+    def __init__(self, fh, *, buffer_ions: int = BUFFER_IONS, pulses: bool = True):
         self._fh = fh
+        self._pulses = pulses  # False: the pulse numbers are not real, psl = 0 on every ion
         self._buf = np.empty((max(1, int(buffer_ions)), WORDS), "<u4")
         self._fill = 0  # records in the buffer
         self._held = np.zeros((0, 12), "<u4")
@@ -322,6 +350,9 @@ class EposWriter:
                 m = j - i
             out = self._buf[self._fill : self._fill + m]
             self._last_pulse, clipped = ion_words_to_epos(src[i : i + m], m, self._last_pulse, out)
+            if not self._pulses:
+                out[:, 9] = 0
+                clipped = 0
             self.clipped += int(clipped)
             self._fill += m
             self.n += m
@@ -344,10 +375,13 @@ class EposWriter:
                         "were clipped", self.clipped)
 
 
-def write_epos(path: str | Path, chunks: Iterable[np.ndarray], overwrite: bool = True) -> int:
-    """Stream :data:`ION_DTYPE` chunks to an EPOS file (atomically, volts); return the count."""
+def write_epos(path: str | Path, chunks: Iterable[np.ndarray], overwrite: bool = True, *,
+               pulses: bool = True) -> int:
+    """Stream :data:`ION_DTYPE` chunks to an EPOS file (atomically, volts); return the count.
+    ``pulses=False``: the chunks' pulse numbers only group multi-hits (the source had none):
+    psl = 0 on every ion, what EPOS means by "not recorded"."""
     with atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
-        w = EposWriter(fh)
+        w = EposWriter(fh, pulses=pulses)
         for ions in chunks:
             w.write(ions)
         w.close()

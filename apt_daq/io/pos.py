@@ -4,6 +4,10 @@ Layout: no header; one 16-byte record per ion of four big-endian IEEE float32::
 
     x (nm)  y (nm)  z (nm)  m/n (Da)
 
+POS records no pulse numbers and no multiplicities: each ion is read as its own event (pulse =
+its index, multiplicity 1), so nothing downstream groups ions that may not have arrived
+together; ``present`` leaves both out (:data:`apt_daq.io._common.PULSES`, "ions").
+
 The ion count is the file size / 16; a size that is not a multiple of 16 is a truncated or
 foreign file and is refused (naming the ion at which the file breaks off).
 """
@@ -46,6 +50,7 @@ class PosFile:
         self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * 4,))
                     if self.n else np.zeros(0, ">u4"))
         self.present = ("x", "y", "z", "mass")
+        self.pulses = "ions"  # neither pulse numbers nor multiplicities in the file
 
     def __len__(self) -> int:
         return self.n
@@ -56,11 +61,13 @@ class PosFile:
         return self._mm[start * 4 : stop * 4].astype("<u4").view(POS_NATIVE)
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Ions ``start:stop`` as :data:`ION_DTYPE` (fields POS lacks are NaN / 0)."""
+        """Ions ``start:stop`` as :data:`ION_DTYPE` (fields POS lacks are NaN; each ion its own
+        event: pulse = its index in the file, multiplicity 1)."""
         rec = self.records(start, stop)
         out = empty_ions(len(rec))
         for f in self.present:
             out[f] = rec[f]
+        out["pulse"] = np.arange(start, start + len(rec), dtype=np.uint64)
         out["multiplicity"] = 1
         return out
 
