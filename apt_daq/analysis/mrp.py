@@ -68,15 +68,17 @@ def main_peaks(
 
 
 def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200,
-        weights: np.ndarray | None = None) -> list[dict]:
+        weights: np.ndarray | None = None, background_per_da: float = 0.0) -> list[dict]:
     """Per peak: position, FWHM and FW10%M (Da) and m/dm at 50 % and 10 %, of that isotope
-    peak alone (:func:`mrp_window`). ``weights``: ions per ``mass`` value (e.g. the distinct
-    values and counts of :class:`WindowCounts`)."""
+    peak alone (:func:`mrp_window`; :func:`~apt_daq.pipeline.peaks.peak_shape`). ``weights``:
+    ions per ``mass`` value (e.g. the distinct values and counts of :class:`WindowCounts`);
+    ``background_per_da``: a flat background taken off first."""
     out = []
     mass = np.asarray(mass, dtype=np.float64)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     for name, m0 in peaks:
-        shape = peak_shape(mass, m0, bounds=mrp_window(m0, name), weights=w)
+        shape = peak_shape(mass, m0, bounds=mrp_window(m0, name), weights=w,
+                           background_per_da=background_per_da)
         if shape is None or not np.isfinite(shape.fwhm_da):
             continue
         near = np.abs(mass - m0) < 3 * shape.fwhm_da
@@ -199,3 +201,26 @@ def peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray) -> lis
                        fw10m=pk.fw10m_da, mrp50=pk.mrp50, mrp10=pk.mrp10)
         rows.append(row)
     return rows
+
+
+def mrp_and_peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray,
+                       peaks: list[tuple[str, float]], windows: list[WindowCounts],
+                       ) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """``analyze``'s ``mrp`` and ``peaks``, one value per peak: the MRP of each of ``peaks``
+    (:func:`mrp` on the exact m/n of its window in ``windows``, less the flat background the
+    per-peak table found beside its range) is also the ``fwhm``, ``fw10m``, ``mrp50`` and
+    ``mrp10`` of the table's row of that isotope peak; the other rows are measured on the
+    spectrum ``counts``/``edges`` (:func:`peak_table`) by the same estimator."""
+    table = peak_table(ranges, counts, edges)
+    out: list[dict] = []
+    for (name, m0), win in zip(peaks, windows, strict=True):
+        rows = [r for r in table if r["ion"] == name and abs(r["nominal_da"] - m0) < 1e-3
+                and r["hi_da"] > r["lo_da"]]  # fmt: skip
+        row = max(rows, key=lambda r: r["counts"], default=None)
+        bg = row["background"] / (row["hi_da"] - row["lo_da"]) if row is not None else 0.0
+        values, n = win.values()
+        got = mrp(values, [(name, m0)], weights=n, background_per_da=bg)
+        if got and row is not None:
+            row.update({k: got[0][k] for k in ("fwhm", "fw10m", "mrp50", "mrp10")})
+        out += got
+    return out, table

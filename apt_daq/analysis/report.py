@@ -36,7 +36,7 @@ from apt_daq.analysis.composition import Composition, composition
 from apt_daq.analysis.fda import FdaResult
 from apt_daq.analysis.ionpass import SLICE_POINTS as SLICE_POINTS  # re-exported
 from apt_daq.analysis.ionpass import IonPass
-from apt_daq.analysis.mrp import mrp, peak_table
+from apt_daq.analysis.mrp import mrp_and_peak_table
 from apt_daq.analysis.multihit import multihit_unavailable
 from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
@@ -166,10 +166,8 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
     comp, counts_by_ion = composition(acc.rc_roi, ranges, spectrum, subtract_background)
     rat, rat_err = ratios(counts_by_ion, comp.atoms)
     fda_res = {sp: a.result() for sp, (_, a) in acc.fda.items() if a.n_ions}
-    mrp_list = []
-    for peak, win in zip(acc.mrp_peaks, acc.mrp_win, strict=True):
-        values, counts = win.values()
-        mrp_list += mrp(values, [peak], weights=counts)
+    mrp_list, peak_rows = mrp_and_peak_table(ranges, acc.fine.counts, acc.fine.edges,
+                                             acc.mrp_peaks, acc.mrp_win)
     summary: dict[str, Any] = {
         "file": str(path),
         "ions": int(acc.n_roi),
@@ -187,7 +185,7 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
         "ratios": rat,
         "ratio_errors": rat_err,
         "mrp": mrp_list,
-        "peaks": peak_table(ranges, acc.fine.counts, acc.fine.edges),
+        "peaks": peak_rows,
         "fda": {k: v.as_dict() for k, v in fda_res.items()},
         "calibration": cal.as_dict(),
         "positions": positions,
