@@ -132,8 +132,15 @@ def mass_spectrum(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable | No
     ax.stairs(np.maximum(c, floor), e, baseline=None, color="k", lw=0.5, zorder=3)
     ax.set_yscale("log")
     ax.set_ylim(floor, top * 15)  # head room for the labels
+    # to the last peak (ranged or not), not the sparse background beyond it: the spectrum
+    # reaches every m/n, and detector background stretches over hundreds of Da
     nz = np.flatnonzero(c)
     right = e[min(len(e) - 1, nz[-1] + 2)] if len(nz) else e[-1]
+    if len(c) > 8:
+        from apt_daq.pipeline.peaks import find_peaks
+
+        pk = find_peaks(c, e)
+        right = min(right, float(pk.max()) + 2) if len(pk) else right
     if ranges is not None and len(ranges):
         right = max(right, float(ranges.hi_da.max()) + 2)
     ax.set_xlim(0, right)

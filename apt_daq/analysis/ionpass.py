@@ -41,6 +41,11 @@ SLICE_POINTS = 300_000
 PEAK_BIN_DA = 0.0005  # bins of the spectrum the per-peak table is measured on
 WINDOW_CELL_DA = 0.05  # the cells that list which MRP windows may hold an m/n
 MRP_PEAKS = 5  # the most counted ions whose resolving power is measured
+SPECTRUM_CAP_DA = 1000.0
+"""The spectrum of ``analyze`` (1 mDa bins, :attr:`IonPass.spectrum`) reaches the highest m/n
+of the selected hits, in steps of 50 Da, up to this (1 M bins, 8 MB): every peak, as AP Suite
+shows the whole recorded range (it stopped 20 Da above the last range: 1.6 % of apav's Si
+run, up to 378 Da, beyond it)."""
 TRACKED_PEAKS = 6
 """Ions whose MRP windows the pass counts from the first chunk on: the most counted in it.
 An ion that rises into the five later (a coating's shell evaporates first) is counted from
@@ -255,6 +260,8 @@ class IonPass:
         self.ranges, self.roi, self.scorer = ranges, roi, scorer
         self.spec = MassHistogram(0.01, 300.0)  # every hit's: ranks the peaks MRP measures
         self.hist = MassHistogram(0.001, max_da)
+        # the same bins above it, grown with the data (:meth:`_accumulate`): see spectrum
+        self.tail = MassHistogram(0.001, self.hist.edges[-1], self.hist.edges[-1])
         self.fine = MassHistogram(PEAK_BIN_DA, max_da)  # the per-peak table's spectrum
         self.rc_all = np.zeros(len(ranges), dtype=np.int64)
         self.rc_roi = np.zeros(len(ranges), dtype=np.int64)
@@ -348,6 +355,14 @@ class IonPass:
         """The pass kernel, slices and truth of a prepared chunk."""
         hits, m, ion, x, y, z, truth, inside, spec = job
         self.n_roi += int(inside.sum()) if inside is not None else len(m)
+        ok = m >= self.tail.min_da  # the few ions above the ranges' spectrum (NaN: False)
+        if inside is not None:
+            ok &= inside
+        if ok.any():
+            above = m[ok]
+            self.tail.cover(float(np.max(above, where=np.isfinite(above), initial=0.0)),
+                            SPECTRUM_CAP_DA)
+            self.tail.add(above)
         self._kernel(m, ion, z, hits["det_x"], hits["det_y"], inside, spec)
         s = slice(None, None, self.slice_stride)
         for k, a in (("x", x), ("y", y), ("z", z), ("ion", ion)):
@@ -439,6 +454,16 @@ class IonPass:
             if self._reread < k:
                 windows.add(m, inside)
         self._reread += 1
+
+    @property
+    def spectrum(self) -> MassHistogram:
+        """The spectrum of the selected hits (1 mDa) over every m/n up to the highest (in
+        steps of 50 Da, at most :data:`SPECTRUM_CAP_DA`): ``hist`` (to 20 Da above the last
+        range: the composition's background windows) and the bins above it."""
+        h = MassHistogram(self.hist.bin_da, self.hist.edges[-1])
+        h.counts = np.concatenate([self.hist.counts, self.tail.counts])
+        h.edges = np.concatenate([self.hist.edges, self.tail.edges[1:]])
+        return h
 
     @property
     def mrp_win(self) -> list[WindowCounts]:

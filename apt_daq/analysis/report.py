@@ -203,7 +203,7 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
     if acc.scorer is not None:
         summary["truth"] = acc.scorer.result({el: comp.fraction(el) for el in comp.atoms})
     slices = {k: np.concatenate(v) if v else np.zeros(0) for k, v in acc.sl.items()}
-    return RunAnalysis(summary, ranges, acc.hist, (acc.hitmap, acc.hm_edges, acc.hm_edges),
+    return RunAnalysis(summary, ranges, acc.spectrum, (acc.hitmap, acc.hm_edges, acc.hm_edges),
                        fda_res, acc.profile.result(min_atoms=20), slices, cal, comp,
                        {"multihit": mh})  # fmt: skip
 

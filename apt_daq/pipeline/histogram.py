@@ -95,6 +95,19 @@ class MassHistogram:
     def add(self, mass: np.ndarray) -> None:
         hist_kernel(np.asarray(mass), self.min_da, 1.0 / self.bin_da, self.counts)
 
+    def cover(self, top_da: float, cap_da: float, step_da: float = 50.0) -> None:
+        """Grow the histogram (new bins empty) so it reaches ``top_da``, rounded up to a
+        multiple of ``step_da``, never past ``cap_da`` (non-finite ``top_da``: no change)."""
+        if not np.isfinite(top_da) or top_da < self.edges[-1]:
+            return
+        want = min(cap_da, self.min_da + step_da * (np.floor((top_da - self.min_da) / step_da)
+                                                    + 1.0))
+        nb = round((want - self.min_da) / self.bin_da)
+        if nb <= len(self.counts):
+            return
+        self.counts = np.concatenate([self.counts, np.zeros(nb - len(self.counts), np.int64)])
+        self.edges = self.min_da + self.bin_da * np.arange(nb + 1)
+
     @property
     def centres(self) -> np.ndarray:
         return 0.5 * (self.edges[1:] + self.edges[:-1])
