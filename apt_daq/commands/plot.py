@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 # the names of apt_daq.plots.FIGURES, kept here so `apt-daq --help` does not import matplotlib
-FIGURE_NAMES = ("spectrum", "hitmap", "fda", "profile", "slices")
+FIGURE_NAMES = ("spectrum", "hitmap", "fda", "profile", "slices", "multihit")
 FORMATS = ("png", "svg", "pdf")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "plot", help="mass spectrum, hit map, FDA, profile and slices as PNG, SVG or PDF",
+        "plot", help="mass spectrum, hit map, FDA, profile, slices and multi-hits as PNG, SVG "
+        "or PDF",
         description="Draw a run's figures from its calibrated ion stream into a folder, one "
         "file a figure: " + ", ".join(FIGURE_NAMES) + ".",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -21,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  hitmap    detector hit map with colour bar\n"
         "  fda       frequency distribution analysis against the binomial\n"
         "  profile   concentration profile along z in the ROI, with counting errors\n"
-        "  slices    XZ and XY slices coloured by ion, with a colour bar",
+        "  slices    XZ and XY slices coloured by ion, with a colour bar\n"
+        "  multihit  correlation (Saxey) histogram of multi-hit pairs; events by multiplicity",
     )  # fmt: skip
     p.add_argument("run", help="run file (.h5)")
     p.add_argument("-o", "--out", default=None, help="output folder (default: RUN_plots/)")

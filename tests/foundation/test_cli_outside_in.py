@@ -94,3 +94,13 @@ def test_analyze_into_a_closed_pipe_ends_quietly_with_141(small_run):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141, err
     assert "Traceback" not in err, err
+
+
+def test_every_figure_can_be_asked_for_by_name():
+    """`plot` drew multihit.png but `--only multihit` was an invalid choice."""
+    from apt_daq.commands.plot import FIGURE_NAMES
+    from apt_daq.plots import FIGURES
+
+    assert FIGURE_NAMES == tuple(FIGURES)
+    proc = cli("plot", "--help")
+    assert all(name in proc.stdout for name in FIGURES), proc.stdout
