@@ -25,7 +25,11 @@ from matplotlib.patches import Patch
 
 from apt_daq.analysis.fda import FdaResult
 from apt_daq.analysis.multihit import saxey_plot
-from apt_daq.analysis.profile import ProfileAccumulator
+from apt_daq.analysis.profile import (  # re-exported: profiles drawn here are computed there
+    PROFILE_MIN_POINTS,
+    depth_profile,
+    profile_bins,
+)
 from apt_daq.rangetable import RangeTable
 
 FIGURES: dict[str, str] = {
@@ -41,10 +45,6 @@ FIGURES: dict[str, str] = {
 FORMATS = ("png", "svg", "pdf")
 SPECTRUM_BIN_DA = 0.01
 DPI = 150
-PROFILE_MIN_POINTS = 30  # points of a profile when the data allow
-PROFILE_ATOMS_PER_BIN = 500  # aimed at: 2.2 % counting error at c = 50 %
-PROFILE_MIN_ATOMS_PER_BIN = 100
-PROFILE_MIN_BIN_NM = 0.1  # finer than this is below the depth resolution of the method
 
 
 # ---------------------------------------------------------------- helpers
@@ -293,42 +293,6 @@ def fda_plot(results: dict[str, FdaResult], path: str | Path | None = None) -> F
 
 
 # ---------------------------------------------------------------- profile
-
-
-def profile_bins(n_atoms: float, depth_nm: float) -> int:
-    """Bins of a depth profile for ``n_atoms`` ranged atoms over ``depth_nm``: about
-    :data:`PROFILE_ATOMS_PER_BIN` atoms a bin, at least :data:`PROFILE_MIN_POINTS` bins when
-    that leaves :data:`PROFILE_MIN_ATOMS_PER_BIN` atoms in each, never thinner than
-    :data:`PROFILE_MIN_BIN_NM`, at most 200."""
-    n = max(int(n_atoms // PROFILE_ATOMS_PER_BIN), PROFILE_MIN_POINTS)
-    n = min(n, int(n_atoms // PROFILE_MIN_ATOMS_PER_BIN), int(depth_nm / PROFILE_MIN_BIN_NM), 200)
-    return max(n, 1)
-
-
-def depth_profile(z: np.ndarray, ion: np.ndarray, ranges: RangeTable,
-                  inside: np.ndarray | None = None, n_bins: int | None = None) -> dict:  # fmt: skip
-    """Concentration profile along z from per-ion depths and range indices (e.g. the slice
-    sample of a run), bins chosen by :func:`profile_bins` unless given. Same dict as
-    :meth:`apt_daq.analysis.profile.ProfileAccumulator.result`, plus ``bin_nm``; errors are
-    the binomial counting errors sqrt(c (1 - c) / n) of each bin's n atoms."""
-    ok = (ion >= 0) & np.isfinite(z)
-    if inside is not None:
-        ok &= inside
-    z, ion = z[ok].astype(np.float64), ion[ok].astype(np.int64)
-    acc = ProfileAccumulator(ranges, 1.0)
-    n_atoms = float(acc.atoms[ion].sum()) if len(ion) else 0.0
-    if n_atoms == 0:
-        return {"z_nm": np.zeros(0), "fraction": {}, "error": {}, "atoms": np.zeros(0),
-                "bin_nm": 1.0}  # fmt: skip
-    depth = float(z.max() - z.min())
-    n = n_bins or profile_bins(n_atoms, depth)
-    bin_nm = max(depth, 1e-3) / n
-    acc = ProfileAccumulator(ranges, bin_nm)
-    acc.add(z - z.min(), ion)  # bins start at the first ion
-    out = acc.result(min_atoms=min(20.0, n_atoms / n / 4))
-    out["z_nm"] = out["z_nm"] + z.min()
-    out["bin_nm"] = bin_nm
-    return out
 
 
 def profile_plot(profile: dict, path: str | Path | None = None,

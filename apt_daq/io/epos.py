@@ -184,7 +184,8 @@ class EposFile:
         self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * WORDS,))
                     if self.n else np.zeros(0, ">u4"))
         sample = self.records_sample()
-        has = {f: self.n == 0 or bool(np.any(sample[f] != 0)) for f in sample.dtype.names}
+        names = sample.dtype.names or ()
+        has = {f: self.n == 0 or bool(np.any(sample[f] != 0)) for f in names}
         has["v_pulse"] = has["v_pulse"] or has["v_dc"]  # V_pulse 0 without V_dc: not recorded
         has["det_x"] = has["det_y"] = has["det_x"] or has["det_y"]
         present = ["x", "y", "z", "mass"] + [f for f in ("tof", "v_dc", "v_pulse", "det_x",
