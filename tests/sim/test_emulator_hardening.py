@@ -48,22 +48,6 @@ MB = 1 << 20
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def emu():
-    """One emulator on loopback (no numba warm-up: the laser is never fired here)."""
-    ins, sp, temp_k, seed, _ = load_target(HIL_RUN)
-    e = Emulator(ins, sp, base_temperature_k=temp_k, seed=seed, speed=20.0,
-                 warm_up=False).start()
-    try:
-        yield e
-    finally:
-        e.stop()
-
-
-@pytest.fixture
-def fresh(emu):
-    emu.reset()
-    return emu
 
 
 def addr(resource: str) -> tuple[str, int]:

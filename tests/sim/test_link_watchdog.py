@@ -9,25 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from apt_daq.sim.emulator import Emulator, load_target
-from test_emulator_hardening import HIL_RUN, Client
-
-
-@pytest.fixture(scope="module")
-def emu():
-    ins, sp, temp_k, seed, _ = load_target(HIL_RUN)
-    e = Emulator(ins, sp, base_temperature_k=temp_k, seed=seed, speed=20.0,
-                 warm_up=False).start()
-    try:
-        yield e
-    finally:
-        e.stop()
-
-
-@pytest.fixture
-def fresh(emu):
-    emu.reset()
-    return emu
+from test_emulator_hardening import Client
 
 
 def hv_on(c: Client) -> None:
