@@ -152,7 +152,7 @@ def _validate(path: Path, caplog) -> list[str]:
 @pytest.mark.parametrize("simulated", [True, False])
 def test_nexus_nxapm_validates(tmp_path: Path, rrng: Path, caplog, simulated: bool):
     pytest.importorskip("pynxtools")
-    from conftest import make_run
+    from synthetic_runs import make_run
 
     run = make_run(tmp_path / "r.h5", n=6000, simulated=simulated, with_ranges=rrng)
     out = tmp_path / "run.nxs"
@@ -199,7 +199,7 @@ def test_nexus_nxapm_validates(tmp_path: Path, rrng: Path, caplog, simulated: bo
 
 def test_unreconstructed_run_exports_pipeline_reconstruction(tmp_path: Path):
     """/derived x, y, z NaN (not yet reconstructed): POS gets the pipeline's reconstruction."""
-    from conftest import synthetic_chunks
+    from synthetic_runs import synthetic_chunks
 
     from apt_daq.analysis.reconstruction import Reconstructor
     from apt_daq.config import InstrumentConfig
