@@ -46,15 +46,13 @@ def run_ranges(reader: RunReader):
 
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> int:
     """Export ``run`` to ``out`` in ``fmt``; returns the number of ions (or ranges) written."""
-    from apt_daq.io._common import atomic_output, one_event_per_ion, run_fields
+    from apt_daq.io._common import atomic_output, check_output, one_event_per_ion, run_fields
     from apt_daq.io.store import RunReader
     from apt_daq.pipeline.ions import open_stream
 
-    out = Path(out)
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: exists (use --overwrite or another -o)")
+    out = check_output(out, overwrite, [run])
     with RunReader(run) as r:
         if fmt == "rrng":
             from apt_daq.io.ranges import write_rrng

@@ -221,10 +221,9 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
                 overwrite: bool = False, chunk: int = 1 << 20) -> dict:
     """Import ``path`` into the run file ``out``; returns the /meta "imported" summary."""
     from apt_daq.config import InstrumentConfig
+    from apt_daq.io._common import check_output
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: exists (use --overwrite or another -o)")
+    out = check_output(out, overwrite, [path, ranges, instrument, field_map])
     fmt = source_format(path, fmt, table=bool(fields or field_map))
     src = open_source(path, fmt, voltage_unit, fields=fields, field_map=field_map)
     table = read_range_file(ranges) if ranges else None
@@ -335,7 +334,7 @@ def _import_meta(summary: dict, inst_cfg, simulated: bool, table, fmt: str,
 def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) -> None:
     """Stream the source into the run file ``out`` (atomically), ranged with ``table`` when the
     file holds m/n; a CSV's ion count is recorded once read."""
-    from apt_daq.io._common import atomic_output
+    from apt_daq.io._common import atomic_output, checked_ions
     from apt_daq.io.store import RunWriter
 
     present = set(src.present)
@@ -344,7 +343,7 @@ def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) 
     summary = meta["imported"]
     n = 0
     with atomic_output(out, overwrite=True) as tmp, RunWriter(tmp, meta, overwrite=True) as w:
-        for ions in src.iter(chunk):
+        for ions in checked_ions(src, path, chunk):
             idx = (range_index(ions["mass"], table) if table is not None and has_mass
                    else None)
             hits, der = ions_to_chunks(ions, idx, derived=with_derived)

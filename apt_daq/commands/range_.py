@@ -79,9 +79,10 @@ def spectrum_of_file(path: str | Path):
                 spec.add(c.mass)
         return spec
     from apt_daq.commands.import_ import open_ion_file
+    from apt_daq.io._common import checked_ions
 
     src = open_ion_file(p)
-    for ions in src.iter(1 << 20):
+    for ions in checked_ions(src, p):
         spec.add(ions["mass"])
     return spec
 
@@ -106,13 +107,11 @@ def composition_text(res) -> str:
 
 
 def _range(args: argparse.Namespace) -> int:
-    from apt_daq.io._common import atomic_output
+    from apt_daq.io._common import atomic_output, check_output
     from apt_daq.io.ranges import write_rrng
     from apt_daq.pipeline.autorange import autorange
 
-    out = Path(args.output) if args.output else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise UserError(f"{out}: exists (use --overwrite or another -o)")
+    out = check_output(args.output, args.overwrite, [args.input]) if args.output else None
     els = parse_elements(args.elements)
     charges = parse_charges(args.charges)
     t0 = time.perf_counter()

@@ -64,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
 
         if cold_kernels(sim=run_file.drivers.dld.backend == "sim"):
             err.print(NOTICE, markup=False)
+    from apt_daq.io._common import check_output
+
+    if args.out:  # the run file itself refuses an existing output without --overwrite
+        check_output(args.out, True, [args.config, run_file.resolve(run_file.analysis.ranges)])
     session = Session(run_file, out=args.out, overwrite=args.overwrite,
                       progress=not args.quiet, live_png=args.live, summary=True)
     server = None

@@ -51,6 +51,91 @@ def empty_ions(n: int) -> np.ndarray:
     return out
 
 
+class IonRecordCheck:
+    """Whether an ion file's records are ions: fed every chunk read, it refuses (one line) a file
+    that holds none, or in which more than :attr:`MAX_SHARE` of the records are what no atom
+    probe writes: an m/n that is not finite or beyond :attr:`MAX_MASS_DA`, a position that is
+    infinite or beyond :attr:`MAX_COORD_NM` (NaN positions are allowed: not reconstructed).
+
+    A file of the right size but the wrong content (random bytes, another format renamed .pos)
+    reads as float32 with ~90 % of values outside any of those bounds; real files read ~0 %.
+    """
+
+    MAX_MASS_DA = 1.0e4
+    MAX_COORD_NM = 1.0e6  # a millimetre: specimens are a few micrometres
+    MAX_SHARE = 0.05
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.n = 0
+        self.bad = 0
+        self.first: tuple[int, str] | None = None  # (ion index, what) of the first bad record
+
+    def add(self, ions: np.ndarray, present: Iterable[str]) -> None:
+        present = set(present)
+        bad = np.zeros(len(ions), bool)
+        if "mass" in present:
+            m = ions["mass"]
+            bad |= ~(np.abs(m) <= self.MAX_MASS_DA)  # NaN compares False: bad
+        for f in ("x", "y", "z"):
+            if f in present:
+                bad |= np.abs(ions[f]) > self.MAX_COORD_NM  # inf too; NaN is not
+        nb = int(bad.sum())
+        if nb and self.first is None:
+            i = int(np.argmax(bad))
+            what = ", ".join(f"{f}={float(ions[f][i]):.4g}" for f in ("x", "y", "z", "mass")
+                             if f in present)
+            self.first = (self.n + i, what)
+        self.n += len(ions)
+        self.bad += nb
+
+    def check(self) -> None:
+        from apt_daq.errors import DataFileError
+
+        if self.n == 0:
+            raise DataFileError(f"{self.path}: holds no ions")
+        if self.bad > self.MAX_SHARE * self.n and self.first is not None:
+            i, what = self.first
+            raise DataFileError(
+                f"{self.path}: {self.bad} of {self.n} records are not ions (m/n not finite or "
+                f"beyond {self.MAX_MASS_DA:g} Da, or a position beyond {self.MAX_COORD_NM:g} nm; "
+                f"first at ion {i}: {what}): not this format, or corrupt")
+
+
+def checked_ions(src, path: str | Path, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+    """``src.iter(chunk)``'s chunks, then :meth:`IonRecordCheck.check` once all are read."""
+    check = IonRecordCheck(path)
+    for ions in src.iter(chunk):
+        check.add(ions, src.present)
+        yield ions
+    check.check()
+
+
+def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """``out`` as a Path once it may be written: refused (one line) if it exists without
+    ``overwrite``, or if it is one of ``inputs`` (the same file by any name: a link, ``./``),
+    which ``--overwrite`` would replace with the output before or while it is read."""
+    from apt_daq.errors import UserError
+
+    out = Path(out)
+    if not os.path.lexists(out):
+        return out
+    for src in inputs:
+        if src is not None and _same_file(out, Path(src)):
+            raise UserError(f"{out}: is the input {src}; write the output to another file "
+                            "(-o): --overwrite would replace the input")
+    if not overwrite:
+        raise UserError(f"{out}: exists (use --overwrite or another -o)")
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either missing or unreadable: not provably the same
+        return False
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
