@@ -38,9 +38,15 @@ class Roi:
         return (np.abs(x - cx) <= wx / 2) & (np.abs(y - cy) <= wy / 2) & (np.abs(z - cz) <= wz / 2)
 
     def describe(self) -> str:
+        """E.g. "cylinder 25 nm diameter along z", "... through (30, 0) nm" off the axis, "box
+        10 x 10 x 20 nm", "... at (5, 0, -20) nm" off the axis' centre."""
+        cx, cy, cz = self.centre_nm
         if self.kind == "cylinder":
-            return f"cylinder {self.size_nm[0]:g} nm diameter along z"
-        return "box " + " x ".join(f"{s:g}" for s in self.size_nm) + " nm"
+            at = f" through ({cx:g}, {cy:g}) nm" if (cx or 0.0, cy or 0.0) != (0.0, 0.0) else ""
+            return f"cylinder {self.size_nm[0]:g} nm diameter along z{at}"
+        at = (f" at ({cx or 0.0:g}, {cy or 0.0:g}, {cz:g}) nm" if cz is not None
+              else f" at ({cx:g}, {cy:g}) nm" if (cx or 0.0, cy or 0.0) != (0.0, 0.0) else "")
+        return "box " + " x ".join(f"{s:g}" for s in self.size_nm) + f" nm{at}"
 
 
 def parse_roi(spec: str | None) -> Roi | None:

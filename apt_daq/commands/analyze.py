@@ -44,11 +44,40 @@ def _analyze(args: argparse.Namespace) -> int:
     s = _jsonable(res.summary)
     if label is not None:
         s["step"] = label
+    _warn(_roi_warning(s, res.slices))
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
     _print_report(s, stored=not args.no_store)
     return 0
+
+
+def _warn(line: str | None) -> None:
+    from apt_daq.cli import console as cli_console
+
+    if line:
+        cli_console(stderr=True).print(f"warning: {line}", markup=False)
+
+
+def _roi_warning(s: dict, slices: dict) -> str | None:
+    """The line saying the ROI holds no ion (or no ranged ion), so every ROI result (composition,
+    counts, ratios, MRP, FDA) is n/a, with where the ions are to help place it; None if it
+    holds ranged ions or there is no ROI."""
+    import numpy as np
+
+    if s["roi"] == "all ions" or s["ranged_ions"] > 0:
+        return None
+    of = s.get("ions_selected", s["ions_total"])
+    held = ("0 ions" if s["ions"] == 0 else f"{s['ions']} ions but no ranged one") + f" of {of}"
+    if s["positions"] == "none":
+        where = " (the run has no positions to place its ions in an ROI: give --roi none)"
+    else:
+        xyz = [np.asarray(slices.get(k, []), dtype=float) for k in "xyz"]
+        span = ", ".join(f"{k} {round(a[np.isfinite(a)].min())} to {round(a[np.isfinite(a)].max())}"
+                         for k, a in zip("xyz", xyz, strict=True) if np.isfinite(a).any())
+        where = f" (the ions lie at {span} nm)" if span else ""
+    return (f"{s['file']}: the ROI {s['roi']} holds {held}{where}; composition, ion counts, "
+            "ratios, MRP and FDA are n/a")
 
 
 def _selection(args: argparse.Namespace):
