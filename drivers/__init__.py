@@ -299,8 +299,10 @@ def open_instruments(run_file: RunFile) -> Instruments:
 
     If any backend is ``sim``, ONE ``apt_daq.sim.instrument.VirtualLeap`` is built from the run file and
     shared by the sim backends (``Instruments.virtual``); the sim DLD fires
-    ``run_file.run.chunk_pulses`` pulses per ``read_chunk``. The laser gets the HV driver, so
-    emission is refused while the supply reports a trip.
+    ``run_file.run.chunk_pulses`` pulses per ``read_chunk``. A sim DLD under a real HV supply
+    or laser follows their commanded settings (:func:`~apt_daq.drivers.sim_backends.
+    follow_real_drivers`). The laser gets the HV driver, so emission is refused while the
+    supply reports a trip.
     """
     d = run_file.drivers
     leap: PulsedInstrument | None = None
@@ -315,6 +317,12 @@ def open_instruments(run_file: RunFile) -> Instruments:
         laser = open_laser(d.laser, leap=leap, hv=hv)
         opened.append(laser)
         dld = open_dld(d.dld, leap=leap, chunk_pulses=run_file.run.chunk_pulses)
+        if d.dld.backend == "sim":
+            from apt_daq.drivers.sim_backends import SimDld, follow_real_drivers
+
+            if isinstance(dld, SimDld):
+                follow_real_drivers(dld, hv if d.hv.backend != "sim" else None,
+                                    laser if d.laser.backend != "sim" else None)
     except BaseException:
         for drv in reversed(opened):
             try:

@@ -91,6 +91,12 @@ class HighVoltageSupply(SwitchedInstrument):
         """The last setpoint sent (the driver's view), V."""
         return self._setpoint_v
 
+    @property
+    def commanded_v(self) -> float:
+        """The output as commanded (no I/O): the setpoint while the output is switched on,
+        else 0 V. What a simulated specimen on this supply sees (``SimDld.follow``)."""
+        return self._setpoint_v if self._on else 0.0
+
     # primitives a backend implements ---------------------------------------
     @abc.abstractmethod
     def _send_setpoint(self, volts: float) -> None: ...

@@ -25,6 +25,12 @@ class Laser(SwitchedInstrument):
         super().__init__(resource, clock=clock)
         self.max_energy_pj = float(max_energy_pj)
         self.hv = hv
+        #: the settings as last commanded (no I/O; None: never set): what a simulated
+        #: specimen under this laser sees (``SimDld.follow``). Emission reads off as soon as
+        #: an off is attempted.
+        self.commanded_pj: float | None = None
+        self.commanded_hz: float | None = None
+        self.commanded_emission = False
 
     @abc.abstractmethod
     def _send_energy(self, pj: float) -> None: ...
@@ -66,6 +72,7 @@ class Laser(SwitchedInstrument):
                 raise self.error(SafetyError, cmd,
                                  f"refused: outside 0..max_energy_pj {_fmt_v(self.max_energy_pj)}")
             self._send_energy(pj)
+            self.commanded_pj = pj
 
     def set_pulse_rate(self, hz: float) -> None:
         """Pulse repetition rate, Hz (> 0)."""
@@ -73,6 +80,7 @@ class Laser(SwitchedInstrument):
             if not (math.isfinite(hz) and hz > 0):
                 raise self.error(SafetyError, LASER.set_rate.format(hz), "refused: must be > 0 Hz")
             self._send_pulse_rate(float(hz))
+            self.commanded_hz = float(hz)
 
     def emission(self, on: bool) -> None:
         """Emission on/off. On is refused while the attached HV supply reports a trip."""
@@ -80,7 +88,10 @@ class Laser(SwitchedInstrument):
             if on and self.hv is not None and self.hv.tripped():
                 raise self.error(SafetyError, self._cmd_emission(True),
                                  f"refused: {self.hv.name} reports a trip")
+            if not on:
+                self.commanded_emission = False
             self._send_emission(bool(on))
+            self.commanded_emission = bool(on)
 
     def _send_off_now(self) -> None:
         """Emission off as the first thing on the link (backends with a link override)."""
@@ -90,6 +101,7 @@ class Laser(SwitchedInstrument):
         """Emission off, sent before anything else (a fresh connection if the link is broken,
         no handshake first). Raises a DriverError if it could not be sent."""
         with self.lock:
+            self.commanded_emission = False
             if self.connected:
                 self._send_off_now()
 

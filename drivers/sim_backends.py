@@ -252,6 +252,9 @@ class SimDld(DelayLineDetector):
         self.last_block: SimBlock | None = None
         self._armed: Future | None = None
         self._pool: ThreadPoolExecutor | None = None
+        #: run before every chunk, under the instrument's lock: mirrors real HV / laser
+        #: drivers into the virtual instrument (:func:`follow_real_drivers`)
+        self.follow: Callable[[], None] | None = None
 
     def connect(self) -> None:
         self.connected = True
@@ -287,6 +290,8 @@ class SimDld(DelayLineDetector):
 
     def _fire(self) -> SimBlock:
         with leap_lock(self.leap):  # the instrument's lock, the one LeapClock holds
+            if self.follow is not None:
+                self.follow()
             return self.leap.advance(self.chunk_pulses, max_records=self.max_chunk_records)
 
     def read_chunk(self, timeout_s: float = 0.0) -> np.ndarray:
@@ -316,3 +321,23 @@ class SimDld(DelayLineDetector):
     @property
     def ion_table(self) -> list[tuple[str, float, int]]:
         return self.leap.ion_table
+
+
+def follow_real_drivers(dld: SimDld, hv: HighVoltageSupply | None,
+                        laser: Laser | None) -> None:
+    """A simulated detector under real instruments (``dld: sim`` with ``hv`` or ``laser`` not
+    ``sim``): before every chunk the virtual instrument takes the real drivers' commanded
+    settings (no I/O), so its specimen sees the voltage and laser the run commands. Without
+    it the virtual supply stayed at 0 V and the run recorded detector background only, at
+    ``v_dc`` 0. ``None``: that instrument is simulated (its model is the driver's own)."""
+    leap = dld.leap
+    if hv is None and laser is None:
+        return
+
+    def follow() -> None:
+        if hv is not None:
+            leap.hv.follow(hv.commanded_v)
+        if laser is not None:
+            leap.laser.follow(laser.commanded_pj, laser.commanded_hz, laser.commanded_emission)
+
+    dld.follow = follow

@@ -114,6 +114,17 @@ class HvSupplyModel:
             self.output_v = 0.0
             self.current_a = 0.0
 
+    def follow(self, volts: float) -> None:
+        """Mirror a supply outside the simulator (a real driver's commanded output): output on
+        at ``volts`` (> 0), else off. The output then slews to it as for any setpoint; a trip
+        (the specimen fractured) stays latched."""
+        on = volts > 0.0 and not self.tripped
+        if on != self.output_on:
+            self.set_output(on)
+        if on and volts != self.setpoint_v:
+            self.setpoint_v = min(float(volts), self.limit_v)
+            self.received.append((self.now_s, "setpoint_v", self.setpoint_v))
+
     def watchdog_expired(self) -> None:
         """The link watchdog ran out (no command line for its timeout): output off."""
         self.set_output(False)
@@ -180,6 +191,17 @@ class LaserModel:
             raise DeviceError(DEVICE_SPECIFIC, f"{_DEVICE}: interlock open, emission refused")
         self.emission_on = bool(on)
         self.received.append((self.now_s, "emission", float(self.emission_on)))
+
+    def follow(self, pj: float | None, hz: float | None, emission: bool) -> None:
+        """Mirror a laser outside the simulator (a real driver's commanded settings; None:
+        never set, keep this model's)."""
+        if pj is not None and pj != self.energy_pj:
+            self.set_energy(min(pj, self.max_energy_pj))
+        if hz is not None and hz != self.pulse_rate_hz:
+            self.set_pulse_rate(min(hz, self.max_pulse_rate_hz))
+        on = emission and not self.interlock_open
+        if on != self.emission_on:
+            self.set_emission(on)
 
     def watchdog_expired(self) -> None:
         """The link watchdog ran out (no command line for its timeout): emission off."""

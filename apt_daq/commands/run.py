@@ -114,8 +114,13 @@ def _summary(result: RunResult, console: Console) -> None:
     s = _tally_summary(result.tally) if result.tally is not None else None
     if s is None:
         from apt_daq.analysis.report import analyze_run
+        from apt_daq.errors import UserError
 
-        s = analyze_run(result.path)
+        try:
+            s = analyze_run(result.path)
+        except UserError as e:  # the run is stored and its exit code is its own: no summary
+            cli_console(stderr=True).print(f"warning: no summary: {e}", markup=False)
+            return
     comp = sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0))
     main = ", ".join(f"{el} {100 * v['fraction']:.1f}+-{100 * v['error']:.1f}"
                      for el, v in comp[:7] if v["fraction"])

@@ -67,17 +67,36 @@ class FakeHv:
                 pass
 
     # ------------------------------------------------------------------ what was received
+    EOL = "\n"  # the reply terminator
+
+    @staticmethod
+    def classify(line: str) -> tuple[str, float] | None:
+        """What a received line asks of the output: ("on" | "off", 0) or ("set", volts);
+        None for anything else (queries, the limit, errors)."""
+        u = line.upper()
+        if u in ("OUTP ON", "OUTP 1"):
+            return ("on", 0.0)
+        if u in ("OUTP OFF", "OUTP 0"):
+            return ("off", 0.0)
+        if u.startswith("SOUR:VOLT ") and not u.startswith("SOUR:VOLT:"):
+            return ("set", float(u.split()[1]))
+        return None
+
+    def events(self) -> list[tuple[float, str, float]]:
+        """(time, "on" | "off" | "set", volts) of every output command received, in order."""
+        return [(t, *c) for t, line, _ in self.received if (c := self.classify(line))]
+
     def setpoints(self) -> list[tuple[float, float, bool]]:
         """(time, volts, output on) of every setpoint command received."""
-        out = []
-        for t, line, on in self.received:
-            if line.upper().startswith("SOUR:VOLT ") and not line.upper().startswith(
-                    "SOUR:VOLT:"):
-                out.append((t, float(line.split()[1]), on))
-        return out
+        return [(t, float(c[1]), on) for t, line, on in self.received
+                if (c := self.classify(line)) and c[0] == "set"]
+
+    def is_off(self, line: str) -> bool:
+        c = self.classify(line)
+        return c is not None and c[0] == "off"
 
     def off_received_after(self, t_s: float) -> bool:
-        return any(line.upper() == "OUTP OFF" and t >= t_s for t, line, _ in self.received)
+        return any(self.is_off(line) and t >= t_s for t, line, _ in self.received)
 
     # ------------------------------------------------------------------ serving
     def _accept(self) -> None:
@@ -109,7 +128,7 @@ class FakeHv:
                                 and len(self.setpoints()) >= self.after_setpoints):
                             self.bad = True
                             self.bad_since = len(self.received)
-                    if self.bad and self.mode == "drop_on_off" and line.upper() == "OUTP OFF":
+                    if self.bad and self.mode == "drop_on_off" and self.is_off(line):
                         conn.close()
                         return
                     if reply is None:
@@ -119,9 +138,9 @@ class FakeHv:
                     if self.bad and self.mode == "garbage":
                         reply = "\x07#?!%&garbage"
                     if self.bad and self.mode == "late":
-                        threading.Timer(self.late_s, _send, (conn, reply)).start()
+                        threading.Timer(self.late_s, _send, (conn, reply, self.EOL)).start()
                         continue
-                    _send(conn, reply)
+                    _send(conn, reply, self.EOL)
         except OSError:
             return
         finally:
@@ -177,9 +196,9 @@ class FakeHv:
         return None
 
 
-def _send(conn: socket.socket, reply: str) -> None:
+def _send(conn: socket.socket, reply: str, eol: str = "\n") -> None:
     try:
-        conn.sendall((reply + "\n").encode("ascii", "replace"))
+        conn.sendall((reply + eol).encode("ascii", "replace"))
     except OSError:
         pass
 

@@ -20,30 +20,30 @@ import time
 
 import pytest
 from apt_daq.drivers.base import DriverError, FakeClock, SafetyError, WallClock
-from apt_daq.drivers.hv import ScpiHv
+from apt_daq.drivers.hv import ScpiHv, SerialHv
 from apt_daq.drivers.scpi import make_transport
+from apt_daq.drivers.serial_line import SerialTransport
 from fake_hv import MODES, FakeHv
+from fake_hv_line import FakeLineHv
 
 LIMIT_V, RAMP_V_PER_S, STEP_S = 6000.0, 200.0, 0.5
 MAX_STEP_V = RAMP_V_PER_S * STEP_S
 EPS_V = 1e-6
 
 
-def assert_ramp_rule(received: list[tuple[float, str, bool]], jitter_s: float = 0.0) -> None:
+def assert_ramp_rule(fake: FakeHv, jitter_s: float = 0.0) -> None:
     """The ramp rule on what the supply received. ``jitter_s``: when the driver runs in
     another process on wall time, the receive times carry the link's latency jitter."""
     v, on, t_ref = 0.0, False, 0.0
-    for t, line, _ in received:
-        u = line.upper()
-        if u in ("OUTP ON", "OUTP 1"):
+    for t, kind, new in fake.events():
+        if kind == "on":
             if not on:
                 assert v == 0.0, f"output went on at a {v} V setpoint"
                 t_ref = t
             on = True
-        elif u in ("OUTP OFF", "OUTP 0"):
+        elif kind == "off":
             on = False
-        elif u.startswith("SOUR:VOLT ") and not u.startswith("SOUR:VOLT:"):
-            new = float(u.split()[1])
+        else:
             if on:
                 allowed = min(MAX_STEP_V, RAMP_V_PER_S * (t - t_ref + jitter_s)) + EPS_V
                 assert abs(new - v) <= allowed, (
@@ -52,16 +52,22 @@ def assert_ramp_rule(received: list[tuple[float, str, bool]], jitter_s: float = 
             v = new
 
 
-def driver(fake: FakeHv, clock: FakeClock) -> ScpiHv:
-    return ScpiHv(make_transport(fake.resource, 0.3, "socket"), fake.resource,
-                  limit_v=LIMIT_V, ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S,
-                  retries=1, reconnect_deadline_s=1.0, clock=clock)
+FAKES = {"scpi": FakeHv, "line": FakeLineHv}  # SCPI over TCP; the line protocol via pyserial
 
 
+def driver(fake: FakeHv, clock: FakeClock) -> ScpiHv | SerialHv:
+    kw = dict(limit_v=LIMIT_V, ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S, retries=1,
+              reconnect_deadline_s=1.0, clock=clock)
+    if isinstance(fake, FakeLineHv):
+        return SerialHv(SerialTransport(fake.resource, timeout_s=0.3), fake.resource, **kw)
+    return ScpiHv(make_transport(fake.resource, 0.3, "socket"), fake.resource, **kw)
+
+
+@pytest.mark.parametrize("protocol", FAKES)
 @pytest.mark.parametrize("mode", MODES)
-def test_misbehaving_supply_ends_off_and_never_steps(mode: str) -> None:
+def test_misbehaving_supply_ends_off_and_never_steps(mode: str, protocol: str) -> None:
     clock = FakeClock()
-    fake = FakeHv(mode, clock)
+    fake = FAKES[protocol](mode, clock)
     hv = driver(fake, clock)
     hv.connect()
     seen: list[DriverError] = []
@@ -88,20 +94,23 @@ def test_misbehaving_supply_ends_off_and_never_steps(mode: str) -> None:
         seen.append(e)
     elapsed = time.monotonic() - t_wall
     fake.close()
-    assert_ramp_rule(fake.received)
+    assert_ramp_rule(fake)
     assert fake.off_received_after(t_fault), "OUTP OFF never reached the supply"
     assert not fake.on, "the supply's output is still on"
     assert all(str(e).startswith(f"HV supply {fake.resource}: ") for e in seen), seen
-    if mode != "lies_off":  # a lying supply that obeys cannot be caught; the rest must be
+    if mode == "drop_on_off":  # noticed: an error, or it reconnected (and read back "off")
+        assert seen or fake.connections > 1, "the dropped link went unnoticed"
+    elif mode != "lies_off":  # a lying supply that obeys cannot be caught; the rest must be
         assert seen, "a misbehaving supply went unnoticed"
     assert elapsed < 30, f"{elapsed:.1f} s: reconnects not bounded"
     assert fake.connections < 40, f"{fake.connections} connections: a reconnect storm"
 
 
-def test_nan_read_back_on_reconnect_is_a_bad_reply_not_a_setpoint() -> None:
+@pytest.mark.parametrize("protocol", FAKES)
+def test_nan_read_back_on_reconnect_is_a_bad_reply_not_a_setpoint(protocol: str) -> None:
     """The audit's case: nan read back from SOUR:VOLT? disabled the ramp check (0 -> 5900 V)."""
     clock = FakeClock()
-    fake = FakeHv("nan", clock)
+    fake = FAKES[protocol]("nan", clock)
     hv = driver(fake, clock)
     hv.connect()
     hv.output(True)
@@ -114,10 +123,11 @@ def test_nan_read_back_on_reconnect_is_a_bad_reply_not_a_setpoint() -> None:
     fake.close()
 
 
-def test_lying_output_state_does_not_skip_the_ramp() -> None:
+@pytest.mark.parametrize("protocol", FAKES)
+def test_lying_output_state_does_not_skip_the_ramp(protocol: str) -> None:
     """An instrument that always answers OUTP? 0: ramp_to must still ramp."""
     clock = FakeClock()
-    fake = FakeHv("lies_off", clock, at_once=True)
+    fake = FAKES[protocol]("lies_off", clock, at_once=True)
     hv = driver(fake, clock)
     hv.connect()
     hv.output(True)
@@ -126,7 +136,7 @@ def test_lying_output_state_does_not_skip_the_ramp() -> None:
     fake.close()
     sp = [v for _, v, on in fake.setpoints() if on]
     assert len(sp) >= 3000 / MAX_STEP_V  # steps, not one jump
-    assert_ramp_rule(fake.received)
+    assert_ramp_rule(fake)
 
 
 def test_idle_time_earns_no_credit() -> None:
@@ -154,7 +164,7 @@ instrument: {root}/configs/instruments/leap5000xs.yaml
 specimen: {root}/configs/specimens/nmc811-cr.yaml
 drivers:
   laser: {{backend: sim}}
-  hv: {{backend: scpi, resource: "{resource}", options: {{transport: socket}}, limit_v: 6000,
+  hv: {{{link}, limit_v: 6000,
         ramp_v_per_s: 200, timeout_s: 0.3, retries: 1, reconnect_deadline_s: 1.0}}
   dld: {{backend: sim}}
 run:
@@ -166,8 +176,13 @@ run:
 """
 
 
+LINKS = {"scpi": 'backend: scpi, resource: "{}", options: {{transport: socket}}',
+         "line": 'backend: serial, url: "{}"'}
+
+
+@pytest.mark.parametrize("protocol", FAKES)
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "lies_off"])
-def test_cli_run_against_a_misbehaving_supply(tmp_path, mode: str) -> None:
+def test_cli_run_against_a_misbehaving_supply(tmp_path, mode: str, protocol: str) -> None:
     """`apt-daq run` with the HV supply turning bad mid-run: one error line naming the supply,
     exit 2, no traceback; OUTP OFF reached the supply after the fault and its output is off."""
     import subprocess
@@ -175,19 +190,24 @@ def test_cli_run_against_a_misbehaving_supply(tmp_path, mode: str) -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    fake = FakeHv(mode, WallClock(), after_setpoints=8)  # the driver runs on wall time
+    fake = FAKES[protocol](mode, WallClock(), after_setpoints=8)  # the driver: wall time
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(CLI_RUN.format(root=root, resource=fake.resource))
+    cfg.write_text(CLI_RUN.format(root=root, link=LINKS[protocol].format(fake.resource)))
     proc = subprocess.run([sys.executable, "-m", "apt_daq.cli", "run", str(cfg), "-o",
                            str(tmp_path / "r.h5"), "--quiet"], capture_output=True, text=True,
                           timeout=120, cwd=root)
     fake.close()
     assert fake.bad, "the fault never happened"
-    assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert errors and errors[0].startswith(f"error: HV supply {fake.resource}"), proc.stderr
+    if mode == "drop_on_off" and proc.returncode == 0:
+        # the supply obeyed the final off and dropped the link: a driver that reconnects and
+        # reads back "off" (the line driver does) has nothing to fail; it must have noticed
+        assert fake.connections > 1, "the dropped link went unnoticed"
+    else:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert errors and errors[0].startswith(f"error: HV supply {fake.resource}"), proc.stderr
     after = fake.received[fake.bad_since:]
-    assert any(line.upper() == "OUTP OFF" for _, line, _ in after), after[-10:]
+    assert any(fake.is_off(line) for _, line, _ in after), after[-10:]
     assert not fake.on
-    assert_ramp_rule(fake.received, jitter_s=0.05)
+    assert_ramp_rule(fake, jitter_s=0.05)
