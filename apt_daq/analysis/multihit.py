@@ -147,6 +147,8 @@ class MultiHitAccumulator:
             self._pairs(m[:-d][same], m[d:][same])
 
     def _pairs(self, m1: np.ndarray, m2: np.ndarray) -> None:
+        fin = np.isfinite(m1) & np.isfinite(m2)  # NaN cast to int is undefined (and warns)
+        m1, m2 = m1[fin], m2[fin]
         i = np.floor(m1 / self.bin_da).astype(np.int64)
         j = np.floor(m2 / self.bin_da).astype(np.int64)
         ok = (i >= 0) & (i < self.nb) & (j >= 0) & (j < self.nb)
