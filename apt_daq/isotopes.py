@@ -17,7 +17,9 @@ Ion names follow the one convention of the project (see the shared contract):
 - atomic ions: element + charge digit if > 1 + ``+``: ``"Li+"``, ``"Ni2+"``, ``"Mn2+"``;
 - molecular ions, singly charged: formula + ``+``: ``"O2+"`` (the O2 molecule, 32 Da),
   ``"NiO+"``, ``"LiO+"``;
-- molecular ions with charge > 1: formula in parentheses: ``"(O2)2+"``, ``"(NiO)2+"``.
+- molecular ions with charge > 1: formula in parentheses: ``"(O2)2+"``, ``"(NiO)2+"``;
+- water and its kin (H and O alone, two H or more) H first: ``"H2O+"``, ``"H3O+"``, but
+  ``"OH+"``.
 
 A single element followed by a digit is ambiguous (``"Ni2+"`` is Ni++ but ``"O2+"`` is O2+).
 The rule: for the elements that form homonuclear diatomic molecules in the gas phase (H, N, O,
@@ -180,13 +182,24 @@ def _formula_text(formula: dict[str, int]) -> str:
     return "".join(f"{el}{n if n > 1 else ''}" for el, n in formula.items())
 
 
+def water_order(formula: dict[str, int]) -> dict[str, int]:
+    """H first in a molecule of H and O alone with two H or more, as atom probe users write
+    water and its kin (H2O+, H3O+, H2O2+, not OH2+, OH3+); any other formula as given (OH+,
+    NiOH+)."""
+    if formula.keys() == {"H", "O"} and formula["H"] >= 2:
+        return {"H": formula["H"], "O": formula["O"]}
+    return formula
+
+
 def ion_name(formula: dict[str, int], charge: int) -> str:
     """The conventional name of an ion (inverse of :func:`parse_ion`).
 
-    Element order is kept as given (write metals first: {"Ni": 1, "O": 1} -> "NiO+").
+    Element order is kept as given (write metals first: {"Ni": 1, "O": 1} -> "NiO+"), but for
+    water and its kin (:func:`water_order`: {"O": 1, "H": 2} -> "H2O+").
     """
     if charge < 1:
         raise ValueError(f"charge must be >= 1, got {charge}")
+    formula = water_order(formula)
     text = _formula_text(formula)
     atoms = sum(formula.values())
     if atoms == 1:

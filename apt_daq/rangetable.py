@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from apt_daq.isotopes import ion_name, parse_ion
+from apt_daq.isotopes import ion_name, parse_ion, water_order
 
 # default colours per element (hex RRGGBB), loosely the AP Suite palette
 ELEMENT_COLOURS = {
@@ -153,10 +153,11 @@ _ANIONS = ("C", "N", "O", "F", "S", "Cl", "H")
 
 
 def canonical_formula(formula: dict[str, int]) -> dict[str, int]:
-    """Metals first (in the given order), then C, N, O, F, S, Cl, H: "NiO", never "ONi"."""
+    """Metals first (in the given order), then C, N, O, F, S, Cl, H: "NiO", never "ONi"; but
+    water and its kin H first, as atom probe users write them: "H2O", "H3O" (but "OH")."""
     metals = {el: n for el, n in formula.items() if el not in _ANIONS}
     rest = {el: formula[el] for el in _ANIONS if el in formula}
-    return {**metals, **rest}
+    return water_order({**metals, **rest})
 
 
 # --------------------------------------------------------------------------- in a run file

@@ -1,6 +1,6 @@
 """Found by a new user's audit of ``analyze`` from the outside (Dec 2026), judged from what the
 CLI prints: an ROI that holds no ion says so on stderr (it passed silently with empty
-tables)."""
+tables); water is H2O+ and H3O+, as atom probe users write it, not OH2+ and OH3+."""
 
 from __future__ import annotations
 
@@ -18,6 +18,22 @@ def small_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("run") / "small.h5"
     Session.from_yaml(RUN, {"run.stop.ions": 3000}, out=out, handle_signals=False).run()
+    return out
+
+
+@pytest.fixture(scope="module")
+def apav_si() -> Path:
+    """apav's real LEAP Si data (Si.pos, Si.epos, Si.RRNG)."""
+    apav = pytest.importorskip("apav")
+    return Path(apav.__file__).parent / "tests"
+
+
+@pytest.fixture(scope="module")
+def si_run(apav_si, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("si") / "si.h5"
+    proc = cli("import", str(apav_si / "Si.pos"), "-o", str(out), "--ranges",
+               str(apav_si / "Si.RRNG"))
+    assert proc.returncode == 0, proc.stderr
     return out
 
 
@@ -45,3 +61,26 @@ def test_an_roi_that_holds_no_ion_is_one_warning(small_run, roi, named):
 def test_an_roi_that_holds_ions_is_not_flagged(small_run):
     assert warnings(cli("analyze", str(small_run), "--no-store", "--roi", "cylinder:25"),
                     "ROI") == []
+
+
+def test_water_is_named_h2o_by_range_and_analyze(apav_si, si_run, tmp_path):
+    """`apt-daq range` on apav's Si.epos named its 18 Da peak OH2+; its RRNG read back by
+    analyze, and a range file written in the old order (O:1 H:2), must say H2O+ (and H3O+,
+    but OH+ stays OH+)."""
+    rrng = tmp_path / "si.rrng"
+    proc = cli("range", str(apav_si / "Si.epos"), "--json", "-o", str(rrng))
+    assert proc.returncode == 0, proc.stderr
+    names = {r["ion"] for r in json.loads(proc.stdout)["ranges"]}
+    assert "H2O+" in names and not {"OH2+", "OH3+"} & names, names
+    old = tmp_path / "old.rrng"
+    old.write_text("[Ions]\nNumber=2\nIon1=O\nIon2=H\n[Ranges]\nNumber=3\n"
+                   "Range1=16.95 17.10 Vol:0.01 O:1 H:1 Color:FF0000\n"
+                   "Range2=17.95 18.15 Vol:0.01 O:1 H:2 Color:00FF00\n"
+                   "Range3=18.95 19.10 Vol:0.01 O:1 H:3 Color:0000FF\n")
+    for ranges in (rrng, old):
+        js = cli("analyze", str(si_run), "--ranges", str(ranges), "--roi", "none", "--json",
+                 "--no-store")
+        assert js.returncode == 0, js.stderr
+        counts = json.loads(js.stdout)["ion_counts"]
+        assert "H2O+" in counts and not any(k.startswith(("OH2", "OH3")) for k in counts)
+    assert {"OH+", "H2O+", "H3O+"} <= set(counts), counts
