@@ -19,6 +19,7 @@ from apt_daq.pipeline.peaks import histogram_peak, peak_shape, peak_window_da
 from apt_daq.rangetable import RangeTable
 
 MIN_ISOTOPE_ABUNDANCE = 1e-3  # neighbours rarer than this do not cut a window
+MRP_MIN_IONS = 200  # ions within 3 FWHM of a peak that its width needs
 
 
 def _pattern(formula: dict[str, int], charge: int) -> list[tuple[float, float]]:
@@ -67,7 +68,7 @@ def main_peaks(
     return out
 
 
-def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = 200,
+def mrp(mass: np.ndarray, peaks: list[tuple[str, float]], min_ions: int = MRP_MIN_IONS,
         weights: np.ndarray | None = None, background_per_da: float = 0.0) -> list[dict]:
     """Per peak: position, FWHM and FW10%M (Da) and m/dm at 50 % and 10 %, of that isotope
     peak alone (:func:`mrp_window`; :func:`~apt_daq.pipeline.peaks.peak_shape`). ``weights``:

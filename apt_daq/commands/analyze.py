@@ -48,7 +48,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    _print_report(s, stored=not args.no_store)
+    _print_report(s, stored=not args.no_store, fda_species=_fda_species(args.run))
     return 0
 
 
@@ -80,6 +80,14 @@ def _roi_warning(s: dict, slices: dict) -> str | None:
             "ratios, MRP and FDA are n/a")
 
 
+def _fda_species(path: str) -> list[str]:
+    from apt_daq.io.store import RunReader
+    from apt_daq.pipeline.ions import run_analysis_config
+
+    with RunReader(path) as r:
+        return list(run_analysis_config(r).fda_ions)
+
+
 def _selection(args: argparse.Namespace):
     """The hit selection of ``--settled`` and ``--step`` (None: every hit) and the step's label;
     without either, a warning when most pulses were fired during the ramp-up."""
@@ -101,8 +109,9 @@ def _selection(args: argparse.Namespace):
     return sel, label
 
 
-def _print_report(s: dict, stored: bool) -> None:
-    """The analysis summary ``s`` (JSON-able) as text and tables."""
+def _print_report(s: dict, stored: bool, fda_species: list[str]) -> None:
+    """The analysis summary ``s`` (JSON-able) as text and tables; ``fda_species``: the ions
+    FDA was asked for (analysis.fda_ions), named when none was ranged."""
     from apt_daq.cli import console as cli_console
 
     con = cli_console()
@@ -111,29 +120,37 @@ def _print_report(s: dict, stored: bool) -> None:
               f"m/n: {s['mass_source']}")  # fmt: skip
     c = s["calibration"]
     if c["mode"] == "tof":
+        res = (f"residual n/a ({c.get('fit_ions', 0)} ions in the reference window, too few)"
+               if c["residual_ppm"] is None else
+               f"residual {c['residual_ppm']:.0f} ppm over voltage bins")
         con.print(f"calibration: t0 {c['t0_ns']} ns, flight path {c['flight_path_mm']} mm, "
-                  f"reference {c['reference'] or 'none'}, residual "
-                  f"{_f(c['residual_ppm'], '.0f')} ppm over voltage bins "
+                  f"reference {c['reference'] or 'none'}, {res} "
                   f"({c['source'] or 'stored'}{', stored in the run' if stored else ''})")
     for note in c["notes"]:
         con.print(f"calibration: {note}")
-    for table in _tables(s):
+    for table in _tables(s, fda_species):
         con.print(table)
     if "truth" in s:
         tr = s["truth"]
-        con.print(f"truth: ranged as true species {_f(tr['ranged_as_true'], '.4f')}; "
-                  f"lost ions {tr['lost_ions']}")  # fmt: skip
+        why = f" (no hit of an evaporated ion: {tr['background_hits']} background hits)"
+        con.print(f"truth: ranged as true species {_f(tr['ranged_as_true'], '.4f')}"
+                  f"{why if tr['ranged_as_true'] is None else ''}; lost ions {tr['lost_ions']}")
         if "position_error" in tr:
             pe = tr["position_error"]
             con.print(f"truth: reconstruction rms error xy {pe['rms_xy_nm']:.3f} nm, "
                       f"z {pe['rms_z_nm']:.3f} nm")  # fmt: skip
 
 
-def _table(title: str, columns: tuple[str, ...], rows, left: int = 0):
-    """A rich table: the first ``left`` columns left-aligned, the rest right-aligned."""
+def _table(title: str, columns: tuple[str, ...], rows, left: int = 0, why: str = "",
+           caption: str | None = None):
+    """A rich table: the first ``left`` columns left-aligned, the rest right-aligned; without
+    rows the line "title: n/a (why)", never an empty table."""
     from rich.table import Table
 
-    t = Table(title=title)
+    rows = list(rows)
+    if not rows:
+        return f"{title}: n/a ({why})"
+    t = Table(title=title, caption=caption)
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i < left else "right")
     for row in rows:
@@ -141,23 +158,80 @@ def _table(title: str, columns: tuple[str, ...], rows, left: int = 0):
     return t
 
 
-def _tables(s: dict) -> list:
-    """Composition, ion counts, ratios, mass resolving power and FDA, as rich tables."""
+def _why_empty(s: dict, fda_species: list[str]) -> dict[str, str]:
+    """Why each table of ``s`` can be empty: the reason its "n/a" line gives."""
+    from apt_daq.analysis.mrp import MRP_MIN_IONS
+
+    where = "the ions analysed" if s["roi"] == "all ions" else f"the ROI {s['roi']}"
+    none = f"no ranged ion in {where}"
+    top = max(s["ion_counts"].values(), default=0)
+    fda = f"the FDA species {', '.join(fda_species) or '(none)'} (analysis.fda_ions)"
+    return {
+        "composition": none, "counts": none,
+        "ratios": none if not s["ranged_ions"] else
+        "no ratio has all its species among the ranged ions (a charge-state ratio needs both "
+        "charge states)",
+        "mrp": none if not s["ranged_ions"] else
+        f"no main peak of the 5 most counted ions has the {MRP_MIN_IONS} ions near its top a "
+        f"width needs; the most counted ion has {top} in {where}",
+        "fda": none if not s["ranged_ions"] else f"no ion of {fda} is ranged in {where}",
+    }  # fmt: skip
+
+
+def _fda_caption(fda: dict) -> str | None:
+    if all(v["chi2"] is not None for v in fda.values()):
+        return None
+    n = min(v.get("block_ions", 100) for v in fda.values())
+    return (f"chi2, mu n/a: too few blocks of {n} ranged ions to pool two bins of >= 5 expected "
+            "blocks")
+
+
+def _ratio_rows(s: dict) -> tuple[list, str | None]:
+    """The ratios' rows, and n/a rows for those of the run's species that could not be taken
+    (a species with no ranged ion), with a caption naming the missing species; no rows at all
+    without a ranged ion."""
+    from apt_daq.analysis.ratios import ATOM_RATIOS, ION_RATIOS
+
+    rows = [(k, _f(v, ".4g"), _f(s["ratio_errors"].get(k), ".2g"))
+            for k, v in s["ratios"].items()]
+    if not s["ranged_ions"]:
+        return [], None
+    counts, comp = s["ion_counts"], s["composition"]
+    wanted: dict[str, tuple[str, ...]] = {f"{a}/{b}": (a, b) for a, b in ION_RATIOS
+                                          if a in counts and b in counts}
+    wanted.update({r: tuple(r.replace("/(", "+").rstrip(")").split("+")) for r in ATOM_RATIOS})
+    missing = {}
+    for r, species in wanted.items():
+        absent = [sp for sp in dict.fromkeys(species) if not counts.get(sp)
+                  and not (comp.get(sp) or {}).get("fraction")]
+        if r not in s["ratios"] and absent and all(sp in counts or sp in comp for sp in species):
+            missing[r] = absent
+    rows += [(r, "n/a", "n/a") for r in missing]
+    why = "; ".join(f"{r}: no {', '.join(sp)}" for r, sp in missing.items())
+    return rows, (f"n/a: a species it needs has no ranged ion ({why})" if missing else None)
+
+
+def _tables(s: dict, fda_species: list[str]) -> list:
+    """Composition, ion counts, ratios, mass resolving power and FDA, as rich tables (or an
+    "n/a" line with its reason where nothing could be computed)."""
     comp = sorted(s["composition"].items(), key=lambda kv: -(kv[1]["fraction"] or 0))
     counts = sorted(s["ion_counts"].items(), key=lambda kv: -kv[1])
+    why = _why_empty(s, fda_species)
+    ratio_rows, ratio_caption = _ratio_rows(s)
     return [
         _table("composition (at. fraction, counting error)", ("element", "fraction", "error"),
-               [(el, _f(v["fraction"], ".4f"), _f(v["error"], ".4f")) for el, v in comp],
-               left=1),
-        _table("ion counts", ("ion", "count"), [(k, str(v)) for k, v in counts if v], left=1),
-        _table("ratios", ("ratio", "value", "error"),
-               [(k, _f(v, ".4g"), _f(s["ratio_errors"].get(k, 0), ".2g"))
-                for k, v in s["ratios"].items()], left=1),
+               [(el, _f(v["fraction"], ".4f"), _f(v["error"], ".4f")) for el, v in comp
+                if s["ranged_ions"]], left=1, why=why["composition"]),
+        _table("ion counts", ("ion", "count"), [(k, str(v)) for k, v in counts if v], left=1,
+               why=why["counts"]),
+        _table("ratios", ("ratio", "value", "error"), ratio_rows, left=1, why=why["ratios"],
+               caption=ratio_caption),
         _table("mass resolving power",
                ("peak", "m/n Da", "FWHM Da", "FW10%M Da", "m/dm 50%", "m/dm 10%"),
                [(m["peak"], _f(m["mass"], ".3f"), _f(m["fwhm"], ".4f"), _f(m["fw10m"], ".4f"),
-                 _f(m["mrp50"], ".0f"), _f(m["mrp10"], ".0f")) for m in s["mrp"]]),
+                 _f(m["mrp50"], ".0f"), _f(m["mrp10"], ".0f")) for m in s["mrp"]],
+               why=why["mrp"]),
         _table("frequency distribution analysis (Moody 2008)", ("species", "blocks", "chi2", "mu"),
                [(k, str(v["blocks"]), _f(v["chi2"], ".1f"), _f(v["mu"], ".3f"))
-                for k, v in s["fda"].items()]),
+                for k, v in s["fda"].items()], why=why["fda"], caption=_fda_caption(s["fda"])),
     ]

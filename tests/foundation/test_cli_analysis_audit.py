@@ -1,10 +1,12 @@
 """Found by a new user's audit of ``analyze`` from the outside (Dec 2026), judged from what the
 CLI prints: an ROI that holds no ion says so on stderr (it passed silently with empty
-tables); water is H2O+ and H3O+, as atom probe users write it, not OH2+ and OH3+."""
+tables); water is H2O+ and H3O+, as atom probe users write it, not OH2+ and OH3+; a table
+with nothing to show says n/a and why (MRP of a 3000-ion run was an empty table)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,29 @@ def test_water_is_named_h2o_by_range_and_analyze(apav_si, si_run, tmp_path):
         counts = json.loads(js.stdout)["ion_counts"]
         assert "H2O+" in counts and not any(k.startswith(("OH2", "OH3")) for k in counts)
     assert {"OH+", "H2O+", "H3O+"} <= set(counts), counts
+
+
+def empty_tables(text: str) -> list[str]:
+    """Titles of the tables printed with a header and no row."""
+    lines = text.splitlines()
+    return [lines[i - 3] for i, s in enumerate(lines) if s.startswith("└")
+            and lines[i - 1].startswith("┡")]
+
+
+@pytest.mark.parametrize("roi", ["none", "cylinder:8", "cylinder:0.001"])
+def test_no_empty_table_and_every_na_says_why(small_run, roi):
+    proc = cli("analyze", str(small_run), "--no-store", "--roi", roi)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert empty_tables(out) == [], out
+    # 3000 ions, most of them background: no peak has the ions a width needs
+    assert re.search(r"^mass resolving power: n/a \(.*(200 ions|no ranged ion)", out, re.M), out
+    if roi == "cylinder:0.001":
+        for title in ("composition", "ion counts", "ratios", "frequency distribution"):
+            assert re.search(rf"^{title}.*: n/a \(no ranged ion in the ROI cylinder 0.001", out,
+                             re.M), out
+    if re.search(r"│ +\S+ +│ +\d+ +│ +n/a", out):  # an FDA row without chi2
+        assert "chi2, mu n/a: too few blocks" in out, out
+    if re.search(r"│ \S+/\S+ +│ +n/a", out):  # a ratio row without a value
+        assert "n/a: a species it needs has no ranged ion" in out, out
+    assert "ranged as true species n/a (" in out or "ranged as true species 0." in out, out
