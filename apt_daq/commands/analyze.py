@@ -45,6 +45,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if label is not None:
         s["step"] = label
     _warn(_roi_warning(s, res.slices))
+    _warn(_background_warning(s))
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -78,6 +79,28 @@ def _roi_warning(s: dict, slices: dict) -> str | None:
         where = f" (the ions lie at {span} nm)" if span else ""
     return (f"{s['file']}: the ROI {s['roi']} holds {held}{where}; composition, ion counts, "
             "ratios, MRP and FDA are n/a")
+
+
+#: below this share of background-subtracted ions among the ranged ones, ``analyze`` warns:
+#: then most of a range's ions are background, whose spread over the ranges follows their
+#: widths, not the specimen, and the counting errors (of the gross counts) understate the error
+NET_SHARE_WARNING = 0.5
+
+
+def _background_warning(s: dict) -> str | None:
+    """The line saying the ranged ions are mostly background: the per-peak table's net counts
+    (each range less the flat background of its flanks, summed with their signs: a noisy
+    negative net is no bias) below :data:`NET_SHARE_WARNING` of its gross counts (the spectrum
+    of every ion analysed, whatever the ROI); None otherwise."""
+    gross = sum(r["counts"] for r in s["peaks"])
+    net = max(sum(r["net"] for r in s["peaks"]), 0.0)
+    if gross <= 0 or net >= NET_SHARE_WARNING * gross:
+        return None
+    done = ("--background took it off the composition" if s["background_subtracted"]
+            else "composition and ratios count it as ions (--background takes it off)")
+    return (f"{s['file']}: background-subtracted counts are {100 * net / gross:.0f} % of the "
+            f"{gross} ranged ions of the spectrum (under {100 * NET_SHARE_WARNING:.0f} %): the "
+            f"ranges hold mostly background; {done}")
 
 
 def _fda_species(path: str) -> list[str]:

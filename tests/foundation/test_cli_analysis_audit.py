@@ -1,7 +1,8 @@
 """Found by a new user's audit of ``analyze`` from the outside (Dec 2026), judged from what the
 CLI prints: an ROI that holds no ion says so on stderr (it passed silently with empty
 tables); water is H2O+ and H3O+, as atom probe users write it, not OH2+ and OH3+; a table
-with nothing to show says n/a and why (MRP of a 3000-ion run was an empty table)."""
+with nothing to show says n/a and why (MRP of a 3000-ion run was an empty table); ranges that
+hold mostly background are flagged with their share of net ions."""
 
 from __future__ import annotations
 
@@ -112,3 +113,19 @@ def test_no_empty_table_and_every_na_says_why(small_run, roi):
     if re.search(r"│ \S+/\S+ +│ +n/a", out):  # a ratio row without a value
         assert "n/a: a species it needs has no ranged ion" in out, out
     assert "ranged as true species n/a (" in out or "ranged as true species 0." in out, out
+
+
+def test_mostly_background_ranges_are_one_warning_stating_the_share(small_run, si_run):
+    """The 3000-ion run is ramp-up: its ranges hold mostly background, and analyze said
+    nothing. The warning's share is that of the per-peak table (net / counts); apav's Si run
+    (99 % net) is not flagged."""
+    proc = cli("analyze", str(small_run), "--no-store", "--roi", "none", "--json")
+    lines = warnings(proc, "background-subtracted counts are")
+    assert len(lines) == 1, proc.stderr
+    peaks = json.loads(proc.stdout)["peaks"]
+    share = 100 * sum(r["net"] for r in peaks) / sum(r["counts"] for r in peaks)
+    assert share < 50 and f"are {share:.0f} % of the" in lines[0], (share, lines[0])
+    assert "(under 50 %)" in lines[0] and "--background" in lines[0], lines[0]
+    text = cli("analyze", str(small_run), "--no-store", "--background")
+    assert len(warnings(text, "background-subtracted counts are")) == 1, text.stderr
+    assert warnings(cli("analyze", str(si_run), "--no-store"), "background") == []
