@@ -246,28 +246,23 @@ def step_select(path: str | Path, step: str | int) -> tuple[Callable[[np.ndarray
                                                              str]:
     """A ``select`` for :func:`analyze`: the hits of one schedule step, by index (``2``) or by
     its laser energy (``10pJ``, ``10``... as the schedule lists it), and a label for it. The
-    step's pulses are read from /log (each row carries its step index and the pulse count)."""
-    log, rf = _log_and_run(path, "tell its schedule steps apart")
+    step's pulses are read from /log (each row carries its step index and the pulse count).
+    A step that does not exist is one UserError line naming the valid steps."""
+    try:
+        log, rf = _log_and_run(path, "tell its schedule steps apart")
+    except DataFileError as e:
+        why = "no /log" if "/log" in str(e) else "no run file in /meta: an imported run?"
+        raise UserError(f"--step {step}: {path} has no schedule steps to choose from ({why}); "
+                        "analyze it without --step") from None
     steps = rf.run.steps()
-    text = str(step).strip().lower().removesuffix("pj").strip()
-    index: int | None = None
-    if text.isdigit() and int(text) < len(steps) and not str(step).lower().endswith("pj"):
-        index = int(text)
-    else:
-        try:
-            pj = float(text)
-        except ValueError:
-            raise UserError(f"--step {step}: not a step index (0-{len(steps) - 1}) or a laser "
-                            "energy such as 10pJ") from None
-        hits = [i for i, s in enumerate(steps) if abs(s.laser_pj - pj) < 1e-6]
-        if not hits:
-            raise UserError(f"--step {step}: no step at {pj:g} pJ; the schedule has "
-                            f"{', '.join(f'{s.laser_pj:g} pJ' for s in steps)}")
-        index = hits[0]
+    ran = sorted({int(i) for i in log["step"]})
+    valid = "valid steps: " + ", ".join(f"{i} ({steps[i].laser_pj:g} pJ)" for i in ran
+                                        if i < len(steps))
+    index = _step_index(str(step), [s.laser_pj for s in steps], valid)
     rows = np.nonzero(log["step"] == index)[0]
     if len(rows) == 0:
         raise UserError(f"--step {step}: step {index} ({steps[index].laser_pj:g} pJ) never "
-                        f"ran (the run ended in step {int(log['step'].max())})")
+                        f"ran (the run ended in step {int(log['step'].max())}); {valid}")
     first = int(log["pulses"][rows[0] - 1]) if rows[0] > 0 else 0
     last = int(log["pulses"][rows[-1]])
 
@@ -275,6 +270,32 @@ def step_select(path: str | Path, step: str | int) -> tuple[Callable[[np.ndarray
         return (hits["pulse"] >= first) & (hits["pulse"] < last)
 
     return sel, f"step {index} ({steps[index].laser_pj:g} pJ)"
+
+
+def _step_index(step: str, energies: list[float], valid: str) -> int:
+    """The schedule index ``step`` names: an index (``1``), else a laser energy (``10pJ``;
+    a bare number that is no index, ``10``, is read as one); a UserError ending in
+    ``valid`` otherwise."""
+    text = step.strip().lower()
+    number = text.removesuffix("pj").strip()
+    if not text.endswith("pj") and number.lstrip("-").isdigit():
+        i = int(number)
+        if 0 <= i < len(energies):
+            return i
+        at = [k for k, pj in enumerate(energies) if abs(pj - i) < 1e-6]
+        if at:
+            return at[0]
+        nor = " (steps count from 0)" if i < 0 else f" (nor a step at {i} pJ)"
+        raise UserError(f"--step {step}: no step {i}{nor}; {valid}")
+    try:
+        pj = float(number)
+    except ValueError:
+        raise UserError(f"--step {step}: not a step index or a laser energy such as "
+                        f"{energies[0]:g}pJ; {valid}") from None
+    at = [k for k, e in enumerate(energies) if abs(e - pj) < 1e-6]
+    if not at:
+        raise UserError(f"--step {step}: no step at {pj:g} pJ; {valid}")
+    return at[0]
 
 
 def ramp_up_share(path: str | Path, fraction: float = 0.5, per: str = "pulses") -> float | None:

@@ -138,8 +138,9 @@ def _print_report(s: dict, stored: bool, fda_species: list[str]) -> None:
     from apt_daq.cli import console as cli_console
 
     con = cli_console()
+    step = f" ({s['step']}: {s['ions_selected']} hits)" if "step" in s else ""
     con.print(f"[bold]{s['file']}[/bold]: {s['ions']} ions in {s['roi']} "
-              f"({s['ranged_ions']} ranged) of {s['ions_total']}; ranges: {s['ranges']}; "
+              f"({s['ranged_ions']} ranged) of {s['ions_total']}{step}; ranges: {s['ranges']}; "
               f"m/n: {s['mass_source']}")  # fmt: skip
     c = s["calibration"]
     if c["mode"] == "tof":

@@ -2,7 +2,9 @@
 CLI prints: an ROI that holds no ion says so on stderr (it passed silently with empty
 tables); water is H2O+ and H3O+, as atom probe users write it, not OH2+ and OH3+; a table
 with nothing to show says n/a and why (MRP of a 3000-ion run was an empty table); ranges that
-hold mostly background are flagged with their share of net ions."""
+hold mostly background are flagged with their share of net ions; ``--step`` out of range or on
+a run without steps is one error line naming the valid steps (``--step 1`` of a one-step run
+read as "no step at 1 pJ"; an imported run said it "cannot tell its schedule steps apart")."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import re
 from pathlib import Path
 
 import pytest
-from test_cli_polish import RUN, cli
+from test_cli_outside_in import one_error_line
+from test_cli_polish import RUN, SCHEDULE, cli
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +132,33 @@ def test_mostly_background_ranges_are_one_warning_stating_the_share(small_run, s
     text = cli("analyze", str(small_run), "--no-store", "--background")
     assert len(warnings(text, "background-subtracted counts are")) == 1, text.stderr
     assert warnings(cli("analyze", str(si_run), "--no-store"), "background") == []
+
+
+@pytest.fixture(scope="module")
+def cut_schedule(tmp_path_factory) -> Path:
+    """A 5-10-15-20 pJ schedule stopped at 3000 ions: only step 0 ran."""
+    out = tmp_path_factory.mktemp("sched") / "cut.h5"
+    proc = cli("run", str(SCHEDULE), "--ions", "3000", "-o", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize(("step", "says"), [
+    ("1", "no step 1"), ("-1", "no step -1 (steps count from 0)"), ("7pJ", "no step at 7 pJ"),
+    ("abc", "not a step index or a laser energy")])
+def test_a_step_out_of_range_names_the_valid_steps(small_run, step, says):
+    line = one_error_line(cli("analyze", str(small_run), "--no-store", f"--step={step}"),
+                          f"--step {step}: ", says)
+    assert line.endswith("valid steps: 0 (5 pJ)"), line
+
+
+@pytest.mark.parametrize("step", ["1", "20pJ"])
+def test_a_step_that_never_ran_names_the_steps_that_did(cut_schedule, step):
+    line = one_error_line(cli("analyze", str(cut_schedule), "--no-store", "--step", step),
+                          "never ran", "valid steps: 0 (5 pJ)")
+    assert line.endswith("valid steps: 0 (5 pJ)"), line
+
+
+def test_a_run_without_steps_says_so(si_run):
+    one_error_line(cli("analyze", str(si_run), "--no-store", "--step", "0"),
+                   "--step 0: ", "has no schedule steps", "without --step")
