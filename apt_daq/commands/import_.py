@@ -41,21 +41,32 @@ log = logging.getLogger("apt_daq.import")
 OWN_FORMATS = ("pos", "epos", "apt")
 IFES_FORMATS = ("ato", "csv", "raw", "pyccapt", "cameca", "ifes-pos", "ifes-epos", "ifes-apt")
 FORMATS = (*OWN_FORMATS, "table", *IFES_FORMATS)
+#: the help's examples, as typed: lines of at most 80 columns, not re-wrapped by argparse
+EXAMPLES = """\
+examples:
+  apt-daq import Si.epos -o si.h5 --ranges Si.RRNG
+  # a CSV with columns T,VDC,VP,X,Y,PN in s, kV and cm (--format table implied):
+  apt-daq import hits.csv -o run.h5 --flight-path-mm 382 --t0-ns 12.5 \\
+      --fields tof=T:s,v_dc=VDC:kV,v_pulse=VP:kV,det_x=X:cm,det_y=Y:cm,pulse=PN
+  # CSV or binary records described by a YAML field map (docs/formats.md):
+  apt-daq import hits.bin -o run.h5 --field-map layout.yaml
+  # any format ifes-apt-tc-data-modeling reads:
+  apt-daq import run.ato -o run.h5 --ranges run.rrng"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="POS/EPOS/APT, raw hit lists (--format table) or any "
-                       "ifes-apt-tc-data-modeling format into a run file")
+                       "ifes-apt-tc-data-modeling format into a run file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     p.add_argument("file", help="data file: .pos, .epos, .apt, a hit table (.csv, .tsv, .npy, "
                    "binary records) or an ifes format (.ato, .raw, ...)")
     p.add_argument("-o", "--output", required=True, help="run file to write (.h5)")
     p.add_argument("--ranges", help="range file: RRNG or RNG, or ENV, FIG.TXT, .analysis, "
                    ".analysisset (read with ifes-apt-tc-data-modeling)")
-    p.add_argument("--format", choices=FORMATS,
-                   help="file format (default: table with --fields/--field-map, else from the "
-                   "extension); docs/formats.md")
-    p.add_argument("--fields", help="table: FIELD=COLUMN[:UNIT],... e.g. "
-                   "tof=t:s,v_dc=vdc:kV,v_pulse=vp:kV,det_x=x:cm,det_y=y:cm,pulse=pn")
+    p.add_argument("--format", choices=FORMATS, metavar="FORMAT",
+                   help=f"file format: {', '.join(FORMATS)} (default: table with "
+                   "--fields/--field-map, else from the extension); docs/formats.md")
+    p.add_argument("--fields", help="table: FIELD=COLUMN[:UNIT],... (examples below)")
     p.add_argument("--field-map", help="table: a YAML field map (fields, units, CSV or binary "
                    "record layout)")
     p.add_argument("--voltage-unit", choices=("auto", "V", "kV"), default="auto",
@@ -68,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instrument", help="instrument YAML (configs/instruments/*.yaml form)")
     p.add_argument("--simulated", action="store_true",
                    help="the data came from a simulation (recorded for NeXus is_simulation)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.set_defaults(func=_import)
 
 

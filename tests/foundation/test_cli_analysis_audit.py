@@ -4,7 +4,8 @@ tables); water is H2O+ and H3O+, as atom probe users write it, not OH2+ and OH3+
 with nothing to show says n/a and why (MRP of a 3000-ion run was an empty table); ranges that
 hold mostly background are flagged with their share of net ions; ``--step`` out of range or on
 a run without steps is one error line naming the valid steps (``--step 1`` of a one-step run
-read as "no step at 1 pJ"; an imported run said it "cannot tell its schedule steps apart")."""
+read as "no step at 1 pJ"; an imported run said it "cannot tell its schedule steps apart"); ``import --help`` is readable at 80 columns (its --fields example
+was wrapped mid-token, "vdc:k" / "V", and its --format choices ran to 108 columns)."""
 
 from __future__ import annotations
 
@@ -162,3 +163,18 @@ def test_a_step_that_never_ran_names_the_steps_that_did(cut_schedule, step):
 def test_a_run_without_steps_says_so(si_run):
     one_error_line(cli("analyze", str(si_run), "--no-store", "--step", "0"),
                    "--step 0: ", "has no schedule steps", "without --step")
+
+
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_import_help_fits_80_columns_with_whole_examples(columns):
+    proc = cli("import", "--help", env={"COLUMNS": columns} if columns else None)
+    assert proc.returncode == 0, proc.stderr
+    long = [s for s in proc.stdout.splitlines() if len(s) > 80]
+    assert long == [], long
+    lines = proc.stdout.splitlines()
+    example = "--fields tof=T:s,v_dc=VDC:kV,v_pulse=VP:kV,det_x=X:cm,det_y=Y:cm,pulse=PN"
+    assert any(s.strip() == example for s in lines), proc.stdout
+    assert any(s.strip().startswith("apt-daq import Si.epos -o") for s in lines), proc.stdout
+    from apt_daq.commands.import_ import FORMATS
+
+    assert all(f in proc.stdout for f in FORMATS), proc.stdout
