@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from apt_daq.drivers.base import WallClock
-from apt_daq.io.store import RunReader
 from fake_hv import FakeHv
 from fake_laser import FakeLaser
+
+from apt_daq.io.store import RunReader
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = """\
