@@ -73,3 +73,57 @@ def test_misbehaving_laser_ends_off_and_never_exceeds_its_ceiling(mode: str) -> 
             "a misbehaving laser went unnoticed"
     assert elapsed < 30, f"{elapsed:.1f} s: reconnects not bounded"
     assert fake.connections < 40, f"{fake.connections} connections: a reconnect storm"
+
+
+CLI_RUN = """\
+instrument: {root}/configs/instruments/leap5000xs.yaml
+specimen: {root}/configs/specimens/nmc811-cr.yaml
+drivers:
+  laser: {{backend: scpi, resource: "{resource}", options: {{transport: socket}},
+           max_energy_pj: {max_pj}, timeout_s: 0.3, retries: 1, reconnect_deadline_s: 1.0}}
+  hv: {{backend: sim, limit_v: 12000}}
+  dld: {{backend: sim}}
+run:
+  name: misbehaving-laser
+  laser_pj: 5.0
+  start_voltage_v: 3000
+  stop: {{ions: 5000000}}
+"""
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "lies_off"])
+def test_cli_run_against_a_misbehaving_laser(tmp_path, mode: str) -> None:
+    """`apt-daq run` with the laser turning bad mid-acquisition (the simulated specimen under
+    it, following what the laser is commanded): one error line naming the laser, exit 2, no
+    traceback; OUTP OFF reached the laser after the fault, it is dark, and no energy above
+    its ceiling was ever sent."""
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from apt_daq.drivers.base import WallClock
+    from fake_hv import wait_for
+
+    root = Path(__file__).resolve().parents[2]
+    fake = FakeLaser(mode, WallClock())
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(CLI_RUN.format(root=root, resource=fake.resource, max_pj=MAX_PJ))
+
+    def fault_mid_run() -> None:  # once emitting and polled for a while
+        if wait_for(lambda: fake.on and len(fake.received) > 60, timeout_s=60):
+            fake.misbehave()
+
+    threading.Thread(target=fault_mid_run, daemon=True).start()
+    proc = subprocess.run([sys.executable, "-m", "apt_daq.cli", "run", str(cfg), "-o",
+                           str(tmp_path / "r.h5"), "--quiet"], capture_output=True, text=True,
+                          timeout=300, cwd=root)
+    fake.close()
+    assert fake.bad, "the fault never happened"
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors and errors[0].startswith(f"error: laser {fake.resource}"), proc.stderr
+    assert any(fake.is_off(line) for _, line, _ in fake.received[fake.bad_since:])
+    assert not fake.on, "the laser is still emitting"
+    assert all(math.isfinite(e) and 0 <= e <= MAX_PJ for e in fake.energies()), fake.energies()
