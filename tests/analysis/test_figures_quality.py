@@ -212,6 +212,7 @@ def test_every_plot_function_returns_a_figure(res) -> None:
     from apt_daq.campaign_plots import calibration_figure
 
     before = plt.get_fignums()
+    every = plots.figures(res)  # once: each call draws the full spectrum again (~5 s)
     figs = [
         plots.mass_spectrum(res.spectrum.counts, res.spectrum.edges, res.ranges),
         plots.hit_map(*res.hitmap),
@@ -219,10 +220,10 @@ def test_every_plot_function_returns_a_figure(res) -> None:
         plots.profile_plot(res.profile),
         plots.slices_plot(res.slices, res.ranges),
         calibration_figure([]),
-        *plots.figures(res).values(),
+        *every.values(),
     ]
     assert all(isinstance(f, Figure) for f in figs)
-    assert set(plots.figures(res)) == set(plots.FIGURES)
+    assert set(every) == set(plots.FIGURES)
     # not registered with pyplot: a figure returned in Jupyter shows once, and is not leaked;
     # it shows through IPython's rich display, pyplot or not
     assert plt.get_fignums() == before
