@@ -289,8 +289,13 @@ def test_killed_run_reads_interrupted_and_does_not_block_the_next(tmp_path: Path
 
 # ------------------------------------------------------------------------ (e) .part files
 HOLD = """
-import sys, time
+import signal, sys, time
 from apt_daq.io._common import atomic_output
+# Ctrl-C as a terminal delivers it: default handling and unblocked, whatever this child
+# inherited from the test process (an earlier test may leave SIGINT ignored or blocked; under
+# pytest-xdist's file order one did, and this child slept through the Ctrl-C)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     with atomic_output(sys.argv[1]) as tmp:
         tmp.write_bytes(b"half a file")
