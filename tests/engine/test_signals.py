@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "configs" / "runs" / "nmc811-cr-5pj.yaml"
 
 
-def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def start_run(tmp_path: Path, preexec_fn=None) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "r.h5"
     proc = subprocess.Popen(
         [sys.executable, "-m", "apt_daq.cli", "run", str(RUN), "-o", str(out), "--ions",
          "100000000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT, preexec_fn=preexec_fn)
     deadline = time.time() + 240  # a cold numba cache compiles first
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -89,3 +89,46 @@ def test_ctrl_c_after_a_resume_pauses_again() -> None:
         assert aborted
     finally:
         restore()
+
+
+def _blocked_term() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+
+
+def _nohup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_run_started_with_sigterm_blocked_still_ends_safe_on_it(tmp_path: Path) -> None:
+    """A parent that blocks SIGTERM (a job runner, a library's thread) hands the block down:
+    the run unblocks the signals it handles, so SIGTERM still ends it safely."""
+    proc, out = start_run(tmp_path, preexec_fn=_blocked_term)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("SIGTERM, blocked by the parent, did not end the run") from None
+    assert proc.returncode == 128 + signal.SIGTERM
+    with RunReader(out) as r:
+        assert r.meta["state"] == "aborted"
+        assert r.log[-1]["hv_on"] == 0 and r.log[-1]["laser_on"] == 0
+
+
+def test_under_nohup_sighup_lets_the_run_go_on(tmp_path: Path) -> None:
+    """``nohup apt-daq run ...``: the user asked for the run to survive the terminal; the
+    process keeps control, so SIGHUP is ignored; SIGTERM then still ends it safely."""
+    proc, out = start_run(tmp_path, preexec_fn=_nohup)
+    with RunReader(out) as r:
+        before = r.count("hits")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(3.0)
+    assert proc.poll() is None, "SIGHUP under nohup ended the run"
+    with RunReader(out) as r:
+        assert r.count("hits") > before  # still acquiring
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    with RunReader(out) as r:
+        assert r.meta["state"] == "aborted"
+        assert r.log[-1]["hv_on"] == 0 and r.log[-1]["laser_on"] == 0
