@@ -55,12 +55,14 @@ def assert_ramp_rule(fake: FakeHv, jitter_s: float = 0.0) -> None:
 FAKES = {"scpi": FakeHv, "line": FakeLineHv}  # SCPI over TCP; the line protocol via pyserial
 
 
-def driver(fake: FakeHv, clock: FakeClock) -> ScpiHv | SerialHv:
+def driver(fake: FakeHv, clock: FakeClock, timeout_s: float = 0.3) -> ScpiHv | SerialHv:
+    """``timeout_s``: short where the fake goes silent or late (a bounded test); the tests
+    whose fake always answers at once take 2 s, so a loaded machine cannot fail them."""
     kw = dict(limit_v=LIMIT_V, ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S, retries=1,
               reconnect_deadline_s=1.0, clock=clock)
     if isinstance(fake, FakeLineHv):
-        return SerialHv(SerialTransport(fake.resource, timeout_s=0.3), fake.resource, **kw)
-    return ScpiHv(make_transport(fake.resource, 0.3, "socket"), fake.resource, **kw)
+        return SerialHv(SerialTransport(fake.resource, timeout_s=timeout_s), fake.resource, **kw)
+    return ScpiHv(make_transport(fake.resource, timeout_s, "socket"), fake.resource, **kw)
 
 
 @pytest.mark.parametrize("protocol", FAKES)
@@ -111,7 +113,7 @@ def test_nan_read_back_on_reconnect_is_a_bad_reply_not_a_setpoint(protocol: str)
     """The audit's case: nan read back from SOUR:VOLT? disabled the ramp check (0 -> 5900 V)."""
     clock = FakeClock()
     fake = FAKES[protocol]("nan", clock)
-    hv = driver(fake, clock)
+    hv = driver(fake, clock, timeout_s=2.0)
     hv.connect()
     hv.output(True)
     fake.misbehave()
@@ -128,7 +130,7 @@ def test_lying_output_state_does_not_skip_the_ramp(protocol: str) -> None:
     """An instrument that always answers OUTP? 0: ramp_to must still ramp."""
     clock = FakeClock()
     fake = FAKES[protocol]("lies_off", clock, at_once=True)
-    hv = driver(fake, clock)
+    hv = driver(fake, clock, timeout_s=2.0)
     hv.connect()
     hv.output(True)
     clock.sleep(0.5)
@@ -143,7 +145,7 @@ def test_idle_time_earns_no_credit() -> None:
     """Output on, 60 s idle, then a 1 kV setpoint: refused, and nothing reaches the supply."""
     clock = FakeClock()
     fake = FakeHv("garbage", clock)  # well behaved: never misbehave() is called
-    hv = driver(fake, clock)
+    hv = driver(fake, clock, timeout_s=2.0)
     hv.connect()
     hv.output(True)
     clock.sleep(60.0)
