@@ -36,8 +36,8 @@ END_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGHUP, signal.SIGQUIT, signal
 def install_signals(session: Controlled) -> Callable[[], None]:
     """Handle the signals a lab sends for the run's duration; returns the restorer.
 
-    SIGHUP (the SSH session dropped; not under ``nohup``, which asked for the run to go on),
-    SIGQUIT and SIGTERM abort the run; SIGINT pauses it at
+    SIGHUP (the SSH session dropped; under ``nohup`` too: the run, not nohup, decides what a
+    hang-up does), SIGQUIT and SIGTERM abort the run; SIGINT pauses it at
     the next block if ``session.sigint_pauses`` (Ctrl-C again aborts), else aborts. An abort
     ends like every other way out: HV output and laser emission off, a last /log row showing
     both off, /meta state ``aborted``. While the run is connecting or ramping (long blocking
@@ -69,7 +69,7 @@ def install_signals(session: Controlled) -> Callable[[], None]:
         if first and session.state in (State.CONNECTING, State.RAMPING):
             raise RunAborted(session._abort_why())
 
-    handled = [s for s in END_SIGNALS if not (s == signal.SIGHUP and _nohup())]
+    handled = list(END_SIGNALS)  # also when inherited ignored: under nohup too
     old = {s: signal.signal(s, on_signal) for s in handled}
     # a signal blocked by the parent (a job runner, an earlier library) would never arrive:
     # the run could not be stopped safely. Unblocked for the run, the mask restored after
@@ -81,17 +81,6 @@ def install_signals(session: Controlled) -> Callable[[], None]:
             signal.signal(s, h)
 
     return restore
-
-
-def _nohup() -> bool:
-    """Started under ``nohup`` (SIGHUP ignored by the parent): the user asked the run to go
-    on when the terminal closes, and the process keeps control of the instruments, so SIGHUP
-    stays ignored (without nohup it aborts the run safely: the default would kill the
-    process with HV on)."""
-    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
-        log.info("SIGHUP is ignored (nohup): the run goes on if the terminal closes")
-        return True
-    return False
 
 
 def install_sigint(session: Controlled) -> Callable[[], None]:
