@@ -41,11 +41,27 @@ def start_run(tmp_path: Path, preexec_fn=None) -> tuple[subprocess.Popen, Path]:
     raise AssertionError("the run did not produce hits in time")
 
 
-@pytest.mark.parametrize("signals", [
-    (signal.SIGHUP,), (signal.SIGQUIT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)],
-    ids=["SIGHUP", "SIGQUIT", "SIGTERM", "SIGINTx2"])
-def test_signal_ends_the_run_safe(tmp_path: Path, signals: tuple[signal.Signals, ...]) -> None:
-    proc, out = start_run(tmp_path)
+def _blocked_term() -> None:
+    """A parent that blocks SIGTERM (a job runner) hands the block down."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+
+
+def _nohup() -> None:
+    """SIGHUP ignored, as ``nohup`` (or a harness) leaves it: the run must handle it anyway."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("signals", "preexec_fn"), [
+    ((signal.SIGHUP,), None), ((signal.SIGQUIT,), None), ((signal.SIGTERM,), None),
+    ((signal.SIGINT, signal.SIGINT), None),
+    ((signal.SIGTERM,), _blocked_term), ((signal.SIGHUP,), _nohup)],
+    ids=["SIGHUP", "SIGQUIT", "SIGTERM", "SIGINTx2", "SIGTERM-blocked-by-parent",
+         "SIGHUP-under-nohup"])
+def test_signal_ends_the_run_safe(tmp_path: Path, signals: tuple[signal.Signals, ...],
+                                  preexec_fn) -> None:
+    """Each case ends safely; the last two start the run as a parent that blocked SIGTERM, or
+    ignored SIGHUP, would: the run unblocks and handles its signals whatever it inherited."""
+    proc, out = start_run(tmp_path, preexec_fn=preexec_fn)
     for s in signals:
         proc.send_signal(s)
         time.sleep(0.5)
@@ -89,44 +105,3 @@ def test_ctrl_c_after_a_resume_pauses_again() -> None:
         assert aborted
     finally:
         restore()
-
-
-def _blocked_term() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
-
-
-def _nohup() -> None:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
-def test_a_run_started_with_sigterm_blocked_still_ends_safe_on_it(tmp_path: Path) -> None:
-    """A parent that blocks SIGTERM (a job runner, a library's thread) hands the block down:
-    the run unblocks the signals it handles, so SIGTERM still ends it safely."""
-    proc, out = start_run(tmp_path, preexec_fn=_blocked_term)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("SIGTERM, blocked by the parent, did not end the run") from None
-    assert proc.returncode == 128 + signal.SIGTERM
-    with RunReader(out) as r:
-        assert r.meta["state"] == "aborted"
-        assert r.log[-1]["hv_on"] == 0 and r.log[-1]["laser_on"] == 0
-
-
-def test_under_nohup_sighup_still_ends_the_run_safe(tmp_path: Path) -> None:
-    """A run started with SIGHUP ignored (``nohup``, or a harness that ignores it) handles
-    SIGHUP itself: a hang-up ends it safely, as without nohup (it must not depend on what the
-    parent left: the fresh-clone test under nohup found a version that did)."""
-    proc, out = start_run(tmp_path, preexec_fn=_nohup)
-    proc.send_signal(signal.SIGHUP)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("SIGHUP under nohup did not end the run") from None
-    assert proc.returncode == 128 + signal.SIGHUP
-    with RunReader(out) as r:
-        assert r.meta["state"] == "aborted"
-        assert r.log[-1]["hv_on"] == 0 and r.log[-1]["laser_on"] == 0
