@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ class FileFollower:
         from apt_daq.io.store import RunReader
 
         self.path = Path(path)
-        with RunReader(self._current()) as r:
+        with self._open_live(RunReader) as r:
             rf = _run_file(r)
             inst = r.instrument
             from apt_daq.io.ranges import run_range_table
@@ -114,6 +115,23 @@ class FileFollower:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _open_live(self, reader: Any, tries: int = 20, wait_s: float = 0.1) -> Any:
+        """The run file opened, as :meth:`poll_once` tolerates it: while a live writer holds
+        it, an open that lands mid-flush (HDF5: "truncated file", the superblock's end ahead
+        of the bytes on disk) is tried again, up to ``tries`` x ``wait_s``; a file no writer
+        holds fails at once."""
+        from apt_daq.errors import DataFileError
+        from apt_daq.io.store import writer_of
+
+        for _ in range(tries - 1):
+            try:
+                return reader(self._current())
+            except DataFileError:
+                if writer_of(self.path) is None:
+                    raise
+                time.sleep(wait_s)
+        return reader(self._current())
 
     def _current(self) -> Path:
         from apt_daq.io.store import writer_of
