@@ -9,7 +9,11 @@ its index, multiplicity 1), so nothing downstream groups ions that may not have 
 together; ``present`` leaves both out (:data:`apt_daq.io._common.PULSES`, "ions").
 
 The ion count is the file size / 16; a size that is not a multiple of 16 is a truncated or
-foreign file and is refused (naming the ion at which the file breaks off).
+foreign file and is refused (naming the ion at which the file breaks off). An EPOS file whose
+size is also a multiple of 16 (one in four: 4 ions = 11 POS records) would read as POS records
+that pass every bound on values (its TOF, volts and detector coordinates are numbers of the
+same size as positions and m/n); it is recognised by its two integer columns and refused,
+naming EPOS (:func:`looks_like_epos`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,29 @@ def check_size(path: Path, size: int, record: int, what: str) -> int:
     return size // record
 
 
+EPOS_WORDS = 11  # an EPOS record: 9 big-endian float32 then 2 big-endian int32 (psl, ipp)
+
+
+def looks_like_epos(path: Path, size: int, sample: int = 4096) -> bool:
+    """Whether a file of ``size`` bytes reads as EPOS records: a whole number of 44-byte records
+    whose ions-per-pulse word is a small count (0 .. 2^16) and whose pulses-since-last word is
+    not negative, in every sampled record, with m/n finite and within 0 .. 10 kDa.
+
+    A POS file read so puts a float32 of a position or an m/n in the ipp word: any value above
+    ~1e-40 in magnitude (or any negative one) is an integer above 2^16 there, so a real POS
+    file fails on its first record that is not all zeros."""
+    if size == 0 or size % (4 * EPOS_WORDS):
+        return False
+    n = size // (4 * EPOS_WORDS)
+    words = np.memmap(path, dtype=">u4", mode="r", shape=(n, EPOS_WORDS))
+    idx = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    rec = np.asarray(words[idx])
+    ipp, psl = rec[:, 10], rec[:, 9].view(">i4")
+    mass = rec[:, 3].view(">f4")
+    return bool(np.all(ipp <= 1 << 16) and np.all(psl >= 0) and np.any(ipp > 0)
+                and np.all(np.isfinite(mass)) and np.all((mass >= 0) & (mass <= 1e4)))
+
+
 class PosFile:
     """A POS file opened by memory map; ``read`` and ``iter`` give native-endian slices."""
 
@@ -46,7 +73,13 @@ class PosFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataFileError(f"{self.path}: no such file")
-        self.n = check_size(self.path, self.path.stat().st_size, RECORD_BYTES, "POS")
+        size = self.path.stat().st_size
+        self.n = check_size(self.path, size, RECORD_BYTES, "POS")
+        if looks_like_epos(self.path, size):
+            raise DataFileError(
+                f"{self.path}: holds EPOS records (44 bytes an ion, with pulse and "
+                "ions-per-pulse counts), not POS: import it with --format epos (or name it "
+                ".epos)")
         self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * 4,))
                     if self.n else np.zeros(0, ">u4"))
         self.present = ("x", "y", "z", "mass")
