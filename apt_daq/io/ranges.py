@@ -15,11 +15,15 @@ RRNG (text, INI-like)::
     Range1=15.9000 16.1500 Vol:0.01500 O:1 Name:O+ Color:FF0000
     Range2=57.8500 58.2000 Vol:0.01094 Ni:1 Name:Ni+ Color:00CC00
 
-RRNG does not store the charge: it is read from a ``Name:`` field when a file has one (IVAS
-uses that field for ranges of unknown species, and apav skips such ranges, so we never write
-it), else from our comment line ``# Range1 name: Ni+`` (what :func:`write_rrng` writes for
-each range: readers that ignore comments see a plain RRNG), else inferred as the charge that
-puts an isotopologue of the composition inside the range.
+RRNG does not store the charge: it is read from a ``Name:`` field when that reads as an ion of
+the range's composition (``Name:CrO+``), else from our comment line ``# Range1 name: Ni+``
+(what :func:`write_rrng` writes for each range: readers that ignore comments see a plain
+RRNG), else inferred as the charge that puts an isotopologue of the composition inside the
+range. A ``Name:`` that is not an ion (``Name:CrO``, ``Name:peak 1``) is a user's label and
+changes nothing; one that is an ion of another composition contradicts the range (refused).
+IVAS writes ranges of an unknown species as ``Name:`` with no element: such a range is
+skipped with a warning, as apav and ifes skip it (apav also skips a range that has elements
+and a ``Name:``, so we never write the field).
 
 RNG (text)::
 
@@ -38,6 +42,7 @@ Lines starting with ``#`` are comments in both formats.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -56,6 +61,8 @@ from apt_daq.rangetable import (  # the model; re-exported: readers import it fr
     table_from_meta,
     table_to_meta,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ELEMENT_COLOURS",
@@ -117,7 +124,7 @@ def _read_range_file(path: str | Path, parse: _Parser) -> RangeTable:
     from its name or inferred: :func:`_table`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is no text
     except OSError as e:
         raise DataFileError(f"{path}: cannot read: {e.strerror or e}") from None
     rows = [(i, s) for i, ln in enumerate(text.splitlines(), 1) if (s := ln.strip())]
@@ -147,6 +154,7 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
     section = None
     ions: dict[int, str] = {}
     ranges: list[_Range] = []
+    unknown: list[_Range] = []  # Name: and no composition: skipped (with a warning)
     n_ions = n_ranges = None
     comment_names: dict[int, str] = {}
     for lineno, line in rows:
@@ -176,13 +184,21 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
             if not re.fullmatch(r"range\d+", kl):
                 raise _err(path, lineno, f"unknown key {key!r} in [Ranges]")
             r = _rrng_range(path, lineno, value)
+            if not r.composition and r.name:  # IVAS's range of an unknown species
+                unknown.append(r)
+                continue
             ranges.append(r._replace(name=r.name or comment_names.get(int(kl[5:]))))
         else:
             raise _err(path, lineno, f"{key!r} outside [Ions]/[Ranges]")
     if n_ranges is None and not ranges:
         raise DataFileError(f"{path}: no [Ranges] section: not an RRNG file")
-    if n_ranges is not None and n_ranges != len(ranges):
-        raise DataFileError(f"{path}: [Ranges] Number={n_ranges} but {len(ranges)} ranges listed")
+    if n_ranges is not None and n_ranges != len(ranges) + len(unknown):
+        raise DataFileError(f"{path}: [Ranges] Number={n_ranges} but "
+                            f"{len(ranges) + len(unknown)} ranges listed")
+    for r in unknown:
+        log.warning("%s:%d: range [%g, %g) of an unknown species (Name:%s, no element): "
+                    "skipped, as apav and ifes do; its ions count as unranged",
+                    path, r.lineno, r.lo_da, r.hi_da, r.name)
     if n_ions is not None and n_ions != len(ions):
         raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
     return ranges
@@ -222,6 +238,9 @@ def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
             if count < 1:
                 raise _err(path, lineno, f"atom count of {k} must be >= 1, got {count}")
             comp[k] = comp.get(k, 0) + count
+    if not comp and name:  # an unknown species: its edges must still be edges
+        return _checked(path, _Range(lineno, lo, hi, {"?": 1}, name, colour, vol))._replace(
+            composition={})
     return _checked(path, _Range(lineno, lo, hi, comp, name, colour, vol))
 
 
@@ -238,15 +257,8 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
             )
     names, charges = [], []
     for r in ranges:
-        if r.name:
-            try:
-                f, z = parse_ion(r.name)
-            except ValueError as e:
-                raise _err(path, r.lineno, str(e)) from None
-            if f != r.composition:
-                raise _err(path, r.lineno,
-                           f"Name:{r.name} does not match the composition {r.composition}")
-        else:
+        z = _charge_from_name(path, r)
+        if z is None:
             z = infer_charge(r.composition, r.lo_da, r.hi_da)
         names.append(ion_name(r.composition, z))
         charges.append(z)
@@ -260,6 +272,26 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
         volume_nm3=[r.volume_nm3 for r in ranges],
         source=str(path),
     )
+
+
+def _charge_from_name(path: Path, r: _Range) -> int | None:
+    """The charge a range's name gives, or None when the name is a label, not an ion.
+
+    A name that reads as an ion of the range's composition (``Name:CrO+``, ``Name:Ni2+``) gives
+    its charge. A name that does not read as an ion (``Name:CrO``, ``Name:Cr2``, ``Name:peak
+    1``: IVAS and AP Suite users label ranges so, and apav and ifes read such files) is a
+    label, and the charge is inferred as for a range with no name. A name that reads as an
+    ion of another composition contradicts the range: refused, naming the line."""
+    if not r.name:
+        return None
+    try:
+        f, z = parse_ion(r.name)
+    except ValueError:
+        return None
+    if f != r.composition:
+        raise _err(path, r.lineno,
+                   f"Name:{r.name} does not match the composition {r.composition}")
+    return z
 
 
 def _int(v: str, path: Path | str, line: int) -> int:

@@ -52,3 +52,88 @@ def test_apt_named_pos_is_refused(tmp_path: Path, apav_data: Path, capsys):
     f.write_bytes((apav_data / "Si.apt").read_bytes())
     assert main(["import", str(f), "-o", str(tmp_path / "o.h5")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- range files
+def _labelled_si_rrng(apav_data: Path) -> str:
+    """apav's real Si.RRNG with IVAS-style labels on its CrO ranges (``Name:CrO``: a label,
+    not an ion) and the 1+ CrO range named as the ion it is."""
+    text = (apav_data / "Si.RRNG").read_text()
+    text = text.replace("Range17=67.6220 69.5740 Vol:0.04083 Cr:1 O:1 Color:FF0000",
+                        "Range17=67.6220 69.5740 Vol:0.04083 Cr:1 O:1 Color:FF0000 Name:CrO")
+    text = text.replace("Range20=32.8920 33.2750 Vol:0.04083 Cr:1 O:1 Color:FF0000",
+                        "Range20=32.8920 33.2750 Vol:0.04083 Cr:1 O:1 Name:CrO2 Color:FF0000")
+    text = text.replace("Range18=69.7810 70.1560 Vol:0.04083 Cr:1 O:1 Color:FF0000",
+                        "Range18=69.7810 70.1560 Vol:0.04083 Cr:1 O:1 Color:FF0000 Name:CrO+")
+    assert text.count("Name:") == 3
+    return text
+
+
+def test_range_names_that_are_labels_read_as_apav_and_ifes_read_them(tmp_path: Path,
+                                                                      apav_data: Path):
+    """ifes reads labelled ranges so; apav skips every range that has a Name: field."""
+    pytest.importorskip("ifes_apt_tc_data_modeling")
+    from apt_daq.io.ifes import read_ranges as ifes_ranges
+    from apt_daq.io.ranges import read_ranges
+
+    p = tmp_path / "labelled.rrng"
+    p.write_text(_labelled_si_rrng(apav_data))
+    ours = read_ranges(p)
+    plain = read_ranges(apav_data / "Si.RRNG")
+    # a label changes nothing: edges, compositions and charges are the unlabelled file's
+    np.testing.assert_array_equal(ours.lo_da, plain.lo_da)
+    assert ours.composition == plain.composition and ours.charge == plain.charge
+    assert ours.charge[int(np.flatnonzero(np.isclose(ours.lo_da, 32.892))[0])] == 2
+    via_ifes = ifes_ranges(p, "ifes-rrng")
+    order = np.argsort(via_ifes.lo_da)
+    assert [via_ifes.composition[j] for j in order] == ours.composition
+    assert [int(via_ifes.charge[j]) for j in order] == [int(z) for z in ours.charge]
+
+
+def test_range_name_of_another_ion_is_refused_naming_the_line(tmp_path: Path, apav_data: Path,
+                                                              capsys):
+    text = (apav_data / "Si.RRNG").read_text().replace(
+        "Range15=15.8580 16.4800 Vol:0.02883 O:1 Color:00CCFF",
+        "Range15=15.8580 16.4800 Vol:0.02883 O:1 Name:O2+ Color:00CCFF")
+    p = tmp_path / "contradicts.rrng"
+    p.write_text(text)
+    run = tmp_path / "si.h5"
+    assert main(["import", str(apav_data / "Si.pos"), "-o", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(run), "--ranges", str(p), "--no-store"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{p}:24" in err[0] and "O2+" in err[0], err
+
+
+def test_rrng_with_a_byte_order_mark_reads_as_without(tmp_path: Path, apav_data: Path):
+    from apt_daq.io.ranges import read_ranges
+
+    p = tmp_path / "bom.rrng"
+    p.write_bytes(b"\xef\xbb\xbf" + (apav_data / "Si.RRNG").read_bytes())
+    ours, plain = read_ranges(p), read_ranges(apav_data / "Si.RRNG")
+    np.testing.assert_array_equal(ours.lo_da, plain.lo_da)
+    assert ours.names == plain.names
+
+
+def test_ivas_range_of_unknown_species_is_skipped_as_apav_and_ifes_skip_it(tmp_path: Path,
+                                                                         apav_data: Path,
+                                                                         caplog):
+    """IVAS writes a range of an unknown species with ``Name:`` and no element; the whole file
+    was refused ("range has no composition"), where apav and ifes read the other ranges."""
+    apav = pytest.importorskip("apav")
+    pytest.importorskip("ifes_apt_tc_data_modeling")
+    from apt_daq.io.ifes import read_ranges as ifes_ranges
+    from apt_daq.io.ranges import read_ranges
+
+    p = tmp_path / "unknown.rrng"
+    p.write_text((apav_data / "Si.RRNG").read_text().replace(
+        "Range14=5.8960 6.1930 Vol:0.00878 C:1 Color:660033",
+        "Range14=5.8960 6.1930 Vol:0.00000 Name:Unknown Color:660033"))
+    ours = read_ranges(p)
+    theirs = sorted(apav.RangeCollection.from_rrng(str(p)), key=lambda r: r.lower)
+    via_ifes = ifes_ranges(p, "ifes-rrng")
+    assert len(ours) == len(theirs) == len(via_ifes.lo_da) == 24
+    assert [round(r.lower, 4) for r in theirs] == [round(x, 4) for x in ours.lo_da]
+    assert 5.896 not in [round(x, 4) for x in ours.lo_da]
+    assert any("unknown species" in r.getMessage() and ":23:" in r.getMessage()
+               for r in caplog.records)
