@@ -16,24 +16,19 @@ from apt_daq.drivers.base import DriverError, FakeClock
 from apt_daq.drivers.hv import ScpiHv
 from apt_daq.drivers.laser import ScpiLaser
 from apt_daq.drivers.scpi import make_transport
-from apt_daq.sim.emulator import Emulator, load_target
 from fake_hv import FakeHv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
-from test_emulator_hardening import HIL_RUN
+from emulator_support import loopback_emulator
 
 WATCHDOG_S = 0.6
 
 
 @pytest.fixture(scope="module")
 def emu():
-    ins, sp, temp_k, seed, _ = load_target(HIL_RUN)
-    e = Emulator(ins, sp, base_temperature_k=temp_k, seed=seed, speed=20.0,
-                 warm_up=False).start()
-    try:
+    """One emulator on loopback for the module (tests/sim/emulator_support.py)."""
+    with loopback_emulator() as e:
         yield e
-    finally:
-        e.stop()
 
 
 def hv_driver(resource: str, watchdog_s: float = WATCHDOG_S) -> ScpiHv:

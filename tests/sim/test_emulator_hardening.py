@@ -41,9 +41,9 @@ from apt_daq.sim.scpi_server import (
     serve_laser,
 )
 from apt_daq.sim.serial_server import serve_hv_tcp
+from emulator_support import HIL_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
-HIL_RUN = ROOT / "configs" / "runs" / "hil-nmc811-cr.yaml"
 MB = 1 << 20
 
 
