@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from apt_daq.io.store import RunReader
+
 ROOT = Path(__file__).resolve().parents[2]
 HIL_RUN = ROOT / "configs" / "runs" / "hil-nmc811-cr.yaml"
 SPEED = 20.0  # instrument s per wall s: 0.1 s wall per 200k-pulse readout block
@@ -72,6 +74,29 @@ class EmulatorProcess:
                     self.proc.kill()
                     self.proc.wait(timeout=10)
             self._log.close()
+
+
+def start_run(emulator: EmulatorProcess, out: Path) -> subprocess.Popen:
+    """``apt-daq run`` of the HIL config driving ``emulator`` over its wires, writing ``out``;
+    returned once the file holds more than 3000 hits (mid-acquisition). Fails with the run's
+    stderr if it ends first, or after 120 s without them (the run killed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apt_daq.cli", "run", str(HIL_RUN), "--ports-file",
+         str(emulator.ports_file), "-o", str(out), "--ions", "100000000", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode())
+        try:
+            with RunReader(out) as r:
+                if r.count("hits") > 3000:
+                    return proc
+        except Exception:  # not there yet
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("no hits in time")
 
 
 def final_state(log: dict[str, Any]) -> tuple[bool, bool]:

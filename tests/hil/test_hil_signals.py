@@ -6,12 +6,9 @@ emission end off; and from the run file: state ``aborted``, last /log row off, e
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from hil_support import HIL_RUN, ROOT, final_state
+from hil_support import final_state, start_run
 
 from apt_daq.io.store import RunReader
 
@@ -22,24 +19,7 @@ pytestmark = pytest.mark.hil
 def test_signal_through_the_emulator_ends_safe(emulator, tmp_path, sig):
     emulator.reset()
     out = tmp_path / "sig.h5"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apt_daq.cli", "run", str(HIL_RUN), "--ports-file",
-         str(emulator.ports_file), "-o", str(out), "--ions", "100000000", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode())
-        try:
-            with RunReader(out) as r:
-                if r.count("hits") > 3000:
-                    break
-        except Exception:  # not there yet
-            pass
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        raise AssertionError("no hits in time")
+    proc = start_run(emulator, out)
     hv_on, laser_on = final_state(emulator.log())
     assert hv_on and laser_on  # the signal really lands mid-acquisition
     proc.send_signal(sig)

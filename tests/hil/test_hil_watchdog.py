@@ -7,39 +7,15 @@ tick, and the emulator says why."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
 import yaml
-from hil_support import HIL_RUN, ROOT, final_state
-
-from apt_daq.io.store import RunReader
+from hil_support import HIL_RUN, final_state, start_run
 
 pytestmark = pytest.mark.hil
 
 WATCHDOG_S = yaml.safe_load(HIL_RUN.read_text())["drivers"]["hv"]["watchdog_s"]
-
-
-def start_run(emulator, out) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apt_daq.cli", "run", str(HIL_RUN), "--ports-file",
-         str(emulator.ports_file), "-o", str(out), "--ions", "100000000", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode())
-        try:
-            with RunReader(out) as r:
-                if r.count("hits") > 3000:
-                    return proc
-        except Exception:  # not there yet
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("no hits in time")
 
 
 def test_a_killed_controller_leaves_hv_and_laser_off(emulator, tmp_path):
