@@ -25,6 +25,7 @@ from apt_daq.drivers.scpi import make_transport
 from apt_daq.drivers.serial_line import SerialTransport
 from fake_hv import MODES, FakeHv
 from fake_hv_line import FakeLineHv
+from misbehaving_run import ROOT, assert_failed_naming, assert_off_after_fault, run_against
 
 LIMIT_V, RAMP_V_PER_S, STEP_S = 6000.0, 200.0, 0.5
 MAX_STEP_V = RAMP_V_PER_S * STEP_S
@@ -187,29 +188,14 @@ LINKS = {"scpi": 'backend: scpi, resource: "{}", options: {{transport: socket}}'
 def test_cli_run_against_a_misbehaving_supply(tmp_path, mode: str, protocol: str) -> None:
     """`apt-daq run` with the HV supply turning bad mid-run: one error line naming the supply,
     exit 2, no traceback; OUTP OFF reached the supply after the fault and its output is off."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
     fake = FAKES[protocol](mode, WallClock(), after_setpoints=8)  # the driver: wall time
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(CLI_RUN.format(root=root, link=LINKS[protocol].format(fake.resource)))
-    proc = subprocess.run([sys.executable, "-m", "apt_daq.cli", "run", str(cfg), "-o",
-                           str(tmp_path / "r.h5"), "--quiet"], capture_output=True, text=True,
-                          timeout=120, cwd=root)
-    fake.close()
-    assert fake.bad, "the fault never happened"
-    assert "Traceback" not in proc.stderr
+    proc = run_against(fake, CLI_RUN.format(root=ROOT, link=LINKS[protocol].format(
+        fake.resource)), tmp_path, timeout_s=120)
     if mode == "drop_on_off" and proc.returncode == 0:
         # the supply obeyed the final off and dropped the link: a driver that reconnects and
         # reads back "off" (the line driver does) has nothing to fail; it must have noticed
         assert fake.connections > 1, "the dropped link went unnoticed"
     else:
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        assert errors and errors[0].startswith(f"error: HV supply {fake.resource}"), proc.stderr
-    after = fake.received[fake.bad_since:]
-    assert any(fake.is_off(line) for _, line, _ in after), after[-10:]
-    assert not fake.on
+        assert_failed_naming(proc, f"HV supply {fake.resource}")
+    assert_off_after_fault(fake, "the supply's output is still on")
     assert_ramp_rule(fake, jitter_s=0.05)

@@ -24,6 +24,7 @@ from apt_daq.drivers.laser import ScpiLaser
 from apt_daq.drivers.scpi import make_transport
 from fake_hv import MODES
 from fake_laser import FakeLaser
+from misbehaving_run import ROOT, assert_failed_naming, assert_off_after_fault, run_against
 
 MAX_PJ = 20.0
 
@@ -97,33 +98,20 @@ def test_cli_run_against_a_misbehaving_laser(tmp_path, mode: str) -> None:
     it, following what the laser is commanded): one error line naming the laser, exit 2, no
     traceback; OUTP OFF reached the laser after the fault, it is dark, and no energy above
     its ceiling was ever sent."""
-    import subprocess
-    import sys
     import threading
-    from pathlib import Path
 
     from apt_daq.drivers.base import WallClock
     from fake_hv import wait_for
 
-    root = Path(__file__).resolve().parents[2]
     fake = FakeLaser(mode, WallClock())
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(CLI_RUN.format(root=root, resource=fake.resource, max_pj=MAX_PJ))
 
     def fault_mid_run() -> None:  # once emitting and polled for a while
         if wait_for(lambda: fake.on and len(fake.received) > 60, timeout_s=60):
             fake.misbehave()
 
     threading.Thread(target=fault_mid_run, daemon=True).start()
-    proc = subprocess.run([sys.executable, "-m", "apt_daq.cli", "run", str(cfg), "-o",
-                           str(tmp_path / "r.h5"), "--quiet"], capture_output=True, text=True,
-                          timeout=300, cwd=root)
-    fake.close()
-    assert fake.bad, "the fault never happened"
-    assert "Traceback" not in proc.stderr
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert errors and errors[0].startswith(f"error: laser {fake.resource}"), proc.stderr
-    assert any(fake.is_off(line) for _, line, _ in fake.received[fake.bad_since:])
-    assert not fake.on, "the laser is still emitting"
+    proc = run_against(fake, CLI_RUN.format(root=ROOT, resource=fake.resource, max_pj=MAX_PJ),
+                       tmp_path, timeout_s=300)
+    assert_failed_naming(proc, f"laser {fake.resource}")
+    assert_off_after_fault(fake, "the laser is still emitting")
     assert all(math.isfinite(e) and 0 <= e <= MAX_PJ for e in fake.energies()), fake.energies()
