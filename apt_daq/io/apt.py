@@ -174,6 +174,10 @@ class AptFile:
             if int(h["iHeaderSize"]) < FILE_HEADER.itemsize:
                 raise DataFileError(f"{self.path}: byte offset 4: header size "
                                     f"{int(h['iHeaderSize'])} < {FILE_HEADER.itemsize}")
+            if int(h["iHeaderSize"]) > self.size:
+                raise DataFileError(f"{self.path}: byte offset 4: header size "
+                                    f"{int(h['iHeaderSize'])} is larger than the file "
+                                    f"({self.size} bytes): corrupt header")
             self.header = h
             self.n = int(h["llIonCount"])
             self.original_name = _wstr(h["wcFileName"])

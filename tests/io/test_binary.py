@@ -271,3 +271,31 @@ def test_unknown_but_wellformed_section_is_skipped(tmp_path: Path):
     assert SECTION_HEADER.itemsize == 148
     f = AptFile(path)
     assert "freq" in f.sections and f.read().shape == (100,)
+
+
+def test_apt_header_size_beyond_the_file_is_named(tmp_path: Path, apav_data: Path, capsys,
+                                                  monkeypatch):
+    """AP Suite's Si.apt with iHeaderSize (int32 at byte 4) set to 1e9: the header claims more
+    bytes than the file has. Was: 'no Mass section (sections: none)' (the section walk started
+    past the end and found nothing); now one line naming the header size and the file size."""
+    import struct
+
+    from rich.console import Console
+
+    from apt_daq import cli
+
+    monkeypatch.setattr(cli, "err_console", Console(stderr=True, width=100_000))
+    data = bytearray((apav_data / "Si.apt").read_bytes())
+    assert data[:4] == b"APT\0" and struct.unpack_from("<i", data, 4)[0] == 540
+    struct.pack_into("<i", data, 4, 1_000_000_000)
+    bad = tmp_path / "hugehdr.apt"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "x.h5"
+    assert cli.main(["import", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "hugehdr.apt" in lines[0] and "1000000000" in lines[0]
+    assert "larger than the file" in lines[0] and str(len(data)) in lines[0]
+    assert "Mass" not in lines[0]
+    assert not out.exists()
