@@ -64,11 +64,10 @@ def parse_elements(text: str | None) -> list[str] | None:
 
 def spectrum_of_file(path: str | Path):
     """The log-binned spectrum of a run file's calibrated stream, or of an ion file's m/n."""
+    from apt_daq.io._common import require_input
     from apt_daq.pipeline.autorange import LogSpectrum
 
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
+    p = require_input(path)
     spec = LogSpectrum.empty()
     if p.suffix.lower() in (".h5", ".hdf5"):
         from apt_daq.io.store import RunReader

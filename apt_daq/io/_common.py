@@ -111,6 +111,21 @@ def checked_ions(src, path: str | Path, chunk: int = DEFAULT_CHUNK) -> Iterator[
     check.check()
 
 
+def require_input(path: str | Path) -> Path:
+    """``path`` as a Path if it is a readable regular file, else a DataFileError saying which
+    it is not: missing, a directory, or another kind of file (a FIFO, a device)."""
+    from apt_daq.errors import DataFileError
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a directory, not a data file")
+    if path.exists():
+        raise DataFileError(f"{path}: is not a regular file")
+    raise DataFileError(f"{path}: no such file")
+
+
 def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
     """``out`` as a Path once it may be written: refused (one line) if it exists without
     ``overwrite``, or if it is one of ``inputs`` (the same file by any name: a link, ``./``),
@@ -118,6 +133,9 @@ def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path |
     from apt_daq.errors import UserError
 
     out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; -o takes the name of the file to write")
+    _check_writable_folder(out)
     if not os.path.lexists(out):
         return out
     for src in inputs:
@@ -127,6 +145,24 @@ def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path |
     if not overwrite:
         raise UserError(f"{out}: exists (use --overwrite or another -o)")
     return out
+
+
+def _check_writable_folder(out: Path) -> None:
+    """Refuse (one line, naming ``out``) a target whose folder cannot take a new file: the
+    write goes through a temporary file beside it (:func:`atomic_output`), which would
+    otherwise fail after the work with that temporary file's name."""
+    from apt_daq.errors import UserError
+
+    folder = out.absolute().parent
+    while not folder.exists():  # atomic_output creates the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{out}: cannot write: {folder} is not a directory")
+    try:  # a probe, as the write itself will go (os.access says yes to root on sysfs)
+        with tempfile.TemporaryFile(dir=folder, prefix=".apt-daq-probe."):
+            pass
+    except OSError as e:
+        raise UserError(f"{out}: cannot write into {folder}: {e.strerror or e}") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -151,10 +187,13 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not overwrite:
         raise DataFileError(f"{path}: exists (use --overwrite or another -o)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_parts(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_part_tag()}.", suffix=".part",
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_part_tag()}.", suffix=".part",
+                                   dir=path.parent)
+    except OSError as e:  # name the user's path, not the temporary file's
+        raise DataFileError(f"{path}: cannot write: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -39,6 +39,7 @@ from apt_daq.io._common import (
     ION_DTYPE,
     atomic_output,
     pulses_from,
+    require_input,
 )
 from apt_daq.io.pos import check_size
 from apt_daq.pipeline.tof import K_DA, implied_flight_path_mm
@@ -178,8 +179,7 @@ class EposFile:
 
     def __init__(self, path: str | Path, voltage_unit: str = "auto"):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DataFileError(f"{self.path}: no such file")
+        require_input(self.path)
         self.n = check_size(self.path, self.path.stat().st_size, RECORD_BYTES, "EPOS")
         self._mm = (np.memmap(self.path, dtype=">u4", mode="r", shape=(self.n * WORDS,))
                     if self.n else np.zeros(0, ">u4"))

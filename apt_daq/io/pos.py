@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from apt_daq.errors import DataFileError
-from apt_daq.io._common import DEFAULT_CHUNK, ION_DTYPE, atomic_output, empty_ions
+from apt_daq.io._common import (
+    DEFAULT_CHUNK,
+    ION_DTYPE,
+    atomic_output,
+    empty_ions,
+    require_input,
+)
 
 POS_DTYPE = np.dtype([("x", ">f4"), ("y", ">f4"), ("z", ">f4"), ("mass", ">f4")])
 POS_NATIVE = POS_DTYPE.newbyteorder("<")
@@ -71,8 +77,7 @@ class PosFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DataFileError(f"{self.path}: no such file")
+        require_input(self.path)
         size = self.path.stat().st_size
         self.n = check_size(self.path, size, RECORD_BYTES, "POS")
         if looks_like_epos(self.path, size):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.io._common import DEFAULT_CHUNK, empty_ions, group_starts
+from apt_daq.io._common import DEFAULT_CHUNK, empty_ions, group_starts, require_input
 from apt_daq.io.table_map import (  # the field map, importable from here as before
     _EXT_FORMAT,
     ALIASES,
@@ -82,8 +82,7 @@ class TableFile:
 
     def __init__(self, path: str | Path, fmap: FieldMap):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DataFileError(f"{self.path}: no such file")
+        require_input(self.path)
         self.fmap = fmap
         self.format = table_format(self.path, fmap)
         self.notes: list[str] = []
