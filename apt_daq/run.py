@@ -177,8 +177,9 @@ class Session(RunRecord):
             raise
         self._finish(end, acq.reason, acq.ions, acq.pulses, counters)
         vr = (self._v_seen[0], self._v_seen[1]) if acq.ions else (0.0, 0.0)
-        return RunResult(end, acq.reason, acq.ions, acq.pulses, self.out, vr, counters,
-                         self._finish_tally())
+        kept = self._writer is not None and self._writer.kept_previous
+        return RunResult(end, acq.reason, acq.ions, acq.pulses, None if kept else self.out, vr,
+                         counters, self._finish_tally())
 
     def _new_tally(self, ranges: Any) -> RunTally | None:
         """The summary's tally when asked for and the run has ranges (without, ``analyze``

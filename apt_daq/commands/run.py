@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     console.print(f"{result.ions} ions in {result.pulses} pulses "
                   f"({100 * result.ions / max(result.pulses, 1):.3f} % detection rate), "
                   f"V {result.voltage_range_v[0]:.0f}-{result.voltage_range_v[1]:.0f} V "
-                  f"-> {Path(result.path)}")
+                  + (f"-> {Path(result.path)}" if result.path is not None
+                     else f"-> nothing written ({args.out} left as it was)"))
     if session.signal is not None:
         return 128 + session.signal  # 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM
     _summary(result, console)

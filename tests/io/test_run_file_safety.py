@@ -382,3 +382,19 @@ def test_overwrite_rule(run: Path, hits: int, state: str | None, replaced: bool)
         assert r.meta["state"] == (state or "running")
     if state is None:  # closed without an end: nobody writes it any more
         assert summarize(str(run))["state"] == "interrupted"
+
+
+def test_a_run_aborted_before_any_hit_says_the_old_file_is_kept(run: Path):
+    """An --overwrite run aborted before it stored a hit leaves the old file as it was; its
+    result names no file (the CLI's last line said '0 ions in 0 pulses ... -> run.h5', as if
+    run.h5 now held an empty run)."""
+    from apt_daq.run import Session
+
+    before = _sha(run)
+    s = Session.from_yaml(CONFIG, {}, out=run,
+                          overwrite=True, handle_signals=False)
+    s.abort()  # before it starts: nothing is recorded
+    res = s.run()
+    assert res.state.name == "ABORTED" and res.ions == 0
+    assert res.path is None
+    assert _sha(run) == before

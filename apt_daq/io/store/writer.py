@@ -116,6 +116,8 @@ class RunWriter:
     def __init__(self, path: str | Path, meta: dict[str, Any] | None = None, overwrite: bool = False):
         self.path = Path(path)
         self._file = self.path  # the file written: the target, or a temporary one beside it
+        #: the run recorded nothing and the file it was to replace is left as it was
+        self.kept_previous = False
         self._tmp: Path | None = None
         self._created = False  # we created self._file (delete it if __init__ fails)
         self._emptied = False  # we took over an existing empty file (truncate it back)
@@ -438,6 +440,7 @@ class RunWriter:
         else:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            self.kept_previous = True
             log.warning("%s: left as it was (the run that was to replace it recorded nothing:"
                         " %s)", self.path, self._state)
 
