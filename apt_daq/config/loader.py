@@ -19,6 +19,49 @@ Lines = dict[tuple[Any, ...], tuple[str, int]]
 _INCLUDES = {"instrument", "specimen", "drivers", "analysis"}
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping (``at``: its key path), which a plain YAML loader
+    silently resolves to the last value."""
+
+    def __init__(self, key_node: yaml.Node, at: tuple[Any, ...], first_line: int) -> None:
+        super().__init__(None, None, f"duplicate key {key_node.value!r} (first at line "
+                         f"{first_line}; YAML would silently keep the last)",
+                         key_node.start_mark)
+        self.at, self.first_line = at, first_line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a mapping that gives a key twice (YAML 1.2 requires unique
+    keys; PyYAML keeps the last). Checked on the composed document, before the merge keys
+    (``<<: *anchor``) are flattened: a key that overrides a merged one is no duplicate."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_duplicate_keys(node)
+        return super().construct_document(node)
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    seen: set[int] = set()  # an alias is the anchored node again (and may be recursive)
+
+    def walk(n: yaml.Node, at: tuple[Any, ...]) -> None:
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if k.value in first:
+                        raise DuplicateKeyError(k, (*at, k.value), first[k.value])
+                    first[k.value] = k.start_mark.line + 1
+                walk(v, (*at, k.value))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, (*at, i))
+
+    walk(root, ())
+
+
 def compose_yaml(path: Path) -> tuple[Any, Lines]:
     """Load YAML and remember, for every key path, the file and line it came from."""
     try:
@@ -27,7 +70,10 @@ def compose_yaml(path: Path) -> tuple[Any, Lines]:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader
+    except DuplicateKeyError as e:
+        dotted = ".".join(str(p) for p in e.at)
+        raise ConfigError([f"{path}:{e.problem_mark.line + 1} {dotted}: {e.problem}"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -263,3 +263,32 @@ def test_config_check_names_a_file_that_is_no_config(name, says) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and f"this is {says}, not an apt-daq config" in lines[0], lines
+
+
+# ------------------------------------------------------------------ duplicate keys
+def test_a_duplicate_key_is_an_error_not_the_last_silently(tmp_path: Path) -> None:
+    # PyYAML keeps the last of two equal keys: 'seed: 3' then 'seed: 4' ran seed 4 unnoticed
+    p = write(tmp_path, ("  seed: 3\n", "  seed: 3\n  seed: 4\n"))
+    want = (f"{p}:{line_of(p, 'seed: 4')} run.seed: duplicate key 'seed' (first at line "
+            f"{line_of(p, 'seed: 3')}; YAML would silently keep the last)")
+    assert problems(p) == [want]
+    check = cli("config", "check", str(p))
+    assert check.returncode == 2 and check.stderr.splitlines() == [f"error: {want}"], check
+    run = cli("run", str(p), "-o", str(tmp_path / "r.h5"), "--quiet")
+    assert run.returncode == 2 and run.stderr.splitlines() == [f"error: {want}"], run.stderr
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_a_duplicate_key_in_an_included_file_names_that_file(tmp_path: Path) -> None:
+    text = (CFG / "instruments/leap5000xs.yaml").read_text()
+    (tmp_path / "inst.yaml").write_text(text + "flight_path_mm: 382\n")
+    p = write(tmp_path, ("@CFG@/instruments/leap5000xs.yaml", "inst.yaml"))
+    (got,) = problems(p)
+    assert got.startswith(f"{tmp_path / 'inst.yaml'}:{len(text.splitlines()) + 1} "
+                          "flight_path_mm: duplicate key 'flight_path_mm' (first at line "), got
+
+
+def test_a_key_overriding_a_merged_one_is_no_duplicate(tmp_path: Path) -> None:
+    p = write(tmp_path, ("  seed: 3\n", "  <<: {seed: 1, name: m}\n  seed: 3\n"))
+    rf, warnings = preflight(p)
+    assert (rf.run.seed, rf.run.name, warnings) == (3, "t", [])
