@@ -4,9 +4,17 @@ checks that need several of its sections at once (:func:`instrument_problems`)."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from apt_daq.config.errors import Problems
 from apt_daq.driver_config import DriversConfig
@@ -298,6 +306,22 @@ class RunConfig(_Model):
 
 
 # --------------------------------------------------------------------------- analysis
+def _ion_name(name: str) -> str:
+    """An ion name as :func:`apt_daq.isotopes.parse_ion` reads it (``Li+``, ``Ni2+``,
+    ``O2+``, ``(NiO)2+``); else a validation error, at load time rather than at the analysis
+    after the acquisition."""
+    from apt_daq.isotopes import parse_ion
+
+    try:
+        parse_ion(name)
+    except ValueError as e:
+        why = str(e).split(": ", 1)[-1]
+        if "e.g." not in why:
+            why += " (ions are named e.g. Li+, Ni2+, O2+, (NiO)2+)"
+        raise PydanticCustomError("ion_name", "not an ion name: {why}", {"why": why}) from None
+    return name
+
+
 class ReconstructionConfig(_Model):
     """Point-projection reconstruction (Bas et al. 1995, or the Geiser/Gault variant)."""
 
@@ -314,7 +338,9 @@ class AnalysisConfig(_Model):
     ranges: str | None = Field(None, description="RRNG/RNG file; relative to the run file")
     roi: str | None = Field(None, description="e.g. 'cylinder:25' (diameter nm) or 'box:20,20,50'")
     fda_block_ions: int = Field(100, gt=1, description="ions per FDA block (Moody 2008)")
-    fda_ions: list[str] = Field(default_factory=lambda: ["Li+", "O2+"])
+    fda_ions: list[Annotated[str, AfterValidator(_ion_name)]] = Field(
+        default_factory=lambda: ["Li+", "O2+"],
+        description="ions the frequency distribution analysis (FDA) tests, e.g. Li+, O2+, (NiO)2+")
     voltage_correction: bool = True
     bowl_correction: bool = True
     reference_peak: str | None = Field(None, description=(

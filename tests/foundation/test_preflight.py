@@ -292,3 +292,23 @@ def test_a_key_overriding_a_merged_one_is_no_duplicate(tmp_path: Path) -> None:
     p = write(tmp_path, ("  seed: 3\n", "  <<: {seed: 1, name: m}\n  seed: 3\n"))
     rf, warnings = preflight(p)
     assert (rf.run.seed, rf.run.name, warnings) == (3, "t", [])
+
+
+# ------------------------------------------------------------------ FDA ions
+@pytest.mark.parametrize("ions, at, why", [
+    ("[Xx+]", 0, "unknown element 'Xx' (ions are named e.g. Li+, Ni2+, O2+, (NiO)2+)"),
+    ("[Li+, Ni]", 1, "must end with '+' (e.g. 'Ni2+', 'O2+', '(O2)2+')")])
+def test_fda_ions_are_ion_names_at_load_time(tmp_path: Path, ions: str, at: int,
+                                            why: str) -> None:
+    # 'Xx+' passed config check and the run; analyze failed on it after the acquisition
+    p = write(tmp_path, ("  roi: cylinder:25\n", f"  roi: cylinder:25\n  fda_ions: {ions}\n"))
+    bad = ions.strip("[]").split(", ")[at]
+    assert problems(p) == [f"{p}:{line_of(p, 'fda_ions')} analysis.fda_ions.{at}: not an ion "
+                           f"name: {why}, got {bad!r}"]
+
+
+def test_fda_ions_of_every_kind_pass(tmp_path: Path) -> None:
+    p = write(tmp_path, ("  roi: cylinder:25\n",
+                         "  roi: cylinder:25\n  fda_ions: [Li+, O2+, Ni2+, (NiO)2+, H2O+]\n"))
+    assert preflight(p)[0].analysis.fda_ions == ["Li+", "O2+", "Ni2+", "(NiO)2+", "H2O+"]
+
