@@ -15,8 +15,17 @@ pyccapt    ``.h5``               FAU pyccapt calibration: positions, m/n, V_dc, 
 cameca     ``.hdf5``             AP Suite HDF5 export: positions, m/n
 ifes-pos   ``.pos``              the library's POS reader (ours is the default for pos)
 ifes-epos  ``.epos``             the library's EPOS reader (reads V_dc as kV)
-ifes-apt   ``.apt``              the library's APT reader (positions, m/n)
+ifes-apt   ``.apt``              the library's APT reader: positions, m/n and, when the file
+                                 has them, tof, Voltage, Pulse Voltage, XDet_mm/YDet_mm,
+                                 Multiplicity, pulse/pulseDelta (its ``get_named_quantity``)
 ========== ===================== ===========================================================
+
+``present`` (the run's /meta imported "fields") lists only what the file holds: ``pulse`` when
+it has pulse numbers (EPOS psl not all 0, APT pulse/pulseDelta, APyT pulse numbers),
+``multiplicity`` when it has multiplicities (EPOS ipp, APT Multiplicity). Without pulse numbers
+the run gets one pulse per multi-hit event, or per ion without multiplicities either
+(``pulses``, as our own readers do). An APT's other sections are listed in ``skipped``
+(``Detector Coordinates`` too: ifes 0.5 reads its second column with a 3-column stride).
 
 Range files (``--ranges FILE``; ``.rrng`` and ``.rng`` are read by our own reader):
 ``.env`` (GPM ENV), ``.fig.txt`` (Erlangen toolbox), ``.analysis`` (IVAS/Imago),
@@ -39,7 +48,13 @@ from pathlib import Path
 import numpy as np
 
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.io._common import DEFAULT_CHUNK, empty_ions, fill_multiplicity, group_starts
+from apt_daq.io._common import (
+    DEFAULT_CHUNK,
+    empty_ions,
+    fill_multiplicity,
+    group_starts,
+    pulses_from,
+)
 
 log = logging.getLogger("apt_daq.io")
 PACKAGE = "ifes_apt_tc_data_modeling"
@@ -50,7 +65,7 @@ class _Reader:
     module: str
     cls: str
     suffixes: tuple[str, ...]
-    getters: tuple[tuple[str, str], ...]  # (quantity, method)
+    getters: tuple[tuple[str, str], ...]  # (quantity, method or "get_named_quantity:SECTION")
     what: str
 
 
@@ -89,8 +104,20 @@ ION_FORMATS: dict[str, _Reader] = {
                          "EPOS (ifes reader; V_dc read as kV)"),
     "ifes-apt": _Reader("apt.apt6_reader", "ReadAptFileFormat", (".apt",),
                         (("positions", "get_reconstructed_positions"),
-                         ("mass", "get_mass_to_charge_state_ratio")), "APT (ifes reader)"),
+                         ("mass", "get_mass_to_charge_state_ratio"),
+                         ("tof", "get_named_quantity:tof"),
+                         ("v_dc", "get_named_quantity:Voltage"),
+                         ("v_pulse", "get_named_quantity:Pulse Voltage"),
+                         ("det_x", "get_named_quantity:XDet_mm"),
+                         ("det_y", "get_named_quantity:YDet_mm"),
+                         ("apt_mult", "get_named_quantity:Multiplicity"),
+                         ("apt_pulse", "get_named_quantity:pulse"),
+                         ("apt_delta", "get_named_quantity:pulseDelta")), "APT (ifes reader)"),
 }
+#: the APT sections ifes-apt imports (the rest of the file's sections are ``skipped``)
+_APT_READ = {"Position", "Mass", "tof", "Voltage", "Pulse Voltage", "XDet_mm", "YDet_mm",
+             "Multiplicity", "pulse", "pulseDelta"}
+_PULSE_DELTA_MAX = 32767  # APT pulseDelta (int16) saturates here
 
 RANGE_FORMATS: dict[str, tuple[str, str, str]] = {  # format: (module, class, attribute)
     "env": ("env.env_reader", "ReadEnvFileFormat", "env"),
@@ -107,7 +134,7 @@ RANGE_SUFFIXES = {".env": "env", ".fig.txt": "fig", ".analysis": "imago",
                   ".analysisset": "analysisset"}
 
 _UNIT = {"positions": "nm", "mass": "Da", "tof": "ns", "v_dc": "V", "v_pulse": "V",
-         "v_reflectron": "V", "det": "mm"}
+         "v_reflectron": "V", "det": "mm", "det_x": "mm", "det_y": "mm"}
 
 
 class _Capture(logging.Handler):
@@ -168,6 +195,8 @@ def format_for(path: Path) -> str | None:
 
 def _magnitude(q, unit: str, path: Path, what: str) -> np.ndarray:
     try:
+        if unit and getattr(q, "dimensionless", False):  # ifes gives APT Voltage unitless:
+            return np.asarray(q.magnitude)  # AP Suite writes it in V
         if unit:
             return np.asarray(q.to(unit).magnitude)
         return np.asarray(getattr(q, "magnitude", q))
@@ -193,27 +222,7 @@ class IfesFile:
                             f"{' or '.join(spec.suffixes)} files (rename it)")
         mod = _import(spec.module)
         self.notes: list[str] = [f"read with ifes-apt-tc-data-modeling ({spec.what})"]
-        with _captured() as cap:
-            try:
-                reader = getattr(mod, spec.cls)(str(self.path))
-            except Exception as e:  # the library raises what its parsers raise
-                raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling cannot read it as "
-                                    f"{fmt} ({type(e).__name__}: {e})") from None
-            if not getattr(reader, "supported", True):
-                raise DataFileError(f"{self.path}: not a {spec.what} file that "
-                                    f"ifes-apt-tc-data-modeling supports{_reason(cap)}")
-            cols: dict[str, np.ndarray] = {}
-            for q, method in spec.getters:
-                try:
-                    val = getattr(reader, method)()
-                except Exception as e:
-                    raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling failed on "
-                                        f"{q} ({type(e).__name__}: {e})") from None
-                if val is not None:
-                    cols[q] = _magnitude(val, _UNIT.get(q, ""), self.path, q)
-        if not cols:
-            raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling found no data in it"
-                                f"{_reason(cap)}")
+        cols = self._columns(mod, spec)
         lengths = {len(v) for v in cols.values()}
         if len(lengths) != 1:
             raise DataFileError(f"{self.path}: the library's columns differ in length "
@@ -245,25 +254,98 @@ class IfesFile:
                 self.notes.append("no pulse voltage: v_pulse = 0")
             if "det" not in cols:
                 self.notes.append("no detector position: det_x = det_y = 0")
-        present += ["pulse", "multiplicity"]
+        pulse, first_only = self._file_pulses(), self._file_multiplicity()
+        present += ["pulse"] * (pulse is not None) + ["multiplicity"] * (first_only is not None)
         self.present = tuple(present)
-        self._pulse, self._mult = self._pulses()
+        self.pulses = pulses_from(present)
+        self._pulse, self._mult = self._pulses(pulse, first_only)
 
     def __len__(self) -> int:
         return self.n
 
-    def _pulses(self) -> tuple[np.ndarray, np.ndarray]:
+    def _columns(self, mod, spec: _Reader) -> dict[str, np.ndarray]:
+        """The library's quantities in apt-daq's units (an APT's XDet_mm/YDet_mm as one
+        ``det`` column); ``skipped``: an APT's sections not read."""
+        with _captured() as cap:
+            try:
+                reader = getattr(mod, spec.cls)(str(self.path))
+            except Exception as e:  # the library raises what its parsers raise
+                raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling cannot read it as "
+                                    f"{self.format} ({type(e).__name__}: {e})") from None
+            if not getattr(reader, "supported", True):
+                raise DataFileError(f"{self.path}: not a {spec.what} file that "
+                                    f"ifes-apt-tc-data-modeling supports{_reason(cap)}")
+            cols: dict[str, np.ndarray] = {}
+            sections = getattr(reader, "available_sections", None)
+            for q, getter in spec.getters:
+                method, _, section = getter.partition(":")
+                if section and sections is not None and section not in sections:
+                    continue  # not in the file (asking would only log a warning)
+                try:
+                    val = getattr(reader, method)(*((section,) if section else ()))
+                except Exception as e:
+                    raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling failed on "
+                                        f"{q} ({type(e).__name__}: {e})") from None
+                if val is not None:
+                    cols[q] = _magnitude(val, _UNIT.get(q, ""), self.path, q)
+        self.skipped = ([] if sections is None or self.format != "ifes-apt" else
+                        [k for k in sections if k not in _APT_READ])
+        if ("det_x" in cols) != ("det_y" in cols):
+            self.notes.append("only one of XDet_mm/YDet_mm: no detector position")
+        if "det_x" in cols and "det_y" in cols:
+            cols["det"] = np.stack([cols["det_x"], cols["det_y"]], axis=1)
+        cols.pop("det_x", None), cols.pop("det_y", None)
+        if self.format == "ifes-apt" and "det" not in cols:
+            self.notes.append("no XDet_mm/YDet_mm sections: no detector position"
+                              + (" (Detector Coordinates not read: ifes 0.5 misreads its "
+                                 "second column)" if "Detector Coordinates" in self.skipped
+                                 else ""))
+        if not cols:
+            raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling found no data in it"
+                                f"{_reason(cap)}")
+        return cols
+
+    def _file_pulses(self) -> np.ndarray | None:
+        """The file's own pulse numbers, or None when it has none (EPOS psl all 0 is none)."""
         c = self._cols
-        if "psl" in c:  # EPOS: pulses since the last ion's pulse
-            pulse = np.cumsum(np.asarray(c["psl"], np.uint64), dtype=np.uint64)
-            mult = (fill_multiplicity(np.asarray(c["ipp"], np.uint32)) if "ipp" in c
-                    else np.ones(self.n, np.uint32))
-            return pulse, mult
-        if "pulse" in c:
-            pulse = np.asarray(c["pulse"]).astype(np.uint64)
-        else:
-            self.notes.append("no pulse numbers: each ion is its own pulse")
+        if "psl" in c and np.any(c["psl"]):  # EPOS: pulses since the last ion's pulse
+            return np.cumsum(np.asarray(c["psl"], np.uint64), dtype=np.uint64)
+        if "pulse" in c:  # APyT: pulse numbers
+            return np.asarray(c["pulse"]).astype(np.uint64)
+        fpulse = (np.rint(np.asarray(c["apt_pulse"], np.float64)) if "apt_pulse" in c
+                  else None)
+        if "apt_delta" in c:  # APT: exact while it does not saturate, else the float pulse
+            d = np.asarray(c["apt_delta"]).astype(np.int64)
+            bad = (d < 0) | (d >= _PULSE_DELTA_MAX)
+            if fpulse is not None and bad.any():
+                prev = np.concatenate([[0.0], fpulse[:-1]])
+                d[bad] = (fpulse - prev)[bad].astype(np.int64)
+            return np.cumsum(np.maximum(d, 0)).astype(np.uint64)
+        if fpulse is not None:
+            return np.maximum(fpulse, 0).astype(np.uint64)
+        return None
+
+    def _file_multiplicity(self) -> np.ndarray | None:
+        """The file's multiplicities, first-of-pulse like EPOS ipp (None: it has none)."""
+        c = self._cols
+        for q in ("ipp", "apt_mult"):
+            if q in c and np.any(c[q]):
+                return np.maximum(np.asarray(c[q]).astype(np.int64), 0)
+        return None
+
+    def _pulses(self, pulse: np.ndarray | None,
+                first_only: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Pulse numbers and multiplicities (on every ion) of the run: the file's, else one
+        pulse per multi-hit event, else one per ion."""
+        if pulse is None and first_only is not None:
+            self.notes.append("no pulse numbers: one pulse per multi-hit event (the file's "
+                              "multiplicities)")
+            pulse = (np.cumsum(first_only > 0) - 1).clip(0).astype(np.uint64)
+        elif pulse is None:
+            self.notes.append("no pulse numbers nor multiplicities: each ion is its own pulse")
             pulse = np.arange(self.n, dtype=np.uint64)
+        if first_only is not None:
+            return pulse, fill_multiplicity(first_only)
         starts = np.flatnonzero(group_starts(pulse))
         sizes = np.diff(np.append(starts, self.n))
         return pulse, np.repeat(sizes, sizes).astype(np.uint32)
