@@ -53,6 +53,8 @@ from apt_daq.config.models import (
 from apt_daq.config.preflight import (
     KIND_WORDS,
     RATE_PERCENT_SUSPECT,
+    UNIT_SLIPS,
+    UnitSlip,
     _data_problems,
     _get,
     _model_problems,
@@ -70,6 +72,7 @@ from apt_daq.driver_config import DriversConfig
 __all__ = [
     "KIND_WORDS",
     "RATE_PERCENT_SUSPECT",
+    "UNIT_SLIPS",
     "_INCLUDES",
     "AnalysisConfig",
     "CoatingConfig",
@@ -89,6 +92,7 @@ __all__ = [
     "SpecimenConfig",
     "StepConfig",
     "StopConfig",
+    "UnitSlip",
     "_Model",
     "_data_problems",
     "_default_mo_neutral",

@@ -4,7 +4,7 @@ dangerous when it runs, found before anything is switched on (:func:`preflight`)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -25,6 +25,40 @@ KIND_WORDS = {"run": "a run file", "instrument": "an instrument file",
               "specimen": "a specimen file", "campaign": "a campaign (sweep) file"}
 #: what a target detection rate above this most likely is: a percentage
 RATE_PERCENT_SUSPECT = 0.05
+
+
+class UnitSlip(NamedTuple):
+    """A value below ``below`` (in ``unit``) that a LEAP-class instrument is never run at, and
+    most likely ``meant`` (``factor`` times ``unit``) was intended: a warning (it runs), not an
+    error. ``why`` defends the threshold (docs/config.md)."""
+
+    below: float
+    unit: str
+    in_use: str
+    meant: str
+    factor: float
+    why: str
+
+
+#: run keys (a schedule step's laser_pj too) whose values far below what a LEAP-class
+#: instrument uses are most likely a unit slip; above, the drivers' and the instrument's hard
+#: limits refuse them already (drivers.laser.max_energy_pj, instrument.max_pulse_rate_hz,
+#: drivers.hv.limit_v)
+UNIT_SLIPS = {
+    "laser_pj": UnitSlip(
+        0.1, "pJ", "a LEAP UV laser's useful range is ~1-200 pJ", "nJ", 1e3,
+        "a decade below the lowest energy in use (~1 pJ; the shipped runs use 5-50 pJ): the "
+        "pulses barely heat the apex and the run records DC evaporation and detector background; "
+        "any value below it, read as nJ, is at most 100 pJ"),
+    "pulse_rate_hz": UnitSlip(
+        1e3, "Hz", "a LEAP pulses at ~10-500 kHz", "kHz", 1e3,
+        "ten times below the lowest rate in use (~10 kHz): at 100 Hz and a 0.5 % detection "
+        "rate 1e6 ions take 23 days; any value below it, read as kHz, is below 1 MHz"),
+    "start_voltage_v": UnitSlip(
+        100.0, "V", "a LEAP run starts at ~1-5 kV", "kV", 1e3,
+        "100 V puts at most ~3 V/nm on a 10 nm apex (k_f 3.3), under a quarter of the lowest "
+        "evaporation field (Li, ~14 V/nm); 0 (a ramp from zero) is not warned"),
+}
 
 
 def file_kind(data: Any) -> str:
@@ -128,9 +162,26 @@ def _model_problems(rf: RunFile) -> dict[tuple, str]:
     return found
 
 
+def _unit_slips(r: RunConfig) -> dict[tuple, str]:
+    """Values far below what a LEAP-class instrument uses (:data:`UNIT_SLIPS`), each with the
+    unit slip it most likely is."""
+    values = [(("run", "laser_pj"), r.laser_pj)] + [
+        (("run", "schedule", i, "laser_pj"), s.laser_pj) for i, s in enumerate(r.schedule or [])
+    ] + [(("run", "pulse_rate_hz"), r.pulse_rate_hz),
+         (("run", "start_voltage_v"), r.start_voltage_v or None)]  # 0 V: a ramp from zero
+    found = {}
+    for loc, value in values:
+        slip = UNIT_SLIPS[loc[-1]]
+        if value is not None and value < slip.below:
+            found[loc] = (f"{value:.6g} {slip.unit} is below {slip.below:.6g} {slip.unit}: "
+                          f"{slip.in_use}; was {slip.meant} meant ({value:.6g} {slip.meant} = "
+                          f"{value * slip.factor:.6g} {slip.unit})?")
+    return found
+
+
 def _warnings(rf: RunFile) -> dict[tuple, str]:
     """What runs, but likely not as meant."""
-    r, found = rf.run, {}
+    r, found = rf.run, _unit_slips(rf.run)
     cut = schedule_cut_short(r)
     if cut:
         found[("run", "stop", "ions")] = f"{r.stop.ions} {cut}"

@@ -67,4 +67,22 @@ def markdown_reference() -> str:
             desc = (f.description or "") + (f" ({bounds})" if bounds else "")
             out.append(f"| `{name}` | {ann} | {default} | {desc} |")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + _unit_slip_section())
+
+
+def _unit_slip_section() -> list[str]:
+    """The values that ``config check`` and ``run`` warn about as likely unit slips."""
+    from apt_daq.config.preflight import UNIT_SLIPS
+
+    out = ["## Likely unit slips (warnings)", "",
+           "`config check` and `run` (before anything is switched on) warn about a value far "
+           "below what a", "LEAP-class instrument uses: most likely a unit slip. It still runs. "
+           "Above the range, the", "hard limits refuse a value already "
+           "(`drivers.laser.max_energy_pj`, `instrument.max_pulse_rate_hz`,",
+           "`drivers.hv.limit_v`, `instrument.max_voltage_v`).", "",
+           "| key | warned below | in use | likely meant | why this threshold |",
+           "| --- | --- | --- | --- | --- |"]
+    for key, s in UNIT_SLIPS.items():
+        keys = f"`run.{key}`" + (", `run.schedule[].laser_pj`" if key == "laser_pj" else "")
+        out.append(f"| {keys} | {s.below:.6g} {s.unit} | {s.in_use} | {s.meant} | {s.why} |")
+    return [*out, ""]

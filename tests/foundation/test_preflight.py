@@ -312,3 +312,48 @@ def test_fda_ions_of_every_kind_pass(tmp_path: Path) -> None:
                          "  roi: cylinder:25\n  fda_ions: [Li+, O2+, Ni2+, (NiO)2+, H2O+]\n"))
     assert preflight(p)[0].analysis.fda_ions == ["Li+", "O2+", "Ni2+", "(NiO)2+", "H2O+"]
 
+
+# ------------------------------------------------------------------ likely unit slips
+SLIPS = [
+    ("laser_pj: 5.0", "laser_pj: 0.005", "run.laser_pj: 0.005 pJ is below 0.1 pJ: a LEAP UV "
+     "laser's useful range is ~1-200 pJ; was nJ meant (0.005 nJ = 5 pJ)?"),
+    ("pulse_rate_hz: 100000", "pulse_rate_hz: 100", "run.pulse_rate_hz: 100 Hz is below 1000 "
+     "Hz: a LEAP pulses at ~10-500 kHz; was kHz meant (100 kHz = 100000 Hz)?"),
+    ("start_voltage_v: 2000", "start_voltage_v: 2", "run.start_voltage_v: 2 V is below 100 V: "
+     "a LEAP run starts at ~1-5 kV; was kV meant (2 kV = 2000 V)?")]
+
+
+@pytest.mark.parametrize("old, new, says", SLIPS, ids=[s[0].split(":")[0] for s in SLIPS])
+def test_a_likely_unit_slip_is_a_warning(tmp_path: Path, old: str, new: str, says: str) -> None:
+    # 'laser_pj: 0.005' (nJ meant) ran on detector background alone with no word of it
+    p = write(tmp_path, (old, new))
+    assert preflight(p)[1] == [f"{p}:{line_of(p, new)} {says}"]
+
+
+def test_a_schedule_step_in_nj_is_a_warning(tmp_path: Path) -> None:
+    p = write(tmp_path, ("  laser_pj: 5.0\n", "  schedule:\n    - {laser_pj: 5, ions: 500}\n"
+                         "    - {laser_pj: 0.02, ions: 500}\n"))
+    assert preflight(p)[1] == [
+        f"{p}:{line_of(p, '0.02')} run.schedule.1.laser_pj: 0.02 pJ is below 0.1 pJ: a LEAP UV "
+        "laser's useful range is ~1-200 pJ; was nJ meant (0.02 nJ = 20 pJ)?"]
+
+
+def test_values_at_the_thresholds_and_a_ramp_from_zero_are_not_warned(tmp_path: Path) -> None:
+    p = write(tmp_path, ("laser_pj: 5.0", "laser_pj: 0.1"),
+              ("pulse_rate_hz: 100000", "pulse_rate_hz: 1000"),
+              ("start_voltage_v: 2000", "start_voltage_v: 0"))
+    assert preflight(p)[1] == []
+    p = write(tmp_path, ("start_voltage_v: 2000", "start_voltage_v: 100"))
+    assert preflight(p)[1] == []
+
+
+def test_config_check_and_run_print_the_unit_slip_before_anything(tmp_path: Path) -> None:
+    p = write(tmp_path, ("laser_pj: 5.0", "laser_pj: 0.005"))
+    (want,) = [f"warning: {w}" for w in preflight(p)[1]]
+    check = cli("config", "check", str(p))
+    assert check.returncode == 0 and check.stderr.splitlines() == [want], check.stderr
+    assert check.stdout.strip() == f"{p}: ok (a run file, 1 warning)"
+    out = tmp_path / "r.h5"
+    out.write_bytes(b"")  # run warns, then refuses the existing output before the hardware
+    run = cli("run", str(p), "-o", str(out), "--quiet")
+    assert run.returncode == 2 and run.stderr.splitlines()[0] == want, run.stderr
