@@ -104,7 +104,7 @@ class Progress:
         while self._samples[-1][0] - self._samples[0][0] > self.WINDOW_S:
             self._samples.pop(0)
         self._status = (f"rate {100 * rate:.3f}% (target {100 * self.target:.2f}%)  "
-                        f"V {v:7.0f}  {pj:5.1f} pJ  step {step}")
+                        f"V {v:7.0f}  {_pj(pj)} pJ  step {step}")
         if self.p is not None:
             self.p.update(self.task, completed=ions)
         elif now - self._last_line >= self.LOG_EVERY_S:
@@ -135,3 +135,9 @@ def clock_text(seconds: float | None) -> str:
         return "-:--:--"
     h, rest = divmod(int(seconds), 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _pj(pj: float) -> str:
+    """A laser energy as the status line shows it: 5 columns, one decimal from 1 pJ up, and
+    three significant figures below (0.005 pJ, a likely nJ slip, is not shown as 0.0)."""
+    return f"{pj:5.1f}" if abs(pj) >= 1 or pj == 0 else f"{pj:5.3g}"
