@@ -109,7 +109,8 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
             sub_path = (path.parent / ref) if not Path(ref).is_absolute() else Path(ref)
             if not sub_path.is_file():
                 f, line = lines.get((key,), (str(path), 1))
-                gone[key] = f"{f}:{line} {key}: file not found: {sub_path}"
+                what = "is a directory, not a file" if sub_path.is_dir() else "file not found"
+                gone[key] = f"{f}:{line} {key}: {what}: {sub_path}"
                 continue
             sub, sub_lines = compose_yaml(sub_path)
             data[key] = sub

@@ -97,7 +97,8 @@ def _data_problems(data: dict[str, Any], path: Path, lines: Lines) -> dict[tuple
     if isinstance(ranges, str):
         p = Path(ranges) if Path(ranges).is_absolute() else path.parent / ranges
         if not p.is_file():
-            found[("analysis", "ranges")] = f"range file not found: {p}"
+            why = "is a directory, not a range file" if p.is_dir() else "range file not found"
+            found[("analysis", "ranges")] = f"{why}: {p}" if not p.is_dir() else f"{p}: {why}"
     roi = _get(data, ("analysis", "roi"))
     if isinstance(roi, str):
         from apt_daq.errors import UserError

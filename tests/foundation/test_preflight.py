@@ -130,6 +130,17 @@ def test_a_relative_range_file_resolves_from_the_run_file(tmp_path: Path) -> Non
     assert preflight(p)[1] == []
     (tmp_path / "r.rrng").unlink()
     assert "range file not found" in problems(p)[0]
+    (tmp_path / "r.rrng").mkdir()  # a directory where the file should be: said so
+    assert problems(p) == [f"{p}:{line_of(p, 'ranges:')} analysis.ranges: "
+                           f"{tmp_path / 'r.rrng'}: is a directory, not a range file"]
+
+
+def test_an_included_file_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "specimens").mkdir()
+    p = write(tmp_path, ("specimen: @CFG@/specimens/nmc811-cr.yaml", "specimen: specimens"))
+    (got,) = problems(p)
+    assert got == (f"{p}:{line_of(p, 'specimen:')} specimen: is a directory, not a file: "
+                   f"{tmp_path / 'specimens'}")
 
 
 def test_roi_syntax_is_checked_before_the_acquisition(tmp_path: Path) -> None:
