@@ -398,3 +398,27 @@ def test_a_run_aborted_before_any_hit_says_the_old_file_is_kept(run: Path):
     assert res.state.name == "ABORTED" and res.ions == 0
     assert res.path is None
     assert _sha(run) == before
+
+
+def test_a_stored_config_todays_models_refuse_leaves_the_run_readable(tmp_path: Path, capsys):
+    """A run written when analysis.fda_ions took any string (now checked: 'Xx+' is no ion),
+    or hand-edited: info and analyze gave a pydantic traceback. The refused value is dropped
+    for its default, with one warning naming it; the hits are all there."""
+    import h5py
+
+    from apt_daq.cli import main
+
+    out = tmp_path / "old.h5"
+    assert _apt_daq("run", CONFIG, "-o", out, "--ions", 2000, "--quiet").returncode == 0
+    with h5py.File(out, "r+") as f:
+        cfg = json.loads(f["meta"].attrs["config"])
+        cfg["analysis"]["fda_ions"] = ["Xx+", "Li+"]
+        f["meta"].attrs["config"] = json.dumps(cfg)
+    hits = _hits(out)
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--no-store", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ions_total"] == hits
+    assert main(["info", str(out)]) == 0
+    with RunReader(out) as r:
+        assert r.run_file is not None and r.run_file.run.seed == cfg["run"]["seed"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,9 @@ from apt_daq.errors import DataFileError
 from apt_daq.hits import DERIVED_DTYPE
 from apt_daq.io.store.layout import _ALIASES, DATASETS, _name
 from apt_daq.io.store.meta import read_meta
+
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()  # (file, config key) already warned about
 
 if TYPE_CHECKING:  # the config models (pydantic) load when a run's config is read
     from apt_daq.config import InstrumentConfig, RunFile
@@ -41,10 +46,33 @@ class RunReader:
 
     @property
     def run_file(self) -> RunFile | None:
+        """The run's config as stored, validated by today's models. A stored value today's
+        models refuse (a run of an older apt-daq, a hand-edited file) is dropped, its key's
+        default used instead, with a warning naming it, so the run stays readable; a config
+        that cannot be read so is a DataFileError naming the file."""
         cfg = self.meta.get("config")
+        if not cfg:
+            return None
+        from pydantic import ValidationError
+
         from apt_daq.config import RunFile
 
-        return RunFile.model_validate(cfg) if cfg else None
+        cfg = copy.deepcopy(cfg)
+        for _ in range(20):
+            try:
+                return RunFile.model_validate(cfg)
+            except ValidationError as e:
+                err = e.errors()[0]
+                if not _drop(cfg, err["loc"]):
+                    break
+                where = ".".join(str(k) for k in err["loc"])
+                if (str(self.path), where) not in _WARNED:  # once a process, not per read
+                    _WARNED.add((str(self.path), where))
+                    log.warning("%s: stored config %s = %r is refused by this apt-daq (%s); "
+                                "its default is used", self.path, where, err.get("input"),
+                                err["msg"])
+        raise DataFileError(f"{self.path}: its stored run config cannot be read by this apt-daq "
+                            f"({'.'.join(str(k) for k in err['loc'])}: {err['msg']})")
 
     @property
     def instrument(self) -> InstrumentConfig | None:
@@ -103,3 +131,21 @@ def as_derived(rows: np.ndarray) -> np.ndarray:
             and all(dt.fields[a][:2] == want.fields[b][:2]
                     for a, b in zip(dt.names, want.names, strict=True)))
     return rows.view(DERIVED_DTYPE) if same else rows
+
+
+def _drop(cfg: Any, loc: tuple) -> bool:
+    """Delete the innermost named key of ``loc`` from the nested dict ``cfg`` (a list item's
+    error drops the whole list: its key's default is used); False if there is none."""
+    keys = [i for i, k in enumerate(loc) if isinstance(k, str)]
+    if not keys:
+        return False
+    node = cfg
+    for k in loc[: keys[-1]]:
+        try:
+            node = node[k]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(node, dict) or loc[keys[-1]] not in node:
+        return False
+    del node[loc[keys[-1]]]
+    return True
