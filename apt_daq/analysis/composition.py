@@ -4,9 +4,12 @@ Each ranged ion contributes its atoms (an O2+ ion counts two O, NiO+ one Ni and 
 atomic fraction of element i is c_i = N_i / N with N the total atoms; its counting (binomial)
 error is sqrt(c_i (1 - c_i) / N) (Danoix et al.; the AP Suite convention).
 
-Optional local background subtraction: for each range the background level per Da is taken
-from the unranged part of a window just below the range (``bg_window_da``), where the spectrum
-of a laser-pulsed run is flat between peaks; counts_net = counts - level * width, >= 0.
+Optional background subtraction: for each range the flat background under it is that of the
+per-peak table of ``analyze`` (:func:`range_background`: the one estimator,
+:func:`apt_daq.pipeline.peaks.local_background` on the unranged bins of both its flanks, the
+bins of peaks left out); counts_net = counts - background, per range, summed per ion with their
+signs (a noisy negative net is no bias), so the ion counts are the per-peak table's nets. An
+ion whose net is negative counts as no atom.
 """
 
 from __future__ import annotations
@@ -63,23 +66,27 @@ def range_counts_from_ions(ion: np.ndarray, n_ranges: int) -> np.ndarray:
     return np.bincount(ion[ion >= 0].astype(np.int64), minlength=n_ranges)[:n_ranges]
 
 
-def background_counts(
-    counts: np.ndarray, edges: np.ndarray, ranges: RangeTable, bg_window_da: float = 1.0
-) -> np.ndarray:
-    """Estimated background counts inside each range (local, flat, from below the range)."""
+def range_background(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable
+                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(background ions in each range, their standard errors) on the spectrum
+    ``counts``/``edges``: the flat level of :func:`~apt_daq.pipeline.peaks.local_background`
+    from the bins outside every range on both flanks (flanks of the range's width, >= 0.05 Da,
+    widened while they hold too few ions) times the range's bins: the estimate of the per-peak
+    table (:func:`apt_daq.analysis.mrp.peak_table`, the same call), which ``analyze`` reports
+    beside the composition."""
+    from apt_daq.pipeline.peaks import local_background
+
     centres = 0.5 * (edges[1:] + edges[:-1])
-    width = edges[1] - edges[0]
-    ranged = np.zeros(len(centres), dtype=bool)
-    for lo, hi in zip(ranges.lo_da, ranges.hi_da, strict=True):
-        ranged |= (centres >= lo) & (centres < hi)
-    out = np.zeros(len(ranges))
+    j = np.searchsorted(ranges.lo_da, centres, side="right") - 1  # ranges: sorted, disjoint
+    free = (j < 0) | (centres >= ranges.hi_da[np.clip(j, 0, None)])  # bins outside every range
+    bg = np.zeros(len(ranges))
+    err = np.zeros(len(ranges))
     for i, (lo, hi) in enumerate(zip(ranges.lo_da, ranges.hi_da, strict=True)):
-        sel = (centres >= lo - bg_window_da) & (centres < lo) & ~ranged
-        if sel.sum() < 3:
-            continue
-        level = counts[sel].sum() / (sel.sum() * width)  # counts per Da
-        out[i] = level * (hi - lo)
-    return out
+        lo, hi = float(lo), float(hi)
+        level, sigma = local_background(counts, edges, lo, hi, max(hi - lo, 0.05), free)
+        n_bins = int(np.count_nonzero((centres >= lo) & (centres < hi)))
+        bg[i], err[i] = level * n_bins, sigma * n_bins
+    return bg, err
 
 
 def composition(
@@ -87,16 +94,22 @@ def composition(
     ranges: RangeTable,
     spectrum: tuple[np.ndarray, np.ndarray] | None = None,
     subtract_background: bool = False,
-    bg_window_da: float = 1.0,
+    *,
+    background: np.ndarray | None = None,
 ) -> tuple[Composition, dict[str, float]]:
-    """(element composition, counts per ion) from counts per range."""
+    """(element composition, counts per ion) from counts per range. ``subtract_background``:
+    less ``background`` (ions per range) or, without it, :func:`range_background` of
+    ``spectrum``; the ion counts are then the nets summed with their signs, and an ion whose
+    net is negative counts as no atom."""
     rc = np.asarray(range_counts, dtype=np.float64)
     if subtract_background:
-        if spectrum is None:
-            raise ValueError("background subtraction needs the mass spectrum (counts, edges)")
-        rc = np.maximum(rc - background_counts(*spectrum, ranges, bg_window_da), 0.0)
+        if background is None:
+            if spectrum is None:
+                raise ValueError("background subtraction needs the mass spectrum (counts, edges)")
+            background = range_background(*spectrum, ranges)[0]
+        rc = rc - np.asarray(background, dtype=np.float64)
     counts = ion_counts(rc, ranges)
-    return decompose(counts, ranges), counts
+    return decompose({k: max(v, 0.0) for k, v in counts.items()}, ranges), counts
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from apt_daq.analysis.composition import Composition, composition
+from apt_daq.analysis.composition import Composition, composition, range_background
 from apt_daq.analysis.fda import FdaResult
 from apt_daq.analysis.ionpass import SLICE_POINTS as SLICE_POINTS  # re-exported
 from apt_daq.analysis.ionpass import IonPass
@@ -162,12 +162,28 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
     counted or None) of the run read."""
     meta_counters, positions, recon, no_events = run
     ranges = acc.ranges
-    spectrum = (acc.hist.counts, acc.hist.edges)
-    comp, counts_by_ion = composition(acc.rc_roi, ranges, spectrum, subtract_background)
-    rat, rat_err = ratios(counts_by_ion, comp.atoms)
-    fda_res = {sp: a.result() for sp, (_, a) in acc.fda.items() if a.n_ions}
     mrp_list, peak_rows = mrp_and_peak_table(ranges, acc.fine.counts, acc.fine.edges,
                                              acc.mrp_peaks, acc.mrp_win)
+    # the per-peak table's background (the same estimator on the same spectrum) is the one
+    # the composition takes off: its ion counts are the table's nets summed per ion. The
+    # spectrum holds every ion analysed: in a ROI, its share of them.
+    bg, bg_err = range_background(acc.fine.counts, acc.fine.edges, ranges)
+    notes = _background_notes(peak_rows, bg_err)
+    n_all = acc.n_selected if selected else n_hits
+    share = acc.n_roi / n_all if roi_obj is not None and n_all > 0 else 1.0
+    comp, counts_by_ion = composition(acc.rc_roi, ranges, None, subtract_background,
+                                      background=bg * share)
+    rat, rat_err = ratios(counts_by_ion, comp.atoms)
+    if subtract_background:  # a net count's error is more than its Poisson error
+        var = acc.rc_roi + (bg_err * share) ** 2
+        var_by_ion = {name: float(var[[k for k, n in enumerate(ranges.names) if n == name]].sum())
+                      for name in counts_by_ion}
+        for key, r in rat.items():
+            a, _, b = key.partition("/")
+            if a in var_by_ion and b in var_by_ion:
+                rat_err[key] = r * math.sqrt(var_by_ion[a] / counts_by_ion[a] ** 2
+                                             + var_by_ion[b] / counts_by_ion[b] ** 2)
+    fda_res = {sp: a.result() for sp, (_, a) in acc.fda.items() if a.n_ions}
     summary: dict[str, Any] = {
         "file": str(path),
         "ions": int(acc.n_roi),
@@ -190,6 +206,7 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
         "calibration": cal.as_dict(),
         "positions": positions,
         "background_subtracted": bool(subtract_background),
+        "background_notes": notes,
     }
     if recon is not None:
         summary["reconstruction"] = _reconstruction_summary(recon)
@@ -206,6 +223,22 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
     return RunAnalysis(summary, ranges, acc.spectrum, (acc.hitmap, acc.hm_edges, acc.hm_edges),
                        fda_res, acc.profile.result(min_atoms=20), slices, cal, comp,
                        {"multihit": mh})  # fmt: skip
+
+
+def _background_notes(rows: list[dict], bg_err: np.ndarray) -> list[str]:
+    """Gives each per-peak row its ``net_error`` (Poisson of its counts and the error of its
+    background) and returns a line for each row whose net is below zero by more than it:
+    more background estimated than ions counted (a misplaced range, or a background that is
+    not flat there)."""
+    out = []
+    for row, e in zip(rows, bg_err, strict=True):
+        err = math.sqrt(row["counts"] + float(e) ** 2)
+        row["net_error"] = round(err, 1)
+        if row["net"] < -err:
+            out.append(f"range {row['range']} {row['ion']} ({row['lo_da']:g}-{row['hi_da']:g} "
+                       f"Da): net {row['net']:g} +- {err:.1f}, more background "
+                       f"({row['background']:g}) than ions ({row['counts']}) beyond its error")
+    return out
 
 
 def _proposed_ranges(r, path: str | Path, cal: Calibration, ion_table: list

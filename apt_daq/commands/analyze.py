@@ -46,6 +46,9 @@ def _analyze(args: argparse.Namespace) -> int:
         s["step"] = label
     _warn(_roi_warning(s, res.slices))
     _warn(_background_warning(s))
+    if s["background_subtracted"]:  # the nets taken as the ion counts
+        for note in s.get("background_notes", []):
+            _warn(f"{s['file']}: {note}")
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

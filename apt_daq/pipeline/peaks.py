@@ -222,24 +222,76 @@ class PeakRow:
         return resolving_power(self.apex_da, self.fw10m_da)
 
 
+BG_CELLS = 8
+"""Cells each flank of a range is cut into by :func:`local_background`."""
+BG_MIN_COUNTS = 100.0
+"""Background ions :func:`local_background` wants before it stops widening the flanks (an
+estimate to ~10 %)."""
+BG_MAX_WIDEN = 8
+BG_CLIP = 2.5
+"""A cell further than this many Poisson sigmas (+1 ion) from its expected background is left
+out of the level: above it a peak's, below it a dip (both sides: unbiased on noise)."""
+
+
+def local_background(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
+                     flank_da: float, free: np.ndarray | None = None) -> tuple[float, float]:
+    """(flat background per bin under [lo, hi), its standard error), from the bins of both
+    flanks [lo - f, lo) and [hi, hi + f) that ``free`` allows (e.g. those outside every
+    range; default all), with the bins of peaks left out.
+
+    Each flank is cut into :data:`BG_CELLS` cells; starting from the median density of the
+    cells, a cell holding more than its expected background ``e`` + 3 sqrt(e) + 1 (Poisson) is
+    a peak's (a neighbouring unranged peak, a tail) and left out, the level is the mean of the
+    cells kept, again until no cell changes side. The flanks widen (f = ``flank_da`` x2, up to
+    x :data:`BG_MAX_WIDEN`) until the cells kept hold :data:`BG_MIN_COUNTS` ions. Both sides
+    serve at once (a flat background is the same on both; the clipping, not the lower side,
+    takes a neighbour's peak out); the error is the Poisson error of the ions kept. On a
+    pulsed instrument the background is flat in time of flight (~1/sqrt(m) per Da), within
+    1-2 % over a few Da above ~10 Da."""
+    c = 0.5 * (edges[1:] + edges[:-1])
+    ok = np.ones(len(c), bool) if free is None else np.asarray(free, bool)
+    level, err = 0.0, 0.0
+    k = 1
+    while k <= BG_MAX_WIDEN:
+        f = max(flank_da, 1e-9) * k
+        cell = f / BG_CELLS
+        a, b = np.searchsorted(c, lo - f), np.searchsorted(c, hi + f)
+        cc, nn, okk = c[a:b], np.asarray(counts[a:b], np.float64), ok[a:b]
+        left = (cc < lo) & okk
+        right = (cc >= hi) & okk
+        idx = np.full(len(cc), -1, np.int64)
+        idx[left] = np.minimum(((lo - cc[left]) / cell).astype(np.int64), BG_CELLS - 1)
+        idx[right] = BG_CELLS + np.minimum(((cc[right] - hi) / cell).astype(np.int64),
+                                           BG_CELLS - 1)
+        use = idx >= 0
+        n = np.bincount(idx[use], nn[use], minlength=2 * BG_CELLS)
+        w = np.bincount(idx[use], minlength=2 * BG_CELLS).astype(np.float64)  # bins per cell
+        full = w.max() if w.any() else 0.0
+        has = w >= max(1.0, 0.25 * full)  # cells mostly cut by ranges are too noisy to judge
+        if has.any():
+            level = float(np.median(n[has] / w[has]))
+            keep = has
+            for _ in range(20):
+                e = level * w
+                new = has & (np.abs(n - e) <= BG_CLIP * np.sqrt(np.maximum(e, 1.0)) + 1.0)
+                if not new.any():
+                    break
+                level = float(n[new].sum() / w[new].sum())
+                if np.array_equal(new, keep):
+                    break
+                keep = new
+            kept = float(n[keep].sum())
+            err = math.sqrt(max(kept, 1.0)) / float(w[keep].sum())
+            if kept >= BG_MIN_COUNTS:
+                break
+        k *= 2
+    return level, err
+
+
 def flank_background(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
                      flank_da: float, free: np.ndarray | None = None) -> float:  # fmt: skip
-    """Flat background per bin beside [lo, hi): the lower of the mean counts of the bins in
-    [lo - flank, lo) and [hi, hi + flank) (the lower one: a thermal tail or a neighbouring
-    peak raises only one flank; means, not medians: a sparse background is mostly empty
-    bins). ``free``: the bins that may serve (e.g. those outside every range: between the
-    ranges of close isotopes); the flank widens (x2, up to 8x) until >= 10 of them serve."""
-    c = 0.5 * (edges[1:] + edges[:-1])
-    ok = np.ones(len(c), bool) if free is None else free
-    means: list[float] = []
-    for k in (1, 2, 4, 8):
-        f = flank_da * k
-        left = counts[(c >= lo - f) & (c < lo) & ok]
-        right = counts[(c >= hi) & (c < hi + f) & ok]
-        means = [float(np.mean(x)) for x in (left, right) if len(x) >= 10]
-        if means:
-            break
-    return min(means) if means else 0.0
+    """Flat background per bin under [lo, hi): the level of :func:`local_background`."""
+    return local_background(counts, edges, lo, hi, flank_da, free)[0]
 
 
 def _apex(sub: np.ndarray, e: np.ndarray, i: int) -> float:
