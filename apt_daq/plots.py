@@ -30,6 +30,7 @@ from apt_daq.analysis.profile import (  # re-exported: profiles drawn here are c
     depth_profile,
     profile_bins,
 )
+from apt_daq.errors import UserError
 from apt_daq.rangetable import RangeTable
 
 FIGURES: dict[str, str] = {
@@ -413,59 +414,85 @@ def run_profile(res, roi: str | None = None) -> dict:
     return fine if len(fine["z_nm"]) > len(prof["z_nm"]) else prof
 
 
-def figures(res, only: list[str] | tuple[str, ...] | None = None,
-            roi: str | None = None) -> dict[str, Figure]:  # fmt: skip
-    """The figures of a :class:`apt_daq.analysis.report.RunAnalysis` by name (:data:`FIGURES`);
-    ``only`` picks some. A figure the run has no data for (FDA without FDA ions, a profile
-    without ranged ions) is left out, or raises UserError when asked for by name."""
-    from apt_daq.errors import UserError
+def _imported(res) -> dict:
+    """/meta ``imported`` of the run (the file an imported run came from), {} otherwise."""
+    try:
+        from apt_daq.io.store import RunReader
 
+        with RunReader(res.summary["file"]) as r:
+            return r.meta.get("imported") or {}
+    except Exception:  # a missing or foreign file: nothing to say
+        return {}
+
+
+def unavailable(res, name: str, roi: str | None = None) -> str | None:
+    """Why the figure ``name`` of a :class:`apt_daq.analysis.report.RunAnalysis` cannot be
+    drawn (it would be empty: a blank hit map, no FDA species, no multi-hit events...), or
+    None when it can."""
+    imp = _imported(res) if name == "hitmap" and not np.asarray(res.hitmap[0]).any() else None
+    if imp is not None and not {"det_x", "det_y"} <= set(imp.get("fields") or ["det_x", "det_y"]):
+        return (f"the imported {imp.get('format', '').upper()} file has no detector "
+                f"coordinates (its fields: {', '.join(imp['fields'])})")
+    if imp is not None:
+        return "no hit has detector coordinates on the detector"
+    if name == "fda" and not res.fda:
+        return "the run's analysis.fda_ions are not among its ranges"
+    if name == "profile" and not len(run_profile(res, roi)["z_nm"]):
+        return "no ranged ions in the ROI"
+    sl = res.slices
+    if name == "slices" and not ((np.asarray(sl.get("ion", []), np.float64) >= 0)
+                                 & np.isfinite(np.asarray(sl.get("z", []), np.float64))).any():
+        return f"no ranged ion has a position (positions: {res.summary.get('positions')})"
+    if name == "multihit" and res.extras.get("multihit") is None:
+        return (res.summary.get("multihit") or {}).get("reason") or "no multi-hit events counted"
+    return None
+
+
+def figures(res, only: list[str] | tuple[str, ...] | None = None, roi: str | None = None,
+            skipped: dict[str, str] | None = None) -> dict[str, Figure]:  # fmt: skip
+    """The figures of a :class:`apt_daq.analysis.report.RunAnalysis` by name (:data:`FIGURES`);
+    ``only`` picks some. A figure that cannot be drawn (:func:`unavailable`: a hit map of a run
+    without detector coordinates, FDA without FDA ions, a profile without ranged ions,
+    multi-hits of a file without pulses) is left out, its reason put in ``skipped`` (name ->
+    why), or raises UserError ("no hitmap: why") when ``only`` asks for it by name (before
+    any is drawn)."""
     names = list(only) if only else list(FIGURES)
     bad = [n for n in names if n not in FIGURES]
     if bad:
         raise UserError(f"unknown figure {', '.join(bad)}; known: {', '.join(FIGURES)}")
-    out: dict[str, Figure] = {}
-    for name in names:
-        if name == "spectrum":
-            out[name] = mass_spectrum(res.spectrum.counts, res.spectrum.edges, res.ranges,
-                                      title=Path(res.summary["file"]).name)  # fmt: skip
-        elif name == "hitmap":
-            out[name] = hit_map(*res.hitmap)
-        elif name == "fda":
-            if res.fda:
-                out[name] = fda_plot(res.fda)
-            elif only:
-                raise UserError("no FDA: the run's analysis.fda_ions are not among its ranges")
-        elif name == "profile":
-            prof = run_profile(res, roi)
-            if len(prof["z_nm"]):
-                out[name] = profile_plot(prof)
-            elif only:
-                raise UserError("no profile: no ranged ions in the ROI")
-        elif name == "slices":
-            out[name] = slices_plot(res.slices, res.ranges)
-        elif name == "multihit" and res.extras.get("multihit") is not None:
-            out[name] = saxey_plot(res.extras["multihit"], Path(res.summary["file"]).name, RunFigure)
-    return out
+    why = {n: w for n in names if (w := unavailable(res, n, roi)) is not None}
+    if only and why:
+        raise UserError("; ".join(f"no {'FDA' if n == 'fda' else n}: {w}"
+                                  for n, w in why.items()))
+    if skipped is not None:
+        skipped.update(why)
+    title = Path(res.summary["file"]).name
+    draw = {
+        "spectrum": lambda: mass_spectrum(res.spectrum.counts, res.spectrum.edges, res.ranges,
+                                          title=title),
+        "hitmap": lambda: hit_map(*res.hitmap),
+        "fda": lambda: fda_plot(res.fda),
+        "profile": lambda: profile_plot(run_profile(res, roi)),
+        "slices": lambda: slices_plot(res.slices, res.ranges),
+        "multihit": lambda: saxey_plot(res.extras["multihit"], title, RunFigure),
+    }
+    return {name: draw[name]() for name in names if name not in why}
 
 
 def plot_all(res, out: str | Path, fmt: str = "png", only: list[str] | None = None,
-             roi: str | None = None) -> list[Path]:  # fmt: skip
-    """Save the figures of :func:`figures` into folder ``out`` as ``NAME.FMT``."""
+             roi: str | None = None, skipped: dict[str, str] | None = None) -> list[Path]:  # fmt: skip
+    """Save the figures of :func:`figures` into folder ``out`` as ``NAME.FMT``; those that
+    cannot be drawn are not written (``skipped``: name -> why; a UserError for one ``only``
+    asks for, before anything is written)."""
     if fmt not in FORMATS:
-        from apt_daq.errors import UserError
-
         raise UserError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, fig in figures(res, only, roi).items():
-        p = out / f"{name}.{fmt}"
-        _save(fig, p)
-        files.append(p)
-    return files
+    figs = figures(res, only, roi, skipped)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, fig in figs.items():
+        _save(fig, Path(out) / f"{name}.{fmt}")
+    return [Path(out) / f"{name}.{fmt}" for name in figs]
 
 
 __all__ = ["FIGURES", "FORMATS", "RunFigure", "depth_profile", "fda_plot", "figures", "hit_map",
            "ion_colours", "ion_label", "mass_spectrum", "plot_all", "profile_bins", "profile_plot",
-           "run_profile", "slices_plot"]  # fmt: skip
+           "run_profile", "slices_plot", "unavailable"]  # fmt: skip

@@ -38,10 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _plot(args: argparse.Namespace) -> int:
     from apt_daq.analysis.report import analyze
+    from apt_daq.cli import console
     from apt_daq.plots import plot_all
 
     res = analyze(args.run, args.ranges, args.roi)
     out = Path(args.out) if args.out else Path(args.run).with_name(Path(args.run).stem + "_plots")
-    for f in plot_all(res, out, fmt=args.fmt, only=args.only, roi=args.roi):
+    skipped: dict[str, str] = {}  # figures that cannot be drawn: not written, said why
+    for f in plot_all(res, out, fmt=args.fmt, only=args.only, roi=args.roi, skipped=skipped):
         print(f)
+    for name, why in skipped.items():
+        console(stderr=True).print(f"warning: {args.run}: no {name} figure: {why}", markup=False)
     return 0
