@@ -15,7 +15,13 @@ import numpy as np
 from numba import njit
 
 from apt_daq.isotopes import isotopologues, parse_ion
-from apt_daq.pipeline.peaks import histogram_peak, peak_shape, peak_window_da
+from apt_daq.pipeline.peaks import (
+    flank_width_da,
+    histogram_peak,
+    peak_shape,
+    peak_window_da,
+    unranged_bins,
+)
 from apt_daq.rangetable import RangeTable
 
 MIN_ISOTOPE_ABUNDANCE = 1e-3  # neighbours rarer than this do not cut a window
@@ -164,9 +170,7 @@ def peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray) -> lis
     FW10%M and m/dm at 50 % and 10 % of the main isotope peak in the range, measured alone
     (window cut at the neighbouring isotopes)."""
     rows = []
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    j = np.searchsorted(ranges.lo_da, centres, side="right") - 1
-    free = (j < 0) | (centres >= ranges.hi_da[np.clip(j, 0, None)])  # bins outside every range
+    free = unranged_bins(edges, ranges.lo_da, ranges.hi_da)  # as composition.range_background
     for i, name in enumerate(ranges.names):
         lo, hi = float(ranges.lo_da[i]), float(ranges.hi_da[i])
         formula, z = ranges.composition[i], int(ranges.charge[i])
@@ -182,7 +186,7 @@ def peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray) -> lis
         # the window: the range, widened to the peak's own tails but never past the midpoint
         # to a neighbouring isotope
         bounds = (max(min(lo, m0 - w), b_lo), min(max(hi, m0 + 2 * w), b_hi))
-        pk = histogram_peak(counts, edges, lo, hi, bounds, max(hi - lo, 0.05), free)
+        pk = histogram_peak(counts, edges, lo, hi, bounds, flank_width_da(lo, hi), free)
         row = {
             "range": i,
             "ion": name,

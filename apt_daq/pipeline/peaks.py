@@ -288,6 +288,22 @@ def local_background(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float
     return level, err
 
 
+MIN_FLANK_DA = 0.05  # the narrowest flank a range's background is read from
+
+
+def flank_width_da(lo: float, hi: float) -> float:
+    """The flank beside [lo, hi) its background is read from: the range's width, >= 0.05 Da."""
+    return max(hi - lo, MIN_FLANK_DA)
+
+
+def unranged_bins(edges: np.ndarray, lo_da: np.ndarray, hi_da: np.ndarray) -> np.ndarray:
+    """Which bins of ``edges`` lie outside every range (``lo_da``: sorted, disjoint): the
+    bins a range's background is read from."""
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    j = np.searchsorted(lo_da, centres, side="right") - 1
+    return (j < 0) | (centres >= hi_da[np.clip(j, 0, None)])
+
+
 def flank_background(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
                      flank_da: float, free: np.ndarray | None = None) -> float:  # fmt: skip
     """Flat background per bin under [lo, hi): the level of :func:`local_background`."""
