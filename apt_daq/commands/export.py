@@ -82,7 +82,9 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
         if fmt == "apt":
             from apt_daq.io.apt import ions_sections, write_apt
 
-            return write_apt(out, len(stream), records, ions_sections(fields))
+            created = (r.meta.get("imported") or {}).get("file_created_filetime")
+            return write_apt(out, len(stream), records, ions_sections(fields),
+                             created_filetime=created)  # an imported APT's own, else now
         from apt_daq.io.nexus import write_nexus
 
         return write_nexus(r, out, stream)

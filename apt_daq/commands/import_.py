@@ -8,7 +8,10 @@ quantity the file lacks is NaN, the laser energy always; a file without pulse nu
 pulse per multi-hit event, or per ion without multiplicities either, and /meta "imported"
 says so: "fields" lists what the file really held, "pulses" what the pulse numbers are,
 "skipped_sections" every section of an APT file that was not read), /derived the file's m/n and
-reconstructed positions and, with ``--ranges``, the range index of each ion. Detector
+reconstructed positions and, with ``--ranges``, the range index of each ion. /meta
+"imported" also keeps an APT header's creation time ("file_created"; carried to NeXus
+start_time and back into an APT export) and "instrument_known": which /meta instrument values
+the file, its data or the user gave (the others are nominal, and exports leave them out). Detector
 coordinates and voltages are kept so the run can be reconstructed again. The run is written to
 a temporary file and renamed at the end: a bad input leaves no half-written run.
 
@@ -201,27 +204,33 @@ def read_range_file(path: str | Path):
 
 
 def instrument_for(fmt: str, path: str | Path, instrument: str | Path | None,
-                   flight_path_mm: float | None, t0_ns: float | None) -> dict:
-    """The run's instrument: an --instrument YAML, then --flight-path-mm and --t0-ns."""
+                   flight_path_mm: float | None, t0_ns: float | None) -> tuple[dict, set[str]]:
+    """The run's instrument: an --instrument YAML, then --flight-path-mm and --t0-ns; and the
+    keys of it that were given (the YAML's own keys and the options; the rest are nominal)."""
     import numpy as np
 
     from apt_daq.config import InstrumentConfig, load_yaml_model
 
+    given: set[str] = set()
     if instrument:
         if not Path(instrument).is_file():
             raise UserError(f"{instrument}: no such instrument file")
-        inst = load_yaml_model(instrument, InstrumentConfig).model_dump(mode="json")
+        model = load_yaml_model(instrument, InstrumentConfig)
+        inst = model.model_dump(mode="json")
+        given |= set(model.model_fields_set)
     else:
         inst = {"name": f"imported from {fmt.upper()} ({Path(path).name})"}
     if flight_path_mm is not None:
         if not (flight_path_mm > 0 and np.isfinite(flight_path_mm)):
             raise UserError(f"--flight-path-mm: must be > 0, got {flight_path_mm}")
         inst["flight_path_mm"] = float(flight_path_mm)
+        given.add("flight_path_mm")
     if t0_ns is not None:
         if not np.isfinite(t0_ns):
             raise UserError(f"--t0-ns: must be a number, got {t0_ns}")
         inst["t0_ns"] = float(t0_ns)
-    return inst
+        given.add("t0_ns")
+    return inst, given
 
 
 def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = None, *,
@@ -239,7 +248,7 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     src = open_source(path, fmt, voltage_unit, fields=fields, field_map=field_map)
     table = read_range_file(ranges) if ranges else None
     summary = _summary(src, path, fmt)
-    inst = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
+    inst, known = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
     t0 = float(inst.get("t0_ns", 0.0))
     if flight_path_mm is not None:
         summary["flight_path"] = "given (--flight-path-mm)"
@@ -249,6 +258,11 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
         summary["flight_path"] = _implied_flight_path(src, inst, t0, min(chunk, 200_000))
     if summary["flight_path"] is None:
         del summary["flight_path"]
+    elif summary["flight_path"].startswith("implied"):
+        known.add("flight_path_mm")
+    # what of /meta instrument the file, its data or the user gave; the rest are apt-daq's
+    # nominal values, which exports do not present as the instrument's (NeXus omits them)
+    summary["instrument_known"] = sorted(known)
     inst_cfg = InstrumentConfig(**inst)
     has_mass = "mass" in src.present
     if inst_cfg.reflectron and not has_mass:
@@ -282,7 +296,24 @@ def _summary(src, path: str | Path, fmt: str) -> dict:
         summary["table_format"] = src.format
     if getattr(src, "notes", None):
         summary["notes"] = list(src.notes)
+    created = filetime_iso(getattr(src, "created_filetime", None))
+    if created:  # an APT header's ftCreationTime
+        summary["file_created"] = created
+        summary["file_created_filetime"] = src.created_filetime
     return summary
+
+
+def filetime_iso(ft: int | None) -> str | None:
+    """A Windows FILETIME (100 ns ticks since 1601-01-01 UTC) as ISO 8601 UTC, to the
+    microsecond; None for None, 0 (not set) or a value no calendar date has."""
+    from datetime import UTC, datetime, timedelta
+
+    if not ft or ft < 0:
+        return None
+    try:
+        return (datetime(1601, 1, 1, tzinfo=UTC) + timedelta(microseconds=ft // 10)).isoformat()
+    except OverflowError:
+        return None
 
 
 def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:

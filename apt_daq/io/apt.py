@@ -37,7 +37,7 @@ Coordinates beside XDet_mm, one that is not one-to-one with the ions) is listed 
 ``skipped``; a section whose kind cannot be decoded (an unknown relationship, record or data
 type, or a bad signature) is a DataFileError naming its offset. Without pulse or pulseDelta the
 pulse numbers are one per Multiplicity group, or one per ion (``pulses``; ``present`` lists
-``pulse`` only when the file has them).
+``pulse`` only when the file has them). ``created_filetime``: ftCreationTime, None when 0.
 """
 
 from __future__ import annotations
@@ -171,19 +171,18 @@ class AptFile:
             if int(h["iHeaderVersion"]) != 2:
                 raise DataFileError(f"{self.path}: byte offset 8: header version "
                                     f"{int(h['iHeaderVersion'])} (only APT v2 is known)")
-            if int(h["iHeaderSize"]) < FILE_HEADER.itemsize:
-                raise DataFileError(f"{self.path}: byte offset 4: header size "
-                                    f"{int(h['iHeaderSize'])} < {FILE_HEADER.itemsize}")
-            if int(h["iHeaderSize"]) > self.size:
-                raise DataFileError(f"{self.path}: byte offset 4: header size "
-                                    f"{int(h['iHeaderSize'])} is larger than the file "
-                                    f"({self.size} bytes): corrupt header")
+            hsize = int(h["iHeaderSize"])
+            if not FILE_HEADER.itemsize <= hsize <= self.size:
+                raise DataFileError(f"{self.path}: byte offset 4: header size {hsize} " + (
+                    f"< {FILE_HEADER.itemsize}" if hsize < FILE_HEADER.itemsize else
+                    f"is larger than the file ({self.size} bytes): corrupt header"))
             self.header = h
             self.n = int(h["llIonCount"])
             self.original_name = _wstr(h["wcFileName"])
+            self.created_filetime = int(h["ftCreationTime"]) or None
             self.sections: dict[str, Section] = {}
             self.skipped: list[str] = []
-            self._scan(fh, int(h["iHeaderSize"]))
+            self._scan(fh, hsize)
         self._maps: dict[str, np.ndarray] = {}
         present = [f for s, f in _FIELD_OF.items() if s in self.sections]
         if "Position" in self.sections:
@@ -395,7 +394,8 @@ def _section_header(spec: SectionSpec, n: int) -> np.ndarray:
 
 
 def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
-              sections: Iterable[str] = DEFAULT_SECTIONS, overwrite: bool = True) -> int:
+              sections: Iterable[str] = DEFAULT_SECTIONS, overwrite: bool = True,
+              created_filetime: int | None = None) -> int:
     """Stream ``n`` ions (:data:`ION_DTYPE` chunks) into an APT v2 file, atomically.
 
     The layout is fixed by ``n``, so the file is sized first and each chunk is written into
@@ -409,8 +409,8 @@ def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
         layout.append((spec, off, off + int(h["iHeaderSize"]), h))
         off += int(h["iHeaderSize"]) + int(h["llByteCount"])
     total = off
-    head = np.array((MAGIC, FILE_HEADER.itemsize, 2, _wchars(path.name, 256),
-                     int((time.time() + _FILETIME_UNIX_OFFSET_S) * 1e7), n), FILE_HEADER)
+    head = np.array((MAGIC, FILE_HEADER.itemsize, 2, _wchars(path.name, 256), created_filetime
+                     or int((time.time() + _FILETIME_UNIX_OFFSET_S) * 1e7), n), FILE_HEADER)
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     with atomic_output(path, overwrite) as tmp:
         with open(tmp, "wb") as fh:

@@ -290,6 +290,12 @@ class IfesFile:
                     cols[q] = _magnitude(val, _UNIT.get(q, ""), self.path, q)
         self.skipped = ([] if sections is None or self.format != "ifes-apt" else
                         [k for k in sections if k not in _APT_READ])
+        self.created_filetime: int | None = None
+        if self.format == "ifes-apt":  # the APT header's ftCreationTime (None when 0)
+            with contextlib.suppress(AttributeError, KeyError, IndexError, TypeError,
+                                     ValueError):
+                ft = int(np.asarray(reader.header_section["ftCreationTime"]).ravel()[0])
+                self.created_filetime = ft or None
         if ("det_x" in cols) != ("det_y" in cols):
             self.notes.append("only one of XDet_mm/YDet_mm: no detector position")
         if "det_x" in cols and "det_y" in cols:

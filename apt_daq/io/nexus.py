@@ -20,6 +20,14 @@ What goes where (``/entry1`` is an NXentry with ``definition = "NXapm"``)::
                               with ranges, peak_identification/ionID (nuclide_hash, charge_state,
                               mass_to_charge_range, name) and iontypes (n) (0 = unranged)
 
+An imported run (/meta "imported") gets only what its file, its data or the user gave:
+``start_time`` is an APT's own creation time (ftCreationTime, kept at import), else the import
+time (NXapm requires one; ``experiment_description`` says which), no ``end_time``; the
+instrument's flight path, fabrication and reflectron only where known (/meta imported
+"instrument_known": given with --flight-path-mm or --instrument, or implied by the file's TOF, V
+and m/n), never apt-daq's nominal 100 mm or a guessed vendor; with none of them known the
+optional ``measurement`` group is left out. A run apt-daq acquired or simulated has them all.
+
 Per-ion arrays are written chunk by chunk (bounded memory), from the run's calibrated ion
 stream (:class:`apt_daq.pipeline.ions.IonStream`: the masses and range indices the analysis
 reports); the calibration it applied is recorded under ``voltage_and_bowl/config``.
@@ -113,7 +121,7 @@ def write_nexus(reader, out: str | Path, stream=None) -> int:
         _entry_header(e, meta)
         _specimen(e, cfg.get("specimen") or {}, ranges, simulated)
         _reference_frames(e)
-        _measurement(e, inst, simulated, reader.log)
+        _measurement(e, inst, simulated, reader.log, instrument_known(meta))
         ap = _grp(e, "atom_probe1", "NXroi_process")
         dsets = _ion_datasets(ap, stream, meta.get("counters") or {})
         spectrum, lo, hi = _write_ions(stream, dsets)
@@ -124,17 +132,37 @@ def write_nexus(reader, out: str | Path, stream=None) -> int:
     return len(stream)
 
 
+def instrument_known(meta: dict) -> set[str] | None:
+    """The /meta instrument keys an imported run really knows (None: a run apt-daq acquired or
+    simulated knows them all). Runs imported before "instrument_known" was recorded: the flight
+    path when their summary says it was given or implied, everything with an --instrument."""
+    imported = meta.get("imported")
+    if not imported:
+        return None
+    if "instrument_known" in imported:
+        return set(imported["instrument_known"])
+    how = str(imported.get("flight_path", ""))
+    if how.startswith("from "):
+        return set((meta.get("instrument") or {}).keys())
+    return {"flight_path_mm"} if how.startswith(("given", "implied")) else set()
+
+
 def _entry_header(e: h5py.Group, meta: dict) -> None:
     _str(e, "definition", "NXapm")
-    start = _iso(meta.get("started")) or "1970-01-01T00:00:00+00:00"
+    imported = meta.get("imported")
+    created = _iso(imported.get("file_created")) if imported else None
+    start = created or _iso(meta.get("started")) or "1970-01-01T00:00:00+00:00"
     _str(e, "start_time", start)
-    ended = _iso(meta.get("ended"))
+    ended = None if imported else _iso(meta.get("ended"))  # an import's end is not the run's
     if ended:
         _str(e, "end_time", ended)
     _str(e, "operation_mode", "apt")
-    imported = meta.get("imported")
-    desc = (f"imported from {imported['file']} ({imported['format']})" if imported
-            else f"apt-daq run, state {meta.get('state')}")
+    if imported:
+        when = ("start_time is the file's creation time (APT ftCreationTime)" if created else
+                "the file records no measurement time: start_time is the time of the import")
+        desc = f"imported from {imported['file']} ({imported['format']}); {when}"
+    else:
+        desc = f"apt-daq run, state {meta.get('state')}"
     _str(e, "experiment_description", desc)
 
 
@@ -166,20 +194,32 @@ def _reference_frames(e: h5py.Group) -> None:
         _str(c, "z_direction", zdir)
 
 
-def _measurement(e: h5py.Group, inst: dict, simulated: bool, log: np.ndarray) -> None:
+def _measurement(e: h5py.Group, inst: dict, simulated: bool, log: np.ndarray,
+                 known: set[str] | None = None) -> None:
+    """``measurement``: the instrument and the /log series. ``known`` (an imported run's
+    :func:`instrument_known`) limits the instrument to what is known; nothing known and no log:
+    no ``measurement`` (optional in NXapm; its ``instrument`` would be empty)."""
+    def has(key: str) -> bool:
+        return known is None or key in known
+
+    if known is not None and not (known & {"flight_path_mm", "name", "reflectron"}) \
+            and not len(log):
+        return
     m = _grp(e, "measurement", "NXapm_measurement")
     ins = _grp(m, "instrument", "NXapm_instrument")
-    if inst.get("flight_path_mm"):
+    if has("flight_path_mm") and inst.get("flight_path_mm"):
         _num(ins, "flight_path", float(inst["flight_path_mm"]), "mm")
-    fab = _grp(ins, "fabrication", "NXfabrication")
-    if simulated:
-        _str(fab, "vendor", "apt-daq (simulation)")
-        _str(fab, "model", f"virtual {inst.get('name', 'LEAP')}")
-    else:
-        _str(fab, "vendor", "CAMECA")
-        _str(fab, "model", str(inst.get("name", "unknown")))
-    refl = _grp(ins, "reflectron", "NXcomponent")
-    refl.create_dataset("applied", data=bool(inst.get("reflectron", False)))
+    if has("name"):  # an instrument config describes a LEAP (InstrumentConfig)
+        fab = _grp(ins, "fabrication", "NXfabrication")
+        if simulated:
+            _str(fab, "vendor", "apt-daq (simulation)")
+            _str(fab, "model", f"virtual {inst.get('name', 'LEAP')}")
+        else:
+            _str(fab, "vendor", "CAMECA")
+            _str(fab, "model", str(inst.get("name", "unknown")))
+    if has("reflectron"):
+        refl = _grp(ins, "reflectron", "NXcomponent")
+        refl.create_dataset("applied", data=bool(inst.get("reflectron", False)))
     if len(log):
         for name, field, values, units in (
             ("standing_voltage_time", "standing_voltage", log["v_dc"], "V"),
