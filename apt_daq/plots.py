@@ -174,7 +174,7 @@ def mass_spectrum(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable | No
         for name in ranges.ions:
             handles.append(Patch(color=colours[name], alpha=0.75, label=ion_label(name)))
         if isotopes:
-            _isotope_markers(ax, ranges, best, colours, floor)
+            _isotope_markers(ax, ranges, best, colours, floor, c, e)
             handles.append(Line2D([], [], ls="none", marker="_", ms=10, mew=2, color="white",
                                   label="isotopes, predicted", path_effects=[
                                       patheffects.withStroke(linewidth=3.5, foreground="0.15")]))
@@ -188,8 +188,10 @@ def mass_spectrum(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable | No
     return fig
 
 
-def _isotope_markers(ax, ranges: RangeTable, best: dict, colours: dict, floor: float) -> None:
+def _isotope_markers(ax, ranges: RangeTable, best: dict, colours: dict, floor: float,
+                     c: np.ndarray, e: np.ndarray) -> None:
     from apt_daq.isotopes import isotopologues
+    from apt_daq.pipeline.peaks import pattern_scale
 
     for name, (apex, m_apex, i) in best.items():
         if apex < 2 * floor:
@@ -202,8 +204,7 @@ def _isotope_markers(ax, ranges: RangeTable, best: dict, colours: dict, floor: f
             continue
         m = np.array([p[0] for p in pattern])
         p = np.array([p[1] for p in pattern])
-        j = int(np.argmin(np.abs(m - m_apex)))  # the isotope whose peak was measured
-        h = apex * p / p[j]
+        h = p * pattern_scale(m, p, apex, m_apex, c, e)
         keep = h >= 2 * floor
         if keep.any():
             ax.plot(m[keep], h[keep], ls="none", marker="_", ms=10, mew=2, color=colours[name],
