@@ -60,6 +60,7 @@ from apt_daq.io._common import (
     fill_multiplicity,
     multiplicity_first_only,
     pulses_from,
+    require_input,
 )
 from apt_daq.io.epos import detect_voltage_scale
 
@@ -155,8 +156,7 @@ class AptFile:
 
     def __init__(self, path: str | Path, voltage_unit: str = "auto"):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DataFileError(f"{self.path}: no such file")
+        require_input(self.path)
         self.size = self.path.stat().st_size
         with open(self.path, "rb") as fh:
             head = fh.read(FILE_HEADER.itemsize)

@@ -54,6 +54,7 @@ from apt_daq.io._common import (
     fill_multiplicity,
     group_starts,
     pulses_from,
+    require_input,
 )
 
 log = logging.getLogger("apt_daq.io")
@@ -213,8 +214,7 @@ class IfesFile:
         if fmt not in ION_FORMATS:
             raise UserError(f"{path}: unknown ifes format {fmt!r} (one of "
                             f"{', '.join(ION_FORMATS)})")
-        if not self.path.is_file():
-            raise DataFileError(f"{self.path}: no such file")
+        require_input(self.path)
         spec = ION_FORMATS[fmt]
         self.format = fmt
         if not str(self.path).lower().endswith(spec.suffixes):

@@ -82,11 +82,16 @@ def test_output_folder_that_takes_no_file(tmp_path: Path, apav_data: Path, capsy
     assert str(out) in line and "cannot write" in line
 
 
-@pytest.mark.parametrize("cmd", ["import", "range", "info", "analyze"])
+@pytest.mark.parametrize("cmd", ["import", "import-apt", "import-epos", "import-ifes", "range",
+                                 "info", "analyze"])
 def test_input_that_is_a_directory(tmp_path: Path, capsys, cmd):
     d = tmp_path / "data.pos"
     d.mkdir()
     args = {"import": ["import", str(d), "-o", str(tmp_path / "o.h5")],
+            "import-apt": ["import", str(d), "--format", "apt", "-o", str(tmp_path / "o.h5")],
+            "import-epos": ["import", str(d), "--format", "epos", "-o", str(tmp_path / "o.h5")],
+            "import-ifes": ["import", str(d), "--format", "ifes-pos", "-o",
+                            str(tmp_path / "o.h5")],
             "range": ["range", str(d)],
             "info": ["info", str(d)],
             "analyze": ["analyze", str(d)]}[cmd]
