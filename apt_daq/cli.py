@@ -23,6 +23,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from apt_daq import __version__
@@ -158,7 +159,57 @@ def _reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+class Terminated(BaseException):
+    """A SIGTERM, SIGHUP or SIGQUIT outside a run (a run handles them itself): raised where
+    the command is, so its temporary files go (:func:`apt_daq.io._common.atomic_output`) and
+    the exit code is the shell's 128 + n (not a killed process's -n, or a core dump)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminating_signals() -> Callable[[], None]:
+    """Raise :class:`Terminated` on SIGTERM, SIGHUP and SIGQUIT where their action is the
+    default (an ignored one stays ignored: under nohup, SIGHUP); returns the restorer."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    old = {}
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        if signal.getsignal(s) is signal.SIG_DFL:
+            old[s] = signal.signal(s, raise_terminated)
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
+
+
 def main(argv: list[str] | None = None) -> int:
+    restore = _terminating_signals()
+    try:
+        return _main(argv)
+    except Terminated as e:
+        import signal
+
+        try:
+            _err_console().print(f"terminated by {signal.Signals(e.signum).name}")
+        except (OSError, ValueError):  # SIGHUP: the terminal may be gone
+            pass
+        return 128 + e.signum
+    finally:
+        restore()
+
+
+def _main(argv: list[str] | None) -> int:
     _default_numba_cache()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -422,3 +422,45 @@ def test_a_stored_config_todays_models_refuse_leaves_the_run_readable(tmp_path: 
     assert main(["info", str(out)]) == 0
     with RunReader(out) as r:
         assert r.run_file is not None and r.run_file.run.seed == cfg["run"]["seed"]
+
+
+SLOW_EXPORT = """
+import signal, sys, time
+import apt_daq.io.epos as epos
+from apt_daq.cli import main
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):  # as a shell leaves them
+    signal.signal(s, signal.SIG_DFL)
+write = epos.EposWriter.write
+def slow(self, ions):  # an export of a run too large to finish before the signal
+    write(self, ions)
+    print("writing", flush=True)
+    time.sleep(300)
+epos.EposWriter.write = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+def test_a_signal_outside_a_run_exits_128_plus_n_and_leaves_no_part(run: Path, tmp_path: Path,
+                                                                    sig: signal.Signals):
+    """An export (or import, range...) ended by SIGTERM, SIGHUP or SIGQUIT: the shell's exit
+    code 128 + n, not a killed process's -n (SIGQUIT: a core dump), and its temporary file
+    gone at once, not left for the next write of the target to clean."""
+    out = tmp_path / "x.epos"
+    p = subprocess.Popen([sys.executable, "-c", SLOW_EXPORT, "export", str(run), "--format",
+                          "epos", "-o", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert p.stdout.readline().strip() == "writing"
+        assert [f for f in tmp_path.iterdir() if f.name.endswith(".part")]
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 128 + sig, err
+    assert f"terminated by {sig.name}" in err and "Traceback" not in err
+    assert not out.exists()
+    assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".")] == []
