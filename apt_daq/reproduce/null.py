@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apt_daq.analysis.composition import composition
+from apt_daq.analysis.composition import composition, range_background
 from apt_daq.analysis.fda import FdaResult, fda
 from apt_daq.analysis.mrp import main_peaks, mrp, mrp_window
 from apt_daq.analysis.ratios import ratios
@@ -227,8 +227,9 @@ def analyze_null(spec: RunSpec, roi: str | None, laser_pj: float | None,
     rc_roi = np.bincount(ion[sel].astype(np.int64), minlength=len(ranges))
     hist = MassHistogram(0.001, float(ranges.hi_da.max()) + 20.0)
     hist.add(m)
-    comp, counts_by_ion = composition(rc_roi, ranges, (hist.counts, hist.edges),
-                                      subtract_background)
+    # the whole run's background, scaled to the ROI's share of the ions, as analyze does
+    bg = range_background(hist.counts, hist.edges, ranges)[0] * (inside.sum() / max(len(m), 1))
+    comp, counts_by_ion = composition(rc_roi, ranges, None, subtract_background, background=bg)
     rat, rat_err = ratios(counts_by_ion, comp.atoms)
     seq = ion[sel]
     ion_of_range = ranges.ion_index()
