@@ -84,15 +84,12 @@ def run(quick: bool = False) -> list[Result]:
     ranges = ranges_for_ions(IONS)
     lookup = RangeLookup.build(ranges)
     cal = Calibration((0.998, 0.0005, -1e-5), (1.0, 1e-4, -1e-4, 2e-4, 0.0, 2e-4))
-    cols = tuple(
-        raw[f] for f in ("pulse", "t_x1", "t_x2", "t_y1", "t_y2", "t_mcp", "v_dc", "v_pulse")
-    )
     args = _args(inst, cal, lookup)
     outs = (np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32),
             np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.int16))  # fmt: skip
-    fused_kernel(*cols[:100], *args, *outs)  # compile / load cache
+    fused_kernel(raw[:100], *args, *outs)  # compile / load cache
     repeat = 3 if quick else 5
-    t_nb, t_cp = kernel_and_copy_s(raw, lambda: fused_kernel(*cols, *args, *outs), repeat)
+    t_nb, t_cp = kernel_and_copy_s(raw, lambda: fused_kernel(raw, *args, *outs), repeat)
     t_np = best_time_s(
         lambda: numpy_pipeline(raw, inst, cal, lookup.lo, lookup.hi), 2 if quick else 3
     )
@@ -101,8 +98,8 @@ def run(quick: bool = False) -> list[Result]:
     out += traffic_results(n, t_nb, t_cp, outs)
     out.append(lookup_result(quick, repeat))
     counts = np.zeros((2, 3), np.int64)
-    fused_parallel(*cols, *args, 2, *outs, counts)
-    t_par = best_time_s(lambda: fused_parallel(*cols, *args, 2, *outs, counts), repeat)
+    fused_parallel(raw, *args, 2, *outs, counts)
+    t_par = best_time_s(lambda: fused_parallel(raw, *args, 2, *outs, counts), repeat)
     out.append(result("pipeline decode+m/n+corrections+ranging (2 threads)", n / t_par, "hits/s",
                       n / t_nb, "prange over 2 slices vs 1 core"))  # fmt: skip
     out.append(machine_traffic_result(raw, t_par, repeat))
@@ -163,8 +160,8 @@ def traffic_results(n: int, t_nb: float, t_cp: float, outs: tuple) -> list[Resul
       fields interleave) over the kernel's time, beside the copy's bytes over its time; the
       issue's "~20 B per hit" accounting gives the ratio scaled by 20/40 (in the note);
     - traffic: bytes read (the record) plus bytes written (every output column's itemsize,
-      per hit: a clean record's slot is kept; the rare dropped one is overwritten) per
-      hit, beside the copy's read + write (2 x 40 B per hit): what the memory bus carries.
+      per hit: the kept records are written, the rare dropped one is not) per hit, beside
+      the copy's read + write (2 x 40 B per hit): what the memory bus carries.
     The bytes come from the dtypes, not from constants."""
     rec = RAW_DTYPE.itemsize
     used = sum(RAW_DTYPE.fields[f][0].itemsize for f in FUSED_READS)

@@ -1,8 +1,9 @@
 """The per-chunk pipeline: one fused pass from raw DLD records to (hits, mass, range index).
 
-Decode, time-sum check, m/n, voltage and bowl correction and ranging run in one loop over the
-records, so each record is read once and nothing but the outputs is written (memory traffic is
-what limits this stage).
+Decode, time-sum check, m/n, voltage and bowl correction and ranging run in one pass over the
+records, block by block through L1-resident scratch columns, so each record is read once and
+nothing but the kept records' outputs is written (the float64 arithmetic, not memory traffic,
+is what limits this stage: see :func:`fused_kernel`).
 """
 
 from __future__ import annotations
@@ -26,67 +27,207 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 
+BLOCK = 1024
+"""Records per block of :func:`fused_kernel`: its scratch columns (31 B a record, ~32 kB)
+stay in L1/L2; 256 and 512 measured slower, 2048 no faster."""
+
+_U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = (np.uint64(i) for i in range(1, 9))
+_ALL_KEPT = np.uint64(0x0101010101010101)  # eight kept flags (bytes of 1) read as one word
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def decode_block(
+    blk, i0, bin_ns, half, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
+    inv_width, n_cells, ok, idx, tof_ns, det_x_mm, det_y_mm, mass_da, cell,
+):  # fmt: skip
+    """Decode + m/n (the one kernel, :func:`~apt_daq.pipeline.tof.mass_da`, inlined by numba)
+    + corrections of the records ``blk`` (raw index ``i0`` on), every record into the scratch
+    columns at its own index: kept flag, raw index, TOF, x, y, float32 m/n and the m/n's
+    lookup-table cell (:func:`~apt_daq.pipeline.ranging.table_cell`, as -1 or ``EDGE`` off
+    the table). Returns (n_incomplete, n_bad_sum).
+
+    No branch, no compaction, no table load: LLVM vectorises both loops (4 records a step,
+    the strided record fields gathered by inserts). The integer arithmetic of the time sum
+    and positions runs in float64, exactly (every value an integer below 2^35), as AVX2 has
+    no int64 -> float64 conversion; the results are those of the int64 arithmetic. The cell
+    has a loop of its own: the first loop is bound by the latency of its chain (two
+    dependent float64 divisions) over the few steps the out-of-order window holds, so a
+    shorter chain with fewer instructions a step runs faster (measured 1.09x overall)."""
+    incomplete = 0
+    bad = 0
+    for j in range(blk.shape[0]):
+        r = blk[j]
+        a = r.t_x1
+        b = r.t_x2
+        c = r.t_y1
+        d = r.t_y2
+        m = r.t_mcp
+        inc = (a | b | c | d | m) < 0  # a missing signal is -1
+        fa = np.float64(a)
+        fb = np.float64(b)
+        fc = np.float64(c)
+        fd = np.float64(d)
+        fm = np.float64(m)
+        off = (abs(fa + fb - 2.0 * fm - sum_bins) > tol_bins) | (
+            abs(fc + fd - 2.0 * fm - sum_bins) > tol_bins
+        )
+        incomplete += inc
+        bad += off & (not inc)
+        tof = fm * bin_ns
+        x = (fa - fb) * half
+        y = (fc - fd) * half
+        v = np.float64(r.v_dc) + beta * r.v_pulse
+        mf = np.float32(
+            mn_kernel(tof, x, y, v, t0_ns, flight_path_mm) / correction_factor(v, x, y, vc, bc)
+        )
+        ok[j] = not (inc | off)
+        idx[j] = i0 + j
+        tof_ns[j] = tof
+        det_x_mm[j] = x
+        det_y_mm[j] = y
+        mass_da[j] = mf
+    for j in range(blk.shape[0]):
+        # table_cell of the stored float32 m/n, select-only (so it vectorises)
+        m64 = np.float64(mass_da[j])
+        q = m64 * inv_width
+        pos = m64 >= 0.0  # False for NaN too
+        cell[j] = np.int32(q if pos & (q < n_cells) else (-1.0 if pos else -2.0))
+    return incomplete, bad
+
+
+@njit(cache=True, nogil=True)
+def range_block(nb, cell, mass_da, table, lo, hi, ion):
+    """Range index of the first ``nb`` scratch m/n from their cells: one table load each
+    (cmov, no branch), then the ``EDGE`` answers by a branch-free binary search over ``lo``
+    (the answer of :func:`~apt_daq.pipeline.ranging.exact_range`, also for NaN and with no
+    ranges), in the same call: no pass over the whole output and no call per edge."""
+    edges = 0
+    for j in range(nb):
+        c = cell[j]
+        t = table[max(c, 0)]
+        r = t if c >= 0 else np.int16(c)
+        ion[j] = r
+        edges += r == EDGE
+    if edges == 0:
+        return
+    n = lo.shape[0]
+    top = 1
+    while top * 2 <= n:
+        top *= 2
+    for j in range(nb):
+        if ion[j] != EDGE:
+            continue
+        m = np.float64(mass_da[j])
+        below = 0  # the number of lower edges <= m (np.searchsorted side="right")
+        step = top if n else 0
+        while step:
+            p = below + step
+            below += step * ((p <= n) & (lo[min(p, n) - 1] <= m))
+            step >>= 1
+        i = below - 1
+        ion[j] = i if (i >= 0 and m < hi[max(i, 0)]) else -1
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def fused_kernel(
-    pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
-    bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
+    raw, bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
     lo, hi, table, inv_width,
     keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion,
 ):  # fmt: skip
-    """Decode + m/n (the one kernel, :func:`~apt_daq.pipeline.tof.mass_da`, inlined by
-    numba) + corrections + ranging; returns (n_kept, n_incomplete, n_bad_sum).
+    """Decode + m/n + corrections + ranging of the RAW_DTYPE records ``raw``, the kept ones
+    compacted into the outputs; returns (n_kept, n_incomplete, n_bad_sum).
 
     The range index is that of the stored float32 mass (so /derived is self-consistent).
 
-    Speed (``apt-daq bench``: ~118 M hits/s of CPU time on one core for 2 M hits, ~25 % of
-    a memcpy of the 40-byte records): every record's outputs are written at the next free
-    slot and the slot advances only for a clean record (compaction without a branch); the
-    status test of :func:`~apt_daq.pipeline.decode.record_status` is spelled out branch-free
-    (the numpy twin in the tests checks it); the correction coefficients come as tuples;
-    numpy's error model (a division by zero gives inf, as in the numpy twin, instead of a
-    test and branch per division); ranging is a second tight loop (:func:`range_pass`).
-    Measured against the earlier branchy form in one process, interleaved: the same speed
-    within 2 % (LLVM had if-converted it); a two-phase form whose first loop vectorises
-    (AVX-512 gathers of the strided record fields, then compaction) was slower (89 M hits/s);
-    ranging inside the decode loop, plain or blocked, 20-30 % slower. Stores of six output
-    columns per kept hit are the floor: the same loop with no arithmetic runs ~250 M/s.
-    """
-    n = t_x1.shape[0]
-    k = 0
+    By blocks of :data:`BLOCK` records: :func:`decode_block` (vectorised) fills L1 scratch
+    columns, :func:`range_block` ranges them, and each run of kept records between two
+    dropped ones is copied to the outputs eight at a time (eight loads, then eight stores:
+    LLVM's SLP pass makes one vector load and store of each; the dropped records, found a
+    word of eight flags at a time, are never written). An output may get up to 7 slots of
+    garbage past a run (within its length), which the next run overwrites.
+
+    Speed (the bench's kernel_and_copy_s, 2-core AMD EPYC, AVX2, one core): ~120 M hits/s
+    at 20 M hits (the former one-pass scalar loop, every record written at the next free
+    slot and ranging in a second pass over the output: ~85 M/s), results bit for bit the
+    same. What limits it: :func:`decode_block`, ~4.5 ns of the ~8.5 ns a record, bound by
+    the latency of its chain (strided field inserts, two dependent float64 divisions of ~13
+    cycles each) over the few iterations the out-of-order window holds: dropping the m/n
+    altogether gave ~3.5 ns, removing one division (fastmath reassociation) nothing.
+    Ranging ~2 ns (the table load is scalar: LLVM cannot prove the table apart from the
+    outputs, so it does not vectorise the lookup; ~3 % of the m/n fall in edge cells and
+    take the search), compaction ~1 ns. Tried and slower or no better: u64 loads of the
+    record, the time sum or the m/n / correction division in a loop of its own, ranging
+    folded into the ion column's copy, plain copy loops (vectorised with runtime alias
+    checks), an inlined copy helper (numba reference counting). (The one-pass loop's own
+    notes, from an AVX-512 machine, found a gather-then-compact form slower there.)"""
+    n = raw.shape[0]
+    nu = np.uint64(n)
+    half = 0.5 * bin_ns * v_mm_per_ns
+    n_cells = np.float64(table.shape[0])
+    ok = np.zeros(BLOCK + 16, np.uint8)
+    ok64 = ok.view(np.uint64)
+    s_k = np.zeros(BLOCK + 8, np.int64)
+    s_t = np.zeros(BLOCK + 8, np.float32)
+    s_x = np.zeros(BLOCK + 8, np.float32)
+    s_y = np.zeros(BLOCK + 8, np.float32)
+    s_m = np.zeros(BLOCK + 8, np.float32)
+    s_c = np.zeros(BLOCK + 8, np.int32)
+    s_i = np.zeros(BLOCK + 8, np.int16)
+    k = np.uint64(0)
     incomplete = 0
     bad = 0
-    half = 0.5 * bin_ns * v_mm_per_ns
-    for i in range(n):
-        a = t_x1[i]
-        b = t_x2[i]
-        c = t_y1[i]
-        d = t_y2[i]
-        m = t_mcp[i]
-        inc = (a | b | c | d | m) < 0  # a missing signal is -1
-        off = (abs(a + b - 2 * m - sum_bins) > tol_bins) | (abs(c + d - 2 * m - sum_bins) > tol_bins)
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
+        inc, off = decode_block(raw[i0:i0 + nb], i0, bin_ns, half, sum_bins, tol_bins, t0_ns,
+                                flight_path_mm, beta, vc, bc, inv_width, n_cells, ok, s_k, s_t,
+                                s_x, s_y, s_m, s_c)  # fmt: skip
+        range_block(nb, s_c, s_m, table, lo, hi, s_i)
         incomplete += inc
-        bad += off & (not inc)
-        tof = m * bin_ns
-        x = (a - b) * half
-        y = (c - d) * half
-        v = np.float64(v_dc[i]) + beta * v_pulse[i]
-        mm = mn_kernel(tof, x, y, v, t0_ns, flight_path_mm) / correction_factor(v, x, y, vc, bc)
-        keep[k] = i
-        tof_ns[k] = tof
-        det_x_mm[k] = x
-        det_y_mm[k] = y
-        mass_da[k] = mm
-        k += not (inc | off)
-    range_pass(mass_da, k, lo, hi, table, inv_width, ion)
-    return k, incomplete, bad
+        bad += off
+        for j in range(nb, nb + 9):
+            ok[j] = 0  # a dropped record past the block ends the last run
+        nbu = np.uint64(nb)
+        start = np.uint64(0)
+        j = np.uint64(0)
+        while start < nbu:
+            while ok64[j >> np.uint64(3)] == _ALL_KEPT:
+                j = ((j >> np.uint64(3)) + _U1) << np.uint64(3)
+            while ok[j]:
+                j += _U1
+            ln = min(j, nbu) - start  # the run [start, j) of kept records
+            t = np.uint64(0)
+            while t < ln and k + t + _U8 <= nu:
+                s = start + t
+                d = k + t
+                tof_ns[d], tof_ns[d + _U1], tof_ns[d + _U2], tof_ns[d + _U3], tof_ns[d + _U4], tof_ns[d + _U5], tof_ns[d + _U6], tof_ns[d + _U7] = s_t[s], s_t[s + _U1], s_t[s + _U2], s_t[s + _U3], s_t[s + _U4], s_t[s + _U5], s_t[s + _U6], s_t[s + _U7]  # fmt: skip
+                det_x_mm[d], det_x_mm[d + _U1], det_x_mm[d + _U2], det_x_mm[d + _U3], det_x_mm[d + _U4], det_x_mm[d + _U5], det_x_mm[d + _U6], det_x_mm[d + _U7] = s_x[s], s_x[s + _U1], s_x[s + _U2], s_x[s + _U3], s_x[s + _U4], s_x[s + _U5], s_x[s + _U6], s_x[s + _U7]  # fmt: skip
+                det_y_mm[d], det_y_mm[d + _U1], det_y_mm[d + _U2], det_y_mm[d + _U3], det_y_mm[d + _U4], det_y_mm[d + _U5], det_y_mm[d + _U6], det_y_mm[d + _U7] = s_y[s], s_y[s + _U1], s_y[s + _U2], s_y[s + _U3], s_y[s + _U4], s_y[s + _U5], s_y[s + _U6], s_y[s + _U7]  # fmt: skip
+                mass_da[d], mass_da[d + _U1], mass_da[d + _U2], mass_da[d + _U3], mass_da[d + _U4], mass_da[d + _U5], mass_da[d + _U6], mass_da[d + _U7] = s_m[s], s_m[s + _U1], s_m[s + _U2], s_m[s + _U3], s_m[s + _U4], s_m[s + _U5], s_m[s + _U6], s_m[s + _U7]  # fmt: skip
+                ion[d], ion[d + _U1], ion[d + _U2], ion[d + _U3], ion[d + _U4], ion[d + _U5], ion[d + _U6], ion[d + _U7] = s_i[s], s_i[s + _U1], s_i[s + _U2], s_i[s + _U3], s_i[s + _U4], s_i[s + _U5], s_i[s + _U6], s_i[s + _U7]  # fmt: skip
+                keep[d], keep[d + _U1], keep[d + _U2], keep[d + _U3], keep[d + _U4], keep[d + _U5], keep[d + _U6], keep[d + _U7] = s_k[s], s_k[s + _U1], s_k[s + _U2], s_k[s + _U3], s_k[s + _U4], s_k[s + _U5], s_k[s + _U6], s_k[s + _U7]  # fmt: skip
+                t += _U8
+            while t < ln:  # the end of the outputs: one at a time
+                s = start + t
+                d = k + t
+                tof_ns[d] = s_t[s]
+                det_x_mm[d] = s_x[s]
+                det_y_mm[d] = s_y[s]
+                mass_da[d] = s_m[s]
+                ion[d] = s_i[s]
+                keep[d] = s_k[s]
+                t += _U1
+            k += ln
+            j += _U1
+            start = j
+    return np.int64(k), incomplete, bad
 
 
 @njit(cache=True, nogil=True)
 def range_pass(mass_da, k, lo, hi, table, inv_width, ion):
     """Range the first k stored (float32) masses: a tight table-lookup loop, then the rare
     edge cells (and negative or NaN masses) by binary search, so every answer is the
-    search's. (Kept out of the decode loop: a lookup inside the big loop, even blocked,
-    measured 20-30 % slower in LLVM's code for it.)"""
+    search's (a stand-alone pass over stored masses; :func:`fused_kernel` ranges each block
+    with :func:`range_block`)."""
     nb = table.shape[0]
     edges = 0
     for j in range(k):
@@ -100,14 +241,13 @@ def range_pass(mass_da, k, lo, hi, table, inv_width, ion):
 
 @njit(cache=True, parallel=True)
 def fused_parallel(
-    pulse, t_x1, t_x2, t_y1, t_y2, t_mcp, v_dc, v_pulse,
-    bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
+    raw, bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
     lo, hi, table, inv_width, n_parts,
     keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion, counts,
 ):  # fmt: skip
     """The fused kernel on ``n_parts`` slices in parallel; each slice compacts its own output
     at its own offset, ``counts[p] = (kept, incomplete, bad)``; the caller closes the gaps."""
-    n = pulse.shape[0]
+    n = raw.shape[0]
     step = (n + n_parts - 1) // n_parts
     for p in prange(n_parts):
         a0 = p * step
@@ -115,9 +255,8 @@ def fused_parallel(
         if a0 >= b0:
             continue
         k, inc, bad = fused_kernel(
-            pulse[a0:b0], t_x1[a0:b0], t_x2[a0:b0], t_y1[a0:b0], t_y2[a0:b0], t_mcp[a0:b0],
-            v_dc[a0:b0], v_pulse[a0:b0], bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns,
-            flight_path_mm, beta, vc, bc, lo, hi, table, inv_width,
+            raw[a0:b0], bin_ns, v_mm_per_ns, sum_bins, tol_bins, t0_ns, flight_path_mm, beta,
+            vc, bc, lo, hi, table, inv_width,
             keep[a0:b0], tof_ns[a0:b0], det_x_mm[a0:b0], det_y_mm[a0:b0], mass_da[a0:b0],
             ion[a0:b0],
         )  # fmt: skip
@@ -226,11 +365,9 @@ def decode_chunk(
     keep, tof, x, y = decode_columns(n)
     mass = np.empty(n, dtype=np.float32)
     ion = np.empty(n, dtype=np.int16)
-    cols = (raw["pulse"], raw["t_x1"], raw["t_x2"], raw["t_y1"], raw["t_y2"], raw["t_mcp"],
-            raw["v_dc"], raw["v_pulse"])  # fmt: skip
     if threads > 1 and n >= 100_000:
         counts = np.zeros((threads, 3), dtype=np.int64)
-        fused_parallel(*cols, *_args(instrument, calibration, lookup), threads,  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
+        fused_parallel(raw, *_args(instrument, calibration, lookup), threads,  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
                        keep, tof, x, y, mass, ion, counts)  # fmt: skip
         step = (n + threads - 1) // threads
         parts = [np.arange(p * step, p * step + counts[p, 0]) for p in range(threads)]
@@ -238,7 +375,7 @@ def decode_chunk(
         keep, tof, x, y, mass, ion = (a[idx] for a in (keep, tof, x, y, mass, ion))
         k, inc, bad = len(idx), int(counts[:, 1].sum()), int(counts[:, 2].sum())
     else:
-        k, inc, bad = fused_kernel(*cols, *_args(instrument, calibration, lookup),  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
+        k, inc, bad = fused_kernel(raw, *_args(instrument, calibration, lookup),  # type: ignore[call-arg]  # numba Dispatcher: typed as taking no arguments
                                    keep, tof, x, y, mass, ion)  # fmt: skip
     counters = {"records": int(n), "rejected": int(inc + bad), "incomplete": int(inc),
                 "bad_time_sum": int(bad)}
