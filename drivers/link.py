@@ -319,18 +319,48 @@ class SessionLifecycle:
         self.session.write(cmds[0].format(fmt_number(self.watchdog_s)))  # type: ignore[attr-defined]
 
     def connect(self) -> None:
+        """Open the link and run the handshake. If the handshake fails after the link opened
+        (no or garbage identification, a timeout, a refused setting), the handshake-free off
+        goes out on the link before it closes (:meth:`_off_after_failed_connect`): the
+        driver is not connected, so no later ``safe_off`` would reach the instrument."""
         with self.lock:
             self.session.open()
             try:
                 self.session.handshake()
-            except BaseException:
-                self.session.close()
+            except BaseException as e:
+                try:
+                    self._off_after_failed_connect(e)
+                finally:
+                    self.session.close()
                 raise
             self.connected = True
             cmds = self._watchdog_commands()
             if self.watchdog_s > 0 and cmds is not None and self._keepalive is None:
                 self._keepalive = Keepalive(self.session, self.lock, cmds[1],
                                             self.watchdog_s).start()
+
+    def _off_after_failed_connect(self, cause: BaseException) -> None:
+        """The link opened but the handshake failed: the instrument may be on (an earlier
+        run or a script left it so) and its replies cannot be trusted. Send its
+        handshake-free off (``_send_off_now``: HV ``OUTP OFF`` / line ``O 0``, laser
+        ``OUTP OFF``) as :meth:`Link.send_now` does, on the open link or, if the failure
+        broke it, a fresh connection, within ``reconnect_deadline_s``. Not read back (an
+        instrument that fails its handshake is not believed either way). Best effort: the
+        handshake's failure is the error raised; an off that could not be sent is logged and
+        added to it as a note."""
+        send_off = getattr(self, "_send_off_now", None)
+        if send_off is None:  # nothing to switch off (a detector)
+            return
+        name = getattr(self, "name", self.session.name)
+        try:
+            send_off()
+        except Exception as e:
+            log.error("%s: connect failed (%s) and the off command could not be sent: %s",
+                      name, cause, e)
+            cause.add_note(f"{name}: the off command could not be sent after the failed "
+                           f"connect: {e}")
+        else:
+            log.info("%s: connect failed (%s): off command sent", name, cause)
 
     def close(self) -> None:
         if self._keepalive is not None:

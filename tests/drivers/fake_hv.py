@@ -57,6 +57,21 @@ class FakeHv:
         self.bad = True
         self.bad_since = len(self.received)
 
+    # ------------------------------------------------------------------ silent on *IDN?
+    #: set by silent_on_idn(): the identification query is never answered (all else is)
+    idn_silent = False
+    IDN_QUERIES = ("*IDN?", "ID?")  # SCPI; the line protocol
+
+    def silent_on_idn(self) -> None:
+        """From now on never answer the identification query (``*IDN?``, line ``ID?``);
+        every other command is served as before (an output that is on stays on). What
+        follows in ``received`` is after the fault (``bad_since``)."""
+        self.idn_silent = True
+        self.bad_since = len(self.received)
+
+    def _unanswered(self, line: str) -> bool:
+        return self.idn_silent and line.strip().upper() in self.IDN_QUERIES
+
     def close(self) -> None:
         self._stop.set()
         self._sock.close()
@@ -131,7 +146,7 @@ class FakeHv:
                     if self.bad and self.mode == "drop_on_off" and self.is_off(line):
                         conn.close()
                         return
-                    if reply is None:
+                    if reply is None or self._unanswered(line):
                         continue
                     if self.bad and self.mode == "silent":
                         continue
