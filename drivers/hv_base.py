@@ -37,6 +37,8 @@ class HighVoltageSupply(SwitchedInstrument):
       :class:`SafetyError` naming the step and the rule (``ramp_to`` goes far);
     - steps are taken from the higher of the setpoint the driver commanded and the one the
       instrument last reported (on connect, reconnect and at every ``ramp_to``);
+    - a step's time is taken when its setpoint has been sent (the send returned), so a stall
+      between deciding a step and sending it cannot shorten the gap the instrument sees;
     - with the output off, setpoints move freely: nothing reaches the specimen;
     - ``output(True)`` always starts at 0 V: with a setpoint above 0 it sends 0, turns the
       output on, then ramps back up to the setpoint (blocking);
@@ -221,7 +223,9 @@ class HighVoltageSupply(SwitchedInstrument):
                         f"{_fmt_v(self._ramp_v_per_s)} V/s; use ramp_to)")
             self._send_setpoint(v)
             self._setpoint_v = self._readback_v = v
-            self._t_last_s = now
+            # the step's time is when it has been sent: a stall between the check above and
+            # the bytes leaving must not shorten the gap before the next step
+            self._t_last_s = self.clock.monotonic()
 
     def ramp_to(self, volts: float) -> None:
         """Step the setpoint to ``volts`` within the ramp rule; blocks (on the driver's clock)
