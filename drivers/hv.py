@@ -122,6 +122,9 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
     def _cmd_output(self, on: bool) -> str:
         return self.commands.output_on if on else self.commands.output_off
 
+    def _cmd_text(self, name: str) -> str:
+        return getattr(self.commands, name)
+
     def _send_setpoint(self, volts: float) -> None:
         self.session.write(self._cmd_setpoint(volts))
 

@@ -9,7 +9,7 @@ import logging
 import math
 
 from apt_daq.drivers.clock import Clock
-from apt_daq.drivers.errors import DriverError, SafetyError
+from apt_daq.drivers.errors import BadReply, DriverError, SafetyError
 from apt_daq.drivers.instrument import (
     SwitchedInstrument,
     _finite,
@@ -36,12 +36,19 @@ class HighVoltageSupply(SwitchedInstrument):
       moves at most ``ramp_v_per_s`` x the elapsed time. A larger step raises
       :class:`SafetyError` naming the step and the rule (``ramp_to`` goes far);
     - steps are taken from the higher of the setpoint the driver commanded and the one the
-      instrument last reported (on connect, reconnect and at every ``ramp_to``);
+      instrument last reported (on connect, reconnect and at every ``ramp_to``); but while the
+      output is on, a read-back must be a setpoint the driver sent (the commanded one, or one
+      whose send failed after it may have left), within ``setpoint_resolution_v``; any other
+      is a fault (:class:`BadReply` naming both values): the output is switched off and the
+      setpoint is never moved towards the read-back (on the FIRST connect the instrument's
+      setpoint is adopted: the driver has commanded nothing yet);
     - a step's time is taken when its setpoint has been sent (the send returned), so a stall
       between deciding a step and sending it cannot shorten the gap the instrument sees;
     - with the output off, setpoints move freely: nothing reaches the specimen;
     - ``output(True)`` always starts at 0 V: with a setpoint above 0 it sends 0, turns the
-      output on, then ramps back up to the setpoint (blocking);
+      output on, then ramps back up to the setpoint (blocking); on an output the driver
+      switched on, a report of OFF is a fault (output off, :class:`BadReply`), never a reason
+      to send 0 V to what may be live;
     - ``safe_off()`` (also on leaving ``with`` by any exception or Ctrl-C) sends output-off
       FIRST (on a fresh connection if the link is broken, with no handshake before it), then
       verifies the output reads off, then sets the setpoint to 0.
@@ -51,6 +58,9 @@ class HighVoltageSupply(SwitchedInstrument):
     kind = "HV supply"
     #: float tolerance of the ramp check, V (the setpoints are quantized to 1 mV).
     ramp_tolerance_v = 1e-6
+    #: how far a setpoint read-back may differ from the setpoint sent (a supply may report
+    #: it rounded to its DAC's resolution: 16 bits over 30 kV is 0.5 V), V
+    setpoint_resolution_v = 1.0
 
     def __init__(self, resource: str, *, limit_v: float, ramp_v_per_s: float,
                  ramp_step_s: float = 0.5, max_step_v: float | None = None,
@@ -71,6 +81,8 @@ class HighVoltageSupply(SwitchedInstrument):
         self._t_last_s = 0.0  # clock time of the last setpoint (or output on)
         self._on = False  # output on as commanded
         self._on_reported = False  # output on as last reported by the instrument
+        self._pending_fault: DriverError | None = None  # found while reconnecting
+        self._inflight_v: float | None = None  # a setpoint whose send failed (may have left)
 
     # properties -------------------------------------------------------------
     @property
@@ -149,16 +161,78 @@ class HighVoltageSupply(SwitchedInstrument):
         """Read setpoint and output state from the instrument (on connect and reconnect).
 
         On the first connect the instrument's setpoint becomes the driver's; on a reconnect
-        the driver keeps what it commanded and steps from the higher of the two.
+        the driver keeps what it commanded and steps from the higher of the two, unless they
+        disagree by more than one ramp step with the output on: then the output is switched
+        off here and the fault is raised by the call that reconnected (a handshake that raised
+        would be retried, and the retry would pass with the output off, hiding the fault).
         """
         readback = _finite(self, "setpoint read-back", self._read_setpoint())
-        self._readback_v = readback
-        if first:
-            self._setpoint_v = readback
         self._on_reported = bool(self._read_output())
         if first:
+            self._setpoint_v = self._readback_v = readback
             self._on = self._on_reported
+        else:
+            try:
+                self._check_readback(readback)
+            except BadReply as e:
+                self._pending_fault = e
         self._t_last_s = self.clock.monotonic()
+
+    def _cmd_text(self, name: str) -> str:
+        """The text of the command ``name`` (a field of ``HvCommands``, e.g. "get_voltage"),
+        naming it in messages (backends use their wire form)."""
+        return getattr(HV, name).text
+
+    def _fault_off(self, command: str | None, detail: str,
+                   reply: str | None = None) -> DriverError:
+        """A fault while the output may be live: output off first (as safe_off sends it, no
+        handshake before it), then read back; the driver's state is off. Returns the
+        :class:`BadReply` to raise, naming what was done."""
+        try:
+            self._send_off_now()
+            self._on = self._on_reported = False
+            still_on = bool(self._read_output_now())
+        except DriverError as e:
+            self._mark_broken()
+            detail += f"; output off could not be confirmed ({e.detail}): call safe_off()"
+        else:
+            if still_on:
+                self._on_reported = True
+                detail += "; output off sent but the output still reads ON"
+            else:
+                detail += "; output switched off"
+        return self.error(BadReply, command, detail, reply)
+
+    def _check_readback(self, readback: float) -> None:
+        """A setpoint read-back while the output is on must be a setpoint this driver sent:
+        the commanded one, or one whose send failed after it may have left (a timeout before
+        its reply; settings are never retried), each within ``setpoint_resolution_v``. Then
+        the driver's setpoint is that value (the one it sent, not the reply's rounding), so
+        no reply can move the base of the next step anywhere the driver did not put it.
+        Anything else is a fault: output off, a :class:`BadReply` naming both values, and
+        the setpoint is not moved towards it. With the output off it is only recorded."""
+        tol = min(self.setpoint_resolution_v, self._max_step_v)
+        inflight, self._inflight_v = self._inflight_v, None
+        if not self._ramp_applies():
+            self._readback_v = readback
+            return
+        if inflight is not None and abs(readback - inflight) <= tol + self.ramp_tolerance_v:
+            self._setpoint_v = self._readback_v = inflight  # the failed send did arrive
+            return
+        if abs(readback - self._setpoint_v) <= tol + self.ramp_tolerance_v:
+            self._readback_v = self._setpoint_v
+            return
+        raise self._fault_off(
+            self._cmd_text("get_voltage"),
+            f"setpoint read-back {_fmt_v(readback)} V disagrees with the commanded "
+            f"{_fmt_v(self._setpoint_v)} V while the output is on (the driver sent no such "
+            f"setpoint)", _fmt_v(readback))
+
+    def _raise_pending_fault(self) -> None:
+        """Raise (once) a fault found while reconnecting."""
+        e, self._pending_fault = self._pending_fault, None
+        if e is not None:
+            raise e
 
     def _ramp_applies(self) -> bool:
         return self._on or self._on_reported
@@ -210,6 +284,7 @@ class HighVoltageSupply(SwitchedInstrument):
             if v > self._limit_v:
                 raise self.error(SafetyError, cmd, f"refused: above limit_v {_fmt_v(self._limit_v)}")
             self._ensure()
+            self._raise_pending_fault()
             now = self.clock.monotonic()
             if self._ramp_applies():
                 dt = max(0.0, now - self._t_last_s)
@@ -221,7 +296,9 @@ class HighVoltageSupply(SwitchedInstrument):
                         f"refused: step {_fmt_v(step)} V in {dt:.3g} s exceeds the ramp rule "
                         f"(max_step_v {_fmt_v(self._max_step_v)} V per setpoint, ramp_v_per_s "
                         f"{_fmt_v(self._ramp_v_per_s)} V/s; use ramp_to)")
+            self._inflight_v = v  # until the send returns: it may arrive and still fail
             self._send_setpoint(v)
+            self._inflight_v = None
             self._setpoint_v = self._readback_v = v
             # the step's time is when it has been sent: a stall between the check above and
             # the bytes leaving must not shorten the gap before the next step
@@ -235,11 +312,15 @@ class HighVoltageSupply(SwitchedInstrument):
             if not (0 <= target <= self._limit_v):
                 self.set_voltage(target)  # raises the SafetyError with the standard message
             self._ensure()
+            self._raise_pending_fault()
             self._on_reported = bool(self._read_output())
+            self._raise_pending_fault()
             if not self._ramp_applies():
                 self.set_voltage(target)
                 return
-            self._readback_v = _finite(self, "setpoint read-back", self._read_setpoint())
+            readback = _finite(self, "setpoint read-back", self._read_setpoint())
+            self._raise_pending_fault()
+            self._check_readback(readback)
             while True:
                 now = self.clock.monotonic()
                 elapsed = max(0.0, now - self._t_last_s)
@@ -263,10 +344,19 @@ class HighVoltageSupply(SwitchedInstrument):
                 self._send_output(False)
                 self._on = self._on_reported = False
                 return
-            if self.output_on():
+            reported = self.output_on()
+            self._raise_pending_fault()
+            if self._on and not reported:
+                # switched on by this driver, now reported off: a lie, a trip or a watchdog.
+                # Either way not a reason to send 0 V to an output that may be live.
+                raise self._fault_off(
+                    self._cmd_output(True),
+                    "the output reads OFF although the driver switched it ON (a trip, the "
+                    "watchdog or a wrong report)")
+            if reported:
                 self._on = True
                 return
-            self._on = False  # the instrument says off: a setpoint to 0 reaches nothing
+            # off as commanded AND as reported: a setpoint to 0 reaches nothing
             resume_v = self._base_v()
             if resume_v > 0:
                 self.set_voltage(0.0)

@@ -10,7 +10,12 @@ the project did not build received.
 - ``garbage``: every answer is junk bytes (settings are applied);
 - ``nan``: ``SOUR:VOLT?`` and ``MEAS:VOLT?`` answer ``nan``;
 - ``lies_off``: ``OUTP?`` always answers ``0`` (the output really is on);
-- ``drop_on_off``: ``OUTP OFF`` is applied, then the connection is closed at once.
+- ``drop_on_off``: ``OUTP OFF`` is applied, then the connection is closed at once;
+
+and the modes of :data:`EXTRA_MODES` (not in :data:`MODES`, which the generic misbehaving
+tests run through):
+
+- ``lies_setpoint``: ``SOUR:VOLT?`` answers ``lie_setpoint`` (settings are applied);
 
 ``received`` is every line received with the shared clock's time; ``setpoints()`` the setpoint
 commands with the output state at the time, which is what the ramp rule is judged on.
@@ -24,12 +29,14 @@ import threading
 import time
 
 MODES = ("silent", "late", "garbage", "nan", "lies_off", "drop_on_off")
+EXTRA_MODES = ("lies_setpoint",)
 
 
 class FakeHv:
     def __init__(self, mode: str, clock, *, at_once: bool = False, late_s: float = 0.6,
-                 after_setpoints: int | None = None):
-        assert mode in MODES, mode
+                 after_setpoints: int | None = None, lie_setpoint: float = 5500.0):
+        assert mode in MODES + EXTRA_MODES, mode
+        self.lie_setpoint = lie_setpoint  # what SOUR:VOLT? answers in lies_setpoint mode
         self.mode = mode
         self.after_setpoints = after_setpoints  # turn bad after this many setpoints
         self.clock = clock
@@ -172,6 +179,8 @@ class FakeHv:
         if u == "SYST:ERR?":
             return self.errors.pop(0) if self.errors else '0,"No error"'
         if u == "SOUR:VOLT?":
+            if self.bad and self.mode == "lies_setpoint":
+                return f"{self.lie_setpoint:.3f}"
             return "nan" if self.bad and self.mode == "nan" else f"{self.setpoint_v:.3f}"
         if u == "MEAS:VOLT?":
             if self.bad and self.mode == "nan":

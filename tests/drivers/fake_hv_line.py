@@ -8,8 +8,8 @@ a setting, the value for a query, ``ERR <code> <message>`` for a refused command
     ID?  V <volts>  V?  L <volts>  L?  O 1|0  O?  M?  I?  T?  C  R  S <V/s>  S?  E?  W <s>  W?
 
 It misbehaves as :class:`fake_hv.FakeHv` does (the same modes: silent, late, garbage, ``nan``
-read-backs, lying that the output is off, dropping the link on output off); only the words
-differ.
+read-backs, lying that the output is off, dropping the link on output off, and the
+``EXTRA_MODES``: lying about the setpoint); only the words differ.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ class FakeLineHv(FakeHv):
         u = line.upper()
         parts = u.split()
         nan = self.bad and self.mode == "nan"
+        lie = self.bad and self.mode == "lies_setpoint"
         queries = {
             "ID?": lambda: "FAKE,HV-LINE-TEST,1,0.1",
-            "V?": lambda: "nan" if nan else f"{self.setpoint_v:.3f}",
+            "V?": lambda: (f"{self.lie_setpoint:.3f}" if lie else "nan" if nan
+                           else f"{self.setpoint_v:.3f}"),
             "M?": lambda: "nan" if nan else f"{self.setpoint_v if self.on else 0.0:.3f}",
             "L?": lambda: f"{self.limit_v:.3f}",
             "O?": lambda: "0" if self.bad and self.mode == "lies_off" else str(int(self.on)),

@@ -1,7 +1,11 @@
 """HV driver faults an independent safety audit found, judged from what the fake supply
 RECEIVED (tests/drivers/fake_hv.py over SCPI, fake_hv_line.py over the serial line protocol),
-on both backends:
+each on both backends:
 
+- D1: a setpoint read-back that contradicts the commanded setpoint (``SOUR:VOLT? -> 5500``
+  after the driver ramped to 3000 V) made the driver step from the lie (3000 -> 5400 V);
+- D2: ``output(True)`` on an output the driver had switched on, while the supply lied
+  ``OUTP? 0``, sent ``SOUR:VOLT 0`` to the live output (3000 -> 0 V in one step);
 - D4: a stall between the driver's decision to step and the bytes leaving shortened the gap
   the supply saw (50 V in 29 ms at 500 V/s): the step's time was taken before the send.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from apt_daq.drivers.base import WallClock
+from apt_daq.drivers.base import BadReply, DriverError, FakeClock, WallClock
 from apt_daq.drivers.hv import ScpiHv, SerialHv
 from apt_daq.drivers.scpi import make_transport
 from apt_daq.drivers.serial_line import SerialTransport
@@ -68,6 +72,105 @@ def after_fault(fake: FakeHv) -> list[tuple[float, str, bool]]:
 def assert_off_after_fault(fake: FakeHv) -> None:
     assert any(fake.is_off(line) for _, line, _ in after_fault(fake)), after_fault(fake)
     assert not fake.on, "the supply's output is still on"
+
+
+# --------------------------------------------------------------------------- D1
+@pytest.mark.parametrize("protocol", FAKES)
+@pytest.mark.parametrize("lie_v", [5500.0, 3050.0, 100.0])
+def test_setpoint_read_back_contradicting_the_commanded_one_is_a_fault(
+        protocol: str, lie_v: float) -> None:
+    """After ramp_to(3000) the supply answers SOUR:VOLT? (V?) with ``lie_v``; ramp_to(3100)
+    must not step from it (the audit saw SOUR:VOLT 5400 right after 3000): a BadReply naming
+    both values, the output switched off, and no setpoint sent to the live output."""
+    clock = FakeClock()
+    fake = FAKES[protocol]("lies_setpoint", clock, lie_setpoint=lie_v)
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    hv.ramp_to(3000)
+    fake.misbehave()
+    clock.sleep(STEP_S)
+    with pytest.raises(BadReply) as exc:
+        hv.ramp_to(3100)
+    msg = str(exc.value)
+    fake.close()
+    assert msg.startswith(f"HV supply {fake.resource}: "), msg
+    assert f"read-back {lie_v:g} V" in msg and "commanded 3000 V" in msg, msg
+    assert "output switched off" in msg, msg
+    assert not any(fake.classify(line) and fake.classify(line)[0] == "set"
+                   for _, line, on in after_fault(fake) if on), after_fault(fake)
+    assert_off_after_fault(fake)
+    assert_ramp_rule(fake, RAMP_V_PER_S, MAX_STEP_V)
+    assert hv.setpoint_v == 3000.0  # never moved towards the lie
+
+
+@pytest.mark.parametrize("protocol", FAKES)
+def test_setpoint_read_back_rounded_by_the_supply_is_no_fault(protocol: str) -> None:
+    """A read-back within setpoint_resolution_v (1 V: a supply's DAC rounding) of the
+    commanded setpoint is no fault, and the next step is taken from what the driver sent
+    (3000 -> 3100, not from 3000.4)."""
+    clock = FakeClock()
+    fake = FAKES[protocol]("lies_setpoint", clock, lie_setpoint=3000.4)
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    hv.ramp_to(3000)
+    fake.misbehave()
+    clock.sleep(STEP_S)
+    hv.ramp_to(3200)
+    fake.close()
+    assert fake.on and fake.setpoint_v == 3200.0
+    assert [v for _, v, _ in fake.setpoints()[-2:]] == [3100.0, 3200.0]
+    assert_ramp_rule(fake, RAMP_V_PER_S, MAX_STEP_V)
+
+
+@pytest.mark.parametrize("protocol", FAKES)
+def test_a_setpoint_that_arrived_but_whose_reply_was_lost_is_adopted(protocol: str) -> None:
+    """The legitimate disagreement: SOUR:VOLT 3100 (V 3100) reached the supply, its reply
+    did not (the driver raised and did not record it). On the reconnect the supply reads
+    3100: a setpoint the driver sent, so no fault, and the ramp goes on from 3100."""
+    clock = FakeClock()
+    fake = FAKES[protocol]("silent", clock)
+    hv = driver(fake, clock, timeout_s=0.3)
+    hv.connect()
+    hv.output(True)
+    hv.ramp_to(3000)
+    fake.misbehave()
+    clock.sleep(STEP_S)
+    with pytest.raises(DriverError):
+        hv.set_voltage(3100)
+    assert fake.setpoint_v == 3100.0 and hv.setpoint_v == 3000.0
+    fake.bad = False
+    clock.sleep(STEP_S)
+    hv.ramp_to(3300)
+    fake.close()
+    assert fake.on and fake.setpoint_v == 3300.0 and fake.connections > 1
+    assert [v for _, v, _ in fake.setpoints()[-3:]] == [3100.0, 3200.0, 3300.0]
+    assert_ramp_rule(fake, RAMP_V_PER_S, MAX_STEP_V)
+
+
+# --------------------------------------------------------------------------- D2
+@pytest.mark.parametrize("protocol", FAKES)
+def test_output_on_while_supply_lies_off_never_sends_0_v_to_a_live_output(
+        protocol: str) -> None:
+    """The driver switched the output on and ramped to 3000 V; the supply now answers OUTP? 0.
+    output(True) must not send SOUR:VOLT 0 (V 0) to what is live: a BadReply, output off."""
+    clock = FakeClock()
+    fake = FAKES[protocol]("lies_off", clock)
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    hv.ramp_to(3000)
+    fake.misbehave()
+    clock.sleep(STEP_S)
+    with pytest.raises(BadReply, match=r"reads OFF although the driver switched it ON") as exc:
+        hv.output(True)
+    fake.close()
+    assert str(exc.value).startswith(f"HV supply {fake.resource}: ")
+    events = [c for _, line, _ in after_fault(fake) if (c := fake.classify(line))]
+    assert events == [("off", 0.0)], after_fault(fake)  # no 0 V, no second on, no ramp
+    assert_off_after_fault(fake)
+    assert_ramp_rule(fake, RAMP_V_PER_S, MAX_STEP_V)
 
 
 # --------------------------------------------------------------------------- D4
