@@ -149,10 +149,10 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
         return self.session.ask_now(self.commands.get_output, parse_bool)
 
     # queries ----------------------------------------------------------------
-    def voltage(self) -> float:
+    def _read_voltage(self) -> float:
         return self._query(self.commands.measure_voltage, parse_float)
 
-    def current(self) -> float:
+    def _read_current(self) -> float:
         return self._query(self.commands.measure_current, parse_float)
 
     def tripped(self) -> bool:

@@ -52,12 +52,19 @@ class HighVoltageSupply(SwitchedInstrument):
     - ``safe_off()`` (also on leaving ``with`` by any exception or Ctrl-C) sends output-off
       FIRST (on a fresh connection if the link is broken, with no handshake before it), then
       verifies the output reads off, then sets the setpoint to 0.
-    - every numeric reply must be finite (``nan`` is a :class:`BadReply`, never a value).
+    - every numeric reply must be finite (``nan`` is a :class:`BadReply`, never a value);
+      a measured voltage below ``-measure_tolerance_v`` or above ``2 x limit_v``, or a
+      measured current beyond ``max_current_a`` in magnitude, is a :class:`BadReply` too.
     """
 
     kind = "HV supply"
     #: float tolerance of the ramp check, V (the setpoints are quantized to 1 mV).
     ramp_tolerance_v = 1e-6
+    #: how far below 0 V a measured voltage may read (offset of the supply's read-back), V
+    measure_tolerance_v = 1.0
+    #: the largest plausible measured current, A (a specimen supply delivers micro- to
+    #: milliamps; more than this is a reply that is not a measurement)
+    max_current_a = 1.0
     #: how far a setpoint read-back may differ from the setpoint sent (a supply may report
     #: it rounded to its DAC's resolution: 16 bits over 30 kV is 0.5 V), V
     setpoint_resolution_v = 1.0
@@ -135,13 +142,22 @@ class HighVoltageSupply(SwitchedInstrument):
         """The output state, read without any handshake first (backends with a link override)."""
         return self._read_output()
 
-    @abc.abstractmethod
     def voltage(self) -> float:
-        """Measured output voltage, V."""
+        """Measured output voltage, V: a :class:`BadReply` unless finite and physical."""
+        return self._measured_v(self._read_voltage())
 
-    @abc.abstractmethod
     def current(self) -> float:
-        """Measured output current, A."""
+        """Measured output current, A: a :class:`BadReply` unless finite and physical."""
+        return self._measured_a(self._read_current())
+
+    def _read_voltage(self) -> float:
+        """The measured voltage as the instrument answers it (backends implement this, or
+        ``voltage`` itself)."""
+        raise NotImplementedError
+
+    def _read_current(self) -> float:
+        """The measured current as the instrument answers it."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def tripped(self) -> bool:
@@ -233,6 +249,23 @@ class HighVoltageSupply(SwitchedInstrument):
         e, self._pending_fault = self._pending_fault, None
         if e is not None:
             raise e
+
+    def _measured(self, what: str, value: float, low: float, high: float,
+                  command: str | None) -> float:
+        """A measured value: finite and within [low, high], else a BadReply naming it."""
+        value = _finite(self, what, value)
+        if not (low <= value <= high):
+            raise self.error(BadReply, command, f"{what} {value:g} is outside the physical "
+                             f"range {low:g} ... {high:g}", repr(value))
+        return value
+
+    def _measured_v(self, value: float) -> float:
+        return self._measured("measured voltage", value, -self.measure_tolerance_v,
+                              2.0 * self._limit_v, self._cmd_text("measure_voltage"))
+
+    def _measured_a(self, value: float) -> float:
+        return self._measured("measured current", value, -self.max_current_a,
+                              self.max_current_a, self._cmd_text("measure_current"))
 
     def _ramp_applies(self) -> bool:
         return self._on or self._on_reported

@@ -16,6 +16,7 @@ and the modes of :data:`EXTRA_MODES` (not in :data:`MODES`, which the generic mi
 tests run through):
 
 - ``lies_setpoint``: ``SOUR:VOLT?`` answers ``lie_setpoint`` (settings are applied);
+- ``wild_meas``: ``MEAS:VOLT?`` and ``MEAS:CURR?`` answer ``meas_reply`` (e.g. ``-5``, ``1e30``).
 
 ``received`` is every line received with the shared clock's time; ``setpoints()`` the setpoint
 commands with the output state at the time, which is what the ramp rule is judged on.
@@ -29,14 +30,16 @@ import threading
 import time
 
 MODES = ("silent", "late", "garbage", "nan", "lies_off", "drop_on_off")
-EXTRA_MODES = ("lies_setpoint",)
+EXTRA_MODES = ("lies_setpoint", "wild_meas")
 
 
 class FakeHv:
     def __init__(self, mode: str, clock, *, at_once: bool = False, late_s: float = 0.6,
-                 after_setpoints: int | None = None, lie_setpoint: float = 5500.0):
+                 after_setpoints: int | None = None, lie_setpoint: float = 5500.0,
+                 meas_reply: str = "-5"):
         assert mode in MODES + EXTRA_MODES, mode
         self.lie_setpoint = lie_setpoint  # what SOUR:VOLT? answers in lies_setpoint mode
+        self.meas_reply = meas_reply  # what MEAS:VOLT?/MEAS:CURR? answer in wild_meas mode
         self.mode = mode
         self.after_setpoints = after_setpoints  # turn bad after this many setpoints
         self.clock = clock
@@ -185,9 +188,11 @@ class FakeHv:
         if u == "MEAS:VOLT?":
             if self.bad and self.mode == "nan":
                 return "nan"
+            if self.bad and self.mode == "wild_meas":
+                return self.meas_reply
             return f"{self.setpoint_v if self.on else 0.0:.3f}"
         if u == "MEAS:CURR?":
-            return "1e-09"
+            return self.meas_reply if self.bad and self.mode == "wild_meas" else "1e-09"
         if u == "OUTP?":
             if self.bad and self.mode == "lies_off":
                 return "0"

@@ -9,7 +9,7 @@ a setting, the value for a query, ``ERR <code> <message>`` for a refused command
 
 It misbehaves as :class:`fake_hv.FakeHv` does (the same modes: silent, late, garbage, ``nan``
 read-backs, lying that the output is off, dropping the link on output off, and the
-``EXTRA_MODES``: lying about the setpoint); only the words differ.
+``EXTRA_MODES``: lying about the setpoint, wild measured values); only the words differ.
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ class FakeLineHv(FakeHv):
         parts = u.split()
         nan = self.bad and self.mode == "nan"
         lie = self.bad and self.mode == "lies_setpoint"
+        wild = self.bad and self.mode == "wild_meas"
         queries = {
             "ID?": lambda: "FAKE,HV-LINE-TEST,1,0.1",
             "V?": lambda: (f"{self.lie_setpoint:.3f}" if lie else "nan" if nan
                            else f"{self.setpoint_v:.3f}"),
-            "M?": lambda: "nan" if nan else f"{self.setpoint_v if self.on else 0.0:.3f}",
+            "M?": lambda: (self.meas_reply if wild else "nan" if nan
+                           else f"{self.setpoint_v if self.on else 0.0:.3f}"),
             "L?": lambda: f"{self.limit_v:.3f}",
             "O?": lambda: "0" if self.bad and self.mode == "lies_off" else str(int(self.on)),
-            "I?": lambda: "1.000000e-09",
+            "I?": lambda: self.meas_reply if wild else "1.000000e-09",
             "T?": lambda: "0",
             "S?": lambda: "400.000",
             "W?": lambda: "0.000",

@@ -7,7 +7,8 @@ each on both backends:
 - D2: ``output(True)`` on an output the driver had switched on, while the supply lied
   ``OUTP? 0``, sent ``SOUR:VOLT 0`` to the live output (3000 -> 0 V in one step);
 - D4: a stall between the driver's decision to step and the bytes leaving shortened the gap
-  the supply saw (50 V in 29 ms at 500 V/s): the step's time was taken before the send.
+  the supply saw (50 V in 29 ms at 500 V/s): the step's time was taken before the send;
+- D10: ``MEAS:VOLT?`` / ``MEAS:CURR?`` answers of -5 or 1e30 were accepted as values.
 """
 
 from __future__ import annotations
@@ -204,3 +205,36 @@ def test_a_stall_before_the_send_never_shortens_the_gap_at_the_supply(protocol: 
     steps = live_steps(fake)
     assert len(steps) >= 8 and calls[0] >= 8
     assert_ramp_rule(fake, rate, rate * step_s)
+
+
+# --------------------------------------------------------------------------- D10
+@pytest.mark.parametrize("protocol", FAKES)
+@pytest.mark.parametrize("reply", ["-5", "1e30", "-1e30"])
+def test_unphysical_measured_values_are_bad_replies(protocol: str, reply: str) -> None:
+    clock = FakeClock()
+    fake = FAKES[protocol]("wild_meas", clock, meas_reply=reply)
+    hv = driver(fake, clock)
+    hv.connect()
+    hv.output(True)
+    hv.ramp_to(1000)
+    assert hv.voltage() == 1000.0 and hv.current() == 1e-9  # sane values are values
+    fake.misbehave()
+    for measure in (hv.voltage, hv.current):
+        with pytest.raises(BadReply, match=r"outside the physical range") as exc:
+            measure()
+        assert str(exc.value).startswith(f"HV supply {fake.resource}: ")
+    hv.safe_off()
+    fake.close()
+    assert not fake.on
+
+
+def test_small_negative_offset_of_a_measured_zero_is_a_value() -> None:
+    clock = FakeClock()
+    fake = FakeHv("wild_meas", clock, meas_reply="-0.2", at_once=True)
+    hv = driver(fake, clock)
+    hv.connect()
+    try:
+        assert hv.voltage() == -0.2  # within measure_tolerance_v (1 V)
+        assert hv.current() == -0.2  # within max_current_a (1 A) in magnitude
+    finally:
+        fake.close()
