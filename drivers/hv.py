@@ -98,6 +98,10 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
         if c.clear_status:
             self.session.send(c.clear_status)  # type: ignore[union-attr]
         self.idn = self.session.ask(c.idn, parse_str)
+        # what the supply is doing before anything is set: a limit sent to a live output
+        # above it would make the supply clamp, a step of any size
+        self._sync(first=not self.connected)
+        self._refuse_live_above_limit()
         self.session.write(c.set_limit.format(fmt_number(self.limit_v)))
         if self.hardware_ramp:
             if not c.set_slew:
@@ -105,7 +109,6 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
                                  "slew command")
             self.session.write(c.set_slew.format(fmt_number(self.ramp_v_per_s)))
         self._arm_watchdog()
-        self._sync(first=not self.connected)
 
     def _watchdog_commands(self) -> tuple[str, str] | None:
         c = self.commands

@@ -219,6 +219,17 @@ class HighVoltageSupply(SwitchedInstrument):
                 detail += "; output switched off"
         return self.error(BadReply, command, detail, reply)
 
+    def _refuse_live_above_limit(self) -> None:
+        """At connect: a supply found on with a setpoint above ``limit_v`` (another program's
+        run, a config with a lower limit) is switched off and the connect fails, naming both:
+        sending it the limit would make it clamp (a step), and the rule cannot ramp a
+        setpoint it may not hold."""
+        if self._ramp_applies() and self._readback_v > self._limit_v + self.ramp_tolerance_v:
+            e = self._fault_off(self._cmd_text("get_voltage"),
+                                f"found on at {_fmt_v(self._readback_v)} V, above limit_v "
+                                f"{_fmt_v(self._limit_v)} V", _fmt_v(self._readback_v))
+            raise self.error(SafetyError, e.command, e.detail, e.reply)
+
     def _check_readback(self, readback: float) -> None:
         """A setpoint read-back while the output is on must be a setpoint this driver sent:
         the commanded one, or one whose send failed after it may have left (a timeout before

@@ -48,8 +48,8 @@ def test_interlock_refusal_is_an_instrument_error():
 
 def test_emission_refused_while_hv_tripped():
     hv_t = ScriptedTransport([
-        ("*CLS", None), ("*IDN?", "HV"), ("SOUR:VOLT:LIM 6000", None), ("SYST:ERR?", OK),
-        ("SOUR:VOLT?", "0.000"), ("OUTP?", "0"), ("OUTP:PROT:TRIP?", "1"),
+        ("*CLS", None), ("*IDN?", "HV"), ("SOUR:VOLT?", "0.000"), ("OUTP?", "0"),
+        ("SOUR:VOLT:LIM 6000", None), ("SYST:ERR?", OK), ("OUTP:PROT:TRIP?", "1"),
         ("OUTP:PROT:TRIP?", "0")])
     hv = ScpiHv(hv_t, "TCPIP::127.0.0.1::5025::SOCKET", limit_v=6000, ramp_v_per_s=200,
                 clock=FakeClock())

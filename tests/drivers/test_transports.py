@@ -73,7 +73,8 @@ def test_scpi_server_hv_safety_on_loopback(transport):
         assert max(v for _, v in sets) == 1000.0
         for (t0, v0), (t1, v1) in itertools.pairwise(sets):
             assert abs(v1 - v0) <= 200 * (t1 - t0) + 1e-6 or v1 == 0.0
-        assert iface.commands_seen[:3] == ["*CLS", "*IDN?", "SOUR:VOLT:LIM 6000"]
+        assert iface.commands_seen[:5] == ["*CLS", "*IDN?", "SOUR:VOLT?", "OUTP?",
+                                           "SOUR:VOLT:LIM 6000"]
     finally:
         server.stop()
 
@@ -150,15 +151,15 @@ def test_serial_line_on_socket_url():
     server, iface = serve_hv_tcp(model, clock=clock.monotonic)
     try:
         _serial_session(server.url, model, clock)
-        assert iface.commands_seen[:2] == ["ID?", "L 5000"]
+        assert iface.commands_seen[:4] == ["ID?", "V?", "O?", "L 5000"]
     finally:
         server.stop()
 
 
 def test_serial_loop_url_echo_is_a_bad_reply():
     # loop:// returns what was written: the driver must not take its own "ID?" for an answer
-    # ... it does (any text is an identity), but "L 6000" echoed is not OK
-    with pytest.raises(BadReply, match=r"'L 6000' expected OK \(reply 'L 6000'\)"):
+    # ... it does (any text is an identity), but "V?" echoed is not a setpoint
+    with pytest.raises(BadReply, match=r"'V\?' unexpected reply: .*\(reply 'V\?'\)"):
         drivers.open_hv({"backend": "serial", "url": "loop://", "limit_v": 6000,
                          "timeout_s": 0.2, "retries": 0})
 
