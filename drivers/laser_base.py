@@ -4,21 +4,48 @@ reports a trip, safe off. A backend implements the ``_send_*`` primitives and th
 from __future__ import annotations
 
 import abc
+import functools
 import math
+from collections.abc import Callable
 
 from apt_daq.drivers.clock import Clock
 from apt_daq.drivers.errors import DriverError, SafetyError
 from apt_daq.drivers.hv_base import HighVoltageSupply
-from apt_daq.drivers.instrument import SwitchedInstrument, _fmt_v, _read_back_off, quantize_wire
+from apt_daq.drivers.instrument import (
+    SwitchedInstrument,
+    _finite,
+    _fmt_v,
+    _read_back_off,
+    quantize_wire,
+)
 
 from apt_daq.wire.scpi_commands import LASER
 
 
 class Laser(SwitchedInstrument):
-    """The pulsed UV laser. Emission is refused while the attached HV supply reports a trip."""
+    """The pulsed UV laser. Emission is refused while the attached HV supply reports a trip.
+
+    A pulse energy read back by ``energy()`` above ``max_energy_pj``, or off the energy
+    commanded by more than ``energy_tolerance_pj``, is a fault: emission off (as
+    ``safe_off`` sends it, then read back), a :class:`SafetyError` naming both values, and
+    emission is refused from then on (:meth:`_check_energy`). Every backend's ``energy()``
+    is wrapped in that check when its class is defined, so none can skip it.
+    """
 
     kind = "laser"
     switch_name = "emission"
+    #: how far a pulse energy read back may be from the one commanded, pJ: half the wire's
+    #: quantum. Energies go out on the 1 fJ grid (3 decimals, ``quantize_wire``) and the
+    #: documented reply (``5.000``) is on the same grid, so an honest read-back is the
+    #: commanded value exactly; half a quantum admits a reply in another float format that
+    #: rounds to it (and float noise), and nothing that differs by a whole 1 fJ step.
+    energy_tolerance_pj = 0.0005
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        read = cls.__dict__.get("energy")
+        if read is not None and not getattr(read, "__isabstractmethod__", False):
+            cls.energy = _checked_energy(read)
 
     def __init__(self, resource: str, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, clock: Clock | None = None):
@@ -31,6 +58,9 @@ class Laser(SwitchedInstrument):
         self.commanded_pj: float | None = None
         self.commanded_hz: float | None = None
         self.commanded_emission = False
+        #: why emission is refused for good: a pulse energy read back above the ceiling or
+        #: off the commanded one (None: no such read-back)
+        self.energy_fault: str | None = None
 
     @abc.abstractmethod
     def _send_energy(self, pj: float) -> None: ...
@@ -43,7 +73,8 @@ class Laser(SwitchedInstrument):
 
     @abc.abstractmethod
     def energy(self) -> float:
-        """Pulse energy setting, pJ."""
+        """Pulse energy setting, pJ (a backend's read-back, checked by :meth:`_check_energy`
+        before it is returned)."""
 
     @abc.abstractmethod
     def pulse_rate(self) -> float:
@@ -62,6 +93,37 @@ class Laser(SwitchedInstrument):
 
     def _cmd_emission(self, on: bool) -> str:
         return LASER.set_emission.format(on)
+
+    def _cmd_get_energy(self) -> str:
+        return LASER.get_energy.text
+
+    def _check_energy(self, pj: float) -> float:
+        """A pulse energy the laser reported, pJ, returned if it is at most ``max_energy_pj``
+        and (once one was commanded) within ``energy_tolerance_pj`` of ``commanded_pj``.
+        Otherwise emission goes off (sent first, then read back), emission is refused from
+        then on (``energy_fault``) and a SafetyError names the read-back and the commanded
+        energy."""
+        with self.lock:
+            pj = _finite(self, "pulse energy read-back", pj)
+            tol = self.energy_tolerance_pj
+            commanded = ("none commanded" if self.commanded_pj is None
+                         else f"commanded {_fmt_v(self.commanded_pj)} pJ")
+            if pj > self.max_energy_pj + tol:
+                why = f"above max_energy_pj {_fmt_v(self.max_energy_pj)} ({commanded})"
+            elif self.commanded_pj is not None and abs(pj - self.commanded_pj) > tol:
+                why = (f"not the {commanded} (tolerance {tol:g} pJ; max_energy_pj "
+                       f"{_fmt_v(self.max_energy_pj)})")
+            else:
+                return pj
+            detail = f"pulse energy read back {_fmt_v(pj)} pJ, {why}"
+            self.energy_fault = detail
+            try:
+                self.safe_off()
+            except DriverError as e:
+                raise self.error(SafetyError, self._cmd_get_energy(),
+                                 f"{detail}; emission off FAILED: {e}") from e
+            raise self.error(SafetyError, self._cmd_get_energy(),
+                             f"{detail}: emission switched off")
 
     def set_energy(self, pj: float) -> None:
         """Pulse energy, pJ; refused outside ``0..max_energy_pj``."""
@@ -83,8 +145,13 @@ class Laser(SwitchedInstrument):
             self.commanded_hz = float(hz)
 
     def emission(self, on: bool) -> None:
-        """Emission on/off. On is refused while the attached HV supply reports a trip."""
+        """Emission on/off. On is refused while the attached HV supply reports a trip, and
+        after an energy read-back fault (``energy_fault``)."""
         with self.lock:
+            if on and self.energy_fault is not None:
+                raise self.error(SafetyError, self._cmd_emission(True),
+                                 f"refused: earlier {self.energy_fault} (a laser that "
+                                 "misreported its energy stays off for this driver)")
             if on and self.hv is not None and self.hv.tripped():
                 raise self.error(SafetyError, self._cmd_emission(True),
                                  f"refused: {self.hv.name} reports a trip")
@@ -120,3 +187,14 @@ class Laser(SwitchedInstrument):
         return self._cmd_emission(False)
 
     # safe_off (SwitchedInstrument): emission off first, then verified off
+
+
+def _checked_energy(read: Callable[[Laser], float]) -> Callable[[Laser], float]:
+    """A backend's ``energy()`` whose read-back goes through :meth:`Laser._check_energy`."""
+
+    @functools.wraps(read)
+    def energy(self: Laser) -> float:
+        with self.lock:
+            return self._check_energy(read(self))
+
+    return energy

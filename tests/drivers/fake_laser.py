@@ -20,6 +20,15 @@ class FakeLaser(FakeHv):
         self.energy_pj = 0.0
         self.rate_hz = 250e3
 
+    #: set by lie_about_energy(): what SOUR:PULS:ENER? answers, whatever the energy is
+    energy_lie_pj: float | None = None
+
+    def lie_about_energy(self, pj: float) -> None:
+        """From now on answer ``SOUR:PULS:ENER?`` with ``pj`` (3 decimals, as documented),
+        whatever energy was set; everything else is served as before."""
+        self.energy_lie_pj = float(pj)
+        self.bad_since = len(self.received)
+
     def energies(self) -> list[float]:
         return [float(line.split()[1]) for _, line, _ in self.received
                 if line.upper().startswith("SOUR:PULS:ENER ")]
@@ -35,6 +44,8 @@ class FakeLaser(FakeHv):
             return "FAKE,LASER-TEST,1,0.1"
         if u == "SYST:ERR?":
             return self.errors.pop(0) if self.errors else '0,"No error"'
+        if u == "SOUR:PULS:ENER?" and self.energy_lie_pj is not None:
+            return f"{self.energy_lie_pj:.3f}"
         if u == "SOUR:PULS:ENER?":
             return "nan" if nan else f"{self.energy_pj:.4f}"
         if u == "SOUR:PULS:FREQ?":
