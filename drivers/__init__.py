@@ -329,5 +329,19 @@ def open_instruments(run_file: RunFile) -> Instruments:
                 drv.__exit__(None, None, None)
             except Exception:  # the open failure is the error to report
                 pass
+        if not opened:  # the HV supply failed first: the laser is still switched off
+            _laser_off(d.laser, leap)
         raise
     return Instruments(laser=laser, hv=hv, dld=dld, virtual=leap)
+
+
+def _laser_off(cfg: Any, leap: PulsedInstrument | None) -> None:
+    """Open the laser only to switch its emission off (safe off on leaving), when the run
+    cannot start because the HV supply could not be opened: a laser an earlier run left
+    emitting must not stay on. Its failure is logged; the HV supply's error is the one
+    reported (a laser that fails its connect sends its off itself)."""
+    try:
+        with open_laser(cfg, leap=leap):
+            pass
+    except Exception as e:
+        log.warning("laser not reached to switch it off after the HV supply failed: %s", e)

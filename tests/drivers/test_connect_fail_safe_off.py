@@ -214,3 +214,21 @@ def test_cli_run_laser_silent_on_idn_while_emitting_ends_off(tmp_path) -> None:
                                         hv="{backend: sim, limit_v: 12000}"), tmp_path)
     assert_one_error_line(proc, f"laser {fake.resource}")
     assert_switched_off_after_idn(fake, "the laser's emission")
+
+
+def test_cli_run_hv_that_fails_its_connect_still_gets_the_laser_switched_off(tmp_path) -> None:
+    """The HV supply opens first; when it failed, the laser's link was never opened, and a
+    laser an earlier run left emitting stayed on (the run could not start, but 'every fault
+    ends with HV and laser off'). Now the laser is reached to switch it off."""
+    hv = FakeHv("silent", WallClock())
+    hv.silent_on_idn()
+    laser = FakeLaser("silent", WallClock())  # well-behaved: never told to misbehave
+    laser.on = True  # emitting, as an earlier run left it
+    try:
+        proc = run_cli(hv, CLI_RUN.format(root=ROOT, laser=LASER_LINK.format(laser.resource),
+                                          hv=HV_LINKS["scpi"].format(hv.resource)), tmp_path)
+    finally:
+        laser.close()
+    assert_one_error_line(proc, f"HV supply {hv.resource}")
+    assert any(laser.is_off(line) for _, line, _ in laser.received), laser.received
+    assert not laser.on, "the laser is still emitting"
