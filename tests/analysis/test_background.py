@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,15 +25,6 @@ from apt_daq.analysis.composition import composition, range_background
 from apt_daq.analysis.mrp import peak_table
 from apt_daq.pipeline.histogram import MassHistogram
 from apt_daq.rangetable import RangeTable
-
-
-@pytest.fixture(scope="module")
-def apav_data() -> Path:
-    apav = pytest.importorskip("apav")
-    d = Path(apav.__file__).parent / "tests"
-    if not (d / "Si.epos").exists():
-        pytest.skip("apav's Si test data not installed")
-    return d
 
 
 @pytest.fixture(scope="module")

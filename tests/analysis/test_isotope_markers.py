@@ -19,15 +19,6 @@ from apt_daq.isotopes import isotopologues
 from apt_daq.plots import SPECTRUM_BIN_DA, mass_spectrum
 
 
-@pytest.fixture(scope="module")
-def apav_data() -> Path:
-    apav = pytest.importorskip("apav")
-    d = Path(apav.__file__).parent / "tests"
-    if not (d / "Si.epos").exists():
-        pytest.skip("apav's Si test data not installed")
-    return d
-
-
 def _markers(fig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for line in fig.axes[0].get_lines():

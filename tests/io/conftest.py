@@ -1,4 +1,5 @@
-"""Fixtures of the format tests: the synthetic runs of synthetic_runs.py and apav's real Si data.
+"""Fixtures of the format tests: the synthetic runs of synthetic_runs.py (apav's real Si data:
+tests/conftest.py's apav_data).
 
 Helpers live in synthetic_runs.py, not here: a test that imports `conftest` gets whichever
 conftest.py pytest loaded last (tests/sim has one too), so tests import synthetic_runs by name.
@@ -22,13 +23,3 @@ def rrng(tmp_path: Path) -> Path:
 @pytest.fixture
 def run(tmp_path: Path, rrng: Path) -> Path:
     return make_run(tmp_path / "run.h5", with_ranges=rrng)
-
-
-@pytest.fixture(scope="session")
-def apav_data() -> Path:
-    """The real LEAP Si dataset that ships inside the apav package (APT from AP Suite + RRNG)."""
-    apav = pytest.importorskip("apav")
-    d = Path(apav.__file__).parent / "tests"
-    if not (d / "Si.apt").exists():
-        pytest.skip("apav's Si test data not installed")
-    return d

@@ -389,13 +389,6 @@ def test_range_command_writes_rrng_and_json(simulated, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ real data
-@pytest.fixture(scope="module")
-def apav_data() -> Path:
-    apav = pytest.importorskip("apav")
-    d = Path(apav.__file__).parent / "tests"
-    if not (d / "Si.epos").exists():
-        pytest.skip("apav's Si test data not installed")
-    return d
 
 
 def test_apav_si_ranged_with_no_input(apav_data):
