@@ -177,10 +177,11 @@ class HighVoltageSupply(SwitchedInstrument):
         """Read setpoint and output state from the instrument (on connect and reconnect).
 
         On the first connect the instrument's setpoint becomes the driver's; on a reconnect
-        the driver keeps what it commanded and steps from the higher of the two, unless they
-        disagree by more than one ramp step with the output on: then the output is switched
-        off here and the fault is raised by the call that reconnected (a handshake that raised
-        would be retried, and the retry would pass with the output off, hiding the fault).
+        the driver keeps what it commanded, and a read-back it did not send (beyond
+        ``setpoint_resolution_v``) with the output on is a fault (:meth:`_check_readback`):
+        the output is switched off here and the fault is raised by the call that reconnected
+        (a handshake that raised would be retried, and the retry would pass with the output
+        off, hiding the fault).
         """
         readback = _finite(self, "setpoint read-back", self._read_setpoint())
         self._on_reported = bool(self._read_output())
