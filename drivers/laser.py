@@ -1,6 +1,7 @@
 """Laser backend over SCPI (pyvisa). The command table is the manual.
 
-On connect: ``*CLS``, ``*IDN?``, and with ``watchdog_s`` > 0 ``SYST:COMM:WATC <s>`` (the
+On connect: ``*CLS``, ``*IDN?``, ``OUTP?``, ``SOUR:PULS:ENER?`` (the state before anything is
+set: :meth:`Laser._sync_state`), and with ``watchdog_s`` > 0 ``SYST:COMM:WATC <s>`` (the
 link watchdog, fed by a keepalive while connected). Every setting is followed by
 ``SYST:ERR?``.
 """
@@ -62,6 +63,7 @@ class ScpiLaser(SessionLifecycle, Laser):
     def _handshake(self) -> None:
         self.session.send(self.commands.clear_status)
         self.idn = self.session.ask(self.commands.idn, parse_str)
+        self._sync_state(first=not self.connected)
         self._arm_watchdog()
 
     def _watchdog_commands(self) -> tuple[str, str]:
@@ -84,6 +86,10 @@ class ScpiLaser(SessionLifecycle, Laser):
 
     def _read_emission_now(self) -> bool:
         return self.session.ask_now(self.commands.get_emission, parse_bool)
+
+    def _read_state_in_handshake(self) -> tuple[bool, float]:
+        return (self.session.ask(self.commands.get_emission, parse_bool),
+                self.session.ask(self.commands.get_energy, parse_float))
 
     def energy(self) -> float:
         return self._query(self.commands.get_energy, parse_float)

@@ -61,6 +61,9 @@ class Laser(SwitchedInstrument):
         #: why emission is refused for good: a pulse energy read back above the ceiling or
         #: off the commanded one (None: no such read-back)
         self.energy_fault: str | None = None
+        #: a pulse energy above ``max_energy_pj`` found on a dark laser at connect: emission
+        #: is refused until ``set_energy`` replaces it (None: none found)
+        self.found_pj_above_max: float | None = None
 
     @abc.abstractmethod
     def _send_energy(self, pj: float) -> None: ...
@@ -96,6 +99,65 @@ class Laser(SwitchedInstrument):
 
     def _cmd_get_energy(self) -> str:
         return LASER.get_energy.text
+
+    def _read_state_in_handshake(self) -> tuple[bool, float]:
+        """(emitting, pulse energy in pJ) as the laser reports them, unchecked, from inside
+        the handshake (backends with a handshake override; :meth:`_sync_state` checks them)."""
+        raise NotImplementedError
+
+    def _sync_state(self, first: bool) -> None:
+        """Read emission and pulse energy from the laser (from the handshake: on connect and
+        on every reconnect), before anything is set.
+
+        First connect: a laser found emitting above ``max_energy_pj`` (an earlier run, another
+        program, a config with a lower ceiling) is switched off and the connect fails, naming
+        both; one found emitting within it is taken as it is (its energy becomes the
+        commanded one, so a later read-back is checked against it); a dark laser set above
+        the ceiling is left dark and emission is refused until ``set_energy``.
+
+        Reconnect (a dropped link, or a laser that rebooted): the laser must be as the driver
+        left it, emitting or not and at the commanded energy. Anything else is a fault, as
+        :meth:`_check_energy` handles one: emission off, ``energy_fault`` set, a SafetyError.
+        A laser that came back dark while a run had it emitting is a fault too: the HV
+        feedback would otherwise raise the field to make up for the missing pulses.
+        """
+        emitting, pj = self._read_state_in_handshake()
+        pj = _finite(self, "pulse energy read-back", pj)
+        tol = self.energy_tolerance_pj
+        if first:
+            if not emitting:
+                above = pj > self.max_energy_pj + tol
+                self.found_pj_above_max = pj if above else None
+                self.commanded_pj = None if above else pj
+                self.commanded_emission = False
+                return
+            self.commanded_emission = True
+            if pj <= self.max_energy_pj + tol:
+                self.commanded_pj = pj
+                return
+            why = (f"found emitting at {_fmt_v(pj)} pJ, above max_energy_pj "
+                   f"{_fmt_v(self.max_energy_pj)}")
+        else:
+            want = self.commanded_pj
+            if self.energy_fault is not None:  # a retry of this handshake, or an earlier fault
+                why = self.energy_fault
+            elif emitting != self.commanded_emission:
+                why = (f"after a reconnect emission reads {'ON' if emitting else 'OFF'}, "
+                       f"commanded {'ON' if self.commanded_emission else 'OFF'} (the laser "
+                       "was reset or another program drives it)")
+            elif want is not None and abs(pj - want) > tol:
+                why = (f"after a reconnect the pulse energy reads {_fmt_v(pj)} pJ, commanded "
+                       f"{_fmt_v(want)} pJ")
+            else:
+                return
+        self.energy_fault = why
+        try:
+            self._send_off_now()
+            self.commanded_emission = False
+        except DriverError as e:
+            raise self.error(SafetyError, self._cmd_get_energy(),
+                             f"{why}; emission off FAILED: {e}") from e
+        raise self.error(SafetyError, self._cmd_get_energy(), f"{why}: emission switched off")
 
     def _check_energy(self, pj: float) -> float:
         """A pulse energy the laser reported, pJ, returned if it is at most ``max_energy_pj``
@@ -135,6 +197,7 @@ class Laser(SwitchedInstrument):
                                  f"refused: outside 0..max_energy_pj {_fmt_v(self.max_energy_pj)}")
             self._send_energy(pj)
             self.commanded_pj = pj
+            self.found_pj_above_max = None
 
     def set_pulse_rate(self, hz: float) -> None:
         """Pulse repetition rate, Hz (> 0)."""
@@ -148,6 +211,11 @@ class Laser(SwitchedInstrument):
         """Emission on/off. On is refused while the attached HV supply reports a trip, and
         after an energy read-back fault (``energy_fault``)."""
         with self.lock:
+            if on and self.found_pj_above_max is not None:
+                raise self.error(SafetyError, self._cmd_emission(True),
+                                 f"refused: the laser was found set to "
+                                 f"{_fmt_v(self.found_pj_above_max)} pJ, above max_energy_pj "
+                                 f"{_fmt_v(self.max_energy_pj)}; set_energy first")
             if on and self.energy_fault is not None:
                 raise self.error(SafetyError, self._cmd_emission(True),
                                  f"refused: earlier {self.energy_fault} (a laser that "

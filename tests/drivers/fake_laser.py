@@ -10,6 +10,7 @@ with ``nan``; ``lies_off`` answers ``OUTP?`` with ``0`` while emitting.
 from __future__ import annotations
 
 import math
+import socket
 
 from fake_hv import FakeHv
 
@@ -28,6 +29,25 @@ class FakeLaser(FakeHv):
         whatever energy was set; everything else is served as before."""
         self.energy_lie_pj = float(pj)
         self.bad_since = len(self.received)
+
+    def reboot(self) -> None:
+        """A power cycle: emission off, energy and rate back to their defaults, every open
+        connection dropped (the server keeps listening). What follows in ``received`` is
+        after the fault (``bad_since``)."""
+        self.on = False
+        self.energy_pj = 0.0
+        self.rate_hz = 250e3
+        self.bad_since = len(self.received)
+        self.drop_links()
+
+    def drop_links(self) -> None:
+        """Drop every open connection (a cable pulled), the state kept."""
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            except OSError:
+                pass
 
     def energies(self) -> list[float]:
         return [float(line.split()[1]) for _, line, _ in self.received

@@ -9,7 +9,8 @@ from apt_daq.drivers.laser import ScpiLaser
 from drivers_protocol import OK, ScriptedTransport, expected_protocol
 
 RES = "TCPIP::127.0.0.1::5026::SOCKET"
-CONNECT = [("*CLS", None), ("*IDN?", "ACME,UV355,7,2.1")]
+CONNECT = [("*CLS", None), ("*IDN?", "ACME,UV355,7,2.1"), ("OUTP?", "0"),
+           ("SOUR:PULS:ENER?", "0.000")]
 
 
 def laser(hv=None):

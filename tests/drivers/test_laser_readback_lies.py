@@ -106,14 +106,16 @@ def test_read_back_must_be_the_commanded_energy(lie: float, ok: bool) -> None:
     assert not fake.on
 
 
-def test_energy_never_commanded_is_checked_against_the_ceiling_only() -> None:
+def test_energy_found_at_connect_is_the_reference_until_one_is_commanded() -> None:
+    """Nothing commanded: the energy the laser had at connect (7 pJ, within the ceiling) is
+    what its read-backs must match; an energy nobody sent is a fault."""
     fake = FakeLaser("silent", FakeClock())
+    fake.energy_pj = 7.0  # as the laser was left
     laser = make(fake)
-    fake.energy_pj = 7.0  # as the laser was left: within the ceiling, nothing commanded
     assert laser.energy() == 7.0
     fake.lie_about_energy(MAX_PJ + 1)
     with pytest.raises(SafetyError, match=r"read back 21 pJ, above max_energy_pj 20 "
-                                          r"\(none commanded\)"):
+                                          r"\(commanded 7 pJ\)"):
         laser.energy()
     laser.close()
     fake.close()

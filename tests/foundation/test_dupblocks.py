@@ -60,7 +60,7 @@ def test_different_code_is_not_reported(tmp_path):
 # an entry that no longer matches (delete it when the repeat goes).
 RENAMED_TABLES: dict[tuple[str, ...], tuple[int, str]] = {
     ("drivers/hv.py", "drivers/laser.py"): (
-        3, "each driver's import list and its one-line queries (a command and a parser each: "
+        1, "each driver's import list and its one-line queries (a command and a parser each: "
            "different facts, the same shape)"),
     ("drivers/hv_base.py", "drivers/laser_base.py"): (
         1, "an abstract query, then the helpers formatting each instrument's own command texts"),
