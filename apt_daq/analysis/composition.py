@@ -9,7 +9,10 @@ per-peak table of ``analyze`` (:func:`range_background`: the one estimator,
 :func:`apt_daq.pipeline.peaks.local_background` on the unranged bins of both its flanks, the
 bins of peaks left out); counts_net = counts - background, per range, summed per ion with their
 signs (a noisy negative net is no bias), so the ion counts are the per-peak table's nets. An
-ion whose net is negative counts as no atom.
+ion whose net is negative counts as no atom. A net count varies by more than its Poisson
+error (the gross counts' and the background estimate's), so the error of a background-
+subtracted fraction is propagated from the ranges (:func:`net_fraction_errors`), not the
+binomial of the net atoms, which would understate it.
 """
 
 from __future__ import annotations
@@ -30,11 +33,16 @@ if TYPE_CHECKING:
 class Composition:
     atoms: dict[str, float]  # element -> atom count (background-corrected if asked)
     total: float
+    #: element -> standard error of its fraction where it is not the binomial one (a
+    #: background-subtracted composition: :func:`net_fraction_errors`)
+    errors: dict[str, float] | None = None
 
     def fraction(self, el: str) -> float:
         return self.atoms.get(el, 0.0) / self.total if self.total > 0 else float("nan")
 
     def error(self, el: str) -> float:
+        if self.errors is not None and el in self.errors:
+            return self.errors[el]
         c = self.fraction(el)
         return float(np.sqrt(c * (1 - c) / self.total)) if self.total > 0 else float("nan")
 
@@ -58,6 +66,30 @@ def decompose(counts_by_ion: dict[str, float], ranges: RangeTable) -> Compositio
         for el, n in ranges.ion_composition(name).items():
             atoms[el] = atoms.get(el, 0.0) + n * c
     return Composition(atoms, float(sum(atoms.values())))
+
+
+def net_fraction_errors(comp: Composition, counts_by_ion: dict[str, float],
+                        variance: np.ndarray, ranges: RangeTable) -> dict[str, float]:
+    """Standard error of each element's fraction c_i = A_i / T from the ranges' net counts
+    x_r, each with ``variance[r]`` (gross counts + the background estimate's variance), by
+    first-order propagation: var(c_i) = sum_r ((a_ir - c_i t_r) / T)^2 var(x_r), a_ir the
+    atoms of element i in range r's ion, t_r all its atoms. Ranges of an ion counted as no
+    atom (a negative net) take no part. With var(x_r) = x_r and one-atom ions this is the
+    binomial sqrt(c_i (1 - c_i) / T) exactly."""
+    if comp.total <= 0:
+        return {el: float("nan") for el in comp.atoms}
+    out = {}
+    for el in comp.atoms:
+        c = comp.fraction(el)
+        v = 0.0
+        for r, name in enumerate(ranges.names):
+            if counts_by_ion.get(name, 0.0) <= 0:
+                continue
+            atoms = ranges.ion_composition(name)
+            d = (atoms.get(el, 0) - c * sum(atoms.values())) / comp.total
+            v += d * d * float(variance[r])
+        out[el] = float(np.sqrt(v))
+    return out
 
 
 def range_counts_from_ions(ion: np.ndarray, n_ranges: int) -> np.ndarray:
@@ -95,20 +127,27 @@ def composition(
     subtract_background: bool = False,
     *,
     background: np.ndarray | None = None,
+    background_error: np.ndarray | None = None,
 ) -> tuple[Composition, dict[str, float]]:
     """(element composition, counts per ion) from counts per range. ``subtract_background``:
-    less ``background`` (ions per range) or, without it, :func:`range_background` of
-    ``spectrum``; the ion counts are then the nets summed with their signs, and an ion whose
-    net is negative counts as no atom."""
-    rc = np.asarray(range_counts, dtype=np.float64)
-    if subtract_background:
-        if background is None:
-            if spectrum is None:
-                raise ValueError("background subtraction needs the mass spectrum (counts, edges)")
-            background = range_background(*spectrum, ranges)[0]
-        rc = rc - np.asarray(background, dtype=np.float64)
-    counts = ion_counts(rc, ranges)
-    return decompose({k: max(v, 0.0) for k, v in counts.items()}, ranges), counts
+    less ``background`` (ions per range, with its standard errors ``background_error``; 0
+    if not given) or, without it, :func:`range_background` of ``spectrum``; the ion counts
+    are then the nets summed with their signs, an ion whose net is negative counts as no
+    atom, and the fractions' errors are :func:`net_fraction_errors`."""
+    gross = np.asarray(range_counts, dtype=np.float64)
+    if not subtract_background:
+        counts = ion_counts(gross, ranges)
+        return decompose(counts, ranges), counts
+    if background is None:
+        if spectrum is None:
+            raise ValueError("background subtraction needs the mass spectrum (counts, edges)")
+        background, background_error = range_background(*spectrum, ranges)
+    bg_err = (np.zeros(len(gross)) if background_error is None
+              else np.asarray(background_error, dtype=np.float64))
+    counts = ion_counts(gross - np.asarray(background, dtype=np.float64), ranges)
+    comp = decompose({k: max(v, 0.0) for k, v in counts.items()}, ranges)
+    comp.errors = net_fraction_errors(comp, counts, gross + bg_err**2, ranges)
+    return comp, counts
 
 
 @dataclass

@@ -172,7 +172,7 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
     n_all = acc.n_selected if selected else n_hits
     share = acc.n_roi / n_all if roi_obj is not None and n_all > 0 else 1.0
     comp, counts_by_ion = composition(acc.rc_roi, ranges, None, subtract_background,
-                                      background=bg * share)
+                                      background=bg * share, background_error=bg_err * share)
     rat, rat_err = ratios(counts_by_ion, comp.atoms)
     if subtract_background:  # a net count's error is more than its Poisson error
         var = acc.rc_roi + (bg_err * share) ** 2
