@@ -308,18 +308,18 @@ class RunConfig(_Model):
 # --------------------------------------------------------------------------- analysis
 def _ion_name(name: str) -> str:
     """An ion name as :func:`apt_daq.isotopes.parse_ion` reads it (``Li+``, ``Ni2+``,
-    ``O2+``, ``(NiO)2+``); else a validation error, at load time rather than at the analysis
-    after the acquisition."""
-    from apt_daq.isotopes import parse_ion
+    ``O2+``, ``(NiO)2+``), written as range tables name it (``Ni++`` -> ``Ni2+``, so it finds
+    their ranges); else a validation error, at load time rather than at the analysis after
+    the acquisition."""
+    from apt_daq.isotopes import ion_name, parse_ion
 
     try:
-        parse_ion(name)
+        return ion_name(*parse_ion(name))
     except ValueError as e:
         why = str(e).split(": ", 1)[-1]
         if "e.g." not in why:
             why += " (ions are named e.g. Li+, Ni2+, O2+, (NiO)2+)"
         raise PydanticCustomError("ion_name", "not an ion name: {why}", {"why": why}) from None
-    return name
 
 
 class ReconstructionConfig(_Model):

@@ -324,6 +324,18 @@ def test_fda_ions_of_every_kind_pass(tmp_path: Path) -> None:
     assert preflight(p)[0].analysis.fda_ions == ["Li+", "O2+", "Ni2+", "(NiO)2+", "H2O+"]
 
 
+def test_fda_ions_are_named_as_the_range_tables_name_them(tmp_path: Path) -> None:
+    """``Ni++`` reads as Ni2+ and was kept as written, so it found no range of a table (whose
+    ions are named by the formula: Ni2+) and its FDA was silently missing."""
+    from apt_daq.rangetable import RangeTable
+
+    p = write(tmp_path, ("  roi: cylinder:25\n",
+                         "  roi: cylinder:25\n  fda_ions: [Ni++, Li+]\n"))
+    fda = preflight(p)[0].analysis.fda_ions
+    table = RangeTable.from_list([("Ni2+", 28.9, 29.1), ("Li+", 6.9, 7.1)])
+    assert fda == ["Ni2+", "Li+"] and set(fda) <= set(table.names)
+
+
 # ------------------------------------------------------------------ likely unit slips
 SLIPS = [
     ("laser_pj: 5.0", "laser_pj: 0.005", "run.laser_pj: 0.005 pJ is below 0.1 pJ: a LEAP UV "
