@@ -46,13 +46,16 @@ def _analyze(args: argparse.Namespace) -> int:
         s["step"] = label
     _warn(_roi_warning(s, res.slices))
     _warn(_background_warning(s))
+    fda_species, fda_set = _fda_species(args.run)
+    if fda_set:  # the default (Li+, O2+) is no request for them on, say, a Si run
+        _warn(_fda_unranged_warning(s, fda_species, res.ranges.ions))
     if s["background_subtracted"]:  # the nets taken as the ion counts
         for note in s.get("background_notes", []):
             _warn(f"{s['file']}: {note}")
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    _print_report(s, stored=not args.no_store, fda_species=_fda_species(args.run))
+    _print_report(s, stored=not args.no_store, fda_species=fda_species)
     return 0
 
 
@@ -106,12 +109,28 @@ def _background_warning(s: dict) -> str | None:
             f"ranges hold mostly background; {done}")
 
 
-def _fda_species(path: str) -> list[str]:
+def _fda_unranged_warning(s: dict, fda_species: list[str], ranged: list[str]) -> str | None:
+    """The line naming the run's ``analysis.fda_ions`` that no range names (their FDA is n/a,
+    which the report would otherwise show only as a missing row); None if every one is
+    ranged."""
+    missing = [sp for sp in fda_species if sp not in ranged]
+    if not missing:
+        return None
+    return (f"{s['file']}: analysis.fda_ions {', '.join(missing)}: no range names "
+            f"{'it' if len(missing) == 1 else 'them'}, so FDA is n/a (ranged ions: "
+            f"{', '.join(ranged) or 'none'})")
+
+
+def _fda_species(path: str) -> tuple[list[str], bool]:
+    """The run's ``analysis.fda_ions``, and whether they are other than the default (a run
+    stores its whole config, so a default cannot be told from the same list typed out)."""
     from apt_daq.io.store import RunReader
     from apt_daq.pipeline.ions import run_analysis_config
 
     with RunReader(path) as r:
-        return list(run_analysis_config(r).fda_ions)
+        acfg = run_analysis_config(r)
+    species = list(acfg.fda_ions)
+    return species, species != list(type(acfg)().fda_ions)
 
 
 def _selection(args: argparse.Namespace):

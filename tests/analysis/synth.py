@@ -35,12 +35,14 @@ def make_run(
     path: Path, n: int = 60_000, seed: int = 0, ions: dict[str, float] | None = None,
     voltage_v: tuple[float, float] = (5000.0, 7000.0), sigma_rel: float = 2e-4,
     distort: bool = False, lost_fraction: float = 0.0, ranges: str | None = None,
-    log: np.ndarray | None = None,
+    log: np.ndarray | None = None, fda_ions: list[str] | None = None,
 ) -> Path:  # fmt: skip
     rng = np.random.default_rng(seed)
     rf = load_run(RUN_YAML)
     if ranges is not None:
         rf.analysis.ranges = ranges
+    if fda_ions is not None:
+        rf.analysis.fda_ions = fda_ions
     inst = rf.instrument
     ions = ions or NMC_IONS
     names = list(ions)

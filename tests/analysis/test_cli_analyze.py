@@ -35,6 +35,21 @@ def test_analyze_bad_input_exits_2(tmp_path: Path, capsys) -> None:
     assert "bad.rrng:3" in err
 
 
+def test_an_fda_ion_no_range_names_is_a_warning(tmp_path: Path, capsys) -> None:
+    """fda_ions [Li+, Cu+] on a run whose ranges have no Cu+: one warning naming Cu+ (its FDA
+    was left out of the report without a word); Li+'s FDA is there. The default fda_ions
+    on a run without Li (a Si specimen, say) are no request: no warning."""
+    run = make_run(tmp_path / "f.h5", n=5000, fda_ions=["Li+", "Cu+"])
+    assert main(["analyze", str(run), "--json", "--no-store"]) == 0
+    out = capsys.readouterr()
+    assert "Li+" in json.loads(out.out)["fda"]
+    warned = [line for line in out.err.splitlines() if "fda_ions" in line]
+    assert len(warned) == 1 and "analysis.fda_ions Cu+: no range names it" in warned[0], out.err
+    run = make_run(tmp_path / "g.h5", n=5000, ions={"Ni+": 1.0, "O+": 1.0})
+    assert main(["analyze", str(run), "--json", "--no-store"]) == 0
+    assert "fda_ions" not in capsys.readouterr().err
+
+
 def test_analyze_settled(tmp_path: Path, capsys) -> None:
     """--settled leaves out the hits before the first block at half the target rate; a run
     without a log is a clear error (exit 2), not a traceback."""
