@@ -126,13 +126,23 @@ class Session(RunRecord):
 
     # -- control (any thread)
     def pause(self) -> None:
+        """Pause at the next block (laser off, HV held); while the HV ramps up, at once: the
+        ramp stops at its next step and holds there until :meth:`resume`."""
         self._pause.set()
+        ins = self._ins
+        if ins is not None and self.state == State.RAMPING:
+            ins.hv.abort_ramp()
 
     def resume(self) -> None:
         self._pause.clear()
 
     def abort(self) -> None:
+        """End the run safely: at the next block, or at once while the HV ramps (the ramp is
+        stopped at its next step)."""
         self._abort.set()
+        ins = self._ins
+        if ins is not None:
+            ins.hv.abort_ramp()
 
     def _abort_why(self) -> str:
         if self.signal is not None:
@@ -228,7 +238,7 @@ class Session(RunRecord):
     def _ramp(self, ins: Instruments, acq: Acquisition) -> RateController:
         """HV on and ramped to the start voltage, the DLD started, the first step's laser
         energy set and emission on; the feedback that takes over from there."""
-        from apt_daq.drivers.base import SimulatedDetector
+        from apt_daq.drivers.base import Interrupted, SimulatedDetector
 
         r = self.cfg.run
         hv, laser, dld = ins.hv, ins.laser, ins.dld
@@ -245,16 +255,40 @@ class Session(RunRecord):
         self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
         laser.set_pulse_rate(r.pulse_rate_hz)
         hv.output(True)
-        hv.ramp_to(r.start_voltage_v)
+        while True:
+            try:
+                hv.ramp_to(r.start_voltage_v)
+                break
+            except Interrupted:  # abort() or pause() stopped the ramp
+                self._hold_ramp()
+        if self._abort.is_set():
+            raise RunAborted(f"{self._abort_why()} while ramping")
         self._v_set = r.start_voltage_v
         dld.start()
         steps = r.steps()
         acq.step_t0 = self._now_s()
         laser.set_energy(steps[0].laser_pj)
-        laser.emission(True)
+        if not self._pause.is_set():  # paused meanwhile: the first block pauses, still dark
+            laser.emission(True)
         self._to(State.ACQUIRING, f"step 0: {steps[0].laser_pj:g} pJ")
         self._log_row(rate=0.0, pulses=0, ions=0, step=0)
         return ctl
+
+    def _hold_ramp(self) -> None:
+        """In the handler of a ramp-up's :class:`Interrupted`: RunAborted if :meth:`abort`
+        stopped it; if :meth:`pause` did, wait paused (the HV held where the ramp stopped, the
+        laser still dark) until resumed; anything else (an off) re-raised."""
+        if self._abort.is_set():
+            raise RunAborted(f"{self._abort_why()} while ramping") from None
+        if not self._pause.is_set():
+            raise
+        self._to(State.PAUSED, "pause requested while ramping")
+        while not self._abort.is_set():
+            if not self._pause.is_set():
+                self._to(State.RAMPING, "resumed")
+                return
+            time.sleep(0.05)
+        raise RunAborted(f"{self._abort_why()} while paused while ramping") from None
 
     def _one_block(self, ins: Instruments, ctl: RateController, acq: Acquisition) -> None:
         """One tick: abort and pause checks, a readout block, then the first of: a stop

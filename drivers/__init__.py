@@ -36,6 +36,7 @@ from apt_daq.drivers.base import (
     FakeClock,
     HighVoltageSupply,
     InstrumentError,
+    Interrupted,
     Laser,
     SafetyError,
     SwitchedInstrument,
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DldConfig", "DriverError",
     "DriverTimeout", "DriversConfig", "FakeClock", "HighVoltageSupply", "HvConfig",
-    "InstrumentError", "Instruments", "Laser", "LaserConfig", "SafetyError", "WallClock",
+    "InstrumentError", "Instruments", "Interrupted", "Laser", "LaserConfig", "SafetyError", "WallClock",
     "load_config", "open_dld", "open_hv", "open_instruments", "open_laser",
 ]
 

@@ -29,6 +29,7 @@ from apt_daq.drivers.errors import (
     DriverError,
     DriverTimeout,
     InstrumentError,
+    Interrupted,
     SafetyError,
 )
 from apt_daq.drivers.hv_base import HighVoltageSupply
@@ -46,7 +47,8 @@ from apt_daq.drivers.laser_base import Laser
 
 __all__ = [
     "BadReply", "Clock", "ConnectionLost", "DelayLineDetector", "DriverError", "DriverTimeout",
-    "FakeClock", "HighVoltageSupply", "Instrument", "InstrumentError", "Laser", "SafetyError",
+    "FakeClock", "HighVoltageSupply", "Instrument", "InstrumentError", "Interrupted", "Laser",
+    "SafetyError",
     "SimulatedDetector", "SwitchedInstrument", "WallClock", "_finite", "_fmt_v", "_read_back_off", "describe", "log",
     "quantize_wire",
 ]

@@ -49,3 +49,9 @@ class ConnectionLost(DriverError):
 
 class SafetyError(DriverError):
     """A setting the driver refused before sending it (limit, ramp rate, interlock, trip)."""
+
+
+class Interrupted(DriverError):
+    """A ramp stopped before its target: :meth:`HighVoltageSupply.abort_ramp` (a device's
+    stop, a run's abort) or a safe off asked for meanwhile. The setpoint stays where the last
+    step left it."""

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import abc
+import itertools
 import logging
 import math
 
 from apt_daq.drivers.clock import Clock
-from apt_daq.drivers.errors import BadReply, DriverError, SafetyError
+from apt_daq.drivers.errors import BadReply, DriverError, Interrupted, SafetyError
 from apt_daq.drivers.instrument import (
     SwitchedInstrument,
     _finite,
@@ -90,6 +91,10 @@ class HighVoltageSupply(SwitchedInstrument):
         self._on_reported = False  # output on as last reported by the instrument
         self._pending_fault: DriverError | None = None  # found while reconnecting
         self._inflight_v: float | None = None  # a setpoint whose send failed (may have left)
+        # abort_ramp() counts here (no lock: the ramp holds it); a ramp_to begun before the
+        # count moved stops at its next step
+        self._aborts = itertools.count(1)
+        self._abort_seq = 0
 
     # properties -------------------------------------------------------------
     @property
@@ -288,10 +293,19 @@ class HighVoltageSupply(SwitchedInstrument):
 
     # public API -------------------------------------------------------------
     def output_on(self) -> bool:
-        """The output relay state as the instrument reports it."""
+        """The output relay state as the instrument reports it. OFF on an output this driver
+        switched on, with no trip reported, is a fault (output off, :class:`BadReply`): the
+        supply's own watchdog, an interlock or a wrong report, and either way not a state a
+        run may go on in believing the HV is off (a trip returns False: the caller's
+        ``tripped()`` tells a fracture)."""
         with self.lock:
             self._ensure()
             self._on_reported = bool(self._read_output())
+            if self._on and not self._on_reported and not self.tripped():
+                raise self._fault_off(
+                    self._cmd_text("get_output"),
+                    "the output reads OFF although the driver switched it ON and no trip is "
+                    "reported (the supply's watchdog, an interlock or a wrong report)", "0")
             return self._on_reported
 
     def allowed_step_v(self) -> float:
@@ -349,10 +363,24 @@ class HighVoltageSupply(SwitchedInstrument):
             # the bytes leaving must not shorten the gap before the next step
             self._t_last_s = self.clock.monotonic()
 
+    def abort_ramp(self) -> None:
+        """Stop every ``ramp_to`` begun before this call at its next step (within
+        ``ramp_step_s``), raising :class:`Interrupted` there; the setpoint stays where the last
+        step left it. Any thread, no lock (the ramp holds it): a device's stop, a run's abort,
+        and every off (:meth:`send_off`, ``safe_off``) call it first, so an off is never held
+        up behind a ramp."""
+        self._abort_seq = next(self._aborts)
+
+    def _interrupt(self) -> None:
+        self.abort_ramp()
+
     def ramp_to(self, volts: float) -> None:
         """Step the setpoint to ``volts`` within the ramp rule; blocks (on the driver's clock)
-        until the last setpoint is sent. Steps of at most ``max_step_v`` every ``ramp_step_s``."""
+        until the last setpoint is sent. Steps of at most ``max_step_v`` every ``ramp_step_s``.
+        :meth:`abort_ramp` (or an off) from another thread stops it at the next step with
+        :class:`Interrupted`."""
         target = quantize_wire(volts)
+        begun = self._abort_seq
         with self.lock:
             if not (0 <= target <= self._limit_v):
                 self.set_voltage(target)  # raises the SafetyError with the standard message
@@ -367,6 +395,10 @@ class HighVoltageSupply(SwitchedInstrument):
             self._raise_pending_fault()
             self._check_readback(readback)
             while True:
+                if self._abort_seq != begun:
+                    raise self.error(Interrupted, self._cmd_setpoint(target),
+                                     f"ramp stopped at {_fmt_v(self._base_v())} V (abort or off "
+                                     "asked for)")
                 now = self.clock.monotonic()
                 elapsed = max(0.0, now - self._t_last_s)
                 room = min(self._max_step_v, self._ramp_v_per_s * elapsed)
@@ -420,7 +452,8 @@ class HighVoltageSupply(SwitchedInstrument):
     def send_off(self) -> None:
         """Output off, sent before anything else (no identification or error-queue handshake
         first; a fresh connection if the link is broken). Raises a DriverError if it could not
-        be sent."""
+        be sent. A ramp in progress on another thread is stopped first (:meth:`abort_ramp`)."""
+        self.abort_ramp()
         with self.lock:
             if not self.connected:
                 return

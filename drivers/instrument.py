@@ -86,8 +86,13 @@ class SwitchedInstrument(Instrument):
     def verify_off(self) -> None:
         """A DriverError unless the instrument reports the switch off."""
 
+    def _interrupt(self) -> None:
+        """Stop a long call another thread holds the lock for (the HV supply's ramp), so the
+        off is not held up behind it; without the lock (that thread has it)."""
+
     def safe_off(self) -> None:
-        """Switched off first, then verified off."""
+        """Switched off first, then verified off (a ramp in progress is stopped first)."""
+        self._interrupt()
         with self.lock:
             if not self.connected:
                 return
