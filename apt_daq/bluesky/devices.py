@@ -9,7 +9,10 @@ The drivers' safety rules hold for every set: a set of ``hv.setpoint`` (or ``hv`
 ``Movable``) goes through ``HighVoltageSupply.ramp_to`` (steps within the ramp rule, never a
 jump), ``hv.output`` switches on at 0 V and ramps back, ``laser.energy`` is refused above the
 laser's maximum and ``laser.emission`` while the HV supply reports a trip: a refused set
-fails its status with the driver's :class:`apt_daq.drivers.SafetyError`.
+fails its status with the driver's :class:`apt_daq.drivers.SafetyError`. A ramp stops at its
+next step when the plan ends early (``hv.stop()``, which the RunEngine calls on pause, abort,
+stop or halt for a device the plan moved) and when the devices are closed (every off stops a
+ramp first); it then fails its status with :class:`apt_daq.drivers.Interrupted`.
 
 >>> with open_devices("configs/runs/nmc811-cr-5pj.yaml") as devs:
 ...     RE(ensure_connected(devs.hv, devs.laser, devs.detector))
@@ -106,6 +109,13 @@ class AptHvSupply(StandardReadable, Movable[float]):
     async def set(self, value: float) -> None:
         """Ramp the setpoint to ``value`` V (the driver's ``ramp_to``)."""
         await self.setpoint.set(value, timeout=None)
+
+    def stop(self, success: bool = True) -> None:
+        """Stop a ramp in progress at its next step (``HighVoltageSupply.abort_ramp``); the
+        setpoint stays where it got to. The RunEngine calls this for a device a plan moved
+        when the plan pauses, aborts, stops, halts or fails: a ramp does not run on after
+        the plan has ended."""
+        self.driver.abort_ramp()
 
 
 class AptLaser(StandardReadable):

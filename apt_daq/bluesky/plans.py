@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bluesky.plan_stubs as bps
 import numpy as np
@@ -34,6 +34,9 @@ from bluesky.utils import Msg
 from event_model import StreamRange, compose_stream_resource
 
 from apt_daq.bluesky.devices import _run_file
+
+if TYPE_CHECKING:
+    from apt_daq.engine.signals import SignalHandOver
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +298,7 @@ def acquire(run: Any, out: str | Path | None = None, *, overwrite: bool = False,
 
     >>> RE(acquire("configs/runs/nmc811-cr-5pj.yaml", "runs/a.h5", run__stop__ions=20000))
     """
+    from apt_daq.engine.signals import SignalHandOver
     from apt_daq.run import Session
 
     ov = {**(overrides or {}), **{k.replace("__", "."): v for k, v in more_overrides.items()}}
@@ -307,7 +311,20 @@ def acquire(run: Any, out: str | Path | None = None, *, overwrite: bool = False,
     blocks = RunBlocks(session, feed, name=name, pause_timeout_s=pause_timeout_s)
     hits = RunHits(out, name="hits")
     start_md = {**_start_metadata(run_file, out), **(md or {})}
-    return _acquire(blocks, hits, start_md)
+    # the RunEngine keeps SIGINT; SIGHUP/SIGQUIT/SIGTERM abort the engine safely, then end
+    # the process as they ask (the session's thread gets no signal of its own)
+    signals = SignalHandOver(session).install()
+    return _handing_over(_acquire(blocks, hits, start_md), signals)
+
+
+def _handing_over(plan: Generator[Msg, Any, Any],
+                  signals: SignalHandOver) -> Generator[Msg, Any, Any]:
+    """``plan`` with ``signals`` active while it runs and passed on when it has ended."""
+    signals.active = True
+    try:
+        return (yield from plan)
+    finally:
+        signals.finish()
 
 
 def _start_metadata(run_file: Any, out: Path) -> dict[str, Any]:

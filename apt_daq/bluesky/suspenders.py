@@ -6,8 +6,12 @@ called as ``cb(value=..., old_value=..., timestamp=...)``), which ophyd-async si
 offer. :class:`WatchSignal` is that API over a value you set (``put``) or a callable it polls
 on a thread (a vacuum gauge's driver, an interlock, ``laser.interlock_open``):
 
->>> vacuum_ok = WatchSignal("vacuum_ok", poll=lambda: gauge.read_mbar() < 1e-10, poll_s=1.0)
+>>> vacuum_ok = WatchSignal("vacuum_ok", poll=lambda: gauge.read_mbar() < 1e-10, poll_s=1.0,
+...                         fail_value=False)
 >>> RE.install_suspender(SuspendBoolLow(vacuum_ok, sleep=5))
+
+``fail_value=False``: a gauge that cannot be read counts as a bad vacuum, so a dead gauge
+pauses the run instead of letting it go on on the last good reading.
 
 During :func:`apt_daq.bluesky.acquire`, a tripped suspender pauses the apt-daq engine as
 ``RE.request_pause()`` does (laser off, HV held) and resumes it when it clears.
@@ -25,21 +29,29 @@ log = logging.getLogger(__name__)
 
 __all__ = ["WatchSignal"]
 
+_KEEP = object()  # WatchSignal(fail_value=...) left out: a failed poll keeps the last value
+
 
 class WatchSignal:
     """A signal with the classic ophyd subscription API, for bluesky's suspenders.
 
     ``value``: the initial value; ``put(v)`` (any thread) changes it and calls the
     subscribers if it changed. ``poll``: a callable giving the value, called every ``poll_s``
-    seconds on a daemon thread while anything is subscribed (an exception is logged and the
-    value kept).
+    seconds on a daemon thread while anything is subscribed. A poll that raises is logged and
+    the signal takes ``fail_value``: give the value that trips your suspender (``False`` for
+    a ``SuspendBoolLow`` on "vacuum ok", ``True`` for a ``SuspendBoolHigh`` on "interlock
+    open"), so an instrument that cannot be read pauses the run. Left out, the last value is
+    kept (fails open: a dead gauge reads as its last good value), and each failure is logged
+    as an error saying so.
     """
 
     parent = None
 
     def __init__(self, name: str, value: Any = None, *,
-                 poll: Callable[[], Any] | None = None, poll_s: float = 1.0):
+                 poll: Callable[[], Any] | None = None, poll_s: float = 1.0,
+                 fail_value: Any = _KEEP):
         self.name = name
+        self.fail_value = fail_value
         self._value = value
         self._timestamp = time.time()
         self._subs: list[Callable[..., Any]] = []
@@ -100,6 +112,11 @@ class WatchSignal:
             try:
                 value = self._poll()
             except Exception as e:
-                log.warning("%s: poll failed: %s", self.name, e)
-                continue
+                if self.fail_value is _KEEP:
+                    log.error("%s: poll failed (%s): keeping the last value %r (no fail_value "
+                              "given)", self.name, e, self._value)
+                    continue
+                log.error("%s: poll failed (%s): taking fail_value %r", self.name, e,
+                          self.fail_value)
+                value = self.fail_value
             self.put(value)

@@ -105,3 +105,56 @@ def _detach_terminal() -> None:
         except (OSError, ValueError):
             pass
     os.close(null)
+
+
+class SignalHandOver:
+    """SIGHUP, SIGQUIT and SIGTERM for a session another loop drives: a bluesky plan, whose
+    RunEngine owns the main thread (and SIGINT) while the session runs on a thread of its own,
+    where Python delivers no signal. Without it such a signal killed the process with HV and
+    laser on.
+
+    :meth:`install` (on the main thread, when the plan is made; elsewhere it does nothing)
+    puts a handler in place. While :attr:`active` (the plan's run), a signal aborts the session
+    (``session.signal`` names it; HV output and laser emission end off, the ramp stopped at its
+    next step); :meth:`finish`, at the plan's end, then passes it on. Passing on restores the
+    handler it displaced and raises the signal again: by default the process ends as the
+    signal asks, after the safe end. A signal while not active is passed on at once.
+    """
+
+    SIGNALS = (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM)
+
+    def __init__(self, session: Controlled):
+        self.session = session
+        self.active = False
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def install(self) -> SignalHandOver:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {int(s): signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.active:
+            self._pass_on(signum)
+            return
+        if signum == signal.SIGHUP:
+            _detach_terminal()
+        if self.received is None:
+            self.received = signum
+            self.session.signal = signum
+            log.warning("%s: aborting the run (HV and laser off), then passing it on",
+                        signal.Signals(signum).name)
+        self.session.abort()
+
+    def _pass_on(self, signum: int) -> None:
+        old = self._old.pop(signum, signal.SIG_DFL)
+        signal.signal(signum, old if old is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+        signal.raise_signal(signum)
+
+    def finish(self) -> None:
+        """The plan has ended (any thread): a signal that aborted it is raised again, for the
+        main thread's handler to pass on."""
+        self.active = False
+        if self.received is not None:
+            signal.raise_signal(self.received)
