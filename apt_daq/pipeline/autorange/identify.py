@@ -371,6 +371,30 @@ def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 32,
     return sel, x, chi2, cost
 
 
+def _add_refit(pb: _Problem, sel, x, chi2, cost):
+    """Add the ion that lowers the cost most once everything is refitted, among those of
+    elements already selected that share a detected peak with a selected ion, while one does.
+    The forward step ranks an ion by its fit to the residual, which misses one whose peak
+    another ion has absorbed: 55Mn16O+ 0.008 Da above 71Ga+, whose 71 Da counts Ga+ takes by
+    overshooting its 69 Da partner (coated NMC811: MnO+ lowers the cost by ~10 refitted, with
+    ~0 one-column gain)."""
+    nd = pb.n_detected
+    while sel:
+        have = {e for k in sel for e in pb.cands[k].elements}
+        near = pb.nz[:nd][pb.nz[:nd][:, sel].any(1)].any(0)
+        best = None
+        for k in np.nonzero(near)[0]:
+            if k in sel or not set(pb.cands[k].elements) <= have:
+                continue
+            xt, c2t, ct = pb.evaluate([*sel, int(k)])
+            if ct < cost - 1e-9 and (best is None or ct < best[3]):
+                best = ([*sel, int(k)], xt, c2t, ct)
+        if best is None:
+            break
+        sel, x, chi2, cost = _prune(pb, *best)
+    return sel, x, chi2, cost
+
+
 def _drop_element(pb: _Problem, sel, x, chi2, cost, max_steps: int):
     """Remove every ion of one element and refill without it (forward steps and swaps), while
     that lowers the cost: one-ion swaps cannot replace an element whose ions share several
@@ -414,6 +438,7 @@ def select(rows: Rows, a_mat: np.ndarray, cands: list[Candidate],
         before = cost
         sel, x, chi2, cost = _forward(pb, sel, x, chi2, cost, max_steps)
         sel, x, chi2, cost = _swap(pb, sel, x, chi2, cost)
+        sel, x, chi2, cost = _add_refit(pb, sel, x, chi2, cost)
         if cost >= before - 1e-9:
             sel, x, chi2, cost = _drop_element(pb, sel, x, chi2, cost, max_steps)
             if cost >= before - 1e-9:
