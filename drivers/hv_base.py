@@ -8,6 +8,7 @@ import abc
 import itertools
 import logging
 import math
+from collections.abc import Callable
 
 from apt_daq.drivers.clock import Clock
 from apt_daq.drivers.errors import BadReply, DriverError, Interrupted, SafetyError
@@ -16,6 +17,7 @@ from apt_daq.drivers.instrument import (
     _finite,
     _fmt_v,
     _read_back_off,
+    _telling,
     quantize_wire,
 )
 
@@ -70,6 +72,17 @@ class HighVoltageSupply(SwitchedInstrument):
     #: it rounded to its DAC's resolution: 16 bits over 30 kV is 0.5 V), V
     setpoint_resolution_v = 1.0
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        read = cls.__dict__.get("tripped")
+        if read is not None and not getattr(read, "__isabstractmethod__", False):
+            cls.tripped = _telling(read, "_trip_listeners")
+
+    def on_trip(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever ``tripped()`` reads a trip, whoever asked (the attached
+        laser switches its emission off so); a callback that raises is logged."""
+        self._trip_listeners.append(callback)
+
     def __init__(self, resource: str, *, limit_v: float, ramp_v_per_s: float,
                  ramp_step_s: float = 0.5, max_step_v: float | None = None,
                  hardware_ramp: bool = False, clock: Clock | None = None):
@@ -95,6 +108,7 @@ class HighVoltageSupply(SwitchedInstrument):
         # count moved stops at its next step
         self._aborts = itertools.count(1)
         self._abort_seq = 0
+        self._trip_listeners: list[Callable[[], None]] = []
 
     # properties -------------------------------------------------------------
     @property
@@ -294,10 +308,8 @@ class HighVoltageSupply(SwitchedInstrument):
     # public API -------------------------------------------------------------
     def output_on(self) -> bool:
         """The output relay state as the instrument reports it. OFF on an output this driver
-        switched on, with no trip reported, is a fault (output off, :class:`BadReply`): the
-        supply's own watchdog, an interlock or a wrong report, and either way not a state a
-        run may go on in believing the HV is off (a trip returns False: the caller's
-        ``tripped()`` tells a fracture)."""
+        switched on, with no trip reported, is a fault (output off, :class:`BadReply`): a
+        watchdog, an interlock or a wrong report (a trip returns False: ``tripped()`` tells)."""
         with self.lock:
             self._ensure()
             self._on_reported = bool(self._read_output())
@@ -364,11 +376,9 @@ class HighVoltageSupply(SwitchedInstrument):
             self._t_last_s = self.clock.monotonic()
 
     def abort_ramp(self) -> None:
-        """Stop every ``ramp_to`` begun before this call at its next step (within
-        ``ramp_step_s``), raising :class:`Interrupted` there; the setpoint stays where the last
-        step left it. Any thread, no lock (the ramp holds it): a device's stop, a run's abort,
-        and every off (:meth:`send_off`, ``safe_off``) call it first, so an off is never held
-        up behind a ramp."""
+        """Stop every ``ramp_to`` begun before this call at its next step (:class:`Interrupted`;
+        the setpoint stays there). Any thread, no lock (the ramp holds it); every off calls it
+        first, so an off is never held up behind a ramp."""
         self._abort_seq = next(self._aborts)
 
     def _interrupt(self) -> None:
@@ -479,3 +489,4 @@ class HighVoltageSupply(SwitchedInstrument):
         return self._cmd_output(False)
 
     # safe_off (SwitchedInstrument): output off first, then verified off, then setpoint 0 V
+

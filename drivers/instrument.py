@@ -4,6 +4,7 @@ helpers of the safety rules (1 mV grid, finite read-backs, reading an off state 
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import math
 import threading
@@ -140,3 +141,23 @@ def _finite(inst: Instrument, what: str, value: float) -> float:
 def describe(obj: Any) -> str:
     """Short name of a driver for logs."""
     return getattr(obj, "name", type(obj).__name__)
+
+
+def _telling(read: Callable[[Any], bool], listeners: str) -> Callable[[Any], bool]:
+    """The query ``read`` (a method returning a bool) calling every callback in the
+    instance's list ``listeners`` each time it returns True (``HighVoltageSupply.tripped``
+    and its ``on_trip`` listeners). A callback that raises is logged: the reading is still
+    returned."""
+
+    @functools.wraps(read)
+    def query(self: Any) -> bool:
+        t = bool(read(self))
+        if t:
+            for callback in list(getattr(self, listeners)):
+                try:
+                    callback()
+                except Exception as e:
+                    log.error("%s: a listener of %s failed: %s", self.name, read.__name__, e)
+        return t
+
+    return query

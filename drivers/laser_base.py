@@ -16,6 +16,8 @@ from apt_daq.drivers.instrument import (
     _finite,
     _fmt_v,
     _read_back_off,
+    describe,
+    log,
     quantize_wire,
 )
 
@@ -61,6 +63,8 @@ class Laser(SwitchedInstrument):
         #: why emission is refused for good: a pulse energy read back above the ceiling or
         #: off the commanded one (None: no such read-back)
         self.energy_fault: str | None = None
+        if hv is not None:
+            hv.on_trip(self._off_on_hv_trip)
         #: a pulse energy above ``max_energy_pj`` found on a dark laser at connect: emission
         #: is refused until ``set_energy`` replaces it (None: none found)
         self.found_pj_above_max: float | None = None
@@ -99,6 +103,14 @@ class Laser(SwitchedInstrument):
 
     def _cmd_get_energy(self) -> str:
         return LASER.get_energy.text
+
+    def _off_on_hv_trip(self) -> None:
+        """The attached HV supply read a trip (a specimen fracture, an arc): emission off, as
+        ``safe_off`` sends it and reads it back, if it may be on. Before, only a new emission
+        on was refused and an emitting laser stayed on until a script's block was left."""
+        if self.connected and self.commanded_emission:
+            log.warning("%s: %s reports a trip: emission off", self.name, describe(self.hv))
+            self.safe_off()
 
     def _read_state_in_handshake(self) -> tuple[bool, float]:
         """(emitting, pulse energy in pJ) as the laser reports them, unchecked, from inside

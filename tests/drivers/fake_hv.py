@@ -79,6 +79,17 @@ class FakeHv:
         self.idn_silent = True
         self.bad_since = len(self.received)
 
+    # ------------------------------------------------------------------ a latched trip
+    #: set by trip(): the over-current protection latched the output off (docs/protocols.md:
+    #: OUTP:PROT:TRIP? answers 1, OUTP ON is refused with -300 until OUTP:PROT:CLE)
+    tripped = False
+
+    def trip(self) -> None:
+        with self._lock:
+            self.tripped = True
+            self.on = False
+            self.bad_since = len(self.received)
+
     def _unanswered(self, line: str) -> bool:
         return self.idn_silent and line.strip().upper() in self.IDN_QUERIES
 
@@ -198,8 +209,12 @@ class FakeHv:
                 return "0"
             return "1" if self.on else "0"
         if u in ("OUTP:PROT:TRIP?",):
-            return "0"
+            return "1" if self.tripped else "0"
         if u == "OUTP:PROT:CLE":
+            self.tripped = False
+            return None
+        if u in ("OUTP ON", "OUTP 1") and self.tripped:
+            self.errors.append('-300,"Device-specific error"')  # latched: stays off
             return None
         if u == "SOUR:VOLT:LIM?":
             return f"{self.limit_v:.3f}"

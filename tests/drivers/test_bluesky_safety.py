@@ -251,3 +251,27 @@ def test_an_output_that_reads_off_with_no_trip_is_a_fault_not_a_state(fakes) -> 
     assert not hv.on
     assert "OUTP OFF" in [line for _, line, _ in hv.received[hv.bad_since:]]
     drv.close()
+
+
+def test_an_hv_trip_switches_an_emitting_laser_off(fakes) -> None:
+    """With the devices, an HV trip (a fracture) left an emitting laser on until the script's
+    block was left: only a new emission-on was refused. Now the first ``tripped()`` that reads
+    the trip, whoever asks (a suspender's poll, a read of ``devs.hv.tripped``, the engine),
+    sends the laser its OUTP OFF."""
+    hv, laser = fakes
+    RE = RunEngine({})
+    with open_devices(RUN, overrides(hv.resource, laser.resource)) as devs:
+        RE(bps.mv(devs.hv.output, True))
+        RE(bps.mv(devs.hv, 500))
+        RE(bps.mv(devs.laser.energy, 5.0))
+        RE(bps.mv(devs.laser.emission, True))
+        assert laser.on
+        hv.trip()
+        t_trip = time.monotonic()
+        assert devs.hv.driver.tripped()  # as a suspender's poll would ask
+        assert not laser.on
+        offs = [t for t, line, _ in laser.received if line == "OUTP OFF" and t >= t_trip]
+        assert offs, [line for _, line, _ in laser.received[-6:]]
+        with pytest.raises(Exception, match="trip"):
+            RE(bps.mv(devs.laser.emission, True))
+        assert not laser.on
