@@ -187,8 +187,9 @@ class Session(RunRecord):
             raise
         self._finish(end, acq.reason, acq.ions, acq.pulses, counters)
         vr = (self._v_seen[0], self._v_seen[1]) if acq.ions else (0.0, 0.0)
-        kept = self._writer is not None and self._writer.kept_previous
-        return RunResult(end, acq.reason, acq.ions, acq.pulses, None if kept else self.out, vr,
+        w = self._writer  # an old file kept: the run is set aside (kept_as), or nowhere
+        out = w.kept_as if w is not None and w.kept_previous else self.out
+        return RunResult(end, acq.reason, acq.ions, acq.pulses, out, vr,
                          counters, self._finish_tally())
 
     def _new_tally(self, ranges: Any) -> RunTally | None:

@@ -175,5 +175,7 @@ class RunRecord:
                 log.exception("could not store the last chunk")
             self._writer.set_meta("end_reason", reason)
             self._writer.set_meta("counters", {**counters, "ions": ions, "pulses": pulses})
-            self._writer.finish(end.name.lower())
+            # a fracture is the measurement's end, not an error: it replaces an old file
+            self._writer.finish(end.name.lower(), result=end is State.DONE or (
+                end is State.FAILED and reason.startswith("fracture")))
             self._writer.close()

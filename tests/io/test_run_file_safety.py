@@ -212,7 +212,8 @@ def test_disk_full_at_the_store(tmp_path: Path, how: str, old: bool):
     """`checked`: the writer sees the chunk will not fit; `outside`: the write itself fails
     (ENOSPC/EFBIG from HDF5), and the writer must not flush what never reached the disk.
     Either way: one DiskFull, then every call is quiet, no segfault, every chunk before kept
-    (with --overwrite: in the target's place, nothing left beside it)."""
+    (with --overwrite: the old file as it was, the run set aside beside it as
+    ``w.failed-<time>.h5``: a run that fails never harms the file it was to replace)."""
     out = tmp_path / "w.h5"
     limit = 12_000_123
     if old:
@@ -223,13 +224,17 @@ def test_disk_full_at_the_store(tmp_path: Path, how: str, old: bool):
     assert "Traceback" not in p.stderr, p.stderr
     chunks, message = p.stdout.strip().split(" ", 1)
     assert "disk full after" in message and "every chunk written before" in message
-    with RunReader(out) as r:
+    target = out
+    if old:
+        assert out.read_bytes() == b"an old run" * 1000
+        (target,) = [f for f in tmp_path.iterdir() if f.name.startswith("w.failed-")]
+    with RunReader(target) as r:
         assert r.meta["state"] == "failed: disk full"
         hits = r.read("hits")
     assert len(hits) == 20000 * int(chunks) > 0
     np.testing.assert_array_equal(hits["pulse"], np.arange(len(hits)) + 1)
-    assert out.stat().st_size <= limit
-    assert os.listdir(tmp_path) == ["w.h5"]
+    assert target.stat().st_size <= limit
+    assert sorted(os.listdir(tmp_path)) == sorted({"w.h5", target.name})
 
 
 # ------------------------------------------------------------------------ (d) SIGKILL
@@ -350,15 +355,21 @@ def test_part_files_of_killed_export_and_import_are_removed(run: Path, tmp_path:
 
 
 # ------------------------------------------------------------------------ the rule, in-process
-@pytest.mark.parametrize(("hits", "state", "replaced"), [
-    (0, "aborted", False),   # aborted during the ramp: nothing to keep
-    (0, "failed", False),    # a failed connect
-    (0, None, False),        # closed without finish: still "running"
-    (0, "done", True),       # a run that ended well replaces the old one, even empty
-    (10, "failed", True),    # data is never thrown away (the specimen is gone)
-    (10, None, True),
+@pytest.mark.parametrize(("hits", "state", "result", "fate"), [
+    (0, "aborted", False, "kept"),   # aborted during the ramp: nothing to keep
+    (0, "failed", False, "kept"),    # a failed connect
+    (0, None, False, "kept"),        # closed without finish: still "running"
+    (0, "done", False, "replaced"),  # a run that ended well replaces the old one, even empty
+    (10, "failed", True, "replaced"),  # a fracture: the measurement's result
+    # an error, a full disk, an abort after data: the old file is never harmed by a run that
+    # fails, and what the new one measured is never thrown away (the specimen is gone): set
+    # aside beside it. Before, such a run replaced the old file (a campaign's finished run
+    # was replaced by a disk-full partial).
+    (10, "failed", False, "aside"),
+    (10, "aborted", False, "aside"),
+    (10, None, False, "aside"),
 ])
-def test_overwrite_rule(run: Path, hits: int, state: str | None, replaced: bool):
+def test_overwrite_rule(run: Path, hits: int, state: str | None, result: bool, fate: str):
     from apt_daq.hits import HIT_DTYPE
     from apt_daq.io.store import RunWriter
 
@@ -368,20 +379,27 @@ def test_overwrite_rule(run: Path, hits: int, state: str | None, replaced: bool)
         if hits:
             w.append(hits=np.zeros(hits, HIT_DTYPE))
         if state:
-            w.finish(state)
+            w.finish(state, result=result)
         with pytest.raises(DataFileError, match=f"another run is writing it \\(pid {os.getpid()}"):
             RunWriter(run, overwrite=True)
         assert _sha(run) == before  # untouched while the new run is written
-    assert sorted(os.listdir(run.parent)) == listing  # no temporary file, no lock left
-    if not replaced:
-        assert _sha(run) == before
+    after = sorted(os.listdir(run.parent))
+    if fate == "kept":
+        assert _sha(run) == before and after == listing  # no temporary file, no lock left
         return
+    if fate == "aside":
+        assert _sha(run) == before
+        (aside,) = set(after) - set(listing)
+        assert aside.startswith(f"{run.stem}.{state or 'running'}-") and w.kept_as is not None
+        assert w.kept_as.name == aside
+        with RunReader(run.parent / aside) as r:
+            assert r.meta["seed"] == 7 and r.count("hits") == hits
+        return
+    assert after == listing
     assert run.stat().st_mode & 0o777 == 0o640  # the replacement keeps the old file's mode
     with RunReader(run) as r:
         assert r.meta["seed"] == 7 and r.count("hits") == hits
         assert r.meta["state"] == (state or "running")
-    if state is None:  # closed without an end: nobody writes it any more
-        assert summarize(str(run))["state"] == "interrupted"
 
 
 def test_a_run_aborted_before_any_hit_says_the_old_file_is_kept(run: Path):

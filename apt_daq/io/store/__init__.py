@@ -26,11 +26,12 @@ What a writer promises (docs/formats.md, "The HDF5 run store"):
   ``interrupted``).
 * **An old file is replaced only by a run worth keeping.** With ``overwrite`` and an
   existing (non-empty) target, the run is written to ``.NAME.XXXXXXXX.unfinished`` beside it
-  and ``close`` renames it onto the target when the run recorded data (any row in /hits or
-  /raw: an atom-probe run consumes its specimen, so what it measured is never thrown away) or
-  ended well (``done``, ``imported``...). A run that ends without either (``running``,
-  ``failed...``, ``aborted...``: a failed connect, an abort during the ramp) deletes its
-  temporary file and leaves the old file byte-identical. Without an old file the run is
+  and ``close`` renames it onto the target when the run ended well (``done``, ``imported``,
+  or a ``failed`` end that is a result: a fracture, ``finish(..., result=True)``). A run that
+  ended badly (``failed...`` by an error or a full disk, ``aborted...``, ``running``) leaves
+  the old file byte-identical: if it recorded data (any row in /hits or /raw: an atom-probe
+  run consumes its specimen, so what it measured is never thrown away) it is renamed beside
+  it as ``NAME.<state>-<time>.h5`` (``kept_as``), else its temporary file is deleted. Without an old file the run is
   written in place (and kept, with its end state and reason, whatever happens).
 * **Disk full is one error.** Before each append the writer checks the free space and the
   file size limit (``ulimit -f``) and keeps 1 MiB in reserve: when a chunk would not fit it

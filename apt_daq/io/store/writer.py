@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,11 @@ class RunWriter:
     def __init__(self, path: str | Path, meta: dict[str, Any] | None = None, overwrite: bool = False):
         self.path = Path(path)
         self._file = self.path  # the file written: the target, or a temporary one beside it
-        #: the run recorded nothing and the file it was to replace is left as it was
+        #: the file this run was to replace is left as it was (the run recorded nothing, or
+        #: ended badly: then it is kept beside, in ``kept_as``)
         self.kept_previous = False
+        self.kept_as: Path | None = None
+        self._result = False  # finish(result=True): a "failed" end that is a result
         self._tmp: Path | None = None
         self._created = False  # we created self._file (delete it if __init__ fails)
         self._emptied = False  # we took over an existing empty file (truncate it back)
@@ -379,11 +383,14 @@ class RunWriter:
         """None, or why nothing more is stored ("disk full", "write error")."""
         return self._broken
 
-    def finish(self, state: str) -> None:
+    def finish(self, state: str, *, result: bool = False) -> None:
         """Record the end state and time. After a disk full the state is ``failed: disk full``
-        whatever ``state`` says. If this very write fails, the file is closed (as ``close``)
-        and one :class:`DataFileError` raised."""
+        whatever ``state`` says. ``result``: a ``failed`` end that is a measurement's result
+        (a fracture), so with ``overwrite`` the run replaces the old file as a ``done`` one
+        does. If this very write fails, the file is closed (as ``close``) and one
+        :class:`DataFileError` raised."""
         self._state = state if self._broken is None else f"failed: {self._broken}"
+        self._result = result and self._broken is None
         if not self._ensure_open():
             return
         try:
@@ -428,7 +435,9 @@ class RunWriter:
             return
         tmp, self._tmp = self._tmp, None
         recorded = self._flushed["hits"] + self._flushed["raw"] > 0
-        if recorded or not _unfinished(self._state):
+        if recorded and _unfinished(self._state) and not self._result:
+            self._set_aside(tmp)
+        elif recorded or not _unfinished(self._state):
             _fsync(tmp)
             try:
                 os.replace(tmp, self.path)
@@ -443,6 +452,30 @@ class RunWriter:
             self.kept_previous = True
             log.warning("%s: left as it was (the run that was to replace it recorded nothing:"
                         " %s)", self.path, self._state)
+
+    def _set_aside(self, tmp: Path) -> None:
+        """A run that recorded data and ended badly (an error, disk full, an abort) with an
+        old file to replace: the old file stays as it was, and the run (the specimen it
+        consumed) is kept beside it as ``NAME.<state>-<time>.h5`` (a rename: no space needed
+        on a full disk)."""
+        word = re.sub(r"[^a-z]+", "-", str(self._state).split(":")[0].lower()).strip("-")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.stem}.{word or 'unfinished'}-{stamp}"
+                                    f"{self.path.suffix}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = aside.with_name(f"{self.path.stem}.{word}-{stamp}-{n}{self.path.suffix}")
+        _fsync(tmp)
+        try:
+            os.replace(tmp, aside)
+        except OSError as e:
+            raise DataFileError(f"{self.path}: left as it was; the run that was to replace it "
+                                f"({self._state}) is in {tmp} ({e.strerror or e})") from None
+        self._file = self.kept_as = aside
+        self.kept_previous = True
+        log.warning("%s: left as it was; the run that was to replace it ended %s and is kept "
+                    "in %s", self.path, self._state, aside)
 
     def __enter__(self) -> RunWriter:
         return self
