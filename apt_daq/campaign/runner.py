@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import JsonValue
 
 from apt_daq.campaign.cluster import connect
-from apt_daq.campaign.points import FINISHED_STATES, fn_name, simulate_and_analyze
+from apt_daq.campaign.points import FINISHED_STATES, _run_state, fn_name, simulate_and_analyze
 from apt_daq.campaign.sweep import PointFn, PointTask, Row, Sweep, build_tasks, load_sweep
 from apt_daq.campaign.table import write_table
 from apt_daq.campaign.worker import _base_row, _write_json, execute_point, read_row, recorded_row
@@ -123,6 +123,7 @@ def run_campaign(
     point_fn: PointFn = simulate_and_analyze,
     progress: bool = False,
     plots: bool = True,
+    overwrite: bool = False,
 ) -> CampaignResult:
     """Run every point of ``sweep`` that has no finished result yet; write the table and plots.
 
@@ -130,6 +131,10 @@ def run_campaign(
     ``point_fn(task) -> dict`` runs one point on a worker (default: simulate and analyse); it
     must be picklable. A KeyboardInterrupt cancels the outstanding points, writes the table of
     what finished and is raised again once the cluster is closed.
+
+    A finished run file in ``out_dir`` of another configuration than its point's (another
+    sweep with the same axes, an edited base run) is replaced only with ``overwrite``;
+    without, a :class:`~apt_daq.errors.UserError` names them before anything runs.
     """
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
@@ -138,6 +143,8 @@ def run_campaign(
     tasks = build_tasks(sweep, out)
     params = list(sweep.axes)
     fn_id = fn_name(point_fn)
+    if not overwrite and fn_id == fn_name(simulate_and_analyze):
+        _refuse_other_runs(tasks, out)
     (out / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=1))
 
     rows: dict[int, Row] = {}
@@ -171,6 +178,22 @@ def run_campaign(
         raise KeyboardInterrupt(f"campaign interrupted; table of finished points: "
                                 f"{result.csv_path}")
     return result
+
+
+def _refuse_other_runs(tasks: list[PointTask], out: Path) -> None:
+    """A UserError naming the finished run files of another configuration than their
+    point's, which the campaign would replace (an audit saw a second sweep with the same axes
+    replace a first one's finished runs without a word)."""
+    from apt_daq.errors import UserError
+
+    others = [t.out_path.name for t in tasks
+              if (st := _run_state(t.out_path))[0] in FINISHED_STATES and st[1] != t.config_sha]
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
+                                         else "")
+        raise UserError(f"{out}: {len(others)} finished run(s) of another configuration would "
+                        f"be replaced ({shown}); give another -o, or --overwrite to replace "
+                        "them")
 
 
 def _submit_and_collect(client: Client, todo: list[PointTask], point_fn: PointFn, fn_id: str,

@@ -10,9 +10,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from apt_daq.config import (
     AnalysisConfig,
@@ -48,9 +57,21 @@ class RangeAxis(_Model):
     def _one(self) -> RangeAxis:
         if (self.step is None) == (self.num is None):
             raise ValueError("give exactly one of step or num")
+        if not all(math.isfinite(v) for v in (self.start, self.stop, self.step or 1.0)):
+            raise ValueError("start, stop and step must be finite numbers")
         if self.stop < self.start:
             raise ValueError(f"stop {self.stop:g} is below start {self.start:g}")
+        if self.count() > MAX_POINTS:
+            raise ValueError(f"{self.count():.3g} values: more than the {MAX_POINTS} points a "
+                             "sweep may have")
         return self
+
+    def count(self) -> float:
+        """How many values (a float: counted before any is made)."""
+        if self.num is not None:
+            return float(self.num)
+        assert self.step is not None
+        return math.floor((self.stop - self.start) / self.step + 1e-9) + 1.0
 
     def values(self) -> list[float]:
         if self.num is not None:
@@ -64,10 +85,28 @@ class RangeAxis(_Model):
         return [_tidy(self.start + i * step) for i in range(n)]
 
 
+#: the most points a sweep may have (each a simulated run): a typo such as ``step: 1e-6`` or
+#: ``num: 1e8`` is refused at once, not expanded until memory runs out
+MAX_POINTS = 10_000
+
+
 class ValuesAxis(_Model):
     """An explicit list of values."""
 
     values: list[JsonValue] = Field(..., min_length=1)
+
+
+def _axis_kind(v: object) -> str:
+    """Which kind of axis a value is written as, so a mistake in one is reported for that kind
+    alone (not once per kind the union could have been)."""
+    if isinstance(v, dict | ValuesAxis):
+        return "values" if isinstance(v, ValuesAxis) or "values" in v else "range"
+    return "range" if isinstance(v, RangeAxis) else "list"
+
+
+#: an axis: a list of values, a range (start, stop, step or num) or {values: [...]}
+Axis = Annotated[Annotated[list[JsonValue], Tag("list")] | Annotated[RangeAxis, Tag("range")]
+                 | Annotated[ValuesAxis, Tag("values")], Discriminator(_axis_kind)]
 
 
 def _tidy(x: float) -> float | int:
@@ -82,22 +121,36 @@ class Sweep(_Model):
     name: str = Field(..., description="campaign name; default out folder runs/campaigns/NAME")
     base: str = Field(..., description="base run file, relative to the sweep file")
     mode: Literal["product", "zip"] = Field("product", description="combine axes: product|zip")
-    axes: dict[str, list[JsonValue] | RangeAxis | ValuesAxis] = Field(
+    axes: dict[str, Axis] = Field(
         default_factory=dict, description="dotted run-file path -> values (list, range, values)")
     set: dict[str, JsonValue] = Field(default_factory=dict, description="overrides for every point")
     ions: int | None = Field(None, gt=0, description="detected ions per point (run.stop.ions)")
     out: str | None = Field(None, description="out folder, relative to the current directory")
     source: str | None = Field(None, description="the file this was loaded from")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The name is a folder under runs/campaigns (and the run names' stem): ``../x`` or
+        ``/abs`` would write elsewhere (``out:`` or ``-o`` choose another folder)."""
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise ValueError("a plain name, no folders (give out: or -o for another folder)")
+        return name
+
     @model_validator(mode="after")
     def _axes(self) -> Sweep:
         for k, v in self.axes.items():
             if isinstance(v, list) and not v:
                 raise ValueError(f"axis {k!r} has no values")
+        sizes = [v.count() if isinstance(v, RangeAxis) else len(self.axis_values(k))
+                 for k, v in self.axes.items()]
         if self.mode == "zip":
             lengths = {k: len(self.axis_values(k)) for k in self.axes}
             if len(set(lengths.values())) > 1:
                 raise ValueError(f"mode zip needs axes of equal length, got {lengths}")
+        elif math.prod(sizes) > MAX_POINTS:
+            raise ValueError(f"{math.prod(sizes):.3g} points ({' x '.join(f'{n:g}' for n in sizes)}"
+                             f"): more than the {MAX_POINTS} a sweep may have")
         return self
 
     def axis_values(self, key: str) -> list[JsonValue]:
@@ -113,7 +166,14 @@ class Sweep(_Model):
         keys = list(self.axes)
         columns = [self.axis_values(k) for k in keys]
         combos = zip(*columns, strict=True) if self.mode == "zip" else itertools.product(*columns)
-        return [Point(i, dict(zip(keys, c, strict=True))) for i, c in enumerate(combos)]
+        points = [Point(i, dict(zip(keys, c, strict=True))) for i, c in enumerate(combos)]
+        seen: dict[str, int] = {}
+        for pt in points:  # the same values twice: one run file written by two workers
+            if pt.key in seen:
+                raise ConfigError([f"{self.source}: points {seen[pt.key]} and {pt.index} are "
+                                   f"the same, {pt.params}: list each value once"])
+            seen[pt.key] = pt.index
+        return points
 
     def resolve(self, relative: str | Path) -> Path:
         p = Path(relative)

@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "then gets an -<N>ions suffix)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate every point and run a synthetic CPU load instead of the "
-                        "simulation (checks that the workers are reached)")
+                        "simulation (checks that the workers are reached); its table goes "
+                        "to OUT/dry-run, beside the real results")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace finished runs in the out folder that another configuration "
+                        "made (another sweep, an edited base run)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the calibration plot")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_campaign)
@@ -52,10 +56,16 @@ def _campaign(args: argparse.Namespace) -> int:
             args.out = str(out.with_name(f"{out.name}-{args.ions}ions"))
         sweep = sweep.model_copy(update={"ions": args.ions})
     fn = functools.partial(synthetic_point, work=10) if args.dry_run else simulate_and_analyze
+    out = args.out or default_out_dir(sweep)
+    if args.dry_run:  # its synthetic rows and table never over a real campaign's
+        from pathlib import Path
+
+        out = Path(out) / "dry-run"
     console = cli_console()
     try:
-        res = run_campaign(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
-                           point_fn=fn, progress=not args.quiet, plots=not args.no_plots)
+        res = run_campaign(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                           point_fn=fn, progress=not args.quiet, plots=not args.no_plots,
+                           overwrite=args.overwrite)
     except KeyboardInterrupt as e:
         console.print(f"[yellow]interrupted[/yellow]: {e or 'Ctrl-C'}; outstanding points "
                       "cancelled, a re-run resumes")

@@ -62,6 +62,11 @@ def _refuse_duplicate_keys(root: yaml.Node) -> None:
     walk(root, ())
 
 
+#: the most YAML values a config may hold once its aliases are expanded (a shipped run file
+#: holds a few hundred): a "billion laughs" file or a self-referencing alias is refused
+MAX_NODES = 100_000
+
+
 def compose_yaml(path: Path) -> tuple[Any, Lines]:
     """Load YAML and remember, for every key path, the file and line it came from."""
     try:
@@ -79,8 +84,14 @@ def compose_yaml(path: Path) -> tuple[Any, Lines]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
     lines: Lines = {}
+    seen = [0]
 
     def walk(n: yaml.Node, at: tuple[Any, ...]) -> None:
+        seen[0] += 1
+        if seen[0] > MAX_NODES or len(at) > 50:  # aliases expanded: a bomb, or one in itself
+            raise ConfigError([f"{path}:{n.start_mark.line + 1}: more than {MAX_NODES} values "
+                               "or 50 levels once its aliases (*name) are expanded: an alias "
+                               "that refers to itself, or nests too deep"])
         lines.setdefault(at, (str(path), n.start_mark.line + 1))
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:

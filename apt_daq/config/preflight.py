@@ -236,8 +236,12 @@ def preflight(path: str | Path, overrides: dict[str, Any] | None = None,
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                at = ".".join(parents[:i + 1])
+                raise ConfigError([f"{(set_by or {}).get(dotted, 'override')} {dotted}: {at} "
+                                   f"is a value ({node!r}), not a section with keys"])
         node[last] = value
         key = tuple(dotted.split("."))
         for k in [k for k in lines if k[:len(key)] == key]:

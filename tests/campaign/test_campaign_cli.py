@@ -49,6 +49,73 @@ def test_dry_run_then_resume(tmp_path: Path, capsys):
                  "--quiet"]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "3 ran, 0 already finished, 3 finished, 0 with errors" in said
-    assert [r["state"] for r in read_table(out / "results.parquet")] == ["done"] * 3
+    # its synthetic table goes to OUT/dry-run: it once replaced a real campaign's rows and table
+    assert not (out / "results.parquet").exists()
+    assert [r["state"] for r in read_table(out / "dry-run" / "results.parquet")] == ["done"] * 3
     assert main(["campaign", str(p), "-o", str(out), "--dry-run", "--quiet"]) == 0
     assert "0 ran, 3 already finished" in " ".join(capsys.readouterr().out.split())
+
+
+# an outside audit's sweep files (Dec 3 2026): each crashed with a traceback or ran on for
+# minutes and gigabytes; now one line naming the file, exit 2, at once
+SWEEPS = {
+    "a self-referencing alias": ("axes:\n  run.laser_pj: &a [5, *a]\n", "refers to itself"),
+    "billion laughs": ("x: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+                       + "".join(f"x{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 10)}]\n"
+                                 for i in range(8)) + "axes:\n  run.seed: [1]\n",
+                       "more than 100000 values"),
+    "an axis into a value": ("axes:\n  run.laser_pj.x: [5]\n",
+                             "run.laser_pj is a value (5.0), not a section"),
+    "a range to inf": ("axes:\n  run.laser_pj: {start: 0, stop: .inf, step: 1}\n",
+                       "must be finite numbers"),
+    "10^8 values": ("axes:\n  run.seed: {start: 0, stop: 1, num: 100000000}\n",
+                    "more than the 10000 points"),
+    "a product of 10^6": ("axes:\n  run.seed: {start: 1, stop: 1000, step: 1}\n"
+                          "  run.laser_pj: {start: 1, stop: 10, num: 1000}\n",
+                          "1e+06 points (1000 x 1000)"),
+    "the same point twice": ("axes:\n  run.laser_pj: [20, 20]\n", "points 0 and 1 are the same"),
+    "a name with folders": ("axes:\n  run.seed: [1]\n", "name: Value error, a plain name"),
+}
+
+
+@pytest.mark.parametrize("what", list(SWEEPS))
+def test_a_bad_sweep_of_the_audit_is_one_line(tmp_path: Path, capsys, what: str):
+    body, says = SWEEPS[what]
+    name = "../../x" if what == "a name with folders" else "b"
+    p = tmp_path / "bad.yaml"
+    p.write_text(f"name: {name}\nbase: {BASE}\n{body}")
+    assert main(["campaign", str(p), "-o", str(tmp_path / "o"), "--dry-run", "--quiet"]) == 2
+    out = capsys.readouterr()
+    err = " ".join(out.err.split())
+    assert says in err and "Traceback" not in out.err + out.out, err
+    assert len(out.err.strip().splitlines()) <= 2, out.err  # rich may wrap the one line
+
+
+@pytest.mark.timeout(300)
+def test_another_sweeps_finished_runs_are_not_replaced(tmp_path: Path, capsys):
+    """A sweep with the same axes as the one whose finished runs are in the folder, but another
+    base setting: the points' file names are the same, and the runs were replaced without a
+    word (sha256 changed, exit 0). Now: one line naming them, exit 2, the files as they were;
+    --overwrite replaces them."""
+    import hashlib
+
+    def sweep(seed: int) -> Path:
+        p = tmp_path / f"s{seed}.yaml"
+        p.write_text(f"name: s\nbase: {BASE}\nions: 2000\nset:\n  run.seed: {seed}\n"
+                     "axes:\n  run.laser_pj: [5]\n")
+        return p
+
+    out = tmp_path / "o"
+    assert main(["campaign", str(sweep(1)), "-o", str(out), "--workers", "1", "--quiet",
+                 "--no-plots"]) == 0
+    (run,) = out.glob("*.h5")
+    before = hashlib.sha256(run.read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["campaign", str(sweep(2)), "-o", str(out), "--workers", "1", "--quiet",
+                 "--no-plots"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"1 finished run(s) of another configuration would be replaced ({run.name})" in err
+    assert hashlib.sha256(run.read_bytes()).hexdigest() == before
+    assert main(["campaign", str(sweep(2)), "-o", str(out), "--workers", "1", "--quiet",
+                 "--no-plots", "--overwrite"]) == 0
+    assert hashlib.sha256(run.read_bytes()).hexdigest() != before
