@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -63,6 +64,33 @@ def parse_address(spec: str) -> Address:
         raise UserError(f"--serve {spec}: expected [HOST:]PORT with PORT 0-65535 "
                         "(0: any free port)")
     return Address(host, p)
+
+
+#: the largest request body or websocket message the view takes (its own are a few kB)
+MAX_BODY_BYTES = 1 << 20
+
+
+class _OneLine(logging.Filter):
+    """A request's exception (a client without the token opening the websocket, a malformed
+    message) logged as one line, not a traceback of 10-70 lines per request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            e = record.exc_info[1]
+            said = " ".join(record.getMessage().split()[:6])  # tornado adds the whole request
+            record.msg, record.args = f"{said}: {type(e).__name__}: {e}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _one_line_logs() -> None:
+    # a logger's filters see only what is logged to it, not what its children pass up
+    for name in ("tornado.application", "tornado.general", "bokeh.server.views.ws",
+                 "bokeh.server.protocol_handler", "bokeh.server.connection",
+                 "bokeh.server.session", "bokeh.server.tornado"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLine) for f in logger.filters):
+            logger.addFilter(_OneLine())
 
 
 def _auth(token: str) -> Any:
@@ -175,8 +203,13 @@ class LiveServer:
             app = BokehTornado(
                 {"/": Application(FunctionHandler(self._make_doc))},
                 extra_websocket_origins=origins, secret_key=generate_secret_key().encode(),
-                sign_sessions=True, exclude_cookies=[COOKIE], **kw)
-            http = HTTPServer(app)
+                sign_sessions=True, exclude_cookies=[COOKIE],
+                websocket_max_message_size_bytes=MAX_BODY_BYTES, **kw)
+            # a view's requests are small GETs and websocket messages: a body or message is
+            # refused at these sizes before it is buffered (six 90 MB POSTs without the token
+            # had taken the server from 99 to 748 MB)
+            http = HTTPServer(app, max_body_size=MAX_BODY_BYTES, max_buffer_size=MAX_BODY_BYTES)
+            _one_line_logs()
             http.add_sockets(sockets)
             self._loop = IOLoop.current()
             self._server = BaseServer(self._loop, app, http)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from apt_daq.errors import DataFileError
 from apt_daq.web.snapshot import LiveSnapshot
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 #: polls and the page shows up at once
 FILE_ROWS_PER_POLL = 2_000_000
 FILE_POLL_S = 1.0
+#: polls in a row that fail before the view says the file is unreadable (one may land
+#: mid-write)
+FAILED_POLLS = 3
 _ACQUIRING = 3  # apt_daq.run.State.ACQUIRING, as /log stores it
 
 
@@ -101,6 +105,8 @@ class FileFollower:
             detector_radius_mm=radius, ranges=table,
             target_rate=rf.run.target_detection_rate if rf else math.nan)
         self._file: Path | None = None
+        self._ident: tuple[int, int] | None = None
+        self._failures = 0
         self._hits = self._log = 0
         self._rate = 0.0
         self._stop = threading.Event()
@@ -121,7 +127,6 @@ class FileFollower:
         it, an open that lands mid-flush (HDF5: "truncated file", the superblock's end ahead
         of the bytes on disk) is tried again, up to ``tries`` x ``wait_s``; a file no writer
         holds fails at once."""
-        from apt_daq.errors import DataFileError
         from apt_daq.io.store import writer_of
 
         for _ in range(tries - 1):
@@ -134,9 +139,12 @@ class FileFollower:
         return reader(self._current())
 
     def _current(self) -> Path:
-        from apt_daq.io.store import writer_of
+        """The file to show: the temporary file of a run replacing ``path`` while one does
+        (``lock_holder``: ``writer_of`` says, rightly, that such a run is not ``path``'s own
+        writer, and the view went on showing the old run, HV off, while the new one ran)."""
+        from apt_daq.io.store import lock_holder
 
-        holder = writer_of(self.path) or {}
+        holder = lock_holder(self.path) or {}
         name = holder.get("file")
         if name and name != self.path.name and (self.path.parent / name).exists():
             return self.path.parent / name
@@ -153,10 +161,13 @@ class FileFollower:
 
         try:
             current = self._current()
-            if current != self._file:  # a new file (a replacement began or ended): start over
+            ident = _identity(current)
+            if current != self._file or ident != self._ident:
+                # a new file (a replacement began or ended, or the file was swapped): start over
                 if self._file is not None:
                     self.snap.reset()
                 self._file, self._hits, self._log, self._rate = current, 0, 0, 0.0
+                self._ident = ident
             with RunReader(current) as r:
                 n = min(r.count("hits"), r.count("derived"))
                 stop = min(n, self._hits + FILE_ROWS_PER_POLL)
@@ -194,10 +205,23 @@ class FileFollower:
                               step=int(last["step"]), hv_on=int(last["hv_on"]),
                               laser_on=int(last["laser_on"]))
             self.snap.update_status(**values)
-            self.error = ""
+            self.error, self._failures = "", 0
         except Exception as e:  # mid-write, replaced, or gone for a moment
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = str(e) if isinstance(e, DataFileError) else f"{type(e).__name__}: {e}"
+            self._failures += 1
             log.debug("view: poll of %s failed: %s", self.path, self.error)
+            if self._failures == FAILED_POLLS:  # not a moment mid-write: say so, once
+                log.warning("view: %s", self.error)
+                self.snap.update_status(state=f"unreadable: {self.error}")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``: another file put in its place changes it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _run_file(reader: Any) -> Any:

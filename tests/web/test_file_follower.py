@@ -106,3 +106,38 @@ def test_a_held_file_whose_flush_never_lands_still_fails(tmp_path, monkeypatch, 
         FileFollower(run.path)
     assert len(run.failed) > 1, run.failed  # it did wait for the writer ...
     assert time.monotonic() - t0 < 30  # ... for a bounded time
+
+
+def test_the_view_follows_a_run_replacing_the_file_and_notices_a_swapped_file(tmp_path):
+    """An outside audit viewed a finished run, then started ``apt-daq run -o it --overwrite``:
+    for 18 s the page said ``done``, HV off, while the new run wrote its temporary file (the
+    view asked ``writer_of``, which rightly says that run is not the old file's writer). Now
+    the view shows the replacing run from its first poll. And a file swapped for another (a
+    rename over it) is started over, not mixed with the old one's counts; one that cannot be
+    read for three polls says so on the page."""
+    import numpy as np
+
+    from apt_daq.hits import HIT_DTYPE
+    from apt_daq.io.store import RunWriter
+    from apt_daq.web.sources import FAILED_POLLS, FileFollower
+
+    path = make_run(tmp_path / "run.h5", n=HITS)
+    follower = FileFollower(path)
+    follower.poll_once()
+    assert follower.snap.histograms()[1].sum() == HITS
+    with RunWriter(path, {"seed": 1}, overwrite=True) as w:
+        w.append(hits=np.zeros(10, HIT_DTYPE))
+        w.set_meta("state", "running")
+        follower.poll_once()
+        assert follower._file is not None and follower._file != path  # the temporary file
+        assert follower.snap.histograms()[1].sum() == 0  # the old run's hits are gone
+        w.finish("done")
+    other = make_run(tmp_path / "other.h5", n=HITS // 2, seed=3)
+    other.replace(path)  # another file put in its place
+    follower.poll_once()
+    assert follower.error == "" and follower.snap.histograms()[1].sum() == HITS // 2
+    path.write_text("not a run file")
+    for _ in range(FAILED_POLLS):
+        follower.poll_once()
+    assert "not a readable HDF5 run file" in follower.error
+    assert follower.snap.status.state.startswith("unreadable: ")

@@ -48,13 +48,13 @@ What a writer promises (docs/formats.md, "The HDF5 run store"):
 from __future__ import annotations
 
 from apt_daq.io.store.layout import _CHUNK_ROWS, _LOG_CHUNK_ROWS, DATASETS, LOG_DTYPE
-from apt_daq.io.store.lock import TEMP_SUFFIX, lock_path, writer_of
+from apt_daq.io.store.lock import TEMP_SUFFIX, lock_holder, lock_path, writer_of
 from apt_daq.io.store.meta import JSON_KEYS, now_iso, read_meta, versions, write_meta
 from apt_daq.io.store.reader import RunReader
 from apt_daq.io.store.writer import RunWriter
 
 __all__ = [
     "DATASETS", "JSON_KEYS", "LOG_DTYPE", "TEMP_SUFFIX", "_CHUNK_ROWS", "_LOG_CHUNK_ROWS",
-    "RunReader", "RunWriter", "lock_path", "now_iso", "read_meta", "versions", "write_meta",
-    "writer_of",
+    "RunReader", "RunWriter", "lock_holder", "lock_path", "now_iso", "read_meta", "versions",
+    "write_meta", "writer_of",
 ]

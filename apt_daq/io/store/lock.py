@@ -117,6 +117,26 @@ class _WriterLock:
         self.fd = None
 
 
+def lock_holder(target: str | Path) -> dict[str, Any] | None:
+    """The record (pid, host, ``file``: the target's name, or the temporary file a run
+    replacing it writes) of the live process holding ``target``'s writer lock, else None."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(lock_path(Path(target)), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def writer_of(path: str | Path) -> dict[str, Any] | None:
     """Who writes the run file ``path`` now: the lock holder's record (pid, host; possibly
     empty) if a live process holds its writer lock, else None (nobody: a ``running`` file is
