@@ -268,8 +268,11 @@ def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
     """Every point's run file, validated in the client before anything runs."""
     base = sweep.resolve(sweep.base).resolve()
     fixed = dict(sweep.set)
-    if sweep.ions is not None:
-        fixed.setdefault("run.stop.ions", sweep.ions)
+    if sweep.ions is not None:  # ions: (or --ions) wins over set:; an axis of it is a clash
+        if "run.stop.ions" in sweep.axes:
+            raise ConfigError([f"{sweep.source}: ions {sweep.ions} (ions: or --ions) and the "
+                               "axis run.stop.ions: give one"])
+        fixed["run.stop.ions"] = sweep.ions
     cache: dict[tuple[str, str], JsonValue] = {}
     tasks, problems = [], []
     for point in sweep.points():

@@ -119,3 +119,21 @@ def test_another_sweeps_finished_runs_are_not_replaced(tmp_path: Path, capsys):
     assert main(["campaign", str(sweep(2)), "-o", str(out), "--workers", "1", "--quiet",
                  "--no-plots", "--overwrite"]) == 0
     assert hashlib.sha256(run.read_bytes()).hexdigest() != before
+
+
+def test_ions_wins_over_set_and_clashes_with_an_axis(tmp_path: Path, capsys):
+    """``--ions 5000`` with ``set: {run.stop.ions: 100000}`` ran 104 592 ions into a folder
+    named ``-5000ions``; now --ions sets every point's run.stop.ions, and an axis of it is a
+    clash named in one line."""
+    from apt_daq.campaign import build_tasks, load_sweep
+
+    p = tmp_path / "s.yaml"
+    p.write_text(f"name: s\nbase: {BASE}\nset:\n  run.stop.ions: 100000\n"
+                 "axes:\n  run.laser_pj: [5]\n")
+    sweep = load_sweep(p).model_copy(update={"ions": 5000})
+    (task,) = build_tasks(sweep, tmp_path / "o")
+    assert task.run_file.run.stop.ions == 5000
+    p.write_text(f"name: s\nbase: {BASE}\naxes:\n  run.stop.ions: [1000, 2000]\n")
+    assert main(["campaign", str(p), "--ions", "5000", "-o", str(tmp_path / "o2"),
+                 "--dry-run", "--quiet"]) == 2
+    assert "and the axis run.stop.ions: give one" in " ".join(capsys.readouterr().err.split())
