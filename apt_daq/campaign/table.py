@@ -68,15 +68,23 @@ def write_table(rows: Sequence[Row], out_dir: Path, params: list[str],
                                     else v for v in vals], typ))
     out_dir.mkdir(parents=True, exist_ok=True)
     pq_path, csv_path = out_dir / f"{stem}.parquet", out_dir / f"{stem}.csv"
-    pq.write_table(pa.table(arrays, names=cols), pq_path.with_suffix(".parquet.tmp"))
-    os.replace(pq_path.with_suffix(".parquet.tmp"), pq_path)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
-    os.replace(tmp, csv_path)
+    tmp = pq_path.with_suffix(".parquet.tmp")
+    try:
+        pq.write_table(pa.table(arrays, names=cols), tmp)
+        os.replace(tmp, pq_path)
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for r in rows:
+                w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+        os.replace(tmp, csv_path)
+    except OSError as e:  # a full disk: the old table stays, no temporary file is left
+        tmp.unlink(missing_ok=True)
+        from apt_daq.errors import UserError
+
+        raise UserError(f"{tmp.with_suffix('')}: cannot write the results table "
+                        f"({e.strerror or e}); the points' rows are beside their runs") from None
     return csv_path, pq_path
 
 

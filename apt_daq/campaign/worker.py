@@ -46,8 +46,13 @@ def _announce(topic: str | None, msg: dict[str, JsonValue]) -> None:
 def _write_json(path: Path, row: Row) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(row, indent=1, default=str))
-    os.replace(tmp, path)  # atomic: a kill leaves the old row or the new one, never half
+    try:
+        tmp.write_text(json.dumps(row, indent=1, default=str))
+        os.replace(tmp, path)  # atomic: a kill leaves the old row or the new one, never half
+    except OSError as e:  # a full disk: no empty temporary file left, and the file named
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"{path}: cannot write the point's row ({e.strerror or e})"
+                      ) from None
 
 
 def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
