@@ -35,12 +35,19 @@ other attribute is a plain HDF5 string, integer, float or boolean. Files written
 have every value as JSON text."""
 
 
-def write_meta(group: h5py.Group, key: str, value: Any) -> None:
+def write_meta(group: h5py.Group, key: str, value: Any, keys: set[str] | None = None) -> None:
     """``value`` as a typed attribute of ``group`` (a run's /meta): a string, number or bool as
-    itself, anything else (mapping, list, None) as JSON text listed in ``json_keys``."""
+    itself, anything else (mapping, list, None) as JSON text listed in ``json_keys``.
+
+    ``keys``: the JSON keys as the caller keeps them (a writer that made the file), updated in
+    place; else they are read back from the file. A writer must not read them back: a run's
+    /meta once lost ``ranges`` and ``ion_table`` from ``json_keys`` between two rewrites of
+    the list (one point of a 10-point campaign; its ranges then read as text and its analysis
+    failed)."""
     if isinstance(value, np.generic):
         value = value.item()
-    keys = set(_json_keys(group) or ())
+    if keys is None:
+        keys = set(_json_keys(group) or ())
     if isinstance(value, str | bool | int | float) and not (
             isinstance(value, float) and not np.isfinite(value)):
         group.attrs[key] = value

@@ -133,6 +133,7 @@ class RunWriter:
         self._rows: dict[str, int] = dict.fromkeys(DATASETS, 0)
         self._flushed: dict[str, int] = dict.fromkeys(DATASETS, 0)  # rows known on disk
         self._state = "running"
+        self._json_keys: set[str] = set()  # /meta's json_keys, kept here (write_meta)
         self._broken: str | None = None  # "disk full" / "write error": no more data stored
         self._frozen = False  # closed without writing after a failed write
         self._closed = False
@@ -319,7 +320,7 @@ class RunWriter:
             if key == "state":
                 self._set_state(str(self._state))
             else:
-                write_meta(self._meta, key, value)
+                write_meta(self._meta, key, value, self._json_keys)
 
     def flush(self) -> None:
         """Write what is buffered (after a state change a reader of the file should see)."""
@@ -397,7 +398,7 @@ class RunWriter:
             with self._io():
                 self._set_state(str(self._state))
                 assert self._f is not None and self._meta is not None
-                write_meta(self._meta, "ended", now_iso())
+                write_meta(self._meta, "ended", now_iso(), self._json_keys)
                 self._f.flush()
         except DataFileError:
             self.close()  # the engine does not close after a failed finish
