@@ -482,3 +482,24 @@ def test_a_signal_outside_a_run_exits_128_plus_n_and_leaves_no_part(run: Path, t
     assert f"terminated by {sig.name}" in err and "Traceback" not in err
     assert not out.exists()
     assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".")] == []
+
+
+def test_structured_meta_reads_as_json_even_if_json_keys_lost_it(run: Path):
+    """One point of a fresh-clone campaign wrote a run whose /meta json_keys had lost
+    ``ranges`` and ``ion_table``: the ranges read as text and ``analyze`` failed ("string
+    indices must be integers"). The writer now keeps the list itself; such files still read."""
+    import h5py
+
+    from apt_daq.io.store.meta import STRUCTURED
+
+    with h5py.File(run, "r") as f:
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in f["meta"].attrs["json_keys"]]
+    lost = sorted(set(keys) & STRUCTURED)
+    assert lost, keys
+    with RunReader(run) as r:
+        want = {k: r.meta[k] for k in lost}
+    with h5py.File(run, "r+") as f:
+        f["meta"].attrs["json_keys"] = [k for k in keys if k not in lost]
+    with RunReader(run) as r:
+        assert {k: r.meta[k] for k in lost} == want
+    assert all(isinstance(v, dict | list) for v in want.values()), want

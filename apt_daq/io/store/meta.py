@@ -64,6 +64,11 @@ def _json_keys(group: h5py.Group) -> list[str] | None:
     return [k.decode() if isinstance(k, bytes) else str(k) for k in group.attrs[JSON_KEYS]]
 
 
+#: /meta keys whose value is always a mapping or a list
+STRUCTURED = frozenset({"calibration", "config", "counters", "imported", "instrument",
+                        "ion_table", "ranges", "transitions", "versions"})
+
+
 def read_meta(group: h5py.Group) -> dict[str, Any]:
     """The attributes of a run's /meta as Python values (typed files and older all-JSON ones)."""
     keys = _json_keys(group)
@@ -75,7 +80,10 @@ def read_meta(group: h5py.Group) -> dict[str, Any]:
             v = v.decode("utf-8", "replace")
         elif isinstance(v, np.generic):
             v = v.item()
-        if keys is None or k in keys:  # older files: every value is JSON text
+        if keys is None or k in keys or (k in STRUCTURED and isinstance(v, str)
+                                         and v[:1] in ("{", "[")):
+            # older files: every value is JSON text; a key that is always structured is read
+            # as JSON even if json_keys lost it (files written before the writer kept the list)
             try:
                 v = json.loads(v) if isinstance(v, str) else v
             except ValueError:
