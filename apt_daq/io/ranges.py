@@ -22,8 +22,9 @@ RRNG), else inferred as the charge that puts an isotopologue of the composition 
 range. A ``Name:`` that is not an ion (``Name:CrO``, ``Name:peak 1``) is a user's label and
 changes nothing; one that is an ion of another composition contradicts the range (refused).
 IVAS writes ranges of an unknown species as ``Name:`` with no element: such a range is
-skipped with a warning, as apav and ifes skip it (apav also skips a range that has elements
-and a ``Name:``, so we never write the field).
+skipped with a warning, as apav skips it (ifes 0.5 keeps it as an unknown ion type; apav
+also skips a range that has elements and a ``Name:``, so we never write the field). An RNG's
+column that is no element (``unknown``) is the same: its ranges are skipped with a warning.
 
 RNG (text)::
 
@@ -197,7 +198,7 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
                             f"{len(ranges) + len(unknown)} ranges listed")
     for r in unknown:
         log.warning("%s:%d: range [%g, %g) of an unknown species (Name:%s, no element): "
-                    "skipped, as apav and ifes do; its ions count as unranged",
+                    "skipped, as apav does; its ions count as unranged",
                     path, r.lineno, r.lo_da, r.hi_da, r.name)
     if n_ions is not None and n_ions != len(ions):
         raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
@@ -362,12 +363,12 @@ def _parse_rng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
         k += 2
     if k >= len(rows) or not rows[k][1].startswith("-"):
         raise _err(path, rows[min(k, len(rows) - 1)][0], "expected the '-------- El El ...' header")
-    hline, header = rows[k]
+    header = rows[k][1]
     columns = header.split()[1:]
     known = set(elements())
-    for c in columns:
-        if c not in known:
-            raise _err(path, hline, f"unknown element column {c!r}")
+    # a column that is no element is a species the analyst could not name (IVAS writes
+    # "unknown"): its ranges are skipped with a warning, as an RRNG's Name:-only range is
+    unnamed = {c for c in columns if c not in known}
     k += 1
     ranges = []
     for lineno, line in rows[k : k + n_ranges]:
@@ -384,6 +385,16 @@ def _parse_rng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
                 raise _err(path, lineno, f"negative atom count for {el}")
             if n:
                 comp[el] = n
+        if unnamed & set(comp):
+            if set(comp) - unnamed:
+                odd = ", ".join(sorted(unnamed & set(comp)))
+                raise _err(path, lineno, f"mixes the column(s) {odd} (not elements) with "
+                           "elements")
+            log.warning("%s:%d: range [%g, %g) of a species that is no element (%s): skipped, as "
+                        "apav does; its ions count as unranged", path, lineno, lo, hi,
+                        ", ".join(sorted(comp)))
+            n_ranges -= 1
+            continue
         colour = colours.get(next(iter(comp))) if len(comp) == 1 else None
         ranges.append(_checked(path, _Range(lineno, lo, hi, comp, None, colour)))
     if len(ranges) != n_ranges:

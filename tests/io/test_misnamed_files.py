@@ -137,3 +137,26 @@ def test_ivas_range_of_unknown_species_is_skipped_as_apav_and_ifes_skip_it(tmp_p
     assert 5.896 not in [round(x, 4) for x in ours.lo_da]
     assert any("unknown species" in r.getMessage() and ":23:" in r.getMessage()
                for r in caplog.records)
+
+
+def test_an_rng_column_that_is_no_element_is_skipped_like_an_unnamed_rrng_range(tmp_path, caplog):
+    """ifes's real test file range_file_RNG.RNG has a column ``unknown`` (IVAS's species
+    nobody named): the whole file was refused (exit 2) where ifes reads it; now its ranges of
+    that column are skipped with a warning, the rest read."""
+    import logging
+
+    from apt_daq.errors import DataFileError
+    from apt_daq.io.ranges import read_ranges
+
+    p = tmp_path / "u.rng"
+    p.write_text("2 3\nFe\nFe 1.00 0.00 1.00\nunknown\nunknown 0.60 0.60 0.00\n"
+                 "------------------- Fe unknown\n. 27.8537 28.1000 1 0\n"
+                 ". 27.41 27.53 0 1\n. 55.80 56.10 1 0\n")
+    with caplog.at_level(logging.WARNING):
+        t = read_ranges(p)
+    assert len(t) == 2 and set(t.elements) == {"Fe"}
+    assert "u.rng:8: range [27.41, 27.53) of a species that is no element (unknown)" in caplog.text
+    p.write_text("2 1\nFe\nFe 1.00 0.00 1.00\nunknown\nunknown 0.60 0.60 0.00\n"
+                 "------------------- Fe unknown\n. 27.8537 28.1000 1 1\n")
+    with pytest.raises(DataFileError, match=r"u.rng:7: mixes the column\(s\) unknown"):
+        read_ranges(p)
