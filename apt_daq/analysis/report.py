@@ -42,7 +42,7 @@ from apt_daq.analysis.ratios import ratios
 from apt_daq.analysis.roi import Roi, parse_roi
 from apt_daq.analysis.truth import TruthScorer
 from apt_daq.errors import DataFileError, UserError
-from apt_daq.io.ranges import read_ranges, run_range_table
+from apt_daq.io.ranges import run_range_table
 from apt_daq.isotopes import parse_ion
 from apt_daq.pipeline.autorange import auto_ranges
 from apt_daq.pipeline.corrections import Calibration
@@ -78,8 +78,10 @@ class RunAnalysis:
 
 
 def _load_ranges(reader, ranges_path: str | Path | None) -> tuple[RangeTable | None, str]:
-    if ranges_path is not None:
-        return read_ranges(ranges_path), str(ranges_path)
+    if ranges_path is not None:  # any range file import --ranges takes (ifes formats too)
+        from apt_daq.io.rangefiles import read_range_file
+
+        return read_range_file(ranges_path), str(ranges_path)
     return run_range_table(reader)
 
 

@@ -192,15 +192,9 @@ def ion_table(table) -> list[list]:
 
 def read_range_file(path: str | Path):
     """RRNG/RNG with our reader; ENV, FIG.TXT, .analysis, .analysisset through ifes."""
-    from apt_daq.io.ifes import range_format_for
+    from apt_daq.io.rangefiles import read_range_file as read_any
 
-    if range_format_for(Path(path)) is not None:
-        from apt_daq.io.ifes import read_ranges as read_ifes_ranges
-
-        return read_ifes_ranges(path)
-    from apt_daq.io.ranges import read_ranges
-
-    return read_ranges(path)
+    return read_any(path)
 
 
 def instrument_for(fmt: str, path: str | Path, instrument: str | Path | None,

@@ -407,6 +407,9 @@ def test_ifes_apyt_raw_hits(tmp_path: Path, truth):
         rows = r.meta["ranges"]["rows"]
         assert [x["name"] for x in rows] == ["Li+", "O+", "Ni2+"]  # charges inferred
         assert rows[2]["lo_da"] == 28.85
+    # analyze --ranges takes the same files import --ranges does (it refused .env, .analysis
+    # and .analysisset with exit 2: an outside audit with ifes's real range files)
+    assert main(["analyze", str(out), "--ranges", str(env), "--json", "--no-store"]) == 0
 
 
 def test_ifes_ato_v3(tmp_path: Path):

@@ -1,0 +1,22 @@
+"""Any range file a user hands over, by extension: ``.rrng`` and ``.rng`` with
+:mod:`apt_daq.io.ranges`; ``.env``, ``.fig.txt``, ``.analysis`` and ``.analysisset`` through
+ifes-apt-tc-data-modeling (:func:`apt_daq.io.ifes.read_ranges`). ``import --ranges`` and
+``analyze --ranges`` read them the same way (``analyze`` refused the ifes formats until
+Dec 2026)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apt_daq.rangetable import RangeTable
+
+
+def read_range_file(path: str | Path) -> RangeTable:
+    """The range table of ``path`` (see the module doc); a DataFileError naming the file
+    otherwise."""
+    from apt_daq.io import ifes
+    from apt_daq.io.ranges import read_ranges
+
+    if ifes.range_format_for(Path(path)) is not None and Path(path).exists():
+        return ifes.read_ranges(path)
+    return read_ranges(path)
