@@ -122,6 +122,26 @@ class FakeHv:
         """(time, "on" | "off" | "set", volts) of every output command received, in order."""
         return [(t, *c) for t, line, _ in self.received if (c := self.classify(line))]
 
+    def live_steps(self) -> list[tuple[float, float, float, float]]:
+        """(dt since the previous setpoint or output on, |dV|, new V, previous V) of every
+        setpoint received while the output was on, from the received log; the output must
+        go on at a 0 V setpoint."""
+        out, v, on, t_ref = [], 0.0, False, 0.0
+        for t, kind, new in self.events():
+            if kind == "on":
+                if not on:
+                    assert v == 0.0, f"output went on at a {v} V setpoint"
+                    t_ref = t
+                on = True
+            elif kind == "off":
+                on = False
+            else:
+                if on:
+                    out.append((t - t_ref, abs(new - v), new, v))
+                    t_ref = t
+                v = new
+        return out
+
     def setpoints(self) -> list[tuple[float, float, bool]]:
         """(time, volts, output on) of every setpoint command received."""
         return [(t, float(c[1]), on) for t, line, on in self.received

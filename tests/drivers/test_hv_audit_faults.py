@@ -39,28 +39,8 @@ def driver(fake: FakeHv, clock, *, ramp_v_per_s: float = RAMP_V_PER_S,
     return ScpiHv(make_transport(fake.resource, timeout_s, "socket"), fake.resource, **kw)
 
 
-def live_steps(fake: FakeHv) -> list[tuple[float, float, float]]:
-    """(dt since the previous setpoint or output on, |dV|, new V) of every setpoint the supply
-    received while its output was on, from the received log."""
-    out, v, on, t_ref = [], 0.0, False, 0.0
-    for t, kind, new in fake.events():
-        if kind == "on":
-            if not on:
-                assert v == 0.0, f"output went on at a {v} V setpoint"
-                t_ref = t
-            on = True
-        elif kind == "off":
-            on = False
-        else:
-            if on:
-                out.append((t - t_ref, abs(new - v), new))
-                t_ref = t
-            v = new
-    return out
-
-
 def assert_ramp_rule(fake: FakeHv, ramp_v_per_s: float, max_step_v: float) -> None:
-    for dt, dv, new in live_steps(fake):
+    for dt, dv, new, _ in fake.live_steps():
         assert dv <= max_step_v + EPS_V, f"step of {dv} V to {new} V exceeds max_step_v"
         assert dv <= ramp_v_per_s * dt * (1 + 1e-9) + EPS_V, (
             f"step of {dv} V to {new} V in {dt * 1e3:.1f} ms exceeds {ramp_v_per_s} V/s")
@@ -202,7 +182,7 @@ def test_a_stall_before_the_send_never_shortens_the_gap_at_the_supply(protocol: 
     hv.ramp_to(400)
     hv.safe_off()
     fake.close()
-    steps = live_steps(fake)
+    steps = fake.live_steps()
     assert len(steps) >= 8 and calls[0] >= 8
     assert_ramp_rule(fake, rate, rate * step_s)
 

@@ -35,23 +35,9 @@ EPS_V = 1e-6
 def assert_ramp_rule(fake: FakeHv, jitter_s: float = 0.0) -> None:
     """The ramp rule on what the supply received. ``jitter_s``: when the driver runs in
     another process on wall time, the receive times carry the link's latency jitter."""
-    v, on, t_ref = 0.0, False, 0.0
-    for t, kind, new in fake.events():
-        if kind == "on":
-            if not on:
-                assert v == 0.0, f"output went on at a {v} V setpoint"
-                t_ref = t
-            on = True
-        elif kind == "off":
-            on = False
-        else:
-            if on:
-                allowed = min(MAX_STEP_V, RAMP_V_PER_S * (t - t_ref + jitter_s)) + EPS_V
-                assert abs(new - v) <= allowed, (
-                    f"step {v} -> {new} V after {t - t_ref} s exceeds the ramp rule")
-                t_ref = t
-            v = new
-
+    for dt, dv, new, v in fake.live_steps():
+        allowed = min(MAX_STEP_V, RAMP_V_PER_S * (dt + jitter_s)) + EPS_V
+        assert dv <= allowed, f"step {v} -> {new} V after {dt} s exceeds the ramp rule"
 
 FAKES = {"scpi": FakeHv, "line": FakeLineHv}  # SCPI over TCP; the line protocol via pyserial
 
