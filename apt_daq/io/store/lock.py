@@ -117,13 +117,10 @@ class _WriterLock:
         self.fd = None
 
 
-def lock_holder(target: str | Path) -> dict[str, Any] | None:
-    """The record (pid, host, ``file``: the target's name, or the temporary file a run
-    replacing it writes) of the live process holding ``target``'s writer lock, else None."""
-    if fcntl is None:
-        return None
+def _live_holder(lock: Path) -> dict[str, Any] | None:
+    """The record in the writer lock file ``lock`` if a live process holds it, else None."""
     try:
-        fd = os.open(lock_path(Path(target)), os.O_RDONLY)
+        fd = os.open(lock, os.O_RDONLY)
     except OSError:
         return None
     try:
@@ -137,6 +134,14 @@ def lock_holder(target: str | Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
+def lock_holder(target: str | Path) -> dict[str, Any] | None:
+    """The record (pid, host, ``file``: the target's name, or the temporary file a run
+    replacing it writes) of the live process holding ``target``'s writer lock, else None."""
+    if fcntl is None:
+        return None
+    return _live_holder(lock_path(Path(target)))
+
+
 def writer_of(path: str | Path) -> dict[str, Any] | None:
     """Who writes the run file ``path`` now: the lock holder's record (pid, host; possibly
     empty) if a live process holds its writer lock, else None (nobody: a ``running`` file is
@@ -145,21 +150,9 @@ def writer_of(path: str | Path) -> dict[str, Any] | None:
         return None
     path = Path(path)
     for lock in dict.fromkeys((lock_path(path), lock_path(_target_of(path)))):
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                # the target's lock may be held by a run replacing it (writing a temporary
-                # file): that run is not this file's writer
-                if holder.get("file") in (None, path.name):
-                    return holder
-                continue
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        holder = _live_holder(lock)
+        # the target's lock may be held by a run replacing it (writing a temporary file):
+        # that run is not this file's writer
+        if holder is not None and holder.get("file") in (None, path.name):
+            return holder
     return None
