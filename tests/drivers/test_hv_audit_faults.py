@@ -109,10 +109,12 @@ def test_setpoint_read_back_rounded_by_the_supply_is_no_fault(protocol: str) -> 
 def test_a_setpoint_that_arrived_but_whose_reply_was_lost_is_adopted(protocol: str) -> None:
     """The legitimate disagreement: SOUR:VOLT 3100 (V 3100) reached the supply, its reply
     did not (the driver raised and did not record it). On the reconnect the supply reads
-    3100: a setpoint the driver sent, so no fault, and the ramp goes on from 3100."""
+    3100: a setpoint the driver sent, so no fault, and the ramp goes on from 3100.
+    The reply timeout (1 s) bounds the silent phase's cost; 0.3 s was too short for the
+    reconnect's *IDN? on a loaded CI machine (a thread-served fake answered late)."""
     clock = FakeClock()
     fake = FAKES[protocol]("silent", clock)
-    hv = driver(fake, clock, timeout_s=0.3)
+    hv = driver(fake, clock, timeout_s=1.0)
     hv.connect()
     hv.output(True)
     hv.ramp_to(3000)
