@@ -240,6 +240,36 @@ def test_a_window_reaches_along_the_tail_while_it_holds_more_ions_than_backgroun
     assert edge.sum() < 5 * edge_bg.sum() + 10, (edge.sum(), edge_bg.sum())
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_peak_riding_on_a_neighbours_tail_counts_only_its_own_ions(seed):
+    # 200k ions at 20 Da, 60 % of them in an exponential tail 0.4 Da long (a laser-pulsed
+    # insulator: calcite's 40Ca2+), and 2000 ions at 21 Da on that tail (its 42Ca2+). Above
+    # the flat background the 21 Da window holds ~10k of the big peak's ions; the rider's
+    # net counts, those the identification weighs its isotope pattern by, are its own 2000
+    # (truth counted from the generated ions, not by the code under test)
+    from apt_daq.pipeline.autorange.spectrum import background, find_peaks
+
+    rng = np.random.default_rng(seed)
+
+    def peak(m0, n, tail_share, tail_rel):
+        m = m0 * (1 + rng.normal(0, 4e-4, n))
+        hot = rng.random(n) < tail_share
+        m[hot] *= 1 + rng.exponential(tail_rel, hot.sum())
+        return m
+
+    big, small = peak(20.0, 200_000, 0.6, 0.02), peak(21.0, 2000, 0.3, 1.5e-3)
+    flat = rng.uniform(math.sqrt(0.5), math.sqrt(100.0), 30_000) ** 2
+    spec = LogSpectrum.of(np.concatenate([big, small, flat]))
+    peaks = find_peaks(spec, background(spec), min_counts=20)
+    rider = next(p for p in peaks if abs(p.mass_da - 21.0) < 0.05)
+    lone = next(p for p in peaks if abs(p.mass_da - 20.0) < 0.05)
+    own = np.count_nonzero((small >= rider.lo_da) & (small < rider.hi_da))
+    tail_under = np.count_nonzero((big >= rider.lo_da) & (big < rider.hi_da))
+    assert tail_under > 3 * own  # the case: without the skim the net would be 2-6x too high
+    assert 0.7 * own < rider.net < 1.4 * own, (rider.net, own, tail_under)
+    assert lone.pedestal == 0.0  # a peak rising from the background has nothing under it
+
+
 # ------------------------------------------------------------------------------ harness
 SPECIMENS = {  # run config, seed that reaches 300k ions (bare NMC811 fractures on most seeds)
     "nmc811-cr-5pj": (1, ["Li", "O", "Mn", "Co", "Ni", "Cr", "Ga"]),

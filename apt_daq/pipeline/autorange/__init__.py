@@ -27,7 +27,8 @@ import numpy as np
 
 from apt_daq.isotopes import mass_numbers
 from apt_daq.pipeline.autorange.candidates import Candidate, matching_candidates
-from apt_daq.pipeline.autorange.identify import Fit, build_design, select, tolerance_rel
+from apt_daq.pipeline.autorange.design import build_design, tolerance_rel
+from apt_daq.pipeline.autorange.identify import Fit, select
 from apt_daq.pipeline.autorange.spectrum import (
     LogSpectrum,
     Peak,

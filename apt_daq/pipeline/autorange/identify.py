@@ -1,16 +1,13 @@
 """Identification: the set of ions whose isotope patterns explain all the peaks jointly.
 
-The data are one number per *row*: each detected peak's net counts, and, at every m/n where a
-candidate predicts an isotopologue that no detected peak matches, the net counts found there
-(an *absent* row: usually ~0, which is what makes a candidate explain its minor isotopes). An
-absent row only penalises predicting more than is there: counts beyond the prediction (a
-peak below the detection threshold) earn a candidate nothing (``ABSENT_CAP``), or a bump
-too small to name would pick the candidate whose minor isotope lands on it (34S2+ at 17 Da
-on apav's Si run, where OH+ is the likelier owner, made S2+ win 16 Da over O+).
-Each candidate is a column: its isotopologue abundances on the rows they fall on. The model
-``y = A x`` with ``x >= 0`` (ion counts) is fitted by weighted least squares, variance
-``|y| + background + (SYSTEMATIC y)^2 + 1`` (counting statistics plus a few % for window
-truncation and detector effects on isotope ratios).
+The rows (peaks, absent positions) and columns (candidates) are :mod:`.design`'s. An absent
+row only penalises predicting more than is there: counts beyond the prediction (a peak
+below the detection threshold) earn a candidate nothing (``ABSENT_CAP``), or a bump too
+small to name would pick the candidate whose minor isotope lands on it (34S2+ at 17 Da on
+apav's Si run, where OH+ is the likelier owner, made S2+ win 16 Da over O+). The model
+``y = A x`` with ``x >= 0`` (ion counts) is fitted by weighted non-negative least squares,
+group by group: selected ions that share no row, directly or through others, are separate
+problems, each fitted once and remembered, so a search step refits only what it touches.
 
 Selection minimises ``chi2 + sum of prior costs`` (ion and element costs,
 :mod:`.candidates`): greedy forward steps (the candidate whose best amplitude on the current
@@ -32,32 +29,20 @@ decomposed counts and their errors come from the covariance of the final fit.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import nnls
 
 from apt_daq.pipeline.autorange.candidates import Candidate, element_cost
-from apt_daq.pipeline.autorange.spectrum import LogSpectrum, Peak
+from apt_daq.pipeline.autorange.design import Rows
 
-SYSTEMATIC = 0.02
 UNKNOWN_COST = 30.0  # chi2 units: what leaving one detected peak unexplained costs at most
 TRACE_SHARE = 1e-3  # an element with less than this share of the fitted counts is a trace
 SUPPORT_SHARE = 0.3  # ... and needs this share of two peaks (isotopes or charge states)
 LONE_TRACE_COST = 20.0  # or pays this on top of its element cost
 DOUBT_SHARE = 0.05  # elements below this share of the fitted counts may be swapped out whole
 ABSENT_CAP = 0.0  # chi2 units: what counts left unexplained at an absent row cost at most
-MIN_ABUNDANCE = 2e-4
-
-
-@dataclass
-class Rows:
-    y: np.ndarray  # net counts per row
-    var: np.ndarray  # variance per row
-    mass_da: np.ndarray  # row position
-    detected: np.ndarray  # bool: a detected peak (first len(peaks) rows)
-    shift: np.ndarray | None = None  # per candidate: relative m/n offset of its main peak
 
 
 @dataclass
@@ -68,135 +53,6 @@ class Fit:
     chi2: float
     cost: float
     delta_cost: dict[int, float] = field(default_factory=dict)  # J without k minus J
-
-
-def tolerance_rel(peaks: list[Peak], calibration_rel: float = 7e-4) -> np.ndarray:
-    """Relative m/n tolerance of matching an isotopologue to each peak: its FWHM, at least
-    ``calibration_rel`` (calibration residuals of a few 1e-4 in a well calibrated run)."""
-    return np.array([max(0.8 * p.fwhm_rel, calibration_rel) for p in peaks])
-
-
-class _PeakIndex:
-    """The detected peaks, searchable by m/n (nearest top) and by window."""
-
-    def __init__(self, peaks: list[Peak]):
-        self.pm = np.array([p.mass_da for p in peaks])
-        self.order = np.argsort(self.pm)
-        self.ps = self.pm[self.order]
-        self.lo_order = np.argsort([p.lo_da for p in peaks])
-        self.lo_da = np.array([peaks[i].lo_da for i in self.lo_order])
-        self.hi_da = np.array([peaks[i].hi_da for i in self.lo_order])
-
-    def nearest(self, m: float, tols: np.ndarray) -> tuple[int, float]:
-        """(peak, relative offset) of the nearest top within its tolerance, or (-1, inf)."""
-        j = int(np.searchsorted(self.ps, m))
-        best, best_d = -1, np.inf
-        for jj in (j - 1, j):
-            if 0 <= jj < len(self.ps):
-                p = self.order[jj]
-                d = self.pm[p] / m - 1.0
-                if abs(d) <= tols[p] and abs(d) < abs(best_d):
-                    best, best_d = p, d
-        return best, best_d
-
-    def window(self, m: float) -> int:
-        """The peak whose window holds ``m``, or -1."""
-        w = int(np.searchsorted(self.lo_da, m, "right")) - 1
-        return int(self.lo_order[w]) if w >= 0 and m < self.hi_da[w] else -1
-
-
-def _place(c: Candidate, idx: _PeakIndex, tol: np.ndarray, tight: np.ndarray, m0_da: float,
-           ) -> tuple[float, float, list[tuple[int, float]], list[tuple[float, float]]]:
-    """Where ``c``'s isotopologues fall: (position cost, m/n offset, [(peak, abundance)],
-    [(m/n, abundance)] of those on no peak). The main isotopologue sets the offset (a
-    calibration error is common to its isotopologues); the others must sit at that offset,
-    within the tight tolerance, or inside a peak's window."""
-    amax = c.abundance.max()
-    i_main = int(np.argmax(c.abundance))
-    p_main, shift = idx.nearest(c.peaks_da[i_main], tol)
-    cost = (2.0 * shift / tol[p_main]) ** 2 if p_main >= 0 else 0.0
-    if p_main < 0:
-        shift = 0.0
-    on, off = [], []
-    for i, (m, a) in enumerate(zip(c.peaks_da, c.abundance, strict=True)):
-        if a < MIN_ABUNDANCE or m <= m0_da:
-            continue
-        ms = m * (1.0 + shift)
-        if i == i_main and p_main >= 0:
-            on.append((p_main, a))
-            continue
-        best, d = idx.nearest(ms, tight)
-        if best < 0:  # off the tolerance but inside a peak's window: ranged with it
-            best = idx.window(ms)
-            d = idx.pm[best] / ms - 1.0 if best >= 0 else 0.0
-        if best >= 0:
-            on.append((best, a))
-            if a >= 0.1 * amax:
-                cost += min(16.0, (2.0 * d / tight[best]) ** 2)
-        else:
-            off.append((ms, a))
-    return cost, shift, on, off
-
-
-def _absent_counts(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak],
-                   absent_mass: list[float], fwhm_rel: float) -> tuple[np.ndarray, np.ndarray]:
-    """Net counts and variance at each absent position, outside every peak's window."""
-    in_peak = np.zeros(len(spec.counts), bool)
-    for p in peaks:
-        in_peak[p.lo_bin:p.hi_bin] = True
-    cs = np.concatenate([[0.0], np.cumsum(spec.counts)])
-    cs_out = np.concatenate([[0.0], np.cumsum(np.where(in_peak, 0, spec.counts))])
-    bs_out = np.concatenate([[0.0], np.cumsum(np.where(in_peak, 0.0, bg))])
-    bs = np.concatenate([[0.0], np.cumsum(bg)])
-    y, var = np.zeros(len(absent_mass)), np.zeros(len(absent_mass))
-    nb = len(spec.counts)
-    for r, m in enumerate(absent_mass):
-        a = int(max(0, math.floor(spec.bin_of(m * (1 - 1.5 * fwhm_rel)))))
-        b = int(min(nb, math.ceil(spec.bin_of(m * (1 + 2.5 * fwhm_rel)))))
-        if b <= a:
-            continue
-        y[r] = (cs_out[b] - cs_out[a]) - (bs_out[b] - bs_out[a])
-        var[r] = (cs[b] - cs[a]) + (bs[b] - bs[a]) + 1.0 + (SYSTEMATIC * y[r]) ** 2
-    return y, var
-
-
-def build_design(spec: LogSpectrum, bg: np.ndarray, peaks: list[Peak], cands: list[Candidate],
-                 fwhm_rel: float, calibration_rel: float = 7e-4,
-                 ) -> tuple[Rows, np.ndarray, np.ndarray]:
-    """Rows (detected peaks, then absent positions), the design matrix (rows x cands) and
-    each candidate's position cost: sum over its strong isotopologues (>= 10 % of its main
-    one) on a peak of (offset / (tolerance / 2))^2, so the better placed of two candidates
-    wins a tie."""
-    idx = _PeakIndex(peaks)
-    tol, tight = tolerance_rel(peaks, calibration_rel), tolerance_rel(peaks)
-    pos_cost, shifts = np.zeros(len(cands)), np.zeros(len(cands))
-    n_p = len(peaks)
-    absent_key: dict[int, int] = {}  # absent positions closer than a FWHM share a row
-    absent_mass: list[float] = []
-    entries: list[tuple[int, int, float]] = []  # (row, col, abundance)
-    group = max(1, round(fwhm_rel / spec.dl))
-    for k, c in enumerate(cands):
-        pos_cost[k], shifts[k], on, off = _place(c, idx, tol, tight, spec.m0_da)
-        entries.extend((p, k, a) for p, a in on)
-        for ms, a in off:
-            key = int(float(spec.bin_of(ms)) // group)
-            row = absent_key.get(key)
-            if row is None:
-                row = n_p + len(absent_mass)
-                absent_key[key] = row
-                absent_mass.append(ms)
-            entries.append((row, k, a))
-    y_abs, var_abs = _absent_counts(spec, bg, peaks, absent_mass, fwhm_rel)
-    net = np.array([p.net for p in peaks])
-    var_det = np.abs(net) + np.array([p.background for p in peaks]) + (SYSTEMATIC * net) ** 2 + 1.0
-    y, var = np.concatenate([net, y_abs]), np.concatenate([var_det, var_abs])
-    a_mat = np.zeros((len(y), len(cands)))
-    for r, k, a in entries:
-        a_mat[r, k] += a
-    rows = Rows(y, var, np.concatenate([idx.pm, np.array(absent_mass)]),
-                np.arange(len(y)) < n_p)
-    rows.shift = shifts
-    return rows, a_mat, pos_cost
 
 
 class _Problem:
@@ -216,6 +72,10 @@ class _Problem:
         self.cands = cands
         self.n_detected = int(rows.detected.sum())
         self.a_det = a_mat[: self.n_detected]
+        self._memo: dict[tuple[int, ...], tuple[np.ndarray, float, float]] = {}
+        self._groups: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
+        nzf = self.nz.astype(np.float32)
+        self.adjacent = (nzf.T @ nzf) > 0  # columns sharing a row (each with itself)
 
     @staticmethod
     def _capped(res: np.ndarray, det: np.ndarray) -> np.ndarray:
@@ -225,8 +85,34 @@ class _Problem:
         return np.where(res > 0, np.minimum(r2, np.where(det, UNKNOWN_COST, ABSENT_CAP)), r2)
 
     def fit(self, sel: list[int]) -> tuple[np.ndarray, float]:
+        """Non-negative fit of the columns ``sel``, group by group: columns that share no
+        row (directly or through others) are independent problems, each fitted once and
+        remembered (a swap or a removal refits only the group it touches)."""
         if not sel:
             return np.zeros(0), self.total
+        cols = np.asarray(sel)
+        adj = self.adjacent[np.ix_(cols, cols)]
+        label = np.arange(len(sel))
+        while True:  # each column takes the smallest label of its neighbours, to a fixpoint
+            new = np.where(adj, label[None, :], len(sel)).min(1)
+            if np.array_equal(new, label):
+                break
+            label = new
+        x = np.zeros(len(sel))
+        chi2 = self.total
+        for g in np.unique(label):
+            pos = np.nonzero(label == g)[0]
+            key = tuple(int(k) for k in cols[pos])
+            hit = self._groups.get(key)
+            if hit is None:
+                hit = self._fit_group(list(key))
+                self._groups[key] = hit
+            x[pos] = hit[0]
+            chi2 += hit[1]
+        return x, chi2
+
+    def _fit_group(self, sel: list[int]) -> tuple[np.ndarray, float]:
+        """(x, change of chi2 from the empty model) of one group of columns."""
         r = np.nonzero(self.nz[:, sel].any(1))[0]
         a, y, det = self.aw[np.ix_(r, np.asarray(sel))], self.yw[r], self.det[r]
         it = 50 * len(sel) + 100
@@ -236,8 +122,7 @@ class _Problem:
         if unknown.any() and not unknown.all():  # fit without the peaks left to "unknown"
             x, _ = nnls(a[~unknown], y[~unknown], maxiter=it)
             res = y - a @ x
-        chi2 = float(self._capped(res, det).sum()) + self.total - float(self.yw2[r].sum())
-        return x, chi2
+        return x, float(self._capped(res, det).sum()) - float(self.yw2[r].sum())
 
     def cost(self, sel: list[int], chi2: float, x: np.ndarray) -> float:
         els = {e for k in sel for e in self.cands[k].elements}
@@ -267,8 +152,18 @@ class _Problem:
         return out
 
     def evaluate(self, sel: list[int]) -> tuple[np.ndarray, float, float]:
-        x, chi2 = self.fit(sel)
-        return x, chi2, self.cost(sel, chi2, x)
+        """(x in the order of ``sel``, chi2, cost); a set fitted before is not fitted again
+        (the forward, swap and element-removal searches revisit the same sets)."""
+        order = np.argsort(sel, kind="stable")
+        key = tuple(sel[i] for i in order)
+        hit = self._memo.get(key)
+        if hit is None:
+            x, chi2 = self.fit(list(key))
+            hit = (x, chi2, self.cost(list(key), chi2, x))
+            self._memo[key] = hit
+        x = np.empty(len(sel))
+        x[order] = hit[0]
+        return x, hit[1], hit[2]
 
 
 def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float):
