@@ -1,4 +1,4 @@
-"""``apt-daq info RUN.h5``: what a run holds, for people (aligned ``name: value`` lines, one
+"""``apt-daq info RUN.h5``: what a run holds (a POS, EPOS or APT file: :mod:`.info_ions`), for people (aligned ``name: value`` lines, one
 record kind per line with what it is) and for scripts (``--json``: numbers as numbers)."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ COUNT_LEGEND = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="config, counts, duration and end state of a run file")
-    p.add_argument("file")
+    p = sub.add_parser("info", help="config, counts, duration and end state of a run file; "
+                       "ions, fields and ranges of a POS, EPOS or APT file")
+    p.add_argument("file", help="a run file (.h5), or a .pos, .epos or .apt file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_info)
 
@@ -150,9 +151,12 @@ def lines(info: dict) -> list[str]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    info = summarize(args.file)
+    from apt_daq.commands.info_ions import ion_lines, is_ion_file, summarize_ions
+
+    ions = is_ion_file(args.file)
+    info = summarize_ions(args.file) if ions else summarize(args.file)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print("\n".join(lines(info)))
+    print("\n".join(ion_lines(info) if ions else lines(info)))
     return 0
