@@ -5,8 +5,9 @@ the formulas are every element alone, as a homonuclear dimer or trimer, or bound
 of the light ligands H, C, N, O (XO, XO2, X2O, XOH, XN...; the molecular ions atom probes see);
 with an element list, every formula of up to ``max_atoms`` atoms of those elements.
 
-Atomic 4+ ions are candidates only for the refractory metals that reach 4+ at atom-probe
-fields (``FOUR_PLUS``); molecular ions only up to 2+.
+Noble gases are candidates only as atomic ions. Atomic 4+ ions are candidates only for the
+refractory metals that reach 4+ at atom-probe fields (``FOUR_PLUS``); molecular ions only up
+to 2+.
 
 Prior costs are in chi-square units (-2 ln prior): an ion costs ``ION_COST`` plus terms for
 a high charge and for being molecular; an element costs by how commonly it turns up in atom
@@ -35,6 +36,10 @@ _TIER0 = ("H C N O Li B Na Mg Al Si P S Cl K Ca Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge 
 _TIER1 = ("He Be F Ne Ar Sc As Se Br Kr Rb Sr Y Ru Rh Pd Cd In Sb Te I Xe Cs Ba La Ce Nd Re Os "
           "Ir Hg Tl Pb Bi Gd Er Yb").split()
 TIER_COST = (10.0, 28.0, 50.0)
+# noble gases leave a specimen as atomic ions (implanted He, Ar from sputtering, imaging-gas
+# residue); their molecular ions are no candidates (calcite: 4He12C16O+ named the O2+ peak at
+# 32 Da and 4He16O+ the 40Ca2+ peak, He paid once for several such "molecules")
+NOBLE_GASES = frozenset("He Ne Ar Kr Xe Rn".split())
 
 
 def element_cost(el: str) -> float:
@@ -88,6 +93,9 @@ def template_formulas(els: list[str], max_atoms: int = 3) -> list[dict[str, int]
     common elements."""
     out: list[dict[str, int]] = []
     for x in els:
+        if x in NOBLE_GASES:
+            out.append({x: 1})
+            continue
         common = x in _TIER0
         for n in range(1, (max_atoms if common else 1) + 1):
             out.append({x: n})
@@ -109,6 +117,8 @@ def all_formulas(els: list[str], max_atoms: int = 3) -> list[dict[str, int]]:
     out = []
     for n in range(1, max_atoms + 1):
         for combo in itertools.combinations_with_replacement(els, n):
+            if n > 1 and NOBLE_GASES.intersection(combo):
+                continue
             f: dict[str, int] = {}
             for el in combo:
                 f[el] = f.get(el, 0) + 1

@@ -41,6 +41,7 @@ UNKNOWN_COST = 30.0  # chi2 units: what leaving one detected peak unexplained co
 TRACE_SHARE = 1e-3  # an element with less than this share of the fitted counts is a trace
 SUPPORT_SHARE = 0.3  # ... and needs this share of two peaks (isotopes or charge states)
 LONE_TRACE_COST = 20.0  # or pays this on top of its element cost
+HYDRIDE_COST = 20.0  # an element whose hydrides outnumber its atomic ions pays this
 DOUBT_SHARE = 0.05  # elements below this share of the fitted counts may be swapped out whole
 ABSENT_CAP = 0.0  # chi2 units: what counts left unexplained at an absent row cost at most
 
@@ -76,6 +77,12 @@ class _Problem:
         self._groups: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
         nzf = self.nz.astype(np.float32)
         self.adjacent = (nzf.T @ nzf) > 0  # columns sharing a row (each with itself)
+        fd = [c.formula_dict for c in cands]
+        self.atomic_of = [next(iter(f)) if len(f) == 1 and sum(f.values()) == 1 else None
+                          for f in fd]
+        self.hydride_of = [next(e for e in f if e != "H")
+                           if len(f) == 2 and "H" in f and sum(f.values()) - f["H"] == 1
+                           else None for f in fd]
 
     @staticmethod
     def _capped(res: np.ndarray, det: np.ndarray) -> np.ndarray:
@@ -128,7 +135,23 @@ class _Problem:
         els = {e for k in sel for e in self.cands[k].elements}
         return (chi2 + float(self.ion_cost[sel].sum() if sel else 0.0)
                 + sum(element_cost(e) for e in els)
-                + LONE_TRACE_COST * len(self.lone_traces(sel, x)))
+                + LONE_TRACE_COST * len(self.lone_traces(sel, x))
+                + HYDRIDE_COST * self.hydrides_over_parent(sel, x))
+
+    def hydrides_over_parent(self, sel: list[int], x: np.ndarray) -> int:
+        """Elements whose hydride ions (XH+, XH2+, any charge) outnumber their atomic ions:
+        hydrides form from residual hydrogen on the surface, a few to some tens of % of the
+        atomic ion (NiH+ beside Ni+ on apav's Si run); a hydride standing in for its parent
+        is more likely another ion on its peak (calcite: GaH+ on 70 and 72 Da, 4 % of the
+        ions, beside 1.3k Ga+, where the human's ranges have Ca2CO3 2+ and CaO2+)."""
+        hyd: dict[str, float] = {}
+        atom: dict[str, float] = {}
+        for i, k in enumerate(sel):
+            if (e := self.hydride_of[k]) is not None:
+                hyd[e] = hyd.get(e, 0.0) + float(x[i])
+            elif (e := self.atomic_of[k]) is not None:
+                atom[e] = atom.get(e, 0.0) + float(x[i])
+        return sum(1 for e, v in hyd.items() if v > atom.get(e, 0.0))
 
     def lone_traces(self, sel: list[int], x: np.ndarray) -> list[str]:
         """Trace elements (their ions < ``TRACE_SHARE`` of the fitted counts) that hold a
