@@ -78,6 +78,11 @@ class _Problem:
         nzf = self.nz.astype(np.float32)
         self.adjacent = (nzf.T @ nzf) > 0  # columns sharing a row (each with itself)
         fd = [c.formula_dict for c in cands]
+        self.el_names = sorted({e for c in cands for e in c.elements})
+        col = {e: i for i, e in enumerate(self.el_names)}
+        self.member = np.zeros((len(cands), len(self.el_names)))
+        for k, c in enumerate(cands):
+            self.member[k, [col[e] for e in c.elements]] = 1.0
         self.atomic_of = [next(iter(f)) if len(f) == 1 and sum(f.values()) == 1 else None
                           for f in fd]
         self.hydride_of = [next(e for e in f if e != "H")
@@ -158,21 +163,16 @@ class _Problem:
         major share (>= ``SUPPORT_SHARE``) of fewer than two detected peaks."""
         if not sel:
             return []
+        member = self.member[sel]  # selected ions x elements
+        x_el = x @ member
+        trace = np.nonzero(member.any(0) & (x_el < TRACE_SHARE * float(x.sum())))[0]
+        if len(trace) == 0:
+            return []
         contrib = self.a_det[:, sel] * x[None, :]
         tot = contrib.sum(1)
-        x_tot = float(x.sum())
-        by_el: dict[str, list[int]] = {}
-        for i, k in enumerate(sel):
-            for e in self.cands[k].elements:
-                by_el.setdefault(e, []).append(i)
-        out = []
-        for e, cols in by_el.items():
-            if float(x[cols].sum()) >= TRACE_SHARE * x_tot:
-                continue
-            share = contrib[:, cols].sum(1)
-            if int(np.count_nonzero((share >= SUPPORT_SHARE * tot) & (share > 0))) < 2:
-                out.append(e)
-        return out
+        share = contrib @ member[:, trace]  # each detected peak's counts of each element
+        major = (share >= SUPPORT_SHARE * tot[:, None]) & (share > 0)
+        return [self.el_names[e] for e in trace[np.count_nonzero(major, axis=0) < 2]]
 
     def evaluate(self, sel: list[int]) -> tuple[np.ndarray, float, float]:
         """(x in the order of ``sel``, chi2, cost); a set fitted before is not fitted again
