@@ -112,9 +112,12 @@ class _Problem:
             label = new
         x = np.zeros(len(sel))
         chi2 = self.total
-        for g in np.unique(label):
-            pos = np.nonzero(label == g)[0]
-            key = tuple(int(k) for k in cols[pos])
+        groups: dict[int, list[int]] = {}
+        for i, g in enumerate(label.tolist()):
+            groups.setdefault(g, []).append(i)
+        cl = cols.tolist()
+        for pos in groups.values():
+            key = tuple(cl[i] for i in pos)
             hit = self._groups.get(key)
             if hit is None:
                 hit = self._fit_group(list(key))
