@@ -250,6 +250,9 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
         summary["flight_path"] = f"from {instrument}"
     else:
         summary["flight_path"] = _implied_flight_path(src, inst, t0, min(chunk, 200_000))
+    if flight_path_mm is not None or instrument:
+        _check_flight_path(src, inst, t0, min(chunk, 200_000), summary, path,
+                           given=flight_path_mm is not None)
     if summary["flight_path"] is None:
         del summary["flight_path"]
     elif summary["flight_path"].startswith("implied"):
@@ -310,19 +313,15 @@ def filetime_iso(ft: int | None) -> str | None:
         return None
 
 
-def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:
-    """With none given: the flight length a file with m/n, TOF and V implies (set in ``inst``),
-    or a note that the nominal one is used (no m/n); what the summary says of it (None: say
-    nothing)."""
+def _implied_mm(src, t0: float, sample: int) -> float | None:
+    """The flight length (mm) a file with m/n, TOF and V implies with the pipeline's geometry
+    (median of sqrt(k V (t - t0)^2 / m - x^2 - y^2) over the first ``sample`` ions), or None."""
     import numpy as np
 
     from apt_daq.io.epos import implied_flight_path_m
 
     present = set(src.present)
-    if "mass" not in present:
-        return ("not given: nominal; give --flight-path-mm/--t0-ns or "
-                "--instrument, or fit them with apt-daq calibrate")
-    if not ({"tof", "v_dc"} <= present and src.n):
+    if not ({"mass", "tof", "v_dc"} <= present and src.n):
         return None
     first = next(src.iter(sample), None)
     if first is None:
@@ -332,11 +331,55 @@ def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:
     l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
                                 first["det_x"] if det else None,
                                 first["det_y"] if det else None)
-    if not np.isfinite(l_m):
+    return round(l_m * 1000.0, 3) if np.isfinite(l_m) else None
+
+
+def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:
+    """With none given: the flight length a file with m/n, TOF and V implies (set in ``inst``),
+    or a note that the nominal one is used (no m/n); what the summary says of it (None: say
+    nothing)."""
+    if "mass" not in set(src.present):
+        return ("not given: nominal; give --flight-path-mm/--t0-ns or "
+                "--instrument, or fit them with apt-daq calibrate")
+    l_mm = _implied_mm(src, t0, sample)
+    if l_mm is None:
         return None
-    inst["flight_path_mm"] = round(l_m * 1000.0, 3)
+    inst["flight_path_mm"] = l_mm
     return ("implied by TOF, V and m/n (median of sqrt(k V (t - t0)^2 / m - x^2 - y^2)); give "
             "--flight-path-mm if known")
+
+
+FLIGHT_PATH_AGREE = 0.02  # a given flight length this far from the file's implied one is wrong
+
+
+def _check_flight_path(src, inst: dict, t0: float, sample: int, summary: dict,
+                       path: str | Path, given: bool) -> None:
+    """A flight length from --instrument or --flight-path-mm against the one the file's own
+    TOF, V and m/n imply. m/n recomputed from TOF (``--recalibrate``, ``calibrate``'s start)
+    with a length ``f`` off is off by ~``2 f``: a LEAP XR's 382 mm against the 324 mm a real
+    reflectron EPOS implies put calcite's 40Ca2+ at 14.4 Da and ranged it as Al2+. An
+    instrument file's length is replaced by the implied one (the straight flight path the
+    file's m/n mean; a reflectron's folded path is not modelled); a --flight-path-mm the user
+    typed is kept, with a warning."""
+    l_mm = _implied_mm(src, t0, sample)
+    have = float(inst.get("flight_path_mm") or 0.0)
+    if l_mm is None or have <= 0 or abs(have / l_mm - 1.0) <= FLIGHT_PATH_AGREE:
+        return
+    off = f"{100 * abs(have / l_mm - 1.0):.0f} %"
+    if given:
+        summary["flight_path"] += f"; the file's TOF, V and m/n imply {l_mm:.0f} mm ({off} apart)"
+        log.warning("%s: --flight-path-mm %g mm, but the file's TOF, V and m/n imply %.0f mm "
+                    "(%s apart): m/n recomputed from TOF (--recalibrate, calibrate) starts "
+                    "~%.0f %% off; the file's own m/n is used otherwise", path, have, l_mm, off,
+                    100 * abs((l_mm / have) ** 2 - 1.0))
+        return
+    inst["flight_path_mm"] = l_mm
+    summary["flight_path"] = (f"implied by TOF, V and m/n ({l_mm:.0f} mm); "
+                              f"{summary['flight_path']} says {have:.0f} mm ({off} apart)")
+    log.warning("%s: the instrument file says a %.0f mm flight path, the file's TOF, V and m/n "
+                "imply %.0f mm (%s apart%s): the run keeps %.0f mm, the straight flight path "
+                "its m/n mean", path, have, l_mm, off,
+                "; a reflectron's folded path" if inst.get("reflectron") else "", l_mm)
 
 
 def _import_meta(summary: dict, inst_cfg, simulated: bool, table, fmt: str,

@@ -251,6 +251,12 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
     del sample
     if ranges is None or len(ranges) == 0:
         names = [str(row[0]) for row in reader.meta.get("ion_table") or []]
+        if not names and is_imported(reader):
+            # an imported file's TOF-derived m/n, uncorrected, is no spectrum to range: a
+            # reflectron LEAP EPOS's put calcite's 40Ca2+ at 19.6 Da, named Ni3+
+            raise DataFileError(f"{path}: --recalibrate needs a reference peak: give --ranges "
+                                "(a range file for this run), or `apt-daq calibrate --elements "
+                                "...`; without --recalibrate the file's own m/n is used")
         if not names:
             return Calibration(notes=["no ranges and no ion table: no reference peak, m/n "
                                       "uncorrected"], **base)
