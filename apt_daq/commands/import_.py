@@ -141,8 +141,8 @@ def open_ion_file(path: str | Path, fmt: str | None = None, voltage_unit: str = 
         from apt_daq.io.apt import AptFile
 
         return AptFile(p, voltage_unit=voltage_unit)
-    raise UserError(f"{p}: unknown data file type {p.suffix!r} (expected .pos, .epos or .apt, "
-                    "or give --format)")
+    raise UserError(f"{p}: unknown data file type {p.suffix!r} (expected .pos, .epos or .apt; "
+                    "`apt-daq import --format ...` reads other formats into a run file)")
 
 
 def ions_to_chunks(ions: np.ndarray, ion_index: np.ndarray | None,

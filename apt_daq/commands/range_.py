@@ -64,11 +64,17 @@ def parse_elements(text: str | None) -> list[str] | None:
 
 def spectrum_of_file(path: str | Path):
     """The log-binned spectrum of a run file's calibrated stream, or of an ion file's m/n."""
+    return spectrum_and_count(path)[0]
+
+
+def spectrum_and_count(path: str | Path):
+    """(:func:`spectrum_of_file`, the number of ions read, binned or not)."""
     from apt_daq.io._common import require_input
     from apt_daq.pipeline.autorange import LogSpectrum
 
     p = require_input(path)
     spec = LogSpectrum.empty()
+    n = 0
     if p.suffix.lower() in (".h5", ".hdf5"):
         from apt_daq.io.store import RunReader
         from apt_daq.pipeline.ions import open_stream
@@ -76,14 +82,27 @@ def spectrum_of_file(path: str | Path):
         with RunReader(p) as r:
             for c in open_stream(r, use_run_ranges=False, positions="none"):
                 spec.add(c.mass)
-        return spec
+                n += len(c.mass)
+        return spec, n
     from apt_daq.commands.import_ import open_ion_file
     from apt_daq.io._common import checked_ions
 
     src = open_ion_file(p)
     for ions in checked_ions(src, p):
         spec.add(ions["mass"])
-    return spec
+        n += len(ions)
+    return spec, n
+
+
+def _nothing_found(path: str, spec, n: int) -> str:
+    """Why no range came out, in one line, with what to do."""
+    binned = int(spec.counts.sum())
+    if n and binned < 0.5 * n:
+        return (f"{path}: no peak identified: only {binned} of {n} ions have an m/n in "
+                f"{spec.m0_da:g}-{spec.mass_at(len(spec.counts)):.0f} Da: is the m/n calibrated? "
+                "(an import without its flight length: apt-daq calibrate FILE --elements ...)")
+    return (f"{path}: no peak identified in the spectrum of {n} ions (no range file written): "
+            "give --elements, or check the m/n calibration (apt-daq calibrate)")
 
 
 def range_report_comment(res, source: str) -> str:
@@ -114,10 +133,12 @@ def _range(args: argparse.Namespace) -> int:
     els = parse_elements(args.elements)
     charges = parse_charges(args.charges)
     t0 = time.perf_counter()
-    spec = spectrum_of_file(args.input)
+    spec, n_ions = spectrum_and_count(args.input)
     t1 = time.perf_counter()
     res = autorange(spec, els, charges)
     t2 = time.perf_counter()
+    if not res.ranges:
+        raise UserError(_nothing_found(str(args.input), spec, n_ions))
     if out is not None:
         with atomic_output(out) as tmp:
             write_rrng(res.table, tmp, comment=range_report_comment(res, Path(args.input).name))

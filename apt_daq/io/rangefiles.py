@@ -14,9 +14,14 @@ from apt_daq.rangetable import RangeTable
 def read_range_file(path: str | Path) -> RangeTable:
     """The range table of ``path`` (see the module doc); a DataFileError naming the file
     otherwise."""
+    from apt_daq.errors import DataFileError
     from apt_daq.io import ifes
     from apt_daq.io.ranges import read_ranges
 
     if ifes.range_format_for(Path(path)) is not None and Path(path).exists():
         return ifes.read_ranges(path)
+    p = Path(path)
+    if p.exists() and p.suffix.lower() not in (".rrng", ".rng"):
+        raise DataFileError(f"{p}: unknown range file type {p.suffix!r} (expected .rrng, .rng, "
+                            ".env, .fig.txt, .analysis or .analysisset)")
     return read_ranges(path)

@@ -251,7 +251,8 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
     del sample
     if ranges is None or len(ranges) == 0:
         names = [str(row[0]) for row in reader.meta.get("ion_table") or []]
-        if not names and is_imported(reader):
+        own_mass = "mass" in ((reader.meta.get("imported") or {}).get("fields") or ())
+        if not names and own_mass:
             # an imported file's TOF-derived m/n, uncorrected, is no spectrum to range: a
             # reflectron LEAP EPOS's put calcite's 40Ca2+ at 19.6 Da, named Ni3+
             raise DataFileError(f"{path}: --recalibrate needs a reference peak: give --ranges "
