@@ -121,7 +121,7 @@ def open_source(path: str | Path, fmt: str, voltage_unit: str = "auto", *,
     if fmt in IFES_FORMATS:
         from apt_daq.io.ifes import IfesFile
 
-        return IfesFile(path, fmt)
+        return IfesFile(path, fmt, voltage_unit)
     return open_ion_file(path, fmt, voltage_unit)
 
 

@@ -14,11 +14,16 @@ pyccapt    ``.h5``               FAU pyccapt calibration: positions, m/n, V_dc, 
                                  TOF, detector x/y
 cameca     ``.hdf5``             AP Suite HDF5 export: positions, m/n
 ifes-pos   ``.pos``              the library's POS reader (ours is the default for pos)
-ifes-epos  ``.epos``             the library's EPOS reader (reads V_dc as kV)
+ifes-epos  ``.epos``             the library's EPOS reader (its V_dc, V_pulse: see below)
 ifes-apt   ``.apt``              the library's APT reader: positions, m/n and, when the file
                                  has them, tof, Voltage, Pulse Voltage, XDet_mm/YDet_mm,
                                  Multiplicity, pulse/pulseDelta (its ``get_named_quantity``)
 ========== ===================== ===========================================================
+
+Voltages as our readers take them (``--voltage-unit``): "V"/"kV" is the unit of the file's
+numbers; "auto" takes a unit the file states (pyccapt's, APyT raw's V), else decides it from
+the data as our readers do (:func:`.epos.detect_voltage_scale`): ifes 0.5 calls an EPOS's kV
+(a LEAP file's volts came out 1000x too high) and an APT's V whatever its sections say.
 
 ``present`` (the run's /meta imported "fields") lists only what the file holds: ``pulse`` when
 it has pulse numbers (EPOS psl not all 0, APT pulse/pulseDelta, APyT pulse numbers),
@@ -68,6 +73,7 @@ class _Reader:
     suffixes: tuple[str, ...]
     getters: tuple[tuple[str, str], ...]  # (quantity, method or "get_named_quantity:SECTION")
     what: str
+    assumed_voltage_unit: str = ""  # the library's guess for files without one ("": theirs)
 
 
 ION_FORMATS: dict[str, _Reader] = {
@@ -102,7 +108,7 @@ ION_FORMATS: dict[str, _Reader] = {
                           ("tof", "get_raw_time_of_flight"), ("v_dc", "get_standing_voltage"),
                           ("v_pulse", "get_pulse_voltage"), ("det", "get_hit_positions"),
                           ("psl", "get_number_of_pulses"), ("ipp", "get_ions_per_pulse")),
-                         "EPOS (ifes reader; V_dc read as kV)"),
+                         "EPOS (ifes reader)", assumed_voltage_unit="kV"),
     "ifes-apt": _Reader("apt.apt6_reader", "ReadAptFileFormat", (".apt",),
                         (("positions", "get_reconstructed_positions"),
                          ("mass", "get_mass_to_charge_state_ratio"),
@@ -113,7 +119,8 @@ ION_FORMATS: dict[str, _Reader] = {
                          ("det_y", "get_named_quantity:YDet_mm"),
                          ("apt_mult", "get_named_quantity:Multiplicity"),
                          ("apt_pulse", "get_named_quantity:pulse"),
-                         ("apt_delta", "get_named_quantity:pulseDelta")), "APT (ifes reader)"),
+                         ("apt_delta", "get_named_quantity:pulseDelta")), "APT (ifes reader)",
+                        assumed_voltage_unit="V"),
 }
 #: the APT sections ifes-apt imports (the rest of the file's sections are ``skipped``)
 _APT_READ = {"Position", "Mass", "tof", "Voltage", "Pulse Voltage", "XDet_mm", "YDet_mm",
@@ -136,6 +143,7 @@ RANGE_SUFFIXES = {".env": "env", ".fig.txt": "fig", ".analysis": "imago",
 
 _UNIT = {"positions": "nm", "mass": "Da", "tof": "ns", "v_dc": "V", "v_pulse": "V",
          "v_reflectron": "V", "det": "mm", "det_x": "mm", "det_y": "mm"}
+_VOLTAGES = ("v_dc", "v_pulse")  # read as the file's numbers, scaled to V by IfesFile
 
 
 class _Capture(logging.Handler):
@@ -196,8 +204,8 @@ def format_for(path: Path) -> str | None:
 
 def _magnitude(q, unit: str, path: Path, what: str) -> np.ndarray:
     try:
-        if unit and getattr(q, "dimensionless", False):  # ifes gives APT Voltage unitless:
-            return np.asarray(q.magnitude)  # AP Suite writes it in V
+        if unit and getattr(q, "dimensionless", False):  # a unitless APT section: as is
+            return np.asarray(q.magnitude)
         if unit:
             return np.asarray(q.to(unit).magnitude)
         return np.asarray(getattr(q, "magnitude", q))
@@ -206,14 +214,32 @@ def _magnitude(q, unit: str, path: Path, what: str) -> np.ndarray:
                             f"convertible to {unit} ({e})") from None
 
 
-class IfesFile:
-    """An ion/hit file read by ifes-apt-tc-data-modeling, as :data:`ION_DTYPE` chunks."""
+def _file_numbers(q, spec: _Reader, path: Path, what: str) -> tuple[np.ndarray, float | None]:
+    """(the file's numbers, their unit in V or None: not stated) of a library voltage; the
+    numbers are the quantity in the unit the library assumed for the format, if any."""
+    mag, units = np.asarray(getattr(q, "magnitude", q)), getattr(q, "units", None)
+    try:
+        if units is None or getattr(q, "dimensionless", False):
+            return mag, None
+        if spec.assumed_voltage_unit:  # undo the library's conversion (in float64)
+            per = float(type(q)(1.0, spec.assumed_voltage_unit).to(units).magnitude)
+            return (mag.astype(np.float64) / per).astype(mag.dtype), None
+        return mag, float(type(q)(1.0, units).to("V").magnitude)
+    except Exception as e:  # pint's DimensionalityError and friends
+        raise DataFileError(f"{path}: {what} comes with unit {units}, not volts ({e})") from None
 
-    def __init__(self, path: str | Path, fmt: str):
+
+class IfesFile:
+    """An ion/hit file read by ifes-apt-tc-data-modeling, as :data:`ION_DTYPE` chunks;
+    ``voltage_unit``, ``voltage_scale`` and ``voltage_note`` as for our EPOS reader."""
+
+    def __init__(self, path: str | Path, fmt: str, voltage_unit: str = "auto"):
         self.path = Path(path)
         if fmt not in ION_FORMATS:
             raise UserError(f"{path}: unknown ifes format {fmt!r} (one of "
                             f"{', '.join(ION_FORMATS)})")
+        if voltage_unit not in ("auto", "V", "kV"):
+            raise ValueError(f"voltage_unit must be 'auto', 'V' or 'kV', got {voltage_unit!r}")
         require_input(self.path)
         spec = ION_FORMATS[fmt]
         self.format = fmt
@@ -222,7 +248,8 @@ class IfesFile:
                             f"{' or '.join(spec.suffixes)} files (rename it)")
         mod = _import(spec.module)
         self.notes: list[str] = [f"read with ifes-apt-tc-data-modeling ({spec.what})"]
-        cols = self._columns(mod, spec)
+        self._unit_to_v: dict[str, float | None] = {}  # per voltage: the file's unit in V
+        cols = self._columns(mod, spec)  # (voltages: the file's numbers)
         lengths = {len(v) for v in cols.values()}
         if len(lengths) != 1:
             raise DataFileError(f"{self.path}: the library's columns differ in length "
@@ -238,6 +265,7 @@ class IfesFile:
                         "path", self.path)
             del cols["v_reflectron"]
         self._cols = cols
+        self._voltages(voltage_unit)
         present = []
         if "positions" in cols:
             present += ["x", "y", "z"]
@@ -286,7 +314,9 @@ class IfesFile:
                 except Exception as e:
                     raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling failed on "
                                         f"{q} ({type(e).__name__}: {e})") from None
-                if val is not None:
+                if val is not None and q in _VOLTAGES:  # the file's numbers, and their unit
+                    cols[q], self._unit_to_v[q] = _file_numbers(val, spec, self.path, q)
+                elif val is not None:
                     cols[q] = _magnitude(val, _UNIT.get(q, ""), self.path, q)
         self.skipped = ([] if sections is None or self.format != "ifes-apt" else
                         [k for k in sections if k not in _APT_READ])
@@ -310,6 +340,27 @@ class IfesFile:
             raise DataFileError(f"{self.path}: ifes-apt-tc-data-modeling found no data in it"
                                 f"{_reason(cap)}")
         return cols
+
+    def _voltages(self, voltage_unit: str) -> None:
+        """voltage_scale, voltage_note; ``_vscale``: each voltage's file numbers to V."""
+        from apt_daq.io.epos import detect_voltage_scale  # numba: only for an ion file
+        c, unit = self._cols, self._unit_to_v
+        self.voltage_scale, self.voltage_note = 1.0, "no voltage in the file"
+        if voltage_unit != "auto":
+            unit = dict.fromkeys(_VOLTAGES, 1000.0 if voltage_unit == "kV" else 1.0)
+        if "v_dc" in c and unit.get("v_dc") is not None:  # given, or the file's
+            self.voltage_scale = unit["v_dc"]
+            name = {1.0: "V", 1000.0: "kV"}.get(self.voltage_scale, f"{self.voltage_scale:g} V")
+            self.voltage_note = f"{name} ({'given' if voltage_unit != 'auto' else 'the file says'})"
+        elif "v_dc" in c:  # unit not known (EPOS; APT, ifes does not read it): from the data
+            k = np.linspace(0, self.n - 1, min(self.n, 65536)).astype(np.int64)
+            col = lambda q: c[q][k] if q in c else np.zeros(len(k))  # noqa: E731
+            self.voltage_scale, self.voltage_note = detect_voltage_scale(
+                col("mass"), col("tof"), col("v_dc"))
+            if self.voltage_scale != 1.0:
+                log.warning("%s: V_dc and V_pulse read as %s; converted to V", self.path,
+                            self.voltage_note)
+        self._vscale = {q: unit.get(q) or self.voltage_scale for q in _VOLTAGES}
 
     def _file_pulses(self) -> np.ndarray | None:
         """The file's own pulse numbers, or None when it has none (EPOS psl all 0 is none)."""
@@ -366,6 +417,8 @@ class IfesFile:
         for q in ("mass", "tof", "v_dc", "v_pulse"):
             if q in c:
                 out[q] = c[q][start:stop]
+                if self._vscale.get(q, 1.0) != 1.0:
+                    out[q] *= self._vscale[q]
         if "det" in c:
             det = c["det"][start:stop]
             out["det_x"], out["det_y"] = det[:, 0], det[:, 1]
