@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
 from apt_daq.cli import console as cli_console
 from apt_daq.errors import UserError
+
+LOW_RESOLVING_POWER = 250.0  # m/dm (FWHM): a LEAP's corrected spectra reach 700-1500
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +142,12 @@ def _range(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     if not res.ranges:
         raise UserError(_nothing_found(str(args.input), spec, n_ions))
+    if 0 < res.resolving_power < LOW_RESOLVING_POWER:
+        logging.getLogger("apt_daq.range").warning(
+            "%s: the peaks' resolving power is m/dm ~%.0f: the m/n is probably not voltage- "
+            "and bowl-corrected, neighbouring isotopes overlap and the ranges are unreliable "
+            "(an import: apt-daq calibrate FILE --elements ... first)", args.input,
+            res.resolving_power)
     if out is not None:
         with atomic_output(out) as tmp:
             write_rrng(res.table, tmp, comment=range_report_comment(res, Path(args.input).name))

@@ -39,3 +39,16 @@ def test_a_featureless_spectrum_gets_no_range_file(tmp_path: Path, capsys):
     rng = np.random.default_rng(1)
     msg = _range(tmp_path, rng.uniform(1.0, 200.0, 20_000), capsys)
     assert "no peak identified" in msg
+
+
+def test_a_spectrum_of_low_resolving_power_is_flagged(tmp_path: Path, capsys, caplog):
+    # peaks of m/dm ~100 (an m/n with no voltage or bowl correction): ranged, with a warning
+    import logging
+
+    rng = np.random.default_rng(2)
+    mass = 26.9815 * (1 + rng.normal(0, 4e-3, 20_000))  # Al+ alone
+    pos = tmp_path / "wide.pos"
+    write_pos(pos, mass)
+    with caplog.at_level(logging.WARNING, logger="apt_daq"):
+        main(["range", str(pos), "--json"])
+    assert "resolving power" in caplog.text and "calibrate" in caplog.text

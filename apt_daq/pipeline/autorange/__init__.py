@@ -92,6 +92,7 @@ class AutoRange:
     spectrum: LogSpectrum
     fit: Fit | None = None
     calibration_rel: float = 0.0
+    resolving_power: float = 0.0  # m/dm (FWHM) of the strong peaks, median
 
     @property
     def unexplained(self) -> float:
@@ -126,6 +127,7 @@ class AutoRange:
                                   "window_da": [round(p.lo_da, 4), round(p.hi_da, 4)],
                                   "net_counts": round(p.net, 1)} for p in self.unidentified],
                 "ions_binned": int(self.spectrum.counts.sum()),
+                "resolving_power": round(self.resolving_power, 1),
                 "mass_tolerance_rel": self.calibration_rel}
 
 
@@ -198,6 +200,7 @@ def autorange(source, elements: list[str] | None = None,
         fit = select(rows, a_mat, cands, pos_cost)
         res = _result(spec, bg, peaks, cands, rows, a_mat, fit)
         res.calibration_rel = cal_rel
+        res.resolving_power = 1.0 / fwhm_rel if fwhm_rel > 0 else 0.0
         if best is None or res.unexplained < best.unexplained - 0.01:
             best = res
         if res.unexplained < 0.01:
