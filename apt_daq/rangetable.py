@@ -87,6 +87,30 @@ class RangeTable:
                 setattr(self, attr, [getattr(self, attr)[i] for i in order])
         self.validate()
 
+    @classmethod
+    def merging_same_ion(cls, names: list[str], lo_da, hi_da, composition: list[dict[str, int]],
+                         charge: list[int], source: str = "") -> RangeTable:
+        """A table from ranges that may overlap when they name the same ion (a range file's
+        repeated line, two windows drawn on one peak: ifes's ErMnO.env, VAlN_film_plan-view
+        .rrng): those are merged into one range, with a warning. Ranges of different ions
+        that overlap still raise (which ion a hit is would be a guess)."""
+        import logging
+
+        order = np.argsort(np.asarray(lo_da, float), kind="stable")
+        out: list[list] = []
+        for i in order:
+            a, b = float(lo_da[i]), float(hi_da[i])
+            if out and out[-1][0] == names[i] and out[-1][2] > a:
+                logging.getLogger("apt_daq.ranges").warning(
+                    "%s: two ranges of %s overlap ([%g, %g) and [%g, %g)): merged into one",
+                    source, names[i], out[-1][1], out[-1][2], a, b)
+                out[-1][2] = max(out[-1][2], b)
+                continue
+            out.append([names[i], a, b, composition[i], charge[i]])
+        return cls([o[0] for o in out], np.array([o[1] for o in out]),
+                   np.array([o[2] for o in out]), [o[3] for o in out], [o[4] for o in out],
+                   source=source)
+
     def validate(self) -> None:
         """Raise ValueError if a range is empty/inverted or two ranges overlap."""
         where = f"{self.source}: " if self.source else ""

@@ -495,6 +495,6 @@ def read_ranges(path: str | Path, fmt: str | None = None):
         raise DataFileError(f"{path}: ifes-apt-tc-data-modeling found no ranges in it"
                             f"{_reason(cap)}")
     try:
-        return RangeTable(names, np.array(lo), np.array(hi), comp, charge, source=str(path))
+        return RangeTable.merging_same_ion(names, lo, hi, comp, charge, source=str(path))
     except ValueError as e:
         raise DataFileError(str(e)) from None

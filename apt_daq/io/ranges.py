@@ -248,6 +248,21 @@ def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
 def _table(path: Path, ranges: list[_Range]) -> RangeTable:
     ranges = sorted((r._replace(composition=canonical_formula(r.composition)) for r in ranges),
                     key=lambda r: r.lo_da)
+    merged: list[_Range] = []  # one ion's overlapping ranges (a repeated line) become one
+    folded: list[int] = []
+    for r in ranges:
+        a = merged[-1] if merged else None
+        if a is not None and a.hi_da > r.lo_da and (a.composition, a.name) == (r.composition,
+                                                                               r.name):
+            merged[-1] = a._replace(hi_da=max(a.hi_da, r.hi_da))
+            folded.append(r.lineno)
+            continue
+        merged.append(r)
+    if folded:
+        lines = ", ".join(map(str, sorted(folded)[:8])) + (", ..." if len(folded) > 8 else "")
+        log.warning("%s: %d ranges repeat or overlap a range of the same ion (lines %s): "
+                    "merged with it", path, len(folded), lines)
+    ranges = merged
     for a, b in itertools.pairwise(ranges):
         if a.hi_da > b.lo_da:
             raise _err(

@@ -107,8 +107,9 @@ def test_overlapping_rrng_exits_2(tmp_path: Path, run: Path, capsys):
     epos = tmp_path / "run.epos"
     main(["export", str(run), "--format", "epos", "-o", str(epos)])
     bad = tmp_path / "bad.rrng"
-    bad.write_text("[Ions]\nNumber=1\nIon1=O\n[Ranges]\nNumber=2\n"
-                   "Range1=15.9 16.2 Vol:0.01 O:1\nRange2=16.1 16.3 Vol:0.01 O:1\n")
+    # two ions on overlapping ranges (one ion's overlapping ranges are merged instead)
+    bad.write_text("[Ions]\nNumber=2\nIon1=O\nIon2=N\n[Ranges]\nNumber=2\n"
+                   "Range1=15.9 16.2 Vol:0.01 O:1\nRange2=16.1 16.3 Vol:0.01 N:1\n")
     out = tmp_path / "x.h5"
     assert main(["import", str(epos), "--ranges", str(bad), "-o", str(out)]) == 2
     assert "bad.rrng" in capsys.readouterr().err

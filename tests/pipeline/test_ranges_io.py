@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_shipped_ranges_cover_main_peaks(name: str) -> None:
 
 BAD = {
     "overlap": (
-        "[Ions]\nNumber=1\nIon1=O\n[Ranges]\nNumber=2\nRange1=15.9 16.2 O:1\nRange2=16.1 16.5 O:1\n",
+        "[Ions]\nNumber=1\nIon1=O\n[Ranges]\nNumber=2\nRange1=15.9 16.2 O:1\nRange2=16.1 16.5 N:1\n",
         ":7",
     ),
     "inverted": ("[Ranges]\nNumber=1\nRange1=16.2 15.9 O:1\n", ":3"),
@@ -94,6 +95,22 @@ def test_malformed_rng_and_unknown_type(tmp_path: Path) -> None:
     q.write_text("")
     with pytest.raises(DataFileError, match="unknown range file type"):
         read_ranges(q)
+
+
+def test_one_ions_repeated_or_overlapping_ranges_are_merged(tmp_path: Path, caplog) -> None:
+    # real human files do this (ifes's VAlN_film_plan-view_700C.rrng repeats lines; its
+    # ErMnO.env draws two windows on one Er3+ peak): one range, one warning naming the lines
+    p = tmp_path / "rep.rrng"
+    p.write_text("[Ranges]\nNumber=4\nRange1=15.9 16.2 O:1\nRange2=15.9 16.2 O:1\n"
+                 "Range3=16.1 16.5 O:1\nRange4=27.9 28.1 Si:1\n")
+    with caplog.at_level(logging.WARNING, logger="apt_daq"):
+        t = read_ranges(p)
+    assert list(t.names) == ["O+", "Si+"]
+    assert (t.lo_da[0], t.hi_da[0]) == (15.9, 16.5)
+    assert caplog.text.count("merged") == 1 and "lines 4, 5" in caplog.text
+    tm = RangeTable.merging_same_ion(["Er3+", "Er3+"], [55.09, 55.543], [55.55, 55.88],
+                                     [{"Er": 1}] * 2, [3, 3], source="ErMnO.env")
+    assert len(tm) == 1 and tm.hi_da[0] == 55.88
 
 
 def test_rangetable_rejects_overlap() -> None:
