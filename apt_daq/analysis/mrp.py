@@ -183,9 +183,13 @@ def peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray) -> lis
         m0 = max(inside, key=lambda q: q[1])[0] if inside else 0.5 * (lo + hi)
         b_lo, b_hi = isotope_bounds(name, m0, formula, z) if inside else (-math.inf, math.inf)
         w = peak_window_da(m0)
-        # the window: the range, widened to the peak's own tails but never past the midpoint
-        # to a neighbouring isotope
-        bounds = (max(min(lo, m0 - w), b_lo), min(max(hi, m0 + 2 * w), b_hi))
+        # the window the widths are walked in: the range, widened to the peak's own tails but
+        # never past the midpoint to a neighbouring isotope nor into a neighbouring range (the
+        # apex is looked for in the range alone: histogram_peak)
+        prev_hi = float(ranges.hi_da[i - 1]) if i > 0 else -math.inf
+        next_lo = float(ranges.lo_da[i + 1]) if i + 1 < len(ranges.names) else math.inf
+        bounds = (max(min(lo, m0 - w), b_lo, min(prev_hi, lo)),
+                  min(max(hi, m0 + 2 * w), b_hi, max(next_lo, hi)))  # fmt: skip
         pk = histogram_peak(counts, edges, lo, hi, bounds, flank_width_da(lo, hi), free)
         row = {
             "range": i,
@@ -225,7 +229,8 @@ def mrp_and_peak_table(ranges: RangeTable, counts: np.ndarray, edges: np.ndarray
         bg = row["background"] / (row["hi_da"] - row["lo_da"]) if row is not None else 0.0
         values, n = win.values()
         got = mrp(values, [(name, m0)], weights=n, background_per_da=bg)
-        if got and row is not None:
+        if got and row is not None and math.isfinite(row["apex_da"] or math.nan) \
+                and row["lo_da"] <= got[0]["mass"] <= row["hi_da"]:  # the range's own peak
             row.update({k: got[0][k] for k in ("fwhm", "fw10m", "mrp50", "mrp10")})
         out += got
     return out, table

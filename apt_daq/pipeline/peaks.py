@@ -330,29 +330,60 @@ def _apex(sub: np.ndarray, e: np.ndarray, i: int) -> float:
     return float(0.5 * (e[i] + e[i + 1]))
 
 
+APEX_EDGE_BINS = 2
+"""Bins beyond a range's edge that may not rise above a maximum at that edge (else the range
+holds the flank of a peak outside it, not a peak)."""
+
+
+MIN_CORE_SHARE = 0.3
+"""Share of a range's net ions (those in the peak's window) that its peak holds within its
+FWHM (0.76 for a Gaussian, 0.5-0.8 for LEAP peaks with their thermal tails) below which the
+width is that of a noise spike on the top of a weak peak, not the peak's: it is measured
+again on bins twice as wide."""
+
+
+def apex_bin(s: np.ndarray, e: np.ndarray, lo: float, hi: float) -> int | None:
+    """The bin of the maximum of the smoothed net spectrum ``s``/``e`` among the bins whose
+    centres lie in the range [lo, hi) (the bin holding its centre when it is narrower than a
+    bin), or None when the range holds no peak: nothing above the background, or a maximum at
+    the range's edge with the spectrum higher just beyond it (the flank of a peak outside)."""
+    c = 0.5 * (e[1:] + e[:-1])
+    idx = np.flatnonzero((c >= lo) & (c < hi))
+    if len(idx) == 0:
+        idx = np.clip(np.searchsorted(e, [0.5 * (lo + hi)], side="right") - 1, 0, len(s) - 1)
+    i = int(idx[np.argmax(s[idx])])
+    if s[i] <= 0:
+        return None
+    left, right = s[max(i - APEX_EDGE_BINS, 0):i], s[i + 1:i + 1 + APEX_EDGE_BINS]
+    if (i == idx[0] and np.any(left > s[i])) or (i == idx[-1] and np.any(right > s[i])):
+        return None
+    return i
+
+
 def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
                    bounds: tuple[float, float], flank_da: float,
                    free: np.ndarray | None = None, min_net: float = 100.0) -> PeakRow | None:  # fmt: skip
-    """Apex, counts, background, FWHM and FW10%M of the peak of range [lo, hi), measured in
-    ``bounds`` (the window of that peak alone) on a fine spectrum with its flat flank
-    background (:func:`flank_background`) subtracted. None when the range holds no ions;
-    apex and widths NaN when its net ions are fewer than ``min_net`` or 5 sqrt(background)
-    (a width measured on a handful of ions over background is noise)."""
+    """Apex, counts, background, FWHM and FW10%M of the peak of range [lo, hi) on a fine
+    spectrum with its flat flank background (:func:`flank_background`) subtracted: the apex is
+    the maximum inside the range (:func:`apex_bin`), the widths (SG7-smoothed, as
+    :func:`peak_widths`) are walked out from it on both sides within ``bounds`` (the range widened to the peak's tails, cut at its neighbours).
+    None when the range holds no ions; apex and widths NaN when its net ions are fewer than
+    ``min_net`` or 5 sqrt(background) (a width measured on a handful of ions over background
+    is noise) or when it holds no peak of its own (only a flank of a peak beyond it)."""
     c = 0.5 * (edges[1:] + edges[:-1])
     in_range = (c >= lo) & (c < hi)
     n = int(counts[in_range].sum())
     if n == 0:
         return None
     bg = flank_background(counts, edges, lo, hi, flank_da, free)
+    bg_in = bg * int(in_range.sum())
     win = (c >= bounds[0]) & (c < bounds[1])
     raw = counts[win].astype(np.float64) - bg
     e0 = np.concatenate([edges[:-1][win], edges[1:][win][-1:]])
     nan = float("nan")
-    if len(raw) < 5 or smooth(raw, 3).max() <= 0:
-        return PeakRow(nan, n, bg * int(in_range.sum()), nan, nan)
-    net = n - bg * int(in_range.sum())
-    if net < max(min_net, 5.0 * math.sqrt(max(bg * int(in_range.sum()), 1.0))):
-        return PeakRow(nan, n, bg * int(in_range.sum()), nan, nan)  # no peak to measure
+    none = PeakRow(nan, n, bg_in, nan, nan)  # no peak to measure
+    if len(raw) < 5 or n - bg_in < max(min_net, 5.0 * math.sqrt(max(bg_in, 1.0))):
+        return none
     bw = e0[1] - e0[0]
 
     def rebinned(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -364,7 +395,9 @@ def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
     k = max(1, min(int(0.5 * (bounds[0] + bounds[1]) / 5000.0 / bw), len(raw) // 8))
     sub, e = rebinned(k)
     sm = smooth(sub, 3)
-    i = int(np.argmax(sm))
+    i = apex_bin(sm, e, lo, hi)
+    if i is None:
+        return none
     fwhm = full_width(sm, e, i, 0.5)
     for _ in range(2):
         if not np.isfinite(fwhm):
@@ -376,9 +409,27 @@ def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
             break
         k = k_new
         sub, e = rebinned(k)
-        i, _, fwhm, _ = peak_widths(sub, e)
-    i, _, fwhm, fw10 = peak_widths(sub, e)
-    return PeakRow(_apex(sg_smooth(sub), e, i), n, bg * int(in_range.sum()), fwhm, fw10)
+        i = apex_bin(sg_smooth(sub), e, lo, hi)
+        if i is None:
+            return none
+        fwhm = full_width(sg_smooth(sub), e, i, 0.5)
+    cw = 0.5 * (e0[1:] + e0[:-1])
+    peak_net = raw[(cw >= lo) & (cw < hi)].sum()  # the range's net ions of this peak alone
+    while True:
+        sm = sg_smooth(sub)
+        i = apex_bin(sm, e, lo, hi)
+        if i is None:
+            return none
+        fwhm = full_width(sm, e, i, 0.5)
+        core = raw[np.abs(cw - 0.5 * (e[i] + e[i + 1])) < 0.5 * fwhm].sum()
+        if not np.isfinite(fwhm) or core >= MIN_CORE_SHARE * peak_net:
+            break
+        if len(raw) // (2 * k) < 8:  # still the width of a noise spike at the coarsest bins
+            return none
+        k *= 2  # the width of a noise spike on a weak peak's fine bins: coarser bins
+        sub, e = rebinned(k)
+    apex = min(max(_apex(sm, e, i), lo), hi)
+    return PeakRow(apex, n, bg_in, fwhm, full_width(sm, e, i, 0.1))
 
 
 def pattern_scale(mass_da: np.ndarray, abundance: np.ndarray, apex: float, apex_da: float,
