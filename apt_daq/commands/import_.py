@@ -419,8 +419,11 @@ def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) 
     present = set(src.present)
     has_mass = "mass" in present
     with_derived = has_mass or {"x", "y", "z"} <= present
+    import numpy as np
+
     summary = meta["imported"]
     n = 0
+    v_lo, v_hi, last_pulse = np.inf, -np.inf, None
     with atomic_output(out, overwrite=True) as tmp, RunWriter(tmp, meta, overwrite=True) as w:
         for ions in checked_ions(src, path, chunk):
             idx = (range_index(ions["mass"], table) if table is not None and has_mass
@@ -428,11 +431,21 @@ def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) 
             hits, der = ions_to_chunks(ions, idx, derived=with_derived)
             w.append(hits=hits, derived=der)
             n += len(ions)
+            v = ions["v_dc"][np.isfinite(ions["v_dc"])]
+            if len(v):
+                v_lo, v_hi = min(v_lo, float(v.min())), max(v_hi, float(v.max()))
+            if "pulse" in present and len(ions):
+                last_pulse = int(ions["pulse"][-1])
         if summary["ions"] is None:  # a CSV: counted while read
             summary["ions"] = n
-            w.set_meta("imported", summary)
         elif n != src.n:
             raise DataFileError(f"{path}: read {n} ions of {src.n}")
+        # what `apt-daq info` shows of an imported run (it has no instrument log)
+        if np.isfinite(v_lo):
+            summary["voltage_v"] = [round(v_lo, 1), round(v_hi, 1)]
+        if last_pulse is not None:
+            summary["pulse_count"] = last_pulse  # pulse numbers count from 1 (EPOS: the sum of psl)
+        w.set_meta("imported", summary)
         w.finish("imported")
 
 

@@ -56,6 +56,11 @@ def summarize(path: str) -> dict:
             "transitions": [[round(float(t), 3), *rest]
                             for t, *rest in meta.get("transitions") or []],
         }
+    imp = (meta.get("imported") or {}) if isinstance(meta, dict) else {}
+    if out["voltage_v"] is None and imp.get("voltage_v"):  # an import: no instrument log
+        out["voltage_v"] = imp["voltage_v"]
+    if out["pulses"] is None and imp.get("pulse_count"):
+        out["pulses"] = imp["pulse_count"]
     _live_state(path, out)
     return out
 

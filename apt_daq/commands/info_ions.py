@@ -50,7 +50,7 @@ def summarize_ions(path: str) -> dict:
         "x_nm": _span(lo["x"], hi["x"], 2),
         "y_nm": _span(lo["y"], hi["y"], 2),
         "z_nm": _span(lo["z"], hi["z"], 2),
-        "pulses": None if last_pulse is None else last_pulse + 1,
+        "pulses": last_pulse,  # pulse numbers count from 1 (EPOS: the sum of psl)
         "multi_hit_share": round(multi / n, 5) if "multiplicity" in present and n else None,
     }
 

@@ -27,6 +27,8 @@ def test_info_on_apav_epos_matches_the_raw_records(apav_data, capsys):
     assert info["z_nm"] == pytest.approx([rec[:, 2].min(), rec[:, 2].max()], abs=0.01)
     assert info["multi_hit_share"] == pytest.approx(ipp[ipp > 1].sum() / len(rec), abs=1e-5)
     assert "mass" in info["fields"] and "multiplicity" in info["fields"]
+    psl = np.fromfile(path, ">u4").reshape(-1, 11)[:, 9].astype(np.int64)
+    assert info["pulses"] == (psl.sum() if psl.any() else None)
 
 
 def test_info_on_apav_pos_has_no_pulses_or_voltage(apav_data, capsys):
@@ -48,3 +50,21 @@ def test_info_on_a_broken_epos_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cut.epos" in err[0]
+
+
+def test_info_on_an_imported_epos_shows_its_voltage_and_pulses(tmp_path, capsys):
+    # an import has no instrument log: the voltage range and the pulse count come from the
+    # file (built here: 1000 ions, 3 pulses apart, 2000-3000 V)
+    n = 1000
+    rec = np.zeros((n, 11), ">f4")
+    rec[:, 3] = 27.98
+    rec[:, 5] = np.linspace(2000.0, 3000.0, n)
+    ints = rec.view(">i4")
+    ints[:, 9], ints[:, 10] = 3, 1
+    epos, h5 = tmp_path / "v.epos", tmp_path / "v.h5"
+    rec.tofile(epos)
+    assert main(["import", str(epos), "-o", str(h5), "--voltage-unit", "V"]) == 0
+    capsys.readouterr()
+    info = _info(capsys, h5)
+    assert info["voltage_v"] == [2000.0, 3000.0]
+    assert info["pulses"] == 3 * n
