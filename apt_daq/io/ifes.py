@@ -34,7 +34,8 @@ the run gets one pulse per multi-hit event, or per ion without multiplicities ei
 
 Range files (``--ranges FILE``; ``.rrng`` and ``.rng`` are read by our own reader):
 ``.env`` (GPM ENV), ``.fig.txt`` (Erlangen toolbox), ``.analysis`` (IVAS/Imago),
-``.analysisset`` (AP Suite), pyccapt ranging ``.h5``, AP Suite ``.hdf5``: :func:`read_ranges`.
+``.analysisset`` (AP Suite), pyccapt ranging ``.h5``, AP Suite ``.hdf5``: read by
+:mod:`apt_daq.io.ifes_ranges`.
 
 The library reads whole columns into memory (its readers are not chunked): an ifes import
 holds the file's quantities once, then streams them into the store in chunks. The library is
@@ -127,20 +128,6 @@ _APT_READ = {"Position", "Mass", "tof", "Voltage", "Pulse Voltage", "XDet_mm", "
              "Multiplicity", "pulse", "pulseDelta"}
 _PULSE_DELTA_MAX = 32767  # APT pulseDelta (int16) saturates here
 
-RANGE_FORMATS: dict[str, tuple[str, str, str]] = {  # format: (module, class, attribute)
-    "env": ("env.env_reader", "ReadEnvFileFormat", "env"),
-    "fig": ("fig.fig_reader", "ReadFigTxtFileFormat", "fig"),
-    "imago": ("imago.imago_reader", "ReadImagoAnalysisFileFormat", "imago"),
-    "analysisset": ("analysisset.analysisset_reader", "ReadAnalysissetFileFormat",
-                    "analysisset"),
-    "pyccapt-ranges": ("pyccapt.pyccapt_reader", "ReadPyccaptRangingFileFormat", "pyc"),
-    "cameca-ranges": ("cameca.cameca_reader", "ReadCamecaHfiveFileFormat", "cameca"),
-    "ifes-rrng": ("rrng.rrng_reader", "ReadRrngFileFormat", "rrng"),
-    "ifes-rng": ("rng.rng_reader", "ReadRngFileFormat", "rng"),
-}
-RANGE_SUFFIXES = {".env": "env", ".fig.txt": "fig", ".analysis": "imago",
-                  ".analysisset": "analysisset"}
-
 _UNIT = {"positions": "nm", "mass": "Da", "tof": "ns", "v_dc": "V", "v_pulse": "V",
          "v_reflectron": "V", "det": "mm", "det_x": "mm", "det_y": "mm"}
 _VOLTAGES = ("v_dc", "v_pulse")  # read as the file's numbers, scaled to V by IfesFile
@@ -164,6 +151,8 @@ def _import(module: str):
     if not root.handlers:  # the library calls logging.basicConfig(filename=...) at import
         guard = logging.NullHandler()
         root.addHandler(guard)
+    # pint, imported by the library, warns of its own unit redefinition on every import
+    logging.getLogger("pint.util").setLevel(logging.ERROR)
     try:
         return importlib.import_module(f"{PACKAGE}.{module}")
     except ImportError as e:
@@ -348,8 +337,9 @@ class IfesFile:
         self.voltage_scale, self.voltage_note = 1.0, "no voltage in the file"
         if voltage_unit != "auto":
             unit = dict.fromkeys(_VOLTAGES, 1000.0 if voltage_unit == "kV" else 1.0)
-        if "v_dc" in c and unit.get("v_dc") is not None:  # given, or the file's
-            self.voltage_scale = unit["v_dc"]
+        given = unit.get("v_dc")
+        if "v_dc" in c and given is not None:  # given, or the file's
+            self.voltage_scale = given
             name = {1.0: "V", 1000.0: "kV"}.get(self.voltage_scale, f"{self.voltage_scale:g} V")
             self.voltage_note = f"{name} ({'given' if voltage_unit != 'auto' else 'the file says'})"
         elif "v_dc" in c:  # unit not known (EPOS; APT, ifes does not read it): from the data
@@ -434,67 +424,3 @@ class IfesFile:
     def iter(self, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
         for i in range(0, self.n, chunk):
             yield self.read(i, i + chunk)
-
-
-def range_format_for(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, fmt in RANGE_SUFFIXES.items():
-        if name.endswith(suffix):
-            return fmt
-    return None
-
-
-def read_ranges(path: str | Path, fmt: str | None = None):
-    """A range file of a format ifes-apt-tc-data-modeling reads, as our :class:`RangeTable`.
-
-    Each molecular ion's nuclides become an elemental composition; a charge the file does not
-    give (0) is inferred as the one that puts an isotopologue inside the range."""
-    from ase.data import chemical_symbols
-
-    from apt_daq.io.ranges import RangeTable, infer_charge
-    from apt_daq.isotopes import ion_name
-
-    path = Path(path)
-    fmt = fmt or range_format_for(path)
-    if fmt not in RANGE_FORMATS:
-        raise UserError(f"{path}: not a range format ifes-apt-tc-data-modeling reads (one of "
-                        f"{', '.join(RANGE_FORMATS)})")
-    if not path.is_file():
-        raise DataFileError(f"{path}: no such range file")
-    module, cls, attr = RANGE_FORMATS[fmt]
-    mod = _import(module)
-    with _captured() as cap:
-        try:
-            reader = getattr(mod, cls)(str(path))
-        except Exception as e:
-            raise DataFileError(f"{path}: ifes-apt-tc-data-modeling cannot read it as {fmt} "
-                                f"({type(e).__name__}: {e})") from None
-        if not getattr(reader, "supported", True) or not hasattr(reader, attr):
-            raise DataFileError(f"{path}: not a {fmt} range file that "
-                                f"ifes-apt-tc-data-modeling supports{_reason(cap)}")
-    names, lo, hi, comp, charge = [], [], [], [], []
-    for ion in getattr(reader, attr).get("molecular_ions", []):
-        formula: dict[str, int] = {}
-        for _mass_number, z in np.asarray(ion.nuclide_list).reshape(-1, 2):
-            if z:
-                el = chemical_symbols[int(z)]
-                formula[el] = formula.get(el, 0) + 1
-        if not formula:
-            continue
-        edges = np.asarray(getattr(ion.ranges, "magnitude", ion.ranges), float).reshape(-1, 2)
-        for a, b in edges:
-            z = int(ion.charge_state)
-            if z <= 0:
-                z = infer_charge(formula, float(a), float(b))
-            names.append(ion_name(formula, z))
-            lo.append(float(a))
-            hi.append(float(b))
-            comp.append(dict(formula))
-            charge.append(z)
-    if not names:
-        raise DataFileError(f"{path}: ifes-apt-tc-data-modeling found no ranges in it"
-                            f"{_reason(cap)}")
-    try:
-        return RangeTable.merging_same_ion(names, lo, hi, comp, charge, source=str(path))
-    except ValueError as e:
-        raise DataFileError(str(e)) from None

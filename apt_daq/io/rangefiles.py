@@ -1,6 +1,6 @@
 """Any range file a user hands over, by extension: ``.rrng`` and ``.rng`` with
 :mod:`apt_daq.io.ranges`; ``.env``, ``.fig.txt``, ``.analysis`` and ``.analysisset`` through
-ifes-apt-tc-data-modeling (:func:`apt_daq.io.ifes.read_ranges`). ``import --ranges`` and
+ifes-apt-tc-data-modeling (:func:`apt_daq.io.ifes_ranges.read_ranges`). ``import --ranges`` and
 ``analyze --ranges`` read them the same way (``analyze`` refused the ifes formats until
 Dec 2026)."""
 
@@ -15,7 +15,7 @@ def read_range_file(path: str | Path) -> RangeTable:
     """The range table of ``path`` (see the module doc); a DataFileError naming the file
     otherwise."""
     from apt_daq.errors import DataFileError
-    from apt_daq.io import ifes
+    from apt_daq.io import ifes_ranges as ifes
     from apt_daq.io.ranges import read_ranges
 
     if ifes.range_format_for(Path(path)) is not None and Path(path).exists():

@@ -73,7 +73,7 @@ def test_range_names_that_are_labels_read_as_apav_and_ifes_read_them(tmp_path: P
                                                                       apav_data: Path):
     """ifes reads labelled ranges so; apav skips every range that has a Name: field."""
     pytest.importorskip("ifes_apt_tc_data_modeling")
-    from apt_daq.io.ifes import read_ranges as ifes_ranges
+    from apt_daq.io.ifes_ranges import read_ranges as ifes_ranges
     from apt_daq.io.ranges import read_ranges
 
     p = tmp_path / "labelled.rrng"
@@ -122,7 +122,7 @@ def test_ivas_range_of_unknown_species_is_skipped_as_apav_and_ifes_skip_it(tmp_p
     was refused ("range has no composition"), where apav and ifes read the other ranges."""
     apav = pytest.importorskip("apav")
     pytest.importorskip("ifes_apt_tc_data_modeling")
-    from apt_daq.io.ifes import read_ranges as ifes_ranges
+    from apt_daq.io.ifes_ranges import read_ranges as ifes_ranges
     from apt_daq.io.ranges import read_ranges
 
     p = tmp_path / "unknown.rrng"

@@ -158,7 +158,7 @@ def test_shipped_rrng_read_alike_by_apav_ifes_and_us(name: str) -> None:
     IVAS's ``Name:`` mark of an unknown species)."""
     apav = pytest.importorskip("apav")
     pytest.importorskip("ifes_apt_tc_data_modeling")
-    from apt_daq.io.ifes import read_ranges as ifes_ranges
+    from apt_daq.io.ifes_ranges import read_ranges as ifes_ranges
 
     p = Path(__file__).resolve().parents[2] / "configs" / "ranges" / f"{name}.rrng"
     ours = read_ranges(p)
@@ -173,3 +173,13 @@ def test_shipped_rrng_read_alike_by_apav_ifes_and_us(name: str) -> None:
     assert np.allclose(via_ifes.lo_da[order], ours.lo_da, atol=1e-4)
     assert [via_ifes.composition[j] for j in order] == ours.composition
     assert [int(via_ifes.charge[j]) for j in order] == [int(z) for z in ours.charge]
+
+
+def test_an_either_or_range_from_ifes_is_told_from_a_molecular_ion() -> None:
+    # AP Suite's "Si/Fe" at 13.95-14.06 Da (28Si2+ or 56Fe4+) reaches us from ifes as (FeSi)6+;
+    # a real molecular ion's window holds no atomic isotope of two of its elements
+    from apt_daq.io.ifes_ranges import _alternatives
+
+    assert _alternatives({"Fe": 1, "Si": 1}, 13.95, 14.06)
+    assert _alternatives({"Fe": 1, "Si": 1}, 27.937, 28.111)  # Si+ or Fe2+
+    assert not _alternatives({"Cr": 1, "O": 1}, 67.8, 68.1)  # 52Cr16O+
