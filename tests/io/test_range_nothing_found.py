@@ -52,3 +52,11 @@ def test_a_spectrum_of_low_resolving_power_is_flagged(tmp_path: Path, capsys, ca
     with caplog.at_level(logging.WARNING, logger="apt_daq"):
         main(["range", str(pos), "--json"])
     assert "resolving power" in caplog.text and "calibrate" in caplog.text
+
+
+def test_a_file_of_mostly_negative_m_n_is_no_ion_file(tmp_path: Path, capsys):
+    rng = np.random.default_rng(3)
+    pos, h5 = tmp_path / "neg.pos", tmp_path / "neg.h5"
+    write_pos(pos, rng.normal(0.0, 50.0, 1000))  # half negative: not an atom probe's m/n
+    assert main(["import", str(pos), "-o", str(h5)]) == 2
+    assert "negative" in capsys.readouterr().err and not h5.exists()
