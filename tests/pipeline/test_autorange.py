@@ -268,6 +268,9 @@ def test_a_peak_riding_on_a_neighbours_tail_counts_only_its_own_ions(seed):
     assert tail_under > 3 * own  # the case: without the skim the net would be 2-6x too high
     assert 0.7 * own < rider.net < 1.4 * own, (rider.net, own, tail_under)
     assert lone.pedestal == 0.0  # a peak rising from the background has nothing under it
+    # its width is its own, above the pedestal: the Gaussian core's 2.355 x 4e-4 (the 2-bin
+    # smoothing and its own short tail add ~20 %); from the background it read 1.5-1.6 x
+    assert rider.fwhm_rel < 1.35 * 2.355 * 4e-4, rider.fwhm_rel
 
 
 # ------------------------------------------------------------------------------ harness
