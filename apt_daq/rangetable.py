@@ -98,15 +98,19 @@ class RangeTable:
 
         order = np.argsort(np.asarray(lo_da, float), kind="stable")
         out: list[list] = []
+        merged: list[str] = []
         for i in order:
             a, b = float(lo_da[i]), float(hi_da[i])
             if out and out[-1][0] == names[i] and out[-1][2] > a:
-                logging.getLogger("apt_daq.ranges").warning(
-                    "%s: two ranges of %s overlap ([%g, %g) and [%g, %g)): merged into one",
-                    source, names[i], out[-1][1], out[-1][2], a, b)
+                merged.append(f"{names[i]} [{a:g}, {b:g})")
                 out[-1][2] = max(out[-1][2], b)
                 continue
             out.append([names[i], a, b, composition[i], charge[i]])
+        if merged:
+            logging.getLogger("apt_daq.ranges").warning(
+                "%s: %d range%s overlapping another of the same ion merged with it: %s", source,
+                len(merged), "s" if len(merged) > 1 else "", ", ".join(merged[:8])
+                + (", ..." if len(merged) > 8 else ""))
         return cls([o[0] for o in out], np.array([o[1] for o in out]),
                    np.array([o[2] for o in out]), [o[3] for o in out], [o[4] for o in out],
                    source=source)

@@ -318,7 +318,7 @@ def _implied_mm(src, t0: float, sample: int) -> float | None:
     (median of sqrt(k V (t - t0)^2 / m - x^2 - y^2) over the first ``sample`` ions), or None."""
     import numpy as np
 
-    from apt_daq.io.epos import implied_flight_path_m
+    from apt_daq.io.epos import PLAUSIBLE_FLIGHT_M, implied_flight_path_m
 
     present = set(src.present)
     if not ({"mass", "tof", "v_dc"} <= present and src.n):
@@ -331,7 +331,15 @@ def _implied_mm(src, t0: float, sample: int) -> float | None:
     l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
                                 first["det_x"] if det else None,
                                 first["det_y"] if det else None)
-    return round(l_m * 1000.0, 3) if np.isfinite(l_m) else None
+    if not np.isfinite(l_m):
+        return None
+    lo, hi = PLAUSIBLE_FLIGHT_M
+    if not lo <= l_m <= hi:  # --voltage-unit kV on a file in volts: 10.2 m
+        log.warning("%s: the file's TOF, V and m/n imply a %.0f mm flight path, which no atom "
+                    "probe has (%.0f-%.0f mm): are its voltages in the unit assumed "
+                    "(--voltage-unit)?", getattr(src, "path", "the file"), l_m * 1000,
+                    lo * 1000, hi * 1000)
+    return round(l_m * 1000.0, 3)
 
 
 def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:

@@ -97,15 +97,22 @@ def spectrum_and_count(path: str | Path):
     return spec, n
 
 
-def _nothing_found(path: str, spec, n: int) -> str:
+def _nothing_found(path: str, spec, n: int, resolving_power: float = 0.0,
+                   elements: list[str] | None = None) -> str:
     """Why no range came out, in one line, with what to do."""
     binned = int(spec.counts.sum())
     if n and binned < 0.5 * n:
         return (f"{path}: no peak identified: only {binned} of {n} ions have an m/n in "
                 f"{spec.m0_da:g}-{spec.mass_at(len(spec.counts)):.0f} Da: is the m/n calibrated? "
                 "(an import without its flight length: apt-daq calibrate FILE --elements ...)")
-    return (f"{path}: no peak identified in the spectrum of {n} ions (no range file written): "
-            "give --elements, or check the m/n calibration (apt-daq calibrate)")
+    low = (f"; the peaks' resolving power is m/dm ~{resolving_power:.0f}: the m/n is probably "
+           "uncorrected" if 0 < resolving_power < LOW_RESOLVING_POWER else "")
+    if elements:
+        return (f"{path}: no ion of {', '.join(elements)} identified in the spectrum of {n} "
+                f"ions (no range file written){low}: check the m/n calibration (apt-daq "
+                "calibrate)")
+    return (f"{path}: no peak identified in the spectrum of {n} ions (no range file written)"
+            f"{low}: give --elements, or check the m/n calibration (apt-daq calibrate)")
 
 
 def range_report_comment(res, source: str) -> str:
@@ -141,7 +148,8 @@ def _range(args: argparse.Namespace) -> int:
     res = autorange(spec, els, charges)
     t2 = time.perf_counter()
     if not res.ranges:
-        raise UserError(_nothing_found(str(args.input), spec, n_ions))
+        raise UserError(_nothing_found(str(args.input), spec, n_ions, res.resolving_power,
+                                       els))
     if 0 < res.resolving_power < LOW_RESOLVING_POWER:
         logging.getLogger("apt_daq.range").warning(
             "%s: the peaks' resolving power is m/dm ~%.0f: the m/n is probably not voltage- "

@@ -260,8 +260,9 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
         merged.append(r)
     if folded:
         lines = ", ".join(map(str, sorted(folded)[:8])) + (", ..." if len(folded) > 8 else "")
-        log.warning("%s: %d ranges repeat or overlap a range of the same ion (lines %s): "
-                    "merged with it", path, len(folded), lines)
+        log.warning("%s: %d range%s repeat or overlap a range of the same ion (line%s %s): "
+                    "merged with it", path, len(folded), "s" if len(folded) > 1 else "",
+                    "s" if len(folded) > 1 else "", lines)
     ranges = merged
     for a, b in itertools.pairwise(ranges):
         if a.hi_da > b.lo_da:

@@ -222,6 +222,7 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
 
     path = reader.path
     inst = _instrument(reader)
+    _refuse_refit(reader, inst, ranges)
     if not has_tof(reader):
         raise DataFileError(f"{path}: the hits carry no TOF and voltage: m/n cannot be computed "
                             "(an imported file's own m/n is used unless you recalibrate)")
@@ -251,13 +252,6 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
     del sample
     if ranges is None or len(ranges) == 0:
         names = [str(row[0]) for row in reader.meta.get("ion_table") or []]
-        own_mass = "mass" in ((reader.meta.get("imported") or {}).get("fields") or ())
-        if not names and own_mass:
-            # an imported file's TOF-derived m/n, uncorrected, is no spectrum to range: a
-            # reflectron LEAP EPOS's put calcite's 40Ca2+ at 19.6 Da, named Ni3+
-            raise DataFileError(f"{path}: --recalibrate needs a reference peak: give --ranges "
-                                "(a range file for this run), or `apt-daq calibrate --elements "
-                                "...`; without --recalibrate the file's own m/n is used")
         if not names:
             return Calibration(notes=["no ranges and no ion table: no reference peak, m/n "
                                       "uncorrected"], **base)
@@ -283,6 +277,23 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
     for k, v in base.items():
         setattr(cal, k, v)
     return cal
+
+
+def _refuse_refit(reader, inst: InstrumentConfig, ranges: RangeTable | None) -> None:
+    """An imported file's own m/n is kept unless a refit from TOF can do better: not for a
+    reflectron instrument (m/n = K V t^2 / L^2 holds for a straight flight only: a reflectron
+    LEAP EPOS refitted put calcite's 40Ca2+ at 19.914 Da, MRP 424 -> 206), nor with no
+    reference peak (its TOF-derived m/n, uncorrected, put 40Ca2+ at 19.6 Da, named Ni3+)."""
+    if "mass" not in ((reader.meta.get("imported") or {}).get("fields") or ()):
+        return
+    if inst.reflectron:
+        raise DataFileError(f"{reader.path}: --recalibrate refits m/n from TOF with a straight "
+                            "flight path, and this run's instrument has a reflectron: keep the "
+                            "file's own m/n (leave out --recalibrate)")
+    if (ranges is None or len(ranges) == 0) and not reader.meta.get("ion_table"):
+        raise DataFileError(f"{reader.path}: --recalibrate needs a reference peak: give --ranges "
+                            "(a range file for this run), or `apt-daq calibrate --elements "
+                            "...`; without --recalibrate the file's own m/n is used")
 
 
 def reference_range(ion: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, radius_mm: float,

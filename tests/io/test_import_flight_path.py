@@ -77,3 +77,25 @@ def test_recalibrating_an_import_with_no_reference_is_refused(tmp_path: Path, ca
     assert main(["analyze", str(h5), "--recalibrate", "--no-store"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ranges" in err[0] and "own m/n" in err[0]
+
+
+def test_voltages_read_in_the_wrong_unit_are_named(tmp_path: Path, caplog):
+    # a file in volts imported as kV implies a flight path sqrt(1000) x too long: 9.5 m
+    epos, h5 = tmp_path / "a.epos", tmp_path / "a.h5"
+    write_epos(epos)
+    with caplog.at_level(logging.WARNING, logger="apt_daq"):
+        assert main(["import", str(epos), "-o", str(h5), "--voltage-unit", "kV"]) == 0
+    assert "which no atom probe has" in caplog.text and "--voltage-unit" in caplog.text
+
+
+def test_recalibrating_a_reflectron_import_is_refused(tmp_path: Path, capsys):
+    epos, h5, rrng = tmp_path / "a.epos", tmp_path / "a.h5", tmp_path / "a.rrng"
+    write_epos(epos)
+    rrng.write_text("[Ions]\nNumber=1\nIon1=C\n[Ranges]\nNumber=1\nRange1=11.9 12.1 C:1\n")
+    xr = REPO / "configs" / "instruments" / "leap5000xr.yaml"
+    assert main(["import", str(epos), "-o", str(h5), "--instrument", str(xr)]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(h5), "--recalibrate", "--no-store", "--ranges", str(rrng)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reflectron" in err[0]
+    assert main(["analyze", str(h5), "--no-store", "--ranges", str(rrng)]) == 0

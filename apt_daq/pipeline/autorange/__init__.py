@@ -205,7 +205,10 @@ def autorange(source, elements: list[str] | None = None,
             best = res
         if res.unexplained < 0.01:
             break
-    return best if best is not None else AutoRange(empty, [], list(peaks), {}, spec)
+    if best is None:
+        best = AutoRange(empty, [], list(peaks), {}, spec)
+        best.resolving_power = 1.0 / fwhm_rel if fwhm_rel > 0 else 0.0
+    return best
 
 
 def _near_isotopologue(c: Candidate, shift: float, m_da: float) -> float:
