@@ -44,6 +44,7 @@ LONE_TRACE_COST = 20.0  # or pays this on top of its element cost
 HYDRIDE_COST = 20.0  # an element whose hydrides outnumber its atomic ions pays this
 DOUBT_SHARE = 0.05  # elements below this share of the fitted counts may be swapped out whole
 ABSENT_CAP = 0.0  # chi2 units: what counts left unexplained at an absent row cost at most
+MEMO_MAX = 50_000  # fits remembered (each a few hundred bytes): calcite's search makes ~100k
 
 
 @dataclass
@@ -121,6 +122,8 @@ class _Problem:
             hit = self._groups.get(key)
             if hit is None:
                 hit = self._fit_group(list(key))
+                if len(self._groups) >= MEMO_MAX:
+                    self._groups.clear()
                 self._groups[key] = hit
             x[pos] = hit[0]
             chi2 += hit[1]
@@ -186,6 +189,8 @@ class _Problem:
         if hit is None:
             x, chi2 = self.fit(list(key))
             hit = (x, chi2, self.cost(list(key), chi2, x))
+            if len(self._memo) >= MEMO_MAX:  # bounded memory: start over (a miss refits)
+                self._memo.clear()
             self._memo[key] = hit
         x = np.empty(len(sel))
         x[order] = hit[0]
