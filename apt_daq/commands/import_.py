@@ -369,9 +369,14 @@ def _check_flight_path(src, inst: dict, t0: float, sample: int, summary: dict,
     instrument file's length is replaced by the implied one (the straight flight path the
     file's m/n mean; a reflectron's folded path is not modelled); a --flight-path-mm the user
     typed is kept, with a warning."""
+    from apt_daq.io.epos import PLAUSIBLE_FLIGHT_M
+
     l_mm = _implied_mm(src, t0, sample)
     have = float(inst.get("flight_path_mm") or 0.0)
     if l_mm is None or have <= 0 or abs(have / l_mm - 1.0) <= FLIGHT_PATH_AGREE:
+        return
+    lo, hi = PLAUSIBLE_FLIGHT_M
+    if not lo <= l_mm / 1000.0 <= hi:  # the data are off (their unit), not the instrument
         return
     off = f"{100 * abs(have / l_mm - 1.0):.0f} %"
     if given:

@@ -86,6 +86,11 @@ def test_voltages_read_in_the_wrong_unit_are_named(tmp_path: Path, caplog):
     with caplog.at_level(logging.WARNING, logger="apt_daq"):
         assert main(["import", str(epos), "-o", str(h5), "--voltage-unit", "kV"]) == 0
     assert "which no atom probe has" in caplog.text and "--voltage-unit" in caplog.text
+    # an instrument file's flight path is not replaced by that implausible one
+    xr, h5b = REPO / "configs" / "instruments" / "leap5000xr.yaml", tmp_path / "b.h5"
+    assert main(["import", str(epos), "-o", str(h5b), "--voltage-unit", "kV",
+                 "--instrument", str(xr)]) == 0
+    assert stored_flight_mm(h5b) == 382.0
 
 
 def test_recalibrating_a_reflectron_import_is_refused(tmp_path: Path, capsys):
