@@ -426,14 +426,14 @@ def _import_meta(summary: dict, inst_cfg, simulated: bool, table, fmt: str,
 def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) -> None:
     """Stream the source into the run file ``out`` (atomically), ranged with ``table`` when the
     file holds m/n; a CSV's ion count is recorded once read."""
+    import numpy as np
+
     from apt_daq.io._common import atomic_output, checked_ions
     from apt_daq.io.store import RunWriter
 
     present = set(src.present)
     has_mass = "mass" in present
     with_derived = has_mass or {"x", "y", "z"} <= present
-    import numpy as np
-
     summary = meta["imported"]
     n = 0
     v_lo, v_hi, last_pulse = np.inf, -np.inf, None

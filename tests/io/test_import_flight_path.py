@@ -51,22 +51,19 @@ def test_an_instrument_file_whose_flight_path_the_data_contradict_is_overruled(
     assert "imply 300 mm" in caplog.text and "382 mm" in caplog.text
 
 
-def test_a_typed_flight_path_is_kept_but_contradicted_out_loud(tmp_path: Path, caplog):
+@pytest.mark.parametrize("typed, contradicted", [("90", True), ("301", False)])
+def test_a_typed_flight_path_is_kept_and_contradicted_only_out_of_agreement(
+        tmp_path: Path, caplog, typed: str, contradicted: bool):
+    # 90 mm against the 300 mm the data imply: kept, with a warning; 301 mm (0.3 %): quiet
     epos, h5 = tmp_path / "a.epos", tmp_path / "a.h5"
     write_epos(epos)
     with caplog.at_level(logging.WARNING, logger="apt_daq"):
-        assert main(["import", str(epos), "-o", str(h5), "--flight-path-mm", "90"]) == 0
-    assert stored_flight_mm(h5) == 90.0
-    assert "imply 300 mm" in caplog.text
-
-
-def test_an_agreeing_flight_path_passes_quietly(tmp_path: Path, caplog):
-    epos, h5 = tmp_path / "a.epos", tmp_path / "a.h5"
-    write_epos(epos)
-    with caplog.at_level(logging.WARNING, logger="apt_daq"):
-        assert main(["import", str(epos), "-o", str(h5), "--flight-path-mm", "301"]) == 0
-    assert stored_flight_mm(h5) == 301.0
-    assert "imply" not in caplog.text
+        assert main(["import", str(epos), "-o", str(h5), "--flight-path-mm", typed]) == 0
+    assert stored_flight_mm(h5) == float(typed)
+    if contradicted:
+        assert "imply 300 mm" in caplog.text
+    else:
+        assert "imply" not in caplog.text
 
 
 def test_recalibrating_an_import_with_no_reference_is_refused(tmp_path: Path, capsys):

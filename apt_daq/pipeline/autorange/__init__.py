@@ -188,6 +188,7 @@ def autorange(source, elements: list[str] | None = None,
         return AutoRange(empty, [], [], {}, spec)
     strong = sorted(peaks, key=lambda p: -p.net)[: max(3, len(peaks) // 3)]
     fwhm_rel = float(np.median([p.fwhm_rel for p in strong]))
+    resolving_power = 1.0 / fwhm_rel if fwhm_rel > 0 else 0.0
     els = list(elements) if elements else None
     best = None
     for cal_rel in CALIBRATION_REL:
@@ -200,14 +201,14 @@ def autorange(source, elements: list[str] | None = None,
         fit = select(rows, a_mat, cands, pos_cost)
         res = _result(spec, bg, peaks, cands, rows, a_mat, fit)
         res.calibration_rel = cal_rel
-        res.resolving_power = 1.0 / fwhm_rel if fwhm_rel > 0 else 0.0
+        res.resolving_power = resolving_power
         if best is None or res.unexplained < best.unexplained - 0.01:
             best = res
         if res.unexplained < 0.01:
             break
     if best is None:
         best = AutoRange(empty, [], list(peaks), {}, spec)
-        best.resolving_power = 1.0 / fwhm_rel if fwhm_rel > 0 else 0.0
+        best.resolving_power = resolving_power
     return best
 
 

@@ -221,19 +221,13 @@ def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float
 def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int,
              banned: np.ndarray | None = None):
     aw, yw = pb.aw, pb.yw
-    cands = pb.cands
     norm2 = (aw * aw).sum(0)
     usable = norm2 > 0
     if banned is not None:
         usable &= ~banned
     ion_costs = pb.ion_cost
-    el_names = sorted({e for c in cands for e in c.elements})
-    el_index = {e: i for i, e in enumerate(el_names)}
+    el_names, member = pb.el_names, pb.member
     el_cost = np.array([element_cost(e) for e in el_names])
-    member = np.zeros((len(cands), len(el_names)))
-    for k, c in enumerate(cands):
-        for e in c.elements:
-            member[k, el_index[e]] = 1.0
     for _ in range(max_steps):
         r = yw - (aw[:, sel] @ x if sel else 0.0)
         g = aw.T @ r

@@ -256,14 +256,17 @@ def _peak_at(spec: LogSpectrum, s: np.ndarray, wide: np.ndarray, bg: np.ndarray,
         y0, y1, y2 = s[t - 1], s[t], s[t + 1]
         den = y0 - 2 * y1 + y2
         off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
-    half = max(bg[t], 0.0) + 0.5 * (h - max(bg[t], 0.0))  # FWHM above the local level
-    aa = t
-    while aa > lo_bin and s[aa - 1] > half:
-        aa -= 1
-    bb = t
-    while bb < hi_bin - 1 and s[bb + 1] > half:
-        bb += 1
-    fwhm_bins = max(1, bb - aa + 1)
+    def width_above(base: float) -> int:
+        """Bins of the smoothed peak above half its height over ``base``, within the window."""
+        half = base + 0.5 * (h - base)
+        aa = bb = t
+        while aa > lo_bin and s[aa - 1] > half:
+            aa -= 1
+        while bb < hi_bin - 1 and s[bb + 1] > half:
+            bb += 1
+        return max(1, bb - aa + 1)
+
+    fwhm_bins = width_above(max(bg[t], 0.0))  # FWHM above the local level
     pedestal = 0.0
     if (a == left_limit and a > 0 and s[a] > level_at(a)
             and (rides_on_left or t - a >= 2 * fwhm_bins)):
@@ -280,13 +283,7 @@ def _peak_at(spec: LogSpectrum, s: np.ndarray, wide: np.ndarray, bg: np.ndarray,
         # 40Ca2+ tail: FWHM 0.0048 measured from the background, twice its own)
         base = bg[t] + left_lvl * math.exp(-k * (t - a))
         if base < h:
-            half = base + 0.5 * (h - base)
-            aa, bb = t, t
-            while aa > lo_bin and s[aa - 1] > half:
-                aa -= 1
-            while bb < hi_bin - 1 and s[bb + 1] > half:
-                bb += 1
-            fwhm_bins = max(1, bb - aa + 1)
+            fwhm_bins = width_above(base)
     return Peak(float(spec.mass_at(t + 0.5 + off)), float(spec.mass_at(lo_bin)),
                 float(spec.mass_at(hi_bin)), tot - bgw - pedestal, bgw,
                 float(fwhm_bins * spec.dl), float(h), lo_bin, hi_bin, t, pedestal)
