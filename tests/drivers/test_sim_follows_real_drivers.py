@@ -59,8 +59,11 @@ def test_the_virtual_specimen_sees_the_real_supply_and_laser(tmp_path):
     v = hits["v_dc"]
     assert len(hits) >= 20000
     # the specimen sat at the supply's voltage: every hit within what the supply was sent
-    # (the model slews to a setpoint, so it lags, never leads), and the run well above 0 V
-    assert v.min() > 0 and v.max() <= sent_v.max() + 1e-6, (v.min(), v.max(), sent_v.max())
+    # (the model slews to a setpoint, so it lags, never leads), and the run well above 0 V.
+    # The run file stores V_dc as float32; rounding is monotonic, so the bound is the
+    # float32 of the highest setpoint sent (3079.113 V is stored as 3079.11304)
+    top = np.float32(sent_v.max())
+    assert v.min() > 0 and v.max() <= top, (v.min(), v.max(), sent_v.max())
     assert np.median(v) > 1000
     assert np.all(hits["laser_pj"] == 7.5)
     # evaporated ions, not only detector background (a specimen at 0 V gives background
