@@ -243,16 +243,7 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     table = read_range_file(ranges) if ranges else None
     summary = _summary(src, path, fmt)
     inst, known = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
-    t0 = float(inst.get("t0_ns", 0.0))
-    if flight_path_mm is not None:
-        summary["flight_path"] = "given (--flight-path-mm)"
-    elif instrument:
-        summary["flight_path"] = f"from {instrument}"
-    else:
-        summary["flight_path"] = _implied_flight_path(src, inst, t0, min(chunk, 200_000))
-    if flight_path_mm is not None or instrument:
-        _check_flight_path(src, inst, t0, min(chunk, 200_000), summary, path,
-                           given=flight_path_mm is not None)
+    _flight_path(src, inst, summary, path, flight_path_mm, instrument, min(chunk, 200_000))
     if summary["flight_path"] is None:
         del summary["flight_path"]
     elif summary["flight_path"].startswith("implied"):
@@ -270,8 +261,32 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     if not has_mass and flight_path_mm is None and not instrument:
         log.warning("%s: no flight length given (--flight-path-mm or --instrument): m/n from "
                     "TOF uses the nominal %.0f mm and t0 = %g ns until `apt-daq calibrate` fits "
-                    "them", out, inst_cfg.flight_path_mm, t0)
+                    "them", out, inst_cfg.flight_path_mm, inst_cfg.t0_ns)
     return summary
+
+
+def _flight_path(src, inst: dict, summary: dict, path: str | Path, flight_path_mm: float | None,
+                 instrument: str | Path | None, sample: int) -> None:
+    """The run's flight length (in ``inst``) and what the summary says of it: given, from the
+    instrument file or implied by the file's m/n, TOF and V; the one estimate of the implied
+    length is also the one the voltage note names."""
+    from apt_daq.commands.import_data import (
+        check_flight_path,
+        implied_flight_path,
+        implied_mm,
+        voltage_note,
+    )
+
+    l_mm = implied_mm(src, float(inst.get("t0_ns", 0.0)), sample)
+    summary["voltage"] = voltage_note(summary["voltage"], l_mm)
+    if flight_path_mm is None and not instrument:
+        summary["flight_path"] = implied_flight_path(set(src.present), inst, l_mm)
+        return
+    have = f"{float(inst['flight_path_mm']):g} mm"
+    summary["flight_path"] = (f"given (--flight-path-mm): {have}" if flight_path_mm is not None
+                              else f"from {instrument}: {have}")
+    check_flight_path(inst, l_mm, summary, path, given=flight_path_mm is not None,
+                      source=str(instrument))
 
 
 def _summary(src, path: str | Path, fmt: str) -> dict:
@@ -313,88 +328,6 @@ def filetime_iso(ft: int | None) -> str | None:
         return None
 
 
-def _implied_mm(src, t0: float, sample: int) -> float | None:
-    """The flight length (mm) a file with m/n, TOF and V implies with the pipeline's geometry
-    (median of sqrt(k V (t - t0)^2 / m - x^2 - y^2) over the first ``sample`` ions), or None."""
-    import numpy as np
-
-    from apt_daq.io.epos import PLAUSIBLE_FLIGHT_M, implied_flight_path_m
-
-    present = set(src.present)
-    if not ({"mass", "tof", "v_dc"} <= present and src.n):
-        return None
-    first = next(src.iter(sample), None)
-    if first is None:
-        return None
-    det = {"det_x", "det_y"} <= present
-    v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
-    l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
-                                first["det_x"] if det else None,
-                                first["det_y"] if det else None)
-    if not np.isfinite(l_m):
-        return None
-    lo, hi = PLAUSIBLE_FLIGHT_M
-    if not lo <= l_m <= hi:  # --voltage-unit kV on a file in volts: 10.2 m
-        log.warning("%s: the file's TOF, V and m/n imply a %.0f mm flight path, which no atom "
-                    "probe has (%.0f-%.0f mm): are its voltages in the unit assumed "
-                    "(--voltage-unit)?", getattr(src, "path", "the file"), l_m * 1000,
-                    lo * 1000, hi * 1000)
-    return round(l_m * 1000.0, 3)
-
-
-def _implied_flight_path(src, inst: dict, t0: float, sample: int) -> str | None:
-    """With none given: the flight length a file with m/n, TOF and V implies (set in ``inst``),
-    or a note that the nominal one is used (no m/n); what the summary says of it (None: say
-    nothing)."""
-    if "mass" not in set(src.present):
-        return ("not given: nominal; give --flight-path-mm/--t0-ns or "
-                "--instrument, or fit them with apt-daq calibrate")
-    l_mm = _implied_mm(src, t0, sample)
-    if l_mm is None:
-        return None
-    inst["flight_path_mm"] = l_mm
-    return ("implied by TOF, V and m/n (median of sqrt(k V (t - t0)^2 / m - x^2 - y^2)); give "
-            "--flight-path-mm if known")
-
-
-FLIGHT_PATH_AGREE = 0.02  # a given flight length this far from the file's implied one is wrong
-
-
-def _check_flight_path(src, inst: dict, t0: float, sample: int, summary: dict,
-                       path: str | Path, given: bool) -> None:
-    """A flight length from --instrument or --flight-path-mm against the one the file's own
-    TOF, V and m/n imply. m/n recomputed from TOF (``--recalibrate``, ``calibrate``'s start)
-    with a length ``f`` off is off by ~``2 f``: a LEAP XR's 382 mm against the 324 mm a real
-    reflectron EPOS implies put calcite's 40Ca2+ at 14.4 Da and ranged it as Al2+. An
-    instrument file's length is replaced by the implied one (the straight flight path the
-    file's m/n mean; a reflectron's folded path is not modelled); a --flight-path-mm the user
-    typed is kept, with a warning."""
-    from apt_daq.io.epos import PLAUSIBLE_FLIGHT_M
-
-    l_mm = _implied_mm(src, t0, sample)
-    have = float(inst.get("flight_path_mm") or 0.0)
-    if l_mm is None or have <= 0 or abs(have / l_mm - 1.0) <= FLIGHT_PATH_AGREE:
-        return
-    lo, hi = PLAUSIBLE_FLIGHT_M
-    if not lo <= l_mm / 1000.0 <= hi:  # the data are off (their unit), not the instrument
-        return
-    off = f"{100 * abs(have / l_mm - 1.0):.0f} %"
-    if given:
-        summary["flight_path"] += f"; the file's TOF, V and m/n imply {l_mm:.0f} mm ({off} apart)"
-        log.warning("%s: --flight-path-mm %g mm, but the file's TOF, V and m/n imply %.0f mm "
-                    "(%s apart): m/n recomputed from TOF (--recalibrate, calibrate) starts "
-                    "~%.0f %% off; the file's own m/n is used otherwise", path, have, l_mm, off,
-                    100 * abs((l_mm / have) ** 2 - 1.0))
-        return
-    inst["flight_path_mm"] = l_mm
-    summary["flight_path"] = (f"implied by TOF, V and m/n ({l_mm:.0f} mm); "
-                              f"{summary['flight_path']} says {have:.0f} mm ({off} apart)")
-    log.warning("%s: the instrument file says a %.0f mm flight path, the file's TOF, V and m/n "
-                "imply %.0f mm (%s apart%s): the run keeps %.0f mm, the straight flight path "
-                "its m/n mean", path, have, l_mm, off,
-                "; a reflectron's folded path" if inst.get("reflectron") else "", l_mm)
-
-
 def _import_meta(summary: dict, inst_cfg, simulated: bool, table, fmt: str,
                  path: str | Path, has_mass: bool) -> dict:
     """The run's /meta: the summary, the instrument, the file's own calibration when it holds
@@ -428,6 +361,7 @@ def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) 
     file holds m/n; a CSV's ion count is recorded once read."""
     import numpy as np
 
+    from apt_daq.commands.import_data import MassCheck, pulse_count
     from apt_daq.io._common import atomic_output, checked_ions
     from apt_daq.io.store import RunWriter
 
@@ -435,29 +369,37 @@ def _write_run(src, out: Path, meta: dict, table, chunk: int, path: str | Path) 
     has_mass = "mass" in present
     with_derived = has_mass or {"x", "y", "z"} <= present
     summary = meta["imported"]
-    n = 0
-    v_lo, v_hi, last_pulse = np.inf, -np.inf, None
+    v_lo, v_hi = np.inf, -np.inf
+    pulses: list[int | None] = [None, None]  # the first and the last pulse number
+    masses = MassCheck(path, present)
     with atomic_output(out, overwrite=True) as tmp, RunWriter(tmp, meta, overwrite=True) as w:
-        for ions in checked_ions(src, path, chunk):
-            idx = (range_index(ions["mass"], table) if table is not None and has_mass
-                   else None)
-            hits, der = ions_to_chunks(ions, idx, derived=with_derived)
-            w.append(hits=hits, derived=der)
-            n += len(ions)
-            v = ions["v_dc"][np.isfinite(ions["v_dc"])]
-            if len(v):
-                v_lo, v_hi = min(v_lo, float(v.min())), max(v_hi, float(v.max()))
-            if "pulse" in present and len(ions):
-                last_pulse = int(ions["pulse"][-1])
+        try:
+            for ions in checked_ions(src, path, chunk):
+                masses.add(ions)
+                idx = (range_index(ions["mass"], table) if table is not None and has_mass
+                       else None)
+                hits, der = ions_to_chunks(ions, idx, derived=with_derived)
+                w.append(hits=hits, derived=der)
+                v = ions["v_dc"][np.isfinite(ions["v_dc"])]
+                if len(v):
+                    v_lo, v_hi = min(v_lo, float(v.min())), max(v_hi, float(v.max()))
+                if "pulse" in present and len(ions):
+                    first = int(ions["pulse"][0]) if pulses[0] is None else pulses[0]
+                    pulses = [first, int(ions["pulse"][-1])]
+        except DataFileError as e:  # NaN m/n are no ions to the record check: say what it is
+            raise (masses.refused() or e) from None
+        if (no_mass := masses.refused()) is not None:  # every m/n 0
+            raise no_mass
         if summary["ions"] is None:  # a CSV: counted while read
-            summary["ions"] = n
-        elif n != src.n:
-            raise DataFileError(f"{path}: read {n} ions of {src.n}")
+            summary["ions"] = masses.n
+        elif masses.n != src.n:
+            raise DataFileError(f"{path}: read {masses.n} ions of {src.n}")
         # what `apt-daq info` shows of an imported run (it has no instrument log)
         if np.isfinite(v_lo):
             summary["voltage_v"] = [round(v_lo, 1), round(v_hi, 1)]
-        if last_pulse is not None:
-            summary["pulse_count"] = last_pulse  # pulse numbers count from 1 (EPOS: the sum of psl)
+        count = pulse_count(src, *pulses)
+        if count is not None:
+            summary["pulse_count"] = count
         w.set_meta("imported", summary)
         w.finish("imported")
 
@@ -470,6 +412,8 @@ def _import(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite)
     print(f"{args.output}: {s['ions']} ions imported from {args.file} ({s['format']}; "
           f"fields {', '.join(s['fields'])}; voltage {s['voltage']})")
+    if s.get("flight_path"):
+        print(f"  flight path: {s['flight_path']}")
     if "pulse" not in s["fields"] and s.get("pulses"):
         print(f"  pulse numbers: {s['pulses']}")
     if s["skipped_sections"]:

@@ -20,6 +20,7 @@ def _span(lo: float, hi: float, digits: int) -> list[float] | None:
 def summarize_ions(path: str) -> dict:
     """One pass over the file's chunks (bounded memory for any size)."""
     from apt_daq.commands.import_ import open_ion_file
+    from apt_daq.commands.import_data import pulse_count
     from apt_daq.io._common import require_input
 
     require_input(path)
@@ -29,7 +30,7 @@ def summarize_ions(path: str) -> dict:
     lo = dict.fromkeys(floats, np.inf)
     hi = dict.fromkeys(floats, -np.inf)
     n = multi = 0
-    last_pulse = None
+    first_pulse = last_pulse = None
     for chunk in reader.iter():
         n += len(chunk)
         for f in floats:
@@ -39,6 +40,8 @@ def summarize_ions(path: str) -> dict:
         if "multiplicity" in present:
             multi += int(np.count_nonzero(chunk["multiplicity"] > 1))
         if "pulse" in present and len(chunk):
+            if first_pulse is None:
+                first_pulse = int(chunk["pulse"][0])
             last_pulse = int(chunk["pulse"][-1])
     return {
         "file": str(path),
@@ -50,7 +53,7 @@ def summarize_ions(path: str) -> dict:
         "x_nm": _span(lo["x"], hi["x"], 2),
         "y_nm": _span(lo["y"], hi["y"], 2),
         "z_nm": _span(lo["z"], hi["z"], 2),
-        "pulses": last_pulse,  # pulse numbers count from 1 (EPOS: the sum of psl)
+        "pulses": pulse_count(reader, first_pulse, last_pulse),  # EPOS: the sum of psl
         "multi_hit_share": round(multi / n, 5) if "multiplicity" in present and n else None,
     }
 

@@ -191,6 +191,18 @@ def format_for(path: Path) -> str | None:
     return None
 
 
+def _refuse_empty(path: Path, fmt: str) -> None:
+    """One line for a file with no ion records, before the library fails on it in its own
+    words (a header-only CSV: "'NoneType' object cannot be interpreted as an integer")."""
+    from apt_daq.io.table import no_rows
+
+    if path.stat().st_size == 0:
+        raise DataFileError(f"{path}: holds no ions (the file is empty)")
+    why = no_rows(path) if fmt == "csv" else None  # the library's CSV: a header line, then rows
+    if why:
+        raise DataFileError(f"{path}: holds no ions ({why})")
+
+
 def _magnitude(q, unit: str, path: Path, what: str) -> np.ndarray:
     try:
         if unit and getattr(q, "dimensionless", False):  # a unitless APT section: as is
@@ -235,6 +247,7 @@ class IfesFile:
         if not str(self.path).lower().endswith(spec.suffixes):
             raise UserError(f"{self.path}: ifes-apt-tc-data-modeling reads {fmt} only from "
                             f"{' or '.join(spec.suffixes)} files (rename it)")
+        _refuse_empty(self.path, fmt)
         mod = _import(spec.module)
         self.notes: list[str] = [f"read with ifes-apt-tc-data-modeling ({spec.what})"]
         self._unit_to_v: dict[str, float | None] = {}  # per voltage: the file's unit in V
@@ -355,6 +368,8 @@ class IfesFile:
     def _file_pulses(self) -> np.ndarray | None:
         """The file's own pulse numbers, or None when it has none (EPOS psl all 0 is none)."""
         c = self._cols
+        # sums of deltas count from the acquisition's start; absolute numbers from anywhere
+        self.pulse_deltas = ("psl" in c and bool(np.any(c["psl"]))) or "apt_delta" in c
         if "psl" in c and np.any(c["psl"]):  # EPOS: pulses since the last ion's pulse
             return np.cumsum(np.asarray(c["psl"], np.uint64), dtype=np.uint64)
         if "pulse" in c:  # APyT: pulse numbers

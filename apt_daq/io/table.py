@@ -54,6 +54,20 @@ __all__ = ["ALIASES", "FIELDS", "KIND_UNIT", "TABLE_FORMATS", "UNITS", "FieldMap
 log = logging.getLogger("apt_daq.io")
 
 # ---------------------------------------------------------------------------- the file
+def no_rows(path: Path, lines_before: int = 1) -> str | None:
+    """Why a text table holds no ions ("the file is empty", "a header line and no rows"), or
+    None when it has a non-blank line after its first ``lines_before`` (skipped rows and the
+    header line). Reads only up to that line."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    lines = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            lines += bool(line.strip())
+            if lines > lines_before:
+                return None
+    return "a header line and no rows" if lines else "blank lines, no rows"
+
 
 
 def table_format(path: Path, fmap: FieldMap) -> str:
@@ -163,6 +177,9 @@ class TableFile:
             reader = pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(**self._ropts),
                                     parse_options=self._popts)
         except (pa.ArrowInvalid, OSError) as e:
+            why = no_rows(self.path, self.fmap.skip_rows + bool(self.fmap.header))
+            if why:  # pyarrow finds no whole line in a lone header: "Empty CSV file or block"
+                raise DataFileError(f"{self.path}: holds no ions ({why})") from None
             raise DataFileError(f"{self.path}: not a readable {self.format.upper()} table "
                                 f"({_arrow_msg(e)})") from None
         self.columns = list(reader.schema.names)

@@ -49,6 +49,7 @@ from apt_daq.pipeline.corrections import (
 from apt_daq.pipeline.histogram import MassHistogram
 from apt_daq.pipeline.process import derive
 from apt_daq.pipeline.ranging import RangeLookup, propose_ranges, range_masses
+from apt_daq.pipeline.reference import named_da, reference_range, refuse_moving_fit
 from apt_daq.rangetable import RangeTable
 
 ION_CHUNK = 1 << 19
@@ -196,7 +197,8 @@ def run_calibration(reader, ranges: RangeTable | None = None,
         imp = reader.meta.get("imported")
         if imp and "mass" in imp.get("fields", ("mass",)):
             return Calibration.from_file(f"{imp.get('format', '?').upper()} {imp.get('file', '')}")
-    return fit_run_calibration(reader, ranges, analysis or run_analysis_config(reader))
+    return fit_run_calibration(reader, ranges, analysis or run_analysis_config(reader),
+                               check_reference=True)
 
 
 def _instrument(reader) -> InstrumentConfig:
@@ -206,8 +208,8 @@ def _instrument(reader) -> InstrumentConfig:
     return inst
 
 
-def fit_run_calibration(reader, ranges: RangeTable | None,
-                        analysis: AnalysisConfig) -> Calibration:
+def fit_run_calibration(reader, ranges: RangeTable | None, analysis: AnalysisConfig, *,
+                        check_reference: bool = False) -> Calibration:
     """Voltage and bowl corrections fitted on a reference peak of the run (AP Suite practice).
 
     One pass over the hits: uncorrected m/n (t0 and flight length of the instrument), a
@@ -216,6 +218,8 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
     (:func:`reference_range`). Without ranges, ranges proposed from the run's ion table on the
     uncorrected spectrum serve only to find that peak (the analysis ranges the corrected
     spectrum). Without either, or with the corrections disabled, the identity, with a note.
+    ``check_reference`` (a command's fit, not a live run's): a fit on a reference nobody named
+    that moves the other peaks off their m/n is refused (:mod:`apt_daq.pipeline.reference`).
     """
     from apt_daq import __version__
     from apt_daq.io.store import now_iso
@@ -260,20 +264,19 @@ def fit_run_calibration(reader, ranges: RangeTable | None,
             return Calibration(notes=["no peak of the ion table found: m/n uncorrected"], **base)
     raw_ion = range_masses(sm, ranges)
     rc_raw = np.bincount(raw_ion[raw_ion >= 0].astype(np.int64), minlength=len(ranges))
-    if analysis.reference_peak and analysis.reference_peak in ranges.names:
-        ref = max(ranges.ranges_of(analysis.reference_peak), key=lambda i: rc_raw[i])
+    named = analysis.reference_peak if analysis.reference_peak in ranges.names else None
+    if named:
+        ref = max(ranges.ranges_of(named), key=lambda i: rc_raw[i])
     else:
         ref = reference_range(raw_ion, sx, sy, 0.5 * inst.detector_diameter_mm, len(ranges))
     lo, hi = ranges.lo_da[ref], ranges.hi_da[ref]
     w = max(hi - lo, 0.02 * hi)  # distortions of a few % must stay inside the fit window
-    from apt_daq.isotopes import isotopologues
-
-    peaks = [m for m, _ in isotopologues(ranges.composition[ref], ranges.charge[ref])
-             if lo <= m < hi]  # fmt: skip
-    ref_da = peaks[0] if peaks else 0.5 * (lo + hi)
+    ref_da = named_da(ranges, ref) or 0.5 * (lo + hi)
     cal = fit_calibration(sm, sv, sx, sy, ref_da, lo - w, hi + w, 0.5 * inst.detector_diameter_mm,
                           voltage=analysis.voltage_correction, bowl=analysis.bowl_correction,
                           reference=ranges.names[ref])  # fmt: skip
+    if check_reference and not named:  # the other peaks must stay where they were
+        refuse_moving_fit(path, cal, sm, sv, sx, sy, raw_ion, ranges, ref)
     for k, v in base.items():
         setattr(cal, k, v)
     return cal
@@ -294,18 +297,6 @@ def _refuse_refit(reader, inst: InstrumentConfig, ranges: RangeTable | None) -> 
         raise DataFileError(f"{reader.path}: --recalibrate needs a reference peak: give --ranges "
                             "(a range file for this run), or `apt-daq calibrate --elements "
                             "...`; without --recalibrate the file's own m/n is used")
-
-
-def reference_range(ion: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, radius_mm: float,
-                    n_ranges: int) -> int:
-    """The range to fit the corrections on: the most counted one in the central half of the
-    detector radius. A bowl correction needs its reference across the field of view; a peak
-    that only lands at the rim (the Cr of a coating shell, ~30 % of a coated run's ions) leaves
-    the centre to extrapolation. Falls back to the most counted range overall."""
-    ok = ion >= 0
-    central = ok & (np.hypot(x_mm, y_mm) < 0.5 * radius_mm)
-    use = central if central.any() else ok
-    return int(np.argmax(np.bincount(ion[use].astype(np.int64), minlength=n_ranges)))
 
 
 def store_calibration(path: str | Path, cal: Calibration, ranges: RangeTable | None = None) -> bool:
