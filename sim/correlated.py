@@ -7,8 +7,9 @@ on them rises; on a laser pulse they are still hot, so a neighbour may leave on 
 604, 2011). Model: after each event, a neighbour at ``spacing_nm`` from the last one (random direction on the surface) leaves with
 probability ``share``, then its neighbour with the same probability, up to ``max_neighbours``
 (a geometric chain); each draws its own channel of the same phase (so molecular ions and their
-dissociation pairs stay as they are), leaves at the parent's departure time, and recedes the
-surface. On the detector the chain lands within ~L / (xi R) x spacing (~0.5 mm): two of its
+dissociation pairs stay as they are), of the other sublattice where the phase has two
+(:func:`draw_unlike`), leaves at the parent's departure time (a Li neighbour then waits its own
+thermally activated time, as any Li), and recedes the surface. On the detector the chain lands within ~L / (xi R) x spacing (~0.5 mm): two of its
 ions with the same m/n arrive within the dead time and dead zone and the later one is lost
 (:func:`apt_daq.sim.detector.detect_mask`), the pile-up of Meisenkothen et al. (Appl. Surf.
 Sci.) and Thuvander et al. (2011; Microsc. Microanal. 2019).
@@ -28,15 +29,16 @@ from numba import njit
 
 STREAM = np.uint64(0xD1B54A32D192ED03)  # the neighbours' generator: seed ^ STREAM
 DRAWS = 5  # counter draws per neighbour (direction, channel, two isotopes, the chain)
+LI_STREAM = np.uint64(0x9E6C63D0676A9A99)  # a Li neighbour's own wait: seed ^ LI_STREAM
 
 
 @dataclass(frozen=True)
 class CorrelatedParams:
     """Correlated evaporation of neighbours on one pulse (docs/physics.md)."""
 
-    # probability that the next neighbour leaves on the same pulse; 0 (off) until a measured
-    # multi-hit fraction of a laser-pulsed oxide is cited (docs/physics.md)
-    share: float = 0.0
+    # probability that the next neighbour leaves on the same pulse, for every phase; None:
+    # each phase's own (``correlated_share`` of the specimen YAML's phase and coating)
+    share: float | None = None
     spacing_nm: float = 0.3  # distance between neighbours on the surface (~ a cation-O bond x 1.5)
     max_neighbours: int = 3  # chain length cap (DRAWS * max_neighbours <= 16 counter draws)
 
@@ -44,14 +46,75 @@ class CorrelatedParams:
 CORRELATED = CorrelatedParams()
 
 
-def mean_chain_size(p: CorrelatedParams) -> float:
+def mean_chain_size(share: float, max_neighbours: int) -> float:
     """Expected events per first event: 1 + share + share^2 + ... + share^max."""
-    return float(sum(p.share ** j for j in range(p.max_neighbours + 1)))
+    return float(sum(share ** j for j in range(max_neighbours + 1)))
 
 
-@njit(cache=True, inline="always")
+def phase_shares(p: CorrelatedParams, specimen_shares: list[float]) -> np.ndarray:
+    """The neighbour share of each phase: ``p.share`` for all if set, else the specimen's."""
+    if p.share is not None:
+        return np.full(len(specimen_shares), p.share, np.float64)
+    return np.asarray(specimen_shares, np.float64)
+
+
+@njit(cache=True)
+def is_anion_channel(row: int, c: int, ch_a: np.ndarray, ch_b: np.ndarray,
+                     anion: np.ndarray) -> bool:
+    """Channel ``c`` of ``row`` takes only anion-sublattice atoms (O+, O2+, ...)."""
+    a = ch_a[row, c]
+    b = ch_b[row, c]
+    return a >= 0 and anion[a] == 1 and (b < 0 or anion[b] == 1)
+
+
+@njit(cache=True)
+def _weight(row: int, c: int, ch_cdf: np.ndarray) -> float:
+    return ch_cdf[row, c] - (ch_cdf[row, c - 1] if c > 0 else 0.0)
+
+
+@njit(cache=True)
+def draw_unlike(u: float, row: int, m: int, after_anion: bool, ch_cdf: np.ndarray,
+                ch_a: np.ndarray, ch_b: np.ndarray, anion: np.ndarray) -> int:
+    """A channel of ``row`` for the neighbour of an atom of the anion (``after_anion``) or
+    cation sublattice. In an ionic lattice nearest neighbours are of the other sublattice: the
+    neighbour switches sublattice with probability ``min(1, w_other / w_own)`` (w: the
+    sublattices' channel weights), the most alternation that keeps every position of a chain
+    at the phase's own mix, so the chains change no composition. A phase with one kind of
+    channel (a metal) draws from all."""
+    w_an = 0.0
+    for c in range(m):
+        if is_anion_channel(row, c, ch_a, ch_b, anion):
+            w_an += _weight(row, c, ch_cdf)
+    w_ct = ch_cdf[row, m - 1] - w_an
+    own, other = (w_an, w_ct) if after_anion else (w_ct, w_an)
+    want_anion = after_anion
+    if own > 0.0 and other > 0.0:
+        p = min(1.0, other / own)
+        if u < p:
+            want_anion = not after_anion
+            u = u / p
+        else:
+            u = (u - p) / (1.0 - p)
+        total = other if want_anion != after_anion else own
+    else:
+        want_anion = not after_anion if other > 0.0 else after_anion
+        total = w_an if want_anion else w_ct
+    target = u * total
+    acc = 0.0
+    last = 0
+    for c in range(m):
+        if is_anion_channel(row, c, ch_a, ch_b, anion) == want_anion:
+            acc += _weight(row, c, ch_cdf)
+            last = c
+            if acc >= target:
+                return c
+    return last
+
+
+@njit(cache=True)
 def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_nm: float,
-                    row: int, pulse: int, x: float, y: float, z: float, td: float,
+                    row: int, parent_anion: bool, anion: np.ndarray,
+                    pulse: int, x: float, y: float, z: float, td: float,
                     ch_cdf: np.ndarray, ch_a: np.ndarray, ch_b: np.ndarray,
                     ch_neutral: np.ndarray, ch_atoms: np.ndarray, n_ch: np.ndarray,
                     iso_start: np.ndarray, iso_mass: np.ndarray, iso_cdf: np.ndarray,
@@ -59,12 +122,15 @@ def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_n
                     o_x: np.ndarray, o_y: np.ndarray, o_z: np.ndarray, o_t: np.ndarray,
                     o_neu: np.ndarray, o_tof: np.ndarray, k: int) -> tuple[int, int]:
     """The neighbours event ``i`` takes along on its pulse, written from row ``k`` of the
-    outputs. Draws come from ``seed ^ STREAM`` (the event's own draws are untouched, so a run
+    outputs; each is of the other sublattice than the atom before it (``parent_anion``: the
+    event's own products are anions only; ``anion[s]``: species ``s`` is). Draws come from ``seed ^ STREAM`` (the event's own draws are untouched, so a run
     with ``share = 0`` is the run without the model). Returns (next row, atoms evaporated)."""
     s2 = seed ^ STREAM
     nat = 0
     cx = x
     cy = y
+    m = n_ch[row]
+    prev_anion = parent_anion
     for j in range(max_n):
         b0 = DRAWS * j
         if counter_uniform(s2, i, b0) >= share:
@@ -72,11 +138,9 @@ def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_n
         ph = 2.0 * math.pi * counter_uniform(s2, i, b0 + 1)
         cx += spacing_nm * math.cos(ph)
         cy += spacing_nm * math.sin(ph)
-        m = n_ch[row]
-        c = 0
-        uc = counter_uniform(s2, i, b0 + 2)
-        while c < m - 1 and ch_cdf[row, c] < uc:
-            c += 1
+        c = draw_unlike(counter_uniform(s2, i, b0 + 2), row, m, prev_anion, ch_cdf, ch_a,
+                        ch_b, anion)
+        prev_anion = is_anion_channel(row, c, ch_a, ch_b, anion)
         for prod in range(2):
             s = ch_a[row, c] if prod == 0 else ch_b[row, c]
             if s < 0:

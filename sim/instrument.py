@@ -192,6 +192,7 @@ class VirtualLeap(ChannelTablesMixin):
         base = self.base_temperature_k
         prof = self._profile(tip.matrix_phase, f, base, peak - base, tau, tau_c, period_s)
         p_site, p_dc = prof.p_pulse, prof.p_dc
+        shell_share = 0.0
         if tip.shell_phase >= 0:
             rho_b = tip.core_boundary_nm()
             shell_share = max(0.0, 1.0 - (min(rho_b, rho_s) / rho_s) ** 2)
@@ -203,7 +204,7 @@ class VirtualLeap(ChannelTablesMixin):
         depl = physics.li_depletion(f, tip.coated)
         burst = physics.li_burst_ratio(f, peak, tip.coated) if energy > 0 else 0.0
         lam = min(sites * (p_site + p_dc) * (1.0 + burst), MAX_EVENTS_PER_PULSE)
-        lam /= correlated.mean_chain_size(self.correlated)  # first events of the chains
+        lam /= self._chain_size(shell_share)  # first events of the chains
         st.voltage_v, st.radius_nm, st.field_v_per_nm = volts, r, f
         st.peak_temperature_k, st.tau_ns, st.p_site, st.sites = peak, tau, p_site, sites
         st.li_depletion, st.li_burst_ratio, st.events_per_pulse = depl, burst, lam
@@ -313,9 +314,10 @@ class VirtualLeap(ChannelTablesMixin):
         p_start = phi / ((1.0 - phi) * li.burst_mean_events) if phi < 1 else 1.0
         prof = ph["profile"]
         if self._static is None:
+            anion = np.array([set(ion.formula) <= {"O"} for ion in sp.ions], np.uint8)
             self._static = (np.array(tip.densities, np.float64), sp.index("Li+"),
-                            sp.index("LiO+"))
-        densities, li_ion, lio_ion = self._static
+                            sp.index("LiO+"), anion)
+        densities, li_ion, lio_ion, anion = self._static
         li_el = ELEMENTS["Li"]
         q_li = max(li_el.q0_ev * (1.0 - ph["field"] / li_el.fe_v_per_nm), 0.0)
         li_t, li_cum, li_base = physics.li_wait_table(q_li, *ph["cooling"])
@@ -331,11 +333,22 @@ class VirtualLeap(ChannelTablesMixin):
             prof.quantiles(), ph["dc_share"], ph["period_ns"],
             lio_ion, li_t, li_cum, li_base,
             self._charges, tip.dissociation_lifetime_ps, ph["field"],
-            self.correlated.share, self.correlated.max_neighbours, self.correlated.spacing_nm)
+            correlated.phase_shares(self.correlated, tip.correlated_shares),
+            self.correlated.max_neighbours, self.correlated.spacing_nm, anion)
         *events, depth_end, n_atoms = out
         tip.depth_nm = float(depth_end)
         self.evaporated_atoms += int(n_atoms)
         return tuple(events), mag
+
+    def _chain_size(self, shell_share: float) -> float:
+        """Mean events per first event over the surface: core and shell by their area."""
+        tip, c = self.tip, self.correlated
+        shares = correlated.phase_shares(c, tip.correlated_shares)
+        size = correlated.mean_chain_size(float(shares[tip.matrix_phase]), c.max_neighbours)
+        if shell_share > 0:
+            shell = correlated.mean_chain_size(float(shares[tip.shell_phase]), c.max_neighbours)
+            size = (1.0 - shell_share) * size + shell_share * shell
+        return size
 
     def _assemble(self, events: tuple, mag: float, bg: tuple, seed_detect: np.uint64,
                   first: int, n: int, v0: float, v1: float, laser_pj: float,

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from apt_daq.sim.correlated import emit_neighbours
+from apt_daq.sim.correlated import LI_STREAM, emit_neighbours
 from apt_daq.sim.dissociation import dissociation_potential_share, track_mass
 from apt_daq.sim.fracture import (  # noqa: F401  (re-exported: their home until Dec 2026)
     EPS0_F_PER_M,
@@ -197,7 +197,7 @@ def generate_events(
     t_quant: np.ndarray, dc_share: float, period_ns: float,
     lio_ion: int, li_t: np.ndarray, li_cum: np.ndarray, li_rate_base_per_ns: float,
     charges: np.ndarray, diss_life_ps: np.ndarray, field_v_per_nm: float,
-    corr_share: float = 0.0, corr_max: int = 0, corr_spacing_nm: float = 0.3,
+    corr_share: np.ndarray, corr_max: int, corr_spacing_nm: float, anion: np.ndarray,
 ):
     """Turn evaporation events into ions with species, m/n, origin and departure time.
 
@@ -213,11 +213,14 @@ def generate_events(
     (mean lifetime ``diss_life_ps[phase, M+]``) breaks after an exponential time, and each
     fragment's apparent m/n (``tof_mass``, what its flight time says) lies on the dissociation
     track between its own and the parent's (:func:`track_mass`).
-    ``corr_*``: correlated neighbours on the same pulse (:mod:`apt_daq.sim.correlated`).
+    ``corr_*``: correlated neighbours on the same pulse (:mod:`apt_daq.sim.correlated`),
+    ``corr_share[phase]`` the neighbour share of the event's phase, ``anion[s]`` 1 for a
+    species of only anion-sublattice atoms (O+, O2+); a Li burst's events take no neighbours
+    (their Li comes from the field-driven supply, not from the lattice around them).
     Returns (pulse, species, mass, x0, y0, z0, t_dep_ns, neutral, depth_end_nm, atoms).
     """
     n = pulses.shape[0]
-    cap = 2 * n * (1 + (corr_max if corr_share > 0.0 else 0))
+    cap = 2 * n * (1 + (corr_max if corr_share.max() > 0.0 else 0))
     o_pulse = np.empty(cap, np.int64)
     o_sp = np.empty(cap, np.int16)
     o_mass = np.empty(cap, np.float32)
@@ -294,7 +297,8 @@ def generate_events(
                     phase = grain_phase[gi]
                     break
         # channel
-        if burst == 1 and li_ion >= 0 and phase != shell_phase:
+        in_burst = burst == 1 and li_ion >= 0 and phase != shell_phase
+        if in_burst:
             a = li_ion
             b = -1
             neu = 0
@@ -310,7 +314,8 @@ def generate_events(
             b = ch_b[row, j]
             neu = ch_neutral[row, j]
             nat = ch_atoms[row, j]
-        if counter_uniform(seed, i, 7) < dc_share:
+        pulsed = counter_uniform(seed, i, 7) >= dc_share
+        if not pulsed:
             td = counter_uniform(seed, i, 8) * period_ns
         else:
             q = counter_uniform(seed, i, 8) * (t_quant.shape[0] - 1)
@@ -343,13 +348,24 @@ def generate_events(
             n_p = charges[a] + charges[b]
             o_tof[k - 2] = track_mass(o_mass[k - 2] * charges[a], charges[a], m_p, n_p, phi)
             o_tof[k - 1] = track_mass(o_mass[k - 1] * charges[b], charges[b], m_p, n_p, phi)
-        if corr_share > 0.0:
-            k, n_nb = emit_neighbours(seed, i, corr_share, corr_max, corr_spacing_nm,
-                                      phase * 2 + mod, pulses[i], x, y, zc, td, ch_cdf, ch_a,
+        if corr_share[phase] > 0.0 and not in_burst:  # a burst's Li comes from the supply
+            parent_anion = anion[a] == 1 and (b < 0 or anion[b] == 1)
+            k0 = k
+            k, n_nb = emit_neighbours(seed, i, corr_share[phase], corr_max, corr_spacing_nm,
+                                      phase * 2 + mod, parent_anion, anion, pulses[i], x, y,
+                                      zc, td, ch_cdf, ch_a,
                                       ch_b, ch_neutral, ch_atoms, n_ch, iso_start, iso_mass,
                                       iso_cdf, o_pulse, o_sp, o_mass, o_x, o_y, o_z, o_t,
                                       o_neu, o_tof, k)
             nat += n_nb
+            if pulsed and li_cum.shape[0] > 0:  # a Li neighbour still waits its own time
+                s3 = seed ^ LI_STREAM
+                for r in range(k0, k):
+                    if o_sp[r] == li_ion or o_sp[r] == lio_ion:
+                        jj = 2 * (r - k0)
+                        o_t[r] = li_departure(td, counter_uniform(s3, i, jj),
+                                              counter_uniform(s3, i, jj + 1), li_t, li_cum,
+                                              li_rate_base_per_ns, period_ns)
         depth += nat / (phase_density[phase] * area)
         atoms_total += nat
     state[0] = burst

@@ -41,6 +41,7 @@ class Specimen:
         # the phase's chemistry and Li mobility come from its config, never from its name
         self.chemistries = [Chemistry.from_config(p.chemistry) for p in cfg.phases]
         self.li_amplitudes_coated = [p.li_episode_amplitude_coated for p in cfg.phases]
+        self.correlated_shares = [p.correlated_share for p in cfg.phases]
         self.matrix_phase = self.phase_names.index(cfg.matrix)
         self.shell_phase = -1
         if cfg.coating is not None:
@@ -51,6 +52,7 @@ class Specimen:
             self.densities.append(c.atomic_density_per_nm3)
             self.chemistries.append(SHELL_CHEMISTRY)
             self.li_amplitudes_coated.append(0.0)
+            self.correlated_shares.append(c.correlated_share)
         elements: set[str] = set()
         for comp in self.compositions:
             elements |= {el for el, n in comp.items() if n > 0}

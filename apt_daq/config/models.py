@@ -154,6 +154,11 @@ class PhaseConfig(_Model):
         0.17, ge=0, lt=1,
         description="amplitude a of the Li-rich/Li-poor episodes under a conducting shell "
         "(the Li agglomeration FDA measures; uncoated specimens: sim.physics LI_MIGRATION)")
+    correlated_share: float = Field(
+        0.0, ge=0, lt=1,
+        description="probability that a neighbour leaves on the same pulse after an event "
+        "(correlated evaporation, a chain of up to 3; ~the share of ions in multi-hit events; "
+        "docs/physics.md)")
 
     @model_validator(mode="after")
     def _positive(self) -> PhaseConfig:
@@ -181,6 +186,10 @@ class CoatingConfig(_Model):
         0.15, ge=0, lt=1, description="fraction of shell metal leaving as oxide ions (CrO)"
     )
     atomic_density_per_nm3: float = Field(83.3, gt=0, description="bcc Cr: 83.3 atoms/nm^3")
+    correlated_share: float = Field(
+        0.02, ge=0, lt=1,
+        description="correlated evaporation of the shell metal: a neighbour leaves on the same "
+        "pulse with this probability (~4 % of ions in multi-hits, as Si and W; docs/physics.md)")
     apex_thickness_nm: float = Field(
         0.0, ge=0, le=200,
         description="shell left over the very apex when the run starts, nm (0: the ramp-up "
