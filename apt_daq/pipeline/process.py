@@ -1,9 +1,10 @@
 """The per-chunk pipeline: one fused pass from raw DLD records to (hits, mass, range index).
 
 Decode, time-sum check, m/n, voltage and bowl correction and ranging run in one pass over the
-records, block by block through L1-resident scratch columns, so each record is read once and
-nothing but the kept records' outputs is written (the float64 arithmetic, not memory traffic,
-is what limits this stage: see :func:`fused_kernel`).
+records, block by block: a scalar pass reads each record once (the next block prefetched),
+drops the rejected ones and leaves the kept ones' fields in contiguous L1 scratch columns, a
+vectorised pass computes their outputs straight into the output columns, and the table
+ranging follows (see :func:`fused_kernel`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from apt_daq.config import InstrumentConfig
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, check
 from apt_daq.pipeline.corrections import Calibration, coeffs, correction_factor
 from apt_daq.pipeline.decode import decode_columns, time_sum_bins, time_sum_tolerance_bins
+from apt_daq.pipeline.prefetch import prefetch
 from apt_daq.pipeline.ranging import EDGE, RangeLookup, exact_range, fix_edges, table_cell
 from apt_daq.pipeline.reconstruction import Reconstructor, _dz_const, _project
 from apt_daq.pipeline.tof import mass_da as mn_kernel
@@ -28,95 +30,129 @@ if TYPE_CHECKING:
 
 
 BLOCK = 1024
-"""Records per block of :func:`fused_kernel`: its scratch columns (31 B a record, ~32 kB)
-stay in L1/L2; 256 and 512 measured slower, 2048 no faster."""
+"""Records per block of :func:`fused_kernel` (scratch ~28 kB); 256, 512 slower, 2048 same."""
 
-_U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = (np.uint64(i) for i in range(1, 9))
-_ALL_KEPT = np.uint64(0x0101010101010101)  # eight kept flags (bytes of 1) read as one word
+_WORDS = np.uint64(RAW_DTYPE.itemsize // 4)  # 32-bit words a raw record
+_OFFSETS = {name: f[1] for name, f in (RAW_DTYPE.fields or {}).items()}
+_X1, _X2, _Y1, _Y2, _MCP, _VDC, _VP = (np.uint64(_OFFSETS[f] // 4) for f in (
+    "t_x1", "t_x2", "t_y1", "t_y2", "t_mcp", "v_dc", "v_pulse"))  # their words in a record
+_B1, _B2, _B3, _B4 = (np.uint64(f * BLOCK) for f in range(1, 5))  # scratch column starts
+_SUM_LIM = np.int64(1) << 34  # beyond any time sum of int32 fields (|a + b - 2m| <= 2^33)
+
+
+@njit(cache=True, nogil=True)
+def _sum_ok(s, sum_bins, tol_bins):
+    """The time-sum test of an integer sum s = a + b - 2 m, in float64 (exact below 2^53)."""
+    return not abs(np.float64(s) - sum_bins) > tol_bins
+
+
+@njit(cache=True, nogil=True)
+def sum_window(sum_bins, tol_bins):
+    """(lo, hi) such that, for every integer time sum |s| <= 2^34, :func:`_sum_ok` holds
+    exactly when lo <= s <= hi: float64 rounding is monotone, so the test holds on an
+    interval around round(sum_bins) (none: lo = hi = 2^40, beyond every sum; a NaN
+    sum_bins or tol_bins passes every sum, as the float test does)."""
+    c = np.int64(0)
+    if np.isfinite(sum_bins):
+        c = np.int64(min(max(np.round(sum_bins), -_SUM_LIM), _SUM_LIM))
+    if not _sum_ok(c, sum_bins, tol_bins):
+        return np.int64(1) << 40, np.int64(1) << 40
+    ends = np.empty(2, np.int64)
+    for side in range(2):
+        d = 2 * side - 1
+        inside, outside = c, d * _SUM_LIM  # _sum_ok(inside); outside: bisected to not
+        if _sum_ok(outside, sum_bins, tol_bins):
+            inside = outside
+        while abs(outside - inside) > 1:
+            mid = (inside + outside) // 2
+            if _sum_ok(mid, sum_bins, tol_bins):
+                inside = mid
+            else:
+                outside = mid
+        ends[side] = inside
+    return ends[0], ends[1]
+
+
+@njit(cache=True, nogil=True)
+def split_block(w, i0, nb, lo, width, keep, sc):
+    """Records ``i0 .. i0 + nb`` of the raw words ``w`` (int32 view), scalar (vectorised,
+    the strided fields are AVX-512 gathers, slower): a kept record's x1 - x2, y1 - y2, MCP,
+    V words to the next row of the scratch columns ``sc``, its index to ``keep``; dropped (row
+    reused): a signal missing (-1) or a time sum a + b - 2 m - lo outside [0, width]
+    (:func:`sum_window`). Prefetches ``BLOCK`` ahead. Returns (kept, incomplete)."""
+    incomplete = 0
+    kb = 0
+    for j in range(np.uint64(nb)):
+        i = np.uint64(i0) + j
+        o = i * _WORDS
+        prefetch(w, o + _WORDS * np.uint64(BLOCK))
+        a = np.int64(w[o + _X1])
+        b = np.int64(w[o + _X2])
+        c = np.int64(w[o + _Y1])
+        d = np.int64(w[o + _Y2])
+        m = np.int64(w[o + _MCP])
+        neg = a | b | c | d | m  # a missing signal is -1
+        t = 2 * m + lo
+        s1 = a + b - t  # the time sums' offsets in their window [0, width]
+        s2 = c + d - t
+        drop = (neg | s1 | (width - s1) | s2 | (width - s2)) >> 63  # -1 dropped, else 0
+        incomplete -= neg >> 63
+        u = np.uint64(kb)
+        sc[u] = a - b
+        sc[_B1 + u] = c - d
+        sc[_B2 + u] = m
+        sc[_B3 + u] = w[o + _VDC]  # v_dc, v_pulse: float32 bits
+        sc[_B4 + u] = w[o + _VP]
+        keep[u] = i
+        kb += 1 + drop
+    return kb, incomplete
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def decode_block(
-    blk, i0, bin_ns, half, sum_bins, tol_bins, t0_ns, flight_path_mm, beta, vc, bc,
-    inv_width, n_cells, ok, idx, tof_ns, det_x_mm, det_y_mm, mass_da, cell,
-):  # fmt: skip
-    """Decode + m/n (the one kernel, :func:`~apt_daq.pipeline.tof.mass_da`, inlined by numba)
-    + corrections of the records ``blk`` (raw index ``i0`` on), every record into the scratch
-    columns at its own index: kept flag, raw index, TOF, x, y, float32 m/n and the m/n's
-    lookup-table cell (:func:`~apt_daq.pipeline.ranging.table_cell`, as -1 or ``EDGE`` off
-    the table). Returns (n_incomplete, n_bad_sum).
-
-    No branch, no compaction, no table load: LLVM vectorises both loops (4 records a step,
-    the strided record fields gathered by inserts). The integer arithmetic of the time sum
-    and positions runs in float64, exactly (every value an integer below 2^35), as AVX2 has
-    no int64 -> float64 conversion; the results are those of the int64 arithmetic. The cell
-    has a loop of its own: the first loop is bound by the latency of its chain (two
-    dependent float64 divisions) over the few steps the out-of-order window holds, so a
-    shorter chain with fewer instructions a step runs faster (measured 1.09x overall)."""
-    incomplete = 0
-    bad = 0
-    for j in range(blk.shape[0]):
-        r = blk[j]
-        a = r.t_x1
-        b = r.t_x2
-        c = r.t_y1
-        d = r.t_y2
-        m = r.t_mcp
-        inc = (a | b | c | d | m) < 0  # a missing signal is -1
-        fa = np.float64(a)
-        fb = np.float64(b)
-        fc = np.float64(c)
-        fd = np.float64(d)
-        fm = np.float64(m)
-        off = (abs(fa + fb - 2.0 * fm - sum_bins) > tol_bins) | (
-            abs(fc + fd - 2.0 * fm - sum_bins) > tol_bins
-        )
-        incomplete += inc
-        bad += off & (not inc)
-        tof = fm * bin_ns
-        x = (fa - fb) * half
-        y = (fc - fd) * half
-        v = np.float64(r.v_dc) + beta * r.v_pulse
-        mf = np.float32(
+def mn_block(kb, s_dx, s_dy, s_m, s_v, s_p, bin_ns, half, t0_ns, flight_path_mm, beta, vc, bc,
+             inv_width, n_cells, tof_ns, det_x_mm, det_y_mm, mass_da, cell):  # fmt: skip
+    """Vectorised, the first ``kb`` scratch rows: TOF, x, y, float32 m/n (the one kernel,
+    :func:`~apt_daq.pipeline.tof.mass_da`, over the corrections) to the outputs, the m/n's
+    table cell (:func:`~apt_daq.pipeline.ranging.table_cell`; -1 or ``EDGE`` off it) to
+    ``cell``. Float64 as before, so the same bits (x1 - x2 of kept records is exact)."""
+    for j in range(kb):
+        tof = np.float64(s_m[j]) * bin_ns
+        x = np.float64(s_dx[j]) * half
+        y = np.float64(s_dy[j]) * half
+        v = np.float64(s_v[j]) + beta * s_p[j]
+        mass_da[j] = np.float32(
             mn_kernel(tof, x, y, v, t0_ns, flight_path_mm) / correction_factor(v, x, y, vc, bc)
         )
-        ok[j] = not (inc | off)
-        idx[j] = i0 + j
         tof_ns[j] = tof
         det_x_mm[j] = x
         det_y_mm[j] = y
-        mass_da[j] = mf
-    for j in range(blk.shape[0]):
+    for j in range(kb):
         # table_cell of the stored float32 m/n, select-only (so it vectorises)
         m64 = np.float64(mass_da[j])
         q = m64 * inv_width
         pos = m64 >= 0.0  # False for NaN too
         cell[j] = np.int32(q if pos & (q < n_cells) else (-1.0 if pos else -2.0))
-    return incomplete, bad
 
 
 @njit(cache=True, nogil=True)
-def range_block(nb, cell, mass_da, table, lo, hi, ion):
-    """Range index of the first ``nb`` scratch m/n from their cells: one table load each
-    (cmov, no branch), then the ``EDGE`` answers by a branch-free binary search over ``lo``
-    (the answer of :func:`~apt_daq.pipeline.ranging.exact_range`, also for NaN and with no
-    ranges), in the same call: no pass over the whole output and no call per edge."""
+def range_block(nb, cell, mass_da, table, lo, hi, ion, at):
+    """Range index of the first ``nb`` m/n from their cells: a table load each (cmov), the
+    ``EDGE`` answers listed in ``at`` and searched (branch-free, over ``lo``: the answer of
+    :func:`~apt_daq.pipeline.ranging.exact_range`, also for NaN and with no ranges)."""
     edges = 0
     for j in range(nb):
         c = cell[j]
         t = table[max(c, 0)]
         r = t if c >= 0 else np.int16(c)
         ion[j] = r
+        at[edges] = j
         edges += r == EDGE
-    if edges == 0:
-        return
     n = lo.shape[0]
     top = 1
     while top * 2 <= n:
         top *= 2
-    for j in range(nb):
-        if ion[j] != EDGE:
-            continue
+    for e in range(edges):
+        j = at[e]
         m = np.float64(mass_da[j])
         below = 0  # the number of lower edges <= m (np.searchsorted side="right")
         step = top if n else 0
@@ -135,90 +171,46 @@ def fused_kernel(
     keep, tof_ns, det_x_mm, det_y_mm, mass_da, ion,
 ):  # fmt: skip
     """Decode + m/n + corrections + ranging of the RAW_DTYPE records ``raw``, the kept ones
-    compacted into the outputs; returns (n_kept, n_incomplete, n_bad_sum).
+    compacted into the outputs; returns (n_kept, n_incomplete, n_bad_sum). The range index
+    is that of the stored float32 mass (so /derived is self-consistent).
 
-    The range index is that of the stored float32 mass (so /derived is self-consistent).
+    By blocks of :data:`BLOCK` records: :func:`split_block` (scalar; reads each record once,
+    prefetches the next block, drops the rejected, leaves the kept ones' fields in scratch
+    columns), :func:`mn_block` (vectorised, straight into the outputs at the kept count),
+    :func:`range_block`. ``keep`` may get a slot of garbage past the kept records.
 
-    By blocks of :data:`BLOCK` records: :func:`decode_block` (vectorised) fills L1 scratch
-    columns, :func:`range_block` ranges them, and each run of kept records between two
-    dropped ones is copied to the outputs eight at a time (eight loads, then eight stores:
-    LLVM's SLP pass makes one vector load and store of each; the dropped records, found a
-    word of eight flags at a time, are never written). An output may get up to 7 slots of
-    garbage past a run (within its length), which the next run overwrites.
-
-    Speed (the bench's kernel_and_copy_s, 2-core AMD EPYC, AVX2, one core): ~120 M hits/s
-    at 20 M hits (the former one-pass scalar loop, every record written at the next free
-    slot and ranging in a second pass over the output: ~85 M/s), results bit for bit the
-    same. What limits it: :func:`decode_block`, ~4.5 ns of the ~8.5 ns a record, bound by
-    the latency of its chain (strided field inserts, two dependent float64 divisions of ~13
-    cycles each) over the few iterations the out-of-order window holds: dropping the m/n
-    altogether gave ~3.5 ns, removing one division (fastmath reassociation) nothing.
-    Ranging ~2 ns (the table load is scalar: LLVM cannot prove the table apart from the
-    outputs, so it does not vectorise the lookup; ~3 % of the m/n fall in edge cells and
-    take the search), compaction ~1 ns. Tried and slower or no better: u64 loads of the
-    record, the time sum or the m/n / correction division in a loop of its own, ranging
-    folded into the ion column's copy, plain copy loops (vectorised with runtime alias
-    checks), an inlined copy helper (numba reference counting). (The one-pass loop's own
-    notes, from an AVX-512 machine, found a gather-then-compact form slower there.)"""
+    Speed (bench kernel_and_copy_s, 20 M hits, one core of a shared 2-core AMD EPYC Zen 4,
+    AVX-512): ~150 M hits/s, 0.21-0.24 of np.copyto's bandwidth at 20 B/hit; the former
+    kernel (vectorised decode by AVX-512 gathers of the strided fields, then a compaction
+    copy) ~75 M hits/s, 0.10-0.12, same runs, same bits. In L1 ~6 ns a record: scalar pass
+    ~3.2, m/n ~1.4 (two float64 divisions), ranging ~1.2. From memory the gathers stalled
+    (13.5 ns against 6.8 in L1); the prefetch alone gave 1.2x. Tried and slower: gathers
+    (u64 or int32 fields), one division N / (L^2 C) with an exact fallback near float32
+    ties, the cell computed in the ranging loop, u64 scratch words (stride-2 reads gather)."""
     n = raw.shape[0]
-    nu = np.uint64(n)
+    w = raw.view(np.int32)
     half = 0.5 * bin_ns * v_mm_per_ns
     n_cells = np.float64(table.shape[0])
-    ok = np.zeros(BLOCK + 16, np.uint8)
-    ok64 = ok.view(np.uint64)
-    s_k = np.zeros(BLOCK + 8, np.int64)
-    s_t = np.zeros(BLOCK + 8, np.float32)
-    s_x = np.zeros(BLOCK + 8, np.float32)
-    s_y = np.zeros(BLOCK + 8, np.float32)
-    s_m = np.zeros(BLOCK + 8, np.float32)
-    s_c = np.zeros(BLOCK + 8, np.int32)
-    s_i = np.zeros(BLOCK + 8, np.int16)
-    k = np.uint64(0)
+    s_lo, s_hi = sum_window(sum_bins, tol_bins)
+    sc = np.zeros(5 * BLOCK, np.int32)  # kept rows: x1 - x2, y1 - y2, MCP, V_dc, V_pulse
+    s_v = sc[3 * BLOCK:4 * BLOCK].view(np.float32)
+    s_p = sc[4 * BLOCK:].view(np.float32)
+    s_c = np.zeros(BLOCK, np.int32)
+    s_e = np.zeros(BLOCK, np.int32)
+    k = 0
     incomplete = 0
     bad = 0
     for i0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - i0)
-        inc, off = decode_block(raw[i0:i0 + nb], i0, bin_ns, half, sum_bins, tol_bins, t0_ns,
-                                flight_path_mm, beta, vc, bc, inv_width, n_cells, ok, s_k, s_t,
-                                s_x, s_y, s_m, s_c)  # fmt: skip
-        range_block(nb, s_c, s_m, table, lo, hi, s_i)
+        kb, inc = split_block(w, i0, nb, s_lo, s_hi - s_lo, keep[k:], sc)
         incomplete += inc
-        bad += off
-        for j in range(nb, nb + 9):
-            ok[j] = 0  # a dropped record past the block ends the last run
-        nbu = np.uint64(nb)
-        start = np.uint64(0)
-        j = np.uint64(0)
-        while start < nbu:
-            while ok64[j >> np.uint64(3)] == _ALL_KEPT:
-                j = ((j >> np.uint64(3)) + _U1) << np.uint64(3)
-            while ok[j]:
-                j += _U1
-            ln = min(j, nbu) - start  # the run [start, j) of kept records
-            t = np.uint64(0)
-            while t < ln and k + t + _U8 <= nu:
-                s = start + t
-                d = k + t
-                tof_ns[d], tof_ns[d + _U1], tof_ns[d + _U2], tof_ns[d + _U3], tof_ns[d + _U4], tof_ns[d + _U5], tof_ns[d + _U6], tof_ns[d + _U7] = s_t[s], s_t[s + _U1], s_t[s + _U2], s_t[s + _U3], s_t[s + _U4], s_t[s + _U5], s_t[s + _U6], s_t[s + _U7]  # fmt: skip
-                det_x_mm[d], det_x_mm[d + _U1], det_x_mm[d + _U2], det_x_mm[d + _U3], det_x_mm[d + _U4], det_x_mm[d + _U5], det_x_mm[d + _U6], det_x_mm[d + _U7] = s_x[s], s_x[s + _U1], s_x[s + _U2], s_x[s + _U3], s_x[s + _U4], s_x[s + _U5], s_x[s + _U6], s_x[s + _U7]  # fmt: skip
-                det_y_mm[d], det_y_mm[d + _U1], det_y_mm[d + _U2], det_y_mm[d + _U3], det_y_mm[d + _U4], det_y_mm[d + _U5], det_y_mm[d + _U6], det_y_mm[d + _U7] = s_y[s], s_y[s + _U1], s_y[s + _U2], s_y[s + _U3], s_y[s + _U4], s_y[s + _U5], s_y[s + _U6], s_y[s + _U7]  # fmt: skip
-                mass_da[d], mass_da[d + _U1], mass_da[d + _U2], mass_da[d + _U3], mass_da[d + _U4], mass_da[d + _U5], mass_da[d + _U6], mass_da[d + _U7] = s_m[s], s_m[s + _U1], s_m[s + _U2], s_m[s + _U3], s_m[s + _U4], s_m[s + _U5], s_m[s + _U6], s_m[s + _U7]  # fmt: skip
-                ion[d], ion[d + _U1], ion[d + _U2], ion[d + _U3], ion[d + _U4], ion[d + _U5], ion[d + _U6], ion[d + _U7] = s_i[s], s_i[s + _U1], s_i[s + _U2], s_i[s + _U3], s_i[s + _U4], s_i[s + _U5], s_i[s + _U6], s_i[s + _U7]  # fmt: skip
-                keep[d], keep[d + _U1], keep[d + _U2], keep[d + _U3], keep[d + _U4], keep[d + _U5], keep[d + _U6], keep[d + _U7] = s_k[s], s_k[s + _U1], s_k[s + _U2], s_k[s + _U3], s_k[s + _U4], s_k[s + _U5], s_k[s + _U6], s_k[s + _U7]  # fmt: skip
-                t += _U8
-            while t < ln:  # the end of the outputs: one at a time
-                s = start + t
-                d = k + t
-                tof_ns[d] = s_t[s]
-                det_x_mm[d] = s_x[s]
-                det_y_mm[d] = s_y[s]
-                mass_da[d] = s_m[s]
-                ion[d] = s_i[s]
-                keep[d] = s_k[s]
-                t += _U1
-            k += ln
-            j += _U1
-            start = j
+        bad += nb - kb - inc
+        e = k + kb
+        mn_block(kb, sc[:BLOCK], sc[BLOCK:2 * BLOCK], sc[2 * BLOCK:3 * BLOCK], s_v, s_p, bin_ns,
+                 half, t0_ns, flight_path_mm, beta, vc, bc, inv_width, n_cells, tof_ns[k:e],
+                 det_x_mm[k:e], det_y_mm[k:e], mass_da[k:e], s_c)  # fmt: skip
+        range_block(kb, s_c, mass_da[k:e], table, lo, hi, ion[k:e], s_e)
+        k = e
     return np.int64(k), incomplete, bad
 
 
