@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 
@@ -44,3 +45,19 @@ def track_mass(m_frag_da: float, n_frag: int, m_parent_da: float, n_parent: int,
     m/n at phi = 0, the parent's at phi = 1 (the dissociation track; Saxey, Ultramicroscopy
     111, 473, 2011)."""
     return m_frag_da / (n_frag * (1.0 - phi) + n_parent * phi * m_frag_da / m_parent_da)
+
+
+@njit(cache=True)
+def on_track(k: int, u: float, life_ps: float, charges: np.ndarray, field_v_per_nm: float,
+             r_nm: float, o_sp: np.ndarray, o_mass: np.ndarray, o_tof: np.ndarray) -> None:
+    """Rows ``k``, ``k + 1``: the fragments M+ and O+ of one (MO)2+ of mean lifetime
+    ``life_ps`` that breaks after an exponential time (draw ``u``): each one's apparent m/n
+    on the dissociation track (:func:`track_mass`)."""
+    a = o_sp[k]
+    b = o_sp[k + 1]
+    m_p = o_mass[k] * charges[a] + o_mass[k + 1] * charges[b]
+    n_p = charges[a] + charges[b]
+    phi = dissociation_potential_share(-math.log(1.0 - u) * life_ps, m_p, n_p,
+                                       field_v_per_nm, r_nm)
+    o_tof[k] = track_mass(o_mass[k] * charges[a], charges[a], m_p, n_p, phi)
+    o_tof[k + 1] = track_mass(o_mass[k + 1] * charges[b], charges[b], m_p, n_p, phi)

@@ -203,14 +203,16 @@ class VirtualLeap(ChannelTablesMixin):
                 p_dc = (1 - shell_share) * p_dc + shell_share * sh.p_dc
         depl = physics.li_depletion(f, tip.coated)
         burst = physics.li_burst_ratio(f, peak, tip.coated) if energy > 0 else 0.0
-        lam = min(sites * (p_site + p_dc) * (1.0 + burst), MAX_EVENTS_PER_PULSE)
-        lam /= self._chain_size(shell_share)  # first events of the chains
+        # the matrix's atoms leave in chains (first events: atoms / chain size); the Li bursts
+        # (b Li per matrix atom) come from the supply, one atom an event
+        chain = self._chain_size(shell_share)
+        lam = min(sites * (p_site + p_dc) * (1.0 / chain + burst), MAX_EVENTS_PER_PULSE)
         st.voltage_v, st.radius_nm, st.field_v_per_nm = volts, r, f
         st.peak_temperature_k, st.tau_ns, st.p_site, st.sites = peak, tau, p_site, sites
         st.li_depletion, st.li_burst_ratio, st.events_per_pulse = depl, burst, lam
         st.hazard_per_s = physics.fracture_hazard_per_s(f, tip.strength_gpa)
         st.tail_mean_ns = prof.tau_eff_ns
-        return {"profile": prof, "cooling": (base, peak - base, cool), "rho_s": rho_s, "lam": lam, "burst": burst, "depl": depl,
+        return {"profile": prof, "cooling": (base, peak - base, cool), "rho_s": rho_s, "lam": lam, "burst": burst * chain, "depl": depl,
                 "dc_share": p_dc / (p_site + p_dc) if p_site + p_dc > 0 else 0.0,
                 "field": f, "period_ns": period_s * 1e9}
 
@@ -308,7 +310,7 @@ class VirtualLeap(ChannelTablesMixin):
                     np.zeros(0, np.uint8), z32), mag
         li = physics.LI_MIGRATION
         cdf, a, b, neu, atoms, nch = self._channel_tables(ph["field"])
-        burst = ph["burst"]
+        burst = ph["burst"]  # burst events per first event of the matrix
         phi = burst / (1.0 + burst)
         p_end = 1.0 / li.burst_mean_events
         p_start = phi / ((1.0 - phi) * li.burst_mean_events) if phi < 1 else 1.0

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from apt_daq.sim.correlated import LI_STREAM, emit_neighbours
-from apt_daq.sim.dissociation import dissociation_potential_share, track_mass
+from apt_daq.sim.dissociation import (  # noqa: F401  (the first two re-exported)
+    dissociation_potential_share,
+    on_track,
+    track_mass,
+)
 from apt_daq.sim.fracture import (  # noqa: F401  (re-exported: their home until Dec 2026)
     EPS0_F_PER_M,
     FRACTURE,
@@ -340,14 +344,8 @@ def generate_events(
             o_neu[k] = neu
             k += 1
         if b >= 0 and neu == 0 and diss_life_ps[phase, a] > 0.0:
-            phi = dissociation_potential_share(
-                -math.log(1.0 - counter_uniform(seed, i, 13)) * diss_life_ps[phase, a],
-                o_mass[k - 2] * charges[a] + o_mass[k - 1] * charges[b],
-                charges[a] + charges[b], field_v_per_nm, r)
-            m_p = o_mass[k - 2] * charges[a] + o_mass[k - 1] * charges[b]
-            n_p = charges[a] + charges[b]
-            o_tof[k - 2] = track_mass(o_mass[k - 2] * charges[a], charges[a], m_p, n_p, phi)
-            o_tof[k - 1] = track_mass(o_mass[k - 1] * charges[b], charges[b], m_p, n_p, phi)
+            on_track(k - 2, counter_uniform(seed, i, 13), diss_life_ps[phase, a], charges,
+                     field_v_per_nm, r, o_sp, o_mass, o_tof)
         if corr_share[phase] > 0.0 and not in_burst:  # a burst's Li comes from the supply
             parent_anion = anion[a] == 1 and (b < 0 or anion[b] == 1)
             k0 = k
@@ -358,14 +356,20 @@ def generate_events(
                                       iso_cdf, o_pulse, o_sp, o_mass, o_x, o_y, o_z, o_t,
                                       o_neu, o_tof, k)
             nat += n_nb
-            if pulsed and li_cum.shape[0] > 0:  # a Li neighbour still waits its own time
-                s3 = seed ^ LI_STREAM
-                for r in range(k0, k):
-                    if o_sp[r] == li_ion or o_sp[r] == lio_ion:
-                        jj = 2 * (r - k0)
-                        o_t[r] = li_departure(td, counter_uniform(s3, i, jj),
-                                              counter_uniform(s3, i, jj + 1), li_t, li_cum,
-                                              li_rate_base_per_ns, period_ns)
+            s3 = seed ^ LI_STREAM
+            for rr in range(k0, k):
+                if pulsed and li_cum.shape[0] > 0 and (o_sp[rr] == li_ion
+                                                       or o_sp[rr] == lio_ion):
+                    jj = 2 * (rr - k0)  # a Li neighbour still waits its own time
+                    o_t[rr] = li_departure(td, counter_uniform(s3, i, jj),
+                                           counter_uniform(s3, i, jj + 1), li_t, li_cum,
+                                           li_rate_base_per_ns, period_ns)
+                if (rr + 1 < k and o_x[rr] == o_x[rr + 1] and o_y[rr] == o_y[rr + 1]
+                        and o_neu[rr] == 0 and diss_life_ps[phase, o_sp[rr]] > 0.0):
+                    # a neighbour's (MO)2+ breaks on the way out too (its own break time)
+                    on_track(rr, counter_uniform(s3, i, 12 + (rr - k0) // 2),
+                             diss_life_ps[phase, o_sp[rr]], charges, field_v_per_nm, r, o_sp,
+                             o_mass, o_tof)
         depth += nat / (phase_density[phase] * area)
         atoms_total += nat
     state[0] = burst

@@ -84,10 +84,10 @@ PARAMETERS: dict[str, Param] = {
     "Li episode amplitude a, uncoated": Param("0.6", "sim/lithium.py: episode",
                                               ("fig4.mu_li_uncoated",), at("nmc811", 5)),
     "Li episode amplitude a, coated NMC811": Param(
-        "0.14", "configs/specimens/nmc811.yaml: li_episode_amplitude_coated",
+        "0.16", "configs/specimens/nmc811.yaml: li_episode_amplitude_coated",
         ("fig4.mu_li_coated",), at("nmc811-cr", 5)),
     "Li episode amplitude a, coated LiMn2O4": Param(
-        "0.21", "configs/specimens/lmo.yaml: li_episode_amplitude_coated", ("S1.mu_li",),
+        "0.215", "configs/specimens/lmo.yaml: li_episode_amplitude_coated", ("S1.mu_li",),
         LMO_SWEEP),
     "O pairing with the episodes c": Param("0.5", "sim/lithium.py: pairing",
                                            ("fig4.mu_o2", "fig4.o2_o"), BOTH_5PJ),
