@@ -59,52 +59,54 @@ def phase_shares(p: CorrelatedParams, specimen_shares: list[float]) -> np.ndarra
 
 
 @njit(cache=True)
-def is_anion_channel(row: int, c: int, ch_a: np.ndarray, ch_b: np.ndarray,
-                     anion: np.ndarray) -> bool:
-    """Channel ``c`` of ``row`` takes only anion-sublattice atoms (O+, O2+, ...)."""
-    a = ch_a[row, c]
-    b = ch_b[row, c]
-    return a >= 0 and anion[a] == 1 and (b < 0 or anion[b] == 1)
-
-
-@njit(cache=True)
-def _weight(row: int, c: int, ch_cdf: np.ndarray) -> float:
-    return ch_cdf[row, c] - (ch_cdf[row, c - 1] if c > 0 else 0.0)
+def sublattice_tables(ch_cdf: np.ndarray, ch_a: np.ndarray, ch_b: np.ndarray,
+                      n_ch: np.ndarray, anion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel table row: which channels take only anion-sublattice atoms (O+, O2+, ...;
+    ``anion[s]`` 1 for such a species) and their summed weight."""
+    rows, cols = ch_cdf.shape
+    an_c = np.zeros((rows, cols), np.uint8)
+    w_an = np.zeros(rows)
+    for row in range(rows):
+        for c in range(n_ch[row]):
+            a = ch_a[row, c]
+            b = ch_b[row, c]
+            if a >= 0 and anion[a] == 1 and (b < 0 or anion[b] == 1):
+                an_c[row, c] = 1
+                w_an[row] += ch_cdf[row, c] - (ch_cdf[row, c - 1] if c > 0 else 0.0)
+    return an_c, w_an
 
 
 @njit(cache=True)
 def draw_unlike(u: float, row: int, m: int, after_anion: bool, ch_cdf: np.ndarray,
-                ch_a: np.ndarray, ch_b: np.ndarray, anion: np.ndarray) -> int:
+                an_c: np.ndarray, w_an: np.ndarray) -> int:
     """A channel of ``row`` for the neighbour of an atom of the anion (``after_anion``) or
-    cation sublattice. In an ionic lattice nearest neighbours are of the other sublattice: the
-    neighbour switches sublattice with probability ``min(1, w_other / w_own)`` (w: the
-    sublattices' channel weights), the most alternation that keeps every position of a chain
-    at the phase's own mix, so the chains change no composition. A phase with one kind of
-    channel (a metal) draws from all."""
-    w_an = 0.0
-    for c in range(m):
-        if is_anion_channel(row, c, ch_a, ch_b, anion):
-            w_an += _weight(row, c, ch_cdf)
-    w_ct = ch_cdf[row, m - 1] - w_an
-    own, other = (w_an, w_ct) if after_anion else (w_ct, w_an)
-    want_anion = after_anion
+    cation sublattice (``an_c``, ``w_an``: :func:`sublattice_tables`). In an ionic lattice
+    nearest neighbours are of the other sublattice: the neighbour switches sublattice with
+    probability ``min(1, w_other / w_own)`` (w: the sublattices' channel weights), the most
+    alternation that keeps every position of a chain at the phase's own mix, so the chains
+    change no composition. A phase with one kind of channel (a metal) draws from all."""
+    wa = w_an[row]
+    wc = ch_cdf[row, m - 1] - wa
+    own, other = (wa, wc) if after_anion else (wc, wa)
+    want = after_anion
     if own > 0.0 and other > 0.0:
         p = min(1.0, other / own)
         if u < p:
-            want_anion = not after_anion
+            want = not after_anion
             u = u / p
         else:
             u = (u - p) / (1.0 - p)
-        total = other if want_anion != after_anion else own
-    else:
-        want_anion = not after_anion if other > 0.0 else after_anion
-        total = w_an if want_anion else w_ct
-    target = u * total
+    elif other > 0.0:
+        want = not after_anion
+    target = u * (wa if want else wc)
     acc = 0.0
     last = 0
+    prev = 0.0
     for c in range(m):
-        if is_anion_channel(row, c, ch_a, ch_b, anion) == want_anion:
-            acc += _weight(row, c, ch_cdf)
+        w = ch_cdf[row, c] - prev
+        prev = ch_cdf[row, c]
+        if (an_c[row, c] == 1) == want:
+            acc += w
             last = c
             if acc >= target:
                 return c
@@ -113,7 +115,7 @@ def draw_unlike(u: float, row: int, m: int, after_anion: bool, ch_cdf: np.ndarra
 
 @njit(cache=True)
 def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_nm: float,
-                    row: int, parent_anion: bool, anion: np.ndarray,
+                    row: int, parent_anion: bool, an_c: np.ndarray, w_an: np.ndarray,
                     pulse: int, x: float, y: float, z: float, td: float,
                     ch_cdf: np.ndarray, ch_a: np.ndarray, ch_b: np.ndarray,
                     ch_neutral: np.ndarray, ch_atoms: np.ndarray, n_ch: np.ndarray,
@@ -123,7 +125,7 @@ def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_n
                     o_neu: np.ndarray, o_tof: np.ndarray, k: int) -> tuple[int, int]:
     """The neighbours event ``i`` takes along on its pulse, written from row ``k`` of the
     outputs; each is of the other sublattice than the atom before it (``parent_anion``: the
-    event's own products are anions only; ``anion[s]``: species ``s`` is). Draws come from ``seed ^ STREAM`` (the event's own draws are untouched, so a run
+    event's own products are anions only; ``an_c``, ``w_an``: :func:`sublattice_tables`). Draws come from ``seed ^ STREAM`` (the event's own draws are untouched, so a run
     with ``share = 0`` is the run without the model). Returns (next row, atoms evaporated)."""
     s2 = seed ^ STREAM
     nat = 0
@@ -138,9 +140,8 @@ def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_n
         ph = 2.0 * math.pi * counter_uniform(s2, i, b0 + 1)
         cx += spacing_nm * math.cos(ph)
         cy += spacing_nm * math.sin(ph)
-        c = draw_unlike(counter_uniform(s2, i, b0 + 2), row, m, prev_anion, ch_cdf, ch_a,
-                        ch_b, anion)
-        prev_anion = is_anion_channel(row, c, ch_a, ch_b, anion)
+        c = draw_unlike(counter_uniform(s2, i, b0 + 2), row, m, prev_anion, ch_cdf, an_c, w_an)
+        prev_anion = an_c[row, c] == 1
         for prod in range(2):
             s = ch_a[row, c] if prod == 0 else ch_b[row, c]
             if s < 0:

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from apt_daq.sim.correlated import LI_STREAM, emit_neighbours
+from apt_daq.sim.correlated import LI_STREAM, STREAM, emit_neighbours, sublattice_tables
 from apt_daq.sim.dissociation import (  # noqa: F401  (the first two re-exported)
     dissociation_potential_share,
     on_track,
@@ -225,6 +225,7 @@ def generate_events(
     """
     n = pulses.shape[0]
     cap = 2 * n * (1 + (corr_max if corr_share.max() > 0.0 else 0))
+    an_c, w_an = sublattice_tables(ch_cdf, ch_a, ch_b, n_ch, anion)
     o_pulse = np.empty(cap, np.int64)
     o_sp = np.empty(cap, np.int16)
     o_mass = np.empty(cap, np.float32)
@@ -346,11 +347,14 @@ def generate_events(
         if b >= 0 and neu == 0 and diss_life_ps[phase, a] > 0.0:
             on_track(k - 2, counter_uniform(seed, i, 13), diss_life_ps[phase, a], charges,
                      field_v_per_nm, r, o_sp, o_mass, o_tof)
-        if corr_share[phase] > 0.0 and not in_burst:  # a burst's Li comes from the supply
+        # a burst's Li comes from the supply; the first neighbour's draw (the one
+        # emit_neighbours makes first) is made here, sparing the call where none leaves
+        if (corr_share[phase] > 0.0 and not in_burst
+                and counter_uniform(seed ^ STREAM, i, 0) < corr_share[phase]):
             parent_anion = anion[a] == 1 and (b < 0 or anion[b] == 1)
             k0 = k
             k, n_nb = emit_neighbours(seed, i, corr_share[phase], corr_max, corr_spacing_nm,
-                                      phase * 2 + mod, parent_anion, anion, pulses[i], x, y,
+                                      phase * 2 + mod, parent_anion, an_c, w_an, pulses[i], x, y,
                                       zc, td, ch_cdf, ch_a,
                                       ch_b, ch_neutral, ch_atoms, n_ch, iso_start, iso_mass,
                                       iso_cdf, o_pulse, o_sp, o_mass, o_x, o_y, o_z, o_t,

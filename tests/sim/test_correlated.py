@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from apt_daq.sim.correlated import CORRELATED, CorrelatedParams, draw_unlike, mean_chain_size
+from apt_daq.sim.correlated import (
+    CORRELATED,
+    CorrelatedParams,
+    draw_unlike,
+    mean_chain_size,
+    sublattice_tables,
+)
 
 from apt_daq.analysis.multihit import multihit_stats
 from apt_daq.pipeline.decode import decode
@@ -125,7 +131,9 @@ def test_neighbour_draws_alternate_sublattices_at_the_phases_mix(after_anion, w_
     a = np.arange(4)[None, :]
     b = -np.ones((1, 4), np.int64)
     u = (np.arange(20_000) + 0.5) / 20_000
-    c = np.array([draw_unlike(x, 0, 4, after_anion, cdf, a, b, anion) for x in u])
+    an_c, w_an = sublattice_tables(cdf, a, b, np.array([4]), anion)
+    assert w_an[0] == pytest.approx(w_anion)
+    c = np.array([draw_unlike(x, 0, 4, after_anion, cdf, an_c, w_an) for x in u])
     to_anion = np.mean(anion[c] == 1)
     own, other = (w_anion, 1 - w_anion) if after_anion else (1 - w_anion, w_anion)
     switch = min(1.0, other / own)
