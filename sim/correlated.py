@@ -8,9 +8,10 @@ on them rises; on a laser pulse they are still hot, so a neighbour may leave on 
 probability ``share``, then its neighbour with the same probability, up to ``max_neighbours``
 (a geometric chain); each draws its own channel of the same phase (so molecular ions and their
 dissociation pairs stay as they are), of the other sublattice where the phase has two
-(:func:`draw_unlike`), leaves at the parent's departure time (a Li neighbour then waits its own
-thermally activated time, as any Li), and recedes the surface. On the detector the chain lands within ~L / (xi R) x spacing (~0.5 mm): two of its
-ions with the same m/n arrive within the dead time and dead zone and the later one is lost
+(:func:`draw_unlike`), leaves at the parent's departure time (a Li neighbour then waits its
+own thermally activated time, as any Li), and recedes the surface. On the detector the chain
+lands within ~L / (xi R) x spacing (~0.5 mm): two of its ions with the same m/n arrive within
+the dead time and dead zone and the later one is lost
 (:func:`apt_daq.sim.detector.detect_mask`), the pile-up of Meisenkothen et al. (Appl. Surf.
 Sci.) and Thuvander et al. (2011; Microsc. Microanal. 2019).
 
@@ -125,8 +126,9 @@ def emit_neighbours(seed: np.uint64, i: int, share: float, max_n: int, spacing_n
                     o_neu: np.ndarray, o_tof: np.ndarray, k: int) -> tuple[int, int]:
     """The neighbours event ``i`` takes along on its pulse, written from row ``k`` of the
     outputs; each is of the other sublattice than the atom before it (``parent_anion``: the
-    event's own products are anions only; ``an_c``, ``w_an``: :func:`sublattice_tables`). Draws come from ``seed ^ STREAM`` (the event's own draws are untouched, so a run
-    with ``share = 0`` is the run without the model). Returns (next row, atoms evaporated)."""
+    event's own products are anions only; ``an_c``, ``w_an``: :func:`sublattice_tables`).
+    Draws come from ``seed ^ STREAM`` (the event's own draws are untouched, so a run with
+    ``share = 0`` is the run without the model). Returns (next row, atoms evaporated)."""
     s2 = seed ^ STREAM
     nat = 0
     cx = x
