@@ -43,6 +43,14 @@ class CorrelatedParams:
     spacing_nm: float = 0.3  # distance between neighbours on the surface (~ a cation-O bond x 1.5)
     max_neighbours: int = 3  # chain length cap (DRAWS * max_neighbours <= 16 counter draws)
 
+    def __post_init__(self) -> None:
+        # the neighbours' draws (DRAWS a neighbour) and the Li waits and breaks of their
+        # products (seed ^ LI_STREAM, j <= 14) must stay within an event's 16 counter draws
+        if not 0 <= self.max_neighbours <= 3:
+            raise ValueError(f"max_neighbours must be 0-3, got {self.max_neighbours}")
+        if self.share is not None and not 0.0 <= self.share < 1.0:
+            raise ValueError(f"share must be in [0, 1), got {self.share}")
+
 
 CORRELATED = CorrelatedParams()
 

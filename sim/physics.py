@@ -320,12 +320,14 @@ def generate_events(
             neu = ch_neutral[row, j]
             nat = ch_atoms[row, j]
         pulsed = counter_uniform(seed, i, 7) >= dc_share
+        t_open = 0.0
         if not pulsed:
             td = counter_uniform(seed, i, 8) * period_ns
         else:
             q = counter_uniform(seed, i, 8) * (t_quant.shape[0] - 1)
             iq = int(q)
             td = t_quant[iq] + (q - iq) * (t_quant[iq + 1] - t_quant[iq])
+            t_open = td  # the site opens as the pulse's heat passes (chains leave then)
             if (a == li_ion or a == lio_ion) and a >= 0 and li_cum.shape[0] > 0:
                 td = li_departure(td, counter_uniform(seed, i, 11), counter_uniform(seed, i, 12),
                                   li_t, li_cum, li_rate_base_per_ns, period_ns)
@@ -347,25 +349,25 @@ def generate_events(
         if b >= 0 and neu == 0 and diss_life_ps[phase, a] > 0.0:
             on_track(k - 2, counter_uniform(seed, i, 13), diss_life_ps[phase, a], charges,
                      field_v_per_nm, r, o_sp, o_mass, o_tof)
-        # a burst's Li comes from the supply; the first neighbour's draw (the one
-        # emit_neighbours makes first) is made here, sparing the call where none leaves
-        if (corr_share[phase] > 0.0 and not in_burst
+        # neighbours leave on a laser pulse, still hot, when the event's site opens (not after
+        # a Li parent's own wait, nor between pulses); a burst's Li comes from the supply;
+        # the first neighbour's draw (emit_neighbours' first) is made here, sparing the call
+        if (pulsed and corr_share[phase] > 0.0 and not in_burst
                 and counter_uniform(seed ^ STREAM, i, 0) < corr_share[phase]):
             parent_anion = anion[a] == 1 and (b < 0 or anion[b] == 1)
             k0 = k
             k, n_nb = emit_neighbours(seed, i, corr_share[phase], corr_max, corr_spacing_nm,
                                       phase * 2 + mod, parent_anion, an_c, w_an, pulses[i], x, y,
-                                      zc, td, ch_cdf, ch_a,
+                                      zc, t_open, ch_cdf, ch_a,
                                       ch_b, ch_neutral, ch_atoms, n_ch, iso_start, iso_mass,
                                       iso_cdf, o_pulse, o_sp, o_mass, o_x, o_y, o_z, o_t,
                                       o_neu, o_tof, k)
             nat += n_nb
             s3 = seed ^ LI_STREAM
             for rr in range(k0, k):
-                if pulsed and li_cum.shape[0] > 0 and (o_sp[rr] == li_ion
-                                                       or o_sp[rr] == lio_ion):
+                if li_cum.shape[0] > 0 and (o_sp[rr] == li_ion or o_sp[rr] == lio_ion):
                     jj = 2 * (rr - k0)  # a Li neighbour still waits its own time
-                    o_t[rr] = li_departure(td, counter_uniform(s3, i, jj),
+                    o_t[rr] = li_departure(t_open, counter_uniform(s3, i, jj),
                                            counter_uniform(s3, i, jj + 1), li_t, li_cum,
                                            li_rate_base_per_ns, period_ns)
                 if (rr + 1 < k and o_x[rr] == o_x[rr + 1] and o_y[rr] == o_y[rr + 1]

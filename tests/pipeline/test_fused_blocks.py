@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apt_daq.bench.pipeline import IONS, synthetic_raw
 from apt_daq.config import InstrumentConfig
 from apt_daq.pipeline.corrections import Calibration, coeffs, correction_factor
-from apt_daq.pipeline.decode import time_sum_bins
-from apt_daq.pipeline.process import BLOCK, _args, fused_kernel, fused_parallel
+from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
+from apt_daq.pipeline.process import BLOCK, _args, fused_kernel, fused_parallel, sum_window
 from apt_daq.pipeline.ranging import RangeLookup, lookup_table, ranges_for_ions
 from apt_daq.pipeline.tof import mass_da
 
@@ -105,3 +107,56 @@ def test_fused_parallel_equals_one_core() -> None:
     assert (counts[:, 0].sum(), counts[:, 1].sum(), counts[:, 2].sum()) == (k, inc, bad)
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a[:k], b[idx])
+
+
+def test_time_sums_at_the_window_edges_and_near_int32_limits() -> None:
+    """Records whose x or y time sum a + b - 2 m steps across the accepted window one bin at a
+    time, with fields small and near 2^31: kept exactly where the numpy twin's float test
+    keeps them (the kernel tests an integer window, :func:`sum_window`)."""
+    s = time_sum_bins(INST)
+    tol = time_sum_tolerance_bins(INST)
+    offsets = np.arange(-int(tol) - 3, int(tol) + 4)
+    rows = []
+    for base in (1_000, 2**31 - 4 * 10**6):
+        for axis in (0, 1):
+            for d in offsets:
+                m = base
+                good = round(s) + 2 * m  # a + b of a clean sum
+                a = good // 2 + 17
+                rec = [a, good - a, a - 5, good - a + 5, m]
+                rec[2 * axis + 1] += int(d)
+                rows.append(rec)
+    raw = synthetic_raw(len(rows), INST, 3)[: len(rows)].copy()
+    arr = np.array(rows, np.int64)
+    assert arr.max() < 2**31
+    for j, f in enumerate(("t_x1", "t_x2", "t_y1", "t_y2", "t_mcp")):
+        raw[f] = arr[:, j]
+    keep, cols, ion, counts = twin(raw, LOOKUPS["ions"])
+    out = outputs(len(raw))
+    got = fused_kernel(raw, *_args(INST, CAL, LOOKUPS["ions"]), *out)
+    assert got == counts
+    k = got[0]
+    np.testing.assert_array_equal(out[0][:k], keep)
+    for a, b in zip(out[1:5], cols, strict=True):
+        np.testing.assert_array_equal(a[:k].view(np.uint32), b.view(np.uint32))
+    np.testing.assert_array_equal(out[5][:k], ion)
+    assert 0 < len(keep) < len(raw)  # both sides of the window are in the set
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True, width=64),
+       st.floats(allow_nan=True, allow_infinity=True, width=64),
+       st.integers(-(2**34), 2**34))
+def test_sum_window_is_the_float_test(sum_bins: float, tol_bins: float, s: int) -> None:
+    """The integer window (lo, hi) holds a time sum exactly when the float64 test
+    |s - sum_bins| <= tol_bins passes (NaN passes every sum, as the float test's
+    'not > tol' does), for any sum_bins and tolerance, sums near the window's edges too, over
+    |s| <= 2^34 (a sum of int32 fields stays within 2^33)."""
+    lo, hi = sum_window(sum_bins, tol_bins)
+
+    def float_ok(x: int) -> bool:
+        return not abs(np.float64(x) - sum_bins) > tol_bins
+
+    probes = [s] + [e + d for e in (lo, hi) for d in (-1, 0, 1)]
+    for x in (p for p in probes if abs(p) <= 2**34):  # every sum of int32 fields is inside
+        assert (lo <= x <= hi) == float_ok(x), (sum_bins, tol_bins, x, lo, hi)
