@@ -10,7 +10,7 @@ import numpy as np
 
 from apt_daq.errors import UserError
 from apt_daq.isotopes import ion_name, isotopologues, parse_ion
-from apt_daq.pipeline.corrections import Calibration, _bowl_terms, corrected_mass_kernel
+from apt_daq.pipeline.corrections import Calibration, corrected_mass_kernel, factors
 
 CHARGES = (1, 2, 3, 4)
 MIN_WINDOW_IONS = 200
@@ -106,9 +106,7 @@ def mass(s: Sample, t0_ns: float, flight_path_mm: float, cal: Calibration | None
 
 def factor(cal: Calibration, s: Sample) -> np.ndarray:
     """f_V(V) f_B(x, y) of each hit."""
-    u = s.v * 1e-3
-    vc = cal.vc
-    return (vc[0] + u * (vc[1] + u * vc[2])) * (_bowl_terms(s.x, s.y) @ cal.bc)
+    return factors(cal, s.v, s.x, s.y)
 
 
 # ----------------------------------------------------------------------------- apex

@@ -231,6 +231,13 @@ def _bowl_terms(x_mm: np.ndarray, y_mm: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=1)
 
 
+def factors(cal: Calibration, v: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray) -> np.ndarray:
+    """f_V(V) f_B(x, y) of each hit, vectorised (:func:`correction_factor`'s arithmetic)."""
+    u = v * 1e-3
+    vc = cal.vc
+    return (vc[0] + u * (vc[1] + u * vc[2])) * (_bowl_terms(x_mm, y_mm) @ cal.bc)
+
+
 def fit_bowl(mass: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, ref_da: float, lo: float,
              hi: float, radius_mm: float, grid: int = 7, min_per_cell: int = 150) -> np.ndarray | None:  # fmt: skip
     """Coefficients (b0..b5) of the 2-D quadratic f_B(x, y), or None if too few data."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from apt_daq.errors import UserError
-from apt_daq.pipeline.corrections import Calibration, _bowl_terms
+from apt_daq.pipeline.corrections import Calibration, factors
 from apt_daq.rangetable import RangeTable
 
 MOVED_MIN_SHARE = 0.01
@@ -71,9 +71,7 @@ def refuse_moving_fit(path: str | Path, cal: Calibration, m_raw: np.ndarray, v: 
               and counts[i] >= MOVED_MIN_SHARE * counts.sum() and named_da(ranges, i)]
     if not judged:
         return
-    u = v * 1e-3
-    vc = cal.vc
-    fitted = m_raw / ((vc[0] + u * (vc[1] + u * vc[2])) * (_bowl_terms(x, y) @ cal.bc))
+    fitted = m_raw / factors(cal, v, x, y)
     before, after = _offsets(m_raw, ion, ranges, judged), _offsets(fitted, ion, ranges, judged)
     if float(np.median(after)) <= max(float(np.median(before)), MOVED_TOLERANCE):
         return
