@@ -409,6 +409,7 @@ class Session(RunRecord):
         since_set = hv.allowed_step_v() / hv.ramp_v_per_s
         v_fb = ctl.update(blk.rate, since_set, self._v_set)
         if self._paced is not None:
+            self._sizer.record(self._v_set, blk.rate, ctl.sensitivity, blk.pulses)
             self._paced.chunk_pulses = self._next_pulses(acq, ctl, blk)
             step = min(r.feedback.max_step_v, hv.max_step_v)
             v_ff = min(ctl.limit_v, v_fb * math.exp(self._sizer.feed_forward(blk.pulses)))
@@ -418,8 +419,6 @@ class Session(RunRecord):
             acq.reason = f"maximum voltage {r.stop.max_voltage_v:g} V reached"
             return
         hv.set_voltage(v_next)
-        if self._paced is not None:
-            self._sizer.record(self._v_set, v_next, blk.pulses)
         self._v_set = v_next
 
     def _next_pulses(self, acq: Acquisition, ctl: RateController, blk: Block) -> int:
