@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
-export NUMBA_CACHE_DIR := $(CURDIR)/.numba-cache
+# the numba cache: .numba-cache/src-<digest of the sources>, set by apt-daq itself
+# (apt_daq.shipped.default_numba_cache); a NUMBA_CACHE_DIR you export is used as is
 
 .PHONY: install install-dev run test bench lint hil clean
 

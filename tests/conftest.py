@@ -3,8 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from apt_daq.shipped import default_numba_cache
+
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
+default_numba_cache()  # .numba-cache/src-<digest>, the CLI's (apt_daq.shipped)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

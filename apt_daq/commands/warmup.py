@@ -2,8 +2,8 @@
 into the numba cache (``make install`` runs it), so the first ``apt-daq run`` starts at once.
 
 numba compiles a kernel the first time it is called and keeps the machine code in its cache
-(``NUMBA_CACHE_DIR``; in a source checkout the CLI defaults it to ``.numba-cache``, as make
-and the tests do). A cold cache costs ~45 s on the first run; :func:`cold_kernels` tells,
+(``NUMBA_CACHE_DIR``; in a source checkout the CLI defaults it to ``.numba-cache/src-<digest of
+the sources>``, as make and the tests do: :func:`apt_daq.shipped.default_numba_cache`). A cold cache costs ~45 s on the first run; :func:`cold_kernels` tells,
 without compiling anything, whether that is about to happen (``apt-daq run`` then says so).
 """
 

@@ -115,7 +115,7 @@ def test_external_scheduler_on_loopback(tmp_path: Path):
     addr = f"tcp://127.0.0.1:{port}"
     # the scheduler unpickles the tasks too: both import the point function from their path
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "NUMBA_CACHE_DIR": str(ROOT / ".numba-cache"),
+           "NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"],
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
                                          os.environ.get("PYTHONPATH", "")])}
     with _proc([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
@@ -161,7 +161,7 @@ def _start_campaign(tmp_path: Path, sleep_s: float) -> subprocess.Popen:
     (tmp_path / "markers").mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "NUMBA_CACHE_DIR": str(ROOT / ".numba-cache")})
+                            env={**os.environ, "NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]})
 
 
 def _wait_for_rows(out: Path, n: int, p: subprocess.Popen, timeout_s: float = 90) -> None:

@@ -319,7 +319,7 @@ def test_two_million_rows_in_bounded_memory(tmp_path: Path):
         b.write(a.read(24 + 32 * 300_000))
     fmap = tmp_path / "map.yaml"
     fmap.write_text(BINARY_MAP)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba-cache"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=os.environ["NUMBA_CACHE_DIR"])
     p = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(small), str(src), str(fmap),
                         str(tmp_path)],
                        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
@@ -337,7 +337,7 @@ def test_simulated_run_round_trip_through_csv(tmp_path: Path):
     """A simulated run's /hits written to CSV (kV, cm) and imported back with the instrument's
     t0 and flight length: analyze's composition is the original run's (same hits)."""
     run = tmp_path / "x.h5"
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba-cache"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=os.environ["NUMBA_CACHE_DIR"])
     subprocess.run([sys.executable, "-m", "apt_daq.cli", "run",
                     str(ROOT / "configs/runs/nmc811-cr-5pj.yaml"), "-o", str(run), "--ions",
                     "50000", "--quiet"], check=True, env=env, cwd=tmp_path, timeout=300,
