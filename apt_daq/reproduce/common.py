@@ -146,13 +146,26 @@ def first_specimen(ctx: Context, spec_for: Callable[[int], RunSpec],
     """Specimens of seeds :func:`specimen_seed` (k = 0, 1, ...) run in turn until one is
     ``usable`` (most uncoated specimens break early): that one, or the one with the most ions;
     and all tried."""
+    found, tried = usable_specimens(ctx, spec_for, usable, 1, tries)
+    return found[0], tried
+
+
+def usable_specimens(ctx: Context, spec_for: Callable[[int], RunSpec],
+                     usable: Callable[[RunOutcome], bool], want: int, tries: int
+                     ) -> tuple[list[RunOutcome], list[RunOutcome]]:
+    """As :func:`first_specimen`, until ``want`` are usable (at most ``tries`` a specimen
+    wanted): the usable ones in order (never empty: else the one with the most ions), and all
+    tried."""
     tried: list[RunOutcome] = []
-    for k in range(tries):
+    found: list[RunOutcome] = []
+    for k in range(tries * want):
         spec = spec_for(specimen_seed(ctx, k))
         tried.append(simulate(ctx, [spec])[spec.key])
         if usable(tried[-1]):
-            return tried[-1], tried
-    return max(tried, key=lambda o: o.ions), tried
+            found.append(tried[-1])
+            if len(found) == want:
+                break
+    return found or [max(tried, key=lambda o: o.ions)], tried
 
 
 def analyze_many(ctx: Context, jobs: list[tuple]) -> list:

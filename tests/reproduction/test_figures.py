@@ -81,9 +81,11 @@ def test_fig1_uncoated_li_loss_and_fracture(ctx) -> None:
     sides = list(ctx.runs_dir.glob("fig1-fracture-*.json"))
     assert len(sides) == 2 * fig1.FRACTURE_SEEDS
     assert not list(ctx.runs_dir.glob("fig1-fracture-*.h5"))
-    # the hit maps grow more heterogeneous with laser energy over the steps reached (at 5k
-    # ions per step one adjacent swap of 4 is allowed: rho = 0.8 exactly, 0.7999... in floats)
-    assert row(rows, "hit-map heterogeneity").value >= 0.8 - 1e-9
+    # the hit maps grow more heterogeneous with laser energy: the slope over three specimens'
+    # steps stands >= 2 standard errors above zero, as reproduce asks at 50 000 ions a step
+    # (seeds 0-9 there: t 2.3-8.4); here at 5 000, seed 0: t 3.1 (a flat trend: t ~ N(0, 1))
+    het = row(rows, "hit-map heterogeneity")
+    assert het.value >= 2.0, het.simulated
 
 
 def test_fig2_shell_continuous_ga_in_shell_only(ctx) -> None:

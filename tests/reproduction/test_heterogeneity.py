@@ -4,6 +4,8 @@ the compound-Poisson spread is removed, and a real spot still shows."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -43,3 +45,25 @@ def test_multi_hits_alone_are_not_heterogeneity():
 
 def test_no_multi_hit_statistics_means_plain_poisson():
     assert clumping({}) == 1.0 and clumping({"multihit": {"available": False}}) == 1.0
+
+
+def test_trend_t_against_scipy_and_a_flat_null():
+    """The slope and its t as scipy.stats.linregress gives them (slope / stderr), on three
+    specimens' four steps; a flat trend with the same scatter gives |t| ~ N(0, 1), so t >= 2
+    passes it ~2 % of the time (student t, 10 dof: 3.7 %), a trend of 4 standard errors ~98 %."""
+    from scipy.stats import linregress
+
+    from apt_daq.reproduce.fig1 import trend_t
+
+    rng = np.random.default_rng(11)
+    e = np.tile([5.0, 10.0, 15.0, 20.0], 3)
+    y = 0.008 * e + rng.normal(0, 0.03, e.size)
+    b, t = trend_t(list(zip(e, y, strict=True)))
+    ref = linregress(e, y)
+    assert b == pytest.approx(ref.slope, rel=1e-12)
+    assert t == pytest.approx(ref.slope / ref.stderr, rel=1e-12)
+    flat = [trend_t(list(zip(e, rng.normal(0.05, 0.03, e.size), strict=True)))[1]
+            for _ in range(2000)]
+    assert 0.01 < np.mean(np.array(flat) >= 2.0) < 0.07
+    assert trend_t([(5.0, 0.0), (10.0, 0.0), (20.0, 0.0)]) == (0.0, 0.0)  # the null model's
+    assert math.isnan(trend_t([(5.0, 0.1), (5.0, 0.2), (5.0, 0.3)])[1])
