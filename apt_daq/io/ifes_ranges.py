@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from apt_daq.errors import DataFileError, UserError
+from apt_daq.io._common import IonRecordCheck
 from apt_daq.io.ifes import _captured, _import, _reason
 
 RANGE_FORMATS: dict[str, tuple[str, str, str]] = {  # format: (module, class, attribute)
@@ -78,6 +79,9 @@ def read_ranges(path: str | Path, fmt: str | None = None):
             skipped[f"{name} (no element)"] = skipped.get(f"{name} (no element)", 0) + len(edges)
             continue
         for a, b in edges:
+            if not b <= IonRecordCheck.MAX_MASS_DA:  # no atom probe's m/n; it sized the spectrum
+                raise DataFileError(f"{path}: range [{a:g}, {b:g}) of {ion_name(formula, 1)[:-1]}"
+                                    f" ends above {IonRecordCheck.MAX_MASS_DA:g} Da")
             z = int(ion.charge_state)
             if len(formula) > 1 and z > 2 and _alternatives(formula, float(a), float(b)):
                 # AP Suite's "Si/Fe" (Si2+ or Fe4+ at 14 Da) comes out of ifes as one ion of

@@ -21,10 +21,10 @@ the range's composition (``Name:CrO+``), else from our comment line ``# Range1 n
 RRNG), else inferred as the charge that puts an isotopologue of the composition inside the
 range. A ``Name:`` that is not an ion (``Name:CrO``, ``Name:peak 1``) is a user's label and
 changes nothing; one that is an ion of another composition contradicts the range (refused).
-IVAS writes ranges of an unknown species as ``Name:`` with no element: such a range is
-skipped with a warning, as apav skips it (ifes 0.5 keeps it as an unknown ion type; apav
-also skips a range that has elements and a ``Name:``, so we never write the field). An RNG's
-column that is no element (``unknown``) is the same: its ranges are skipped with a warning.
+IVAS writes ranges of an unknown species as ``Name:`` with no element; an RNG column or an
+[Ions] ion may be no element (``unknown``): such ranges are skipped with a warning, as ifes
+and apav skip them (apav also skips a range that has elements and a ``Name:``, so we never
+write the field). A file left with no range is refused.
 
 RNG (text)::
 
@@ -42,6 +42,7 @@ Lines starting with ``#`` are comments in both formats.
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import logging
 import math
@@ -53,6 +54,7 @@ from typing import NamedTuple
 import numpy as np
 
 from apt_daq.errors import DataFileError
+from apt_daq.io._common import IonRecordCheck
 from apt_daq.isotopes import elements, ion_name, isotopologues, parse_ion
 from apt_daq.rangetable import (  # the model; re-exported: readers import it from here too
     ELEMENT_COLOURS,
@@ -94,9 +96,6 @@ def infer_charge(formula: dict[str, int], lo_da: float, hi_da: float, max_charge
     return best
 
 
-# ---------------------------------------------------------------------------- RRNG
-
-
 def _err(path: Path | str, line: int, msg: str) -> DataFileError:
     return DataFileError(f"{path}:{line}: {msg}")
 
@@ -125,24 +124,78 @@ def _read_range_file(path: str | Path, parse: _Parser) -> RangeTable:
     from its name or inferred: :func:`_table`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is no text
+        raw = path.read_bytes()
     except OSError as e:
         raise DataFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    # a BOM is no text; Windows Notepad saves "Unicode" as UTF-16 (a hand-edited range file)
+    utf16 = raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    text = raw.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
     rows = [(i, s) for i, ln in enumerate(text.splitlines(), 1) if (s := ln.strip())]
     return _table(path, parse(path, rows))
 
 
 def _checked(path: Path, r: _Range) -> _Range:
-    """A range with a composition and ``lo < hi`` (what both formats require of every range)."""
-    if not r.composition:
-        raise _err(path, r.lineno, "range has no composition (e.g. 'Ni:1')")
+    """A range with ``0 <= lo < hi <= 10 kDa`` (what both formats require of every range)."""
     if not (math.isfinite(r.lo_da) and math.isfinite(r.hi_da)):
         raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) has a non-finite edge")
     if not r.hi_da > r.lo_da:
         raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) is empty or inverted")
-    if r.lo_da < 0:
-        raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) starts below 0 Da")
+    top = IonRecordCheck.MAX_MASS_DA  # no atom probe's m/n (a 1e8 Da range: a 298 GiB spectrum)
+    if r.lo_da < 0 or r.hi_da > top:
+        where = "starts below 0 Da" if r.lo_da < 0 else f"ends above {top:g} Da (no atom probe's)"
+        raise _err(path, r.lineno, f"range [{r.lo_da}, {r.hi_da}) {where}")
     return r
+
+
+def _known(path: Path, ranges: list[_Range], declared: set[str], kind: str) -> list[_Range]:
+    """The ranges of elements. A range of a species that is no element (IVAS's ``Name:`` and no
+    element; an [Ions] ion or RNG column such as ``unknown``) is skipped with a warning, as
+    ifes and apav skip it. Refused, naming the line: an undeclared name that is no element (a
+    typo), a range mixing the two, no atoms or over :data:`MAX_ATOMS`; and a file left empty."""
+    known, kept = set(elements()), []
+    for r in ranges:
+        odd = set(r.composition) - known
+        if odd - declared:
+            raise _err(path, r.lineno, f"unknown element {min(odd - declared)!r}")
+        if odd and len(odd) < len(r.composition):
+            raise _err(path, r.lineno, f"mixes the {kind}(s) {', '.join(sorted(odd))} (not "
+                       "elements) with elements")
+        if odd or (r.name and not r.composition):
+            what = (f"a species that is no element ({', '.join(sorted(odd))})" if odd else
+                    f"an unknown species (Name:{r.name}, no element)")
+            log.warning("%s:%d: range [%g, %g) of %s: skipped, as ifes and apav skip it; its "
+                        "ions count as unranged", path, r.lineno, r.lo_da, r.hi_da, what)
+            continue
+        if not r.composition:
+            raise _err(path, r.lineno, "range has no composition (e.g. 'Ni:1')")
+        if sum(r.composition.values()) > MAX_ATOMS:
+            raise _err(path, r.lineno, f"{sum(r.composition.values())} atoms in one ion (at "
+                       f"most {MAX_ATOMS})")
+        kept.append(r)
+    if not kept:
+        raise DataFileError(f"{path}: holds no range of an element" + (
+            f" (all {len(ranges)} skipped as no element: see the warnings)" if ranges else ""))
+    return kept
+
+
+#: atoms in one ion at most (ifes's limit too): "Fe:1000000", a typo, hung the charge inference
+MAX_ATOMS = 256
+
+
+def _count(v: str, path: Path, line: int, what: str) -> int:
+    """An atom count: a whole number >= 0 (``1.000`` too, which 3Depict writes and reads)."""
+    try:
+        f = float(v)
+    except ValueError:
+        f = math.nan
+    if not (f >= 0 and f.is_integer()):
+        raise _err(path, line, f"atom count of {what} must be a whole number >= 0, got {v!r}")
+    return int(f)
+
+
+def _show(line: str) -> str:
+    """A line as an error quotes it: at most 60 characters (a binary file is one line)."""
+    return repr(line if len(line) <= 60 else line[:57] + "...")
 
 
 # ---------------------------------------------------------------------------- RRNG
@@ -155,7 +208,6 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
     section = None
     ions: dict[int, str] = {}
     ranges: list[_Range] = []
-    unknown: list[_Range] = []  # Name: and no composition: skipped (with a warning)
     n_ions = n_ranges = None
     comment_names: dict[int, str] = {}
     for lineno, line in rows:
@@ -168,64 +220,58 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
             section = line.strip("[]").strip().lower()
             continue
         if "=" not in line:
-            raise _err(path, lineno, f"expected key=value, got {line!r}")
+            raise _err(path, lineno, f"expected key=value, got {_show(line)}")
         key, value = (s.strip() for s in line.split("=", 1))
         kl = key.lower()
         if section == "ions":
             if kl == "number":
-                n_ions = _int(value, path, lineno)
+                n_ions = _num(value, path, lineno, int)
             elif m := re.fullmatch(r"ion(\d+)", kl):
                 ions[int(m.group(1))] = value
             else:
                 raise _err(path, lineno, f"unknown key {key!r} in [Ions]")
         elif section == "ranges":
             if kl == "number":
-                n_ranges = _int(value, path, lineno)
+                n_ranges = _num(value, path, lineno, int)
                 continue
             if not re.fullmatch(r"range\d+", kl):
                 raise _err(path, lineno, f"unknown key {key!r} in [Ranges]")
             r = _rrng_range(path, lineno, value)
-            if not r.composition and r.name:  # IVAS's range of an unknown species
-                unknown.append(r)
-                continue
             ranges.append(r._replace(name=r.name or comment_names.get(int(kl[5:]))))
         else:
             raise _err(path, lineno, f"{key!r} outside [Ions]/[Ranges]")
     if n_ranges is None and not ranges:
         raise DataFileError(f"{path}: no [Ranges] section: not an RRNG file")
-    if n_ranges is not None and n_ranges != len(ranges) + len(unknown):
-        raise DataFileError(f"{path}: [Ranges] Number={n_ranges} but "
-                            f"{len(ranges) + len(unknown)} ranges listed")
-    for r in unknown:
-        log.warning("%s:%d: range [%g, %g) of an unknown species (Name:%s, no element): "
-                    "skipped, as apav does; its ions count as unranged",
-                    path, r.lineno, r.lo_da, r.hi_da, r.name)
+    if n_ranges is not None and n_ranges != len(ranges):
+        raise DataFileError(f"{path}: [Ranges] Number={n_ranges} but {len(ranges)} ranges "
+                            "listed")
     if n_ions is not None and n_ions != len(ions):
         raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
-    return ranges
+    return _known(path, ranges, set(ions.values()), "ion")
 
 
 def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
-    """``lo hi [Vol:v] El:n ... [Name:ion] [Color:RRGGBB]``, the value of a ``RangeN=`` line."""
+    """``lo hi [Vol:v] El:n ... [Name:ion] [Color:RRGGBB]``, the value of a ``RangeN=`` line.
+    ``El`` may be an ion of [Ions] that is no element (:func:`_known` tells them apart)."""
     parts = value.replace(",", ".").split()
     if len(parts) < 3:
         raise _err(path, lineno, "expected 'lo hi [Vol:v] El:n ... [Color:RRGGBB]'")
     try:
         lo, hi = float(parts[0]), float(parts[1])
     except ValueError:
-        raise _err(
-            path, lineno, f"range edges {parts[0]!r} {parts[1]!r} are not numbers"
-        ) from None
-    known = set(elements())
+        raise _err(path, lineno, f"range edges {parts[0]!r} {parts[1]!r} are not numbers"
+                   ) from None
     comp: dict[str, int] = {}
-    colour = name = None
-    vol = 0.0
-    for tok in parts[2:]:
+    colour, name, vol = None, None, 0.0
+    for i, tok in enumerate(parts[2:], 2):
         if ":" not in tok:
+            if parts[i - 1].lower() == "name:":  # "Name: AlO" (ifes's reading of the book)
+                name = tok
+                continue
             raise _err(path, lineno, f"expected Key:value, got {tok!r}")
         k, v = tok.split(":", 1)
         if k.lower() == "vol":
-            vol = _float(v, path, lineno)
+            vol = _num(v, path, lineno)
         elif k.lower() == "color":
             colour = v.upper()
             if not re.fullmatch(r"[0-9A-F]{6}", colour):
@@ -233,15 +279,10 @@ def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
         elif k.lower() == "name":
             name = v or None
         else:
-            if k not in known:
-                raise _err(path, lineno, f"unknown element {k!r}")
-            count = _int(v, path, lineno)
+            count = _count(v, path, lineno, k)
             if count < 1:
-                raise _err(path, lineno, f"atom count of {k} must be >= 1, got {count}")
+                raise _err(path, lineno, f"atom count of {k} must be >= 1, got {v!r}")
             comp[k] = comp.get(k, 0) + count
-    if not comp and name:  # an unknown species: its edges must still be edges
-        return _checked(path, _Range(lineno, lo, hi, {"?": 1}, name, colour, vol))._replace(
-            composition={})
     return _checked(path, _Range(lineno, lo, hi, comp, name, colour, vol))
 
 
@@ -266,12 +307,8 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
     ranges = merged
     for a, b in itertools.pairwise(ranges):
         if a.hi_da > b.lo_da:
-            raise _err(
-                path,
-                b.lineno,
-                f"range [{b.lo_da}, {b.hi_da}) overlaps the range of line {a.lineno} "
-                f"[{a.lo_da}, {a.hi_da})",
-            )
+            raise _err(path, b.lineno, f"range [{b.lo_da}, {b.hi_da}) overlaps the range of "
+                       f"line {a.lineno} [{a.lo_da}, {a.hi_da})")
     names, charges = [], []
     for r in ranges:
         z = _charge_from_name(path, r)
@@ -311,18 +348,12 @@ def _charge_from_name(path: Path, r: _Range) -> int | None:
     return z
 
 
-def _int(v: str, path: Path | str, line: int) -> int:
+def _num(v: str, path: Path | str, line: int, kind: type[float] = float) -> float:
     try:
-        return int(v)
+        return kind(v)
     except ValueError:
-        raise _err(path, line, f"expected an integer, got {v!r}") from None
-
-
-def _float(v: str, path: Path | str, line: int) -> float:
-    try:
-        return float(v)
-    except ValueError:
-        raise _err(path, line, f"expected a number, got {v!r}") from None
+        raise _err(path, line, f"expected {'an integer' if kind is int else 'a number'}, got "
+                   f"{v!r}") from None
 
 
 _NAME_COMMENT = re.compile(r"#\s*range(\d+)\s+name:\s*(\S+)\s*", re.IGNORECASE)
@@ -339,10 +370,8 @@ def write_rrng(table: RangeTable, path: str | Path, comment: str = "") -> None:
     for i in range(len(table)):
         comp = " ".join(f"{el}:{n}" for el, n in table.composition[i].items())
         lines.append(f"# Range{i + 1} name: {table.names[i]}")
-        lines.append(
-            f"Range{i + 1}={table.lo_da[i]:.4f} {table.hi_da[i]:.4f} "
-            f"Vol:{table.volume_nm3[i]:.5f} {comp} Color:{table.colour[i]}"
-        )
+        lines.append(f"Range{i + 1}={table.lo_da[i]:.4f} {table.hi_da[i]:.4f} "
+                     f"Vol:{table.volume_nm3[i]:.5f} {comp} Color:{table.colour[i]}")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -355,67 +384,68 @@ def read_rng(path: str | Path) -> RangeTable:
 
 
 def _parse_rng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
+    """The Oak Ridge table as 3Depict reads it (``test/rangefiles`` of its sources): the column
+    header names the ions (or, bare dashes, leaves them to the ion list: its short names), a
+    row's leading ``.`` may be missing, and what follows the declared rows (IVAS's
+    "polyatomic extension") is left alone; but a further range row is refused."""
     rows = [(i, ln) for i, ln in rows if not ln.startswith("#")]
     if not rows:
         raise DataFileError(f"{path}: empty RNG file")
     lineno, first = rows[0]
     head = first.split()
     if len(head) < 2 or not head[0].isdigit() or not head[1].isdigit():
-        raise _err(path, lineno, f"expected 'n_ions n_ranges', got {first!r}")
+        raise _err(path, lineno, f"expected 'n_ions n_ranges', got {_show(first)}")
     n_ions, n_ranges = int(head[0]), int(head[1])
-    colours: dict[str, str] = {}
-    k = 1
-    for _ in range(n_ions):
-        if k + 1 >= len(rows):
-            raise DataFileError(f"{path}: ends inside the ion list ({n_ions} ions declared)")
-        (_, name), (ln2, spec) = rows[k], rows[k + 1]
-        parts = spec.split()
-        if len(parts) == 4:
-            try:
-                r, g, b = (min(255, max(0, round(float(x) * 255))) for x in parts[1:])
-            except ValueError:
-                raise _err(path, ln2, f"expected 'name r g b', got {spec!r}") from None
-            colours[name] = f"{r:02X}{g:02X}{b:02X}"
-        k += 2
+    names, colours = _rng_ions(path, rows[1 : 1 + 2 * n_ions], n_ions)
+    k = 1 + 2 * n_ions
     if k >= len(rows) or not rows[k][1].startswith("-"):
         raise _err(path, rows[min(k, len(rows) - 1)][0], "expected the '-------- El El ...' header")
-    header = rows[k][1]
-    columns = header.split()[1:]
-    known = set(elements())
-    # a column that is no element is a species the analyst could not name (IVAS writes
-    # "unknown"): its ranges are skipped with a warning, as an RRNG's Name:-only range is
-    unnamed = {c for c in columns if c not in known}
-    k += 1
+    columns = rows[k][1].lstrip("-").split() or names  # "-----Fe Ni": a name on the dashes
+    if len(columns) != n_ions:
+        raise _err(path, rows[k][0], f"the header names {len(columns)} ions, the first line "
+                   f"declares {n_ions}")
+    table = list(itertools.takewhile(lambda r: not r[1].startswith("-"), rows[k + 1 :]))
+    if len(table) < n_ranges or (len(table) > n_ranges and table[n_ranges][1][0] == "."):
+        where = f" (line {table[n_ranges][0]})" if len(table) > n_ranges else ""
+        raise DataFileError(f"{path}: declares {n_ranges} ranges but its table holds "
+                            f"{'more' if where else len(table)}{where}")
     ranges = []
-    for lineno, line in rows[k : k + n_ranges]:
+    for lineno, line in table[:n_ranges]:
         parts = line.replace(",", ".").split()
-        if not parts or parts[0] != ".":
-            raise _err(path, lineno, f"expected '. lo hi counts...', got {line!r}")
-        if len(parts) != 3 + len(columns):
-            raise _err(path, lineno, f"expected {3 + len(columns)} columns, got {len(parts)}")
-        lo, hi = _float(parts[1], path, lineno), _float(parts[2], path, lineno)
-        comp = {}
-        for el, v in zip(columns, parts[3:], strict=True):
-            n = _int(v, path, lineno)
-            if n < 0:
-                raise _err(path, lineno, f"negative atom count for {el}")
+        parts = parts[1:] if parts[0] == "." else parts
+        if len(parts) != 2 + len(columns):
+            raise _err(path, lineno, f"expected '. lo hi' and {len(columns)} atom counts, got "
+                       f"{_show(line)}")
+        lo, hi = _num(parts[0], path, lineno), _num(parts[1], path, lineno)
+        counts = [_count(v, path, lineno, el) for el, v in zip(columns, parts[2:], strict=True)]
+        if not any(counts):
+            raise _err(path, lineno, "every atom count is 0 (a range of no ion)")
+        comp: dict[str, int] = {}
+        for el, n in zip(columns, counts, strict=True):
             if n:
-                comp[el] = n
-        if unnamed & set(comp):
-            if set(comp) - unnamed:
-                odd = ", ".join(sorted(unnamed & set(comp)))
-                raise _err(path, lineno, f"mixes the column(s) {odd} (not elements) with "
-                           "elements")
-            log.warning("%s:%d: range [%g, %g) of a species that is no element (%s): skipped, as "
-                        "apav does; its ions count as unranged", path, lineno, lo, hi,
-                        ", ".join(sorted(comp)))
-            n_ranges -= 1
-            continue
+                comp[el] = comp.get(el, 0) + n
         colour = colours.get(next(iter(comp))) if len(comp) == 1 else None
         ranges.append(_checked(path, _Range(lineno, lo, hi, comp, None, colour)))
-    if len(ranges) != n_ranges:
-        raise DataFileError(f"{path}: declares {n_ranges} ranges but holds {len(ranges)}")
-    return ranges
+    return _known(path, ranges, set(columns), "column")
+
+
+def _rng_ions(path: Path, rows: list[tuple[int, str]], n_ions: int
+              ) -> tuple[list[str], dict[str, str]]:
+    """An RNG file's ion list (each ion's long name, then short name and colour: ``Fe 1.0 0.0
+    1.0``, r g b in 0..1, IVAS may add ``(FeO)``) as the short names and their RRGGBB colours."""
+    if len(rows) < 2 * n_ions:
+        raise DataFileError(f"{path}: ends inside the ion list ({n_ions} ions declared)")
+    names, colours = [], {}
+    for (_, long_name), (lineno, spec) in zip(rows[::2], rows[1::2], strict=True):
+        parts = spec.split()
+        names.append(parts[0] if len(parts) >= 4 else long_name)
+        if len(parts) >= 4:
+            try:
+                r, g, b = (min(255, max(0, round(float(x) * 255))) for x in parts[1:4])
+            except ValueError:
+                raise _err(path, lineno, f"expected 'name r g b', got {_show(spec)}") from None
+            colours[parts[0]] = f"{r:02X}{g:02X}{b:02X}"
+    return names, colours
 
 
 def write_rng(table: RangeTable, path: str | Path) -> None:
@@ -439,19 +469,13 @@ def read_ranges(path: str | Path) -> RangeTable:
     if not p.exists():
         raise DataFileError(f"{p}: no such range file")
     suffix = p.suffix.lower()
-    if suffix == ".rrng":
-        return read_rrng(p)
-    if suffix == ".rng":
-        return read_rng(p)
+    if read := {".rrng": read_rrng, ".rng": read_rng}.get(suffix):
+        return read(p)
     raise DataFileError(f"{p}: unknown range file type {suffix!r} (expected .rrng or .rng)")
 
 
 def write_ranges(table: RangeTable, path: str | Path) -> None:
-    p = Path(path)
-    if p.suffix.lower() == ".rng":
-        write_rng(table, p)
-    else:
-        write_rrng(table, p)
+    (write_rng if Path(path).suffix.lower() == ".rng" else write_rrng)(table, Path(path))
 
 
 # --------------------------------------------------------------------------- in a run file
