@@ -106,16 +106,16 @@ def range_background(counts: np.ndarray, edges: np.ndarray, ranges: RangeTable
     widened while they hold too few ions) times the range's bins: the estimate of the per-peak
     table (:func:`apt_daq.analysis.mrp.peak_table`, the same call), which ``analyze`` reports
     beside the composition."""
-    from apt_daq.pipeline.peaks import flank_width_da, local_background, unranged_bins
+    from apt_daq.pipeline.peaks import centre_span, flank_width_da, local_background, unranged_bins
 
-    centres = 0.5 * (edges[1:] + edges[:-1])
     free = unranged_bins(edges, ranges.lo_da, ranges.hi_da)
     bg = np.zeros(len(ranges))
     err = np.zeros(len(ranges))
     for i, (lo, hi) in enumerate(zip(ranges.lo_da, ranges.hi_da, strict=True)):
         lo, hi = float(lo), float(hi)
         level, sigma = local_background(counts, edges, lo, hi, flank_width_da(lo, hi), free)
-        n_bins = int(np.count_nonzero((centres >= lo) & (centres < hi)))
+        span = centre_span(edges, lo, hi)
+        n_bins = span.stop - span.start
         bg[i], err[i] = level * n_bins, sigma * n_bins
     return bg, err
 
