@@ -391,7 +391,7 @@ def histogram_peak(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float,
     if n == 0:
         return None
     bg = flank_background(counts, edges, lo, hi, flank_da, free)
-    bg_in = bg * max(in_range.stop - in_range.start, 0)
+    bg_in = bg * (in_range.stop - in_range.start)  # centre_span: stop >= start
     win = centre_span(edges, *bounds)
     raw = counts[win].astype(np.float64) - bg
     e0 = edges[win.start : win.stop + 1] if len(raw) else edges[:0]

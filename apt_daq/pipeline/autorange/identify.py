@@ -90,13 +90,11 @@ class _Problem:
         fd = [c.formula_dict for c in cands]
         self.el_names = sorted({e for c in cands for e in c.elements})
         col = {e: i for i, e in enumerate(self.el_names)}
-        self.member = np.zeros((len(cands), len(self.el_names)))
-        for k, c in enumerate(cands):
-            self.member[k, [col[e] for e in c.elements]] = 1.0
-        self.n_atoms = np.zeros((len(cands), len(self.el_names)))
+        self.n_atoms = np.zeros((len(cands), len(self.el_names)))  # ions x elements
         for k, c in enumerate(cands):
             for e, n in c.formula:
                 self.n_atoms[k, col[e]] = n
+        self.member = (self.n_atoms > 0).astype(float)  # c.elements are the formula's
         self.atomic_of = [next(iter(f)) if len(f) == 1 and sum(f.values()) == 1 else None
                           for f in fd]
         self.hydride_of = [next(e for e in f if e != "H")
