@@ -255,31 +255,46 @@ def test_fault_from_the_command_line(tmp_path):
     assert json.loads(emu.log_file.read_text().splitlines()[0])["dld"].startswith("tcp://")
 
 
+ENSEMBLE_SEEDS = 16
+
+
+def _in_process_fractions(tmp_path: Path, seed: int, ions: int) -> dict[str, float]:
+    """The element fractions of one in-process simulated run of the HIL run file."""
+    from apt_daq.analysis.report import analyze_run
+
+    rf = load_run(HIL_RUN, {**BASE, "run.seed": seed, "run.stop.ions": ions,
+                            "drivers.laser": {"backend": "sim"},
+                            "drivers.hv": {"backend": "sim", "limit_v": 12000,
+                                           "ramp_v_per_s": 200},
+                            "drivers.dld": {"backend": "sim"}})
+    out = tmp_path / f"sim-{seed}.h5"
+    assert Session(rf, out=out, overwrite=True).run().state == State.DONE
+    return {el: v["fraction"] for el, v in analyze_run(out)["composition"].items()
+            if v["fraction"]}
+
+
 def test_hil_statistics_match_the_in_process_run(emulator, tmp_path):
-    """Same seed, same run: the composition through the wires matches the in-process
-    simulated run within counting statistics (the voltage paths differ by the wire latency of
-    the feedback, so the comparison is of the physics at the held rate, not of hit lists)."""
+    """The composition through the wires is drawn from the same distribution as the
+    in-process simulated runs of the same run file. The reference spread is measured, not
+    assumed: 16 in-process seeds. Binomial errors are not the reference, because Li leaves
+    in correlated bursts (the FDA signal): at 20 000 ions its seed-to-seed sd is 0.014
+    against a binomial 0.005, and one HIL seed's Li has read 0.216-0.289 from run to run
+    (the feedback through the wires lags by up to a block, so the voltage paths differ)."""
     from apt_daq.analysis.report import analyze_run
 
     ions = 20_000
     emulator.reset(seed=7)
     _, res, err = hil_run(emulator, tmp_path, {"run.seed": 7, "run.stop.ions": ions})
     assert err is None and res.state == State.DONE, err
-    sim_rf = load_run(HIL_RUN, {**BASE, "run.seed": 7, "run.stop.ions": ions,
-                                "drivers.laser": {"backend": "sim"},
-                                "drivers.hv": {"backend": "sim", "limit_v": 12000,
-                                               "ramp_v_per_s": 200},
-                                "drivers.dld": {"backend": "sim"}})
-    sim_res = Session(sim_rf, out=tmp_path / "sim.h5", overwrite=True).run()
-    assert sim_res.state == State.DONE
-    a, b = analyze_run(tmp_path / "run.h5"), analyze_run(tmp_path / "sim.h5")
+    hil = analyze_run(tmp_path / "run.h5")["composition"]
+    ens = [_in_process_fractions(tmp_path, s, ions) for s in range(ENSEMBLE_SEEDS)]
     checked = 0
-    for el, va in a["composition"].items():
-        vb = b["composition"].get(el)
-        if not vb or not va["fraction"] or va["fraction"] < 0.02:
+    for el, va in hil.items():
+        ref = np.array([e.get(el, 0.0) for e in ens])
+        if ref.mean() < 0.02:
             continue
-        sigma = float(np.hypot(va["error"], vb["error"]))
-        # 5 sigma: Li arrives in correlated bursts (the FDA signal), wider than binomial
-        assert abs(va["fraction"] - vb["fraction"]) < 5 * sigma, (el, va, vb)
+        # the new draw against the ensemble: sd of a difference, mean estimated from n seeds
+        sd = ref.std(ddof=1) * np.sqrt(1 + 1 / len(ref))
+        assert abs((va["fraction"] or 0.0) - ref.mean()) < 5 * sd, (el, va, ref.round(4))
         checked += 1
     assert checked >= 4
