@@ -24,7 +24,7 @@ class LiMigrationParams:
     burst_spot_fraction: float = 0.35  # burst spot rms radius / core radius
     modulation_uncoated: float = 0.6  # amplitude of Li-rich/Li-poor episodes
     # under a shell the residual Li agglomeration is the phase's own property (the specimen
-    # YAML's li_episode_amplitude_coated: layered NMC811 0.16, Li mu ~0.5, paper Fig 4c;
+    # YAML's li_episode_amplitude_coated: layered NMC811 0.167, Li mu ~0.5, paper Fig 4c;
     # spinel LiMn2O4 0.215, mu 0.4-0.6, Table S1)
     # Li-rich/Li-poor episodes shift the local surface field; the O pairing follows it:
     # intrinsic O2+/O+ x exp(-/+ c a) in Li-rich/poor episodes (a: the episode amplitude)

@@ -84,7 +84,7 @@ PARAMETERS: dict[str, Param] = {
     "Li episode amplitude a, uncoated": Param("0.6", "sim/lithium.py: episode",
                                               ("fig4.mu_li_uncoated",), at("nmc811", 5)),
     "Li episode amplitude a, coated NMC811": Param(
-        "0.16", "configs/specimens/nmc811.yaml: li_episode_amplitude_coated",
+        "0.167", "configs/specimens/nmc811.yaml: li_episode_amplitude_coated",
         ("fig4.mu_li_coated",), at("nmc811-cr", 5)),
     "Li episode amplitude a, coated LiMn2O4": Param(
         "0.215", "configs/specimens/lmo.yaml: li_episode_amplitude_coated", ("S1.mu_li",),

@@ -115,7 +115,7 @@ def test_chains_change_no_composition():
               for e in ("Li", "Ni", "O")}
         return el["Li"] / el["Ni"], el["O"] / el["Ni"]
     (li0, o0), (li1, o1) = composition(0.0), composition(0.3)
-    # Li/Ni and O/Ni carry the Li episodes' scatter (a = 0.16 over ~2 500 events): 4 %
+    # Li/Ni and O/Ni carry the Li episodes' scatter (a = 0.167 over ~2 500 events): 4 %
     assert li1 == pytest.approx(li0, rel=0.04) and o1 == pytest.approx(o0, rel=0.04)
 
 
