@@ -7,14 +7,44 @@ to a temporary file and renaming it so a viewer never sees half an image.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 REFRESH_S = 5.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_live_png(path: str | Path, others: Iterable[str | Path | None] = ()) -> Path:
+    """``path`` as a Path once the dashboard may be drawn there, checked before the run starts
+    (HV and laser still off), one line naming it otherwise: a ``.png`` name, not a folder, in a
+    folder that can take it (made if missing), not one of the run's own files (``others``: its
+    output, config, range file) and not an existing file other than a PNG image (an earlier
+    dashboard is redrawn; anything else is left alone)."""
+    from apt_daq.errors import UserError
+    from apt_daq.io._common import check_output
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--live {path}: takes a .png file name (the dashboard image)")
+    for other in others:
+        if other is not None and Path(other).absolute() == path.absolute():
+            raise UserError(f"--live {path}: is also this run's file {other}; "
+                            "give the dashboard its own name")
+    check_output(path, True, [o for o in others if o is not None])
+    if path.exists():
+        with open(path, "rb") as f:
+            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise UserError(f"--live {path}: exists and is not a PNG image; "
+                                "give the dashboard another name")
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    return path
 MASS_EDGES = np.linspace(0.0, 120.0, 2401)  # 0.05 Da bins
 
 
@@ -27,6 +57,7 @@ class LiveState:
     v: list[float] = field(default_factory=list)
     rate: list[float] = field(default_factory=list)
     last_draw: float = 0.0
+    broken: str | None = None  # why the image could not be written (then no more tries)
 
 
 def _state(session: Any) -> LiveState:
@@ -51,11 +82,15 @@ def update_live_png(session: Any, hits: np.ndarray, derived: np.ndarray,
         # the block's measured rate (a block may end early when the detector buffer fills)
         st.rate.append(getattr(session, "last_rate", len(hits) / max(
             session.cfg.run.chunk_pulses, 1)))
-    if not force and time.monotonic() - st.last_draw < REFRESH_S:
+    if st.broken or (not force and time.monotonic() - st.last_draw < REFRESH_S):
         return
     st.last_draw = time.monotonic()
-    draw(st, session.live_png, title=session.cfg.run.name,
-         target=session.cfg.run.target_detection_rate)
+    try:
+        draw(st, session.live_png, title=session.cfg.run.name,
+             target=session.cfg.run.target_detection_rate)
+    except OSError as e:  # the dashboard is a view: the acquisition goes on without it
+        st.broken = f"{e.filename}: {e.strerror or e}"
+        logging.getLogger(__name__).warning("live dashboard not drawn any more: %s", st.broken)
 
 
 def draw(st: LiveState, path: Any, title: str, target: float) -> None:
@@ -76,6 +111,11 @@ def draw(st: LiveState, path: Any, title: str, target: float) -> None:
     ax[1, 1].axhline(100 * target, ls="--", c="k", lw=0.8)
     ax[1, 1].set(title="detection rate", xlabel="instrument time (s)", ylabel="ions/pulse (%)")
     fig.suptitle(title)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")  # hidden: a viewer sees the whole image
+    try:
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None

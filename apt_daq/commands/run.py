@@ -68,6 +68,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.out:  # the run file itself refuses an existing output without --overwrite
         check_output(args.out, True, [args.config, run_file.resolve(run_file.analysis.ranges)])
+    if args.live:
+        from apt_daq.live import check_live_png
+
+        check_live_png(args.live, [args.out or Path("runs") / f"{run_file.run.name}.h5",
+                                   args.config, run_file.resolve(run_file.analysis.ranges)])
     session = Session(run_file, out=args.out, overwrite=args.overwrite,
                       progress=not args.quiet, live_png=args.live, summary=True)
     server = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -66,8 +67,11 @@ def _simulate(args: tuple) -> dict:
     default_numba_cache()
     from apt_daq.run import Session
 
-    res = Session.from_yaml(RUNS / spec.run_file, dict(spec.overrides), out=out,
-                            overwrite=True).run()
+    session = Session.from_yaml(RUNS / spec.run_file, dict(spec.overrides), out=out,
+                                overwrite=True)
+    res = session.run()
+    if session.signal is not None:  # the run ended on SIGTERM, SIGINT...: so does the caller,
+        signal.raise_signal(session.signal)  # through the handler the run gave back
     info = {"digest": digest, "run_file": spec.run_file,
             "overrides": [list(o) for o in spec.overrides], "state": res.state.name.lower(),
             "reason": res.reason, "ions": int(res.ions)}
@@ -83,8 +87,36 @@ def pmap(func: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any
         return [func(i) for i in items]
     # an executor, not a Pool: a worker that dies raises BrokenProcessPool instead of being
     # respawned forever (e.g. a __main__ without the ``if __name__ == "__main__"`` guard)
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=get_context("spawn")) as ex:
+    ex = ProcessPoolExecutor(min(workers, len(items)), mp_context=get_context("spawn"))
+    try:
         return list(ex.map(func, items))
+    except BaseException:  # a signal (Terminated, KeyboardInterrupt) or a failed item: no
+        _stop_workers(ex)  # worker goes on with its run, and no queued item starts
+        raise
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+#: how long a worker has to end its run (HV and laser off, its file closed) after SIGTERM
+WORKER_GRACE_S = 20.0
+
+
+def _stop_workers(ex: ProcessPoolExecutor) -> None:
+    """Cancel what has not started, SIGTERM the workers (each run aborts at its next block
+    and closes its file), and SIGKILL any that outlive :data:`WORKER_GRACE_S`."""
+    import multiprocessing
+    import time
+
+    ex.shutdown(wait=False, cancel_futures=True)
+    workers = multiprocessing.active_children()  # this process's only children: the pool's
+    for p in workers:
+        p.terminate()
+    end = time.monotonic() + WORKER_GRACE_S
+    for p in workers:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5.0)
 
 
 def simulate(ctx: Context, specs: Iterable[RunSpec]) -> dict[str, RunOutcome]:

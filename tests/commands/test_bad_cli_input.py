@@ -1,0 +1,124 @@
+"""The bad-input audit of Dec 5 2026, judged from the outside: the files on disk after the
+command, its exit code and its stderr (one ``error:`` line, no traceback).
+
+- ``run --live PNG`` renamed the dashboard over any file it was given, the run's own output,
+  its config or an unrelated run file included, with exit 0; a missing or unwritable place
+  was only found after the whole acquisition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "configs" / "runs" / "nmc811-cr-5pj.yaml"
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run([sys.executable, "-m", "apt_daq.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [s for s in proc.stderr.splitlines() if s.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert all(n in errors[0] for n in needles), errors[0]
+    return errors[0]
+
+
+def digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ run --live
+@pytest.fixture
+def victims(tmp_path: Path) -> dict[str, Path]:
+    """Files a wrong ``--live`` must leave alone, byte for byte."""
+    config = tmp_path / "run.yaml"
+    config.write_text(RUN.read_text().replace("../", f"{RUN.parent.parent}/"))
+    other = tmp_path / "other.h5"
+    other.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 8)
+    notes = tmp_path / "notes.png"  # a .png name that holds no PNG image
+    notes.write_text("my notes, not an image\n")
+    return {"config": config, "other": other, "notes": notes}
+
+
+@pytest.mark.parametrize("target", ["out", "config", "other", "notes", "folder"])
+def test_live_never_replaces_a_file_that_is_not_its_dashboard(tmp_path, victims, target):
+    out = tmp_path / "new.h5"
+    live = {"out": out, "folder": tmp_path, **victims}[target]
+    before = {k: digest(p) for k, p in victims.items()}
+    r = cli("run", str(victims["config"]), "--ions", "200", "-o", str(out), "--quiet",
+            "--live", str(live))
+    one_error_line(r, "--live", str(live))
+    assert {k: digest(p) for k, p in victims.items()} == before
+    assert not out.exists()  # refused before the run: nothing acquired, nothing written
+
+
+def test_live_redraws_an_earlier_dashboard_and_makes_its_folder(tmp_path, victims):
+    live = tmp_path / "new" / "folder" / "live.png"
+    for i in range(2):  # the second run redraws the first one's image
+        r = cli("run", str(victims["config"]), "--ions", "200", "-o", str(tmp_path / f"{i}.h5"),
+                "--quiet", "--live", str(live))
+        assert r.returncode == 0, r.stderr
+        assert live.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in live.parent.iterdir()] == ["live.png"]  # no temporary left
+
+
+# ------------------------------------------------------------------ reproduce and SIGTERM
+def _group_alive(pgid: int) -> list[int]:
+    """The processes of a process group still alive (zombies are gone for this purpose)."""
+    alive = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append(int(d.name))
+    return alive
+
+
+def test_sigterm_ends_a_reproduction_and_its_workers(tmp_path):
+    """``reproduce`` ran on for minutes after SIGTERM: the pool waited for its workers'
+    runs and started queued ones (41 GB written). Fig. 5's first stage runs several
+    simulations on two worker processes; SIGTERM once they have started."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "apt_daq.cli", "reproduce", "--figure", "5",
+                             "--ions", "50000000", "--workers", "2", "-o", str(tmp_path / "r")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the pool's runs are under way once this is printed
+            if line.startswith("simulating"):
+                break
+        time.sleep(8.0)  # the workers spawned, imported and simulating
+        assert len(_group_alive(proc.pid)) >= 3  # the command and two workers
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _group_alive(proc.pid) == []  # no worker goes on writing
+    sidecars = list((tmp_path / "r" / "runs").glob("*.json"))
+    assert sidecars == []  # no aborted run is cached as if it were done
