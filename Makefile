@@ -28,7 +28,7 @@ install-dev: $(DEV_STAMP)
 run: install
 	$(VENV)/bin/apt-daq run configs/runs/nmc811-cr-5pj.yaml -o runs/nmc811-cr-5pj.h5 --overwrite
 	$(VENV)/bin/apt-daq analyze runs/nmc811-cr-5pj.h5
-	$(VENV)/bin/apt-daq plot runs/nmc811-cr-5pj.h5 -o runs/nmc811-cr-5pj-plots
+	$(VENV)/bin/apt-daq plot runs/nmc811-cr-5pj.h5 -o runs/nmc811-cr-5pj-plots --overwrite
 
 # two workers (the CI machine has 2 cores), each taking whole test files, so a module's
 # fixtures are built once: ~15 min instead of ~21

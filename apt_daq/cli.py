@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from apt_daq import __version__
 from apt_daq.errors import UserError
@@ -49,7 +49,8 @@ def console(*, stderr: bool = False) -> Console:
         def on_broken_pipe(self) -> None:  # rich's own exits 1; ours ends as SIGPIPE (141)
             raise BrokenPipeError("the reader of stdout went away")
 
-    return _Console(stderr=stderr, soft_wrap=True, highlight=False)
+    # emoji=False: a file named ``:smile:`` is printed as its name, not as a face
+    return _Console(stderr=stderr, soft_wrap=True, highlight=False, emoji=False)
 
 
 def __getattr__(name: str):
@@ -66,30 +67,53 @@ def _err_console() -> Console:
     return g["err_console"] if "err_console" in g else __getattr__("err_console")
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: an integer > 0 (``--ions -5`` is the argument's error)."""
+#: the largest count or seed an argument takes: what a uint64 (a seed, an HDF5 attribute, a
+#: numpy counter) holds; a count beyond it could never be reached or stored
+MAX_INT = 2**64 - 1
+
+
+def _whole(text: str, lo: int) -> int:
     try:
-        n = int(text)
+        n = int(text) if len(text) <= 40 else None  # 40 digits: far beyond MAX_INT already
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {n}")
+        n = None
+    if n is None:
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {shown!r}")
+    if n < lo:
+        raise argparse.ArgumentTypeError(f"must be >= {lo}, got {n}" if lo == 0
+                                         else f"must be > 0, got {n}")
+    if n > MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be < 2**64, got {n}")
     return n
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer > 0 and < 2**64 (``--ions -5`` is the argument's
+    error)."""
+    return _whole(text, 1)
 
 
 def non_negative_int(text: str) -> int:
-    """An argparse ``type``: an integer >= 0."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
+    """An argparse ``type``: an integer >= 0 and < 2**64 (``--seed``)."""
+    return _whole(text, 0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors as one line, as every other error of the command
+    (argparse prints its whole usage block first): ``error: apt-daq run: argument --ions:
+    must be > 0, got -5 (apt-daq run --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        from rich.markup import escape
+
+        _err_console().print(f"[red]error:[/red] {escape(self.prog)}: {escape(message)} "
+                             f"({escape(self.prog)} --help)", markup=True)
+        self.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="apt-daq", description="Control, simulate and analyse a laser-pulsed atom probe."
     )
     parser.add_argument("--version", action="version", version=f"apt-daq {__version__}")

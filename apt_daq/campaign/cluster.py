@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,19 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+_ADDRESS = re.compile(r"(?:(?:tcp|tls)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}")
+
+
+def check_scheduler_address(address: str) -> None:
+    """Refuse (one line) an address that is not ``[tcp://|tls://]HOST:PORT`` before any
+    connection is tried (dask's own error for ``garbage`` is a traceback)."""
+    m = _ADDRESS.fullmatch(address)
+    port = int(address.rsplit(":", 1)[1]) if m else 0
+    if not m or not 0 < port < 65536:
+        raise UserError(f"--scheduler {address}: expected [tcp://]HOST:PORT, e.g. "
+                        "tcp://10.0.0.5:8786 (the address `dask scheduler` prints)")
+
+
 @contextlib.contextmanager
 def connect(workers: int | None = None, scheduler: str | None = None,
             timeout_s: float = 30.0) -> Iterator[Client]:
@@ -34,10 +48,15 @@ def connect(workers: int | None = None, scheduler: str | None = None,
     from distributed import Client, LocalCluster
 
     if scheduler:
+        check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout=timeout_s)
         except OSError as e:
             raise UserError(f"scheduler {scheduler}: cannot connect ({e})") from None
+        except (ValueError, TypeError, MemoryError) as e:  # a reply that is not dask's: an
+            # HTTP server's "HTTP/1.1" read as a frame length asked numpy for 3 EiB
+            raise UserError(f"scheduler {scheduler}: the service there does not answer as a "
+                            f"dask scheduler ({type(e).__name__})") from None
         try:
             try:
                 client.wait_for_workers(1, timeout=timeout_s)

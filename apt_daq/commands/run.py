@@ -68,6 +68,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.out:  # the run file itself refuses an existing output without --overwrite
         check_output(args.out, True, [args.config, run_file.resolve(run_file.analysis.ranges)])
+    too_big = _disk_short(run_file, Path(args.out) if args.out else None)
+    if too_big:
+        err.print(f"warning: {too_big}", markup=False)
     if args.live:
         from apt_daq.live import check_live_png
 
@@ -101,6 +104,31 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + session.signal  # 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM
     _summary(result, console)
     return 0 if result.state == State.DONE else 1
+
+
+def _disk_short(run_file: Any, out: Path | None) -> str | None:
+    """Why the run's ion count would not fit on the output's disk, if it would not (a run
+    that fills the disk ends cleanly, "disk full after N hits", but it has filled the disk of
+    everything else on the machine too)."""
+    import shutil
+
+    from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, RAW_DTYPE, TRUTH_DTYPE
+
+    ions = run_file.run.stop.ions
+    if ions is None:
+        return None
+    per_ion = HIT_DTYPE.itemsize + DERIVED_DTYPE.itemsize  # the least a stored ion takes
+    per_ion += RAW_DTYPE.itemsize if run_file.run.store_raw else 0
+    per_ion += TRUTH_DTYPE.itemsize if run_file.drivers.dld.backend == "sim" else 0
+    folder = (out or Path("runs") / f"{run_file.run.name}.h5").absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if ions * per_ion <= free:
+        return None
+    return (f"run.stop.ions {ions} needs at least {ions * per_ion / 1e9:.3g} GB "
+            f"({per_ion} B an ion); {folder} has {free / 1e9:.3g} GB free: the run will "
+            "stop when the disk is full")
 
 
 def _resume_on_enter(session: Session) -> None:

@@ -122,3 +122,91 @@ def test_sigterm_ends_a_reproduction_and_its_workers(tmp_path):
     assert _group_alive(proc.pid) == []  # no worker goes on writing
     sidecars = list((tmp_path / "r" / "runs").glob("*.json"))
     assert sidecars == []  # no aborted run is cached as if it were done
+
+
+# ------------------------------------------------------------------ arguments
+@pytest.mark.parametrize("args, needle", [
+    (["run", "x", "--ions", "-5"], "--ions: must be > 0, got -5"),
+    (["run", "x", "--ions", str(2**64 + 1)], "--ions: must be < 2**64"),
+    (["run", "x", "--seed", str(2**64)], "--seed: must be < 2**64"),
+    (["run", "x", "--seed", "1" + "0" * 5000], "--seed: must be a whole number"),
+    (["export"], "the following arguments are required"),
+    (["reproduce", "--workers", "0"], "--workers: must be > 0"),
+    (["no-such-command"], "invalid choice"),
+])  # fmt: skip
+def test_an_argument_error_is_one_line(args, needle):
+    """argparse printed its usage block (4-7 lines) before the error; a 5000-digit seed
+    was echoed whole."""
+    r = cli(*args)
+    line = one_error_line(r, needle, "--help")
+    assert r.stderr.strip() == line and len(line) < 400
+
+
+def test_a_file_named_like_an_emoji_code_is_named_as_given(tmp_path):
+    r = cli("info", str(tmp_path / ":smile:.pos"))
+    one_error_line(r, ":smile:.pos")
+
+
+# ------------------------------------------------------------------ plot
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    from apt_daq.run import Session
+
+    out = tmp_path_factory.mktemp("run") / "small.h5"
+    Session.from_yaml(RUN, {"run.stop.ions": 3000}, out=out, handle_signals=False).run()
+    return out
+
+
+def test_plot_replaces_a_figure_only_with_overwrite(small_run, tmp_path):
+    out = tmp_path / "plots"
+    out.mkdir()
+    mine = out / "spectrum.png"
+    mine.write_bytes(b"my own figure")
+    r = cli("plot", str(small_run), "--only", "spectrum", "-o", str(out))
+    one_error_line(r, str(mine), "exists", "--overwrite")
+    assert mine.read_bytes() == b"my own figure"
+    r = cli("plot", str(small_run), "--only", "spectrum", "-o", str(out), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert mine.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_error_line(cli("plot", str(small_run), "-o", str(mine)), "folder")
+
+
+# ------------------------------------------------------------------ campaign --scheduler
+@pytest.mark.parametrize("address", ["garbage", "tcp://host", "tcp://host:99999"])
+def test_a_malformed_scheduler_address_is_one_line(address, tmp_path):
+    r = cli("campaign", str(ROOT / "configs" / "campaigns" / "fracture-seeds.yaml"),
+            "--dry-run", "--scheduler", address, "-o", str(tmp_path / "c"), timeout=120)
+    one_error_line(r, address, "HOST:PORT")
+
+
+def test_a_scheduler_that_is_no_dask_service_is_one_line(tmp_path):
+    """An HTTP server where the scheduler should be: dask read "HTTP/1.1" as a frame
+    length and numpy was asked for 3 EiB (a MemoryError traceback)."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def answer() -> None:
+        srv.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        r = cli("campaign", str(ROOT / "configs" / "campaigns" / "fracture-seeds.yaml"),
+                "--dry-run", "--scheduler", f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "c"),
+                timeout=120)
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    one_error_line(r, f"tcp://127.0.0.1:{port}")
