@@ -99,6 +99,27 @@ def non_negative_int(text: str) -> int:
     return _whole(text, 0)
 
 
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite number (``--t0-ns nan`` is the argument's error)."""
+    import math
+
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return x
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (``--flight-path-mm 0``)."""
+    x = finite_float(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return x
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser with its errors as one line, as every other error of the command
     (argparse prints its whole usage block first): ``error: apt-daq run: argument --ions:

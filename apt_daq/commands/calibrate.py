@@ -16,6 +16,8 @@ import argparse
 import json
 import math
 
+from apt_daq.cli import finite_float, positive_float
+
 SAMPLE_HITS = 2_000_000
 
 
@@ -35,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", help="ion or isotope peak to fit the voltage and bowl "
                                        "corrections on ('W3+' = its main isotope, '184W3+'); "
                                        "default: the most counted isolated identified peak")
-    p.add_argument("--t0-ns", type=float, help="t0 (ns): fixed instead of fitted")
-    p.add_argument("--flight-path-mm", type=float,
+    p.add_argument("--t0-ns", type=finite_float, help="t0 (ns): fixed instead of fitted")
+    p.add_argument("--flight-path-mm", type=positive_float,
                    help="flight length L (mm): fixed instead of fitted")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-store", action="store_true",
@@ -102,6 +104,7 @@ def calibrate_run(path, names: list[str] | None = None, *, reference: str | None
         if not has_tof(r):
             raise DataFileError(f"{path}: the hits carry no TOF and voltage: nothing to "
                                 "calibrate (an imported file's own m/n is used as is)")
+        strict = names is not None  # names the user gave must each explain a peak
         if names is None:
             names = _names(argparse.Namespace(elements=None), r)
         s = read_sample(r)
@@ -110,7 +113,8 @@ def calibrate_run(path, names: list[str] | None = None, *, reference: str | None
                                 "calibrate on")
         res = calibrate_sample(s, names, float(inst.t0_ns), float(inst.flight_path_mm),
                                0.5 * inst.detector_diameter_mm, t0_ns=t0_ns,
-                               flight_path_mm=flight_path_mm, reference=reference)
+                               flight_path_mm=flight_path_mm, reference=reference,
+                               strict=strict)
     cal = res.calibration
     cal.source, cal.created, cal.version = "calibrate", now_iso(), __version__
     stored = store_calibration(path, cal) if store else False
@@ -136,10 +140,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from apt_daq.cli import console
+
+    con = console()  # no wrapping: a note or a path is one line for grep
     c = rep["calibration"]
     nom = rep["nominal"]
     con.print(f"[bold]{rep['file']}[/bold]: {rep['hits_used']} hits; ions found: "

@@ -129,8 +129,12 @@ def choose_reference(m: np.ndarray, peaks: list[Candidate], groups: dict[str, li
 def calibrate_sample(s: Sample, names: list[str], nominal_t0_ns: float, nominal_l_mm: float,
                      radius_mm: float, *, t0_ns: float | None = None,
                      flight_path_mm: float | None = None, reference: str | None = None,
-                     charges: tuple[int, ...] = CHARGES) -> CalibrationResult:  # fmt: skip
-    """Identify, fit t0 and L, the voltage and bowl corrections, and report (module doc)."""
+                     charges: tuple[int, ...] = CHARGES, strict: bool = True
+                     ) -> CalibrationResult:  # fmt: skip
+    """Identify, fit t0 and L, the voltage and bowl corrections, and report (module doc).
+    ``strict``: a name of ``names`` that explains no peak is an error (the user named it);
+    otherwise (names from the run's own ion table, which lists every ion the ranges could
+    hold: a short run may hold none of a minor one) it is left out with a note."""
     groups = candidates(names, charges)
     ident = identify(s, groups, nominal_l_mm, radius_mm, t0_ns=t0_ns,
                      flight_path_mm=flight_path_mm)
@@ -145,13 +149,8 @@ def calibrate_sample(s: Sample, names: list[str], nominal_t0_ns: float, nominal_
         raise UserError(f"{', '.join(names)}: explain none of the strongest peaks of the spectrum "
                         f"(at {', '.join(missed)} Da with t0 {ident.t0_ns:.1f} ns, L {ident.flight_path_mm:.1f} mm): add "
                         "their elements to --elements")
-    given_el = {n.strip() for n in names if n.strip() and not n.strip().endswith("+")}
-    unexplained = [el for el in sorted(given_el)
-                   if not any(groups[p][0].element == el for p in ident.present)]
-    unexplained += [n.strip() for n in names if n.strip().endswith("+")
-                    and not any(groups[p][0].ion == ion_name(*parse_ion(n.strip()))
-                                for p in ident.present)]  # fmt: skip
-    if unexplained:
+    unexplained = _unexplained(names, groups, ident.present)
+    if unexplained and strict:
         raise UserError(f"{', '.join(unexplained)}: explain no peak of the spectrum (ions found: "
                         f"{', '.join(ident.present)}); leave them out")
     peaks = ident.peaks
@@ -187,12 +186,25 @@ def calibrate_sample(s: Sample, names: list[str], nominal_t0_ns: float, nominal_
     cal.ions = list(ident.present)
     cal.peaks = table
     cal.notes = list(dict.fromkeys(notes))
+    if unexplained:
+        cal.notes.append(f"no peak of {', '.join(unexplained)} (in the run's ion table) "
+                         "found: left out")
     if t0_ns is not None:
         cal.notes.append(f"t0 given: {t0_ns:g} ns")
     if flight_path_mm is not None:
         cal.notes.append(f"flight length given: {flight_path_mm:g} mm")
     nominal = {"t0_ns": nominal_t0_ns, "flight_path_mm": nominal_l_mm}
     return CalibrationResult(cal, table, ident.present, ref, ident, nominal)
+
+
+def _unexplained(names: list[str], groups: dict[str, list[Candidate]],
+                 present: list[str]) -> list[str]:
+    """The elements and ions of ``names`` that no identified peak belongs to."""
+    given_el = {n.strip() for n in names if n.strip() and not n.strip().endswith("+")}
+    out = [el for el in sorted(given_el) if not any(groups[p][0].element == el for p in present)]
+    out += [n.strip() for n in names if n.strip().endswith("+")
+            and not any(groups[p][0].ion == ion_name(*parse_ion(n.strip())) for p in present)]
+    return out
 
 
 def peak_residuals(m: np.ndarray, groups: dict[str, list[Candidate]], present: list[str],

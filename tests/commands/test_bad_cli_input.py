@@ -210,3 +210,30 @@ def test_a_scheduler_that_is_no_dask_service_is_one_line(tmp_path):
         t.join(5)
         srv.close()
     one_error_line(r, f"tcp://127.0.0.1:{port}")
+
+
+# ------------------------------------------------------------------ calibrate
+def test_calibrate_a_fresh_simulated_run_with_its_defaults(tmp_path):
+    """A fresh 20k-ion simulation of the shipped config could not be calibrated without
+    arguments: its ion table lists minor ions (Cr, Ga, LiO+...) that such a run holds too
+    few of to make a peak, and each was an error. The simulator's instrument (t0 0 ns,
+    L 100 mm) is the truth the fit must find."""
+    import json
+
+    from apt_daq.run import Session
+
+    run = tmp_path / "fresh.h5"
+    Session.from_yaml(RUN, {"run.stop.ions": 20000}, out=run, handle_signals=False).run()
+    r = cli("calibrate", str(run), "--json", "--no-store")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert abs(rep["t0_ns"]) < 0.5 and abs(rep["flight_path_mm"] / 100.0 - 1) < 1e-3, rep
+    assert any("left out" in n for n in rep["calibration"]["notes"])
+    named = cli("calibrate", str(run), "--elements", "Li,O,Ni,Co,Mn,Ga", "--no-store")
+    one_error_line(named, "Ga", "explain no peak")  # a name the user gave must find a peak
+
+
+@pytest.mark.parametrize("arg, value", [("--flight-path-mm", "0"), ("--flight-path-mm", "-5"),
+                                        ("--flight-path-mm", "inf"), ("--t0-ns", "nan")])
+def test_calibrate_refuses_a_given_value_that_is_no_length_or_time(arg, value, tmp_path):
+    one_error_line(cli("calibrate", str(tmp_path / "x.h5"), arg, value), arg, value)
