@@ -17,6 +17,10 @@ import numpy as np
 
 from apt_daq.isotopes import ion_name, parse_ion, water_order
 
+MAX_RANGES = 10_000
+"""The most ranges a range table may hold: a real range file holds a few hundred; each range
+costs ``analyze`` its own background and peak fits (~1 ms), so 10k ranges take ~10 s."""
+
 # default colours per element (hex RRGGBB), loosely the AP Suite palette
 ELEMENT_COLOURS = {
     "H": "C8C8C8",

@@ -68,10 +68,13 @@ class TruthScorer:
         self.bg += int((~real).sum())
         self.bg_ranged += int(np.count_nonzero(~real & (ion >= 0)))
         if x is not None:
-            ok = real & np.isfinite(x) & np.isfinite(truth["x0"])
-            dx = x[ok] - truth["x0"][ok]
-            dy = y[ok] - truth["y0"][ok]
-            dz = z[ok] - truth["z0"][ok]
+            # float64: a corrupt /truth (3e38 nm) squares past float32's range
+            ok = real & np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+            for k in ("x0", "y0", "z0"):
+                ok &= np.isfinite(truth[k])
+            dx = np.asarray(x[ok], np.float64) - truth["x0"][ok]
+            dy = np.asarray(y[ok], np.float64) - truth["y0"][ok]
+            dz = np.asarray(z[ok], np.float64) - truth["z0"][ok]
             self.dxy2 += float(np.sum(dx * dx + dy * dy))
             self.dz2 += float(np.sum(dz * dz))
             self.n_pos += int(ok.sum())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _f(v, spec: str) -> str:
-    return "n/a" if v is None else format(v, spec)
+    """``v`` formatted, or "n/a" for None and a value that is not finite (a corrupt file's)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return format(v, spec)
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -183,8 +187,11 @@ def _print_report(s: dict, stored: bool, fda_species: list[str]) -> None:
                   f"{why if tr['ranged_as_true'] is None else ''}; lost ions {tr['lost_ions']}")
         if "position_error" in tr:
             pe = tr["position_error"]
-            con.print(f"truth: reconstruction rms error xy {pe['rms_xy_nm']:.3f} nm, "
-                      f"z {pe['rms_z_nm']:.3f} nm")  # fmt: skip
+            xy, z = pe["rms_xy_nm"], pe["rms_z_nm"]
+            odd = any(v is not None and not abs(v) < 1e6 for v in (xy, z))  # a mm: corrupt
+            con.print(f"truth: reconstruction rms error xy {_f(xy, '.3g' if odd else '.3f')} nm, "
+                      f"z {_f(z, '.3g' if odd else '.3f')} nm"
+                      f"{' (the /truth positions are not plausible)' if odd else ''}")
 
 
 def _table(title: str, columns: tuple[str, ...], rows, left: int = 0, why: str = "",

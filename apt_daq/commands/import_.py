@@ -89,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def source_format(path: str | Path, fmt: str | None = None, table: bool = False) -> str:
     """The format to read ``path`` with: given, ``table`` with a field map, else by extension
     (our POS/EPOS/APT readers first, then the ifes formats)."""
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a directory, not a data file")
     if fmt:
         return fmt
     if table:
@@ -208,7 +210,10 @@ def instrument_for(fmt: str, path: str | Path, instrument: str | Path | None,
     given: set[str] = set()
     if instrument:
         if not Path(instrument).is_file():
-            raise UserError(f"{instrument}: no such instrument file")
+            what = ("is a directory, not an instrument file" if Path(instrument).is_dir() else
+                    "not a regular file" if Path(instrument).exists() else
+                    "no such instrument file")
+            raise UserError(f"{instrument}: {what}")
         model = load_yaml_model(instrument, InstrumentConfig)
         inst = model.model_dump(mode="json")
         given |= set(model.model_fields_set)

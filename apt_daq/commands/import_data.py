@@ -32,10 +32,11 @@ def implied_mm(src, t0: float, sample: int) -> float | None:
     if first is None:
         return None
     det = {"det_x", "det_y"} <= present
-    v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
-    l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
-                                first["det_x"] if det else None,
-                                first["det_y"] if det else None)
+    with np.errstate(all="ignore"):  # a corrupt file's bytes: infinities, signalling NaNs
+        v = first["v_dc"] + np.nan_to_num(first["v_pulse"])
+        l_m = implied_flight_path_m(first["mass"], first["tof"] - t0, v,
+                                    first["det_x"] if det else None,
+                                    first["det_y"] if det else None)
     if not np.isfinite(l_m):
         return None
     lo, hi = PLAUSIBLE_FLIGHT_M
@@ -139,24 +140,31 @@ def pulse_count(src, first: int | None, last: int | None) -> int | None:
 # ------------------------------------------------------------------------------ m/n
 class MassCheck:
     """Fed every chunk an import reads: whether any m/n of a file that has m/n is one (finite
-    and > 0). A file whose every m/n is 0 or NaN has no m/n to analyse or range."""
+    and > 0). A file whose every m/n is 0, NaN, negative or infinite has no m/n to analyse or
+    range: the error says which of those its values are."""
 
     def __init__(self, path: str | Path, present) -> None:
         self.path = path
         self.has_mass = "mass" in set(present)
         self.usable = 0
         self.n = 0
+        self.kinds = {"0 or NaN": 0, "negative": 0, "not finite": 0}
 
     def add(self, ions: np.ndarray) -> None:
         self.n += len(ions)
         if self.has_mass and not self.usable:
             m = ions["mass"]
-            self.usable = int(np.count_nonzero(np.isfinite(m) & (m > 0)))
+            fin = np.isfinite(m)
+            self.usable = int(np.count_nonzero(fin & (m > 0)))
+            self.kinds["not finite"] += int(np.count_nonzero(np.isinf(m)))
+            self.kinds["negative"] += int(np.count_nonzero(fin & (m < 0)))
+            self.kinds["0 or NaN"] += int(np.count_nonzero((m == 0) | np.isnan(m)))
 
     def refused(self) -> DataFileError | None:
         """The one-line error when the file has ions but no usable m/n, else None."""
         if not self.has_mass or self.usable or not self.n:
             return None
-        return DataFileError(f"{self.path}: every m/n in the file is 0 or NaN ({self.n} ions): "
+        what = " or ".join(k for k, v in self.kinds.items() if v) or "0 or NaN"
+        return DataFileError(f"{self.path}: every m/n in the file is {what} ({self.n} ions): "
                              "no m/n to import (is it this format, or was the file exported "
                              "before its ions were calibrated?)")

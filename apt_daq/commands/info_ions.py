@@ -4,6 +4,8 @@ the multi-hit share where the file records them)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 ION_FILE_SUFFIXES = (".pos", ".epos", ".apt")
@@ -21,10 +23,11 @@ def summarize_ions(path: str) -> dict:
     """One pass over the file's chunks (bounded memory for any size)."""
     from apt_daq.commands.import_ import open_ion_file
     from apt_daq.commands.import_data import pulse_count
-    from apt_daq.io._common import require_input
+    from apt_daq.io._common import IonRecordCheck, require_input
 
     require_input(path)
     reader = open_ion_file(path)
+    check = IonRecordCheck(path)  # what import and range refuse: not this format, or corrupt
     present = tuple(reader.present)
     floats = ("mass", "v_dc", "x", "y", "z")
     lo = dict.fromkeys(floats, np.inf)
@@ -32,6 +35,7 @@ def summarize_ions(path: str) -> dict:
     n = multi = 0
     first_pulse = last_pulse = None
     for chunk in reader.iter():
+        check.add(chunk, present)
         n += len(chunk)
         for f in floats:
             v = chunk[f][np.isfinite(chunk[f])]
@@ -43,6 +47,10 @@ def summarize_ions(path: str) -> dict:
             if first_pulse is None:
                 first_pulse = int(chunk["pulse"][0])
             last_pulse = int(chunk["pulse"][-1])
+    if n == 0:
+        logging.getLogger(__name__).warning("%s: holds no ions", path)
+    else:
+        check.check()
     return {
         "file": str(path),
         "format": path.rsplit(".", 1)[-1].lower(),

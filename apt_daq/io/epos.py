@@ -37,6 +37,7 @@ from apt_daq.errors import DataFileError
 from apt_daq.io._common import (
     DEFAULT_CHUNK,
     ION_DTYPE,
+    IonRecordCheck,
     atomic_output,
     pulses_from,
     require_input,
@@ -154,7 +155,8 @@ def detect_voltage_scale(mass_da: np.ndarray, tof_ns: np.ndarray, v_dc: np.ndarr
     if finite.size == 0:
         return 1.0, "no voltage in the file"
     lo, hi = PLAUSIBLE_FLIGHT_M
-    l_v = implied_flight_path_m(mass_da, tof_ns, v_dc)
+    with np.errstate(all="ignore"):  # a corrupt file's bytes: infinities, signalling NaNs
+        l_v = implied_flight_path_m(mass_da, tof_ns, v_dc)
     if np.isfinite(l_v):
         if lo <= l_v <= hi:
             return 1.0, f"V (TOF and m/n imply a {l_v * 1000:.0f} mm flight path)"
@@ -166,6 +168,14 @@ def detect_voltage_scale(mass_da: np.ndarray, tof_ns: np.ndarray, v_dc: np.ndarr
     if med < 100.0:
         return 1000.0, f"kV (median V_dc {med:.3g} < 100: no LEAP evaporates at {med:.3g} V)"
     return 1.0, f"V (median V_dc {med:.4g})"
+
+
+def _ions_like(path: Path, sample: np.ndarray) -> bool:
+    """Whether a sample of records reads as ions (:class:`IonRecordCheck`): a file that will be
+    refused as not ions gets no warning about its volts first."""
+    check = IonRecordCheck(path)
+    check.add(sample, ("x", "y", "z", "mass"))
+    return check.bad <= check.MAX_SHARE * check.n
 
 
 class EposFile:
@@ -194,10 +204,11 @@ class EposFile:
         present += ["pulse"] * psl + ["multiplicity"] * ipp
         self.present = tuple(present)
         self.pulses = pulses_from(present)
+        self._check_counts(sample)  # not an EPOS file: say so before reading its volts
         if voltage_unit == "auto":
             self.voltage_scale, self.voltage_note = detect_voltage_scale(
                 sample["mass"], sample["tof"], sample["v_dc"])
-            if self.voltage_scale != 1.0:
+            if self.voltage_scale != 1.0 and _ions_like(self.path, sample):
                 log.warning("%s: V_dc and V_pulse read as %s; converted to V", self.path,
                             self.voltage_note)
         elif voltage_unit in ("V", "kV"):
@@ -205,7 +216,6 @@ class EposFile:
             self.voltage_note = f"{voltage_unit} (given)"
         else:
             raise ValueError(f"voltage_unit must be 'auto', 'V' or 'kV', got {voltage_unit!r}")
-        self._check_counts(sample)
 
     def __len__(self) -> int:
         return self.n
@@ -274,8 +284,9 @@ class EposFile:
             if f not in self.present:
                 out[f] = np.nan
         if self.voltage_scale != 1.0:
-            out["v_dc"] *= self.voltage_scale
-            out["v_pulse"] *= self.voltage_scale
+            with np.errstate(all="ignore"):  # a corrupt file's bytes (refused once checked)
+                out["v_dc"] *= self.voltage_scale
+                out["v_pulse"] *= self.voltage_scale
         return out, int(pulse0), int(last_ipp)
 
 

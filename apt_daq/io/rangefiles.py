@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apt_daq.rangetable import RangeTable
+from apt_daq.rangetable import MAX_RANGES, RangeTable
 
 
 def read_range_file(path: str | Path) -> RangeTable:
@@ -19,7 +19,11 @@ def read_range_file(path: str | Path) -> RangeTable:
     from apt_daq.io.ranges import read_ranges
 
     if ifes.range_format_for(Path(path)) is not None and Path(path).exists():
-        return ifes.read_ranges(path)
+        table = ifes.read_ranges(path)
+        if len(table) > MAX_RANGES:  # .rrng and .rng refuse it as they read
+            raise DataFileError(f"{path}: more than {MAX_RANGES} ranges: not a range file of "
+                                "real peaks (one holds a few hundred)")
+        return table
     p = Path(path)
     if p.exists() and p.suffix.lower() not in (".rrng", ".rng"):
         raise DataFileError(f"{p}: unknown range file type {p.suffix!r} (expected .rrng, .rng, "

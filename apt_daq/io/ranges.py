@@ -1,8 +1,7 @@
 """Range tables and the RRNG (AP Suite/IVAS) and RNG (Oak Ridge/Oxford) range file formats.
 
-A range assigns every hit with ``lo_da <= m/n < hi_da`` to one ion. Ranges never overlap; the
-table keeps them sorted by ``lo_da`` so ranging is a binary search over the edges
-(:mod:`apt_daq.pipeline.ranging`). The ``ion`` field of /derived holds the range index.
+The model (disjoint ranges, each naming one ion) is :mod:`apt_daq.rangetable`'s. A file of
+more than :data:`~apt_daq.rangetable.MAX_RANGES` ranges is refused (no real one holds that many).
 
 RRNG (text, INI-like)::
 
@@ -37,8 +36,7 @@ RNG (text)::
     . 15.9000 16.1500 0 1    # '.' lo hi, then the atom count of each ion column
     . 57.8500 58.2000 1 0
 
-Lines starting with ``#`` are comments in both formats.
-"""
+In both formats a line starting with ``#`` is a comment."""
 
 from __future__ import annotations
 
@@ -58,6 +56,7 @@ from apt_daq.io._common import IonRecordCheck
 from apt_daq.isotopes import elements, ion_name, isotopologues, parse_ion
 from apt_daq.rangetable import (  # the model; re-exported: readers import it from here too
     ELEMENT_COLOURS,
+    MAX_RANGES,
     RangeTable,
     canonical_formula,
     default_colour,
@@ -68,11 +67,9 @@ from apt_daq.rangetable import (  # the model; re-exported: readers import it fr
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ELEMENT_COLOURS",
-    "RangeTable", "canonical_formula", "default_colour", "infer_charge", "read_ranges",
-    "read_rng", "read_rrng", "run_range_table", "table_from_meta", "table_to_meta",
-    "write_ranges", "write_rng", "write_rrng",
-]
+    "ELEMENT_COLOURS", "RangeTable", "canonical_formula", "default_colour", "infer_charge",
+    "read_ranges", "read_rng", "read_rrng", "run_range_table", "table_from_meta",
+    "table_to_meta", "write_ranges", "write_rng", "write_rrng"]
 
 # ---------------------------------------------------------------------------- charge inference
 
@@ -232,10 +229,11 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
                 raise _err(path, lineno, f"unknown key {key!r} in [Ions]")
         elif section == "ranges":
             if kl == "number":
-                n_ranges = _num(value, path, lineno, int)
+                n_ranges = _many(path, int(_num(value, path, lineno, int)))
                 continue
             if not re.fullmatch(r"range\d+", kl):
                 raise _err(path, lineno, f"unknown key {key!r} in [Ranges]")
+            _many(path, len(ranges) + 1)
             r = _rrng_range(path, lineno, value)
             ranges.append(r._replace(name=r.name or comment_names.get(int(kl[5:]))))
         else:
@@ -248,6 +246,14 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
     if n_ions is not None and n_ions != len(ions):
         raise DataFileError(f"{path}: [Ions] Number={n_ions} but {len(ions)} ions listed")
     return _known(path, ranges, set(ions.values()), "ion")
+
+
+def _many(path: Path, n: int) -> int:
+    """``n`` (ranges in ``path``), refused over :data:`~apt_daq.rangetable.MAX_RANGES`."""
+    if n > MAX_RANGES:
+        raise DataFileError(f"{path}: more than {MAX_RANGES} ranges: not a range file of real "
+                            "peaks (one holds a few hundred)")
+    return n
 
 
 def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
@@ -271,7 +277,8 @@ def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
             raise _err(path, lineno, f"expected Key:value, got {tok!r}")
         k, v = tok.split(":", 1)
         if k.lower() == "vol":
-            vol = _num(v, path, lineno)
+            if not (vol := _num(v, path, lineno)) >= 0 or not math.isfinite(vol):
+                raise _err(path, lineno, f"Vol:{v} is not a volume (finite, >= 0 nm3)")
         elif k.lower() == "color":
             colour = v.upper()
             if not re.fullmatch(r"[0-9A-F]{6}", colour):
@@ -316,16 +323,11 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
             z = infer_charge(r.composition, r.lo_da, r.hi_da)
         names.append(ion_name(r.composition, z))
         charges.append(z)
-    return RangeTable(
-        names=names,
-        lo_da=np.array([r.lo_da for r in ranges]),
-        hi_da=np.array([r.hi_da for r in ranges]),
-        composition=[r.composition for r in ranges],
-        charge=charges,
-        colour=[r.colour or default_colour(r.composition) for r in ranges],
-        volume_nm3=[r.volume_nm3 for r in ranges],
-        source=str(path),
-    )
+    return RangeTable(names=names, lo_da=np.array([r.lo_da for r in ranges]),
+                      hi_da=np.array([r.hi_da for r in ranges]),
+                      composition=[r.composition for r in ranges], charge=charges,
+                      colour=[r.colour or default_colour(r.composition) for r in ranges],
+                      volume_nm3=[r.volume_nm3 for r in ranges], source=str(path))
 
 
 def _charge_from_name(path: Path, r: _Range) -> int | None:
@@ -395,7 +397,7 @@ def _parse_rng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
     head = first.split()
     if len(head) < 2 or not head[0].isdigit() or not head[1].isdigit():
         raise _err(path, lineno, f"expected 'n_ions n_ranges', got {_show(first)}")
-    n_ions, n_ranges = int(head[0]), int(head[1])
+    n_ions, n_ranges = int(head[0]), _many(path, int(head[1]))
     names, colours = _rng_ions(path, rows[1 : 1 + 2 * n_ions], n_ions)
     k = 1 + 2 * n_ions
     if k >= len(rows) or not rows[k][1].startswith("-"):

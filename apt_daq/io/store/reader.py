@@ -13,6 +13,7 @@ import numpy as np
 
 from apt_daq.errors import DataFileError
 from apt_daq.hits import DERIVED_DTYPE
+from apt_daq.io.store.checks import check_datasets, check_meta, meta_group
 from apt_daq.io.store.layout import _ALIASES, DATASETS, _name
 from apt_daq.io.store.meta import read_meta
 
@@ -39,10 +40,13 @@ class RunReader:
             # h5py's message spans lines (time, buffer addresses): keep its first part
             why = " ".join(str(e).split("(file read failed")[0].split())
             raise DataFileError(f"{self.path}: not a readable HDF5 run file ({why})") from None
-        if "meta" not in self._f:
+        try:  # every command meets a malformed file here, as one error naming it
+            self.meta: dict[str, Any] = read_meta(meta_group(self._f, self.path))
+            check_meta(self.meta, self.path)
+            check_datasets(self._f, self.path)
+        except BaseException:
             self._f.close()
-            raise DataFileError(f"{self.path}: no /meta group: not an apt-daq run file")
-        self.meta: dict[str, Any] = read_meta(self._f["meta"])
+            raise
 
     @property
     def run_file(self) -> RunFile | None:
@@ -77,9 +81,17 @@ class RunReader:
     @property
     def instrument(self) -> InstrumentConfig | None:
         if self.meta.get("instrument"):
+            from pydantic import ValidationError
+
             from apt_daq.config import InstrumentConfig
 
-            return InstrumentConfig.model_validate(self.meta["instrument"])
+            try:
+                return InstrumentConfig.model_validate(self.meta["instrument"])
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise DataFileError(f"{self.path}: /meta instrument cannot be read by this "
+                                    f"apt-daq ({'.'.join(str(k) for k in err['loc'])}: "
+                                    f"{err['msg']})") from None
         rf = self.run_file
         return rf.instrument if rf else None
 
@@ -95,7 +107,7 @@ class RunReader:
         name = _ALIASES.get(name, name)
         if name not in self._f:
             return np.zeros(0, dtype=DATASETS[_name(name)])
-        rows = self._f[name][start:stop]
+        rows = finite_rows(self._f[name][start:stop], self.path, name)
         return as_derived(rows) if name == "derived" else rows
 
     def iter(self, name: str, chunk: int = 1_000_000) -> Iterator[np.ndarray]:
@@ -116,6 +128,39 @@ class RunReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: a float field beyond this is garbage (nm, mm, ns, V, Da, pJ are all far below), and its
+#: square, scaled by a reconstruction, would overflow float32 (3.4e38) in the analysis
+_FLOAT_LIMIT = 1e12
+
+
+def finite_rows(rows: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """``rows`` with every float value that is not finite or beyond ``_FLOAT_LIMIT`` (bytes a
+    corrupt file holds: infinities, signalling NaNs, 1e38) read as NaN, which the analysis
+    leaves out, with one warning per file and dataset; else ``rows`` untouched. A NaN stays
+    (an imported run's hits have no TOF). The analysis never meets numpy's overflow and
+    invalid-value warnings on such bytes."""
+    floats = [n for n in rows.dtype.names or () if rows.dtype[n].kind == "f"]
+    n_bad = 0
+    ok = np.empty(len(rows), bool)
+    with np.errstate(all="ignore"):
+        for f in floats:
+            col = rows[f]
+            if np.less_equal(np.abs(col), _FLOAT_LIMIT, out=ok).all():
+                continue  # every value plausible (the usual case: one pass)
+            bad = ~ok & ~np.isnan(col)
+            if bad.any():
+                col[bad] = np.nan
+                n_bad += int(bad.sum())
+            sig = np.isnan(col)  # a signalling NaN becomes a quiet one
+            if sig.any():
+                col[sig] = np.nan
+    if n_bad and (str(path), name) not in _WARNED:
+        _WARNED.add((str(path), name))
+        log.warning("%s: /%s holds values that are not finite or beyond 1e12 (a corrupt file?): "
+                    "read as NaN", path, name)
+    return rows
 
 
 def as_derived(rows: np.ndarray) -> np.ndarray:
