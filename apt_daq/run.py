@@ -99,6 +99,7 @@ class Session(RunRecord):
         self.transitions: list[tuple[float, str, str]] = []
         self._pause = threading.Event()
         self._abort = threading.Event()
+        self._ramp_pauses = 0  # pauses that stopped a ramp-up (pause() counts them)
         self._writer: RunWriter | None = None
         self._pending: tuple | None = None  # (raw, truth, lost, Decoded) read, not yet stored
         self._counters = {"records": 0, "rejected": 0, "multi_hits": 0}
@@ -131,6 +132,7 @@ class Session(RunRecord):
         self._pause.set()
         ins = self._ins
         if ins is not None and self.state == State.RAMPING:
+            self._ramp_pauses += 1  # this Interrupted is a pause's, even if resumed at once
             ins.hv.abort_ramp()
 
     def resume(self) -> None:
@@ -255,13 +257,16 @@ class Session(RunRecord):
                                  r.target_detection_rate)
         self._to(State.RAMPING, f"to {r.start_voltage_v:g} V")
         laser.set_pulse_rate(r.pulse_rate_hz)
+        self._hold_ramp("before the HV came on")  # asked before the run: HV still off
         hv.output(True)
         while True:
+            pauses = self._ramp_pauses
             try:
                 hv.ramp_to(r.start_voltage_v)
                 break
-            except Interrupted:  # abort() or pause() stopped the ramp
-                self._hold_ramp()
+            except Interrupted:  # abort() or pause() stopped the ramp (a pause resumed
+                if not self._hold_ramp() and pauses == self._ramp_pauses:  # already: ramp on)
+                    raise  # an off
         if self._abort.is_set():
             raise RunAborted(f"{self._abort_why()} while ramping")
         self._v_set = r.start_voltage_v
@@ -275,21 +280,21 @@ class Session(RunRecord):
         self._log_row(rate=0.0, pulses=0, ions=0, step=0)
         return ctl
 
-    def _hold_ramp(self) -> None:
-        """In the handler of a ramp-up's :class:`Interrupted`: RunAborted if :meth:`abort`
-        stopped it; if :meth:`pause` did, wait paused (the HV held where the ramp stopped, the
-        laser still dark) until resumed; anything else (an off) re-raised."""
+    def _hold_ramp(self, when: str = "while ramping") -> bool:
+        """After a ramp-up's :class:`Interrupted` (or before the HV comes on): RunAborted if
+        :meth:`abort` was asked; if :meth:`pause` was, wait paused (the HV held where the ramp
+        stopped, the laser still dark) until resumed (True); else False."""
         if self._abort.is_set():
-            raise RunAborted(f"{self._abort_why()} while ramping") from None
+            raise RunAborted(f"{self._abort_why()} {when}") from None
         if not self._pause.is_set():
-            raise
-        self._to(State.PAUSED, "pause requested while ramping")
+            return False
+        self._to(State.PAUSED, f"pause requested {when}")
         while not self._abort.is_set():
             if not self._pause.is_set():
                 self._to(State.RAMPING, "resumed")
-                return
+                return True
             time.sleep(0.05)
-        raise RunAborted(f"{self._abort_why()} while paused while ramping") from None
+        raise RunAborted(f"{self._abort_why()} while paused {when}") from None
 
     def _one_block(self, ins: Instruments, ctl: RateController, acq: Acquisition) -> None:
         """One tick: abort and pause checks, a readout block, then the first of: a stop
