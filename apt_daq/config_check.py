@@ -10,7 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from apt_daq.config import compose_yaml, detect_model, file_kind, load_yaml_model, preflight
+from apt_daq.config import (
+    RunFile,
+    _load_tree,
+    compose_yaml,
+    detect_model,
+    file_kind,
+    load_yaml_model,
+    preflight,
+    where,
+)
 from apt_daq.errors import UserError
 
 
@@ -32,9 +41,29 @@ def check_file(path: str | Path) -> tuple[str, Any, list[str]]:
     kind = file_kind(data)
     if kind == "run":
         rf, warnings = preflight(path)
-        return kind, rf, warnings
+        return kind, rf, warnings + _range_file_warnings(p, rf)
     if kind == "campaign":
-        from apt_daq.campaign import load_sweep
+        from apt_daq.campaign.sweep import check_sweep, load_sweep
 
-        return kind, load_sweep(path), []
+        sweep = load_sweep(path)
+        check_sweep(sweep)  # set: and every axis value, as campaign --dry-run would
+        return kind, sweep, []
     return kind, load_yaml_model(path, detect_model(data)), []
+
+
+def _range_file_warnings(path: Path, rf: RunFile) -> list[str]:
+    """The run file's range file (``analysis.ranges``) read as ``run`` reads it before the
+    acquisition: a malformed one raises the same error here. Warns of a reference peak that
+    names none of its ranges (the corrections then take the most counted central range)."""
+    ranges = rf.resolve(rf.analysis.ranges)
+    if ranges is None:
+        return []
+    from apt_daq.io.ranges import read_ranges
+
+    table = read_ranges(ranges)
+    ref = rf.analysis.reference_peak
+    if ref is None or ref in table.names:
+        return []
+    _, lines = _load_tree(path)
+    return [f"{where(lines, ('analysis', 'reference_peak'), str(path))}: {ref} names no range "
+            f"of {ranges} (the corrections take the most counted central range instead)"]

@@ -15,9 +15,10 @@ Third-party backends register in the ``apt_daq.drivers`` entry-point group as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 BUILTIN_BACKENDS: dict[str, frozenset[str]] = {
     "laser": frozenset({"sim", "scpi"}),
@@ -27,8 +28,26 @@ BUILTIN_BACKENDS: dict[str, frozenset[str]] = {
 _NEEDS = {"scpi": "resource", "serial": "url", "stream": "url"}
 
 
-class _DriverConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def refuse_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A field validator (mode "before") refusing ``true``/``false`` where the field is no
+    bool: pydantic reads ``chunk_pulses: true`` as 1 and ``laser_pj: yes`` as 1.0 pJ."""
+    if isinstance(value, bool) and info.field_name:
+        ann = model.model_fields[info.field_name].annotation
+        if ann is not bool and bool not in get_args(ann) and ann is not Any:
+            raise PydanticCustomError("not_a_bool", "true/false is not a value of this key "
+                                      "(a number or a name is meant)")
+    return value
+
+
+class _Strict(BaseModel):
+    """Unknown keys, infinities and true/false for numbers are refused (NaN is too: a bound
+    does not hold for it)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _no_bool = field_validator("*", mode="before")(classmethod(refuse_bool))
+
+
+class _DriverConfig(_Strict):
     _kind: str = "?"
 
     backend: str = Field("sim", description="sim, scpi, serial, stream or a registered plug-in")
@@ -80,7 +99,9 @@ class HvConfig(_SwitchedConfig):
 
     _kind = "hv"
     limit_v: float = Field(12000.0, gt=0, description="highest voltage ever sent, V")
-    ramp_v_per_s: float = Field(200.0, gt=0, description="fastest setpoint change, V/s")
+    ramp_v_per_s: float = Field(
+        200.0, ge=1, description="fastest setpoint change, V/s (a LEAP ramps at ~100-1000 V/s; "
+        "below 1 V/s the ramp to a few kV takes hours)")
     ramp_step_s: float = Field(
         0.5, gt=0, description="interval between the setpoints of ramp_to, s"
     )
@@ -97,13 +118,14 @@ class DldConfig(_DriverConfig):
     """The delay-line detector front end."""
 
     _kind = "dld"
-    max_chunk_records: int = Field(65536, gt=0, description="records per read_chunk at most")
+    max_chunk_records: int = Field(
+        65536, gt=0, le=1 << 22, description="records per read_chunk at most (2^22: "
+        "the simulator's block buffer, ~0.3 GB of records and truth rows)")
 
 
-class DriversConfig(BaseModel):
+class DriversConfig(_Strict):
     """Which backend drives each instrument. All ``sim`` by default."""
 
-    model_config = ConfigDict(extra="forbid")
     laser: LaserConfig = Field(default_factory=LaserConfig)
     hv: HvConfig = Field(default_factory=HvConfig)
     dld: DldConfig = Field(default_factory=DldConfig)

@@ -10,11 +10,16 @@ centred on the axis and on the middle of the depth range) or ``"box:WX,WY,WZ,x,y
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from apt_daq.errors import UserError
+
+#: the largest ROI number (size or centre), nm: 1 mm, a thousand times an APT specimen's width;
+#: beyond it a value is a typo (1e308 squared is inf)
+MAX_ROI_NM = 1e6
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ def parse_roi(spec: str | None) -> Roi | None:
         nums = [float(v) for v in rest.split(",")] if rest else []
     except ValueError:
         raise UserError(f"ROI {spec!r}: numbers expected after '{kind}:'") from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_ROI_NM for v in nums):
+        raise UserError(f"ROI {spec!r}: every number must be finite and within +-{MAX_ROI_NM:g} "
+                        "nm (a specimen is under 1 um wide)")
     if kind == "cylinder" and len(nums) in (1, 3) and nums[0] > 0:
         centre = (nums[1], nums[2], None) if len(nums) == 3 else (0.0, 0.0, None)
         return Roi("cylinder", (nums[0],), centre)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Discriminator,
     Field,
     JsonValue,
@@ -44,10 +45,16 @@ _INCLUDE_MODELS: dict[str, type[BaseModel]] = {
 
 
 # ------------------------------------------------------------------------------ sweep model
+#: a sweep's values reach the run model as they are (a NaN laser energy is refused there, at
+#: its key; a range checks its own numbers are finite)
+_SWEEP_CONFIG = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=True)
+
+
 class RangeAxis(_Model):
     """Evenly spaced values from ``start`` to ``stop`` (inclusive when it is on the grid),
     by ``step`` or in ``num`` values."""
 
+    model_config = _SWEEP_CONFIG
     start: float
     stop: float
     step: float | None = Field(None, gt=0, description="spacing; give step or num")
@@ -61,17 +68,20 @@ class RangeAxis(_Model):
             raise ValueError("start, stop and step must be finite numbers")
         if self.stop < self.start:
             raise ValueError(f"stop {self.stop:g} is below start {self.start:g}")
-        if self.count() > MAX_POINTS:
-            raise ValueError(f"{self.count():.3g} values: more than the {MAX_POINTS} points a "
-                             "sweep may have")
+        n = self.count()
+        if n > MAX_POINTS:
+            many = f"{n:.3g}" if math.isfinite(n) else "more than 1e308"
+            raise ValueError(f"{many} values: more than the {MAX_POINTS} points a sweep may have")
         return self
 
     def count(self) -> float:
-        """How many values (a float: counted before any is made)."""
+        """How many values (a float: counted before any is made; inf when (stop - start) /
+        step overflows)."""
         if self.num is not None:
             return float(self.num)
         assert self.step is not None
-        return math.floor((self.stop - self.start) / self.step + 1e-9) + 1.0
+        q = (self.stop - self.start) / self.step
+        return math.floor(q + 1e-9) + 1.0 if math.isfinite(q) else math.inf
 
     def values(self) -> list[float]:
         if self.num is not None:
@@ -93,6 +103,7 @@ MAX_POINTS = 10_000
 class ValuesAxis(_Model):
     """An explicit list of values."""
 
+    model_config = _SWEEP_CONFIG
     values: list[JsonValue] = Field(..., min_length=1)
 
 
@@ -118,6 +129,7 @@ def _tidy(x: float) -> float | int:
 class Sweep(_Model):
     """A campaign: a base run file and the axes to vary."""
 
+    model_config = _SWEEP_CONFIG
     name: str = Field(..., description="campaign name; default out folder runs/campaigns/NAME")
     base: str = Field(..., description="base run file, relative to the sweep file")
     mode: Literal["product", "zip"] = Field("product", description="combine axes: product|zip")
@@ -264,15 +276,21 @@ def _resolve_value(sweep: Sweep, key: str, value: JsonValue) -> JsonValue:
     return value
 
 
-def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
-    """Every point's run file, validated in the client before anything runs."""
-    base = sweep.resolve(sweep.base).resolve()
+def _fixed(sweep: Sweep) -> dict[str, JsonValue]:
+    """The overrides of every point: set:, and ions: (or --ions), which wins over set:."""
     fixed = dict(sweep.set)
-    if sweep.ions is not None:  # ions: (or --ions) wins over set:; an axis of it is a clash
+    if sweep.ions is not None:  # an axis of it is a clash
         if "run.stop.ions" in sweep.axes:
             raise ConfigError([f"{sweep.source}: ions {sweep.ions} (ions: or --ions) and the "
                                "axis run.stop.ions: give one"])
         fixed["run.stop.ions"] = sweep.ions
+    return fixed
+
+
+def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
+    """Every point's run file, validated in the client before anything runs."""
+    base = sweep.resolve(sweep.base).resolve()
+    fixed = _fixed(sweep)
     cache: dict[tuple[str, str], JsonValue] = {}
     tasks, problems = [], []
     for point in sweep.points():
@@ -296,3 +314,64 @@ def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
     if problems:
         raise ConfigError(problems)
     return tasks
+
+
+def _checked_values(sweep: Sweep, key: str) -> list[JsonValue]:
+    """The distinct values of an axis that :func:`check_sweep` validates: every listed one; of
+    a range its first, second and last (evenly spaced: the rest lie between them)."""
+    values = sweep.axis_values(key)
+    if isinstance(sweep.axes[key], RangeAxis):
+        values = values[:2] + values[-1:]
+    distinct = {json.dumps(v, sort_keys=True, default=str): v for v in values}
+    return list(distinct.values())
+
+
+def check_sweep(sweep: Sweep) -> None:
+    """What ``campaign --dry-run`` refuses, found without validating the product of the axes
+    (:func:`build_tasks`): a point listed twice; the first point (the base run file with set:,
+    ions: and each axis' first value); then each other value of each axis in it
+    (:func:`_checked_values`). One ConfigError, each line naming the sweep file's line of
+    set:, ions: or the axis (at most ~20 lines)."""
+    import copy
+
+    from apt_daq.config import _load_tree, preflight, preflight_tree
+
+    src = str(sweep.source)
+    _, at_line = compose_yaml(Path(src))
+
+    def label(section: str, key: str | None = None) -> str:
+        f, line = at_line.get((section, key) if key else (section,), (src, 1))
+        return f"{f}:{line} {section}"
+
+    sweep.points()  # the same point twice
+    first = {k: _resolve_value(sweep, k, v) for k, v in _fixed(sweep).items()}
+    set_by = {k: label("set", k) for k in sweep.set}
+    if sweep.ions is not None:
+        set_by["run.stop.ions"] = label("ions")
+    for key in sweep.axes:
+        first[key] = _resolve_value(sweep, key, sweep.axis_values(key)[0])
+        set_by[key] = label("axes", key)
+    base = sweep.resolve(sweep.base)
+    labels = tuple(set_by.values())
+    problems: list[str] = []
+    try:
+        preflight(base, first, set_by)  # each problem at the sweep's line that set it
+    except ConfigError as e:
+        if not all(p.startswith(labels) for p in e.problems):
+            raise  # the base file's own (or one it is blamed for): the same at every point
+        problems = list(e.problems)
+    data, lines = _load_tree(base, {})
+    for key in sweep.axes:
+        name = set_by[key]
+        for v in _checked_values(sweep, key)[1:]:
+            try:
+                over = {**first, key: _resolve_value(sweep, key, v)}
+                preflight_tree(base, copy.deepcopy(data), dict(lines), {}, over, set_by)
+            except ConfigError as e:  # a problem the base file is blamed for: which value
+                problems += [p if p.startswith(labels) else f"{name} {key} = {v!r}: {p}"
+                             for p in e.problems]
+            problems = list(dict.fromkeys(problems))  # an unknown key: once, not per value
+            if len(problems) >= 20:
+                raise ConfigError(problems)
+    if problems:
+        raise ConfigError(problems)

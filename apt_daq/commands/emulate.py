@@ -114,17 +114,31 @@ def _emulate(args: argparse.Namespace) -> int:
 
 
 def read_ports(path: str | Path) -> dict[str, str]:
-    """The emulator's ports file (JSON) as a dict; UserError naming the file if unusable."""
+    """The emulator's ports file (JSON) as a dict of resource strings; UserError naming the
+    file (and the key) if unusable."""
+    from apt_daq.config.loader import read_config_text
+
     try:
-        data = json.loads(Path(path).read_text())
+        text = read_config_text(Path(path))  # at most 1 MiB of UTF-8: else one line
     except OSError as e:
         raise UserError(f"{path}: cannot read the emulator's ports file: {e.strerror or e}"
                         ) from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise UserError(f"{path}: not a ports file: {str(e).split(':')[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object of resource strings")
-    return {str(k): str(v) for k, v in data.items()}
+    for k, v in data.items():
+        if not isinstance(v, str) or not v.strip():
+            raise UserError(f"{path}: {k}: {json.dumps(v)[:40]} is not a resource string "
+                            "(the emulator writes e.g. \"hv\": \"TCPIP::127.0.0.1::5025::SOCKET\")")
+    if not {"laser", "hv", "hv_serial", "dld"} & set(data):
+        raise UserError(f"{path}: names none of laser, hv, hv_serial, dld: not the emulator's "
+                        "ports file?")
+    return dict(data)
 
 
 def ports_overrides(ports: dict[str, Any]) -> dict[str, str]:

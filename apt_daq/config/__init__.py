@@ -64,6 +64,7 @@ from apt_daq.config.preflight import (
     file_kind,
     load_run,
     preflight,
+    preflight_tree,
     schedule_cut_short,
 )
 from apt_daq.config.reference import json_schema, markdown_reference
@@ -112,6 +113,7 @@ __all__ = [
     "load_yaml_model",
     "markdown_reference",
     "preflight",
+    "preflight_tree",
     "schedule_cut_short",
     "validation_problems",
     "where",

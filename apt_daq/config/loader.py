@@ -3,6 +3,7 @@ a validation error reads ``configs/runs/x.yaml:12 run.laser_pj: must be > 0, got
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,45 +66,142 @@ def _refuse_duplicate_keys(root: yaml.Node) -> None:
 #: the most YAML values a config may hold once its aliases are expanded (a shipped run file
 #: holds a few hundred): a "billion laughs" file or a self-referencing alias is refused
 MAX_NODES = 100_000
+#: the deepest a config may nest (a shipped one: 5 levels): PyYAML composes recursively, and a
+#: file of 100000 '[' ran out of Python's stack in a 3000-line traceback
+MAX_DEPTH = 50
+#: the largest config file, bytes (a shipped one is a few KB): PyYAML reads ~0.5 MB/s, so a
+#: 50 MB comment took minutes; a larger file is refused before it is parsed
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.problem_mark = mark
+
+
+class _HugeInt(yaml.YAMLError):
+    def __init__(self, node: yaml.Node) -> None:
+        self.problem_mark, self.digits = node.start_mark, len(str(node.value))
+
+
+class _BoundedLoader(UniqueKeyLoader):
+    """:class:`UniqueKeyLoader`, refusing a file that nests deeper than :data:`MAX_DEPTH` (as
+    it composes it, before Python's stack runs out) and an integer longer than Python reads
+    (``sys.get_int_max_str_digits()``, 4300 digits) with the line it is on."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise _HugeInt(node) from None
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text, read by apt-daq itself: at most :data:`MAX_CONFIG_BYTES` (a
+    larger file, or an endless one such as /dev/zero, is refused before it is parsed), UTF-8
+    (a leading BOM dropped). Each refusal is one ConfigError line naming the file; OSError
+    (missing, a directory, unreadable) is the caller's to word."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, the most a config "
+                           "file may be (a shipped one is a few KB): not a config file?"])
+    return decode_utf8(raw, path)
+
+
+def decode_utf8(raw: bytes, path: str | Path) -> str:
+    """``raw`` as UTF-8 text (a leading BOM dropped), or one ConfigError line naming the first
+    byte that is not UTF-8 and its offset."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        hint = " (UTF-16? save it as UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError([f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                           f"{e.start}){hint}"]) from None
+
+
+def _yaml_problem(path: Path, text: str, e: yaml.YAMLError) -> str:
+    """One line (file:line: what) for a YAML error PyYAML words over several lines."""
+    if isinstance(e, DuplicateKeyError):
+        dotted = ".".join(str(p) for p in e.at)
+        return f"{path}:{e.problem_mark.line + 1} {dotted}: {e.problem}"
+    if isinstance(e, _TooDeep):
+        return (f"{path}:{e.problem_mark.line + 1}: nests deeper than {MAX_DEPTH} levels (a "
+                "config is a few levels deep)")
+    if isinstance(e, _HugeInt):
+        return (f"{path}:{e.problem_mark.line + 1}: an integer of {e.digits} digits, more than "
+                f"the {sys.get_int_max_str_digits()} Python reads (a config value has at most "
+                "20)")
+    if isinstance(e, yaml.reader.ReaderError):
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        char = ord(e.character) if isinstance(e.character, str) else int(e.character)
+        return f"{path}:{line}: not valid YAML: character #x{char:04x}: {e.reason} (not text?)"
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    what = " ".join(str(getattr(e, "problem", None) or e).split())
+    return f"{where}: not valid YAML: {what}"
 
 
 def compose_yaml(path: Path) -> tuple[Any, Lines]:
     """Load YAML and remember, for every key path, the file and line it came from."""
     try:
-        text = path.read_text()
+        text = read_config_text(path)
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    loader = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader
-    except DuplicateKeyError as e:
-        dotted = ".".join(str(p) for p in e.at)
-        raise ConfigError([f"{path}:{e.problem_mark.line + 1} {dotted}: {e.problem}"]) from None
+        loader = _BoundedLoader(text)  # checks the characters
+        node = loader.get_single_node()  # composed (depth-checked), not yet constructed
+        lines = _node_lines(path, node) if node is not None else {}
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+        raise ConfigError([_yaml_problem(path, text, e)]) from None
+    except RecursionError:  # the composer's limit above is the first line of defence
+        raise ConfigError([f"{path}: nests too deep (a config is a few levels deep)"]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, lines
+
+
+def _node_lines(path: Path, node: yaml.Node) -> Lines:
+    """For every key path of a composed document, the file and line it came from; refuses a
+    document whose aliases expand to more than :data:`MAX_NODES` values or 50 levels."""
     lines: Lines = {}
     seen = [0]
 
     def walk(n: yaml.Node, at: tuple[Any, ...]) -> None:
         seen[0] += 1
-        if seen[0] > MAX_NODES or len(at) > 50:  # aliases expanded: a bomb, or one in itself
+        if seen[0] > MAX_NODES or len(at) > MAX_DEPTH:  # aliases expanded: a bomb, or a loop
             raise ConfigError([f"{path}:{n.start_mark.line + 1}: more than {MAX_NODES} values "
-                               "or 50 levels once its aliases (*name) are expanded: an alias "
-                               "that refers to itself, or nests too deep"])
+                               f"or {MAX_DEPTH} levels once its aliases (*name) are expanded: "
+                               "an alias that refers to itself, or nests too deep"])
         lines.setdefault(at, (str(path), n.start_mark.line + 1))
         if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                lines[(*at, k.value)] = (str(path), k.start_mark.line + 1)
-                walk(v, (*at, k.value))
+            for k, v in n.value:  # a key that is a list or a mapping: refused when built
+                key = k.value if isinstance(k, yaml.ScalarNode) else f"<{k.id}>"
+                lines[(*at, key)] = (str(path), k.start_mark.line + 1)
+                walk(v, (*at, key))
         elif isinstance(n, yaml.SequenceNode):
             for i, v in enumerate(n.value):
                 walk(v, (*at, i))
 
-    if node is not None:
-        walk(node, ())
-    return data, lines
+    walk(node, ())
+    return lines
 
 
 def _load_tree(path: Path, missing: dict[str, str] | None = None
@@ -120,7 +218,8 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
             sub_path = (path.parent / ref) if not Path(ref).is_absolute() else Path(ref)
             if not sub_path.is_file():
                 f, line = lines.get((key,), (str(path), 1))
-                what = "is a directory, not a file" if sub_path.is_dir() else "file not found"
+                what = ("is a directory, not a file" if sub_path.is_dir() else
+                        "not a regular file" if sub_path.exists() else "file not found")
                 gone[key] = f"{f}:{line} {key}: {what}: {sub_path}"
                 continue
             sub, sub_lines = compose_yaml(sub_path)
@@ -144,10 +243,16 @@ def _explain(err: ErrorDetails) -> str:
         "extra_forbidden": "unknown key (misspelt?)",
         "missing": "required but missing",
         "literal_error": "must be one of {expected}",
+        "finite_number": "must be a finite number",
+        "too_short": "must have at least {min_length} item(s)",
+        "int_parsing_size": "an integer far too large for this key",
     }
     msg = words.get(kind, err["msg"]).format(**ctx) if kind in words else err["msg"]
     if kind not in ("missing", "extra_forbidden"):
-        msg += f", got {err.get('input')!r}"
+        got = repr(err.get("input"))
+        if len(got) > 80:  # a 100000-character name is not echoed whole
+            got = f"{got[:60]}... ({len(got)} characters)"
+        msg += f", got {got}"
     return msg
 
 

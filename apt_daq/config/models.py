@@ -12,16 +12,31 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from apt_daq.config.errors import Problems
-from apt_daq.driver_config import DriversConfig
+from apt_daq.driver_config import DriversConfig, _Strict
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class _Model(_Strict):
+    """Unknown keys, infinities (and NaN) and true/false for a number are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+#: the most ions a run may stop at: ten times the largest LEAP datasets (~1e9 ions), ~1 TB of
+#: run file; a count beyond it is a typo (2**64 + 1 crashed, 10**30 wrote GB a minute)
+MAX_IONS = 10**10
+#: the longest instrument time a run or a step may be given, s: 30 days (LEAP runs last hours
+#: to days)
+MAX_RUN_S = 30 * 86400.0
+#: the most pulses in one readout block: at instrument.background_per_ns's ceiling (1e-6 /ns)
+#: and the longest acquisition window (~12 us, a 100 V start) a block of 1e8 pulses holds
+#: ~1.2e6 background hits, ~0.3 GB while it is simulated; 1e12 took 20 GB and the OOM killer
+MAX_BLOCK_PULSES = 10**8
 
 
 # --------------------------------------------------------------------------- instrument
@@ -46,8 +61,9 @@ class InstrumentConfig(_Model):
     timing_jitter_ns: float = Field(0.05, ge=0, description="rms timing jitter of a hit, ns")
     t0_ns: float = Field(0.0, description="time offset between trigger and ion departure, ns")
     background_per_ns: float = Field(
-        1e-7, ge=0, description="uniform background hits (dark counts, DC evaporation), per ns"
-    )
+        1e-7, ge=0, le=1e-6, description="uniform background hits (dark counts, DC "
+        "evaporation), per ns (1e-6: ~3e-3 per pulse in a 3 us window, as many as a "
+        "0.5 % run's ions)")
     max_pulse_rate_hz: float = Field(500e3, gt=0)
     laser_wavelength_nm: float = Field(355.0, gt=0)
     max_voltage_v: float = Field(15000.0, gt=0, description="the supply's own ceiling, V")
@@ -231,8 +247,9 @@ class StepConfig(_Model):
     """One section of a schedule: a laser energy held until an ion count or a duration."""
 
     laser_pj: float = Field(..., gt=0, description="laser pulse energy, pJ")
-    ions: int | None = Field(None, gt=0, description="detected ions in this step")
-    duration_s: float | None = Field(None, gt=0, description="instrument time in this step, s")
+    ions: int | None = Field(None, gt=0, le=MAX_IONS, description="detected ions in this step")
+    duration_s: float | None = Field(None, gt=0, le=MAX_RUN_S,
+                                     description="instrument time in this step, s")
     label: str | None = None
 
     @model_validator(mode="after")
@@ -245,9 +262,10 @@ class StepConfig(_Model):
 class StopConfig(_Model):
     """Stop conditions; the first one met ends the run."""
 
-    ions: int | None = Field(1_000_000, gt=0, description="detected ions")
+    ions: int | None = Field(1_000_000, gt=0, le=MAX_IONS, description="detected ions")
     max_voltage_v: float | None = Field(None, gt=0, description="stop when V_dc would exceed, V")
-    instrument_time_s: float | None = Field(None, gt=0, description="instrument time, s")
+    instrument_time_s: float | None = Field(None, gt=0, le=MAX_RUN_S,
+                                            description="instrument time, s (2592000: 30 days)")
     on_fracture: bool = Field(True, description="stop when the specimen fractures")
 
 
@@ -278,28 +296,48 @@ class FeedbackConfig(_Model):
 class RunConfig(_Model):
     """The acquisition: laser, pulsing, temperature, target rate, stop conditions, seed."""
 
-    name: str = "run"
+    name: str = Field("run", description="the run file's name (runs/NAME.h5): a plain file "
+                      "name, no folders, at most 100 characters")
     laser_pj: float | None = Field(None, gt=0, description="constant laser energy, pJ")
-    schedule: list[StepConfig] | None = Field(None, description="laser-energy steps in order")
-    pulse_rate_hz: float = Field(100e3, gt=0, description="laser pulse repetition rate, Hz")
-    base_temperature_k: float = Field(60.0, gt=0, description="specimen base temperature, K")
+    schedule: list[StepConfig] | None = Field(None, min_length=1,
+                                              description="laser-energy steps in order")
+    pulse_rate_hz: float = Field(100e3, ge=1, description="laser pulse repetition rate, Hz")
+    base_temperature_k: float = Field(
+        60.0, gt=0, le=400, description="specimen base temperature, K (a LEAP stage runs at "
+        "20-100 K; above ~450 K the simulated specimen evaporates thermally at the start "
+        "voltage, at hundreds of % detection rate)")
     target_detection_rate: float = Field(
-        0.005, gt=0, lt=1, description="ions detected per pulse (0.005 = 0.5 %)"
+        0.005, ge=1e-4, lt=1, description="ions detected per pulse (0.005 = 0.5 %; at least "
+        "1e-4: a 1e6-pulse block then holds ~100 ions, the fewest the feedback steers on)"
     )
     start_voltage_v: float = Field(2000.0, ge=0, description="V_dc before the feedback takes over")
     chunk_pulses: int = Field(
-        1_000_000, gt=0, description="pulses per DLD readout block while the rate is off target")
-    max_block_pulses: int | None = Field(None, gt=0, description=(
+        1_000_000, gt=0, le=MAX_BLOCK_PULSES, description="pulses per DLD readout block while "
+        "the rate is off target (1e8: the simulator holds a block's background hits, "
+        "~0.3 GB at instrument.background_per_ns's ceiling)")
+    max_block_pulses: int | None = Field(None, gt=0, le=MAX_BLOCK_PULSES, description=(
         "largest readout block once settled, pulses (None: as the detector buffer and the "
-        "feedback allow; = chunk_pulses: fixed blocks)"))
+        "feedback allow; = chunk_pulses: fixed blocks; the same ceiling as chunk_pulses)"))
     store_raw: bool = Field(True, description="also store the raw DLD records in /raw")
     fracture_rate_fraction: float = Field(
         0.02, gt=0, lt=1, description="rate below this fraction of target after settling ..."
     )
-    fracture_blocks: int = Field(3, gt=0, description="... for this many blocks: a fracture")
+    fracture_blocks: int = Field(3, gt=0, le=1000,
+                                 description="... for this many blocks: a fracture")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="random seed (numpy's and the run "
+                      "file's /meta hold an unsigned 64-bit integer)")
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        """The run is written to runs/NAME.h5: ``../x`` wrote outside runs/, ``''`` the hidden
+        runs/.h5, a NUL failed at the run's end and 100000 characters at the file system."""
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0") or len(name) > 100:
+            raise PydanticCustomError("file_name", "a plain file name (runs/NAME.h5): not "
+                                      "empty, no folders or NUL, at most 100 characters")
+        return name
 
     @model_validator(mode="after")
     def _laser(self) -> RunConfig:
@@ -311,7 +349,9 @@ class RunConfig(_Model):
         """The schedule; a constant laser energy is one open-ended step."""
         if self.schedule is not None:
             return list(self.schedule)
-        return [StepConfig(laser_pj=self.laser_pj, ions=self.stop.ions or 2**62)]
+        assert self.laser_pj is not None  # _laser: one of the two
+        # not validated: 2**62 (no stop count) is above a step's MAX_IONS on purpose
+        return [StepConfig.model_construct(laser_pj=self.laser_pj, ions=self.stop.ions or 2**62)]
 
 
 # --------------------------------------------------------------------------- analysis
@@ -346,16 +386,22 @@ class AnalysisConfig(_Model):
 
     ranges: str | None = Field(None, description="RRNG/RNG file; relative to the run file")
     roi: str | None = Field(None, description="e.g. 'cylinder:25' (diameter nm) or 'box:20,20,50'")
-    fda_block_ions: int = Field(100, gt=1, description="ions per FDA block (Moody 2008)")
+    fda_block_ions: int = Field(100, gt=1, le=100_000,
+                                description="ions per FDA block (Moody 2008: 50-500)")
     fda_ions: list[Annotated[str, AfterValidator(_ion_name)]] = Field(
         default_factory=lambda: ["Li+", "O2+"],
         description="ions the frequency distribution analysis (FDA) tests, e.g. Li+, O2+, (NiO)2+")
     voltage_correction: bool = True
     bowl_correction: bool = True
     reference_peak: str | None = Field(None, description=(
-        "range name for the corrections (None: the most counted range within half the "
-        "detector radius)"))
+        "range name (an ion, e.g. Ni2+) for the corrections (None: the most counted range "
+        "within half the detector radius)"))
     reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
+
+    @field_validator("reference_peak")
+    @classmethod
+    def _reference_ion(cls, name: str | None) -> str | None:
+        return None if name is None else _ion_name(name)
 
 
 # --------------------------------------------------------------------------- run file

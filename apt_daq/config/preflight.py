@@ -3,6 +3,7 @@ dangerous when it runs, found before anything is switched on (:func:`preflight`)
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,8 +98,9 @@ def _data_problems(data: dict[str, Any], path: Path, lines: Lines) -> dict[tuple
     if isinstance(ranges, str):
         p = Path(ranges) if Path(ranges).is_absolute() else path.parent / ranges
         if not p.is_file():
-            why = "is a directory, not a range file" if p.is_dir() else "range file not found"
-            found[("analysis", "ranges")] = f"{why}: {p}" if not p.is_dir() else f"{p}: {why}"
+            why = ("is a directory, not a range file" if p.is_dir() else
+                   "is not a regular file" if p.exists() else "range file not found")
+            found[("analysis", "ranges")] = f"{p}: {why}" if p.exists() else f"{why}: {p}"
     roi = _get(data, ("analysis", "roi"))
     if isinstance(roi, str):
         from apt_daq.errors import UserError
@@ -160,7 +162,24 @@ def _model_problems(rf: RunFile) -> dict[tuple, str]:
         found[("run", "start_voltage_v")] = (
             f"{r.start_voltage_v:g} V is above instrument.max_voltage_v {ceiling:g} V (the "
             "supply's own ceiling)")
+    if _never_stops(r) and rf.drivers.dld.backend == "sim":
+        found[("run", "stop")] = (
+            "nothing stops this simulated run (stop.ions, stop.instrument_time_s and "
+            "stop.max_voltage_v null, stop.on_fracture false, no schedule): it would write "
+            "until the disk is full; give stop.ions or stop.instrument_time_s")
     return found
+
+
+#: a ramp to the start voltage longer than this, s, is warned (a LEAP ramps in seconds)
+SLOW_RAMP_S = 3600.0
+
+
+def _never_stops(r: RunConfig) -> bool:
+    """No stop condition at all: a constant laser energy (a schedule ends), no ion count, no
+    instrument time, no voltage ceiling and fractures ignored."""
+    s = r.stop
+    return (r.schedule is None and s.ions is None and s.instrument_time_s is None
+            and s.max_voltage_v is None and not s.on_fracture)
 
 
 def _unit_slips(r: RunConfig) -> dict[tuple, str]:
@@ -186,6 +205,16 @@ def _warnings(rf: RunFile) -> dict[tuple, str]:
     cut = schedule_cut_short(r)
     if cut:
         found[("run", "stop", "ions")] = f"{r.stop.ions} {cut}"
+    if _never_stops(r) and rf.drivers.dld.backend != "sim":
+        found[("run", "stop")] = (
+            "nothing stops this run but its operator (stop.ions, stop.instrument_time_s and "
+            "stop.max_voltage_v null, stop.on_fracture false, no schedule): Ctrl-C pauses, "
+            "SIGTERM ends it")
+    ramp = rf.drivers.hv.ramp_v_per_s
+    if r.start_voltage_v / ramp > SLOW_RAMP_S:
+        found[("drivers", "hv", "ramp_v_per_s")] = (
+            f"{ramp:g} V/s takes {r.start_voltage_v / ramp / 3600:.1f} h to ramp to "
+            f"run.start_voltage_v {r.start_voltage_v:g} V (a LEAP ramps at ~100-1000 V/s)")
     return found
 
 
@@ -232,6 +261,15 @@ def preflight(path: str | Path, overrides: dict[str, Any] | None = None,
         raise ConfigError([_not_a_run_file(path, kind)])
     missing: dict[str, str] = {}
     data, lines = _load_tree(path, missing)
+    return preflight_tree(path, data, lines, missing, overrides, set_by)
+
+
+def preflight_tree(path: Path, data: dict[str, Any], lines: Lines, missing: dict[str, str],
+                   overrides: dict[str, Any] | None = None,
+                   set_by: dict[str, str] | None = None) -> tuple[RunFile, list[str]]:
+    """:func:`preflight` of a run file's tree as :func:`_load_tree` loaded it (with the
+    include files it did not find in ``missing``): to check many overrides of one file
+    without reading it again. ``data`` and ``lines`` are changed: give copies."""
     problems = list(missing.values())
     for dotted, value in (overrides or {}).items():
         node = data
@@ -242,8 +280,8 @@ def preflight(path: str | Path, overrides: dict[str, Any] | None = None,
                 at = ".".join(parents[:i + 1])
                 raise ConfigError([f"{(set_by or {}).get(dotted, 'override')} {dotted}: {at} "
                                    f"is a value ({node!r}), not a section with keys"])
-        node[last] = value
-        key = tuple(dotted.split("."))
+        node[last] = copy.deepcopy(value)  # the caller's dicts are read, never written: a
+        key = tuple(dotted.split("."))  # later key (drivers.hv.limit_v) goes into the copy
         for k in [k for k in lines if k[:len(key)] == key]:
             del lines[k]
         lines[key] = ((set_by or {}).get(dotted, "override"), 0)

@@ -169,15 +169,10 @@ def load_field_map(path: str | Path | None = None, fields: str | None = None) ->
     """A :class:`FieldMap` from a YAML file and/or a ``--fields`` string (which wins)."""
     fmap = FieldMap(fields={})
     if path is not None:
-        import yaml
+        from apt_daq.config.loader import compose_yaml
 
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise UserError(f"{p}: cannot read the field map ({e.strerror or e})") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"{p}: not YAML ({str(e).splitlines()[0]})") from None
+        data = compose_yaml(p)[0]  # readable, at most 1 MiB, UTF-8, YAML: else one line
         if not isinstance(data, dict):
             raise UserError(f"{p}: a field map is a mapping (fields:, record:, ...)")
         known = {"format", "record", "header_bytes", "delimiter", "header", "skip_rows",
