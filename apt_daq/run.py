@@ -186,7 +186,7 @@ class Session(RunRecord):
             acq.reason = f"failed: {type(e).__name__}: {e}"
             self._safe_after_error(acq.pulses, acq.ions)
             self._finish(State.FAILED, acq.reason, acq.ions, acq.pulses, counters)
-            raise
+            self._raise_fault(e)
         self._finish(end, acq.reason, acq.ions, acq.pulses, counters)
         vr = (self._v_seen[0], self._v_seen[1]) if acq.ions else (0.0, 0.0)
         w = self._writer  # an old file kept: the run is set aside (kept_as), or nowhere

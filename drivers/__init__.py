@@ -243,12 +243,15 @@ class Instruments:
     hv: HighVoltageSupply
     dld: DelayLineDetector
     virtual: PulsedInstrument | None = None  # the shared VirtualLeap when any backend is sim
+    off_unverified: tuple[str, ...] = ()  # set by safe_off: the HV/laser it could not confirm
 
     def safe_off(self) -> None:
         """HV output off, then laser emission off (each sent first on its link, no handshake
         before it), DLD stopped, then both read back off. Each is tried even if another fails;
-        the first failure is raised afterwards."""
-        errors: list[BaseException] = []
+        the first failure is raised afterwards, the HV's or laser's before the DLD's, and
+        ``off_unverified`` names the HV or laser whose off was not confirmed."""
+        errors: list[BaseException] = []  # the HV's and laser's: raised before the DLD's
+        unverified: list[str] = []
         sent: list[SwitchedInstrument] = []
         switched: tuple[SwitchedInstrument, ...] = (self.hv, self.laser)
         for drv in switched:
@@ -257,17 +260,21 @@ class Instruments:
                 sent.append(drv)
             except Exception as e:
                 errors.append(e)
+                unverified.append(drv.name)
+        dld_error: list[BaseException] = []
         try:
             self.dld.safe_off()
         except Exception as e:
-            errors.append(e)
+            dld_error.append(e)
         for drv in sent:
             try:
                 drv.verify_off()
             except Exception as e:
                 errors.append(e)
-        if errors:
-            raise errors[0]
+                unverified.append(drv.name)
+        self.off_unverified = tuple(unverified)
+        if errors or dld_error:
+            raise (errors + dld_error)[0]
 
     def close(self) -> None:
         for drv in (self.dld, self.laser, self.hv):

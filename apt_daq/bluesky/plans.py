@@ -279,6 +279,22 @@ class RunHits:
 
 
 # ------------------------------------------------------------------------------ the plan
+def _check_arguments(pause_timeout_s: Any, md: Any, suspenders: Any) -> None:
+    """``acquire``'s arguments that are not the config's, checked when the plan is made: a
+    wrong one was found only at the first block, after the HV had ramped up."""
+    import math
+
+    if pause_timeout_s is not None and not (isinstance(pause_timeout_s, int | float)
+                                            and math.isfinite(pause_timeout_s)
+                                            and pause_timeout_s > 0):
+        raise ValueError(f"pause_timeout_s: a time in seconds > 0, got {pause_timeout_s!r}")
+    if md is not None and not isinstance(md, dict):
+        raise TypeError(f"md: a dict of start-document metadata, got {type(md).__name__}")
+    if suspenders is not None and not isinstance(suspenders, list | tuple):
+        raise TypeError("suspenders: a list of apt_daq.run.Suspender, got "
+                        f"{type(suspenders).__name__}")
+
+
 def acquire(run: Any, out: str | Path | None = None, *, overwrite: bool = False,
             md: dict[str, Any] | None = None, suspenders: list[Any] | None = None,
             overrides: dict[str, Any] | None = None, name: str = "apt",
@@ -301,6 +317,7 @@ def acquire(run: Any, out: str | Path | None = None, *, overwrite: bool = False,
     from apt_daq.engine.signals import SignalHandOver
     from apt_daq.run import Session
 
+    _check_arguments(pause_timeout_s, md, suspenders)  # before anything is energised
     ov = {**(overrides or {}), **{k.replace("__", "."): v for k, v in more_overrides.items()}}
     run_file = _run_file(run, ov or None)
     r = run_file.run

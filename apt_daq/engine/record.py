@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from apt_daq.drivers.errors import DriverError
 from apt_daq.engine.rowbuffer import RowBuffer
 from apt_daq.engine.states import UNKNOWN_FLAG, State
 from apt_daq.engine.tally import RunTally
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
     from apt_daq.drivers import Instruments
 
 log = logging.getLogger("apt_daq.run")
+
+
+class NotVerifiedOff(DriverError):
+    """A fault after which the safe off could not be confirmed by the instrument (its link
+    gone, its reply wrong): check the HV and the laser at the instrument."""
+
+    def __init__(self, off: Exception, fault: Exception) -> None:
+        Exception.__init__(self, f"{off} - NOT verified off, check the instrument; after: "
+                                 f"{fault}")
+        self.instrument, self.command, self.detail, self.reply = "", None, str(off), None
 
 
 class RunRecord:
@@ -38,6 +49,7 @@ class RunRecord:
     _t0_wall: float
     _tally: RunTally | None  # the end-of-run summary's counts, block by block
     _rowbuf: RowBuffer  # rows built, not yet appended (whole HDF5 chunks go out)
+    _off_failed: Exception | None = None  # HV/laser off not confirmed after a fault
 
     def _now_s(self) -> float:
         virtual = self._ins.virtual if self._ins is not None else None
@@ -137,6 +149,8 @@ class RunRecord:
             ins.safe_off()
         except Exception as e:
             verified = False
+            if ins.off_unverified:  # the error the run raises leads with it
+                self._off_failed = e
             log.error("safe off after the fault failed: %s", e)
             if self._writer is not None:
                 self._writer.set_meta("safe_off_error", str(e))
@@ -156,6 +170,15 @@ class RunRecord:
             row["hv_on"] = row["laser_on"] = 0 if verified else UNKNOWN_FLAG
             row["state"] = int(self.state)
             self._writer.log(row)
+
+    def _raise_fault(self, fault: Exception) -> None:
+        """Raise the run's fault, or when HV and laser could not be verified off after it,
+        an error that says so first: the one line a user reads leads with the safety fact,
+        not with the detector link that failed before it."""
+        off, self._off_failed = self._off_failed, None
+        if off is None or off is fault:
+            raise fault
+        raise NotVerifiedOff(off, fault) from fault
 
     def _safe_after_error(self, pulses: int, ions: int) -> None:
         """The way out after leaving the instruments' block by an exception: if the fault came

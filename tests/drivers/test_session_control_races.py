@@ -93,3 +93,52 @@ def test_pause_and_resume_at_once_during_the_ramp_up_do_not_fail_the_run(fakes, 
             t.join()
     assert res.state == State.DONE, res.reason
     assert not hv.on and not laser.on
+
+
+def test_overrides_are_read_never_written(tmp_path):
+    """A script kept a base dict of overrides and added a section per session: the first
+    session's ``drivers.hv.limit_v`` was written into the caller's nested dict, and the next
+    session, which asked for 6000 V, got 12000 V."""
+    import copy
+
+    from apt_daq.config import load_run
+
+    base = {"drivers.hv": {"backend": "sim", "limit_v": 6000.0}}
+    kept = copy.deepcopy(base)
+    a = load_run(RUN, {**base, "drivers.hv.limit_v": 12000.0})
+    b = load_run(RUN, base)
+    assert base == kept
+    assert (a.drivers.hv.limit_v, b.drivers.hv.limit_v) == (12000.0, 6000.0)
+
+
+def test_a_fault_after_which_the_hv_is_not_verified_off_says_so_first(tmp_path):
+    """The supply goes silent during the ramp-up: the fault is its timeout, and the safe off
+    after it cannot be confirmed either. The one error a user reads led with the first fault
+    only; it now says the HV was not verified off, naming the supply."""
+    from apt_daq.drivers.base import DriverError
+
+    clock = WallClock()
+    hv, laser = FakeHv("silent", clock, after_setpoints=3), FakeLaser("silent", clock)
+    try:
+        s = session((hv, laser), tmp_path)
+        with pytest.raises(DriverError) as err:
+            s.run()
+    finally:
+        hv.close()
+        laser.close()
+    text = str(err.value)
+    assert text.startswith(f"HV supply {hv.resource}") and "NOT verified off" in text, text
+    assert len(text.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kw", [{"pause_timeout_s": float("nan")}, {"pause_timeout_s": -1},
+                                {"suspenders": 5}, {"md": "x"}])
+def test_acquire_refuses_a_wrong_argument_before_anything_is_energised(fakes, tmp_path, kw):
+    """``acquire(..., suspenders=5)`` ramped the HV to 2 kV with the laser emitting, then
+    failed with a TypeError at the first block; a NaN pause timeout was taken."""
+    from apt_daq.bluesky import acquire
+
+    hv, laser = fakes
+    with pytest.raises((TypeError, ValueError)):
+        acquire(RUN, tmp_path / "a.h5", overrides=overrides(hv.resource, laser.resource), **kw)
+    assert not hv_was_switched_on(hv) and not laser.on

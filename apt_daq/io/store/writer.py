@@ -150,11 +150,11 @@ class RunWriter:
             raise
 
     def _open(self, meta: dict[str, Any] | None, overwrite: bool) -> None:
+        if self.path.is_dir():  # before "exists": --overwrite cannot make it a run file
+            raise DataFileError(f"{self.path}: is a folder; give the run file's name")
         exists = os.path.lexists(self.path)
         if exists and not overwrite:
             raise DataFileError(f"{self.path}: exists (use --overwrite or another -o)")
-        if self.path.is_dir():
-            raise DataFileError(f"{self.path}: is a folder")
         for old in sorted(self.path.parent.glob(f".{glob.escape(self.path.name)}.*{TEMP_SUFFIX}")):
             log.warning("%s: left by an interrupted run of %s; it holds that run's data "
                         "(apt-daq info %s): rename it to keep it, else delete it", old,
