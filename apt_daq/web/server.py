@@ -1,6 +1,9 @@
 """The Bokeh server of the live view, on its own thread with its own event loop.
 
-Loopback (127.0.0.0/8, ::1, localhost) needs nothing. Any other address needs a token, as
+Loopback (127.0.0.0/8, ::1, localhost) needs no token, but takes only requests addressed to
+a loopback name of its port: any other ``Host`` header (a DNS-rebinding page: its own name,
+resolved to 127.0.0.1) or a websocket/CORS ``Origin`` other than that loopback origin is
+answered 403 before Bokeh sees the request. Any other address needs a token, as
 Jupyter does: one is made at start (or taken from ``APT_DAQ_TOKEN``) and printed in the URL;
 a request must carry it as the ``token`` query parameter or the ``apt_daq_token`` cookie
 (set by the first request that carried the parameter), else it is sent to a page that refuses
@@ -68,6 +71,50 @@ def parse_address(spec: str) -> Address:
 
 #: the largest request body or websocket message the view takes (its own are a few kB)
 MAX_BODY_BYTES = 1 << 20
+#: a request's headers (or a keep-alive connection's next request) must arrive within this
+#: and a body within BODY_TIMEOUT_S, else the connection is closed (a slowloris client's
+#: 2000 half-open connections had all been held, 1404 still after 20 s)
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 10.0
+
+
+def loopback_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` header values a browser sends to a loopback server at ``host:port``: the
+    loopback names with the port, and bare (a browser leaves out port 80)."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    h = host.strip("[]").lower()
+    names.add(f"[{h}]" if ":" in h else h)
+    return frozenset(names | {f"{n}:{port}" for n in names})
+
+
+def _host_guard(app: Any, hosts: frozenset[str], where: str) -> Any:
+    """``app`` behind a check of each request's ``Host`` (one of ``hosts``) and ``Origin``
+    (absent, or ``http://`` one of ``hosts``): anything else gets 403 before any of the
+    application's handlers (page, session, websocket) runs."""
+    from tornado.routing import Router
+    from tornado.web import RequestHandler
+
+    origins = frozenset(f"http://{h}" for h in hosts)
+
+    class ForeignHost(RequestHandler):
+        """403 for every method, whatever the path."""
+
+        def prepare(self) -> None:
+            self.set_status(403)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish("apt-daq live view: this server answers only to its loopback address "
+                        f"({where}); a request for another host name or from another "
+                        "origin is refused\n")
+
+    class HostGuard(Router):
+        def find_handler(self, request: Any, **kwargs: Any) -> Any:
+            host = request.headers.get("Host", "").strip().lower()
+            origin = request.headers.get("Origin")
+            if host in hosts and (origin is None or origin.strip().lower() in origins):
+                return app.find_handler(request, **kwargs)
+            return app.get_handler_delegate(request, ForeignHost)
+
+    return HostGuard()
 
 
 class _OneLine(logging.Filter):
@@ -193,8 +240,9 @@ class LiveServer:
 
             host = self.address.host
             sockets, self.port = bind_sockets(host, self.address.port)
-            if self.address.loopback:
-                origins = [f"{h}:{self.port}" for h in ("localhost", "127.0.0.1", host)]
+            hosts = loopback_hosts(host, self.port) if self.address.loopback else None
+            if hosts is not None:
+                origins = sorted(h for h in hosts if h.endswith(f":{self.port}"))
             else:  # any name the machine is reached by; the token guards the door
                 origins = [f"*:{self.port}"]
             kw: dict[str, Any] = {}
@@ -207,8 +255,11 @@ class LiveServer:
                 websocket_max_message_size_bytes=MAX_BODY_BYTES, **kw)
             # a view's requests are small GETs and websocket messages: a body or message is
             # refused at these sizes before it is buffered (six 90 MB POSTs without the token
-            # had taken the server from 99 to 748 MB)
-            http = HTTPServer(app, max_body_size=MAX_BODY_BYTES, max_buffer_size=MAX_BODY_BYTES)
+            # had taken the server from 99 to 748 MB), and one not sent in time is dropped
+            http = HTTPServer(app if hosts is None else _host_guard(app, hosts, self.url),
+                              max_body_size=MAX_BODY_BYTES, max_buffer_size=MAX_BODY_BYTES,
+                              idle_connection_timeout=HEADER_TIMEOUT_S,
+                              body_timeout=BODY_TIMEOUT_S)
             _one_line_logs()
             http.add_sockets(sockets)
             self._loop = IOLoop.current()
