@@ -44,7 +44,8 @@ class HighVoltageSupply(SwitchedInstrument):
       whose send failed after it may have left), within ``setpoint_resolution_v``; any other
       is a fault (:class:`BadReply` naming both values): the output is switched off and the
       setpoint is never moved towards the read-back (on the FIRST connect the instrument's
-      setpoint is adopted: the driver has commanded nothing yet);
+      setpoint is adopted: the driver has commanded nothing yet; a linked supply found on,
+      only once its measured voltage agrees, and mid-run too: ``drivers/hv.py``);
     - a step's time is taken when its setpoint has been sent (the send returned), so a stall
       between deciding a step and sending it cannot shorten the gap the instrument sees;
     - with the output off, setpoints move freely: nothing reaches the specimen;

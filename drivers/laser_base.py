@@ -7,9 +7,10 @@ import abc
 import functools
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
 from apt_daq.drivers.clock import Clock
-from apt_daq.drivers.errors import DriverError, SafetyError
+from apt_daq.drivers.errors import BadReply, DriverError, SafetyError
 from apt_daq.drivers.hv_base import HighVoltageSupply
 from apt_daq.drivers.instrument import (
     SwitchedInstrument,
@@ -23,6 +24,7 @@ from apt_daq.drivers.instrument import (
 
 from apt_daq.wire.scpi_commands import LASER
 
+T = TypeVar("T")
 
 class Laser(SwitchedInstrument):
     """The pulsed UV laser. Emission is refused while the attached HV supply reports a trip.
@@ -32,6 +34,12 @@ class Laser(SwitchedInstrument):
     ``safe_off`` sends it, then read back), a :class:`SafetyError` naming both values, and
     emission is refused from then on (:meth:`_check_energy`). Every backend's ``energy()``
     is wrapped in that check when its class is defined, so none can skip it.
+
+    Emission reading OFF after the driver switched it ON, with the interlock reading closed
+    (an open one makes emission impossible: the run pauses on it), is a fault too (audit 2,
+    S4): the laser's own watchdog, a fault or a wrong report. Emission off (sent first, then
+    read back), emission refused from then on, and a :class:`BadReply` naming the laser
+    (:meth:`_check_emission`); every backend's ``emission_on()`` is wrapped in it.
     """
 
     kind = "laser"
@@ -45,9 +53,11 @@ class Laser(SwitchedInstrument):
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        read = cls.__dict__.get("energy")
-        if read is not None and not getattr(read, "__isabstractmethod__", False):
-            cls.energy = _checked_energy(read)
+        for name, check in (("energy", Laser._check_energy),
+                            ("emission_on", Laser._check_emission)):
+            read = cls.__dict__.get(name)
+            if read is not None and not getattr(read, "__isabstractmethod__", False):
+                setattr(cls, name, _checked(read, check))
 
     def __init__(self, resource: str, *, max_energy_pj: float = 100.0,
                  hv: HighVoltageSupply | None = None, clock: Clock | None = None):
@@ -103,6 +113,9 @@ class Laser(SwitchedInstrument):
 
     def _cmd_get_energy(self) -> str:
         return LASER.get_energy.text
+
+    def _cmd_get_emission(self) -> str:
+        return LASER.get_emission.text
 
     def _off_on_hv_trip(self) -> None:
         """The attached HV supply read a trip (a specimen fracture, an arc): emission off, as
@@ -199,6 +212,26 @@ class Laser(SwitchedInstrument):
             raise self.error(SafetyError, self._cmd_get_energy(),
                              f"{detail}: emission switched off")
 
+    def _check_emission(self, on: bool) -> bool:
+        """The emission state the laser reported, returned unless it reads OFF while the
+        driver commanded it ON and the interlock reads closed: then emission goes off (sent
+        first, then read back), emission is refused from then on (``energy_fault``) and a
+        BadReply names the laser. Before, a laser answering ``OUTP? 0`` while emitting ran
+        a whole run to ``done`` with every /log row saying it was dark."""
+        with self.lock:
+            if on or not self.commanded_emission or self.interlock_open():
+                return bool(on)
+            detail = ("emission reads OFF although the driver switched it ON and the "
+                      "interlock reads closed (the laser's watchdog, a fault or a wrong report)")
+            self.energy_fault = detail
+            try:
+                self.safe_off()
+            except DriverError as e:
+                raise self.error(BadReply, self._cmd_get_emission(),
+                                 f"{detail}; emission off FAILED: {e}", "0") from e
+            raise self.error(BadReply, self._cmd_get_emission(),
+                             f"{detail}: emission switched off", "0")
+
     def set_energy(self, pj: float) -> None:
         """Pulse energy, pJ; refused outside ``0..max_energy_pj``."""
         pj = quantize_wire(pj)
@@ -221,7 +254,7 @@ class Laser(SwitchedInstrument):
 
     def emission(self, on: bool) -> None:
         """Emission on/off. On is refused while the attached HV supply reports a trip, and
-        after an energy read-back fault (``energy_fault``)."""
+        after a read-back fault (``energy_fault``: energy, or emission reading off)."""
         with self.lock:
             if on and self.found_pj_above_max is not None:
                 raise self.error(SafetyError, self._cmd_emission(True),
@@ -231,7 +264,7 @@ class Laser(SwitchedInstrument):
             if on and self.energy_fault is not None:
                 raise self.error(SafetyError, self._cmd_emission(True),
                                  f"refused: earlier {self.energy_fault} (a laser that "
-                                 "misreported its energy stays off for this driver)")
+                                 "misreported its state stays off for this driver)")
             if on and self.hv is not None and self.hv.tripped():
                 raise self.error(SafetyError, self._cmd_emission(True),
                                  f"refused: {self.hv.name} reports a trip")
@@ -269,12 +302,14 @@ class Laser(SwitchedInstrument):
     # safe_off (SwitchedInstrument): emission off first, then verified off
 
 
-def _checked_energy(read: Callable[[Laser], float]) -> Callable[[Laser], float]:
-    """A backend's ``energy()`` whose read-back goes through :meth:`Laser._check_energy`."""
+def _checked(read: Callable[[Laser], T], check: Callable[[Laser, T], T]
+             ) -> Callable[[Laser], T]:
+    """A backend's read-back (``energy()``, ``emission_on()``) passed through the Laser's
+    check of it (:meth:`Laser._check_energy`, :meth:`Laser._check_emission`)."""
 
     @functools.wraps(read)
-    def energy(self: Laser) -> float:
+    def checked(self: Laser) -> T:
         with self.lock:
-            return self._check_energy(read(self))
+            return check(self, read(self))
 
-    return energy
+    return checked

@@ -20,8 +20,10 @@ RES = "TCPIP::127.0.0.1::5025::SOCKET"
 
 
 def connect(setpoint: str = "0.000", out: str = "0") -> list[tuple[str, object]]:
+    """The handshake; a supply found on is measured before its setpoint is adopted."""
+    found_on = [("MEAS:VOLT?", setpoint)] if out == "1" else []
     return [("*CLS", None), ("*IDN?", "ACME,HV1,42,1.0"), ("SOUR:VOLT?", setpoint),
-            ("OUTP?", out), ("SOUR:VOLT:LIM 6000", None), ("SYST:ERR?", OK)]
+            ("OUTP?", out), *found_on, ("SOUR:VOLT:LIM 6000", None), ("SYST:ERR?", OK)]
 
 
 def scpi(clock=None, ramp=200.0, step=0.5, retries=2):
@@ -194,7 +196,9 @@ def test_not_connected_says_so():
 
 
 def serial_connect(setpoint: str = "0.000", out: str = "0") -> list[tuple[str, object]]:
-    return [("ID?", "APT-DAQ,HV-SIM,0,1.0"), ("V?", setpoint), ("O?", out), ("L 6000", "OK")]
+    found_on = [("M?", setpoint)] if out == "1" else []
+    return [("ID?", "APT-DAQ,HV-SIM,0,1.0"), ("V?", setpoint), ("O?", out), *found_on,
+            ("L 6000", "OK")]
 
 
 def serial(clock=None):
