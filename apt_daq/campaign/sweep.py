@@ -287,13 +287,19 @@ def _fixed(sweep: Sweep) -> dict[str, JsonValue]:
     return fixed
 
 
+MAX_FAILED_POINTS = 50  # build_tasks stops after this many points that fail
+
+
 def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
     """Every point's run file, validated in the client before anything runs."""
     base = sweep.resolve(sweep.base).resolve()
     fixed = _fixed(sweep)
     cache: dict[tuple[str, str], JsonValue] = {}
-    tasks, problems = [], []
-    for point in sweep.points():
+    tasks: list[PointTask] = []
+    problems: dict[str, list[Point]] = {}  # each problem once, with the points it is at
+    failed = 0
+    points = sweep.points()
+    for point in points:
         overrides: dict[str, JsonValue] = {}
         for k, v in {**fixed, **point.params}.items():
             ck = (k, json.dumps(v, sort_keys=True, default=str))
@@ -304,16 +310,31 @@ def build_tasks(sweep: Sweep, out_dir: Path) -> list[PointTask]:
         try:
             rf = load_run(base, overrides)
         except ConfigError as e:
-            problems += [f"{sweep.source}: point {point.index} {point.params}: {p}"
-                         for p in e.problems]
-            if len(problems) > 20:
-                break
+            for p in e.problems:
+                problems.setdefault(p, []).append(point)
+            failed += 1
+            if len(problems) > 20 or failed >= MAX_FAILED_POINTS:
+                break  # a point takes ~10 ms to validate: 10000 of them would take minutes
             continue
         out = (out_dir / f"{point.key}.h5").resolve()
         tasks.append(PointTask(point.index, point.key, point.params, rf, out, config_sha(rf)))
     if problems:
-        raise ConfigError(problems)
+        lines = [_problem_line(sweep, p, at) for p, at in problems.items()]
+        if failed >= MAX_FAILED_POINTS and point is not points[-1]:
+            lines.append(f"{sweep.source}: checking stopped at the {failed}th point that failed "
+                         f"(point {point.index} of {len(points)})")
+        raise ConfigError(lines)
     return tasks
+
+
+def _problem_line(sweep: Sweep, problem: str, at: list[Point]) -> str:
+    """One line of a problem found at one or many points: the first point named (its
+    parameters shortened), how many others share it."""
+    params = repr(at[0].params)
+    if len(params) > 80:
+        params = params[:77] + "..."
+    more = f" and at {len(at) - 1} more point{'s' if len(at) > 2 else ''}" if len(at) > 1 else ""
+    return f"{sweep.source}: point {at[0].index} {params}{more}: {problem}"
 
 
 def _checked_values(sweep: Sweep, key: str) -> list[JsonValue]:

@@ -100,6 +100,43 @@ def test_every_point_validated_before_running(tmp_path: Path):
     assert "run.laser_pj: must be > 0" in str(e.value)
 
 
+def test_a_problem_every_point_shares_is_one_line(tmp_path: Path):
+    """``set: {run.stop.instrument_time_s: abc}`` on a 10000-point product: 21 near-identical
+    lines (one per point, each with the whole point), after validating points for ~1 s; now
+    one line naming the first point and how many others share it, and a line saying where the
+    check stopped (validating all 10000 points would take minutes)."""
+    body = ("axes:\n  run.laser_pj: {start: 1, stop: 100, num: 100}\n"
+            "  run.seed: {start: 0, stop: 99, num: 100}\n"
+            "set:\n  run.stop.instrument_time_s: abc\n")
+    s = load_sweep(sweep_file(tmp_path, body))
+    with pytest.raises(ConfigError) as e:
+        build_tasks(s, tmp_path / "out")
+    lines = e.value.problems
+    assert len(lines) == 2, lines
+    assert "point 0 {'run.laser_pj': 1, 'run.seed': 0} and at 49 more points: " in lines[0]
+    assert "instrument_time_s" in lines[0] and "'abc'" in lines[0]
+    assert "checking stopped" in lines[1] and "of 10000" in lines[1]
+
+
+def test_problems_at_some_points_are_named_once_each(tmp_path: Path):
+    """Two different problems at different points: one line each, each naming its first point
+    and how many share it; long parameters shortened."""
+    far = "x" * 60
+    body = ("axes:\n  run.laser_pj: [5, -3, 1000000]\n"
+            f"  run.name: [{far}, a, b]\n")
+    s = load_sweep(sweep_file(tmp_path, body))
+    with pytest.raises(ConfigError) as e:
+        build_tasks(s, tmp_path / "out")
+    lines = e.value.problems
+    assert len(lines) == 2, lines
+    negative, high = lines
+    assert "point 3 {'run.laser_pj': -3, 'run.name': 'xxx" in negative, negative
+    assert "...: override run.laser_pj: must be > 0" not in negative  # shortened, then the text
+    assert "and at 2 more points: override run.laser_pj: must be > 0" in negative, negative
+    assert "and at 2 more points: override run.laser_pj: 1e+06 pJ is above" in high, high
+    assert all(len(ln) < 400 for ln in lines), lines
+
+
 def test_overrides_ions_and_specimen_paths(tmp_path: Path):
     """`ions` sets run.stop.ions; a specimen path (relative to the sweep) swaps the file."""
     body = (f"ions: 1234\naxes:\n  specimen: [{CONFIGS / 'specimens' / 'nmc811.yaml'}, "
