@@ -35,30 +35,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_charges(text: str) -> tuple[int, ...]:
-    """"1-4" -> (1, 2, 3, 4); "1,2" -> (1, 2)."""
+    """"1-4" -> (1, 2, 3, 4); "1,2" -> (1, 2). Each charge 1..8; a span low-high."""
     out: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out.update(range(int(a), int(b) + 1))
-            elif part:
-                out.add(int(part))
-    except ValueError:
-        raise UserError(f"--charges {text!r}: expected e.g. 1-4 or 1,2") from None
-    if not out or min(out) < 1 or max(out) > 8:
-        raise UserError(f"--charges {text!r}: charges must be between 1 and 8")
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            ends = [int(x) for x in part.split("-", 1)] if "-" in part[1:] else [int(part)]
+        except ValueError:
+            raise UserError(f"--charges {text!r}: expected e.g. 1-4 or 1,2") from None
+        if any(not 1 <= c <= 8 for c in ends):  # before a span is expanded: 1-1e12 is one
+            raise UserError(f"--charges {text!r}: charges must be between 1 and 8")
+        if ends[0] > ends[-1]:
+            raise UserError(f"--charges {text!r}: the span {part} is reversed "
+                            f"(write {ends[-1]}-{ends[0]})")
+        out.update(range(ends[0], ends[-1] + 1))
+    if not out:
+        raise UserError(f"--charges {text!r}: expected e.g. 1-4 or 1,2")
     return tuple(sorted(out))
 
 
 def parse_elements(text: str | None) -> list[str] | None:
-    if not text:
+    """"Li, Ni" -> ["Li", "Ni"]; None when not given (all elements)."""
+    if text is None:
         return None
     from apt_daq.isotopes import elements
 
     known = set(elements())
     els = [e.strip() for e in text.split(",") if e.strip()]
+    if not els:
+        raise UserError(f"--elements {text!r}: no element named (e.g. Li,Ni,O; leave it out "
+                        "for all elements)")
     bad = [e for e in els if e not in known]
     if bad:
         raise UserError(f"--elements: unknown element(s) {', '.join(bad)} (symbols as in 'Ni')")

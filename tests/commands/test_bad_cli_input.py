@@ -237,3 +237,27 @@ def test_calibrate_a_fresh_simulated_run_with_its_defaults(tmp_path):
                                         ("--flight-path-mm", "inf"), ("--t0-ns", "nan")])
 def test_calibrate_refuses_a_given_value_that_is_no_length_or_time(arg, value, tmp_path):
     one_error_line(cli("calibrate", str(tmp_path / "x.h5"), arg, value), arg, value)
+
+
+# ------------------------------------------------------------------ range --charges/--elements
+@pytest.mark.parametrize("args, needles", [
+    (["--charges", "4-1"], ["4-1", "reversed", "1-4"]),   # was: 'must be between 1 and 8'
+    (["--charges", "1-1000000000000"], ["between 1 and 8"]),  # was expanded before the check
+    (["--charges", "x"], ["expected e.g. 1-4"]),
+    (["--elements", ","], ["no element named"]),             # was taken as "all elements"
+    (["--elements", "Li,Xx"], ["Xx"]),
+])
+def test_range_refuses_charges_and_elements_it_cannot_use(small_run, args, needles):
+    one_error_line(cli("range", str(small_run), *args, timeout=120), *needles)
+
+
+def test_range_takes_spans_and_lists_of_charges_and_elements(tmp_path):
+    from apt_daq.run import Session
+
+    run = tmp_path / "r.h5"  # past the ramp-up: 3000 ions hold no clear peak
+    Session.from_yaml(RUN, {"run.stop.ions": 30000}, out=run, handle_signals=False).run()
+    r = cli("range", str(run), "--charges", "2-2, 1", "--elements", " Li , O",
+            "-o", str(tmp_path / "r.rrng"))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "r.rrng").read_text()
+    assert "[Ions]\nNumber=2\nIon1=Li\nIon2=O\n" in text, text
