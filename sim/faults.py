@@ -37,6 +37,11 @@ DEFAULT_DURATION_S = {"stall": 1.0, "garbage": 0.0, "slow": 5.0, "interlock": 1.
                       "overflow": 1.0, "reboot": 1.0}
 WIRE_TARGETS = ("laser", "hv", "hv_serial", "dld")
 MAX_PENDING_FAULTS = 1000  # scheduled faults waiting; one more is refused
+#: bounds of a fault's numbers: a fault lasts at most a day and fires within 30 days (a
+#: run's longest), a burst floods at most 1e9 records; beyond them it is a typo
+MAX_LIMITS: dict[str, float] = {"at_s": 2_592_000.0, "duration_s": 86_400.0,
+                                "delay_s": 86_400.0, "at_pulse": 1e15, "records": 1e9}
+MAX_FAULT_FILE_BYTES = 1 << 20  # a fault list is a few lines
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Fault:
             if not math.isfinite(number):
                 raise ValueError(f"fault {self.kind}: {name} must be a finite number, "
                                  f"got {value!r}")
+            _check_bound(self.kind, name, number)
             setattr(self, name, number)
         for name in ("at_pulse", "records"):
             value = getattr(self, name)
@@ -84,12 +90,19 @@ class Fault:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"fault {self.kind}: {name} must be an integer >= 0, "
                                  f"got {value!r}")
+            _check_bound(self.kind, name, value)
             setattr(self, name, value)
         if self.duration_s < 0 or self.delay_s < 0:
             raise ValueError("fault duration_s and delay_s must be >= 0")
 
     def targets(self) -> tuple[str, ...]:
         return WIRE_TARGETS if self.target == "all" else (self.target,)
+
+
+def _check_bound(kind: str, name: str, value: float) -> None:
+    if value > MAX_LIMITS[name]:
+        raise ValueError(f"fault {kind}: {name} must be at most {MAX_LIMITS[name]:g}, "
+                         f"got {value:g}")
 
 
 _FIELDS = {"target": str, "at_s": float, "at_pulse": int, "duration_s": float,
@@ -121,7 +134,19 @@ def load_faults(path: str | Path) -> list[Fault]:
     """A YAML list of faults (each a mapping of :class:`Fault` fields)."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text()) or []
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_FAULT_FILE_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes: more than a fault list "
+                         f"({MAX_FAULT_FILE_BYTES} at most)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text (UTF-8) file: byte {e.start}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML: {problem}") from None
     if isinstance(data, dict):
         data = data.get("faults", [])
     if not isinstance(data, list):

@@ -460,6 +460,29 @@ def test_fault_dataclass_and_yaml_refuse_non_finite(tmp_path):
     assert Fault("overflow", records=5.0, at_pulse=10).records == 5
 
 
+@pytest.mark.parametrize("text, says", [
+    ("faults: [\n", r"faults\.yaml:2: not valid YAML"),                 # a traceback before
+    ("- {kind: stall, duration_s: 1.0e+300}\n", "duration_s must be at most 86400"),  # a 1e300 s stall
+    ("- {kind: slow, delay_s: 1.0e5}\n", "delay_s must be at most 86400"),
+    ("- {kind: overflow, records: 1.0e+12}\n", "records must be at most 1e"),
+])
+def test_a_fault_file_that_cannot_be_a_fault_list_is_one_error(tmp_path, text, says):
+    f = tmp_path / "faults.yaml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=says):
+        load_faults(f)
+
+
+def test_a_fault_file_that_is_not_text_or_too_big_is_named(tmp_path):
+    f = tmp_path / "faults.yaml"
+    f.write_bytes(b"- {kind: \xff\xfe}\n")
+    with pytest.raises(ValueError, match=r"faults\.yaml: not a text \(UTF-8\) file"):
+        load_faults(f)
+    f.write_text("# " + "x" * (2 * MB) + "\n")
+    with pytest.raises(ValueError, match="more than a fault list"):
+        load_faults(f)
+
+
 def test_control_port_refuses_a_nan_fault(fresh):
     reply = control(fresh, "fault stall target=hv duration_s=nan")
     assert reply["ok"] is False and "finite" in reply["error"]
