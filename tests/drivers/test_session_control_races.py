@@ -129,6 +129,14 @@ def test_a_fault_after_which_the_hv_is_not_verified_off_says_so_first(tmp_path):
     text = str(err.value)
     assert text.startswith(f"HV supply {hv.resource}") and "NOT verified off" in text, text
     assert len(text.splitlines()) == 1
+    import h5py
+
+    with h5py.File(tmp_path / "r.h5") as f:  # not read back from links that are gone
+        last = f["log"][-1]
+    assert (last["step"], last["hv_on"], last["laser_on"]) == (-1, 255, 255)
+    lines = [line for _, line, _ in hv.received]
+    first_off = next(i for i, line in enumerate(lines) if hv.is_off(line))
+    assert not [ln for ln in lines[first_off:] if ln.startswith("MEAS")], lines[first_off:]
 
 
 @pytest.mark.parametrize("kw", [{"pause_timeout_s": float("nan")}, {"pause_timeout_s": -1},
