@@ -164,7 +164,24 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 class _StderrHandler(logging.StreamHandler):
     """Log lines to whatever ``sys.stderr`` is now: above a progress bar (which redirects it)
-    instead of glued to it."""
+    instead of glued to it. The records of a failed safe off (``SAFE_OFF_RECORD``) are held
+    back: a command that ends with an error line says it there (and the run file's
+    ``safe_off_error`` keeps it), one that does not prints them at its end (:meth:`let_go`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "safe_off", False):
+            self.held.append(record)
+        else:
+            super().emit(record)
+
+    def let_go(self, print_them: bool) -> None:
+        held, self.held = self.held, []
+        for record in held if print_them else ():
+            super().emit(record)
 
     @property
     def stream(self):
@@ -186,6 +203,8 @@ def _default_numba_cache() -> None:
 def _print_error(lines: list[str]) -> int:
     from rich.markup import escape
 
+    global _ERROR_PRINTED
+    _ERROR_PRINTED = True
     err = _err_console()
     for line in lines:
         err.print(f"[red]error:[/red] {escape(line)}", markup=True)
@@ -258,9 +277,21 @@ def _main(argv: list[str] | None) -> int:
     _default_numba_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
+    global _ERROR_PRINTED
+    _ERROR_PRINTED = False
+    handler = _StderrHandler()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s",
-                        handlers=[_StderrHandler()])
+                        format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
+    try:
+        return _run_command(parser, args)
+    finally:  # an error line said it; any other end prints what was held
+        handler.let_go(print_them=args.verbose or not _ERROR_PRINTED)
+
+
+_ERROR_PRINTED = False  # set by _print_error: the command ended with its error line
+
+
+def _run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -43,6 +43,7 @@ from apt_daq.drivers.base import (
     WallClock,
 )
 from apt_daq.drivers.config import DldConfig, DriversConfig, HvConfig, LaserConfig
+from apt_daq.drivers.errors import SAFE_OFF_RECORD
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -295,7 +296,8 @@ class Instruments:
         except Exception as off_error:
             if exc is None:
                 raise
-            log.error("safe off failed while handling %r: %s", exc, off_error)
+            log.error("safe off failed while handling %r: %s", exc, off_error,
+                      extra=SAFE_OFF_RECORD)
             exc.add_note(f"safe off also failed: {off_error}")
         finally:
             self.close()

@@ -3,6 +3,10 @@ the reply. Re-exported by :mod:`apt_daq.drivers.base` and :mod:`apt_daq.drivers`
 
 from __future__ import annotations
 
+#: ``extra=`` of the log records a failed safe off writes: the CLI holds them back and prints
+#: them only if the command does not end with an error line (which then says it)
+SAFE_OFF_RECORD = {"safe_off": True}
+
 
 class DriverError(Exception):
     """A driver failure naming the instrument (kind and resource), the command and the reply.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from apt_daq.drivers.clock import Clock, WallClock
-from apt_daq.drivers.errors import BadReply, ConnectionLost, DriverError
+from apt_daq.drivers.errors import SAFE_OFF_RECORD, BadReply, ConnectionLost, DriverError
 
 from apt_daq.wire.scpi_commands import fmt_number
 
@@ -124,7 +124,8 @@ def _read_back_off(inst: SwitchedInstrument, read: Callable[[], bool],
     try:
         return bool(read())
     except DriverError as e:
-        log.warning("%s: reading back after off failed (%s): sending off again", inst.name, e)
+        log.warning("%s: reading back after off failed (%s): sending off again", inst.name, e,
+                    extra=SAFE_OFF_RECORD)
     inst._mark_broken()
     send_off()
     return bool(read())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from apt_daq.drivers.errors import DriverError
+from apt_daq.drivers.errors import SAFE_OFF_RECORD, DriverError
 from apt_daq.engine.rowbuffer import RowBuffer
 from apt_daq.engine.states import UNKNOWN_FLAG, State
 from apt_daq.engine.tally import RunTally
@@ -151,7 +151,7 @@ class RunRecord:
             verified = False
             if ins.off_unverified:  # the error the run raises leads with it
                 self._off_failed = e
-            log.error("safe off after the fault failed: %s", e)
+            log.error("safe off after the fault failed: %s", e, extra=SAFE_OFF_RECORD)
             if self._writer is not None:
                 self._writer.set_meta("safe_off_error", str(e))
         self._v_set = 0.0
