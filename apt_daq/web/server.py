@@ -76,6 +76,11 @@ MAX_BODY_BYTES = 1 << 20
 #: 2000 half-open connections had all been held, 1404 still after 20 s)
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 10.0
+#: every open page is pinged this often and dropped if its pong is this late: a client that
+#: stopped reading (a frozen tab's machine, a stalled tunnel) held its session and ~2 MB of
+#: socket buffers for as long as its TCP connection lived. A browser answers a ping from its
+#: network stack, background tabs included
+PING_S = 30.0
 
 
 def loopback_hosts(host: str, port: int) -> frozenset[str]:
@@ -252,7 +257,8 @@ class LiveServer:
                 {"/": Application(FunctionHandler(self._make_doc))},
                 extra_websocket_origins=origins, secret_key=generate_secret_key().encode(),
                 sign_sessions=True, exclude_cookies=[COOKIE],
-                websocket_max_message_size_bytes=MAX_BODY_BYTES, **kw)
+                websocket_max_message_size_bytes=MAX_BODY_BYTES,
+                websocket_ping_interval=PING_S, websocket_ping_timeout=PING_S, **kw)
             # a view's requests are small GETs and websocket messages: a body or message is
             # refused at these sizes before it is buffered (six 90 MB POSTs without the token
             # had taken the server from 99 to 748 MB), and one not sent in time is dropped
