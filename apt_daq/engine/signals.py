@@ -32,12 +32,28 @@ class Controlled(Protocol):
 END_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM,
                                            signal.SIGINT)
 
+#: other signals whose default action ends the process, which would leave HV and laser on:
+#: SLURM's ``--signal`` sends SIGUSR1 before a job's time limit, ``ulimit -t`` SIGXCPU, a
+#: script's ``alarm()`` SIGALRM. Each aborts a run like SIGTERM, unless something else
+#: handles or ignores it (Python ignores SIGXFSZ; a test harness may own SIGALRM)
+FATAL_BY_DEFAULT: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, n) for n in ("SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
+                                 "SIGXCPU", "SIGXFSZ", "SIGPWR", "SIGIO")
+    if hasattr(signal, n))
+
+
+def ending_signals() -> list[signal.Signals]:
+    """The signals a run handles now: :data:`END_SIGNALS` (always), and those of
+    :data:`FATAL_BY_DEFAULT` still at their default action."""
+    return [*END_SIGNALS, *(s for s in FATAL_BY_DEFAULT
+                            if signal.getsignal(s) == signal.SIG_DFL)]
+
 
 def install_signals(session: Controlled) -> Callable[[], None]:
     """Handle the signals a lab sends for the run's duration; returns the restorer.
 
     SIGHUP (the SSH session dropped; under ``nohup`` too: the run, not nohup, decides what a
-    hang-up does), SIGQUIT and SIGTERM abort the run; SIGINT pauses it at
+    hang-up does), SIGQUIT, SIGTERM and :data:`FATAL_BY_DEFAULT` abort the run; SIGINT pauses it at
     the next block if ``session.sigint_pauses`` (Ctrl-C again aborts), else aborts. An abort
     ends like every other way out: HV output and laser emission off, a last /log row showing
     both off, /meta state ``aborted``. While the run is connecting or ramping (long blocking
@@ -69,7 +85,7 @@ def install_signals(session: Controlled) -> Callable[[], None]:
         if first and session.state in (State.CONNECTING, State.RAMPING):
             raise RunAborted(session._abort_why())
 
-    handled = list(END_SIGNALS)  # also when inherited ignored: under nohup too
+    handled = ending_signals()  # END_SIGNALS also when inherited ignored: under nohup too
     old = {s: signal.signal(s, on_signal) for s in handled}
     # a signal blocked by the parent (a job runner, an earlier library) would never arrive:
     # the run could not be stopped safely. Unblocked for the run, the mask restored after
@@ -108,7 +124,7 @@ def _detach_terminal() -> None:
 
 
 class SignalHandOver:
-    """SIGHUP, SIGQUIT and SIGTERM for a session another loop drives: a bluesky plan, whose
+    """SIGHUP, SIGQUIT, SIGTERM (and :data:`FATAL_BY_DEFAULT`) for a session another loop drives: a bluesky plan, whose
     RunEngine owns the main thread (and SIGINT) while the session runs on a thread of its own,
     where Python delivers no signal. Without it such a signal killed the process with HV and
     laser on.
@@ -121,8 +137,6 @@ class SignalHandOver:
     signal asks, after the safe end. A signal while not active is passed on at once.
     """
 
-    SIGNALS = (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM)
-
     def __init__(self, session: Controlled):
         self.session = session
         self.active = False
@@ -131,7 +145,8 @@ class SignalHandOver:
 
     def install(self) -> SignalHandOver:
         if threading.current_thread() is threading.main_thread():
-            self._old = {int(s): signal.signal(s, self._handle) for s in self.SIGNALS}
+            taken = [s for s in ending_signals() if s != signal.SIGINT]  # SIGINT: the plan's
+            self._old = {int(s): signal.signal(s, self._handle) for s in taken}
         return self
 
     def _handle(self, signum: int, frame: object) -> None:

@@ -4,7 +4,8 @@ docs/protocols.md, on loopback) RECEIVED and from their final state.
 An outside audit (Dec 3 2026) found, with the devices and with ``acquire``:
 - a ramp of ``devs.hv`` ran on to its target on a worker thread after ``RE.abort()`` had
   returned, and leaving the block waited for it with the laser emitting;
-- SIGTERM / SIGHUP to a script running ``acquire`` killed it with HV on and laser emitting;
+- SIGTERM / SIGHUP (and, until Dec 6, SIGUSR1: SLURM's warning before a time limit) to a
+  script running ``acquire`` killed it with HV on and laser emitting;
 - a pause asked for during ``acquire``'s ramp-up was taken after it (52 setpoints later) and
   emission went on after the user had asked to pause;
 - a WatchSignal whose poll failed kept its last value (a dead vacuum gauge read "ok").
@@ -133,7 +134,7 @@ print("CHILD DONE", flush=True)
 '''
 
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGUSR1"])
 def test_a_signal_to_a_script_running_acquire_ends_with_hv_and_laser_off(
         fakes, tmp_path, signame) -> None:
     """A lab script (its own process) runs ``RE(acquire(...))``; the signal arrives after its

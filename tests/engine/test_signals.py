@@ -1,5 +1,6 @@
 """Signals a lab really sends end a run safely, judged from the run file a real ``apt-daq run``
-process leaves: SIGHUP (the SSH session dropped), SIGQUIT, SIGTERM and Ctrl-C twice each end
+process leaves: SIGHUP (the SSH session dropped), SIGQUIT, SIGTERM, Ctrl-C twice, and the
+signals whose default action would end the process (SIGUSR1, SIGXCPU, SIGALRM) each end
 with /meta state ``aborted``, a last /log row with HV output and laser emission off, exit code
 128 + the signal number, and no traceback."""
 
@@ -54,9 +55,12 @@ def _nohup() -> None:
 @pytest.mark.parametrize(("signals", "preexec_fn"), [
     ((signal.SIGHUP,), None), ((signal.SIGQUIT,), None), ((signal.SIGTERM,), None),
     ((signal.SIGINT, signal.SIGINT), None),
-    ((signal.SIGTERM,), _blocked_term), ((signal.SIGHUP,), _nohup)],
+    ((signal.SIGTERM,), _blocked_term), ((signal.SIGHUP,), _nohup),
+    # signals that killed the run with HV on before (state 'running', no off row): SLURM's
+    # warning before a time limit, RLIMIT_CPU's soft limit, a script's alarm()
+    ((signal.SIGUSR1,), None), ((signal.SIGXCPU,), None), ((signal.SIGALRM,), None)],
     ids=["SIGHUP", "SIGQUIT", "SIGTERM", "SIGINTx2", "SIGTERM-blocked-by-parent",
-         "SIGHUP-under-nohup"])
+         "SIGHUP-under-nohup", "SIGUSR1", "SIGXCPU", "SIGALRM"])
 def test_signal_ends_the_run_safe(tmp_path: Path, signals: tuple[signal.Signals, ...],
                                   preexec_fn) -> None:
     """Each case ends safely; the last two start the run as a parent that blocked SIGTERM, or
