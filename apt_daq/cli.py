@@ -279,7 +279,10 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     global _ERROR_PRINTED
     _ERROR_PRINTED = False
-    handler = _StderrHandler()
+    # a second command in one process (a test, a notebook) finds the first one's handler
+    # installed (basicConfig then does nothing): that is the one to let go of
+    handler = next((h for h in logging.getLogger().handlers if isinstance(h, _StderrHandler)),
+                   None) or _StderrHandler()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
     try:

@@ -50,3 +50,29 @@ def test_held_safe_off_records_are_printed_when_no_error_line_says_them(capsys) 
         assert capsys.readouterr().err == ""
     finally:
         log.removeHandler(handler)
+
+
+def test_a_second_command_in_one_process_lets_go_of_what_it_held(capsys, monkeypatch) -> None:
+    """Two commands in one process (a notebook, a test): the second finds the first one's
+    handler installed (logging.basicConfig then does nothing) and must let go of that one; it
+    let go of a new, uninstalled handler, so the installed one held the records for ever."""
+    from apt_daq.drivers.errors import SAFE_OFF_RECORD
+
+    from apt_daq import cli
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as outside pytest: no handler yet
+    log = logging.getLogger("apt_daq.test_second")
+
+    def command(parser, args) -> int:  # ends without an error line: the held record prints
+        log.error("safe off after the fault failed: %s", "link gone", extra=SAFE_OFF_RECORD)
+        return 0
+
+    monkeypatch.setattr(cli, "_run_command", command)
+    try:
+        for _ in range(2):
+            assert cli._main(["info", "x"]) == 0
+            assert "safe off after the fault failed: link gone" in capsys.readouterr().err
+    finally:
+        for h in root.handlers:
+            h.close()
