@@ -53,8 +53,8 @@ def install_signals(session: Controlled) -> Callable[[], None]:
     """Handle the signals a lab sends for the run's duration; returns the restorer.
 
     SIGHUP (the SSH session dropped; under ``nohup`` too: the run, not nohup, decides what a
-    hang-up does), SIGQUIT, SIGTERM and :data:`FATAL_BY_DEFAULT` abort the run; SIGINT pauses it at
-    the next block if ``session.sigint_pauses`` (Ctrl-C again aborts), else aborts. An abort
+    hang-up does), SIGQUIT, SIGTERM and :data:`FATAL_BY_DEFAULT` abort the run; SIGINT pauses
+    it at the next block if ``session.sigint_pauses`` (Ctrl-C again aborts), else aborts. An abort
     ends like every other way out: HV output and laser emission off, a last /log row showing
     both off, /meta state ``aborted``. While the run is connecting or ramping (long blocking
     driver calls) the handler raises :class:`RunAborted` at once; while acquiring it takes
@@ -124,9 +124,9 @@ def _detach_terminal() -> None:
 
 
 class SignalHandOver:
-    """SIGHUP, SIGQUIT, SIGTERM (and :data:`FATAL_BY_DEFAULT`) for a session another loop drives: a bluesky plan, whose
-    RunEngine owns the main thread (and SIGINT) while the session runs on a thread of its own,
-    where Python delivers no signal. Without it such a signal killed the process with HV and
+    """SIGHUP, SIGQUIT, SIGTERM (and :data:`FATAL_BY_DEFAULT`) for a session another loop
+    drives: a bluesky plan, whose RunEngine owns the main thread (and SIGINT) while the session
+    runs on a thread of its own, where Python delivers no signal. Without it such a signal killed the process with HV and
     laser on.
 
     :meth:`install` (on the main thread, when the plan is made; elsewhere it does nothing)

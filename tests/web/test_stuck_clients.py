@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.client
 import os
-import re
 import socket
 import sys
 import time
@@ -26,6 +24,7 @@ pytest.importorskip("bokeh", reason="the web extra is not installed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from synthetic_runs import make_run
+from test_rebinding import _bokeh_token, _get  # the page fetch and token of the S1 tests
 
 PING_S = 1.0
 
@@ -43,15 +42,10 @@ def served(tmp_path, monkeypatch):
 
 
 def _token(port: int) -> str:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        c.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
-        body = c.getresponse().read().decode(errors="replace")
-    finally:
-        c.close()
-    m = re.search(r'"token":\s*"([^"]+)"', body)
-    assert m, "the page carries no Bokeh session token"
-    return m.group(1)
+    status, body = _get(port, f"127.0.0.1:{port}")
+    token = _bokeh_token(body)
+    assert status == 200 and token, "the page carries no Bokeh session token"
+    return token
 
 
 def _open_and_stop_reading(port: int, token: str) -> socket.socket:
