@@ -7,6 +7,16 @@ from __future__ import annotations
 #: them only if the command does not end with an error line (which then says it)
 SAFE_OFF_RECORD = {"safe_off": True}
 
+#: how much of an instrument's reply a message quotes (a run-on reply is tens of kB)
+REPLY_QUOTE_CHARS = 80
+
+
+def clip_reply(text: str, limit: int = REPLY_QUOTE_CHARS) -> str:
+    """``text`` as a message quotes it: at most ``limit`` characters, then how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
 
 class DriverError(Exception):
     """A driver failure naming the instrument (kind and resource), the command and the reply.
@@ -20,13 +30,13 @@ class DriverError(Exception):
         self.instrument = instrument
         self.command = command
         self.detail = detail
-        self.reply = reply
+        self.reply = None if reply is None else clip_reply(reply, 4 * REPLY_QUOTE_CHARS)
         text = f"{instrument}: "
         if command is not None:
             text += f"{command!r} "
         text += detail
         if reply is not None:
-            text += f" (reply {reply!r})"
+            text += f" (reply {clip_reply(reply)!r})"
         super().__init__(text)
 
 

@@ -17,7 +17,8 @@ On connect (and on every reconnect) the driver sends, in order (SCPI form)::
 
 Read-backs are held to what the supply measures (:class:`LinkedHv`): with the output on, a
 measured voltage off the setpoints of the last ``settle_s`` (and, every ``settle_s``, a setpoint
-read-back off the commanded one) is a fault: output off, read back, a :class:`BadReply`.
+read-back off the commanded one) is a fault: output off, read back, a :class:`BadReply`; so is
+a measured voltage above ``limit_v`` by more than a meter's error (:meth:`LinkedHv.over_limit_v`).
 """
 
 from __future__ import annotations
@@ -143,6 +144,12 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
         A reading outside it is not a measurement of this output (0 V at 545 V on)."""
         return self.agreement_floor_v + self.agreement_fraction * abs(volts)
 
+    def over_limit_v(self) -> float:
+        """How far above ``limit_v`` a measured voltage may read before it is a fault, V:
+        10 V + 0.5 % of the limit (a meter good to 0.1 % of its full scale, plus ripple). The
+        agreement band alone would let a supply near its limit deliver 5 % above it."""
+        return 10.0 + 0.005 * self.limit_v
+
     # lifecycle --------------------------------------------------------------
     def _handshake(self) -> None:
         c = self.commands
@@ -252,6 +259,12 @@ class LinkedHv(SessionLifecycle, HighVoltageSupply):
         too (:meth:`HighVoltageSupply._check_readback`)."""
         with self.lock:
             measured = self._measured_v(self._read_voltage())
+            if measured > self.limit_v + self.over_limit_v():
+                raise self._fault_off(
+                    self.commands.measure_voltage,
+                    f"measured voltage {_fmt_v(measured)} V is above limit_v "
+                    f"{_fmt_v(self.limit_v)} V (by more than its meter's "
+                    f"{_fmt_v(self.over_limit_v())} V)", _fmt_v(measured))
             if self._on:
                 self._judge_measured(measured)
             if self._on and self.clock.monotonic() - self._t_sp_read_s >= self.settle_s:

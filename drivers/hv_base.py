@@ -55,7 +55,8 @@ class HighVoltageSupply(SwitchedInstrument):
       to send 0 V to what may be live;
     - ``safe_off()`` (also on leaving ``with`` by any exception or Ctrl-C) sends output-off
       FIRST (on a fresh connection if the link is broken, with no handshake before it), then
-      verifies the output reads off, then sets the setpoint to 0.
+      verifies the output reads off (else sends off again; still on: its setpoint is ramped
+      to 0 V within the ramp rule, and the off is not verified), then sets the setpoint to 0;
     - every numeric reply must be finite (``nan`` is a :class:`BadReply`, never a value);
       a measured voltage below ``-measure_tolerance_v`` or above ``2 x limit_v``, or a
       measured current beyond ``max_current_a`` in magnitude, is a :class:`BadReply` too.
@@ -154,12 +155,10 @@ class HighVoltageSupply(SwitchedInstrument):
     @abc.abstractmethod
     def _send_clear_trip(self) -> None: ...
 
-    def _send_off_now(self) -> None:
-        """Output off as the first thing on the link (backends with a link override)."""
+    def _send_off_now(self) -> None:  # output off first on the link (backends override)
         self._send_output(False)
 
-    def _read_output_now(self) -> bool:
-        """The output state, read without any handshake first (backends with a link override)."""
+    def _read_output_now(self) -> bool:  # the output state, no handshake (backends override)
         return self._read_output()
 
     def voltage(self) -> float:
@@ -171,8 +170,7 @@ class HighVoltageSupply(SwitchedInstrument):
         return self._measured_a(self._read_current())
 
     def _read_voltage(self) -> float:
-        """The measured voltage as the instrument answers it (backends implement this, or
-        ``voltage`` itself)."""
+        """The measured voltage as the instrument answers it (or a backend's ``voltage``)."""
         raise NotImplementedError
 
     def _read_current(self) -> float:
@@ -478,9 +476,16 @@ class HighVoltageSupply(SwitchedInstrument):
             if not self.connected:
                 return
             if _read_back_off(self, self._read_output_now, self._send_off_now):
+                # stuck on (a relay, a supply ignoring off): the setpoint down within the ramp
+                # rule (0 V at once could be a large step on a live output), as far as it goes
                 self._on_reported = True
-                raise self.error(DriverError, self._cmd_output(False),
-                                 "the output still reads ON after output off")
+                try:
+                    self.ramp_to(0.0)
+                    done = "its setpoint ramped down to 0 V within the ramp rule"
+                except DriverError as e:
+                    done = f"its setpoint ramped to {_fmt_v(self._base_v())} V, then: {e.detail}"
+                raise self.error(DriverError, self._cmd_output(False), "the output still reads "
+                                 f"ON after output off, sent twice; {done}")
             try:
                 self.set_voltage(0.0)
             except DriverError as e:

@@ -117,11 +117,24 @@ def quantize_wire(value: float) -> float:
     return round(float(value), 3)
 
 
+#: how long a switch is given to open before its state is read back once more, s (a relay
+#: switches in ~10 ms; an HV output's bleed-down of its "on" sense takes longer)
+OFF_RECHECK_S = 0.2
+
+
 def _read_back_off(inst: SwitchedInstrument, read: Callable[[], bool],
                    send_off: Callable[[], None]) -> bool:
-    """Read an off state back. A link that fails the read (the off command may have gone into
-    a dead connection) is reopened, the off command sent again and the state read once more."""
+    """Read an off state back; True if it still reads ON. A link that fails the read (the off
+    command may have gone into a dead connection) is reopened, the off command sent again and
+    the state read once more; so is a state that still reads ON (an off command lost or
+    ignored once), after :data:`OFF_RECHECK_S`."""
     try:
+        if not read():
+            return False
+        log.warning("%s: still ON after the off command: sending it again", inst.name,
+                    extra=SAFE_OFF_RECORD)
+        send_off()
+        inst.clock.sleep(OFF_RECHECK_S)
         return bool(read())
     except DriverError as e:
         log.warning("%s: reading back after off failed (%s): sending off again", inst.name, e,

@@ -19,7 +19,7 @@ from apt_daq.drivers.errors import (
     DriverTimeout,
     SafetyError,
 )
-from apt_daq.drivers.transports import Transport
+from apt_daq.drivers.transports import ReplyTooLong, Transport
 
 from apt_daq.wire.scpi_commands import fmt_number
 
@@ -160,6 +160,9 @@ class Link:
         except TimeoutError as e:
             self.broken = True
             raise DriverTimeout(self.name, command, f"no reply ({e})") from e
+        except ReplyTooLong as e:
+            self.broken = True
+            raise BadReply(self.name, command, str(e), e.head) from e
         except (ConnectionError, OSError) as e:
             self.broken = True
             raise ConnectionLost(self.name, command, f"link lost: {e}") from e
@@ -195,7 +198,7 @@ class Link:
         if reply:
             try:
                 self.transport.read()
-            except (ConnectionError, OSError, TimeoutError):
+            except (ConnectionError, OSError, TimeoutError, ReplyTooLong):
                 self.broken = True
 
     def ask_now(self, command: str, parse: Callable[[str], T]) -> T:

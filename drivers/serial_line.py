@@ -30,6 +30,7 @@ from typing import Any
 
 from apt_daq.drivers.base import BadReply, InstrumentError
 from apt_daq.drivers.scpi import Link, T
+from apt_daq.drivers.transports import MAX_REPLY_BYTES, ReplyTooLong, _no_line, dropped
 
 from apt_daq.wire.hv_line import EOL, OK  # the error codes are there too (ERR_*)
 
@@ -50,6 +51,7 @@ class SerialTransport:
         self.baudrate = baudrate
         self.timeout_s = timeout_s
         self._port: Any = None  # a serial.Serial once open (pyserial ships no type hints)
+        self._reopened = False  # opened before: the next open follows trouble
 
     def open(self) -> None:
         import serial
@@ -60,19 +62,26 @@ class SerialTransport:
                                                write_timeout=self.timeout_s)
         except (serial.SerialException, OSError, ValueError) as e:
             raise ConnectionError(f"cannot open {self.url}: {e}") from e
-        self.drain()
+        # a reopen follows trouble (a timeout: its reply may be on the way): wait it out
+        self.drain(None if self._reopened else 0.15)
+        self._reopened = True
 
-    def drain(self, quiet_s: float = 0.15) -> bytes:
+    def drain(self, quiet_s: float | None = None) -> bytes:
         """Read and discard what the instrument still sends, until ``quiet_s`` of silence
-        (at most ``timeout_s`` in all). Unlike a TCP reconnect, reopening a serial port does not
+        (default ``timeout_s``, 0.15 ... 1 s; at most ``timeout_s`` + ``quiet_s`` in all; the
+        first open waits 0.15 s). Unlike a TCP reconnect, reopening a serial port does not
         discard a reply still in flight: after a timeout, a late reply would otherwise be read
         as the answer to the next command, and the driver would run out of step with the
-        instrument (a setpoint taken as sent when it was not)."""
+        instrument (a setpoint taken as sent when it was not). A reply later than that is
+        dropped before the next command (:meth:`write`) unless it lands while a reply is
+        awaited."""
         port = self._port
         port.reset_input_buffer()
+        if quiet_s is None:
+            quiet_s = min(max(self.timeout_s, 0.15), 1.0)
         old = port.timeout
         got = bytearray()
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s + quiet_s
         try:
             port.timeout = quiet_s
             while time.monotonic() < deadline:
@@ -98,6 +107,10 @@ class SerialTransport:
         if self._port is None:
             raise ConnectionError("not open")
         try:
+            if self._port.in_waiting:  # sent unasked (a late or doubled reply): drop it
+                junk = self._port.read(min(self._port.in_waiting, MAX_REPLY_BYTES))
+                self._port.reset_input_buffer()
+                dropped(self.url, junk)
             self._port.write((text + EOL).encode("ascii"))
             self._port.flush()
         except serial.SerialTimeoutException as e:
@@ -110,12 +123,14 @@ class SerialTransport:
 
         if self._port is None:
             raise ConnectionError("not open")
-        try:
-            line = self._port.read_until(b"\n")
+        try:  # pyserial's read_until: timeout_s in all, not per byte
+            line = self._port.read_until(b"\n", MAX_REPLY_BYTES + 1)
         except (serial.SerialException, OSError) as e:
             raise ConnectionError(str(e)) from e
         if not line.endswith(b"\n"):
-            raise TimeoutError(f"no complete line within {self.timeout_s} s (got {line!r})")
+            if len(line) > MAX_REPLY_BYTES:
+                raise ReplyTooLong(line[:256])
+            raise _no_line(self.timeout_s, line)
         return line.decode("ascii", "replace").rstrip("\r\n")
 
 

@@ -1,7 +1,11 @@
 """Transports: what moves text lines to an instrument (``open``, ``close``, ``write``, ``read``).
 
-A transport raises ``TimeoutError`` for a missing reply and ``ConnectionError`` for a broken
-link; :class:`apt_daq.drivers.link.Link` turns those into driver errors.
+A transport raises ``TimeoutError`` for a missing reply (no complete line within ``timeout_s``
+of the read, however the bytes trickle in), :class:`ReplyTooLong` for a line over
+:data:`MAX_REPLY_BYTES` and ``ConnectionError`` for a broken link;
+:class:`apt_daq.drivers.link.Link` turns those into driver errors. Before each command a
+transport drops what the instrument sent unasked (a late or a doubled reply), so a reply is
+never taken for the answer to a later query.
 :class:`VisaTransport` is pyvisa (pyvisa-py sockets, pyvisa-sim ``@sim`` YAML files, VISA),
 :class:`SocketTransport` a raw SCPI socket without VISA. Re-exported by
 :mod:`apt_daq.drivers.scpi`.
@@ -9,13 +13,45 @@ link; :class:`apt_daq.drivers.link.Link` turns those into driver errors.
 
 from __future__ import annotations
 
+import logging
 import re
+import select
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("apt_daq.drivers")
+
+#: the longest reply line a transport reads, bytes: the instruments' replies are < 100 bytes;
+#: an endless line (a jammed instrument, a wrong port) must not grow memory without bound
+MAX_REPLY_BYTES = 65536
+
+
+class ReplyTooLong(Exception):
+    """A reply line over :data:`MAX_REPLY_BYTES` (:class:`~apt_daq.drivers.link.Link` makes it
+    a BadReply)."""
+
+    def __init__(self, head: bytes):
+        self.head = head.decode("ascii", "replace")
+        super().__init__(f"no line end within {MAX_REPLY_BYTES} bytes")
+
+
+def _no_line(timeout_s: float, got: bytes) -> TimeoutError:
+    from apt_daq.drivers.errors import clip_reply
+
+    return TimeoutError(f"no complete line within {timeout_s:g} s (got {len(got)} bytes"
+                        + (f": {clip_reply(got.decode('ascii', 'replace'))!r})" if got else ")"))
+
+
+def dropped(what: str, data: bytes) -> None:
+    """Log the bytes an instrument sent unasked, dropped before the next command."""
+    from apt_daq.drivers.errors import clip_reply
+
+    log.warning("%s: dropped %d bytes the instrument sent unasked (a late or doubled reply): "
+                "%r", what, len(data), clip_reply(data.decode("ascii", "replace")))
 
 
 class Transport(Protocol):
@@ -118,19 +154,47 @@ class SocketTransport:
     def write(self, text: str) -> None:
         if self._sock is None:
             raise ConnectionError("not open")
+        self._drop_unasked()
         try:
             self._sock.sendall(text.encode("ascii") + self.termination)
         except TimeoutError as e:
             raise TimeoutError(f"send: {e}") from e
 
-    def read(self) -> str:
-        if self._sock is None:
-            raise ConnectionError("not open")
-        while self.termination not in self._buf:
-            data = self._sock.recv(65536)  # socket.timeout is TimeoutError
+    def _drop_unasked(self) -> None:
+        """Drop what arrived since the last reply was read (nothing was asked for it)."""
+        assert self._sock is not None
+        junk, self._buf = self._buf, b""
+        while len(junk) <= MAX_REPLY_BYTES and select.select([self._sock], [], [], 0)[0]:
+            data = self._sock.recv(65536)
             if not data:
                 raise ConnectionError("connection closed by the instrument")
-            self._buf += data
+            junk += data
+        if junk:
+            dropped(f"{self.host}:{self.port}", junk)
+
+    def read(self) -> str:
+        """One reply line within ``timeout_s`` in all (not per chunk: a reply trickling in
+        must not hold the link, and the driver's lock, for ever)."""
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("not open")
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while self.termination not in self._buf:
+                if len(self._buf) > MAX_REPLY_BYTES:
+                    raise ReplyTooLong(self._buf[:256])
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _no_line(self.timeout_s, self._buf)
+                sock.settimeout(left)
+                data = sock.recv(65536)  # socket.timeout is TimeoutError
+                if not data:
+                    raise ConnectionError("connection closed by the instrument")
+                self._buf += data
+        except TimeoutError:
+            raise _no_line(self.timeout_s, self._buf) from None
+        finally:
+            sock.settimeout(self.timeout_s)
         line, self._buf = self._buf.split(self.termination, 1)
         return line.decode("ascii", "replace")
 
@@ -196,7 +260,57 @@ class VisaTransport:
             raise ConnectionError(str(e)) from e
 
     def write(self, text: str) -> None:
+        self._drop_unasked()
         self._io(lambda: self._inst.write(text))
 
+    def _drop_unasked(self) -> None:
+        """Drop what the instrument sent since the last reply was read, where the session
+        shows it: pyvisa-py's socket session keeps bytes past a line end in its own buffer
+        and the rest waits in its socket (other VISA sessions: nothing to do)."""
+        inst = self._inst
+        if inst is None:
+            return
+        sess = getattr(inst.visalib, "sessions", {}).get(inst.session)
+        pending = getattr(sess, "_pending_buffer", None)
+        sock = getattr(sess, "interface", None)
+        if not isinstance(pending, bytearray) or not isinstance(sock, socket.socket):
+            return
+        junk = bytes(pending)
+        pending.clear()
+        try:
+            while len(junk) <= MAX_REPLY_BYTES and select.select([sock], [], [], 0)[0]:
+                data = sock.recv(65536)
+                if not data:
+                    break  # closed: the write or read that follows says so
+                junk += data
+        except OSError:
+            return
+        if junk:
+            dropped(self.resource, junk)
+
     def read(self) -> str:
-        return self._io(lambda: self._inst.read())
+        """One reply line within ``timeout_s`` in all: chunks read with the time left as the
+        VISA timeout (pyvisa's ``read`` restarts its timeout for every chunk, so a reply
+        trickling in would hold the link, and the driver's lock, for ever)."""
+        inst = self._inst
+        if inst is None:
+            raise ConnectionError("not open")
+        term = self.termination.encode("ascii")
+        deadline = time.monotonic() + self.timeout_s
+        buf = bytearray()
+        try:
+            while not buf.endswith(term):
+                if len(buf) > MAX_REPLY_BYTES:
+                    raise ReplyTooLong(bytes(buf[:256]))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _no_line(self.timeout_s, bytes(buf))
+                inst.timeout = max(1, int(left * 1000))
+                try:
+                    buf += self._io(lambda: inst.read_bytes(4096, break_on_termchar=True))
+                except TimeoutError:
+                    raise _no_line(self.timeout_s, bytes(buf)) from None
+        finally:
+            if self._inst is not None:
+                self._inst.timeout = int(self.timeout_s * 1000)
+        return buf[: -len(term)].decode("ascii", "replace")

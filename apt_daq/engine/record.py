@@ -28,8 +28,8 @@ class NotVerifiedOff(DriverError):
     gone, its reply wrong): check the HV and the laser at the instrument."""
 
     def __init__(self, off: Exception, fault: Exception) -> None:
-        Exception.__init__(self, f"{off} - NOT verified off, check the instrument; after: "
-                                 f"{fault}")
+        after = "" if str(off) == str(fault) else f"; after: {fault}"  # the off was the fault
+        Exception.__init__(self, f"{off} - NOT verified off, check the instrument{after}")
         self.instrument, self.command, self.detail, self.reply = "", None, str(off), None
 
 

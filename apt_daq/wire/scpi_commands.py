@@ -41,6 +41,8 @@ def fmt_number(x: float) -> str:
 def parse_float(reply: str) -> float:
     """A finite number. ``nan``/``inf`` (which ``float`` accepts) are refused: a read-back the
     safety rules rely on must be a real value."""
+    if "_" in reply:  # float() takes "1_000": no instrument writes a number so
+        raise ValueError(f"not a number: {reply.strip()!r}")
     value = float(reply.strip())
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {reply.strip()!r}")
@@ -96,7 +98,8 @@ def format_error(code: int, message: str) -> str:
 def parse_error(reply: str) -> tuple[int, str]:
     """``SYST:ERR?`` reply ``code,"message"`` -> (code, message); ``0,"No error"`` is (0, ...)."""
     m = _ERR.match(reply)
-    if not m:
+    # the message may come unquoted, but it is words: "5,000" is a number (a reply out of step)
+    if not m or not re.search(r"[A-Za-z]", m.group(2)):
         raise ValueError(f'not code,"message": {reply!r}')
     return int(m.group(1)), m.group(2)
 
