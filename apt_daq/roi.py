@@ -38,9 +38,35 @@ class Roi:
             r = 0.5 * self.size_nm[0]
             return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
         wx, wy, wz = self.size_nm
-        if cz is None:
-            cz = z_mid if z_mid is not None else (float(np.nanmedian(z)) if len(z) else 0.0)
+        if cz is None:  # the middle of the depth range: of ``z`` unless given (``placed``)
+            fin = z[np.isfinite(z)]
+            cz = z_mid if z_mid is not None else (
+                0.5 * float(fin.min() + fin.max()) if len(fin) else 0.0)
         return (np.abs(x - cx) <= wx / 2) & (np.abs(y - cy) <= wy / 2) & (np.abs(z - cz) <= wz / 2)
+
+    @property
+    def needs_depth(self) -> bool:
+        """A box without a z centre: placed on the whole run's depth range (:meth:`placed`)."""
+        return self.kind == "box" and self.centre_nm[2] is None
+
+    def placed(self, z_lo_nm: float, z_hi_nm: float) -> Roi:
+        """A box without a z centre centred on the middle of the depth range [lo, hi] of the
+        whole run (a chunk's own middle is not the run's); anything else as it is."""
+        if not self.needs_depth:
+            return self
+        cx, cy, _ = self.centre_nm
+        mid = 0.5 * (z_lo_nm + z_hi_nm) if z_lo_nm <= z_hi_nm else 0.0
+        return Roi(self.kind, self.size_nm, (cx, cy, mid))
+
+    def spec(self) -> str:
+        """The spec string :func:`parse_roi` reads back into this ROI."""
+        nums = [*self.size_nm]
+        cx, cy, cz = self.centre_nm
+        if self.kind == "box" and cz is not None:
+            nums += [cx or 0.0, cy or 0.0, cz]
+        elif self.kind == "cylinder" and (cx or 0.0, cy or 0.0) != (0.0, 0.0):
+            nums += [cx or 0.0, cy or 0.0]
+        return f"{self.kind}:" + ",".join(f"{v:.6g}" for v in nums)
 
     def describe(self) -> str:
         """E.g. "cylinder 25 nm diameter along z", "... through (30, 0) nm" off the axis, "box

@@ -47,6 +47,7 @@ from apt_daq.engine.suspenders import Suspender, default_suspenders
 from apt_daq.engine.tally import RunTally
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, empty
 from apt_daq.io.store import RunWriter
+from apt_daq.roi import parse_roi
 
 if TYPE_CHECKING:
     from apt_daq.drivers import Instruments
@@ -196,8 +197,12 @@ class Session(RunRecord):
 
     def _new_tally(self, ranges: Any) -> RunTally | None:
         """The summary's tally when asked for and the run has ranges (without, ``analyze``
-        finds ranges on the whole spectrum: the summary reads the file back)."""
+        finds ranges on the whole spectrum, and a box ROI without a depth is centred on the
+        whole run's: the summary reads the file back)."""
         if not self.summary or ranges is None or not len(ranges):
+            return None
+        roi = parse_roi(self.cfg.analysis.roi)
+        if roi is not None and roi.needs_depth:  # placed on the depth range, known at the end
             return None
         try:
             return RunTally(self.cfg, ranges, run_meta(self.cfg, ranges))

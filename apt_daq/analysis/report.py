@@ -25,7 +25,7 @@ exactly the masses), slices a strided subsample. Passes over the run:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,8 @@ def analyze(
             ranges, ranges_src = _proposed_ranges(r, path, cal, ion_table)
             proposed = ranges
         # ---- the pass: the stream with ranges and positions, every result at once
-        roi_obj: Roi | None = parse_roi(roi if roi is not None else acfg.roi)
+        roi_obj: Roi | None = _placed(parse_roi(roi if roi is not None else acfg.roi),
+                                      lambda: IonStream(r, cal, ranges))
         stream = IonStream(r, cal, ranges, truth=True)
         inst = r.instrument
         acc = IonPass(ranges, roi_obj, 0.5 * (inst.detector_diameter_mm if inst is not None
@@ -154,6 +155,20 @@ def analyze(
 
     return _results(path, acc, cal, acfg, ranges_src, roi_obj, n_hits, subtract_background,
                     select is not None, (meta_counters, positions, recon, no_events))
+
+
+def _placed(roi: Roi | None, stream: Callable[[], Iterable]) -> Roi | None:
+    """A box ROI without a z centre centred on the middle of the run's depth range, found by
+    a pass of its own over ``stream()`` (z only); any other ROI as it is."""
+    if roi is None or not roi.needs_depth:
+        return roi
+    lo, hi = math.inf, -math.inf
+    for c in stream():
+        z = c.derived["z"]
+        z = z[np.isfinite(z)]
+        if len(z):
+            lo, hi = min(lo, float(z.min())), max(hi, float(z.max()))
+    return roi.placed(lo, hi)
 
 
 def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src: str,
@@ -193,6 +208,7 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
         "ranged_ions": int(acc.rc_roi.sum()),
         "ranged_ions_total": int(acc.rc_all.sum()),
         "roi": roi_obj.describe() if roi_obj is not None else "all ions",
+        "roi_spec": roi_obj.spec() if roi_obj is not None else None,  # as placed (plots)
         "ranges": ranges_src,
         "mass_source": ("the imported file's m/n" if cal.mode == "file"
                         else "TOF and voltage, calibrated"),
