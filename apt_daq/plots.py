@@ -379,13 +379,10 @@ def _roi_mask(res, roi: str | None, sl: dict[str, np.ndarray]) -> np.ndarray | b
     from apt_daq.roi import parse_roi
 
     used = res.summary.get("roi", "all ions")
-    placed = res.summary.get("roi_spec")  # the ROI as the analysis placed it (a box's depth)
     asked = parse_roi(roi) if roi is not None else None
-    if placed is not None and (roi is None or (asked is not None
-                                               and used.startswith(asked.describe()))):
-        obj = parse_roi(placed)
-        assert obj is not None
-        return obj.mask(sl["x"], sl["y"], sl["z"])
+    placed = parse_roi(res.summary.get("roi_spec"))  # as the analysis placed it (a box's depth)
+    if placed is not None and (roi is None or (asked and used.startswith(asked.describe()))):
+        return placed.mask(sl["x"], sl["y"], sl["z"])
     if roi is None:
         try:
             from apt_daq.io.store import RunReader
@@ -398,9 +395,7 @@ def _roi_mask(res, roi: str | None, sl: dict[str, np.ndarray]) -> np.ndarray | b
     obj = parse_roi(roi)
     if (obj.describe() if obj is not None else "all ions") != used:
         return False
-    if obj is None:
-        return None
-    return obj.mask(sl["x"], sl["y"], sl["z"])
+    return None if obj is None else obj.mask(sl["x"], sl["y"], sl["z"])
 
 
 def run_profile(res, roi: str | None = None) -> dict:

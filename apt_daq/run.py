@@ -47,7 +47,6 @@ from apt_daq.engine.suspenders import Suspender, default_suspenders
 from apt_daq.engine.tally import RunTally
 from apt_daq.hits import DERIVED_DTYPE, HIT_DTYPE, empty
 from apt_daq.io.store import RunWriter
-from apt_daq.roi import parse_roi
 
 if TYPE_CHECKING:
     from apt_daq.drivers import Instruments
@@ -199,12 +198,9 @@ class Session(RunRecord):
         """The summary's tally when asked for and the run has ranges (without, ``analyze``
         finds ranges on the whole spectrum, and a box ROI without a depth is centred on the
         whole run's: the summary reads the file back)."""
-        if not self.summary or ranges is None or not len(ranges):
-            return None
-        roi = parse_roi(self.cfg.analysis.roi)
-        if roi is not None and roi.needs_depth:  # placed on the depth range, known at the end
-            return None
         try:
+            if not (self.summary and RunTally.applies(self.cfg, ranges)):
+                return None
             return RunTally(self.cfg, ranges, run_meta(self.cfg, ranges))
         except Exception as e:  # an ROI the analysis would refuse: the file is read back
             log.warning("no end-of-run summary from the stream: %s", e)

@@ -90,6 +90,15 @@ class RunTally:
         self.counts = np.zeros(len(ranges), np.int64)  # per range, every hit
         self.counts_roi = np.zeros(len(ranges), np.int64)  # per range, inside the ROI
 
+    @staticmethod
+    def applies(run_file: RunFile, ranges: RangeTable | None) -> bool:
+        """The stream can give the summary: there are ranges to count in, and the ROI is placed
+        before the run ends (a box without a depth sits on the whole run's depth range)."""
+        from apt_daq.roi import parse_roi
+
+        roi = parse_roi(run_file.analysis.roi)
+        return bool(ranges is not None and len(ranges)) and not (roi and roi.needs_depth)
+
     def add(self, hits: np.ndarray) -> None:
         """One block's hits (HIT_DTYPE, in evaporation order; kept, not copied)."""
         if not len(hits):
