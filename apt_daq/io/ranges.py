@@ -18,8 +18,10 @@ RRNG does not store the charge: it is read from a ``Name:`` field when that read
 the range's composition (``Name:CrO+``), else from our comment line ``# Range1 name: Ni+``
 (what :func:`write_rrng` writes for each range: readers that ignore comments see a plain
 RRNG), else inferred as the charge that puts an isotopologue of the composition inside the
-range. A ``Name:`` that is not an ion (``Name:CrO``, ``Name:peak 1``) is a user's label and
-changes nothing; one that is an ion of another composition contradicts the range (refused).
+range; a name whose charge the range's position contradicts yields to the position, with a
+warning (:func:`apt_daq.io.range_names.charge_from_name`). A ``Name:`` that is not an ion
+(``Name:CrO``, ``Name:peak 1``) is a user's label and changes nothing; one that is an ion of
+another composition contradicts the range (refused). Other sections (``[Display]``) are skipped.
 IVAS writes ranges of an unknown species as ``Name:`` with no element; an RNG column or an
 [Ions] ion may be no element (``unknown``): such ranges are skipped with a warning, as ifes
 and apav skip them (apav also skips a range that has elements and a ``Name:``, so we never
@@ -53,7 +55,8 @@ import numpy as np
 
 from apt_daq.errors import DataFileError
 from apt_daq.io._common import IonRecordCheck
-from apt_daq.isotopes import elements, ion_name, isotopologues, parse_ion
+from apt_daq.io.range_names import charge_from_name, infer_charge
+from apt_daq.isotopes import elements, ion_name
 from apt_daq.rangetable import (  # the model; re-exported: readers import it from here too
     ELEMENT_COLOURS,
     MAX_RANGES,
@@ -72,25 +75,6 @@ __all__ = [
     "table_to_meta", "write_ranges", "write_rng", "write_rrng"]
 
 # ---------------------------------------------------------------------------- charge inference
-
-
-def infer_charge(formula: dict[str, int], lo_da: float, hi_da: float, max_charge: int = 4) -> int:
-    """The charge that puts the most abundant isotopologue of ``formula`` inside [lo, hi).
-
-    RRNG and RNG files do not store charges; this is how AP Suite names ranges too.
-    Falls back to the charge whose pattern comes closest to the range centre.
-    """
-    best, best_d = 1, np.inf
-    mid = 0.5 * (lo_da + hi_da)
-    for z in range(1, max_charge + 1):
-        for m, a in isotopologues(formula, z, min_abundance=1e-4):
-            if lo_da <= m < hi_da:
-                d = -a  # prefer the charge with the most abundant peak inside
-            else:
-                d = abs(m - mid)
-            if d < best_d:
-                best, best_d = z, d
-    return best
 
 
 def _err(path: Path | str, line: int, msg: str) -> DataFileError:
@@ -236,8 +220,9 @@ def _parse_rrng(path: Path, rows: list[tuple[int, str]]) -> list[_Range]:
             _many(path, len(ranges) + 1)
             r = _rrng_range(path, lineno, value)
             ranges.append(r._replace(name=r.name or comment_names.get(int(kl[5:]))))
-        else:
+        elif section is None:
             raise _err(path, lineno, f"{key!r} outside [Ions]/[Ranges]")
+        # another section ([Display], a tool's own settings): apav and ifes skip it too
     if n_ranges is None and not ranges:
         raise DataFileError(f"{path}: no [Ranges] section: not an RRNG file")
     if n_ranges is not None and n_ranges != len(ranges):
@@ -280,7 +265,7 @@ def _rrng_range(path: Path, lineno: int, value: str) -> _Range:
             if not (vol := _num(v, path, lineno)) >= 0 or not math.isfinite(vol):
                 raise _err(path, lineno, f"Vol:{v} is not a volume (finite, >= 0 nm3)")
         elif k.lower() == "color":
-            colour = v.upper()
+            colour = v.upper().removeprefix("#")  # "#CCCCCC" as some writers give it
             if not re.fullmatch(r"[0-9A-F]{6}", colour):
                 raise _err(path, lineno, f"colour {v!r} is not RRGGBB hex")
         elif k.lower() == "name":
@@ -318,7 +303,7 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
                        f"line {a.lineno} [{a.lo_da}, {a.hi_da})")
     names, charges = [], []
     for r in ranges:
-        z = _charge_from_name(path, r)
+        z = charge_from_name(path, r.lineno, r.name, r.composition, r.lo_da, r.hi_da)
         if z is None:
             z = infer_charge(r.composition, r.lo_da, r.hi_da)
         names.append(ion_name(r.composition, z))
@@ -328,26 +313,6 @@ def _table(path: Path, ranges: list[_Range]) -> RangeTable:
                       composition=[r.composition for r in ranges], charge=charges,
                       colour=[r.colour or default_colour(r.composition) for r in ranges],
                       volume_nm3=[r.volume_nm3 for r in ranges], source=str(path))
-
-
-def _charge_from_name(path: Path, r: _Range) -> int | None:
-    """The charge a range's name gives, or None when the name is a label, not an ion.
-
-    A name that reads as an ion of the range's composition (``Name:CrO+``, ``Name:Ni2+``) gives
-    its charge. A name that does not read as an ion (``Name:CrO``, ``Name:Cr2``, ``Name:peak
-    1``: IVAS and AP Suite users label ranges so, and apav and ifes read such files) is a
-    label, and the charge is inferred as for a range with no name. A name that reads as an
-    ion of another composition contradicts the range: refused, naming the line."""
-    if not r.name:
-        return None
-    try:
-        f, z = parse_ion(r.name)
-    except ValueError:
-        return None
-    if f != r.composition:
-        raise _err(path, r.lineno,
-                   f"Name:{r.name} does not match the composition {r.composition}")
-    return z
 
 
 def _num(v: str, path: Path | str, line: int, kind: type[float] = float) -> float:

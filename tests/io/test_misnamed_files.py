@@ -7,6 +7,7 @@ check it imported as 11k "ions" with a made-up composition, exit 0."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,19 +91,26 @@ def test_range_names_that_are_labels_read_as_apav_and_ifes_read_them(tmp_path: P
     assert [int(via_ifes.charge[j]) for j in order] == [int(z) for z in ours.charge]
 
 
-def test_range_name_of_another_ion_is_refused_naming_the_line(tmp_path: Path, apav_data: Path,
-                                                              capsys):
+@pytest.mark.parametrize(("name", "code"), [("O2+", 0), ("SiO+", 2)])
+def test_range_name_of_another_ion_is_named_with_its_line(tmp_path: Path, apav_data: Path,
+                                                          capsys, caplog, name: str,
+                                                          code: int):
+    """``Name:O2+`` on the O:1 range at 16 Da reads as O 2+ (the O2 molecule is another
+    composition), whose isotopes are at 8 Da: the range's position decides (O+, as ifes reads
+    it), with a warning naming the line. ``Name:SiO+`` matches no reading of O:1: refused."""
     text = (apav_data / "Si.RRNG").read_text().replace(
         "Range15=15.8580 16.4800 Vol:0.02883 O:1 Color:00CCFF",
-        "Range15=15.8580 16.4800 Vol:0.02883 O:1 Name:O2+ Color:00CCFF")
+        f"Range15=15.8580 16.4800 Vol:0.02883 O:1 Name:{name} Color:00CCFF")
     p = tmp_path / "contradicts.rrng"
     p.write_text(text)
     run = tmp_path / "si.h5"
     assert main(["import", str(apav_data / "Si.pos"), "-o", str(run)]) == 0
     capsys.readouterr()
-    assert main(["analyze", str(run), "--ranges", str(p), "--no-store"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{p}:24" in err[0] and "O2+" in err[0], err
+    assert main(["analyze", str(run), "--ranges", str(p), "--no-store"]) == code
+    said = capsys.readouterr().err.strip().splitlines() + [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # warnings
+    said = [e for e in said if f"{p}:" in e]
+    assert len(said) == 1 and f"{p}:24" in said[0] and name in said[0], said
 
 
 def test_rrng_with_a_byte_order_mark_reads_as_without(tmp_path: Path, apav_data: Path):
