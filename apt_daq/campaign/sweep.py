@@ -204,7 +204,7 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         sweep = Sweep.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_problems(e, lines, str(path))) from None
+        raise ConfigError(validation_problems(e, lines, str(path), model=Sweep)) from None
     if not sweep.resolve(sweep.base).exists():
         f, line = lines.get(("base",), (str(path), 1))
         raise ConfigError([f"{f}:{line} base: run file not found: {sweep.resolve(sweep.base)}"])

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from apt_daq.config.errors import ConfigError, Problems
+from apt_daq.config.suggest import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -269,15 +270,19 @@ def where(lines: Lines, loc: tuple[Any, ...], default_file: str) -> str:
 
 
 def validation_problems(e: ValidationError, lines: Lines, default_file: str,
-                        skip: set[tuple[Any, ...]] | frozenset = frozenset()) -> list[str]:
+                        skip: set[tuple[Any, ...]] | frozenset = frozenset(),
+                        model: type[BaseModel] | None = None) -> list[str]:
     """Turn a pydantic error into lines of ``file:line path: what was expected``; errors at or
-    below a key path in ``skip`` (already reported otherwise) are left out."""
+    below a key path in ``skip`` (already reported otherwise) are left out. With the
+    ``model`` validated, an unknown key names the known one it is closest to."""
     out = []
     for err in e.errors():
         loc = tuple(err["loc"])
         found = (err.get("ctx") or {}).get("error")
+        hint = did_you_mean(model, loc) if err["type"] == "extra_forbidden" else ""
         items = ([((*loc, *sub), msg) for sub, msg in found.problems]
-                 if isinstance(found, Problems) else [(loc, _explain(err))])
+                 if isinstance(found, Problems) else [(loc, f"unknown key{hint}" if hint
+                                                       else _explain(err))])
         for at, msg in items:
             if any(at[:len(k)] == k for k in skip):
                 continue
@@ -292,4 +297,4 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_problems(e, lines, str(path))) from None
+        raise ConfigError(validation_problems(e, lines, str(path), model=model)) from None

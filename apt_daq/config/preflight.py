@@ -293,7 +293,7 @@ def preflight_tree(path: Path, data: dict[str, Any], lines: Lines, missing: dict
     try:
         rf = RunFile.model_validate(data)
     except ValidationError as e:
-        problems += validation_problems(e, lines, str(path), skip)
+        problems += validation_problems(e, lines, str(path), skip, model=RunFile)
         if not any(isinstance((err.get("ctx") or {}).get("error"), Problems)
                    for err in e.errors()):  # not reached: check from the parts that validate
             problems += [f"{where(lines, loc, str(path))}: {msg}"

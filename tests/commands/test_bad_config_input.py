@@ -392,3 +392,23 @@ def test_a_ports_file_is_json_of_strings(tmp_path: Path) -> None:
     ports = {"laser": "TCPIP::127.0.0.1::5025::SOCKET", "dld": "tcp://127.0.0.1:7000"}
     p.write_text(json.dumps(ports))
     assert read_ports(p) == ports
+
+
+# ------------------------------------------------------------------ a misspelt key (Dec 6)
+#: misspelt keys at several depths and the keys docs/config.md documents there
+MISSPELT = {"run.base_temprature_k": "base_temperature_k", "drivers.hv.limt_v": "limit_v",
+            "analysis.fda_ion": "fda_ions", "run.stop.ion": "ions"}
+
+
+@pytest.mark.parametrize("typo", list(MISSPELT))
+def test_a_misspelt_key_names_the_key_it_is_close_to(tmp_path: Path, capsys, typo: str) -> None:
+    meant = MISSPELT[typo]
+    assert f"`{meant}`" in (ROOT / "docs" / "config.md").read_text()  # a key users can look up
+    cfg = run_file(tmp_path, {typo: 5})
+    check_and_run(capsys, tmp_path, cfg, typo, f"did you mean '{meant}'?")
+
+
+def test_a_key_close_to_none_is_only_unknown(tmp_path: Path, capsys) -> None:
+    cfg = run_file(tmp_path, {"run.colour_scheme": 5})
+    line = check_and_run(capsys, tmp_path, cfg, "run.colour_scheme", "unknown key")
+    assert "did you mean" not in line
