@@ -10,7 +10,15 @@ Only what the run has is written: an imported run holds the fields its file held
 "imported" "fields"). Without pulse numbers EPOS gets psl = 0 on every ion; without pulse
 numbers and multiplicities (a POS file) each ion is its own event (EPOS ipp = 1); APT leaves
 out the sections of the fields the run lacks (pulse, pulseDelta, Multiplicity, tof, Voltage,
-...) rather than filling them with NaN."""
+...) rather than filling them with NaN; with pulse numbers it writes Multiplicity (the pulse
+groups) even where the imported file had none.
+
+Pulse numbers (EPOS psl, APT pulseDelta and pulse) count from the run's origin
+(:func:`pulse_origin`), so the sum of the deltas is the run's pulse count as ``apt-daq info``
+gives it (docs/formats.md, "Pulse numbers in exports"). An m/n the run never calibrated (an
+imported raw-hit file's, from the nominal t0 and flight length) is exported with one warning
+(:func:`uncalibrated_note`). The output's folder must exist: a missing one is refused, not
+made."""
 
 from __future__ import annotations
 
@@ -52,7 +60,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    out = check_output(out, overwrite, [run])
+    out = check_output(out, overwrite, [run], new_folders=False)
     with RunReader(run) as r:
         if fmt == "rrng":
             from apt_daq.io.ranges import write_rrng
@@ -67,6 +75,9 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
         if not r.count("hits"):
             raise DataFileError(f"{r.path}: no hits to export")
         stream = open_stream(r)
+        note = uncalibrated_note(r, stream.calibration)
+        if note:
+            log.warning("%s", note)
         fields = run_fields(r.meta)  # None: every field (a run apt-daq recorded)
         records = stream.ion_records()
         if fields is not None and not fields & {"pulse", "multiplicity"}:
@@ -78,16 +89,58 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
         if fmt == "epos":
             from apt_daq.io.epos import write_epos
 
-            return write_epos(out, records, pulses=fields is None or "pulse" in fields)
+            return write_epos(out, records, pulses=fields is None or "pulse" in fields,
+                              pulse_origin=pulse_origin(r))
         if fmt == "apt":
             from apt_daq.io.apt import ions_sections, write_apt
 
             created = (r.meta.get("imported") or {}).get("file_created_filetime")
             return write_apt(out, len(stream), records, ions_sections(fields),
-                             created_filetime=created)  # an imported APT's own, else now
+                             created_filetime=created,  # an imported APT's own, else now
+                             pulse_origin=pulse_origin(r))
         from apt_daq.io.nexus import write_nexus
 
         return write_nexus(r, out, stream)
+
+
+def pulse_origin(reader: RunReader) -> int:
+    """The pulse number an export's first pulse delta (EPOS psl, APT pulseDelta) counts from,
+    so the deltas sum to the run's pulse count (docs/formats.md, "Pulse numbers in exports").
+
+    A run apt-daq recorded numbers its pulses from 0 at its start (/hits ``pulse``): 0, so
+    psl[0] is its first ion's pulse number (the pulses fired before it) and ``cumsum(psl)``
+    restores every pulse number. An imported run's count (/meta "imported" "pulse_count")
+    spans its pulses through its last ion: last pulse - count. A file of deltas (EPOS, APT)
+    counted from the acquisition's start: 0, its own psl again; a file of absolute pulse
+    numbers (a raw hit list: apyt, a table) spans its own pulses from its first ion's:
+    first - 1, psl[0] = 1. An import that recorded no count: 0 (the numbers as they are)."""
+    imp = reader.meta.get("imported")
+    count, n = (imp or {}).get("pulse_count"), reader.count("hits")
+    if count is None or not n:
+        return 0
+    return int(reader.read("hits", n - 1, n)["pulse"][0]) - int(count)
+
+
+def uncalibrated_note(reader: RunReader, cal) -> str | None:
+    """The warning for an export of m/n that nothing calibrated, or None: an imported hit list
+    without m/n (a raw file) whose m/n the stream computes from TOF with the identity
+    corrections and the nominal t0 or flight length (neither given at import nor fitted by
+    ``apt-daq calibrate``). A run apt-daq recorded or simulated knows its instrument."""
+    imp = reader.meta.get("imported")
+    if not imp or cal.mode != "tof" or cal.source == "calibrate" or not cal.is_identity:
+        return None
+    inst, known = reader.instrument, set(imp.get("instrument_known") or ())
+    t0 = cal.t0_ns if cal.t0_ns is not None else getattr(inst, "t0_ns", 0.0)
+    lf = cal.flight_path_mm if cal.flight_path_mm is not None else getattr(inst, "flight_path_mm", 0.0)
+    nominal = [what for key, what in (("t0_ns", f"t0 {t0:g} ns"),
+                                      ("flight_path_mm", f"flight path {lf:g} mm"))
+               if key not in known]
+    if not nominal:
+        return None
+    return (f"{reader.path}: m/n is uncalibrated: computed from TOF with the nominal "
+            f"{' and '.join(nominal)}, no voltage or bowl correction; calibrate the run with "
+            f"`apt-daq calibrate {reader.path} --elements ...` (the specimen's elements) and "
+            "export again")
 
 
 def _export(args: argparse.Namespace) -> int:

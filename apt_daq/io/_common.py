@@ -127,15 +127,21 @@ def require_input(path: str | Path) -> Path:
     raise DataFileError(f"{path}: no such file")
 
 
-def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
+def check_output(out: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = (),
+                 *, new_folders: bool = True) -> Path:
     """``out`` as a Path once it may be written: refused (one line) if it exists without
     ``overwrite``, or if it is one of ``inputs`` (the same file by any name: a link, ``./``),
-    which ``--overwrite`` would replace with the output before or while it is read."""
+    which ``--overwrite`` would replace with the output before or while it is read.
+    ``new_folders=False`` (export): a folder of ``out`` that does not exist is refused, naming
+    it, rather than created (a typo in -o would otherwise make folders, as root anywhere)."""
     from apt_daq.errors import UserError
 
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; -o takes the name of the file to write")
+    if not new_folders and not out.absolute().parent.exists():
+        raise UserError(f"{out}: cannot write: the folder {out.absolute().parent} does not "
+                        "exist (create it first, or give another -o)")
     _check_writable_folder(out)
     if not os.path.lexists(out):
         return out
@@ -293,6 +299,50 @@ def multiplicity_first_only(pulse: np.ndarray) -> np.ndarray:
     out = np.zeros(len(pulse), dtype=np.uint32)
     out[starts] = sizes
     return out
+
+
+def group_sizes(pulse: np.ndarray) -> np.ndarray:
+    """The store's multiplicity of a pulse column: on every ion, the size of its run of equal
+    pulse numbers."""
+    sizes = np.diff(np.append(np.flatnonzero(group_starts(pulse)), len(pulse)))
+    return np.repeat(sizes, sizes).astype(np.uint32)
+
+
+def multiplicity_of_pulses(pulses_of, a: int, b: int, n: int) -> np.ndarray:
+    """:func:`group_sizes` of ions ``a:b`` of ``n``, whose pulse numbers ``pulses_of(lo, hi)``
+    gives (a file without multiplicities: APT with only pulse/pulseDelta). A pulse group cut by
+    ``a`` or ``b`` is followed into the ions around (a wider window until both ends are group
+    boundaries), so chunked reading gives what reading the whole file does. Only equality of
+    neighbours is used: ``pulses_of`` may count from any origin."""
+    pad = 64
+    while True:
+        lo, hi = max(0, a - pad), min(n, b + pad)
+        pulse = pulses_of(lo, hi)
+        starts = np.flatnonzero(group_starts(pulse))  # starts[0] == 0: the window's own edge
+        if (lo == 0 or np.any((starts > 0) & (starts <= a - lo))) and (
+                hi == n or np.any(starts >= b - lo)):
+            return group_sizes(pulse)[a - lo : b - lo]
+        pad *= 8
+
+
+def write_first_only(view: np.ndarray, pulse: np.ndarray, i: int, last_pulse: int,
+                     open_start: int | None) -> int | None:
+    """Write chunk ``i:i+len(pulse)`` of a first-of-pulse multiplicity column (APT
+    Multiplicity: the size of each pulse group on its first ion, 0 elsewhere) into ``view``;
+    groups may straddle chunks. Returns the start of the group still open (its size is written
+    when the next chunk, or the caller at the end, closes it)."""
+    k = len(pulse)
+    first = np.empty(k, bool)
+    first[0] = i == 0 or pulse[0] != last_pulse
+    first[1:] = pulse[1:] != pulse[:-1]
+    view[i : i + k] = 0
+    starts = np.flatnonzero(first) + i
+    if open_start is not None and starts.size:
+        view[open_start] = starts[0] - open_start
+    if starts.size:
+        view[starts[:-1]] = np.diff(starts)
+        return int(starts[-1])
+    return open_start
 
 
 def fill_multiplicity(ipp: np.ndarray) -> np.ndarray:

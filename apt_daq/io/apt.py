@@ -29,15 +29,19 @@ Position section carries six float32 bounds xmin, xmax, ymin, ymax, zmin, zmax),
 
 Sections written and read here (name, type, unit): Position (3 x float32, nm), Mass (float32,
 Da), tof (float32, ns), Voltage (float32, V), Pulse Voltage (float32, V), XDet_mm and YDet_mm
-(float32, mm), Multiplicity (int32: the count on the first ion of a multi-hit, 0 on the rest),
-pulse (float32 pulse number, exact below 2^24) and pulseDelta (int16: pulses since the
-previous ion, saturating at 32767); the writer leaves out the sections of fields the source
-does not hold (:func:`ions_sections`). Every section not read (tofc, freq, erate, a Detector
-Coordinates beside XDet_mm, one that is not one-to-one with the ions) is listed by name in
-``skipped``; a section whose kind cannot be decoded (an unknown relationship, record or data
-type, or a bad signature) is a DataFileError naming its offset. Without pulse or pulseDelta the
-pulse numbers are one per Multiplicity group, or one per ion (``pulses``; ``present`` lists
-``pulse`` only when the file has them). ``created_filetime``: ftCreationTime, None when 0.
+(float32, mm), Multiplicity (int32: the count on the first ion of a multi-hit, 0 on the rest;
+apav reads it as ``ipp``), pulse (float32 pulse number, exact below 2^24) and pulseDelta
+(int16: pulses since the previous ion, saturating at 32767; the first ion's counts from
+``pulse_origin``, so an export's sum is its run's pulse count: docs/formats.md); the writer
+leaves out the sections of fields the source does not hold (:func:`ions_sections`; Multiplicity
+comes of the pulse numbers too). A file with pulse numbers but no Multiplicity gets its
+multiplicities from equal pulse numbers (:func:`multiplicity_of_pulses`). Every section not
+read (tofc, freq, erate, a Detector Coordinates beside XDet_mm, one that is not one-to-one with
+the ions) is listed by name in ``skipped``; a section whose kind cannot be decoded (an unknown
+relationship, record or data type, or a bad signature) is a DataFileError naming its offset.
+Without pulse or pulseDelta the pulse numbers are one per Multiplicity group, or one per ion
+(``pulses``; ``present`` lists ``pulse`` only when the file has them). ``created_filetime``:
+ftCreationTime, None when 0.
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ from apt_daq.io._common import (
     empty_ions,
     fill_multiplicity,
     multiplicity_first_only,
+    multiplicity_of_pulses,
     pulses_from,
     require_input,
+    write_first_only,
 )
 from apt_daq.io.epos import detect_voltage_scale
 
@@ -331,6 +337,9 @@ class AptFile:
             if nz.size:
                 last_mult = int(raw[nz[-1]])
             out["multiplicity"] = mult
+        elif "pulse" in self.present:  # the multi-hits are the runs of equal pulse numbers
+            out["multiplicity"] = multiplicity_of_pulses(lambda lo, hi: self._pulses(lo, hi, 0),
+                                                         a, b, self.n)
         else:
             out["multiplicity"] = 1
         pulse = self._pulses(a, b, pulse0)
@@ -395,11 +404,13 @@ def _section_header(spec: SectionSpec, n: int) -> np.ndarray:
 
 def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
               sections: Iterable[str] = DEFAULT_SECTIONS, overwrite: bool = True,
-              created_filetime: int | None = None) -> int:
+              created_filetime: int | None = None, pulse_origin: int = 0) -> int:
     """Stream ``n`` ions (:data:`ION_DTYPE` chunks) into an APT v2 file, atomically.
 
     The layout is fixed by ``n``, so the file is sized first and each chunk is written into
-    every section through a memory map; the Position bounds are patched in at the end.
+    every section through a memory map; the Position bounds are patched in at the end. The
+    pulse section holds pulse - ``pulse_origin`` (the pulse number before the first one
+    counted), and the first pulseDelta counts from it.
     """
     path = Path(path)
     layout = []
@@ -426,12 +437,13 @@ def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
             shape = (n, spec.columns) if spec.columns > 1 else (n,)
             views[spec.name] = mm[doff : doff + n * spec.bits // 8 * spec.columns].view(dt).reshape(shape)
         i = 0
-        last_pulse = 0
+        last_pulse = pulse_origin
         open_start: int | None = None
         for ions in chunks:
             k = len(ions)
             if i + k > n:
                 raise ValueError(f"write_apt: more than the announced {n} ions")
+            p = ions["pulse"].astype(np.int64)
             for name, v in views.items():
                 if name == "Position":
                     for c, f in enumerate("xyz"):
@@ -443,13 +455,12 @@ def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
                 elif name in _FIELD_OF:
                     v[i : i + k] = ions[_FIELD_OF[name]]
                 elif name == "pulse":
-                    v[i : i + k] = ions["pulse"].astype(np.float32)
-            p = ions["pulse"].astype(np.int64)
+                    v[i : i + k] = (p - pulse_origin).astype(np.float32)
             if "pulseDelta" in views and k:
                 d = np.diff(p, prepend=last_pulse)
                 views["pulseDelta"][i : i + k] = np.clip(d, 0, _PULSE_DELTA_MAX)
             if "Multiplicity" in views and k:
-                open_start = _multiplicity(views["Multiplicity"], p, i, last_pulse, open_start)
+                open_start = write_first_only(views["Multiplicity"], p, i, last_pulse, open_start)
             if k:
                 last_pulse = int(p[-1])
             i += k
@@ -467,29 +478,13 @@ def write_apt(path: str | Path, n: int, chunks: Iterable[np.ndarray],
     return n
 
 
-def _multiplicity(view: np.ndarray, pulse: np.ndarray, i: int, last_pulse: int,
-                  open_start: int | None) -> int | None:
-    """Write chunk ``i:i+len(pulse)`` of the Multiplicity section (the size of each pulse group
-    on its first ion, 0 elsewhere); groups may straddle chunks. Returns the open group's start."""
-    k = len(pulse)
-    first = np.empty(k, bool)
-    first[0] = i == 0 or pulse[0] != last_pulse
-    first[1:] = pulse[1:] != pulse[:-1]
-    view[i : i + k] = 0
-    starts = np.flatnonzero(first) + i
-    if open_start is not None and starts.size:
-        view[open_start] = starts[0] - open_start
-    if starts.size:
-        view[starts[:-1]] = np.diff(starts)
-        return int(starts[-1])
-    return open_start
-
-
 def ions_sections(present: Iterable[str] | None) -> tuple[str, ...]:
-    """The sections to write for the fields a source really holds (None: every section)."""
+    """The sections to write for the fields a source really holds (None: every section).
+    Multiplicity is written from the pulse numbers' groups: with pulse numbers it is known
+    (a raw hit file's multi-hits are its equal pulse numbers) even where the file had none."""
     if present is None:
         return DEFAULT_SECTIONS
-    have = set(present)
+    have = set(present) | ({"multiplicity"} if "pulse" in present else set())
     need = {"Position": {"x", "y", "z"}, "Multiplicity": {"multiplicity"}, "pulse": {"pulse"},
             "pulseDelta": {"pulse"}}
     return tuple(s for s in DEFAULT_SECTIONS if need.get(s, {_FIELD_OF.get(s)}) <= have)

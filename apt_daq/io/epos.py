@@ -7,8 +7,11 @@ Layout: no header; one 44-byte record per ion of eleven big-endian 4-byte fields
 
 ``psl`` (pulses since the last ion's pulse) is 0 on the second and later ions of a multi-hit;
 ``ipp`` (ions per pulse) holds the multiplicity on the first ion of a multi-hit and 0 on the
-others. We write psl[0] = the first ion's pulse number, so ``cumsum(psl)`` restores the pulse
-numbers exactly.
+others. The reader's pulse numbers are ``cumsum(psl)``, so ``sum(psl)`` is the file's pulse count
+(as IVAS, apav and ifes read it). The writer's psl[0] counts from ``pulse_origin``, the pulse
+number before the first pulse counted: 0 (the default) writes the pulse numbers as they are,
+and ``cumsum(psl)`` restores them exactly; an export passes its run's (docs/formats.md, "Pulse
+numbers in exports"), so that sum is the run's pulse count.
 
 Files without pulse numbers: psl = 0 on every ion after the first (IVAS exports, apav's
 Si.epos) carries no pulse numbers: the reader numbers one pulse per ipp group (``pulse`` is
@@ -312,13 +315,14 @@ class EposWriter:
 
     BUFFER_IONS = 1 << 16  # 2.9 MB of records per write
 
-    def __init__(self, fh, *, buffer_ions: int = BUFFER_IONS, pulses: bool = True):
+    def __init__(self, fh, *, buffer_ions: int = BUFFER_IONS, pulses: bool = True,
+                 pulse_origin: int = 0):
         self._fh = fh
         self._pulses = pulses  # False: the pulse numbers are not real, psl = 0 on every ion
         self._buf = np.empty((max(1, int(buffer_ions)), WORDS), "<u4")
         self._fill = 0  # records in the buffer
         self._held = np.zeros((0, 12), "<u4")
-        self._last_pulse = 0
+        self._last_pulse = int(pulse_origin)  # psl[0] = first pulse - pulse_origin
         self.n = 0
         self.clipped = 0
 
@@ -388,12 +392,13 @@ class EposWriter:
 
 
 def write_epos(path: str | Path, chunks: Iterable[np.ndarray], overwrite: bool = True, *,
-               pulses: bool = True) -> int:
+               pulses: bool = True, pulse_origin: int = 0) -> int:
     """Stream :data:`ION_DTYPE` chunks to an EPOS file (atomically, volts); return the count.
     ``pulses=False``: the chunks' pulse numbers only group multi-hits (the source had none):
-    psl = 0 on every ion, what EPOS means by "not recorded"."""
+    psl = 0 on every ion, what EPOS means by "not recorded". ``pulse_origin``: the pulse
+    number psl[0] counts from (the one before the first pulse counted)."""
     with atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
-        w = EposWriter(fh, pulses=pulses)
+        w = EposWriter(fh, pulses=pulses, pulse_origin=pulse_origin)
         for ions in chunks:
             w.write(ions)
         w.close()

@@ -13,7 +13,9 @@ foreign file and is refused (naming the ion at which the file breaks off). An EP
 size is also a multiple of 16 (one in four: 4 ions = 11 POS records) would read as POS records
 that pass every bound on values (its TOF, volts and detector coordinates are numbers of the
 same size as positions and m/n); it is recognised by its two integer columns and refused,
-naming EPOS (:func:`looks_like_epos`).
+naming EPOS (:func:`looks_like_epos`). A file whose records are not ions as stored but are
+byte-swapped is refused as EPOS refuses one: "(not a POS file, or a little-endian one?)"
+(:meth:`PosFile._check_byte_order`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from apt_daq.errors import DataFileError
 from apt_daq.io._common import (
     DEFAULT_CHUNK,
     ION_DTYPE,
+    IonRecordCheck,
     atomic_output,
     empty_ions,
     require_input,
@@ -89,6 +92,30 @@ class PosFile:
                     if self.n else np.zeros(0, ">u4"))
         self.present = ("x", "y", "z", "mass")
         self.pulses = "ions"  # neither pulse numbers nor multiplicities in the file
+        self._check_byte_order()
+
+    def _check_byte_order(self, sample: int = 4096) -> None:
+        """Refuse a little-endian POS (numpy's ``tofile`` on a PC) with EPOS's hint: records
+        spread over the file that are not ions read big-endian, as POS is stored, but are
+        byte-swapped (:class:`IonRecordCheck`, and a median m/n of a real spectrum, >= 0.5 Da:
+        a big-endian file of bad m/n read swapped gives ~1e-40). Anything else is left to the
+        full check, which names what the values are."""
+        if not self.n:
+            return
+        idx = np.unique(np.linspace(0, self.n - 1, min(self.n, sample)).astype(np.int64))
+        words = np.asarray(self._mm.reshape(self.n, 4)[idx])
+        stored, swapped = IonRecordCheck(self.path), IonRecordCheck(self.path)
+        stored.add(words.astype("<u4").view(POS_NATIVE).reshape(-1), self.present)
+        flipped = words.view("<u4").view(POS_NATIVE).reshape(-1)  # the bytes read little-endian
+        swapped.add(flipped, self.present)
+        if (stored.bad <= stored.MAX_SHARE * stored.n or swapped.bad > swapped.MAX_SHARE * swapped.n
+                or not np.median(flipped["mass"]) >= 0.5):
+            return
+        i, what = stored.first or (0, "")
+        raise DataFileError(
+            f"{self.path}: {stored.bad} of {stored.n} sampled records are not ions as POS "
+            f"stores them, big-endian (first at ion {int(idx[i])}: {what}), but are "
+            "byte-swapped (not a POS file, or a little-endian one?)")
 
     def __len__(self) -> int:
         return self.n
