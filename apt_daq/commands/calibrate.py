@@ -81,6 +81,40 @@ def read_sample(reader, max_hits: int = SAMPLE_HITS):
     return Sample(*cols)
 
 
+#: rms residual of the identified peaks (ppm) above which a calibration is called poor: a
+#: straight-flight fit on the right ions leaves < 100 ppm (docs/analysis.md)
+POOR_PPM = 500.0
+
+
+def rms_ppm(peaks: list[dict]) -> float:
+    """RMS residual (ppm) of the identified isotope peaks (rows of ``Calibration.peaks``)."""
+    import numpy as np
+
+    res = [p["residual_ppm"] for p in peaks]
+    return float(np.sqrt(np.mean(np.square(res)))) if res else 0.0
+
+
+def own_mn_ppm(reader, peaks: list[dict], max_ions: int = 2_000_000) -> float | None:
+    """RMS residual (ppm) of an imported file's OWN m/n at the same isotope peaks (apex in
+    +-0.2 %), or None when the run carries no m/n of its file."""
+    import numpy as np
+
+    from apt_daq.pipeline.calibrate import apex
+
+    if "mass" not in ((reader.meta.get("imported") or {}).get("fields") or ()):
+        return None
+    n = reader.count("derived")
+    stride = max(1, math.ceil(n / max_ions))
+    m = np.concatenate([c["mass"][::stride].astype(np.float64)
+                        for c in reader.iter("derived", 1 << 20)] or [np.zeros(0)])
+    res = []
+    for p in peaks:
+        top, _, _ = apex(m, p["mass_da"], 2e-3 * p["mass_da"])
+        if np.isfinite(top):
+            res.append((top / p["mass_da"] - 1) * 1e6)
+    return float(np.sqrt(np.mean(np.square(res)))) if res else None
+
+
 def calibrate_run(path, names: list[str] | None = None, *, reference: str | None = None,
                   t0_ns: float | None = None, flight_path_mm: float | None = None,
                   store: bool = True) -> dict:  # fmt: skip
@@ -115,8 +149,22 @@ def calibrate_run(path, names: list[str] | None = None, *, reference: str | None
                                0.5 * inst.detector_diameter_mm, t0_ns=t0_ns,
                                flight_path_mm=flight_path_mm, reference=reference,
                                strict=strict)
+        own = own_mn_ppm(r, res.peaks)
     cal = res.calibration
     cal.source, cal.created, cal.version = "calibrate", now_iso(), __version__
+    fit = rms_ppm(res.peaks)
+    if own is not None and fit > max(1.5 * own, own + 50.0):
+        msg = (f"{path}: calibration NOT stored: its isotope peaks sit {fit:.0f} ppm rms from "
+               f"their masses, the file's own m/n {own:.0f} ppm (another instrument's m/n "
+               "model, e.g. a reflectron's, is no straight flight: give the import "
+               "--instrument; --no-store shows the fit)")
+        if store:
+            raise UserError(msg)
+        cal.notes.append(msg.split(": ", 1)[1].replace("NOT stored", "worse than the file's"))
+    elif fit > POOR_PPM:
+        cal.notes.append(f"the identified peaks sit {fit:.0f} ppm rms from their masses: a poor "
+                         "calibration (other elements or ions in the spectrum, or an instrument "
+                         "that is no straight flight)")
     stored = store_calibration(path, cal) if store else False
     return {
         "file": str(path),

@@ -32,6 +32,7 @@ it and are refused. Steps (:func:`calibrate_sample`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,14 +179,14 @@ def calibrate_sample(s: Sample, names: list[str], nominal_t0_ns: float, nominal_
         notes += nn
         t0, lf, _c, _n = fit_t0_l(s, peaks, t0, lf, cal, fit_t0=fit_t0, fit_l=fit_l)
     m = mass(s, t0, lf, cal)
-    table = peak_residuals(m, groups, ident.present, peaks)
+    table, foreign = pattern_checked(peak_residuals(m, groups, ident.present, peaks), groups)
     cal.t0_ns, cal.flight_path_mm = float(t0), float(lf)
     cal.reference, cal.reference_da = ref.isotope, ref.mass_da
     cal.fit_ions = int(np.count_nonzero(np.abs(m / ref.mass_da - 1) < _half_rel(ref)))
     cal.residual_ppm = voltage_residual_ppm(m, s.v, ref)
     cal.ions = list(ident.present)
     cal.peaks = table
-    cal.notes = list(dict.fromkeys(notes))
+    cal.notes = list(dict.fromkeys(notes + foreign))
     if unexplained:
         cal.notes.append(f"no peak of {', '.join(unexplained)} (in the run's ion table) "
                          "found: left out")
@@ -224,6 +225,32 @@ def peak_residuals(m: np.ndarray, groups: dict[str, list[Candidate]], present: l
                         "residual_ppm": round((top / c.mass_da - 1) * 1e6, 1),
                         "fitted": c.isotope in used})
     return sorted(out, key=lambda p: p["mass_da"])
+
+
+def pattern_checked(rows: list[dict], groups: dict[str, list[Candidate]]
+                    ) -> tuple[list[dict], list[str]]:
+    """The peak rows an isotope pattern allows, and a note for each it does not: a minor
+    isotope's peak holding far more ions than its share of the ion's strongest peak
+    (> 3 x expected + 5 sigma + 20: background and a few % of mis-shaped peaks stay in) is
+    another ion's peak (calcite's 48Ca3+ window at 15.96 Da holds O+, an oxide's 64Ni2+
+    window at 31.96 Da O2+): left out of the table, named in a note."""
+    share = {c.isotope: c.abundance for cands in groups.values() for c in cands}
+    by_ion: dict[str, list[dict]] = {}
+    for r in rows:
+        by_ion.setdefault(r["ion"], []).append(r)
+    kept, notes = [], []
+    for ion, rs in by_ion.items():
+        top = max(rs, key=lambda r: share[r["isotope"]])
+        for r in rs:
+            want = top["counts"] * share[r["isotope"]] / share[top["isotope"]]
+            if r is not top and r["counts"] > 3 * want + 5 * math.sqrt(want) + 20:
+                notes.append(f"the {r['isotope']} window at {r['mass_da']:g} Da holds "
+                             f"{r['counts']} ions where {ion}'s isotope pattern allows ~"
+                             f"{want:.0f} (from {top['isotope']}'s {top['counts']}): another "
+                             "ion's peak, left out (name it in --elements)")
+            else:
+                kept.append(r)
+    return sorted(kept, key=lambda r: r["mass_da"]), notes
 
 
 __all__ = [
