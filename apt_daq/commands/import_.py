@@ -239,6 +239,7 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
                 field_map: str | Path | None = None, simulated: bool = False,
                 overwrite: bool = False, chunk: int = 1 << 20) -> dict:
     """Import ``path`` into the run file ``out``; returns the /meta "imported" summary."""
+    from apt_daq.commands.import_data import detector_from_hits
     from apt_daq.config import InstrumentConfig
     from apt_daq.io._common import check_output
 
@@ -249,6 +250,9 @@ def import_file(path: str | Path, out: str | Path, ranges: str | Path | None = N
     summary = _summary(src, path, fmt)
     inst, known = instrument_for(fmt, path, instrument, flight_path_mm, t0_ns)
     _flight_path(src, inst, summary, path, flight_path_mm, instrument, min(chunk, 200_000))
+    if not instrument and (det := detector_from_hits(src, inst, min(chunk, 200_000))):
+        summary["detector"] = det
+        known.add("detector_diameter_mm")
     if summary["flight_path"] is None:
         del summary["flight_path"]
     elif summary["flight_path"].startswith("implied"):
@@ -419,6 +423,8 @@ def _import(args: argparse.Namespace) -> int:
           f"fields {', '.join(s['fields'])}; voltage {s['voltage']})")
     if s.get("flight_path"):
         print(f"  flight path: {s['flight_path']}")
+    if s.get("detector"):
+        print(f"  detector diameter: {s['detector']}")
     if "pulse" not in s["fields"] and s.get("pulses"):
         print(f"  pulse numbers: {s['pulses']}")
     if s["skipped_sections"]:

@@ -48,6 +48,31 @@ def implied_mm(src, t0: float, sample: int) -> float | None:
     return round(l_m * 1000.0, 3)
 
 
+def detector_from_hits(src, inst: dict, sample: int) -> str | None:
+    """With no instrument given: a detector wide enough for the file's hits. The nominal
+    diameter (80 mm) clipped an APyT TAP file's hits (out to +-70 mm) from the hit map and set
+    the reconstruction's detector area and the bowl fit's cells; when 0.1 % of the first
+    ``sample`` hits lie beyond it, the diameter becomes twice their 99.9th-percentile radius,
+    rounded up to the mm (in ``inst``). What it says, or None."""
+    if not {"det_x", "det_y"} <= set(src.present) or src.n == 0:  # None: a CSV, uncounted
+        return None
+    first = next(src.iter(sample), None)
+    if first is None:
+        return None
+    with np.errstate(all="ignore"):
+        r = np.hypot(first["det_x"].astype(np.float64), first["det_y"].astype(np.float64))
+    r = r[np.isfinite(r)]
+    nominal = float(inst.get("detector_diameter_mm", 80.0))
+    if not len(r) or np.quantile(r, 0.999) <= 0.5 * nominal:
+        return None
+    d = float(np.ceil(2.0 * np.quantile(r, 0.999)))
+    if d > 1000.0:  # a metre: not detector coordinates in mm
+        return None
+    inst["detector_diameter_mm"] = d
+    return (f"{d:g} mm, from the hits (0.1 % reach beyond {nominal:g} mm, the nominal; "
+            "--instrument gives the real one)")
+
+
 def implied_flight_path(present: set[str], inst: dict, l_mm: float | None) -> str | None:
     """With none given: the flight length ``l_mm`` a file with m/n, TOF and V implies (set in
     ``inst``), or a note that the nominal one is used (no m/n); what the summary says of it
