@@ -22,7 +22,7 @@ import numpy as np
 from apt_daq.bench import Result, best_time_s, result
 from apt_daq.config import InstrumentConfig
 from apt_daq.hits import RAW_DTYPE
-from apt_daq.pipeline.corrections import Calibration
+from apt_daq.pipeline.corrections import Calibration, voltage_factor
 from apt_daq.pipeline.decode import time_sum_bins, time_sum_tolerance_bins
 from apt_daq.pipeline.process import _args, fused_kernel, fused_parallel, process_chunk
 from apt_daq.pipeline.ranging import RangeLookup, ranges_for_ions
@@ -66,11 +66,10 @@ def numpy_pipeline(raw, inst, cal, lo, hi):
     t = m[keep] * inst.tdc_bin_ns
     v = raw["v_dc"][keep].astype(np.float64) + raw["v_pulse"][keep]
     mass = mass_da.py_func(t, x, y, v, inst.t0_ns, inst.flight_path_mm)  # the one m/n, numpy
-    u = v * 1e-3
-    vc, bc = cal.vc, cal.bc
+    bc = cal.bc
     xs, ys = x / 10, y / 10
-    f = (vc[0] + u * (vc[1] + u * vc[2])) * (bc[0] + bc[1] * xs + bc[2] * ys + bc[3] * xs * xs
-                                             + bc[4] * xs * ys + bc[5] * ys * ys)  # fmt: skip
+    f = voltage_factor(cal.vc, v) * (bc[0] + bc[1] * xs + bc[2] * ys + bc[3] * xs * xs
+                                  + bc[4] * xs * ys + bc[5] * ys * ys)  # fmt: skip
     mass /= f
     j = np.searchsorted(lo, mass, side="right") - 1
     ion = np.where((j >= 0) & (mass < hi[np.clip(j, 0, None)]), j, -1).astype(np.int16)

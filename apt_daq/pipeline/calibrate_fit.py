@@ -20,7 +20,16 @@ from apt_daq.pipeline.calibrate_model import (
     factor,
     mass,
 )
-from apt_daq.pipeline.corrections import Calibration, _bowl_terms
+from apt_daq.pipeline.corrections import (
+    Calibration,
+    _bowl_terms,
+    kernel_vc,
+    span_bin,
+    span_v,
+    spans_enough,
+    voltage_factor,
+    voltage_u,
+)
 from apt_daq.pipeline.tof import flight_time_ns
 
 
@@ -44,14 +53,15 @@ def fit_t0_l(s: Sample, peaks: list[Candidate], t0_ns: float, flight_path_mm: fl
     kV: f_V(u_m) stays 1, so the scale is all in L) and bowl terms (x, y, x^2, xy, y^2: f_B
     stays 1 on the axis) of F; 3-sigma trimmed; iterated with the windows re-centred.
     Returns (t0, L, calibration, ions used)."""
-    vc = np.array(cal.vc, float)
+    vc = np.array(cal.vc[:3])  # the 3 coefficients (cal.vc: also the span)
     bc = np.array(cal.bc, float)
     n_used = 0
     masses = np.array([c.mass_da for c in peaks])
     half = np.array([_half_rel(c) for c in peaks])
     u_m = float(np.median(s.v)) * 1e-3
+    span = cal.voltage_span_v  # vc stays the 3 coefficients; the span is carried through
     for it in range(iterations):
-        cur = Calibration(tuple(vc), tuple(bc))
+        cur = Calibration(tuple(vc), tuple(bc), voltage_span_v=span)
         m = mass(s, t0_ns, flight_path_mm, cur)
         # each ion to its nearest identified peak, if within that peak's window
         order = np.argsort(masses)
@@ -81,8 +91,9 @@ def fit_t0_l(s: Sample, peaks: list[Candidate], t0_ns: float, flight_path_mm: fl
         if fit_l:
             cols.append(tau * flight_path_mm / (flight_path_mm**2 + sub.r2))
         if fit_corrections:
-            u = sub.v * 1e-3
-            fv = vc[0] + u * (vc[1] + u * vc[2])
+            kvc = cur.vc
+            u = voltage_u(kvc, sub.v)  # held at the span's edges, as f_V's
+            fv = voltage_factor(kvc, sub.v)
             fb = _bowl_terms(sub.x, sub.y) @ bc
             cols += [0.5 * tau * (u - u_m) / fv, 0.5 * tau * (u - u_m) ** 2 / fv]
             bt = _bowl_terms(sub.x, sub.y)
@@ -111,7 +122,7 @@ def fit_t0_l(s: Sample, peaks: list[Candidate], t0_ns: float, flight_path_mm: fl
         step = float(np.max(np.abs(p[:2])))
         if it >= 2 and step < 1e-3:
             break
-    return t0_ns, flight_path_mm, Calibration(tuple(vc), tuple(bc)), n_used
+    return t0_ns, flight_path_mm, Calibration(tuple(vc), tuple(bc), voltage_span_v=span), n_used
 
 
 # ----------------------------------------------------------------------------- voltage, bowl
@@ -134,11 +145,11 @@ def fit_reference(s: Sample, ref: Candidate, t0_ns: float, flight_path_mm: float
     m_raw = mass(s, t0_ns, flight_path_mm)
     ref_da = ref.mass_da
     half_rel = _half_rel(ref)
-    vc, bc = np.array(cal.vc, float), np.array(cal.bc, float)
-    u_all = s.v * 1e-3
+    vc, bc = np.array(cal.vc[:3]), np.array(cal.bc, float)
+    span = cal.voltage_span_v
     bt_all = _bowl_terms(s.x, s.y)
     for _ in range(2):
-        fv = vc[0] + u_all * (vc[1] + u_all * vc[2])
+        fv = voltage_factor(kernel_vc(vc, span), s.v)
         fb = bt_all @ bc
         inw = np.abs(m_raw / (fv * fb) / ref_da - 1) < half_rel
         n_w = int(inw.sum())
@@ -147,33 +158,36 @@ def fit_reference(s: Sample, ref: Candidate, t0_ns: float, flight_path_mm: float
                          f"the {ref.isotope} window")
             break
         if voltage:
-            vc = _voltage_poly(s, m_raw / fb, fv, inw, n_w, ref, vc, min_ions)
-            fv = vc[0] + u_all * (vc[1] + u_all * vc[2])
+            vc, span = _voltage_poly(s, m_raw / fb, fv, inw, n_w, ref, vc, span, min_ions)
+            fv = voltage_factor(kernel_vc(vc, span), s.v)
         if bowl:
             bc, note = _bowl_surface(s, m_raw / fv, fb, inw, n_w, ref, bc, radius_mm, min_ions)
             if note:
                 notes.append(note)
     # f_V = 1 at the median voltage, f_B = 1 on the axis: the scale belongs to L ...
-    u_m = float(np.median(s.v)) * 1e-3
-    vc = vc / (vc[0] + u_m * (vc[1] + u_m * vc[2]))
+    vc = vc / voltage_factor(kernel_vc(vc, span), np.median(s.v))
     bc = bc / bc[0]
     if not fit_scale_in_l:  # ... unless L is given: then the reference lands on its mass
-        out = Calibration(tuple(float(c) for c in vc), tuple(float(c) for c in bc))
+        out = Calibration(tuple(float(c) for c in vc), tuple(float(c) for c in bc),
+                          voltage_span_v=span)
         top, _, _ = apex(m_raw / factor(out, s), ref_da, half_rel * ref_da)
         if np.isfinite(top):
             vc = vc * (top / ref_da)
-    return Calibration(tuple(float(c) for c in vc), tuple(float(c) for c in bc)), notes
+    return Calibration(tuple(float(c) for c in vc), tuple(float(c) for c in bc),
+                       voltage_span_v=span), notes
 
 
 def _voltage_poly(s: Sample, mv: np.ndarray, fv: np.ndarray, inw: np.ndarray, n_w: int,
-                  ref: Candidate, vc: np.ndarray, min_ions: int) -> np.ndarray:
+                  ref: Candidate, vc: np.ndarray, span: tuple[float, float] | None,
+                  min_ions: int) -> tuple[np.ndarray, tuple[float, float] | None]:
     """f_V's quadratic in kV from the apex of the bowl-corrected masses ``mv`` in voltage bins
-    of equal counts of the window ``inw``; ``vc`` as it was when too few bins hold a peak."""
+    of equal counts of the window ``inw``, and the span (V) it was fitted on (:func:`span_v`);
+    ``vc`` and ``span`` as they were when no bin holds a peak."""
     ref_da, half_rel = ref.mass_da, _half_rel(ref)
     v = s.v[inw]
     n_bins = int(min(12, n_w // min_ions))
     edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
-    us, rs, ws = [], [], []
+    us, rs, ws, bins = [], [], [], []
     for a, b in itertools.pairwise(edges):
         k = (s.v >= a) & (s.v <= b)
         kk = k & inw
@@ -185,11 +199,14 @@ def _voltage_poly(s: Sample, mv: np.ndarray, fv: np.ndarray, inw: np.ndarray, n_
             us.append(float(np.median(s.v[kk])) * 1e-3)
             rs.append(top / ref_da)
             ws.append(math.sqrt(n))
-    if len(us) >= 3 and np.ptp(us) > 1e-3:
-        return np.polynomial.polynomial.polyfit(us, rs, 2, w=ws)
+            bins.append(span_bin(a, b, s.v[k], mv[k], top))
+    # bins a few volts apart (a run at its steady voltage) constrain no slope nor curvature:
+    # a quadratic through them is noise, so the constant (spans_enough)
+    if len(us) >= 3 and spans_enough(us):
+        return np.polynomial.polynomial.polyfit(us, rs, 2, w=ws), span_v(bins)
     if us:
-        return np.array([float(np.average(rs, weights=ws)), 0.0, 0.0])
-    return vc
+        return np.array([float(np.average(rs, weights=ws)), 0.0, 0.0]), span_v(bins)
+    return vc, span
 
 
 def _bowl_surface(s: Sample, mb: np.ndarray, fb: np.ndarray, inw: np.ndarray, n_w: int,

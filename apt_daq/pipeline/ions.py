@@ -243,7 +243,7 @@ def fit_run_calibration(reader, ranges: RangeTable | None, analysis: AnalysisCon
     for hits in _iter_hits(reader, inst, ION_CHUNK):
         m = np.empty(len(hits), np.float64)
         corrected_mass_kernel(hits["tof"], hits["det_x"], hits["det_y"], hits["v_dc"],
-                              hits["v_pulse"], t0, lf, 1.0, coeffs(ident.vc, 3),
+                              hits["v_pulse"], t0, lf, 1.0, coeffs(ident.vc, 5),
                               coeffs(ident.bc, 6), m)
         raw_hist.add(m)
         s = slice(None, None, stride)
@@ -383,7 +383,7 @@ class IonStream:
         out = np.empty(len(hits), np.float32)
         corrected_mass_kernel(hits["tof"], hits["det_x"], hits["det_y"], hits["v_dc"],
                               hits["v_pulse"], self.t0_ns, self.flight_path_mm, float(cal.beta),
-                              coeffs(cal.vc, 3), coeffs(cal.bc, 6), out)  # fmt: skip
+                              coeffs(cal.vc, 5), coeffs(cal.bc, 6), out)  # fmt: skip
         return out
 
     def __iter__(self) -> Iterator[IonChunk]:

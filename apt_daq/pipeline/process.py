@@ -264,7 +264,7 @@ def _args(instrument: InstrumentConfig, calibration: Calibration | None, lookup:
     return (
         float(instrument.tdc_bin_ns), float(instrument.signal_velocity_mm_per_ns),
         float(time_sum_bins(instrument)), float(time_sum_tolerance_bins(instrument)),
-        float(instrument.t0_ns), float(instrument.flight_path_mm), 1.0, coeffs(cal.vc, 3),
+        float(instrument.t0_ns), float(instrument.flight_path_mm), 1.0, coeffs(cal.vc, 5),
         coeffs(cal.bc, 6),
         lookup.lo, lookup.hi, lookup.table, float(lookup.inv_width),
     )  # fmt: skip
@@ -470,7 +470,7 @@ def derive(hits: np.ndarray, calibration: Calibration, t0_ns: float, flight_path
     if reconstructor is not None and reconstructor.step_fields:
         raise ValueError("derive: a reconstruction with per-step fields runs apart (process)")
     z = derive_kernel(hits, float(t0_ns), float(flight_path_mm), float(cal.beta),
-                      coeffs(cal.vc, 3), coeffs(cal.bc, 6), lookup.lo, lookup.hi, lookup.table,
+                      coeffs(cal.vc, 5), coeffs(cal.bc, 6), lookup.lo, lookup.hi, lookup.table,
                       float(lookup.inv_width), recon_params(reconstructor), out)  # fmt: skip
     if reconstructor is not None:
         reconstructor.z_nm = z

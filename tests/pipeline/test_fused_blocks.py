@@ -38,7 +38,7 @@ def twin(raw: np.ndarray, lookup: RangeLookup):
     keep, tof, x, y, _, inc, bad = numpy_decode(raw, INST)
     v = raw["v_dc"][keep].astype(np.float64) + 1.0 * raw["v_pulse"][keep]
     m = mass_da.py_func(tof, x, y, v, INST.t0_ns, INST.flight_path_mm)
-    m = m / correction_factor.py_func(v, x, y, coeffs(CAL.vc, 3), coeffs(CAL.bc, 6))
+    m = m / correction_factor.py_func(v, x, y, coeffs(CAL.vc, 5), coeffs(CAL.bc, 6))
     m32 = m.astype(np.float32)
     cols = (tof.astype(np.float32), x.astype(np.float32), y.astype(np.float32), m32)
     if len(lookup.lo):
