@@ -65,7 +65,7 @@ def element_ratio(row: dict[str, Any], name: str) -> tuple[float | None, float |
     return (direct if direct is not None else r), sigma
 
 
-RAMP_UP_LIMIT = 0.5  # a point with more of its pulses in the ramp-up measures the ramp-up
+RAMP_UP_LIMIT = 0.5  # a point with more of its ions in the ramp-up measures the ramp-up
 
 
 def mostly_ramp_up(row: dict[str, Any]) -> bool:

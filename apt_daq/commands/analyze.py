@@ -139,7 +139,8 @@ def _fda_species(path: str) -> tuple[list[str], bool]:
 
 def _selection(args: argparse.Namespace):
     """The hit selection of ``--settled`` and ``--step`` (None: every hit) and the step's label;
-    without either, a warning when most pulses were fired during the ramp-up."""
+    without either, a warning when most ions came in the ramp-up (counted in ions, the data
+    analysed: the ramp-up's pulses are many and its ions few)."""
     from apt_daq.analysis.report import ramp_up_share, settled_select, step_select
     from apt_daq.cli import console as cli_console
 
@@ -149,10 +150,10 @@ def _selection(args: argparse.Namespace):
         step_sel, label = step_select(args.run, args.step)
         sel = step_sel if sel is None else (lambda h, a=sel, b=step_sel: a(h) & b(h))
     elif not args.settled:
-        share = ramp_up_share(args.run)
+        share = ramp_up_share(args.run, per="ions")
         if share is not None and share > 0.5:
             cli_console(stderr=True).print(
-                f"warning: {args.run}: {100 * share:.0f} % of its pulses were fired before the "
+                f"warning: {args.run}: {100 * share:.0f} % of its ions came before the "
                 "detection rate first reached half its target (ramp-up); --settled leaves them "
                 "out", markup=False)
     return sel, label
