@@ -159,3 +159,18 @@ def test_too_many_stored_ranges_are_refused(small_run, tmp_path, capsys):
     bad = _broken(small_run, tmp_path, "many", _meta("ranges", json.dumps({"rows": rows})))
     rc, err = _run_cli(["info", str(bad)], capsys)
     assert rc == 2 and "/meta ranges holds more than 10000 ranges" in err
+
+
+@pytest.mark.parametrize("cmd", ["analyze", "plot", "calibrate"])
+def test_an_ion_file_given_as_a_run_says_to_import_it(small_run, tmp_path, capsys, cmd):
+    """`analyze a.epos` (info and range read an EPOS as it is) named an HDF5 signature; it
+    names the import that makes a run of it. A range file given as a run is named so."""
+    epos = tmp_path / "a.epos"
+    assert main(["export", str(small_run), "--format", "epos", "-o", str(epos)]) == 0
+    rng = tmp_path / "a.rrng"
+    rng.write_text(RANGES)
+    for path, says in ((epos, f"apt-daq import {epos} -o RUN.h5"), (rng, "--ranges")):
+        argv = [cmd, str(path)] + (["-o", str(tmp_path / "p")] if cmd == "plot" else [])
+        rc, err = _run_cli(argv, capsys)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and says in lines[0], (cmd, err)

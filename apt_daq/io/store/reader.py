@@ -24,6 +24,10 @@ if TYPE_CHECKING:  # the config models (pydantic) load when a run's config is re
     from apt_daq.config import InstrumentConfig, RunFile
 
 
+#: the suffixes of the ion and hit files ``apt-daq import`` reads
+ION_FILES = ("epos", "pos", "apt", "ato", "raw", "csv")
+
+
 class RunReader:
     """Read a run file in bounded memory."""
 
@@ -39,6 +43,14 @@ class RunReader:
         except OSError as e:
             # h5py's message spans lines (time, buffer addresses): keep its first part
             why = " ".join(str(e).split("(file read failed")[0].split())
+            kind = self.path.suffix.lower().lstrip(".")
+            what = f"{'an' if kind[:1] in 'aeio' else 'a'} {kind.upper()} file, not a run file"
+            if kind in ION_FILES:  # `info` and `range` read these as they are
+                raise DataFileError(f"{self.path}: {what}: `apt-daq import {self.path} -o "
+                                    "RUN.h5` makes one") from None
+            if kind in ("rrng", "rng", "env"):
+                raise DataFileError(f"{self.path}: a range file, not a run file (give it as "
+                                    "--ranges)") from None
             raise DataFileError(f"{self.path}: not a readable HDF5 run file ({why})") from None
         try:  # every command meets a malformed file here, as one error naming it
             self.meta: dict[str, Any] = read_meta(meta_group(self._f, self.path))
