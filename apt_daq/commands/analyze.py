@@ -50,6 +50,7 @@ def _analyze(args: argparse.Namespace) -> int:
         s["step"] = label
     _warn(_roi_warning(s, res.slices))
     _warn(_background_warning(s))
+    _warn(_poor_fit_warning(s))
     fda_species, fda_set = _fda_species(args.run)
     if fda_set:  # the default (Li+, O2+) is no request for them on, say, a Si run
         _warn(_fda_unranged_warning(s, fda_species, res.ranges.ions))
@@ -61,6 +62,25 @@ def _analyze(args: argparse.Namespace) -> int:
         return 0
     _print_report(s, stored=not args.no_store, fda_species=fda_species)
     return 0
+
+
+#: the reference peak's rms drift over voltage bins (ppm) above which m/n is called poor: a
+#: fit on a straight-flight run leaves tens of ppm (docs/analysis.md)
+POOR_RESIDUAL_PPM = 1000.0
+
+
+def _poor_fit_warning(s: dict) -> str | None:
+    """The warning for m/n whose reference peak still wanders > 1000 ppm over voltage after
+    the fit (a reflectron instrument's TOF refitted as a straight flight: calcite's EPOS
+    3497 ppm, its ranged ions down 21 %), or None."""
+    c = s.get("calibration") or {}
+    r = c.get("residual_ppm")
+    if c.get("mode") != "tof" or r is None or r <= POOR_RESIDUAL_PPM:
+        return None
+    return (f"{s['file']}: the fitted m/n is poor: the reference peak {c.get('reference', '')} "
+            f"moves {r:.0f} ppm rms over voltage bins (a fit leaves tens): wrong ranges, or an "
+            "instrument that is no straight flight (a reflectron); an imported file's own m/n "
+            "is kept without --recalibrate")
 
 
 def _warn(line: str | None) -> None:
