@@ -11,7 +11,9 @@ from what the supply RECEIVED and the state it ends in:
 - a measured voltage above ``limit_v`` by more than a meter's error is a fault, output off
   (before: accepted while inside the 5 % agreement band: 6235 V on a 6000 V limit);
 - a doubled reply is dropped before the next command, so it is never read as the answer to
-  the next query (before: a doubled ``OUTP?`` "1" was read as a trip, a "fracture").
+  the next query (before: a doubled ``OUTP?`` "1" was read as a trip, a "fracture");
+- a laser that ignores one emission-off is switched off by a second (before: "emission still
+  reads ON" and left emitting until the CLI's second safe off).
 
 Each runs over the raw SCPI socket, pyvisa-py's socket session, and the serial line protocol.
 """
@@ -24,10 +26,12 @@ import time
 import pytest
 from apt_daq.drivers.base import BadReply, DriverError, FakeClock
 from apt_daq.drivers.hv import ScpiHv, SerialHv
+from apt_daq.drivers.laser import ScpiLaser
 from apt_daq.drivers.scpi import make_transport
 from apt_daq.drivers.serial_line import SerialTransport
 from fake_hv import FakeHv, wait_for
 from fake_hv_line import FakeLineHv
+from fake_laser import FakeLaser
 from test_hv_misbehaving import LIMIT_V, RAMP_V_PER_S, STEP_S, assert_ramp_rule
 
 LINKS = ("socket", "visa", "line")
@@ -204,4 +208,35 @@ def test_a_doubled_reply_is_not_read_as_the_next_answer(link: str) -> None:
         assert hv.output_on() is True and fake.on
     finally:
         hv.close()
+        fake.close()
+
+
+class _OffOnceLaser(FakeLaser):
+    """A laser that acknowledges its first emission-off command and keeps emitting."""
+
+    ignore_off = 1
+
+    def _handle(self, line: str):
+        if self.is_off(line) and self.ignore_off > 0:
+            self.ignore_off -= 1
+            return None
+        return super()._handle(line)
+
+
+def test_a_laser_ignoring_one_emission_off_is_switched_off() -> None:
+    clock = FakeClock()
+    fake = _OffOnceLaser("silent", clock)  # never misbehaves otherwise
+    laser = ScpiLaser(make_transport(fake.resource, 0.3, "socket"), fake.resource,
+                      max_energy_pj=20.0, retries=1, reconnect_deadline_s=1.0, clock=clock)
+    laser.connect()
+    try:
+        laser.set_energy(5.0)
+        laser.emission(True)
+        assert fake.on
+        laser.safe_off()  # no error: the second off went out and reads back off
+        assert not fake.on
+        offs = [line for _, line, _ in fake.received if fake.is_off(line)]
+        assert len(offs) == 2
+    finally:
+        laser.close()
         fake.close()
