@@ -46,6 +46,18 @@ def _no_line(timeout_s: float, got: bytes) -> TimeoutError:
                         + (f": {clip_reply(got.decode('ascii', 'replace'))!r})" if got else ")"))
 
 
+def unread(sock: socket.socket, head: bytes = b"") -> tuple[bytes, bool]:
+    """What ``sock`` holds unread (after ``head``, bytes already buffered), read without
+    waiting, up to about :data:`MAX_REPLY_BYTES`; and whether the peer closed it."""
+    junk = head
+    while len(junk) <= MAX_REPLY_BYTES and select.select([sock], [], [], 0)[0]:
+        data = sock.recv(65536)
+        if not data:
+            return junk, True
+        junk += data
+    return junk, False
+
+
 def dropped(what: str, data: bytes) -> None:
     """Log the bytes an instrument sent unasked, dropped before the next command."""
     from apt_daq.drivers.errors import clip_reply
@@ -163,12 +175,10 @@ class SocketTransport:
     def _drop_unasked(self) -> None:
         """Drop what arrived since the last reply was read (nothing was asked for it)."""
         assert self._sock is not None
-        junk, self._buf = self._buf, b""
-        while len(junk) <= MAX_REPLY_BYTES and select.select([self._sock], [], [], 0)[0]:
-            data = self._sock.recv(65536)
-            if not data:
-                raise ConnectionError("connection closed by the instrument")
-            junk += data
+        junk, closed = unread(self._sock, self._buf)
+        self._buf = b""
+        if closed:
+            raise ConnectionError("connection closed by the instrument")
         if junk:
             dropped(f"{self.host}:{self.port}", junk)
 
@@ -275,16 +285,12 @@ class VisaTransport:
         sock = getattr(sess, "interface", None)
         if not isinstance(pending, bytearray) or not isinstance(sock, socket.socket):
             return
-        junk = bytes(pending)
-        pending.clear()
-        try:
-            while len(junk) <= MAX_REPLY_BYTES and select.select([sock], [], [], 0)[0]:
-                data = sock.recv(65536)
-                if not data:
-                    break  # closed: the write or read that follows says so
-                junk += data
+        try:  # closed: the write or read that follows says so
+            junk, _ = unread(sock, bytes(pending))
         except OSError:
             return
+        finally:
+            pending.clear()
         if junk:
             dropped(self.resource, junk)
 
