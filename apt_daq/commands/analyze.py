@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="composition with errors, ion counts, ratios, MRP, FDA")
     p.add_argument("run", help="run file (.h5)")
     p.add_argument("--ranges", help="RRNG/RNG range file (default: the run file's analysis.ranges)")
-    p.add_argument("--roi", help="'cylinder:D' (nm), 'box:WX,WY,WZ' or 'none' (default: config)")
+    p.add_argument("--roi", help="'cylinder:D[,X,Y]' or 'box:WX,WY,WZ[,X,Y,Z]' (nm; a box "
+                   "without its centre sits at the middle of the run's depth), or 'none' "
+                   "(default: config)")
     p.add_argument("--background", action="store_true", help="subtract the local background")
     p.add_argument("--settled", action="store_true",
                    help="leave out the ramp-up before the detection rate first reached half "
