@@ -221,6 +221,10 @@ def _results(path: str | Path, acc: IonPass, cal: Calibration, acfg, ranges_src:
         "mrp": mrp_list,
         "peaks": peak_rows,
         "fda": {k: v.as_dict() for k, v in fda_res.items()},
+        # why an asked-for ion has no FDA ({} alone told a JSON reader nothing)
+        "fda_missing": {sp: ("no range names it" if sp not in acc.fda else
+                             "no ion of it in the ROI")
+                        for sp in acfg.fda_ions if sp not in fda_res},
         "calibration": cal.as_dict(),
         "positions": positions,
         "background_subtracted": bool(subtract_background),

@@ -174,3 +174,19 @@ def test_an_ion_file_given_as_a_run_says_to_import_it(small_run, tmp_path, capsy
         rc, err = _run_cli(argv, capsys)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert rc == 2 and len(lines) == 1 and says in lines[0], (cmd, err)
+
+
+def test_fda_says_why_an_asked_ion_has_none(small_run, tmp_path):
+    """apav's Si run gave `"fda": {}` with no reason; the reason is in `fda_missing`. Here the
+    range file leaves out the O2+ range: O2+ (asked for by default) must be named as unranged,
+    Li+ still gets its FDA."""
+    from apt_daq.analysis.report import _jsonable, analyze
+
+    lines = [ln for ln in RANGES.splitlines() if "O:2" not in ln]
+    n = sum(ln.startswith("Range") for ln in lines)
+    no_o2 = tmp_path / "no_o2.rrng"
+    no_o2.write_text("\n".join(f"Number={n}" if ln.startswith("Number=") and i > 6 else ln
+                               for i, ln in enumerate(lines)) + "\n")
+    s = _jsonable(analyze(small_run, no_o2, store=False).summary)
+    assert "O2+" not in s["ion_counts"] and "Li+" in s["fda"]
+    assert s["fda_missing"] == {"O2+": "no range names it"}
