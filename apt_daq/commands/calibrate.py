@@ -154,13 +154,13 @@ def calibrate_run(path, names: list[str] | None = None, *, reference: str | None
     cal.source, cal.created, cal.version = "calibrate", now_iso(), __version__
     fit = rms_ppm(res.peaks)
     if own is not None and fit > max(1.5 * own, own + 50.0):
-        msg = (f"{path}: calibration NOT stored: its isotope peaks sit {fit:.0f} ppm rms from "
-               f"their masses, the file's own m/n {own:.0f} ppm (another instrument's m/n "
-               "model, e.g. a reflectron's, is no straight flight: give the import "
-               "--instrument; --no-store shows the fit)")
+        worse = (f"its isotope peaks sit {fit:.0f} ppm rms from their masses, the file's own "
+                 f"m/n {own:.0f} ppm (another instrument's m/n model, e.g. a reflectron's, is "
+                 "no straight flight: give the import --instrument")
         if store:
-            raise UserError(msg)
-        cal.notes.append(msg.split(": ", 1)[1].replace("NOT stored", "worse than the file's"))
+            raise UserError(f"{path}: calibration NOT stored: {worse}; --no-store shows the "
+                            "fit)")
+        cal.notes.append(f"calibration worse than the file's own m/n: {worse})")
     elif fit > POOR_PPM:
         cal.notes.append(f"the identified peaks sit {fit:.0f} ppm rms from their masses: a poor "
                          "calibration (other elements or ions in the spectrum, or an instrument "

@@ -93,4 +93,4 @@ def test_a_fit_worse_than_the_files_own_mn_is_not_stored(tmp_path: Path, capsys)
                        "--no-store")
     assert rc == 0, err
     notes = json.loads(capsys.readouterr().out)["calibration"]["notes"]
-    assert any("worse than the file's" in n for n in notes)
+    assert any("worse than the file's own m/n" in n for n in notes)
