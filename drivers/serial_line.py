@@ -36,6 +36,11 @@ from apt_daq.wire.hv_line import EOL, OK  # the error codes are there too (ERR_*
 
 _ERR = re.compile(r"^ERR\s+(-?\d+)\s*(.*)$")
 
+try:  # pyserial's flush and reset call termios, whose error is no OSError: a port gone (an
+    from termios import error as _TermiosError  # unplugged USB adapter, a closed pty) raises it
+except ImportError:  # not POSIX
+    _TermiosError = OSError  # type: ignore[misc, assignment]
+
 
 def parse_err(reply: str) -> tuple[int, str] | None:
     """``ERR n msg`` -> (n, msg); anything else -> None."""
@@ -63,7 +68,10 @@ class SerialTransport:
         except (serial.SerialException, OSError, ValueError) as e:
             raise ConnectionError(f"cannot open {self.url}: {e}") from e
         # a reopen follows trouble (a timeout: its reply may be on the way): wait it out
-        self.drain(None if self._reopened else 0.15)
+        try:
+            self.drain(None if self._reopened else 0.15)
+        except (serial.SerialException, OSError, _TermiosError) as e:
+            raise ConnectionError(f"cannot open {self.url}: {e}") from e
         self._reopened = True
 
     def drain(self, quiet_s: float | None = None) -> bytes:
@@ -115,8 +123,8 @@ class SerialTransport:
             self._port.flush()
         except serial.SerialTimeoutException as e:
             raise TimeoutError(str(e)) from e
-        except (serial.SerialException, OSError) as e:
-            raise ConnectionError(str(e)) from e
+        except (serial.SerialException, OSError, _TermiosError) as e:
+            raise ConnectionError(f"the port failed: {e}") from e
 
     def read(self) -> str:
         import serial
@@ -125,8 +133,8 @@ class SerialTransport:
             raise ConnectionError("not open")
         try:  # pyserial's read_until: timeout_s in all, not per byte
             line = self._port.read_until(b"\n", MAX_REPLY_BYTES + 1)
-        except (serial.SerialException, OSError) as e:
-            raise ConnectionError(str(e)) from e
+        except (serial.SerialException, OSError, _TermiosError) as e:
+            raise ConnectionError(f"the port failed: {e}") from e
         if not line.endswith(b"\n"):
             if len(line) > MAX_REPLY_BYTES:
                 raise ReplyTooLong(line[:256])

@@ -240,3 +240,52 @@ def test_a_laser_ignoring_one_emission_off_is_switched_off() -> None:
     finally:
         laser.close()
         fake.close()
+
+
+def test_a_serial_port_that_vanishes_is_a_driver_error() -> None:
+    """The pty of a serial HV line closed mid-run (a USB adapter unplugged): pyserial's flush
+    raises termios.error, which is no OSError; it escaped the driver raw, and the run's one
+    error line ended "after: (5, 'Input/output error')". Now a ConnectionLost names the HV."""
+    import os
+
+    from apt_daq.drivers.base import ConnectionLost
+
+    clock = FakeClock()
+    fake = FakeLineHv("silent", clock)  # its protocol table; served here on a pty
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    stop = threading.Event()
+
+    def serve() -> None:
+        buf = b""
+        while not stop.is_set():
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            buf += data
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                reply = fake._handle(raw.decode().strip())
+                try:
+                    os.write(master, (reply + "\r\n").encode())
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    hv = SerialHv(SerialTransport(path, timeout_s=0.3), path, limit_v=LIMIT_V,
+                  ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S, retries=1,
+                  reconnect_deadline_s=1.0, clock=clock)
+    hv.connect()
+    try:
+        hv.output(True)
+        hv.ramp_to(500.0)
+        stop.set()
+        os.close(master)  # the adapter is gone
+        os.close(slave)
+        with pytest.raises(DriverError) as err:
+            hv.voltage()
+        assert isinstance(err.value, ConnectionLost) and path in str(err.value)
+    finally:
+        hv.close()
+        fake.close()
