@@ -95,6 +95,7 @@ class Session(RunRecord):
         self.handle_signals = handle_signals
         self.sigint_pauses = sigint_pauses
         self.signal: int | None = None  # the signal that ended the run, if one did
+        self.late_signal: int | None = None  # one that came once it had ended
         self.state = State.IDLE
         self.transitions: list[tuple[float, str, str]] = []
         self._pause = threading.Event()
@@ -161,6 +162,8 @@ class Session(RunRecord):
             return self._run()
         finally:
             restore()
+            if self.late_signal is not None:  # after the end: to the handler before the run's
+                signal.raise_signal(self.late_signal)
 
     def _run(self) -> RunResult:
         from apt_daq.pipeline import RangeLookup
@@ -195,9 +198,7 @@ class Session(RunRecord):
                          counters, self._finish_tally())
 
     def _new_tally(self, ranges: Any) -> RunTally | None:
-        """The summary's tally when asked for and the run has ranges (without, ``analyze``
-        finds ranges on the whole spectrum, and a box ROI without a depth is centred on the
-        whole run's: the summary reads the file back)."""
+        """The summary's tally, when asked for and the stream can give it (else: read back)."""
         try:
             if not (self.summary and RunTally.applies(self.cfg, ranges)):
                 return None

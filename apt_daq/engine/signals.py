@@ -18,6 +18,7 @@ class Controlled(Protocol):
 
     state: State
     signal: int | None
+    late_signal: int | None  # one that came after the run had ended (its file closed)
     sigint_pauses: bool
     _pause: threading.Event
 
@@ -68,13 +69,20 @@ def install_signals(session: Controlled) -> Callable[[], None]:
     presses = [0]
 
     def on_signal(signum: int, frame: object) -> None:
+        if session.state in (State.DONE, State.FAILED, State.ABORTED):
+            # the run has ended safe (its summary is being counted): the signal goes to the
+            # handler before the run's, once the run's is gone (a CLI exits 128 + n)
+            session.late_signal = session.late_signal or signum
+            return
         if signum == signal.SIGINT and session.sigint_pauses:
             if not session._pause.is_set():
                 presses[0] = 0  # resumed since the last Ctrl-C: this one pauses again
             presses[0] += 1
             if presses[0] == 1:
                 session.pause()
-                log.warning("Ctrl-C: pausing at the next block (Ctrl-C again aborts safely)")
+                when = ("now: the HV ramp-up holds where it is" if session.state in (
+                    State.CONNECTING, State.RAMPING) else "at the next block")
+                log.warning("Ctrl-C: pausing %s (Ctrl-C again aborts safely)", when)
                 return
         if signum == signal.SIGHUP:
             _detach_terminal()

@@ -109,3 +109,37 @@ def test_ctrl_c_after_a_resume_pauses_again() -> None:
         assert aborted
     finally:
         restore()
+
+
+class _Late(Exception):
+    pass
+
+
+def test_a_signal_after_the_run_ended_reaches_the_handler_before_the_run(tmp_path, monkeypatch):
+    """A SIGTERM while the end-of-run summary is counted (the run already `done`, HV and laser
+    off, the file closed) was swallowed by the run's handler: `apt-daq run` exited 0 (an
+    audit's six cases). Now it goes, once the run's handler is gone, to the one before it
+    (the CLI's: exit 143); judged from that handler and the file."""
+    from apt_daq.run import Session
+
+    def late(signum: int, frame: object) -> None:
+        raise _Late(signum)
+
+    before = signal.signal(signal.SIGTERM, late)
+    orig = Session._finish_tally
+
+    def signalled(self):  # the signal lands while the summary's counts are finished
+        signal.raise_signal(signal.SIGTERM)
+        return orig(self)
+
+    monkeypatch.setattr(Session, "_finish_tally", signalled)
+    out = tmp_path / "r.h5"
+    try:
+        with pytest.raises(_Late):
+            Session.from_yaml(str(RUN), out=out, summary=True,
+                              overrides={"run.stop.ions": 5000}).run()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    with RunReader(out) as r:
+        assert r.meta["state"] == "done"
+        assert r.log[-1]["hv_on"] == 0 and r.log[-1]["laser_on"] == 0
