@@ -81,7 +81,24 @@ def _desync(base: type[FakeHv]) -> type[FakeHv]:
 DesyncScpi, DesyncLine = _desync(FakeHv), _desync(FakeLineHv)
 
 
-def setup(link: str, timeout_s: float = 0.3):
+@pytest.fixture
+def rig():
+    """``rig(link, timeout_s)``: (fake supply, connected driver, clock, protocol); each closed
+    at the test's end."""
+    made: list = []
+
+    def make(link: str, timeout_s: float = 0.3):
+        fake, hv, clock, proto = _rig(link, timeout_s)
+        made.append((fake, hv))
+        return fake, hv, clock, proto
+
+    yield make
+    for fake, hv in made:
+        hv.close()
+        fake.close()
+
+
+def _rig(link: str, timeout_s: float):
     clock = FakeClock()
     fake = (DesyncLine if link == "line" else DesyncScpi)("silent", clock)  # never misbehaves
     kw = dict(limit_v=LIMIT_V, ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S, retries=1,
@@ -95,120 +112,96 @@ def setup(link: str, timeout_s: float = 0.3):
 
 
 @pytest.mark.parametrize("link", LINKS)
-def test_endless_reply_times_out_and_the_supply_ends_off(link: str) -> None:
-    fake, hv, clock, proto = setup(link)
-    try:
-        hv.output(True)
-        hv.ramp_to(1000.0)
-        fake.endless = MEAS[proto]
-        t0 = time.monotonic()
-        with pytest.raises(DriverError) as err:
-            hv.voltage()
-        # two attempts of timeout_s 0.3 and a reconnect: seconds, not the 20 s of the trickle
-        assert time.monotonic() - t0 < 6.0
-        assert len(str(err.value)) < 400, "a run-on reply is quoted whole"
-        t_off = clock.monotonic()
-        hv.safe_off()
-        assert fake.off_received_after(t_off) and not fake.on
-    finally:
-        hv.close()
-        fake.close()
+def test_endless_reply_times_out_and_the_supply_ends_off(link: str, rig) -> None:
+    fake, hv, clock, proto = rig(link)
+    hv.output(True)
+    hv.ramp_to(1000.0)
+    fake.endless = MEAS[proto]
+    t0 = time.monotonic()
+    with pytest.raises(DriverError) as err:
+        hv.voltage()
+    # two attempts of timeout_s 0.3 and a reconnect: seconds, not the 20 s of the trickle
+    assert time.monotonic() - t0 < 6.0
+    assert len(str(err.value)) < 400, "a run-on reply is quoted whole"
+    t_off = clock.monotonic()
+    hv.safe_off()
+    assert fake.off_received_after(t_off) and not fake.on
 
 
 @pytest.mark.parametrize("link", LINKS)
-def test_an_off_from_another_thread_is_not_held_up_by_an_endless_reply(link: str) -> None:
+def test_an_off_from_another_thread_is_not_held_up_by_an_endless_reply(link: str, rig) -> None:
     """A signal handler or a suspender switching off while the run's thread reads."""
-    fake, hv, _, proto = setup(link, timeout_s=0.5)
-    try:
-        hv.output(True)
-        hv.ramp_to(1000.0)
-        fake.endless = MEAS[proto]
-        def read() -> None:
-            with pytest.raises(DriverError):
-                hv.voltage()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        time.sleep(0.2)  # the read is under way, the lock held
-        t0 = time.monotonic()
-        off = threading.Thread(target=hv.send_off, daemon=True)
-        off.start()
-        off.join(TRICKLE_S)
-        took = time.monotonic() - t0
-        # the off left at once after the read's own deadline (0.5 s) and a retry's ...
-        assert not off.is_alive() and took < 3.0, took
-        # ... and the supply received it (its server thread may still be reading it)
-        assert wait_for(lambda: fake.off_received_after(0.0) and not fake.on, 2.0)
-        reader.join(5.0)
-    finally:
-        hv.close()
-        fake.close()
-
-
-@pytest.mark.parametrize("link", LINKS)
-def test_an_off_ignored_once_is_sent_again_and_verified(link: str) -> None:
-    fake, hv, _, _ = setup(link)
-    try:
-        hv.output(True)
-        hv.ramp_to(1000.0)
-        fake.ignore_off = 1
-        hv.safe_off()  # no error: the second off switched it off, and reads so
-        assert not fake.on
-    finally:
-        hv.close()
-        fake.close()
-
-
-@pytest.mark.parametrize("link", LINKS)
-def test_an_output_that_never_switches_off_is_ramped_down(link: str) -> None:
-    fake, hv, clock, _ = setup(link)
-    try:
-        hv.output(True)
-        hv.ramp_to(1500.0)
-        fake.ignore_off = 1000
-        t_fault = clock.monotonic()
-        with pytest.raises(DriverError, match="still reads ON"):
-            hv.safe_off()
-        assert fake.on  # it really is stuck on ...
-        assert fake.setpoint_v == 0.0  # ... but at 0 V
-        after = [v for t, v, on in fake.setpoints() if t >= t_fault]
-        assert after and after == sorted(after, reverse=True), "not a ramp down"
-        assert_ramp_rule(fake)  # and no step on the live output broke the rule
-    finally:
-        hv.close()
-        fake.close()
-
-
-@pytest.mark.parametrize("link", LINKS)
-def test_a_measured_voltage_above_the_limit_is_a_fault(link: str) -> None:
-    fake, hv, clock, _ = setup(link)
-    try:
-        fake.meas_gain = (1.05, 40.0)  # 6235 V at 5900: inside a 5 % agreement band
-        hv.output(True)
-        hv.ramp_to(5900.0)
-        clock.sleep(10.0)  # settled
-        with pytest.raises(BadReply, match="above limit_v"):
+    fake, hv, _, proto = rig(link, timeout_s=0.5)
+    hv.output(True)
+    hv.ramp_to(1000.0)
+    fake.endless = MEAS[proto]
+    def read() -> None:
+        with pytest.raises(DriverError):
             hv.voltage()
-        assert not fake.on
-    finally:
-        hv.close()
-        fake.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)  # the read is under way, the lock held
+    t0 = time.monotonic()
+    off = threading.Thread(target=hv.send_off, daemon=True)
+    off.start()
+    off.join(TRICKLE_S)
+    took = time.monotonic() - t0
+    # the off left at once after the read's own deadline (0.5 s) and a retry's ...
+    assert not off.is_alive() and took < 3.0, took
+    # ... and the supply received it (its server thread may still be reading it)
+    assert wait_for(lambda: fake.off_received_after(0.0) and not fake.on, 2.0)
+    reader.join(5.0)
 
 
 @pytest.mark.parametrize("link", LINKS)
-def test_a_doubled_reply_is_not_read_as_the_next_answer(link: str) -> None:
-    fake, hv, _, proto = setup(link)
-    try:
-        hv.output(True)
-        hv.ramp_to(1000.0)
-        fake.doubled = OUTP[proto]
-        assert hv.output_on() is True
-        fake.doubled = None
-        assert hv.tripped() is False  # the stale "1" is no trip
-        assert hv.output_on() is True and fake.on
-    finally:
-        hv.close()
-        fake.close()
+def test_an_off_ignored_once_is_sent_again_and_verified(link: str, rig) -> None:
+    fake, hv, _, _ = rig(link)
+    hv.output(True)
+    hv.ramp_to(1000.0)
+    fake.ignore_off = 1
+    hv.safe_off()  # no error: the second off switched it off, and reads so
+    assert not fake.on
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_an_output_that_never_switches_off_is_ramped_down(link: str, rig) -> None:
+    fake, hv, clock, _ = rig(link)
+    hv.output(True)
+    hv.ramp_to(1500.0)
+    fake.ignore_off = 1000
+    t_fault = clock.monotonic()
+    with pytest.raises(DriverError, match="still reads ON"):
+        hv.safe_off()
+    assert fake.on  # it really is stuck on ...
+    assert fake.setpoint_v == 0.0  # ... but at 0 V
+    after = [v for t, v, on in fake.setpoints() if t >= t_fault]
+    assert after and after == sorted(after, reverse=True), "not a ramp down"
+    assert_ramp_rule(fake)  # and no step on the live output broke the rule
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_a_measured_voltage_above_the_limit_is_a_fault(link: str, rig) -> None:
+    fake, hv, clock, _ = rig(link)
+    fake.meas_gain = (1.05, 40.0)  # 6235 V at 5900: inside a 5 % agreement band
+    hv.output(True)
+    hv.ramp_to(5900.0)
+    clock.sleep(10.0)  # settled
+    with pytest.raises(BadReply, match="above limit_v"):
+        hv.voltage()
+    assert not fake.on
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_a_doubled_reply_is_not_read_as_the_next_answer(link: str, rig) -> None:
+    fake, hv, _, proto = rig(link)
+    hv.output(True)
+    hv.ramp_to(1000.0)
+    fake.doubled = OUTP[proto]
+    assert hv.output_on() is True
+    fake.doubled = None
+    assert hv.tripped() is False  # the stale "1" is no trip
+    assert hv.output_on() is True and fake.on
 
 
 class _OffOnceLaser(FakeLaser):
