@@ -11,6 +11,7 @@ re-exports these names.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,8 +44,10 @@ def default_colour(formula: dict[str, int]) -> str:
     for el in sorted(formula, key=lambda e: -formula[e]):
         if el in ELEMENT_COLOURS:
             return ELEMENT_COLOURS[el]
-    h = abs(hash(tuple(sorted(formula.items())))) % 0xFFFFFF
-    return f"{h:06X}"
+    # crc32, not hash(): Python salts str hashes per process, and a range file written twice
+    # from the same spectrum differed in its colours
+    key = ",".join(f"{el}:{n}" for el, n in sorted(formula.items()))
+    return f"{zlib.crc32(key.encode()) & 0xFFFFFF:06X}"
 
 
 @dataclass

@@ -38,9 +38,11 @@ decomposed counts and their errors come from the covariance of the final fit.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 from scipy.optimize import nnls
 
 from apt_daq.pipeline.autorange.candidates import Candidate, element_cost
@@ -83,8 +85,9 @@ class _Problem:
         self.cands = cands
         self.n_detected = int(rows.detected.sum())
         self.a_det = a_mat[: self.n_detected]
-        self._memo: dict[tuple[int, ...], tuple[np.ndarray, float, float]] = {}
-        self._groups: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
+        # x, chi2, cost (None: not computed, the prior reached the bound) and prior
+        self._memo: dict[tuple[int, ...], tuple[np.ndarray, float, float | None, float]] = {}
+        self._groups: dict[tuple[int, ...], tuple[list[float], float]] = {}
         nzf = self.nz.astype(np.float32)
         self.adjacent = (nzf.T @ nzf) > 0  # columns sharing a row (each with itself)
         fd = [c.formula_dict for c in cands]
@@ -95,6 +98,10 @@ class _Problem:
             for e, n in c.formula:
                 self.n_atoms[k, col[e]] = n
         self.member = (self.n_atoms > 0).astype(float)  # c.elements are the formula's
+        self.el_cost = np.array([element_cost(e) for e in self.el_names])
+        self._el_bits = [sum(1 << col[e] for e in c.elements) for c in cands]
+        self._tier_bits = [(c, sum(1 << i for i, e in enumerate(self.el_names)
+                                   if element_cost(e) == c)) for c in set(self.el_cost.tolist())]
         self.atomic_of = [next(iter(f)) if len(f) == 1 and sum(f.values()) == 1 else None
                           for f in fd]
         self.hydride_of = [next(e for e in f if e != "H")
@@ -109,36 +116,28 @@ class _Problem:
         return np.where(res > 0, np.minimum(r2, np.where(det, UNKNOWN_COST, ABSENT_CAP)), r2)
 
     def fit(self, sel: list[int]) -> tuple[np.ndarray, float]:
-        """Non-negative fit of the columns ``sel``, group by group: columns that share no
-        row (directly or through others) are independent problems, each fitted once and
-        remembered (a swap or a removal refits only the group it touches)."""
+        """Non-negative fit of the columns ``sel`` (sorted), group by group: columns that
+        share no row (directly or through others) are independent problems, each fitted once
+        and remembered (a swap or a removal refits only the group it touches)."""
         if not sel:
             return np.zeros(0), self.total
-        cols = np.asarray(sel)
-        adj = self.adjacent[np.ix_(cols, cols)]
-        label = np.arange(len(sel))
-        while True:  # each column takes the smallest label of its neighbours, to a fixpoint
-            new = np.where(adj, label[None, :], len(sel)).min(1)
-            if np.array_equal(new, label):
-                break
-            label = new
-        x = np.zeros(len(sel))
+        pos, starts = _components(self.adjacent, np.asarray(sel, dtype=np.int64))
+        where, cut = pos.tolist(), starts.tolist()
+        x = [0.0] * len(sel)
         chi2 = self.total
-        groups: dict[int, list[int]] = {}
-        for i, g in enumerate(label.tolist()):
-            groups.setdefault(g, []).append(i)
-        cl = cols.tolist()
-        for pos in groups.values():
-            key = tuple(cl[i] for i in pos)
+        for a, b in itertools.pairwise(cut):
+            key = tuple([sel[i] for i in where[a:b]])
             hit = self._groups.get(key)
             if hit is None:
-                hit = self._fit_group(list(key))
+                xg, dchi2 = self._fit_group(list(key))
+                hit = (xg.tolist(), dchi2)
                 if len(self._groups) >= MEMO_MAX:
                     self._groups.clear()
                 self._groups[key] = hit
-            x[pos] = hit[0]
+            for i, v in zip(where[a:b], hit[0], strict=True):
+                x[i] = v
             chi2 += hit[1]
-        return x, chi2
+        return np.array(x), chi2
 
     def _fit_group(self, sel: list[int]) -> tuple[np.ndarray, float]:
         """(x, change of chi2 from the empty model) of one group of columns."""
@@ -153,10 +152,20 @@ class _Problem:
             res = y - a @ x
         return x, float(self._capped(res, det).sum()) - float(self.yw2[r].sum())
 
-    def cost(self, sel: list[int], chi2: float, x: np.ndarray) -> float:
-        els = {e for k in sel for e in self.cands[k].elements}
-        return (chi2 + float(self.ion_cost[sel].sum() if sel else 0.0)
-                + sum(element_cost(e) for e in els)
+    def prior(self, sel: list[int], chi2: float) -> float:
+        """chi2 and the ions' and elements' costs: the part of :meth:`cost` known before
+        the fit's amounts, and a lower bound of it (the other terms are >= 0)."""
+        if not sel:
+            return chi2
+        els = 0  # the elements present, as a bit mask: each pays once
+        for k in sel:
+            els |= self._el_bits[k]
+        return (chi2 + float(self.ion_cost[sel].sum())
+                + sum(c * (els & m).bit_count() for c, m in self._tier_bits))
+
+    def cost(self, sel: list[int], prior: float, x: np.ndarray) -> float:
+        """The search's objective: :meth:`prior` plus the terms from the amounts ``x``."""
+        return (prior
                 + LONE_TRACE_COST * len(self.lone_traces(sel, x))
                 + HYDRIDE_COST * self.hydrides_over_parent(sel, x)
                 + self.cluster_cost(sel, x))
@@ -207,21 +216,64 @@ class _Problem:
         major = (share >= SUPPORT_SHARE * tot[:, None]) & (share > 0)
         return [self.el_names[e] for e in trace[np.count_nonzero(major, axis=0) < 2]]
 
-    def evaluate(self, sel: list[int]) -> tuple[np.ndarray, float, float]:
+    def evaluate(self, sel: list[int], bound: float = np.inf) -> tuple[np.ndarray, float, float]:
         """(x in the order of ``sel``, chi2, cost); a set fitted before is not fitted again
-        (the forward, swap and element-removal searches revisit the same sets)."""
-        order = np.argsort(sel, kind="stable")
-        key = tuple(sel[i] for i in order)
+        (the forward, swap and element-removal searches revisit the same sets). With a
+        ``bound`` the caller rejects any cost at or above, the cost returned may be just its
+        lower bound :meth:`prior` when that is already at the bound (most trials of a search:
+        the terms from the amounts are then never computed)."""
+        order = sorted(range(len(sel)), key=sel.__getitem__)
+        key = tuple([sel[i] for i in order])
         hit = self._memo.get(key)
-        if hit is None:
-            x, chi2 = self.fit(list(key))
-            hit = (x, chi2, self.cost(list(key), chi2, x))
+        if hit is None or (hit[2] is None and hit[3] < bound):
+            if hit is None:
+                xs, chi2 = self.fit(list(key))
+                low = self.prior(list(key), chi2)
+            else:
+                xs, chi2, _, low = hit
+            full = self.cost(list(key), low, xs) if low < bound else None
             if len(self._memo) >= MEMO_MAX:  # bounded memory: start over (a miss refits)
                 self._memo.clear()
-            self._memo[key] = hit
+            self._memo[key] = hit = (xs, chi2, full, low)
         x = np.empty(len(sel))
         x[order] = hit[0]
-        return x, hit[1], hit[2]
+        return x, hit[1], hit[3] if hit[2] is None else hit[2]
+
+
+@njit(cache=True)
+def _components(adjacent: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The columns ``sel`` (sorted) in groups connected through shared rows (``adjacent``):
+    positions in ``sel``, group after group, each group sorted and the groups in the order
+    of their first column; and the groups' starts in that array, with its end."""
+    n = len(sel)
+    group = np.full(n, -1, np.int64)
+    pos = np.empty(n, np.int64)
+    starts = np.empty(n + 1, np.int64)
+    stack = np.empty(n, np.int64)
+    m = g = 0
+    for i in range(n):
+        if group[i] >= 0:
+            continue
+        starts[g] = m
+        group[i] = g
+        pos[m] = i
+        m += 1
+        stack[0] = i
+        top = 1
+        while top:
+            top -= 1
+            ka = sel[stack[top]]
+            for b in range(i + 1, n):
+                if group[b] < 0 and adjacent[ka, sel[b]]:
+                    group[b] = g
+                    pos[m] = b
+                    m += 1
+                    stack[top] = b
+                    top += 1
+        pos[starts[g]:m].sort()
+        g += 1
+    starts[g] = m
+    return pos, starts[:g + 1]
 
 
 def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float):
@@ -237,7 +289,7 @@ def _prune(pb: _Problem, sel: list[int], x: np.ndarray, chi2: float, cost: float
             continue
         for i in range(len(sel)):
             trial = sel[:i] + sel[i + 1:]
-            xt, chi2t, ct = pb.evaluate(trial)
+            xt, chi2t, ct = pb.evaluate(trial, bound=cost)
             if ct < cost:
                 sel, x, chi2, cost = trial, xt, chi2t, ct
                 changed = True
@@ -254,7 +306,7 @@ def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int,
         usable &= ~banned
     ion_costs = pb.ion_cost
     el_names, member = pb.el_names, pb.member
-    el_cost = np.array([element_cost(e) for e in el_names])
+    el_cost = pb.el_cost
     for _ in range(max_steps):
         r = yw - (aw[:, sel] @ x if sel else 0.0)
         g = aw.T @ r
@@ -270,7 +322,7 @@ def _forward(pb: _Problem, sel, x, chi2, cost, max_steps: int,
         if net[k] <= 0:
             break
         trial = [*sel, k]
-        xt, chi2t, ct = pb.evaluate(trial)
+        xt, chi2t, ct = pb.evaluate(trial, bound=cost)
         if ct >= cost:  # the one-column estimate was optimistic: no real gain
             usable[k] = False
             continue
@@ -308,7 +360,7 @@ def _swap(pb: _Problem, sel, x, chi2, cost, n_try: int = 32,
             est = np.where(g > 0, g * g / np.maximum(norm2[alts], 1e-300), 0.0) - costs[alts]
             for j in alts[np.argsort(-est)[:n_try]]:
                 trial = [*sel[:i], int(j), *sel[i + 1:]]
-                xt, chi2t, ct = pb.evaluate(trial)
+                xt, chi2t, ct = pb.evaluate(trial, bound=best[0] - 1e-9)
                 if ct < best[0] - 1e-9:
                     best = (ct, (trial, xt, chi2t))
         if best[1] is not None:
@@ -333,8 +385,9 @@ def _add_refit(pb: _Problem, sel, x, chi2, cost):
         for k in np.nonzero(near)[0]:
             if k in sel or not set(pb.cands[k].elements) <= have:
                 continue
-            xt, c2t, ct = pb.evaluate([*sel, int(k)])
-            if ct < cost - 1e-9 and (best is None or ct < best[3]):
+            bound = cost - 1e-9 if best is None else min(cost - 1e-9, best[3])
+            xt, c2t, ct = pb.evaluate([*sel, int(k)], bound)
+            if ct < bound:
                 best = ([*sel, int(k)], xt, c2t, ct)
         if best is None:
             break
