@@ -275,6 +275,12 @@ def test_browser_counters_pause_resume_abort(tmp_path):
         assert proc.poll() is None, "one click on Abort must not abort"
         _click(driver, ".apt-abort")  # confirms
         proc.wait(timeout=30)
+        # the page keeps the run's last state, the end the file records (docs/live.md: the
+        # view serves until the run has ended and its last state is shown)
+        with RunReader(out) as r:
+            ions = r.count("hits")
+        assert _text(driver, ".apt-state-text") == "aborted"
+        assert _ions(driver) == ions
     finally:
         if driver is not None:
             driver.quit()
