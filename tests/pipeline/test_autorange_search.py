@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -40,8 +41,7 @@ def test_groups_are_the_connected_components(case):
     adj = adj | adj.T | np.eye(n, dtype=bool)
     sel = sorted(sel)
     pos, starts = identify._components(adj, np.asarray(sel, dtype=np.int64))
-    groups = [tuple(sel[i] for i in pos[a:b]) for a, b in zip(starts[:-1], starts[1:],
-                                                                  strict=True)]
+    groups = [tuple(sel[i] for i in pos[a:b]) for a, b in itertools.pairwise(starts)]
     _, label = connected_components(csr_matrix(adj[np.ix_(sel, sel)]), directed=False)
     want: dict[int, list[int]] = {}
     for k, lab in zip(sel, label, strict=True):
