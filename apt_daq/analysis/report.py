@@ -372,6 +372,26 @@ def ramp_up_share(path: str | Path, fraction: float = 0.5, per: str = "pulses") 
     return (int(log[per][ok[0] - 1]) if ok[0] > 0 else 0) / total
 
 
+def settled_rate(path: str | Path, fraction: float = 0.5) -> tuple[float, int] | None:
+    """(detection rate, pulses before it) of the run from the first readout block whose rate
+    reached ``fraction`` of its target to the end: the rate the feedback held, without the
+    ramp-up's pulses at a fraction of it. None without a log, or if the run never settled
+    or settled in its first block (its overall rate is then the settled one)."""
+    try:
+        log, rf = _log_and_run(path, "")
+    except DataFileError:
+        return None
+    ok = np.nonzero(log["rate"] >= fraction * rf.run.target_detection_rate)[0]
+    if len(ok) == 0 or ok[0] == 0:
+        return None
+    before = ok[0] - 1  # the /log row that closed the last ramp-up block: the counts so far
+    first = int(log["pulses"][before])
+    pulses = int(log["pulses"].max()) - first
+    if first <= 0 or pulses <= 0:
+        return None
+    return (int(log["ions"].max()) - int(log["ions"][before])) / pulses, first
+
+
 def settled_select(path: str | Path, fraction: float = 0.5) -> Callable[[np.ndarray], np.ndarray]:
     """A ``select`` for :func:`analyze`: the hits from the first readout block whose detection
     rate reached ``fraction`` of the run's target on, i.e. without the ramp-up, whose hits are

@@ -50,3 +50,31 @@ def test_a_run_mostly_of_ramp_up_ions_is_warned_in_ions(runs: dict[int, Path], c
     assert len(lines) == 1, lines
     assert f"{100 * share:.0f} % of its ions came before the detection rate" in lines[0], lines
     assert "--settled" in lines[0]
+
+
+def test_run_says_the_rate_it_held_after_the_ramp_up(tmp_path: Path, capsys):
+    """`apt-daq run` printed "0.299 % detection rate" for a run held at its 0.5 % target:
+    the whole run's pulses count the ramp-up's (an outside audit read it as the feedback
+    missing its target). It now also gives the rate after the ramp-up, judged against the
+    config's target and the feedback's +-10 % band, and against the file's own totals."""
+    import re
+
+    import h5py
+
+    out = tmp_path / "held.h5"
+    capsys.readouterr()
+    assert main(["run", str(RUN), "-o", str(out), "--ions", "150000"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    m = re.search(r"(\d+) ions in (\d+) pulses \(([\d.]+) % detection rate; ([\d.]+) % after "
+                  r"the ramp-up's ([\d.]+) M pulses\)", text)
+    assert m, text
+    ions, pulses, overall, held, ramp_m = (int(m[1]), int(m[2]), float(m[3]), float(m[4]),
+                                           float(m[5]))
+    assert abs(held - 0.5) <= 0.05, held  # the target, within the rate band
+    assert overall < 0.9 * held
+    with h5py.File(out, "r") as f:  # the counts the line rests on, read without apt-daq
+        n_hits = f["hits"].shape[0]
+        first_settled = f["hits"]["pulse"][f["hits"]["pulse"] >= ramp_m * 1e6]
+    assert ions == n_hits
+    # the hits from the end of the ramp-up on, over the pulses from there: the held rate
+    assert abs(100 * len(first_settled) / (pulses - ramp_m * 1e6) - held) < 0.02 * held + 0.002
