@@ -74,9 +74,11 @@ def connect(workers: int | None = None, scheduler: str | None = None,
     if quiet:  # the scheduler runs in this process and logs every worker at INFO
         dlog.setLevel(logging.ERROR)
     # the scheduler's HTTP server (health, metrics) on a free loopback port, never 8787
+    # the workers ignore SIGINT (worker_setup): a terminal's Ctrl-C reaches them too
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                           silence_logs=logging.ERROR if quiet else False, env=worker_env())
+                           silence_logs=logging.ERROR if quiet else False, env=worker_env(),
+                           preload=["apt_daq.campaign.worker_setup"])
     client = Client(cluster)
     try:
         yield client
