@@ -28,6 +28,7 @@ from apt_daq.config import (
     AnalysisConfig,
     ConfigError,
     InstrumentConfig,
+    Problems,
     RunFile,
     SpecimenConfig,
     _Model,
@@ -151,15 +152,20 @@ class Sweep(_Model):
 
     @model_validator(mode="after")
     def _axes(self) -> Sweep:
-        for k, v in self.axes.items():
-            if isinstance(v, list) and not v:
-                raise ValueError(f"axis {k!r} has no values")
+        empty = [(("axes", k), "no values: give at least one") for k, v in self.axes.items()
+                 if isinstance(v, list) and not v]
+        if empty:  # each at its own line (a plain ValueError was blamed on line 1)
+            raise Problems(empty)
         sizes = [v.count() if isinstance(v, RangeAxis) else len(self.axis_values(k))
                  for k, v in self.axes.items()]
         if self.mode == "zip":
             lengths = {k: len(self.axis_values(k)) for k in self.axes}
-            if len(set(lengths.values())) > 1:
-                raise ValueError(f"mode zip needs axes of equal length, got {lengths}")
+            first = next(iter(lengths), "")
+            odd = [(("axes", k), f"{n} values where {first} has {lengths[first]}: mode zip "
+                    "pairs the axes value by value, so they need as many")
+                   for k, n in lengths.items() if n != lengths[first]]
+            if odd:
+                raise Problems(odd)
         elif math.prod(sizes) > MAX_POINTS:
             raise ValueError(f"{math.prod(sizes):.3g} points ({' x '.join(f'{n:g}' for n in sizes)}"
                              f"): more than the {MAX_POINTS} a sweep may have")
@@ -233,8 +239,22 @@ class Point:
             parts.append(f"{name}={val}")
         slug = "_".join(parts)[:80] or "point"
         slug = "".join(c if c.isalnum() or c in "=_.+-" else "-" for c in slug)
-        digest = hashlib.sha1(json.dumps(self.params, sort_keys=True, default=str).encode())
+        digest = hashlib.sha1(json.dumps(_canonical(self.params), sort_keys=True,
+                                         default=str).encode())
         return f"{slug}-{digest.hexdigest()[:6]}"
+
+
+def _canonical(v: JsonValue) -> JsonValue:
+    """A point's values as the run file reads them: a whole-number float is its integer, so
+    ``[5, 5.0]`` is one point twice (refused) and ``5.0`` resumes the point ``5`` wrote
+    (they were two points with the same run, simulated twice, under two hashes)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _canonical(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_canonical(x) for x in v]
+    return v
 
 
 @dataclass(frozen=True)
@@ -333,7 +353,7 @@ def _problem_line(sweep: Sweep, problem: str, at: list[Point]) -> str:
     params = repr(at[0].params)
     if len(params) > 80:
         params = params[:77] + "..."
-    more = f" and at {len(at) - 1} more point{'s' if len(at) > 2 else ''}" if len(at) > 1 else ""
+    more = f" (and {len(at) - 1} more point{'s' if len(at) > 2 else ''})" if len(at) > 1 else ""
     return f"{sweep.source}: point {at[0].index} {params}{more}: {problem}"
 
 

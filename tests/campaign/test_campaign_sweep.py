@@ -31,6 +31,7 @@ from apt_daq.config import ConfigError, SpecimenConfig, load_yaml_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
+BASE = CONFIGS / "runs" / "nmc811-cr-5pj.yaml"
 
 
 def sweep_file(tmp_path: Path, body: str, name: str = "s.yaml") -> Path:
@@ -77,7 +78,7 @@ def test_product_and_zip(tmp_path: Path):
 
 def test_errors_name_file_line_and_field(tmp_path: Path):
     p = sweep_file(tmp_path, "mode: zip\naxes:\n  run.laser_pj: [5, 10]\n  run.seed: [1]\n")
-    with pytest.raises(ConfigError, match="equal length"):
+    with pytest.raises(ConfigError, match=r"values where run\.laser_pj has 2: mode zip pairs"):
         load_sweep(p)
     p = sweep_file(tmp_path, "mode: spiral\n")
     with pytest.raises(ConfigError, match=r"s\.yaml:3 mode: must be one of"):
@@ -113,7 +114,7 @@ def test_a_problem_every_point_shares_is_one_line(tmp_path: Path):
         build_tasks(s, tmp_path / "out")
     lines = e.value.problems
     assert len(lines) == 2, lines
-    assert "point 0 {'run.laser_pj': 1, 'run.seed': 0} and at 49 more points: " in lines[0]
+    assert "point 0 {'run.laser_pj': 1, 'run.seed': 0} (and 49 more points): " in lines[0]
     assert "instrument_time_s" in lines[0] and "'abc'" in lines[0]
     assert "checking stopped" in lines[1] and "of 10000" in lines[1]
 
@@ -132,8 +133,8 @@ def test_problems_at_some_points_are_named_once_each(tmp_path: Path):
     negative, high = lines
     assert "point 3 {'run.laser_pj': -3, 'run.name': 'xxx" in negative, negative
     assert "...: override run.laser_pj: must be > 0" not in negative  # shortened, then the text
-    assert "and at 2 more points: override run.laser_pj: must be > 0" in negative, negative
-    assert "and at 2 more points: override run.laser_pj: 1e+06 pJ is above" in high, high
+    assert "(and 2 more points): override run.laser_pj: must be > 0" in negative, negative
+    assert "(and 2 more points): override run.laser_pj: 1e+06 pJ is above" in high, high
     assert all(len(ln) < 400 for ln in lines), lines
 
 
@@ -301,3 +302,45 @@ def test_point_functions_keep_the_names_recorded_rows_carry():
     assert (fn_name(functools.partial(synthetic_point, work=10))
             == "apt_daq.campaign.synthetic_point(work=10)")
     assert fn_name(flatten_report) == "apt_daq.campaign.points.flatten_report"
+
+
+def test_equal_values_written_differently_are_one_point(tmp_path: Path):
+    """``[5, 5.0]`` made two points (two hashes) with the same run, and ``5.0`` did not find
+    the point ``5`` wrote, so a campaign re-simulated everything (an outside audit, Dec 6).
+    The reference: the run files the two spellings configure are the same."""
+    from apt_daq.campaign.sweep import build_tasks, load_sweep
+
+    def sweep(values: str) -> Path:
+        p = tmp_path / f"s{len(list(tmp_path.glob('s*.yaml')))}.yaml"
+        p.write_text(f"name: s\nbase: {BASE}\naxes:\n  run.laser_pj: {values}\n")
+        return p
+
+    ints = build_tasks(load_sweep(sweep("[5, 10, 20]")), tmp_path / "o")
+    floats = build_tasks(load_sweep(sweep("[5.0, 10.0, 20.0]")), tmp_path / "o")
+    for a, b in zip(ints, floats, strict=True):
+        assert a.run_file.model_dump(exclude={"run": {"name"}}) == b.run_file.model_dump(
+            exclude={"run": {"name"}})  # the same run ...
+        assert a.key == b.key and a.out_path == b.out_path  # ... is the same point
+    with pytest.raises(ConfigError, match="points 0 and 1 are the same"):
+        load_sweep(sweep("[5, 5.0]")).points()
+    # a value that differs stays its own point
+    assert len({t.key for t in build_tasks(load_sweep(sweep("[5, 5.5]")), tmp_path / "o")}) == 2
+
+
+@pytest.mark.parametrize("axes, line, says", [
+    ("mode: product\naxes:\n  run.seed: [1]\n  run.laser_pj: []\n", 6,
+     "axes.run.laser_pj: no values"),
+    ("mode: zip\naxes:\n  run.seed: [1, 2]\n  run.laser_pj: [5, 10, 20]\n", 6,
+     "axes.run.laser_pj: 3 values where run.seed has 2"),
+])
+def test_an_axis_problem_names_the_axis_line(tmp_path: Path, axes: str, line: int, says: str):
+    """An empty axis, or zip axes of unequal length, were blamed on line 1 '(top level)' with
+    the whole sweep echoed ("got {'name': ... (139 characters)")."""
+    from apt_daq.campaign.sweep import load_sweep
+
+    p = tmp_path / "bad.yaml"
+    p.write_text(f"name: s\nbase: {BASE}\n{axes}")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(p)
+    assert [f"{p}:{line} {says}" in m for m in e.value.problems] == [True], e.value.problems
+    assert "got {" not in str(e.value)
