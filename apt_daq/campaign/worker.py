@@ -3,12 +3,14 @@ raising for the point's own errors), and read a recorded row back on a re-run.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import JsonValue
@@ -55,6 +57,44 @@ def _write_json(path: Path, row: Row) -> None:
                       ) from None
 
 
+class _Keep(logging.Handler):
+    """Keeps the WARNING and worse records of the loggers that reach the root."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+class _Withhold(logging.Filter):
+    """Lets nothing through the root's other handlers while a point runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _logged() -> Iterator[list[str]]:
+    """The point's logged warnings (``laser sim: HV supply sim reports a trip``), for its
+    row: they reached the terminal of whoever started the worker, 18 times in a 24-point
+    campaign and naming no point. A LocalCluster worker runs one point at a time; on a
+    worker with several threads a record of another point's thread lands in this one's."""
+    root = logging.getLogger()
+    keep, withhold = _Keep(), _Withhold()
+    others = list(root.handlers)
+    for h in others:
+        h.addFilter(withhold)
+    root.addHandler(keep)  # with a handler, logging's last resort (stderr) stays quiet
+    try:
+        yield keep.lines
+    finally:
+        root.removeHandler(keep)
+        for h in others:
+            h.removeFilter(withhold)
+
+
 def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
                   topic: str | None = None) -> Row:
     """Run one point and record its row beside its run file. Never raises for the point's
@@ -63,7 +103,7 @@ def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
     t0 = time.perf_counter()
     row = _base_row(task)
     # warnings go into the row (the JSON), not onto the terminal of whoever started a worker
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _logged() as logged:
         warnings.simplefilter("default")
         try:
             row.update(point_fn(task))
@@ -72,8 +112,9 @@ def execute_point(task: PointTask, point_fn: PointFn, fn_id: str,
         except Exception as e:
             row.update(state="error", error=f"{type(e).__name__}: {e}",
                        traceback=traceback.format_exc(limit=20))
-    if caught:
-        warned = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    warned = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    warned += [m for m in dict.fromkeys(logged) if m not in warned]  # in order, once each
+    if warned:
         row["warnings"] = [m for m in warned]  # list[str] is not a list of JSON values
     row["duration_s"] = round(time.perf_counter() - t0, 4)
     row.update(config_sha=task.config_sha, point_fn=fn_id, host=os.uname().nodename,

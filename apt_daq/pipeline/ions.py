@@ -269,6 +269,12 @@ def fit_run_calibration(reader, ranges: RangeTable | None, analysis: AnalysisCon
         ref = max(ranges.ranges_of(named), key=lambda i: rc_raw[i])
     else:
         ref = reference_range(raw_ion, sx, sy, 0.5 * inst.detector_diameter_mm, len(ranges))
+    unnamed = None
+    if analysis.reference_peak and not named:  # said: it was replaced without a word
+        unnamed = (f"analysis.reference_peak {analysis.reference_peak} names no range: the "
+                   f"corrections are fitted on {ranges.names[ref]}, the most counted central "
+                   "range")
+        log.warning("%s: %s", path, unnamed)
     lo, hi = ranges.lo_da[ref], ranges.hi_da[ref]
     w = max(hi - lo, 0.02 * hi)  # distortions of a few % must stay inside the fit window
     ref_da = named_da(ranges, ref) or 0.5 * (lo + hi)
@@ -279,6 +285,8 @@ def fit_run_calibration(reader, ranges: RangeTable | None, analysis: AnalysisCon
         refuse_moving_fit(path, cal, sm, sv, sx, sy, raw_ion, ranges, ref)
     for k, v in base.items():
         setattr(cal, k, v)
+    if unnamed:
+        cal.notes.append(unnamed)
     return cal
 
 
