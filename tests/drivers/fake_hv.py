@@ -54,6 +54,9 @@ class FakeHv:
         self.connections = 0
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", 0))
+        # before the thread starts: a close() that comes first left it a closed socket
+        # (OSError EBADF in the thread, a pytest warning)
+        self._sock.settimeout(0.1)
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
@@ -156,7 +159,6 @@ class FakeHv:
 
     # ------------------------------------------------------------------ serving
     def _accept(self) -> None:
-        self._sock.settimeout(0.1)
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
