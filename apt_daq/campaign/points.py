@@ -18,8 +18,8 @@ FINISHED_STATES = ("done", "failed")
 
 def flatten_report(report: Mapping[str, Any]) -> Row:
     """The table columns of an ``analyze_run`` report: ``comp.El`` (+ ``.err``),
-    ``ratio.NAME`` (+ ``.err``), ``count.ION``, ``mrp50``/``mrp10`` (the most counted peak)
-    and ``mrp50.PEAK``/``mrp10.PEAK``, ``fda_mu.ION``."""
+    ``ratio.NAME`` (+ ``.err``), ``count.ION``, ``mrp50``/``mrp10`` (the most counted peak,
+    named in ``mrp_peak``) and ``mrp50.PEAK``/``mrp10.PEAK``, ``fda_mu.ION``."""
     row: dict[str, object] = {}
     for k in ("ions", "ranged_ions"):
         if k in report:
@@ -44,6 +44,7 @@ def flatten_report(report: Mapping[str, Any]) -> Row:
                     row[f"{k}.{pk.get('peak', i)}"] = pk[k]
                     if i == 0:
                         row[k] = pk[k]
+                        row["mrp_peak"] = pk.get("peak")  # which peak mrp50/mrp10 measure
     elif isinstance(mrp, dict):
         for k, v in mrp.items():
             if isinstance(v, int | float) or v is None:

@@ -18,6 +18,25 @@ _LAST = ["v_min_v", "v_max_v", "path", "host", "pid", "finished", "config_sha", 
 _JSON_ONLY = {"traceback", "warnings"}
 
 
+def mixed_mrp_peaks(rows: Sequence[Row]) -> str | None:
+    """One line when ``mrp50``/``mrp10`` measure different peaks at different points (the
+    most counted peak changes along a sweep: O2+ at 5 pJ, Li+ at 10 and 20 pJ on an uncoated
+    one), where picking the best ``mrp50`` compares unlike peaks; else None."""
+    by_peak: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("mrp_peak"):
+            by_peak.setdefault(str(r["mrp_peak"]), []).append(str(r.get("point", "?")))
+    if len(by_peak) < 2:
+        return None
+    where = "; ".join(f"{peak} at point{'s' if len(pts) > 1 else ''} {', '.join(pts)}"
+                      for peak, pts in by_peak.items())
+    common = [p for p in by_peak if all(r.get(f"mrp50.{p}") is not None for r in rows
+                                        if r.get("mrp_peak"))]
+    use = f"mrp50.{common[0]}" if common else "a peak's own mrp50.PEAK column"
+    return (f"mrp50/mrp10 measure the most counted peak, which differs between points ({where}):"
+            f" compare one peak's, e.g. {use}")
+
+
 def table_columns(rows: Sequence[Row], params: list[str]) -> list[str]:
     seen: dict[str, None] = {}
     for r in rows:

@@ -344,3 +344,23 @@ def test_an_axis_problem_names_the_axis_line(tmp_path: Path, axes: str, line: in
         load_sweep(p)
     assert [f"{p}:{line} {says}" in m for m in e.value.problems] == [True], e.value.problems
     assert "got {" not in str(e.value)
+
+
+def test_mrp_columns_say_which_peak_and_warn_when_it_changes():
+    """An uncoated sweep's mrp50 was O2+'s at 5 pJ and Li+'s at 10 and 20 pJ: picking the best
+    mrp50 compared unlike peaks (an outside audit). The row names the peak, and the campaign
+    says when the points' peaks differ, naming a column all of them have."""
+    from apt_daq.campaign.points import flatten_report
+    from apt_daq.campaign.table import mixed_mrp_peaks
+
+    def row(point: int, peaks: list[tuple[str, float]]) -> dict:
+        r = flatten_report({"mrp": [{"peak": p, "mrp50": m, "mrp10": m / 3} for p, m in peaks]})
+        return {"point": point, **r}
+
+    same = [row(0, [("O2+", 971.0), ("Li+", 900.0)]), row(1, [("O2+", 650.0), ("Li+", 318.0)])]
+    assert [r["mrp_peak"] for r in same] == ["O2+", "O2+"] and mixed_mrp_peaks(same) is None
+    mixed = [row(0, [("O2+", 971.0), ("Li+", 900.0)]), row(1, [("Li+", 318.0), ("O2+", 650.0)]),
+             row(2, [("Li+", 177.0), ("O2+", 362.0)])]
+    said = mixed_mrp_peaks(mixed)
+    assert said is not None
+    assert "O2+ at point 0; Li+ at points 1, 2" in said and "mrp50.O2+" in said
