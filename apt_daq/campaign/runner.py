@@ -19,6 +19,7 @@ from apt_daq.campaign.sweep import PointFn, PointTask, Row, Sweep, build_tasks, 
 from apt_daq.campaign.table import write_table
 from apt_daq.campaign.worker import _base_row, _write_json, execute_point, read_row, recorded_row
 from apt_daq.config import SpecimenConfig
+from apt_daq.io.store.lock import held
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -140,6 +141,15 @@ def run_campaign(
         sweep = load_sweep(sweep)
     out = Path(out_dir) if out_dir else default_out_dir(sweep)
     out.mkdir(parents=True, exist_ok=True)
+    # one campaign per folder: two at once each ran every point (an audit: 12 ran twice)
+    with held(out / "campaign", "another campaign is running in this folder", out):
+        return _run_locked(sweep, out, workers, scheduler, client, point_fn, progress, plots,
+                           overwrite)
+
+
+def _run_locked(sweep: Sweep, out: Path, workers: int | None, scheduler: str | None,
+                client: Client | None, point_fn: PointFn, progress: bool, plots: bool,
+                overwrite: bool) -> CampaignResult:
     tasks = build_tasks(sweep, out)
     params = list(sweep.axes)
     fn_id = fn_name(point_fn)

@@ -161,3 +161,24 @@ def test_a_points_logged_warnings_go_into_its_row_not_the_terminal(tmp_path: Pat
     warned = [w for w in rows[0].get("warnings", []) if "reference_peak Zr+ names no range" in w]
     assert len(warned) == 1, rows[0].get("warnings")
     assert "the corrections are fitted on" in warned[0]
+
+
+def test_one_campaign_at_a_time_in_a_folder(tmp_path: Path, capsys):
+    """Two campaigns on the same -o both ran every point (an outside audit: 12 points
+    simulated twice, both exit 0). While one holds the folder, the other is one line, exit 2,
+    naming the holder; once it is gone the folder is free."""
+    import os
+
+    from apt_daq.io.store.lock import held
+
+    p = tmp_path / "s.yaml"
+    p.write_text(f"name: s\nbase: {BASE}\nions: 2000\naxes:\n  run.seed: [1]\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    with held(out / "campaign", "another campaign is running in this folder", out):
+        capsys.readouterr()
+        assert main(["campaign", str(p), "-o", str(out), "--workers", "1", "--quiet"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"{out}: another campaign is running in this folder (pid {os.getpid()})" in err
+        assert not list(out.glob("*.h5"))
+    assert main(["campaign", str(p), "-o", str(out), "--workers", "1", "--quiet"]) == 0

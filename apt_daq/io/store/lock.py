@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,13 @@ class _WriterLock:
     is still the one at the path (else it locked a file just unlinked, and tries again).
     """
 
-    def __init__(self, target: Path):
+    def __init__(self, target: Path, busy: str = "another run is writing it",
+                 shown: Path | None = None):
         self.target = target
         self.path = lock_path(target)
         self.fd: int | None = None
+        self.busy = busy  # what a second acquirer is told, before the holder's pid ...
+        self.shown = shown or target  # ... about this path
 
     def acquire(self) -> None:
         if fcntl is None:
@@ -84,7 +88,7 @@ class _WriterLock:
                 os.close(fd)
                 if time.monotonic() >= deadline:
                     raise DataFileError(
-                        f"{self.target}: another run is writing it{_holder_text(holder)}; wait "
+                        f"{self.shown}: {self.busy}{_holder_text(holder)}; wait "
                         "for it to end or choose another -o") from None
                 time.sleep(0.05)
                 continue
@@ -115,6 +119,20 @@ class _WriterLock:
             os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
+
+
+@contextlib.contextmanager
+def held(target: str | Path, busy: str, shown: str | Path | None = None) -> Iterator[None]:
+    """``target``'s writer lock held for the block (a folder's work: ``OUT/campaign``); a
+    live holder elsewhere is a :class:`DataFileError` ``SHOWN: BUSY (pid N); wait ...``
+    (``shown``: the path to name, default ``target``)."""
+    lock = _WriterLock(Path(target), busy, Path(shown) if shown is not None else None)
+    lock.acquire()
+    lock.note(Path(target))
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _live_holder(lock: Path) -> dict[str, Any] | None:
