@@ -205,6 +205,25 @@ def _node_lines(path: Path, node: yaml.Node) -> Lines:
     return lines
 
 
+_KIND_KEYS = {"run": {"run"}, "specimen": {"phases", "matrix", "apex_radius_nm"},
+              "instrument": {"flight_path_mm", "detector_diameter_mm", "tdc_bin_ns"}}
+
+
+_MODEL_KIND = {"RunFile": "run", "SpecimenConfig": "specimen", "InstrumentConfig": "instrument"}
+_ARTICLE = {"run": "a run", "specimen": "a specimen", "instrument": "an instrument",
+            "drivers": "a drivers", "analysis": "an analysis"}
+
+
+def _file_kind(data: object) -> str | None:
+    """``run``/``specimen``/``instrument`` when a YAML mapping has keys only that kind of
+    file has (a run file given as a sweep's specimen was 8 lines blaming the shipped files it
+    includes); None if it tells nothing."""
+    if not isinstance(data, dict):
+        return None
+    kinds = [k for k, keys in _KIND_KEYS.items() if keys & set(data)]
+    return kinds[0] if len(kinds) == 1 else None
+
+
 def _load_tree(path: Path, missing: dict[str, str] | None = None
                ) -> tuple[dict[str, Any], Lines]:
     """The YAML tree of ``path`` with its include files in place. An include file that does
@@ -224,6 +243,12 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
                 gone[key] = f"{f}:{line} {key}: {what}: {sub_path}"
                 continue
             sub, sub_lines = compose_yaml(sub_path)
+            kind = _file_kind(sub)
+            if kind is not None and kind != key:  # one line, not the other kind's N keys
+                f, line = lines.get((key,), (str(path), 1))
+                gone[key] = (f"{f}:{line} {key}: {sub_path} is {_ARTICLE[kind]} file, not "
+                             f"{_ARTICLE[key]} file")
+                continue
             data[key] = sub
             for k, v in sub_lines.items():
                 lines[(key, *k)] = v
@@ -297,4 +322,8 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        kind, want = _file_kind(data), _MODEL_KIND.get(model.__name__)
+        if kind is not None and want is not None and kind != want:  # the wrong kind of file
+            raise ConfigError([f"{path}: is {_ARTICLE[kind]} file, not {_ARTICLE[want]} file"]
+                              ) from None
         raise ConfigError(validation_problems(e, lines, str(path), model=model)) from None

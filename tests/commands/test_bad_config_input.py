@@ -412,3 +412,38 @@ def test_a_key_close_to_none_is_only_unknown(tmp_path: Path, capsys) -> None:
     cfg = run_file(tmp_path, {"run.colour_scheme": 5})
     line = check_and_run(capsys, tmp_path, cfg, "run.colour_scheme", "unknown key")
     assert "did you mean" not in line
+
+
+@pytest.mark.parametrize("key, given, kind", [
+    ("instrument", "specimens/nmc811-cr.yaml", "a specimen"),
+    ("specimen", "instruments/leap5000xs.yaml", "an instrument"),
+    ("specimen", "runs/nmc811-cr-5pj.yaml", "a run"),
+])
+def test_the_wrong_kind_of_file_is_named_in_one_line(tmp_path: Path, capsys, key: str,
+                                                     given: str, kind: str) -> None:
+    """A run file given as a sweep's specimen was eight lines blaming the shipped files it
+    includes ('leap5000xs.yaml:3 instrument: unknown key', 'nmc811-cr-5pj.yaml:3 name:
+    required but missing', ...): an outside audit. Now the file's kind, in one line."""
+    run = yaml.safe_load((CONFIGS / "runs" / "nmc811-cr-5pj.yaml").read_text())
+    for k in ("instrument", "specimen", "analysis"):
+        if isinstance(run.get(k), str):
+            run[k] = str((CONFIGS / "runs" / run[k]).resolve())
+    run["analysis"] = {}
+    run[key] = str(CONFIGS / given)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(run))
+    capsys.readouterr()
+    assert main(["config", "check", str(path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    article = "an instrument" if key == "instrument" else "a specimen"
+    assert len(err) == 1 and f"is {kind} file, not {article} file" in err[0], err
+
+
+def test_a_sweeps_specimen_axis_given_a_run_file_is_one_line(tmp_path: Path, capsys) -> None:
+    run = CONFIGS / "runs" / "nmc811-cr-5pj.yaml"
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\nbase: {run}\naxes:\n  specimen: [{run}]\n")
+    capsys.readouterr()
+    assert main(["config", "check", str(path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "is a run file, not a specimen file" in err[0], err
