@@ -140,6 +140,10 @@ def run_campaign(
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     out = Path(out_dir) if out_dir else default_out_dir(sweep)
+    if out.exists() and not out.is_dir():  # mkdir said only "File exists"
+        from apt_daq.errors import UserError
+
+        raise UserError(f"{out}: is a file, not a folder: -o names the campaign's folder")
     out.mkdir(parents=True, exist_ok=True)
     # one campaign per folder: two at once each ran every point (an audit: 12 ran twice)
     with held(out / "campaign", "another campaign is running in this folder", out):

@@ -182,3 +182,15 @@ def test_one_campaign_at_a_time_in_a_folder(tmp_path: Path, capsys):
         assert f"{out}: another campaign is running in this folder (pid {os.getpid()})" in err
         assert not list(out.glob("*.h5"))
     assert main(["campaign", str(p), "-o", str(out), "--workers", "1", "--quiet"]) == 0
+
+
+def test_an_out_folder_that_is_a_file_is_named(tmp_path: Path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(f"name: s\nbase: {BASE}\nions: 2000\n")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    capsys.readouterr()
+    assert main(["campaign", str(p), "-o", str(afile), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{afile}: is a file, not a folder" in err, err  # was "afile: File exists"
+    assert afile.read_text() == "keep me"
