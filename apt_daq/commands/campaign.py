@@ -77,10 +77,11 @@ def _campaign(args: argparse.Namespace) -> int:
         if r.get("error"):
             console.print(f"  [red]point {r['point']} {r['key']}[/red]: {r['error']}",
                           highlight=False)
-    from apt_daq.campaign.table import mixed_mrp_peaks
+    from apt_daq.campaign.table import burst_warning, mixed_mrp_peaks
     from apt_daq.campaign_plots import ramp_up_warning
 
-    for warning in (ramp_up_warning(res.rows), mixed_mrp_peaks(res.rows)):
+    for warning in (ramp_up_warning(res.rows), burst_warning(res.rows),
+                    mixed_mrp_peaks(res.rows)):
         if warning:
             console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     console.print(f"table: {res.csv_path}  {res.parquet_path}")

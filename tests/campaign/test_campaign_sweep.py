@@ -364,3 +364,35 @@ def test_mrp_columns_say_which_peak_and_warn_when_it_changes():
     said = mixed_mrp_peaks(mixed)
     assert said is not None
     assert "O2+ at point 0; Li+ at points 1, 2" in said and "mrp50.O2+" in said
+
+
+def test_a_point_that_is_one_burst_is_flagged(tmp_path: Path):
+    """An uncoated 20 pJ point asked for 30 000 ions ended `done` with 67 748, all from one
+    readout block at 2.16 ions a pulse, and nothing in its row said so (an outside audit).
+    The reference: a /log written here, block by block, with known counts."""
+    import numpy as np
+
+    from apt_daq.analysis.report import largest_block_share
+    from apt_daq.campaign.table import burst_warning
+    from apt_daq.config import load_run
+    from apt_daq.io.store import RunWriter
+    from apt_daq.io.store.layout import LOG_DTYPE
+
+    rf = load_run(CONFIGS / "runs" / "nmc811-bare-5pj.yaml")
+    shares = {}
+    for name, blocks in {"steady": [5000] * 10, "burst": [300, 500, 67_748 - 800]}.items():
+        log = np.zeros(len(blocks), LOG_DTYPE)
+        log["ions"] = np.cumsum(blocks)
+        log["pulses"] = np.arange(1, len(blocks) + 1) * 1_000_000
+        path = tmp_path / f"{name}.h5"
+        with RunWriter(path, {"config": rf.model_dump(mode="json")}) as w:
+            w.log(log)
+            w.finish("done")
+        shares[name] = largest_block_share(path)
+    assert shares["steady"] == pytest.approx(0.1)
+    assert shares["burst"] == pytest.approx((67_748 - 800) / 67_748)
+    rows = [{"point": 0, "largest_block_share": shares["steady"]},
+            {"point": 1, "largest_block_share": shares["burst"]}]
+    said = burst_warning(rows)
+    assert said is not None and "1 of 2 points" in said and "points 1)" in said
+    assert burst_warning(rows[:1]) is None
