@@ -10,6 +10,7 @@ errors of the table to first order.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,23 +160,28 @@ def calibration_figure(rows: list[dict[str, Any]], expected: dict[str, float] | 
         ax.grid(alpha=0.3)
         handles, _ = ax.get_legend_handles_labels()
         if handles:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")  # "lower right" hid the 45 pJ O point
     _mark_ramp_up(good, panels)
     axes[0].set_title("a) Li/(Li+Ni+Co+Mn)", loc="left", fontsize=10)
     axes[1].set_title("b) Ni/(Ni+Co+Mn), O/(Li+O+Ni+Co+Mn)", loc="left", fontsize=10)
     if lasers_ok:
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=axes, label="laser pulse energy (pJ)", shrink=0.9)
-    warning = ramp_up_warning(good)
-    if warning:
-        fig.suptitle("\n".join(t for t in (title, f"WARNING: {warning}") if t),
-                     color="firebrick", fontsize=9)
-    elif title:
-        fig.suptitle(title)
+    _title(fig, title, ramp_up_warning(good))
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120)
     return fig
+
+
+def _title(fig: Figure, title: str, warning: str | None) -> None:
+    """The figure's title, and a warning below it in red, wrapped to the figure's width (one
+    line of it was cut at both edges)."""
+    if warning:
+        fig.suptitle("\n".join(t for t in (title, *textwrap.wrap(f"WARNING: {warning}", 110))
+                               if t), color="firebrick", fontsize=9)
+    elif title:
+        fig.suptitle(title)
 
 
 def _mark_ramp_up(rows: list[dict[str, Any]], panels: list[tuple[Any, list[str]]]) -> None:
@@ -192,4 +198,4 @@ def _mark_ramp_up(rows: list[dict[str, Any]], panels: list[tuple[Any, list[str]]
         if xs:
             ax.scatter(xs, ys, marker="x", s=90, c="firebrick", zorder=3,
                        label="mostly ramp-up (> 50 % of ions)")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")  # "lower right" hid the 45 pJ O point

@@ -372,20 +372,27 @@ def ramp_up_share(path: str | Path, fraction: float = 0.5, per: str = "pulses") 
     return (int(log[per][ok[0] - 1]) if ok[0] > 0 else 0) / total
 
 
-def largest_block_share(path: str | Path) -> float | None:
-    """The largest share of the run's detected ions that one readout block took, from /log
-    (the ions counted between two rows); None without a log or ions. A share near 1 is a
-    run that is one burst: an uncoated 20 pJ point asked for 30 000 ions took 67 748 in one
-    31 294-pulse block at 2.16 ions a pulse, and its ratios are that block's."""
+BURST_RATE = 5.0
+"""A readout block detecting more than this many times the target rate is a burst."""
+
+
+def burst_share(path: str | Path, factor: float = BURST_RATE) -> float | None:
+    """The share of the run's detected ions that came in readout blocks whose detection rate
+    was above ``factor`` times the target (from /log); None without a log or ions. The
+    feedback holds the rate within +-10 %; a burst is not held: an uncoated 20 pJ point asked
+    for 30 000 ions took 67 748 in one 31 294-pulse block at 2.16 ions a pulse (430 times
+    its target), and its ratios are that block's."""
     try:
-        log, _ = _log_and_run(path, "")
+        log, rf = _log_and_run(path, "")
     except DataFileError:
         return None
     ions = log["ions"].astype(np.int64)
     total = int(ions.max()) if len(ions) else 0
     if total <= 0:
         return None
-    return float(np.diff(ions, prepend=0).max()) / total
+    got = np.diff(ions, prepend=0)
+    fast = log["rate"] > factor * rf.run.target_detection_rate
+    return float(got[fast].sum()) / total
 
 
 def settled_rate(path: str | Path, fraction: float = 0.5) -> tuple[float, int] | None:

@@ -108,7 +108,7 @@ def simulate_and_analyze(task: PointTask) -> Row:
                "v_max_v": res.voltage_range_v[1]}
     row["path"] = task.out_path.name
     if row.get("ions"):
-        from apt_daq.analysis.report import analyze_run, largest_block_share, ramp_up_share
+        from apt_daq.analysis.report import analyze_run, burst_share, ramp_up_share
 
         metrics = flatten_report(analyze_run(task.out_path))
         metrics.pop("ions", None)
@@ -118,8 +118,8 @@ def simulate_and_analyze(task: PointTask) -> Row:
         # point whose ions are mostly the ramp-up's measures the ramp-up; the plot and the
         # CLI say so
         row["ramp_up_share"] = None if share is None else round(share, 4)
-        burst = largest_block_share(task.out_path)  # one block's share: a burst, if ~1
-        row["largest_block_share"] = None if burst is None else round(burst, 4)
+        burst = burst_share(task.out_path)  # ions of blocks far above the target rate
+        row["burst_share"] = None if burst is None else round(burst, 4)
     return row
 
 

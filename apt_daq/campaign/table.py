@@ -12,7 +12,7 @@ from apt_daq.campaign.sweep import Row
 
 _FIRST = ["point", "key"]
 _AFTER = ["state", "reason", "error", "ions", "ranged_ions", "pulses", "ramp_up_share",
-          "largest_block_share", "duration_s", "specimen_name", "coated", "laser_pj", "seed"]
+          "burst_share", "duration_s", "specimen_name", "coated", "laser_pj", "seed"]
 _GROUPS = ["comp.", "ratio.", "mrp", "fda_mu.", "count."]
 _LAST = ["v_min_v", "v_max_v", "path", "host", "pid", "finished", "config_sha", "point_fn"]
 _JSON_ONLY = {"traceback", "warnings"}
@@ -37,22 +37,22 @@ def mixed_mrp_peaks(rows: Sequence[Row]) -> str | None:
             f" compare one peak's, e.g. {use}")
 
 
-BURST_LIMIT = 0.5  # a point with more of its ions in one readout block is that block
+BURST_LIMIT = 0.5  # a point with more of its ions in bursts measures the bursts
 
 
 def burst_warning(rows: Sequence[Row]) -> str | None:
-    """One line naming the points that took most of their ions in one readout block
-    (``largest_block_share``): a burst (Li+ off an uncoated specimen at 20 pJ: 67 748 ions in
-    one block, 2.26 times the point's count) that ``ramp_up_share`` and the state do not show.
-    """
+    """One line naming the points that took most of their ions in bursts (``burst_share``:
+    readout blocks far above the target rate; Li+ off an uncoated specimen at 20 pJ: 67 748
+    ions in one block, 2.26 times the point's count), which ``ramp_up_share`` and the state
+    do not show."""
     bad = [str(r.get("point", "?")) for r in rows
-           if isinstance(r.get("largest_block_share"), int | float)
-           and float(r["largest_block_share"]) > BURST_LIMIT]  # type: ignore[arg-type]
+           if isinstance(r.get("burst_share"), int | float)
+           and float(r["burst_share"]) > BURST_LIMIT]  # type: ignore[arg-type]
     if not bad:
         return None
-    return (f"{len(bad)} of {len(rows)} points took most of their ions in one readout block "
-            f"(> {BURST_LIMIT:.0%}; points {', '.join(bad)}): a burst, whose ratios are that "
-            "block's, not the acquisition's")
+    return (f"{len(bad)} of {len(rows)} points took most of their ions in bursts (readout "
+            f"blocks above 5 times the target rate; points {', '.join(bad)}): their ratios are "
+            "the bursts', not a held acquisition's")
 
 
 def table_columns(rows: Sequence[Row], params: list[str]) -> list[str]:

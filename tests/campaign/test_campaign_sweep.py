@@ -369,30 +369,36 @@ def test_mrp_columns_say_which_peak_and_warn_when_it_changes():
 def test_a_point_that_is_one_burst_is_flagged(tmp_path: Path):
     """An uncoated 20 pJ point asked for 30 000 ions ended `done` with 67 748, all from one
     readout block at 2.16 ions a pulse, and nothing in its row said so (an outside audit).
-    The reference: a /log written here, block by block, with known counts."""
+    A small point whose few blocks are held at the target is no burst (the first version of
+    this flag named the 45 and 50 pJ points of a 5000-ion campaign: one block, at target).
+    The reference: a /log written here, block by block, with known counts and rates."""
     import numpy as np
 
-    from apt_daq.analysis.report import largest_block_share
+    from apt_daq.analysis.report import burst_share
     from apt_daq.campaign.table import burst_warning
     from apt_daq.config import load_run
     from apt_daq.io.store import RunWriter
     from apt_daq.io.store.layout import LOG_DTYPE
 
     rf = load_run(CONFIGS / "runs" / "nmc811-bare-5pj.yaml")
+    target = rf.run.target_detection_rate
+    runs = {"steady": ([5000] * 10, [target] * 10),
+            "one held block": ([5200], [1.02 * target]),
+            "burst": ([300, 500, 66_948], [0.2 * target, 0.9 * target, 430 * target])}
     shares = {}
-    for name, blocks in {"steady": [5000] * 10, "burst": [300, 500, 67_748 - 800]}.items():
+    for name, (blocks, rates) in runs.items():
         log = np.zeros(len(blocks), LOG_DTYPE)
         log["ions"] = np.cumsum(blocks)
+        log["rate"] = rates
         log["pulses"] = np.arange(1, len(blocks) + 1) * 1_000_000
-        path = tmp_path / f"{name}.h5"
+        path = tmp_path / f"{len(shares)}.h5"
         with RunWriter(path, {"config": rf.model_dump(mode="json")}) as w:
             w.log(log)
             w.finish("done")
-        shares[name] = largest_block_share(path)
-    assert shares["steady"] == pytest.approx(0.1)
-    assert shares["burst"] == pytest.approx((67_748 - 800) / 67_748)
-    rows = [{"point": 0, "largest_block_share": shares["steady"]},
-            {"point": 1, "largest_block_share": shares["burst"]}]
+        shares[name] = burst_share(path)
+    assert shares["steady"] == 0.0 and shares["one held block"] == 0.0
+    assert shares["burst"] == pytest.approx(66_948 / 67_748)
+    rows = [{"point": i, "burst_share": v} for i, v in enumerate(shares.values())]
     said = burst_warning(rows)
-    assert said is not None and "1 of 2 points" in said and "points 1)" in said
-    assert burst_warning(rows[:1]) is None
+    assert said is not None and "1 of 3 points" in said and "points 2)" in said
+    assert burst_warning(rows[:2]) is None
