@@ -22,10 +22,12 @@ from __future__ import annotations
 from apt_daq.config.errors import ConfigError, Problems
 from apt_daq.config.loader import (
     _INCLUDES,
+    KIND_WORDS,
     Lines,
     _explain,
     _load_tree,
     compose_yaml,
+    file_kind,
     load_yaml_model,
     validation_problems,
     where,
@@ -51,7 +53,6 @@ from apt_daq.config.models import (
     instrument_problems,
 )
 from apt_daq.config.preflight import (
-    KIND_WORDS,
     RATE_PERCENT_SUSPECT,
     UNIT_SLIPS,
     UnitSlip,
@@ -61,7 +62,6 @@ from apt_daq.config.preflight import (
     _not_a_run_file,
     _warnings,
     detect_model,
-    file_kind,
     load_run,
     preflight,
     preflight_tree,

@@ -205,23 +205,34 @@ def _node_lines(path: Path, node: yaml.Node) -> Lines:
     return lines
 
 
-_KIND_KEYS = {"run": {"run"}, "specimen": {"phases", "matrix", "apex_radius_nm"},
-              "instrument": {"flight_path_mm", "detector_diameter_mm", "tdc_bin_ns"}}
-
-
+#: the kinds of apt-daq YAML file, as ``config check``, a wrong ``run`` name and a wrong
+#: include name them
+KIND_WORDS = {"run": "a run file", "instrument": "an instrument file",
+              "specimen": "a specimen file", "campaign": "a campaign (sweep) file"}
+_INCLUDE_WORDS = {**KIND_WORDS, "drivers": "a drivers file", "analysis": "an analysis file"}
 _MODEL_KIND = {"RunFile": "run", "SpecimenConfig": "specimen", "InstrumentConfig": "instrument"}
-_ARTICLE = {"run": "a run", "specimen": "a specimen", "instrument": "an instrument",
-            "drivers": "a drivers", "analysis": "an analysis"}
 
 
-def _file_kind(data: object) -> str | None:
-    """``run``/``specimen``/``instrument`` when a YAML mapping has keys only that kind of
-    file has (a run file given as a sweep's specimen was 8 lines blaming the shipped files it
-    includes); None if it tells nothing."""
+def known_kind(data: Any) -> str | None:
+    """Which kind of apt-daq YAML a loaded file is, from keys only that kind has; None when
+    its keys tell nothing (:func:`file_kind` then takes it for a run file)."""
     if not isinstance(data, dict):
         return None
-    kinds = [k for k, keys in _KIND_KEYS.items() if keys & set(data)]
-    return kinds[0] if len(kinds) == 1 else None
+    if "run" in data:
+        return "run"
+    if "base" in data and ("axes" in data or "ions" in data):
+        return "campaign"
+    if "phases" in data or "matrix" in data:
+        return "specimen"
+    if "flight_path_mm" in data or "model" in data or "detector_diameter_mm" in data:
+        return "instrument"
+    return None
+
+
+def file_kind(data: Any) -> str:
+    """Which kind of apt-daq YAML a loaded file is, from its keys (a run file if they tell
+    nothing)."""
+    return known_kind(data) or "run"
 
 
 def _load_tree(path: Path, missing: dict[str, str] | None = None
@@ -243,11 +254,11 @@ def _load_tree(path: Path, missing: dict[str, str] | None = None
                 gone[key] = f"{f}:{line} {key}: {what}: {sub_path}"
                 continue
             sub, sub_lines = compose_yaml(sub_path)
-            kind = _file_kind(sub)
+            kind = known_kind(sub)
             if kind is not None and kind != key:  # one line, not the other kind's N keys
                 f, line = lines.get((key,), (str(path), 1))
-                gone[key] = (f"{f}:{line} {key}: {sub_path} is {_ARTICLE[kind]} file, not "
-                             f"{_ARTICLE[key]} file")
+                gone[key] = (f"{f}:{line} {key}: {sub_path} is {_INCLUDE_WORDS[kind]}, not "
+                             f"{_INCLUDE_WORDS[key]}")
                 continue
             data[key] = sub
             for k, v in sub_lines.items():
@@ -322,8 +333,8 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        kind, want = _file_kind(data), _MODEL_KIND.get(model.__name__)
+        kind, want = known_kind(data), _MODEL_KIND.get(model.__name__)
         if kind is not None and want is not None and kind != want:  # the wrong kind of file
-            raise ConfigError([f"{path}: is {_ARTICLE[kind]} file, not {_ARTICLE[want]} file"]
+            raise ConfigError([f"{path}: is {KIND_WORDS[kind]}, not {KIND_WORDS[want]}"]
                               ) from None
         raise ConfigError(validation_problems(e, lines, str(path), model=model)) from None

@@ -10,7 +10,15 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from apt_daq.config.errors import ConfigError, Problems
-from apt_daq.config.loader import Lines, _load_tree, compose_yaml, validation_problems, where
+from apt_daq.config.loader import (
+    KIND_WORDS,
+    Lines,
+    _load_tree,
+    compose_yaml,
+    file_kind,
+    validation_problems,
+    where,
+)
 from apt_daq.config.models import (
     InstrumentConfig,
     RunConfig,
@@ -21,9 +29,6 @@ from apt_daq.config.models import (
     _partial_instrument_problems,
 )
 
-#: the kinds of apt-daq YAML file, as ``config check`` and a wrong ``run`` name them
-KIND_WORDS = {"run": "a run file", "instrument": "an instrument file",
-              "specimen": "a specimen file", "campaign": "a campaign (sweep) file"}
 #: what a target detection rate above this most likely is: a percentage
 RATE_PERCENT_SUSPECT = 0.05
 
@@ -60,19 +65,6 @@ UNIT_SLIPS = {
         "100 V puts at most ~3 V/nm on a 10 nm apex (k_f 3.3), under a quarter of the lowest "
         "evaporation field (Li, ~14 V/nm); 0 (a ramp from zero) is not warned"),
 }
-
-
-def file_kind(data: Any) -> str:
-    """Which kind of apt-daq YAML a loaded file is, from its keys."""
-    if not isinstance(data, dict) or "run" in data:
-        return "run"
-    if "base" in data and ("axes" in data or "ions" in data):
-        return "campaign"
-    if "phases" in data or "matrix" in data:
-        return "specimen"
-    if "flight_path_mm" in data or "model" in data or "detector_diameter_mm" in data:
-        return "instrument"
-    return "run"
 
 
 def _not_a_run_file(path: Path, kind: str) -> str:
