@@ -366,10 +366,10 @@ def ramp_up_share(path: str | Path, fraction: float = 0.5, per: str = "pulses") 
     total = int(log[per].max()) if len(log) else 0
     if total <= 0:
         return None
-    ok = np.nonzero(log["rate"] >= fraction * rf.run.target_detection_rate)[0]
-    if len(ok) == 0:
+    row = _settled_row(log, rf.run.target_detection_rate, fraction)
+    if row is None:
         return 1.0
-    return (int(log[per][ok[0] - 1]) if ok[0] > 0 else 0) / total
+    return (int(log[per][row - 1]) if row > 0 else 0) / total
 
 
 BURST_RATE = 5.0
@@ -404,10 +404,10 @@ def settled_rate(path: str | Path, fraction: float = 0.5) -> tuple[float, int] |
         log, rf = _log_and_run(path, "")
     except DataFileError:
         return None
-    ok = np.nonzero(log["rate"] >= fraction * rf.run.target_detection_rate)[0]
-    if len(ok) == 0 or ok[0] == 0:
+    row = _settled_row(log, rf.run.target_detection_rate, fraction)
+    if not row:
         return None
-    before = ok[0] - 1  # the /log row that closed the last ramp-up block: the counts so far
+    before = row - 1  # the /log row that closed the last ramp-up block: the counts so far
     first = int(log["pulses"][before])
     pulses = int(log["pulses"].max()) - first
     if first <= 0 or pulses <= 0:
@@ -441,13 +441,20 @@ def _log_and_run(path: str | Path, what: str) -> tuple[np.ndarray, Any]:
         return r.read("log"), rf
 
 
+def _settled_row(log: np.ndarray, target: float, fraction: float) -> int | None:
+    """The /log row of the first readout block whose rate reached ``fraction`` of
+    ``target`` (the ramp-up ends at the row before it), None if none did."""
+    ok = np.nonzero(log["rate"] >= fraction * target)[0]
+    return int(ok[0]) if len(ok) else None
+
+
 def _settled_pulse(log: np.ndarray, target: float, fraction: float) -> int | None:
     """The first pulse of the first readout block whose rate reached ``fraction`` of
     ``target`` (the previous /log row's pulse count), None if none did."""
-    ok = np.nonzero(log["rate"] >= fraction * target)[0]
-    if len(ok) == 0:
+    row = _settled_row(log, target, fraction)
+    if row is None:
         return None
-    return int(log["pulses"][ok[0] - 1]) if ok[0] > 0 else 0
+    return int(log["pulses"][row - 1]) if row > 0 else 0
 
 
 def analyze_run(
