@@ -68,13 +68,6 @@ class _Keep(logging.Handler):
         self.lines.append(f"{record.name}: {record.getMessage()}")
 
 
-class _Withhold(logging.Filter):
-    """Lets nothing through the root's other handlers while a point runs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
 @contextlib.contextmanager
 def _logged() -> Iterator[list[str]]:
     """The point's logged warnings (``laser sim: HV supply sim reports a trip``), for its
@@ -82,7 +75,11 @@ def _logged() -> Iterator[list[str]]:
     campaign and naming no point. A LocalCluster worker runs one point at a time; on a
     worker with several threads a record of another point's thread lands in this one's."""
     root = logging.getLogger()
-    keep, withhold = _Keep(), _Withhold()
+    keep = _Keep()
+
+    def withhold(record: logging.LogRecord) -> bool:  # the root's other handlers: nothing
+        return False
+
     others = list(root.handlers)
     for h in others:
         h.addFilter(withhold)
