@@ -32,6 +32,7 @@ from apt_daq.drivers.serial_line import SerialTransport
 from fake_hv import FakeHv, wait_for
 from fake_hv_line import FakeLineHv
 from fake_laser import FakeLaser
+from pty_device import pty_line_device
 from test_hv_misbehaving import LIMIT_V, RAMP_V_PER_S, STEP_S, assert_ramp_rule
 
 LINKS = ("socket", "visa", "line")
@@ -245,27 +246,8 @@ def test_a_serial_port_that_vanishes_is_a_driver_error() -> None:
 
     clock = FakeClock()
     fake = FakeLineHv("silent", clock)  # its protocol table; served here on a pty
-    master, slave = os.openpty()
-    path = os.ttyname(slave)
-    stop = threading.Event()
-
-    def serve() -> None:
-        buf = b""
-        while not stop.is_set():
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                return
-            buf += data
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                reply = fake._handle(raw.decode().strip())
-                try:
-                    os.write(master, (reply + "\r\n").encode())
-                except OSError:
-                    return
-
-    threading.Thread(target=serve, daemon=True).start()
+    path, master, slave, stop = pty_line_device(
+        lambda line: (fake._handle(line) + "\r\n").encode())
     hv = SerialHv(SerialTransport(path, timeout_s=0.3), path, limit_v=LIMIT_V,
                   ramp_v_per_s=RAMP_V_PER_S, ramp_step_s=STEP_S, retries=1,
                   reconnect_deadline_s=1.0, clock=clock)

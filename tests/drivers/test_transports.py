@@ -169,32 +169,20 @@ def test_serial_late_reply_after_timeout_is_discarded_not_taken_as_the_next_answ
     query it must not read that late reply as the answer (reopening a serial port does not
     discard bytes in flight; the transport drains them)."""
     import os
-    import threading
     import time as _time
 
     from apt_daq.drivers.base import DriverTimeout
     from apt_daq.drivers.serial_line import SerialTransport
+    from pty_device import pty_line_device
 
-    master, slave = os.openpty()
-    os.set_blocking(master, True)
-    path = os.ttyname(slave)
     answers = iter([(0.3, b"V 1111\r\n"), (0.0, b"V 2222\r\n"), (0.0, b"V 3333\r\n")])
 
-    def device():
-        buf = b""
-        while True:
-            try:
-                data = os.read(master, 256)
-            except OSError:
-                return
-            buf += data
-            while b"\n" in buf:
-                _, buf = buf.split(b"\n", 1)
-                delay, reply = next(answers, (0.0, b"V 9999\r\n"))
-                _time.sleep(delay)
-                os.write(master, reply)
+    def answer(line: str) -> bytes:
+        delay, reply = next(answers, (0.0, b"V 9999\r\n"))
+        _time.sleep(delay)
+        return reply
 
-    threading.Thread(target=device, daemon=True).start()
+    path, master, slave, _ = pty_line_device(answer)
     from apt_daq.drivers.serial_line import LineSession
 
     t = SerialTransport(path, timeout_s=0.2)
